@@ -545,7 +545,7 @@ impl Check {
         let before = self.findings.len();
         let mut lines: Vec<Option<Line>> = Vec::with_capacity(items.len());
         // The stated (price-mode) amount of the previous normal line, for discount checks.
-        let mut previous: Option<(usize, Amount)> = None;
+        let mut previous: Option<(usize, Option<Amount>)> = None;
         for (i, item) in items.iter().enumerate() {
             let path = format!("items[{i}]");
             let line = self.line(&path, item, mode, catalog, lines.last().and_then(Option::as_ref), &mut previous, i);
@@ -572,7 +572,7 @@ impl Check {
         mode: Option<PriceMode>,
         catalog: &TaxCatalog,
         previous_line: Option<&Line>,
-        previous: &mut Option<(usize, Amount)>,
+        previous: &mut Option<(usize, Option<Amount>)>,
         index: usize,
     ) -> Option<Line> {
         let p = |f: &str| join(path, f);
@@ -586,7 +586,7 @@ impl Check {
         let discount = kind == LineKind::Discount;
         let discounted = if discount {
             match previous.take() {
-                Some((prev_index, stated)) if prev_index + 1 == index => Some(stated),
+                Some((prev_index, stated)) if prev_index + 1 == index => stated,
                 _ => {
                     self.push(
                         p("kind"),
@@ -713,10 +713,12 @@ impl Check {
                 && (a.is_negative() || a.is_zero())
             {
                 self.push(p("amount"), FindingCode::MustBePositive, format!("must be above zero, found {a}"));
-                *previous = None;
+                *previous = Some((index, None));
                 return None;
             }
-            *previous = amount.map(|a| (index, a));
+            // A following discount is checked against the stated amount even if this line
+            // has other findings, so one fault does not hide another.
+            *previous = Some((index, amount.or(stated)));
             amount
         };
 
