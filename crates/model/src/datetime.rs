@@ -12,7 +12,8 @@ pub const ISSUE_TIME_FORMAT: &[BorrowedFormatItem<'static>] =
 /// Formats an issue time.
 #[must_use]
 pub fn format(t: PrimitiveDateTime) -> String {
-    t.format(ISSUE_TIME_FORMAT).expect("a PrimitiveDateTime always formats with a fixed pattern")
+    t.format(ISSUE_TIME_FORMAT)
+        .expect("a PrimitiveDateTime always formats with a fixed pattern")
 }
 
 /// Parses an issue time.
@@ -23,6 +24,9 @@ pub fn parse(text: &str) -> Result<PrimitiveDateTime, time::error::Parse> {
     PrimitiveDateTime::parse(text, ISSUE_TIME_FORMAT)
 }
 
-pub(crate) fn serialize<S: serde::Serializer>(t: &PrimitiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize<S: serde::Serializer>(
+    t: &PrimitiveDateTime,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format(*t))
 }

@@ -20,13 +20,21 @@ pub struct Finding {
 impl Finding {
     /// Creates a finding.
     pub fn new(path: impl Into<String>, code: FindingCode, message: impl Into<String>) -> Self {
-        Self { path: path.into(), code, message: message.into() }
+        Self {
+            path: path.into(),
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "(document)" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "(document)"
+        } else {
+            &self.path
+        };
         write!(f, "{path}: {} — {}", self.code.as_str(), self.message)
     }
 }
@@ -138,7 +146,9 @@ impl ValidationErrors {
     /// Whether some finding has this path and code.
     #[must_use]
     pub fn has(&self, path: &str, code: FindingCode) -> bool {
-        self.findings.iter().any(|f| f.path == path && f.code == code)
+        self.findings
+            .iter()
+            .any(|f| f.path == path && f.code == code)
     }
 }
 

@@ -4,6 +4,7 @@
 use serde::Serialize;
 use time::PrimitiveDateTime;
 
+use crate::invoice_number::{InvoiceNumber, InvoiceNumberError};
 use crate::money::{Amount, Quantity, UnitPrice};
 use crate::order::OrderId;
 use crate::red::RedReference;
@@ -11,7 +12,6 @@ use crate::tax_code::TaxClassificationCode;
 use crate::tax_rate::TaxRate;
 use crate::taxpayer_id::{PersonalIdNumber, TaxpayerId};
 use crate::upper::to_chinese_upper;
-use crate::invoice_number::{InvoiceNumber, InvoiceNumberError};
 
 /// 票种: the kind of VAT invoice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -261,7 +261,11 @@ impl Totals {
     pub fn of(lines: &[Line]) -> Self {
         let amount: Amount = lines.iter().map(Line::amount).sum();
         let tax: Amount = lines.iter().map(Line::tax).sum();
-        Self { amount, tax, total: amount + tax }
+        Self {
+            amount,
+            tax,
+            total: amount + tax,
+        }
     }
 }
 
@@ -384,9 +388,17 @@ impl Invoice {
     ///
     /// # Errors
     /// [`InvoiceNumberError::YearMismatch`] when the number's year is not the issue year.
-    pub fn issue(draft: InvoiceDraft, number: InvoiceNumber, issued_at: PrimitiveDateTime) -> Result<Self, InvoiceNumberError> {
+    pub fn issue(
+        draft: InvoiceDraft,
+        number: InvoiceNumber,
+        issued_at: PrimitiveDateTime,
+    ) -> Result<Self, InvoiceNumberError> {
         number.check_issue_year(issued_at.date())?;
-        Ok(Self { number, issued_at, draft })
+        Ok(Self {
+            number,
+            issued_at,
+            draft,
+        })
     }
 
     /// 发票号码.

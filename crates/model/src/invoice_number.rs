@@ -59,7 +59,9 @@ impl InvoiceNumber {
             return Err(InvoiceNumberError::Format);
         }
         ProvinceCode::parse(&text[2..4])?;
-        Ok(Self { value: text.to_owned() })
+        Ok(Self {
+            value: text.to_owned(),
+        })
     }
 
     /// Builds a number from its parts.
@@ -67,7 +69,12 @@ impl InvoiceNumber {
     /// # Errors
     /// [`InvoiceNumberError::Component`] if the year is not 0–99, the channel not 0–9 or the
     /// sequence beyond 15 digits.
-    pub fn new(year: u8, province: ProvinceCode, channel: u8, sequence: u64) -> Result<Self, InvoiceNumberError> {
+    pub fn new(
+        year: u8,
+        province: ProvinceCode,
+        channel: u8,
+        sequence: u64,
+    ) -> Result<Self, InvoiceNumberError> {
         if year > 99 {
             return Err(InvoiceNumberError::Component { field: "year" });
         }
@@ -77,7 +84,9 @@ impl InvoiceNumber {
         if sequence > Self::MAX_SEQUENCE {
             return Err(InvoiceNumberError::Component { field: "sequence" });
         }
-        Ok(Self { value: format!("{year:02}{:02}{channel}{sequence:015}", province.code()) })
+        Ok(Self {
+            value: format!("{year:02}{:02}{channel}{sequence:015}", province.code()),
+        })
     }
 
     /// Last two digits of the issue year.
@@ -109,9 +118,13 @@ impl InvoiceNumber {
     /// # Errors
     /// [`InvoiceNumberError::YearMismatch`].
     pub fn check_issue_year(&self, issued_on: Date) -> Result<(), InvoiceNumberError> {
-        let expected = u8::try_from(issued_on.year().rem_euclid(100)).expect("rem_euclid(100) < 100");
+        let expected =
+            u8::try_from(issued_on.year().rem_euclid(100)).expect("rem_euclid(100) < 100");
         if self.year() != expected {
-            return Err(InvoiceNumberError::YearMismatch { expected, found: self.year() });
+            return Err(InvoiceNumberError::YearMismatch {
+                expected,
+                found: self.year(),
+            });
         }
         Ok(())
     }
@@ -202,12 +215,18 @@ impl ProvinceCode {
     /// # Errors
     /// [`InvoiceNumberError::Province`] when the digits are not a known code.
     pub fn parse(text: &str) -> Result<Self, InvoiceNumberError> {
-        let err = || InvoiceNumberError::Province { code: text.to_owned() };
+        let err = || InvoiceNumberError::Province {
+            code: text.to_owned(),
+        };
         if text.len() != 2 || !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err());
         }
         let code: u8 = text.parse().map_err(|_| err())?;
-        PROVINCES.iter().any(|(c, _)| *c == code).then_some(Self(code)).ok_or_else(err)
+        PROVINCES
+            .iter()
+            .any(|(c, _)| *c == code)
+            .then_some(Self(code))
+            .ok_or_else(err)
     }
 
     /// The numeric code.
@@ -219,7 +238,10 @@ impl ProvinceCode {
     /// The province's name, e.g. 上海市.
     #[must_use]
     pub fn name(self) -> &'static str {
-        PROVINCES.iter().find(|(c, _)| *c == self.0).map_or("", |(_, n)| n)
+        PROVINCES
+            .iter()
+            .find(|(c, _)| *c == self.0)
+            .map_or("", |(_, n)| n)
     }
 }
 
@@ -232,18 +254,34 @@ mod tests {
     #[test]
     fn parts_are_read_back() {
         let n = InvoiceNumber::parse("26312000000012345678").unwrap();
-        assert_eq!((n.year(), n.province().code(), n.channel(), n.sequence()), (26, 31, 2, 12_345_678));
+        assert_eq!(
+            (n.year(), n.province().code(), n.channel(), n.sequence()),
+            (26, 31, 2, 12_345_678)
+        );
         assert_eq!(n.province().name(), "上海市");
-        let built = InvoiceNumber::new(26, ProvinceCode::parse("31").unwrap(), 2, 12_345_678).unwrap();
+        let built =
+            InvoiceNumber::new(26, ProvinceCode::parse("31").unwrap(), 2, 12_345_678).unwrap();
         assert_eq!(built, n);
     }
 
     #[test]
     fn malformed_numbers_are_refused() {
-        assert_eq!(InvoiceNumber::parse("2631200000001234567"), Err(InvoiceNumberError::Format));
-        assert_eq!(InvoiceNumber::parse("2631200000001234567X"), Err(InvoiceNumberError::Format));
-        assert!(matches!(InvoiceNumber::parse("26992000000012345678"), Err(InvoiceNumberError::Province { .. })));
-        assert!(matches!(InvoiceNumber::parse("26712000000012345678"), Err(InvoiceNumberError::Province { .. })));
+        assert_eq!(
+            InvoiceNumber::parse("2631200000001234567"),
+            Err(InvoiceNumberError::Format)
+        );
+        assert_eq!(
+            InvoiceNumber::parse("2631200000001234567X"),
+            Err(InvoiceNumberError::Format)
+        );
+        assert!(matches!(
+            InvoiceNumber::parse("26992000000012345678"),
+            Err(InvoiceNumberError::Province { .. })
+        ));
+        assert!(matches!(
+            InvoiceNumber::parse("26712000000012345678"),
+            Err(InvoiceNumberError::Province { .. })
+        ));
     }
 
     #[test]
@@ -252,7 +290,10 @@ mod tests {
         assert!(n.check_issue_year(date!(2026 - 11 - 20)).is_ok());
         assert_eq!(
             n.check_issue_year(date!(2027 - 01 - 01)),
-            Err(InvoiceNumberError::YearMismatch { expected: 27, found: 26 })
+            Err(InvoiceNumberError::YearMismatch {
+                expected: 27,
+                found: 26
+            })
         );
     }
 }

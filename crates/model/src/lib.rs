@@ -27,15 +27,20 @@ mod upper;
 
 pub use finding::{Finding, FindingCode, ValidationErrors};
 pub use invoice::{
-    Buyer, BuyerKind, Invoice, InvoiceDraft, InvoiceKind, InvoiceType, Line, LineKind, Seller, Totals,
+    Buyer, BuyerKind, Invoice, InvoiceDraft, InvoiceKind, InvoiceType, Line, LineKind, Seller,
+    Totals,
 };
 pub use invoice_number::{InvoiceNumber, InvoiceNumberError, ProvinceCode};
 pub use money::{Amount, DecimalError, Quantity, UnitPrice, round_fen, round_unit_price};
-pub use order::{ItemInput, MAX_LINES, Order, OrderId, OrderIdError, PartyInput, PriceMode, Scalar, TotalsInput};
-pub use tax_code::{CatalogEntry, CatalogError, TaxCatalog, TaxClassificationCode, TaxClassificationCodeError};
+pub use order::{
+    ItemInput, MAX_LINES, Order, OrderId, OrderIdError, PartyInput, PriceMode, Scalar, TotalsInput,
+};
+pub use tax_code::{
+    CatalogEntry, CatalogError, TaxCatalog, TaxClassificationCode, TaxClassificationCodeError,
+};
 pub use tax_rate::{TaxRate, TaxRateError, quantity_price_matches};
 pub use taxpayer_id::{
-    PersonalIdNumber, PersonalIdNumberError, TaxpayerId, TaxpayerIdError, TaxpayerIdKind, USCC_ALPHABET,
-    uscc_check_character,
+    PersonalIdNumber, PersonalIdNumberError, TaxpayerId, TaxpayerIdError, TaxpayerIdKind,
+    USCC_ALPHABET, uscc_check_character,
 };
 pub use upper::{parse_chinese_upper, to_chinese_upper};

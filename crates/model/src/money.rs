@@ -30,7 +30,9 @@ pub enum DecimalError {
         max: u32,
     },
     /// The magnitude is beyond what an invoice can carry.
-    #[error("`{text}` is out of range (at most {max_integer_digits} digits before the decimal point)")]
+    #[error(
+        "`{text}` is out of range (at most {max_integer_digits} digits before the decimal point)"
+    )]
     OutOfRange {
         /// The refused text.
         text: String,
@@ -57,12 +59,21 @@ pub fn round_fen(value: Decimal) -> Decimal {
 /// Rounds a derived unit price to [`UnitPrice::MAX_DECIMAL_PLACES`] places, half away from zero.
 #[must_use]
 pub fn round_unit_price(value: Decimal) -> Decimal {
-    value.round_dp_with_strategy(UnitPrice::MAX_DECIMAL_PLACES, RoundingStrategy::MidpointAwayFromZero)
+    value.round_dp_with_strategy(
+        UnitPrice::MAX_DECIMAL_PLACES,
+        RoundingStrategy::MidpointAwayFromZero,
+    )
 }
 
 /// Parses the strict decimal grammar `-?[0-9]+(\.[0-9]+)?`, checking scale and magnitude.
-fn parse_decimal(text: &str, max_dp: u32, max_integer_digits: u32) -> Result<Decimal, DecimalError> {
-    let not_decimal = || DecimalError::NotADecimal { text: text.to_owned() };
+fn parse_decimal(
+    text: &str,
+    max_dp: u32,
+    max_integer_digits: u32,
+) -> Result<Decimal, DecimalError> {
+    let not_decimal = || DecimalError::NotADecimal {
+        text: text.to_owned(),
+    };
     let unsigned = text.strip_prefix('-').unwrap_or(text);
     let (int_part, frac_part) = match unsigned.split_once('.') {
         Some((i, f)) => (i, Some(f)),
@@ -75,11 +86,17 @@ fn parse_decimal(text: &str, max_dp: u32, max_integer_digits: u32) -> Result<Dec
     // Trailing zeros do not count as decimal places: "12.500" is 12.5.
     let significant_dp = frac_part.map_or(0, |f| f.trim_end_matches('0').len());
     if significant_dp > max_dp as usize {
-        return Err(DecimalError::TooManyDecimalPlaces { text: text.to_owned(), max: max_dp });
+        return Err(DecimalError::TooManyDecimalPlaces {
+            text: text.to_owned(),
+            max: max_dp,
+        });
     }
     let int_digits = int_part.trim_start_matches('0').len();
     if int_digits > max_integer_digits as usize {
-        return Err(DecimalError::OutOfRange { text: text.to_owned(), max_integer_digits });
+        return Err(DecimalError::OutOfRange {
+            text: text.to_owned(),
+            max_integer_digits,
+        });
     }
     let value = Decimal::from_str(text).map_err(|_| not_decimal())?;
     Ok(value.normalize())
@@ -90,7 +107,9 @@ fn parse_decimal(text: &str, max_dp: u32, max_integer_digits: u32) -> Result<Dec
 ///
 /// At most [`Amount::MAX_INTEGER_DIGITS`] digits before the decimal point, which is far beyond
 /// any single invoice and keeps every sum and product inside `Decimal`'s 28 digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Amount(Decimal);
 
@@ -318,11 +337,22 @@ mod tests {
 
     #[test]
     fn amounts_refuse_extra_places_exponents_and_junk() {
-        assert!(matches!(Amount::parse("1.005"), Err(DecimalError::TooManyDecimalPlaces { .. })));
-        for bad in ["", "1e3", " 1", "1,000", "+1", "1.", ".5", "--1", "0x10", "１２"] {
-            assert!(matches!(Amount::parse(bad), Err(DecimalError::NotADecimal { .. })), "{bad}");
+        assert!(matches!(
+            Amount::parse("1.005"),
+            Err(DecimalError::TooManyDecimalPlaces { .. })
+        ));
+        for bad in [
+            "", "1e3", " 1", "1,000", "+1", "1.", ".5", "--1", "0x10", "１２",
+        ] {
+            assert!(
+                matches!(Amount::parse(bad), Err(DecimalError::NotADecimal { .. })),
+                "{bad}"
+            );
         }
-        assert!(matches!(Amount::parse("99999999999999"), Err(DecimalError::OutOfRange { .. })));
+        assert!(matches!(
+            Amount::parse("99999999999999"),
+            Err(DecimalError::OutOfRange { .. })
+        ));
         assert!(Amount::parse("9999999999999.99").is_ok());
     }
 
@@ -337,10 +367,19 @@ mod tests {
 
     #[test]
     fn unit_prices_allow_eight_places_and_no_sign() {
-        assert_eq!(UnitPrice::parse("15841.58415842").unwrap().to_string(), "15841.58415842");
+        assert_eq!(
+            UnitPrice::parse("15841.58415842").unwrap().to_string(),
+            "15841.58415842"
+        );
         assert_eq!(UnitPrice::parse("2.00000000").unwrap().to_string(), "2");
-        assert!(matches!(UnitPrice::parse("0.000000001"), Err(DecimalError::TooManyDecimalPlaces { .. })));
-        assert!(matches!(UnitPrice::parse("-1"), Err(DecimalError::Negative { .. })));
+        assert!(matches!(
+            UnitPrice::parse("0.000000001"),
+            Err(DecimalError::TooManyDecimalPlaces { .. })
+        ));
+        assert!(matches!(
+            UnitPrice::parse("-1"),
+            Err(DecimalError::Negative { .. })
+        ));
         assert_eq!(Quantity::parse("-3").unwrap().to_string(), "-3");
     }
 

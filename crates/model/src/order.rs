@@ -24,7 +24,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::finding::{Finding, FindingCode, ValidationErrors};
 use crate::invoice::{
-    Buyer, BuyerKind, DraftParts, InvoiceDraft, InvoiceKind, InvoiceType, Line, LineKind, LineParts, Seller, Totals,
+    Buyer, BuyerKind, DraftParts, InvoiceDraft, InvoiceKind, InvoiceType, Line, LineKind,
+    LineParts, Seller, Totals,
 };
 use crate::money::{Amount, DecimalError, Quantity, UnitPrice};
 use crate::tax_code::{TaxCatalog, TaxClassificationCode};
@@ -61,8 +62,13 @@ impl OrderId {
     /// [`OrderIdError`] for an empty, over-long or oddly-charactered id.
     pub fn parse(text: &str) -> Result<Self, OrderIdError> {
         let ok = (1..=64).contains(&text.len())
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
-        ok.then(|| Self { value: text.to_owned() }).ok_or(OrderIdError)
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+        ok.then(|| Self {
+            value: text.to_owned(),
+        })
+        .ok_or(OrderIdError)
     }
 
     /// The id's text.
@@ -277,7 +283,11 @@ impl Order {
     /// [`ValidationErrors`] with the JSON error and its line and column.
     pub fn from_json(json: &str) -> Result<Self, ValidationErrors> {
         serde_json::from_str(json).map_err(|e| {
-            let finding = Finding::new("", FindingCode::MalformedDocument, format!("not a valid order document: {e}"));
+            let finding = Finding::new(
+                "",
+                FindingCode::MalformedDocument,
+                format!("not a valid order document: {e}"),
+            );
             ValidationErrors::from_findings(vec![finding]).expect("one finding")
         })
     }
@@ -296,13 +306,19 @@ impl Order {
         let invoice_type = c.choice(
             "invoice_type",
             self.invoice_type.as_ref(),
-            &[("ordinary", InvoiceType::Ordinary), ("special", InvoiceType::Special)],
+            &[
+                ("ordinary", InvoiceType::Ordinary),
+                ("special", InvoiceType::Special),
+            ],
             None,
         );
         let price_mode = c.choice(
             "price_mode",
             self.price_mode.as_ref(),
-            &[("tax_exclusive", PriceMode::TaxExclusive), ("tax_inclusive", PriceMode::TaxInclusive)],
+            &[
+                ("tax_exclusive", PriceMode::TaxExclusive),
+                ("tax_inclusive", PriceMode::TaxInclusive),
+            ],
             None,
         );
         let seller = c.seller(self.seller.as_ref());
@@ -317,16 +333,18 @@ impl Order {
             return Err(errors);
         }
         let parts = match (order_id, invoice_type, seller, buyer, lines) {
-            (Some(order_id), Some(invoice_type), Some(seller), Some(buyer), Some(lines)) => DraftParts {
-                order_id: Some(order_id),
-                kind: InvoiceKind::Blue,
-                invoice_type,
-                seller,
-                buyer,
-                lines,
-                remarks,
-                drawer,
-            },
+            (Some(order_id), Some(invoice_type), Some(seller), Some(buyer), Some(lines)) => {
+                DraftParts {
+                    order_id: Some(order_id),
+                    kind: InvoiceKind::Blue,
+                    invoice_type,
+                    seller,
+                    buyer,
+                    lines,
+                    remarks,
+                    drawer,
+                }
+            }
             _ => unreachable!("every missing part left a finding"),
         };
         Ok(InvoiceDraft::from_parts(parts))
@@ -339,7 +357,11 @@ struct Check {
 }
 
 fn join(path: &str, field: &str) -> String {
-    if path.is_empty() { field.to_owned() } else { format!("{path}.{field}") }
+    if path.is_empty() {
+        field.to_owned()
+    } else {
+        format!("{path}.{field}")
+    }
 }
 
 impl Check {
@@ -349,7 +371,11 @@ impl Check {
 
     fn unknown(&mut self, path: &str, unknown: &Unknown) {
         for key in unknown.keys() {
-            self.push(join(path, key), FindingCode::UnknownField, format!("`{key}` is not a field of this object"));
+            self.push(
+                join(path, key),
+                FindingCode::UnknownField,
+                format!("`{key}` is not a field of this object"),
+            );
         }
     }
 
@@ -359,11 +385,19 @@ impl Check {
             None => None,
             Some(Scalar::Text(t)) => Some(t.trim()).filter(|t| !t.is_empty()),
             Some(Scalar::Fraction(f)) => {
-                self.push(path, FindingCode::DecimalMustBeString, format!("write decimals as strings, e.g. \"{f}\""));
+                self.push(
+                    path,
+                    FindingCode::DecimalMustBeString,
+                    format!("write decimals as strings, e.g. \"{f}\""),
+                );
                 return None;
             }
             Some(Scalar::Bool(_)) => {
-                self.push(path, FindingCode::InvalidText, "expected a string, found a boolean");
+                self.push(
+                    path,
+                    FindingCode::InvalidText,
+                    "expected a string, found a boolean",
+                );
                 return None;
             }
         };
@@ -373,15 +407,29 @@ impl Check {
         text
     }
 
-    fn text(&mut self, path: &str, v: Option<&Scalar>, max_chars: usize, required: bool) -> Option<String> {
+    fn text(
+        &mut self,
+        path: &str,
+        v: Option<&Scalar>,
+        max_chars: usize,
+        required: bool,
+    ) -> Option<String> {
         let text = self.raw(path, v, required)?;
         let len = text.chars().count();
         if len > max_chars {
-            self.push(path, FindingCode::InvalidText, format!("is {len} characters long; at most {max_chars} allowed"));
+            self.push(
+                path,
+                FindingCode::InvalidText,
+                format!("is {len} characters long; at most {max_chars} allowed"),
+            );
             return None;
         }
         if text.chars().any(char::is_control) {
-            self.push(path, FindingCode::InvalidText, "contains control characters");
+            self.push(
+                path,
+                FindingCode::InvalidText,
+                "contains control characters",
+            );
             return None;
         }
         Some(text.to_owned())
@@ -395,26 +443,53 @@ impl Check {
         parse: impl FnOnce(&str) -> Result<T, (FindingCode, String)>,
     ) -> Option<T> {
         let text = self.raw(path, v, required)?;
-        parse(text).map_err(|(code, message)| self.push(path, code, message)).ok()
+        parse(text)
+            .map_err(|(code, message)| self.push(path, code, message))
+            .ok()
     }
 
-    fn decimal<T>(&mut self, path: &str, v: Option<&Scalar>, parse: fn(&str) -> Result<T, DecimalError>) -> Option<T> {
-        self.parsed(path, v, false, |s| parse(s).map_err(|e| (decimal_code(&e), e.to_string())))
+    fn decimal<T>(
+        &mut self,
+        path: &str,
+        v: Option<&Scalar>,
+        parse: fn(&str) -> Result<T, DecimalError>,
+    ) -> Option<T> {
+        self.parsed(path, v, false, |s| {
+            parse(s).map_err(|e| (decimal_code(&e), e.to_string()))
+        })
     }
 
-    fn choice<T: Copy>(&mut self, path: &str, v: Option<&Scalar>, options: &[(&str, T)], default: Option<T>) -> Option<T> {
+    fn choice<T: Copy>(
+        &mut self,
+        path: &str,
+        v: Option<&Scalar>,
+        options: &[(&str, T)],
+        default: Option<T>,
+    ) -> Option<T> {
         let Some(text) = self.raw(path, v, default.is_none()) else {
             return default;
         };
-        let found = options.iter().find(|(name, _)| *name == text).map(|(_, t)| *t);
+        let found = options
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, t)| *t);
         if found.is_none() {
             let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            self.push(path, FindingCode::InvalidChoice, format!("`{text}` is not one of: {}", names.join(", ")));
+            self.push(
+                path,
+                FindingCode::InvalidChoice,
+                format!("`{text}` is not one of: {}", names.join(", ")),
+            );
         }
         found
     }
 
-    fn taxpayer_id(&mut self, path: &str, v: Option<&Scalar>, required: bool) -> Option<TaxpayerId> {
+    fn taxpayer_id(
+        &mut self,
+        path: &str,
+        v: Option<&Scalar>,
+        required: bool,
+    ) -> Option<TaxpayerId> {
         self.parsed(path, v, required, |s| {
             TaxpayerId::parse(s).map_err(|e| {
                 let code = match e {
@@ -434,9 +509,17 @@ impl Check {
             return None;
         };
         self.unknown("seller", &p.unknown);
-        for (field, v) in [("kind", &p.kind), ("id_number", &p.id_number), ("email", &p.email)] {
+        for (field, v) in [
+            ("kind", &p.kind),
+            ("id_number", &p.id_number),
+            ("email", &p.email),
+        ] {
             if v.is_some() {
-                self.push(join("seller", field), FindingCode::NotAllowed, "is a buyer field");
+                self.push(
+                    join("seller", field),
+                    FindingCode::NotAllowed,
+                    "is a buyer field",
+                );
             }
         }
         let taxpayer_id = self.taxpayer_id("seller.taxpayer_id", p.taxpayer_id.as_ref(), true);
@@ -444,11 +527,27 @@ impl Check {
         let address = self.text("seller.address", p.address.as_ref(), NAME_MAX, false);
         let phone = self.text("seller.phone", p.phone.as_ref(), PHONE_MAX, false);
         let bank_name = self.text("seller.bank_name", p.bank_name.as_ref(), NAME_MAX, false);
-        let bank_account = self.text("seller.bank_account", p.bank_account.as_ref(), ACCOUNT_MAX, false);
-        Some(Seller { taxpayer_id: taxpayer_id?, name: name?, address, phone, bank_name, bank_account })
+        let bank_account = self.text(
+            "seller.bank_account",
+            p.bank_account.as_ref(),
+            ACCOUNT_MAX,
+            false,
+        );
+        Some(Seller {
+            taxpayer_id: taxpayer_id?,
+            name: name?,
+            address,
+            phone,
+            bank_name,
+            bank_account,
+        })
     }
 
-    fn buyer(&mut self, input: Option<&PartyInput>, invoice_type: Option<InvoiceType>) -> Option<Buyer> {
+    fn buyer(
+        &mut self,
+        input: Option<&PartyInput>,
+        invoice_type: Option<InvoiceType>,
+    ) -> Option<Buyer> {
         let Some(p) = input else {
             self.push("buyer", FindingCode::Required, "is required");
             return None;
@@ -457,7 +556,10 @@ impl Check {
         let kind = self.choice(
             "buyer.kind",
             p.kind.as_ref(),
-            &[("organization", BuyerKind::Organization), ("natural_person", BuyerKind::NaturalPerson)],
+            &[
+                ("organization", BuyerKind::Organization),
+                ("natural_person", BuyerKind::NaturalPerson),
+            ],
             Some(BuyerKind::Organization),
         );
         let special = invoice_type == Some(InvoiceType::Special);
@@ -467,7 +569,11 @@ impl Check {
             Some(BuyerKind::Organization) => {
                 taxpayer_id = self.taxpayer_id("buyer.taxpayer_id", p.taxpayer_id.as_ref(), true);
                 if p.id_number.is_some() {
-                    self.push("buyer.id_number", FindingCode::NotAllowed, "only natural-person buyers give an id number");
+                    self.push(
+                        "buyer.id_number",
+                        FindingCode::NotAllowed,
+                        "only natural-person buyers give an id number",
+                    );
                 }
             }
             Some(BuyerKind::NaturalPerson) => {
@@ -486,7 +592,8 @@ impl Check {
                     );
                 }
                 id_number = self.parsed("buyer.id_number", p.id_number.as_ref(), false, |s| {
-                    PersonalIdNumber::parse(s).map_err(|e| (FindingCode::InvalidPersonalId, e.to_string()))
+                    PersonalIdNumber::parse(s)
+                        .map_err(|e| (FindingCode::InvalidPersonalId, e.to_string()))
                 });
             }
             None => {}
@@ -495,12 +602,23 @@ impl Check {
         let address = self.text("buyer.address", p.address.as_ref(), NAME_MAX, false);
         let phone = self.text("buyer.phone", p.phone.as_ref(), PHONE_MAX, false);
         let bank_name = self.text("buyer.bank_name", p.bank_name.as_ref(), NAME_MAX, false);
-        let bank_account = self.text("buyer.bank_account", p.bank_account.as_ref(), ACCOUNT_MAX, false);
+        let bank_account = self.text(
+            "buyer.bank_account",
+            p.bank_account.as_ref(),
+            ACCOUNT_MAX,
+            false,
+        );
         let email = self.text("buyer.email", p.email.as_ref(), NAME_MAX, false);
         if let Some(e) = &email {
-            let valid = e.split_once('@').is_some_and(|(user, host)| !user.is_empty() && host.contains('.'));
+            let valid = e
+                .split_once('@')
+                .is_some_and(|(user, host)| !user.is_empty() && host.contains('.'));
             if !valid {
-                self.push("buyer.email", FindingCode::InvalidText, "is not an e-mail address");
+                self.push(
+                    "buyer.email",
+                    FindingCode::InvalidText,
+                    "is not an e-mail address",
+                );
             }
         }
         if special {
@@ -508,7 +626,11 @@ impl Check {
                 ("address", &address, present(p.address.as_ref())),
                 ("phone", &phone, present(p.phone.as_ref())),
                 ("bank_name", &bank_name, present(p.bank_name.as_ref())),
-                ("bank_account", &bank_account, present(p.bank_account.as_ref())),
+                (
+                    "bank_account",
+                    &bank_account,
+                    present(p.bank_account.as_ref()),
+                ),
             ] {
                 // A given-but-invalid value already has its own finding.
                 if parsed.is_none() && !given {
@@ -533,13 +655,26 @@ impl Check {
         })
     }
 
-    fn lines(&mut self, items: Option<&[ItemInput]>, mode: Option<PriceMode>, catalog: &TaxCatalog) -> Option<Vec<Line>> {
+    fn lines(
+        &mut self,
+        items: Option<&[ItemInput]>,
+        mode: Option<PriceMode>,
+        catalog: &TaxCatalog,
+    ) -> Option<Vec<Line>> {
         let Some(items) = items else {
-            self.push("items", FindingCode::Required, "at least one line is required");
+            self.push(
+                "items",
+                FindingCode::Required,
+                "at least one line is required",
+            );
             return None;
         };
         if items.is_empty() || items.len() > MAX_LINES {
-            self.push("items", FindingCode::LineCount, format!("must have 1 to {MAX_LINES} lines, found {}", items.len()));
+            self.push(
+                "items",
+                FindingCode::LineCount,
+                format!("must have 1 to {MAX_LINES} lines, found {}", items.len()),
+            );
             return None;
         }
         let before = self.findings.len();
@@ -548,23 +683,43 @@ impl Check {
         let mut previous: Option<(usize, Option<Amount>)> = None;
         for (i, item) in items.iter().enumerate() {
             let path = format!("items[{i}]");
-            let line = self.line(&path, item, mode, catalog, lines.last().and_then(Option::as_ref), &mut previous, i);
+            let line = self.line(
+                &path,
+                item,
+                mode,
+                catalog,
+                lines.last().and_then(Option::as_ref),
+                &mut previous,
+                i,
+            );
             lines.push(line);
         }
-        let total: Option<Totals> = lines.iter().all(Option::is_some).then(|| {
-            Totals::of(&lines.iter().flatten().cloned().collect::<Vec<_>>())
-        });
+        let total: Option<Totals> = lines
+            .iter()
+            .all(Option::is_some)
+            .then(|| Totals::of(&lines.iter().flatten().cloned().collect::<Vec<_>>()));
         if let Some(t) = total {
             if t.total.is_negative() || t.total.is_zero() {
-                self.push("items", FindingCode::MustBePositive, format!("the invoice total must be above zero, is {}", t.total));
+                self.push(
+                    "items",
+                    FindingCode::MustBePositive,
+                    format!("the invoice total must be above zero, is {}", t.total),
+                );
             } else if !t.total.in_range() || !t.amount.in_range() {
-                self.push("items", FindingCode::OutOfRange, "the invoice total is out of range");
+                self.push(
+                    "items",
+                    FindingCode::OutOfRange,
+                    "the invoice total is out of range",
+                );
             }
         }
         (self.findings.len() == before).then(|| lines.into_iter().flatten().collect())
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one call site; the state is the loop's")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the state is the loop's"
+    )]
     fn line(
         &mut self,
         path: &str,
@@ -580,7 +735,10 @@ impl Check {
         let kind = self.choice(
             &p("kind"),
             item.kind.as_ref(),
-            &[("normal", LineKind::Normal), ("discount", LineKind::Discount)],
+            &[
+                ("normal", LineKind::Normal),
+                ("discount", LineKind::Discount),
+            ],
             Some(LineKind::Normal),
         )?;
         let discount = kind == LineKind::Discount;
@@ -607,11 +765,16 @@ impl Check {
             self.text(&p("name"), item.name.as_ref(), NAME_MAX, true)
         };
         let tax_code = self.parsed(&p("tax_code"), item.tax_code.as_ref(), !discount, |s| {
-            TaxClassificationCode::parse(s).map_err(|e| (FindingCode::InvalidTaxCode, e.to_string()))
+            TaxClassificationCode::parse(s)
+                .map_err(|e| (FindingCode::InvalidTaxCode, e.to_string()))
         });
         let tax_code = match (tax_code, discount, previous_line) {
             (Some(code), true, Some(prev)) if &code != prev.tax_code() => {
-                self.push(p("tax_code"), FindingCode::DiscountMismatch, "must equal the discounted line's tax code");
+                self.push(
+                    p("tax_code"),
+                    FindingCode::DiscountMismatch,
+                    "must equal the discounted line's tax code",
+                );
                 None
             }
             (None, true, Some(prev)) if item.tax_code.is_none() => Some(prev.tax_code().clone()),
@@ -620,7 +783,11 @@ impl Check {
         let entry = tax_code.as_ref().and_then(|code| {
             let entry = catalog.get(code);
             if entry.is_none() {
-                self.push(p("tax_code"), FindingCode::UnknownTaxCode, format!("{code} is not in the tax classification catalog"));
+                self.push(
+                    p("tax_code"),
+                    FindingCode::UnknownTaxCode,
+                    format!("{code} is not in the tax classification catalog"),
+                );
             }
             entry
         });
@@ -629,23 +796,39 @@ impl Check {
         });
         let rate = match (rate, discount, previous_line) {
             (Some(r), true, Some(prev)) if r != prev.tax_rate() => {
-                self.push(p("tax_rate"), FindingCode::DiscountMismatch, "must equal the discounted line's tax rate");
+                self.push(
+                    p("tax_rate"),
+                    FindingCode::DiscountMismatch,
+                    "must equal the discounted line's tax rate",
+                );
                 None
             }
             (None, true, Some(prev)) if item.tax_rate.is_none() => Some(prev.tax_rate()),
             (None, false, _) if item.tax_rate.is_none() => entry.map(|e| e.default_rate),
             (r, ..) => r,
         };
-        let specification = self.text(&p("specification"), item.specification.as_ref(), SPEC_MAX, false);
+        let specification = self.text(
+            &p("specification"),
+            item.specification.as_ref(),
+            SPEC_MAX,
+            false,
+        );
         let unit = self.text(&p("unit"), item.unit.as_ref(), UNIT_MAX, false);
         let quantity = self.decimal(&p("quantity"), item.quantity.as_ref(), Quantity::parse);
         let unit_price = self.decimal(&p("unit_price"), item.unit_price.as_ref(), UnitPrice::parse);
         let stated = self.decimal(&p("amount"), item.amount.as_ref(), Amount::parse);
 
         let stated = if discount {
-            for (field, given) in [("quantity", item.quantity.is_some()), ("unit_price", item.unit_price.is_some())] {
+            for (field, given) in [
+                ("quantity", item.quantity.is_some()),
+                ("unit_price", item.unit_price.is_some()),
+            ] {
                 if given {
-                    self.push(p(field), FindingCode::NotAllowed, "a discount line carries only an amount");
+                    self.push(
+                        p(field),
+                        FindingCode::NotAllowed,
+                        "a discount line carries only an amount",
+                    );
                 }
             }
             match (stated, item.amount.is_some()) {
@@ -654,7 +837,11 @@ impl Check {
                     None
                 }
                 (Some(a), _) if !a.is_negative() => {
-                    self.push(p("amount"), FindingCode::MustBeNegative, format!("a discount is negative, found {a}"));
+                    self.push(
+                        p("amount"),
+                        FindingCode::MustBeNegative,
+                        format!("a discount is negative, found {a}"),
+                    );
                     None
                 }
                 (Some(a), _) => {
@@ -677,34 +864,60 @@ impl Check {
             if let Some(q) = quantity
                 && (q.value().is_sign_negative() || q.value().is_zero())
             {
-                self.push(p("quantity"), FindingCode::MustBePositive, format!("must be above zero, found {q}"));
+                self.push(
+                    p("quantity"),
+                    FindingCode::MustBePositive,
+                    format!("must be above zero, found {q}"),
+                );
             }
             match (item.quantity.is_some(), item.unit_price.is_some()) {
-                (true, false) => self.push(p("unit_price"), FindingCode::QuantityWithoutPrice, "is required when quantity is given"),
-                (false, true) => self.push(p("quantity"), FindingCode::QuantityWithoutPrice, "is required when unit_price is given"),
+                (true, false) => self.push(
+                    p("unit_price"),
+                    FindingCode::QuantityWithoutPrice,
+                    "is required when quantity is given",
+                ),
+                (false, true) => self.push(
+                    p("quantity"),
+                    FindingCode::QuantityWithoutPrice,
+                    "is required when unit_price is given",
+                ),
                 _ => {}
             }
             let amount = match (stated, quantity, unit_price) {
-                (Some(a), Some(q), Some(pr)) => match quantity_price_matches(q, pr, a) {
-                    Some(true) => Some(a),
-                    _ => {
-                        self.push(
+                (Some(a), Some(q), Some(pr)) => {
+                    match quantity_price_matches(q, pr, a) {
+                        Some(true) => Some(a),
+                        _ => {
+                            self.push(
                             p("amount"),
                             FindingCode::QuantityPriceMismatch,
                             format!("quantity {q} × unit price {pr} does not equal amount {a} (±0.01)"),
                         );
-                        None
+                            None
+                        }
                     }
-                },
+                }
                 (None, Some(q), Some(pr)) if item.amount.is_none() => {
-                    let product = q.value().checked_mul(pr.value()).map(Amount::from_rounded).filter(|a| a.in_range());
+                    let product = q
+                        .value()
+                        .checked_mul(pr.value())
+                        .map(Amount::from_rounded)
+                        .filter(|a| a.in_range());
                     if product.is_none() {
-                        self.push(p("amount"), FindingCode::OutOfRange, "quantity × unit price is out of range");
+                        self.push(
+                            p("amount"),
+                            FindingCode::OutOfRange,
+                            "quantity × unit price is out of range",
+                        );
                     }
                     product
                 }
                 (None, None, None) if item.amount.is_none() => {
-                    self.push(p("amount"), FindingCode::Required, "is required (or give quantity and unit_price)");
+                    self.push(
+                        p("amount"),
+                        FindingCode::Required,
+                        "is required (or give quantity and unit_price)",
+                    );
                     None
                 }
                 (a, ..) => a,
@@ -712,7 +925,11 @@ impl Check {
             if let Some(a) = amount
                 && (a.is_negative() || a.is_zero())
             {
-                self.push(p("amount"), FindingCode::MustBePositive, format!("must be above zero, found {a}"));
+                self.push(
+                    p("amount"),
+                    FindingCode::MustBePositive,
+                    format!("must be above zero, found {a}"),
+                );
                 *previous = Some((index, None));
                 return None;
             }
@@ -758,7 +975,11 @@ impl Check {
             if let Some(stated) = self.decimal(&path, v.as_ref(), Amount::parse)
                 && stated != actual
             {
-                self.push(path, FindingCode::TotalsMismatch, format!("stated {stated}, computed from the lines {actual}"));
+                self.push(
+                    path,
+                    FindingCode::TotalsMismatch,
+                    format!("stated {stated}, computed from the lines {actual}"),
+                );
             }
         }
     }

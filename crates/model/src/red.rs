@@ -44,7 +44,9 @@ impl RedReason {
             "02" => Ok(Self::SalesReturn),
             "03" => Ok(Self::ServiceStopped),
             "04" => Ok(Self::SalesAllowance),
-            other => Err(RedError::UnknownReason { code: other.to_owned() }),
+            other => Err(RedError::UnknownReason {
+                code: other.to_owned(),
+            }),
         }
     }
 
@@ -99,7 +101,9 @@ impl RedLetterFormNumber {
         if text.len() != 20 || !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(RedError::FormNumber);
         }
-        Ok(Self { value: text.to_owned() })
+        Ok(Self {
+            value: text.to_owned(),
+        })
     }
 
     /// The number's text.
@@ -244,15 +248,28 @@ impl RedLetterForm {
     ) -> Result<Self, RedError> {
         let partial = matches!(scope, RedScope::Partial(_));
         if partial && (!reason.allows_partial() || confirmation == Confirmation::NotRequired) {
-            return Err(RedError::PartialNotAllowed { reason: reason.code() });
+            return Err(RedError::PartialNotAllowed {
+                reason: reason.code(),
+            });
         }
         let status = match (confirmation, initiator) {
-            (Confirmation::NotRequired, Initiator::Seller) => RedLetterFormStatus::NoConfirmationNeeded,
-            (Confirmation::NotRequired, Initiator::Buyer) => return Err(RedError::ConfirmationRequired),
+            (Confirmation::NotRequired, Initiator::Seller) => {
+                RedLetterFormStatus::NoConfirmationNeeded
+            }
+            (Confirmation::NotRequired, Initiator::Buyer) => {
+                return Err(RedError::ConfirmationRequired);
+            }
             (Confirmation::Required, Initiator::Seller) => RedLetterFormStatus::AwaitingBuyer,
             (Confirmation::Required, Initiator::Buyer) => RedLetterFormStatus::AwaitingSeller,
         };
-        Ok(Self { number, blue_number, reason, initiator, status, scope })
+        Ok(Self {
+            number,
+            blue_number,
+            reason,
+            initiator,
+            status,
+            scope,
+        })
     }
 
     /// The other side confirms (02/03 → 04).
@@ -261,7 +278,9 @@ impl RedLetterForm {
     /// [`RedError::FormTransition`] from any other status.
     pub fn confirm(self) -> Result<Self, RedError> {
         self.transition("confirm", |s| match s {
-            RedLetterFormStatus::AwaitingBuyer | RedLetterFormStatus::AwaitingSeller => Some(RedLetterFormStatus::Confirmed),
+            RedLetterFormStatus::AwaitingBuyer | RedLetterFormStatus::AwaitingSeller => {
+                Some(RedLetterFormStatus::Confirmed)
+            }
             _ => None,
         })
     }
@@ -284,7 +303,9 @@ impl RedLetterForm {
     /// [`RedError::FormTransition`] from any other status.
     pub fn expire(self) -> Result<Self, RedError> {
         self.transition("expire", |s| match s {
-            RedLetterFormStatus::AwaitingBuyer | RedLetterFormStatus::AwaitingSeller => Some(RedLetterFormStatus::Expired),
+            RedLetterFormStatus::AwaitingBuyer | RedLetterFormStatus::AwaitingSeller => {
+                Some(RedLetterFormStatus::Expired)
+            }
             _ => None,
         })
     }
@@ -308,7 +329,10 @@ impl RedLetterForm {
         action: &'static str,
         next: impl FnOnce(RedLetterFormStatus) -> Option<RedLetterFormStatus>,
     ) -> Result<Self, RedError> {
-        self.status = next(self.status).ok_or(RedError::FormTransition { from: self.status.code(), action })?;
+        self.status = next(self.status).ok_or(RedError::FormTransition {
+            from: self.status.code(),
+            action,
+        })?;
         Ok(self)
     }
 
@@ -375,7 +399,9 @@ pub struct LineBalance {
 #[non_exhaustive]
 pub enum RedError {
     /// A reason code outside 01–04.
-    #[error("unknown red reason `{code}`; use 01 开票有误, 02 销货退回, 03 服务中止 or 04 销售折让")]
+    #[error(
+        "unknown red reason `{code}`; use 01 开票有误, 02 销货退回, 03 服务中止 or 04 销售折让"
+    )]
     UnknownReason {
         /// The refused code.
         code: String,
@@ -516,7 +542,9 @@ struct Group {
 
 fn groups(blue: &Invoice) -> Result<Vec<Group>, RedError> {
     if blue.draft().is_red() {
-        return Err(RedError::RedOfRed { number: blue.number().clone() });
+        return Err(RedError::RedOfRed {
+            number: blue.number().clone(),
+        });
     }
     let mut out: Vec<Group> = Vec::new();
     for (i, l) in blue.draft().lines().iter().enumerate() {
@@ -545,15 +573,28 @@ fn line_number(index: usize) -> u32 {
 }
 
 /// Applies red lines to the groups; `Err` if a line names no group of this blue.
-fn apply(groups: &mut [Group], lines: &[Line], red: &str, blue: &InvoiceNumber) -> Result<(), RedError> {
-    let inconsistent = || RedError::InconsistentHistory { red: red.to_owned(), blue: blue.clone() };
+fn apply(
+    groups: &mut [Group],
+    lines: &[Line],
+    red: &str,
+    blue: &InvoiceNumber,
+) -> Result<(), RedError> {
+    let inconsistent = || RedError::InconsistentHistory {
+        red: red.to_owned(),
+        blue: blue.clone(),
+    };
     for l in lines {
         let target = l.reverses_line().ok_or_else(inconsistent)?;
-        let g = groups.iter_mut().find(|g| g.line == target).ok_or_else(inconsistent)?;
+        let g = groups
+            .iter_mut()
+            .find(|g| g.line == target)
+            .ok_or_else(inconsistent)?;
         g.amount = g.amount + l.amount();
         g.tax = g.tax + l.tax();
         g.quantity = match (g.quantity, l.quantity()) {
-            (Some(q), Some(rq)) => Some(Quantity::from_decimal(q.value() + rq.value()).map_err(|_| inconsistent())?),
+            (Some(q), Some(rq)) => {
+                Some(Quantity::from_decimal(q.value() + rq.value()).map_err(|_| inconsistent())?)
+            }
             (q, _) => q,
         };
         g.untouched = false;
@@ -564,11 +605,20 @@ fn apply(groups: &mut [Group], lines: &[Line], red: &str, blue: &InvoiceNumber) 
 fn history(blue: &Invoice, prior_reds: &[Invoice]) -> Result<Vec<Group>, RedError> {
     let mut gs = groups(blue)?;
     for red in prior_reds {
-        let against_blue = matches!(red.draft().kind(), InvoiceKind::Red(r) if r.blue_number == *blue.number());
+        let against_blue =
+            matches!(red.draft().kind(), InvoiceKind::Red(r) if r.blue_number == *blue.number());
         if !against_blue {
-            return Err(RedError::InconsistentHistory { red: red.number().to_string(), blue: blue.number().clone() });
+            return Err(RedError::InconsistentHistory {
+                red: red.number().to_string(),
+                blue: blue.number().clone(),
+            });
         }
-        apply(&mut gs, red.draft().lines(), red.number().as_str(), blue.number())?;
+        apply(
+            &mut gs,
+            red.draft().lines(),
+            red.number().as_str(),
+            blue.number(),
+        )?;
     }
     Ok(gs)
 }
@@ -580,7 +630,13 @@ fn history(blue: &Invoice, prior_reds: &[Invoice]) -> Result<Vec<Group>, RedErro
 pub fn remaining(blue: &Invoice, prior_reds: &[Invoice]) -> Result<Vec<LineBalance>, RedError> {
     Ok(history(blue, prior_reds)?
         .iter()
-        .map(|g| LineBalance { line: g.line, amount: g.amount, tax: g.tax, quantity: g.quantity, untouched: g.untouched })
+        .map(|g| LineBalance {
+            line: g.line,
+            amount: g.amount,
+            tax: g.tax,
+            quantity: g.quantity,
+            untouched: g.untouched,
+        })
         .collect())
 }
 
@@ -597,21 +653,30 @@ pub fn plan_red(
     drawer: Option<String>,
 ) -> Result<InvoiceDraft, RedError> {
     if form.blue_number() != blue.number() {
-        return Err(RedError::FormForAnotherInvoice { form_blue: form.blue_number().clone(), blue: blue.number().clone() });
+        return Err(RedError::FormForAnotherInvoice {
+            form_blue: form.blue_number().clone(),
+            blue: blue.number().clone(),
+        });
     }
     if !form.status().is_usable() {
-        return Err(RedError::FormNotUsable { status: form.status().code() });
+        return Err(RedError::FormNotUsable {
+            status: form.status().code(),
+        });
     }
     let mut gs = history(blue, prior_reds)?;
     if gs.iter().all(|g| g.amount.is_zero() && g.tax.is_zero()) {
-        return Err(RedError::FullyReversed { number: blue.number().clone() });
+        return Err(RedError::FullyReversed {
+            number: blue.number().clone(),
+        });
     }
     let blue_lines = blue.draft().lines();
     let lines = match form.scope() {
         RedScope::Full => full_lines(&gs, blue_lines),
         RedScope::Partial(parts) => {
             if !form.reason().allows_partial() {
-                return Err(RedError::PartialNotAllowed { reason: form.reason().code() });
+                return Err(RedError::PartialNotAllowed {
+                    reason: form.reason().code(),
+                });
             }
             partial_lines(&mut gs, blue_lines, parts)?
         }
@@ -638,7 +703,13 @@ pub fn plan_red(
     }))
 }
 
-fn red_line(blue: &Line, group: u32, quantity: Option<Quantity>, amount: Amount, tax: Amount) -> Line {
+fn red_line(
+    blue: &Line,
+    group: u32,
+    quantity: Option<Quantity>,
+    amount: Amount,
+    tax: Amount,
+) -> Line {
     Line::from_parts(LineParts {
         kind: LineKind::Normal,
         name: blue.name().to_owned(),
@@ -661,13 +732,19 @@ fn full_lines(gs: &[Group], blue_lines: &[Line]) -> Vec<Line> {
         .map(|g| {
             // An untouched line without discount is mirrored with its quantity; otherwise the
             // net remainder is reversed as an amount.
-            let quantity = (g.untouched && g.discount.is_none()).then_some(g.quantity).flatten();
+            let quantity = (g.untouched && g.discount.is_none())
+                .then_some(g.quantity)
+                .flatten();
             red_line(&blue_lines[g.index], g.line, quantity, g.amount, g.tax)
         })
         .collect()
 }
 
-fn partial_lines(gs: &mut [Group], blue_lines: &[Line], parts: &[PartialReversal]) -> Result<Vec<Line>, RedError> {
+fn partial_lines(
+    gs: &mut [Group],
+    blue_lines: &[Line],
+    parts: &[PartialReversal],
+) -> Result<Vec<Line>, RedError> {
     if parts.is_empty() {
         return Err(RedError::NoLines);
     }
@@ -680,11 +757,21 @@ fn partial_lines(gs: &mut [Group], blue_lines: &[Line], parts: &[PartialReversal
         }
         let Some(g) = gs.iter_mut().find(|g| g.line == n) else {
             let is_discount = n >= 1
-                && blue_lines.get(n as usize - 1).is_some_and(|l| l.kind() == LineKind::Discount);
-            return Err(if is_discount { RedError::DiscountLine { line: n } } else { RedError::UnknownLine { line: n } });
+                && blue_lines
+                    .get(n as usize - 1)
+                    .is_some_and(|l| l.kind() == LineKind::Discount);
+            return Err(if is_discount {
+                RedError::DiscountLine { line: n }
+            } else {
+                RedError::UnknownLine { line: n }
+            });
         };
         let blue = &blue_lines[g.index];
-        let exceeds = |requested: String, remaining: String| RedError::ExceedsRemaining { line: n, requested, remaining };
+        let exceeds = |requested: String, remaining: String| RedError::ExceedsRemaining {
+            line: n,
+            requested,
+            remaining,
+        };
         let (amount, quantity) = match (part.amount, part.quantity) {
             (Some(a), None) => {
                 if a.is_negative() || a.is_zero() {
@@ -702,7 +789,11 @@ fn partial_lines(gs: &mut [Group], blue_lines: &[Line], parts: &[PartialReversal
                 if q > left {
                     return Err(exceeds(q.to_string(), left.to_string()));
                 }
-                let amount = if q == left { g.amount } else { Amount::from_rounded(q.value() * price.value()) };
+                let amount = if q == left {
+                    g.amount
+                } else {
+                    Amount::from_rounded(q.value() * price.value())
+                };
                 (amount, Some(q))
             }
             _ => return Err(RedError::AmountOrQuantity { line: n }),
@@ -710,11 +801,17 @@ fn partial_lines(gs: &mut [Group], blue_lines: &[Line], parts: &[PartialReversal
         if amount > g.amount {
             return Err(exceeds(amount.to_string(), g.amount.to_string()));
         }
-        let tax = if amount == g.amount { g.tax } else { blue.tax_rate().tax_on_exclusive(amount).min(g.tax) };
+        let tax = if amount == g.amount {
+            g.tax
+        } else {
+            blue.tax_rate().tax_on_exclusive(amount).min(g.tax)
+        };
         g.amount = g.amount - amount;
         g.tax = g.tax - tax;
         if let (Some(left), Some(q)) = (g.quantity, quantity) {
-            g.quantity = Some(Quantity::from_decimal(left.value() - q.value()).expect("q <= left, both in range"));
+            g.quantity = Some(
+                Quantity::from_decimal(left.value() - q.value()).expect("q <= left, both in range"),
+            );
         }
         g.untouched = false;
         out.push(red_line(blue, n, quantity, amount, tax));
@@ -728,20 +825,33 @@ fn partial_lines(gs: &mut [Group], blue_lines: &[Line], parts: &[PartialReversal
 ///
 /// # Errors
 /// [`RedError`] naming the first broken rule.
-pub fn check_red(red: &InvoiceDraft, blue: &Invoice, prior_reds: &[Invoice]) -> Result<(), RedError> {
+pub fn check_red(
+    red: &InvoiceDraft,
+    blue: &Invoice,
+    prior_reds: &[Invoice],
+) -> Result<(), RedError> {
     let InvoiceKind::Red(reference) = red.kind() else {
-        return Err(RedError::NotRedAgainst { blue: blue.number().clone() });
+        return Err(RedError::NotRedAgainst {
+            blue: blue.number().clone(),
+        });
     };
     if reference.blue_number != *blue.number() {
-        return Err(RedError::NotRedAgainst { blue: blue.number().clone() });
+        return Err(RedError::NotRedAgainst {
+            blue: blue.number().clone(),
+        });
     }
     let b = blue.draft();
-    if red.seller() != b.seller() || red.buyer() != b.buyer() || red.invoice_type() != b.invoice_type() {
+    if red.seller() != b.seller()
+        || red.buyer() != b.buyer()
+        || red.invoice_type() != b.invoice_type()
+    {
         return Err(RedError::PartiesDiffer);
     }
     let mut gs = history(blue, prior_reds)?;
     if gs.iter().all(|g| g.amount.is_zero() && g.tax.is_zero()) {
-        return Err(RedError::FullyReversed { number: blue.number().clone() });
+        return Err(RedError::FullyReversed {
+            number: blue.number().clone(),
+        });
     }
     if red.lines().is_empty() {
         return Err(RedError::NoLines);
@@ -754,7 +864,9 @@ pub fn check_red(red: &InvoiceDraft, blue: &Invoice, prior_reds: &[Invoice]) -> 
     for l in red.lines() {
         let target = l.reverses_line();
         let Some(g) = gs.iter_mut().find(|g| Some(g.line) == target) else {
-            return Err(RedError::UnknownLine { line: target.unwrap_or(0) });
+            return Err(RedError::UnknownLine {
+                line: target.unwrap_or(0),
+            });
         };
         let over_quantity = match (g.quantity, l.quantity()) {
             (Some(left), Some(q)) => q.value().abs() > left.value(),
@@ -767,9 +879,16 @@ pub fn check_red(red: &InvoiceDraft, blue: &Invoice, prior_reds: &[Invoice]) -> 
                 remaining: format!("{} (tax {})", g.amount, g.tax),
             });
         }
-        apply(std::slice::from_mut(g), std::slice::from_ref(l), "(checked red)", blue.number())?;
+        apply(
+            std::slice::from_mut(g),
+            std::slice::from_ref(l),
+            "(checked red)",
+            blue.number(),
+        )?;
     }
-    if !reference.reason.allows_partial() && !gs.iter().all(|g| g.amount.is_zero() && g.tax.is_zero()) {
+    if !reference.reason.allows_partial()
+        && !gs.iter().all(|g| g.amount.is_zero() && g.tax.is_zero())
+    {
         return Err(RedError::NotFull);
     }
     Ok(())

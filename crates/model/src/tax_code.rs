@@ -35,9 +35,13 @@ impl TaxClassificationCode {
             && text.bytes().all(|b| b.is_ascii_digit())
             && (b'1'..=b'6').contains(&text.as_bytes()[0]);
         if !ok {
-            return Err(TaxClassificationCodeError { text: text.to_owned() });
+            return Err(TaxClassificationCodeError {
+                text: text.to_owned(),
+            });
         }
-        Ok(Self { value: text.to_owned() })
+        Ok(Self {
+            value: text.to_owned(),
+        })
     }
 
     /// The code's text.
@@ -110,7 +114,8 @@ impl TaxCatalog {
     /// used by the examples and tests. Load the official table with [`TaxCatalog::parse_csv`].
     #[must_use]
     pub fn builtin() -> Self {
-        Self::parse_csv(BUILTIN_CSV).expect("the bundled tax-codes.csv is valid (checked by a test)")
+        Self::parse_csv(BUILTIN_CSV)
+            .expect("the bundled tax-codes.csv is valid (checked by a test)")
     }
 
     /// Parses a catalog in the CSV format of `crates/model/data/README.md`
@@ -125,7 +130,10 @@ impl TaxCatalog {
         let header = lines.next().map(|(_, h)| split_csv_line(h));
         let header_ok = matches!(&header, Some(Ok(h)) if h.iter().map(String::as_str).eq(HEADER));
         if !header_ok {
-            return Err(CatalogError { line: 1, message: format!("header must be `{}`", HEADER.join(",")) });
+            return Err(CatalogError {
+                line: 1,
+                message: format!("header must be `{}`", HEADER.join(",")),
+            });
         }
         for (i, line) in lines {
             let n = i + 1;
@@ -142,7 +150,12 @@ impl TaxCatalog {
             if short_name.is_empty() || short_name.contains('*') {
                 return Err(err("short_name must be non-empty and contain no `*`".into()));
             }
-            let entry = CatalogEntry { code: code.clone(), short_name, default_rate, name: name.trim().to_owned() };
+            let entry = CatalogEntry {
+                code: code.clone(),
+                short_name,
+                default_rate,
+                name: name.trim().to_owned(),
+            };
             if entries.insert(code.clone(), entry).is_some() {
                 return Err(err(format!("code {code} appears twice")));
             }
@@ -204,28 +217,47 @@ mod tests {
         assert!(c.len() >= 8);
         let code = TaxClassificationCode::parse("3040201010000000000").unwrap();
         let e = c.get(&code).unwrap();
-        assert_eq!((e.short_name.as_str(), e.default_rate), ("信息技术服务", TaxRate::Six));
+        assert_eq!(
+            (e.short_name.as_str(), e.default_rate),
+            ("信息技术服务", TaxRate::Six)
+        );
     }
 
     #[test]
     fn codes_are_nineteen_digits_of_a_known_part() {
         assert!(TaxClassificationCode::parse("3040201010000000000").is_ok());
-        for bad in ["304020101000000000", "30402010100000000000", "7040201010000000000", "304020101000000000A"] {
+        for bad in [
+            "304020101000000000",
+            "30402010100000000000",
+            "7040201010000000000",
+            "304020101000000000A",
+        ] {
             assert!(TaxClassificationCode::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn operator_files_are_checked_line_by_line() {
-        let ok = "code,short_name,default_rate,name\n\"1030206000000000000\",调味品,0.13,\"醋, 酱油\"\n";
+        let ok =
+            "code,short_name,default_rate,name\n\"1030206000000000000\",调味品,0.13,\"醋, 酱油\"\n";
         let c = TaxCatalog::parse_csv(ok).unwrap();
         assert_eq!(c.len(), 1);
         let bad_rate = "code,short_name,default_rate,name\n1030206000000000000,调味品,17%,醋\n";
         assert_eq!(TaxCatalog::parse_csv(bad_rate).unwrap_err().line, 2);
         let dup = "code,short_name,default_rate,name\n1030206000000000000,a,13%,x\n1030206000000000000,b,13%,y\n";
-        assert!(TaxCatalog::parse_csv(dup).unwrap_err().message.contains("twice"));
+        assert!(
+            TaxCatalog::parse_csv(dup)
+                .unwrap_err()
+                .message
+                .contains("twice")
+        );
         assert_eq!(TaxCatalog::parse_csv("wrong,header\n").unwrap_err().line, 1);
         let short = "code,short_name,default_rate,name\n1030206000000000000,调味品\n";
-        assert!(TaxCatalog::parse_csv(short).unwrap_err().message.contains("4 fields"));
+        assert!(
+            TaxCatalog::parse_csv(short)
+                .unwrap_err()
+                .message
+                .contains("4 fields")
+        );
     }
 }

@@ -81,7 +81,9 @@ impl TaxRate {
     /// # Errors
     /// [`TaxRateError`] for anything else.
     pub fn parse(text: &str) -> Result<Self, TaxRateError> {
-        let err = || TaxRateError { text: text.to_owned() };
+        let err = || TaxRateError {
+            text: text.to_owned(),
+        };
         match text {
             "exempt" | "免税" => return Ok(Self::Exempt),
             "non_taxable" | "不征税" => return Ok(Self::NonTaxable),
@@ -103,7 +105,8 @@ impl TaxRate {
     pub fn ratio(self) -> Decimal {
         match PERCENT_RATES.iter().find(|(r, _)| *r == self) {
             Some((_, pct)) => {
-                Decimal::from_str(pct).expect("the percent table holds plain decimals") / Decimal::ONE_HUNDRED
+                Decimal::from_str(pct).expect("the percent table holds plain decimals")
+                    / Decimal::ONE_HUNDRED
             }
             None => Decimal::ZERO,
         }
@@ -159,7 +162,11 @@ impl TaxRate {
 ///
 /// Returns `None` when the product does not fit a decimal (absurd inputs).
 #[must_use]
-pub fn quantity_price_matches(quantity: Quantity, price: UnitPrice, amount: Amount) -> Option<bool> {
+pub fn quantity_price_matches(
+    quantity: Quantity,
+    price: UnitPrice,
+    amount: Amount,
+) -> Option<bool> {
     let product = quantity.value().checked_mul(price.value())?;
     Some((round_fen(product) - amount.value()).abs() <= Decimal::new(1, 2))
 }
@@ -229,7 +236,9 @@ mod tests {
 
     #[test]
     fn illegal_rates_are_refused() {
-        for bad in ["17%", "0.17", "11%", "13", "-13%", "13 %", "", "%", "0.1300.1"] {
+        for bad in [
+            "17%", "0.17", "11%", "13", "-13%", "13 %", "", "%", "0.1300.1",
+        ] {
             assert!(TaxRate::parse(bad).is_err(), "{bad}");
         }
     }
@@ -245,10 +254,16 @@ mod tests {
     #[test]
     fn inclusive_amounts_split_without_losing_a_fen() {
         let (excl, tax) = TaxRate::Thirteen.split_inclusive(amount("113.00"));
-        assert_eq!((excl.to_string(), tax.to_string()), ("100.00".into(), "13.00".into()));
+        assert_eq!(
+            (excl.to_string(), tax.to_string()),
+            ("100.00".into(), "13.00".into())
+        );
         // 100 / 1.06 = 94.3396… -> 94.34, tax 5.66
         let (excl, tax) = TaxRate::Six.split_inclusive(amount("100.00"));
-        assert_eq!((excl.to_string(), tax.to_string()), ("94.34".into(), "5.66".into()));
+        assert_eq!(
+            (excl.to_string(), tax.to_string()),
+            ("94.34".into(), "5.66".into())
+        );
         let (excl, tax) = TaxRate::Exempt.split_inclusive(amount("100.00"));
         assert_eq!((excl, tax), (amount("100.00"), Amount::ZERO));
     }
@@ -256,9 +271,18 @@ mod tests {
     #[test]
     fn tax_on_exclusive_rounds_half_away_from_zero() {
         // 0.50 × 0.13 = 0.065 -> 0.07; the negative mirror -> -0.07
-        assert_eq!(TaxRate::Thirteen.tax_on_exclusive(amount("0.50")), amount("0.07"));
-        assert_eq!(TaxRate::Thirteen.tax_on_exclusive(amount("-0.50")), amount("-0.07"));
-        assert_eq!(TaxRate::NonTaxable.tax_on_exclusive(amount("99.99")), Amount::ZERO);
+        assert_eq!(
+            TaxRate::Thirteen.tax_on_exclusive(amount("0.50")),
+            amount("0.07")
+        );
+        assert_eq!(
+            TaxRate::Thirteen.tax_on_exclusive(amount("-0.50")),
+            amount("-0.07")
+        );
+        assert_eq!(
+            TaxRate::NonTaxable.tax_on_exclusive(amount("99.99")),
+            Amount::ZERO
+        );
     }
 
     #[test]

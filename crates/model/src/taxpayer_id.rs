@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 pub const USCC_ALPHABET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
 
 /// GB 32100-2015 §5 weights for positions 1–17 (3^(i-1) mod 31).
-const USCC_WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+const USCC_WEIGHTS: [u32; 17] = [
+    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+];
 
 /// A taxpayer identifier: the 18-character unified social credit code (统一社会信用代码,
 /// GB 32100-2015, check character verified) or a legacy taxpayer identification number of 15,
@@ -38,7 +40,9 @@ pub enum TaxpayerIdKind {
 #[non_exhaustive]
 pub enum TaxpayerIdError {
     /// Not 18 (USCC) nor 15, 17 or 20 (legacy) characters.
-    #[error("has {len} characters; a unified social credit code has 18 (legacy numbers 15, 17 or 20)")]
+    #[error(
+        "has {len} characters; a unified social credit code has 18 (legacy numbers 15, 17 or 20)"
+    )]
     Length {
         /// Characters found.
         len: usize,
@@ -77,8 +81,16 @@ impl TaxpayerId {
         match chars.len() {
             18 => check_uscc(&chars)?,
             15 | 17 | 20 => {
-                if let Some((i, &c)) = chars.iter().enumerate().find(|(_, c)| !c.is_ascii_alphanumeric()) {
-                    return Err(TaxpayerIdError::Character { position: i + 1, character: c, hint: "" });
+                if let Some((i, &c)) = chars
+                    .iter()
+                    .enumerate()
+                    .find(|(_, c)| !c.is_ascii_alphanumeric())
+                {
+                    return Err(TaxpayerIdError::Character {
+                        position: i + 1,
+                        character: c,
+                        hint: "",
+                    });
                 }
             }
             len => return Err(TaxpayerIdError::Length { len }),
@@ -122,7 +134,10 @@ pub fn uscc_check_character(first17: &str) -> Option<char> {
 }
 
 fn uscc_value(c: char) -> Option<u32> {
-    USCC_ALPHABET.chars().position(|a| a == c).and_then(|p| u32::try_from(p).ok())
+    USCC_ALPHABET
+        .chars()
+        .position(|a| a == c)
+        .and_then(|p| u32::try_from(p).ok())
 }
 
 fn check_uscc(chars: &[char]) -> Result<(), TaxpayerIdError> {
@@ -133,7 +148,11 @@ fn check_uscc(chars: &[char]) -> Result<(), TaxpayerIdError> {
             } else {
                 ""
             };
-            return Err(TaxpayerIdError::Character { position: i + 1, character: c, hint });
+            return Err(TaxpayerIdError::Character {
+                position: i + 1,
+                character: c,
+                hint,
+            });
         }
     }
     if !chars[2..8].iter().all(char::is_ascii_digit) {
@@ -142,7 +161,10 @@ fn check_uscc(chars: &[char]) -> Result<(), TaxpayerIdError> {
     let first17: String = chars[..17].iter().collect();
     let expected = uscc_check_character(&first17).expect("all 17 characters were just checked");
     if chars[17] != expected {
-        return Err(TaxpayerIdError::CheckCharacter { expected, found: chars[17] });
+        return Err(TaxpayerIdError::CheckCharacter {
+            expected,
+            found: chars[17],
+        });
     }
     Ok(())
 }
@@ -216,7 +238,11 @@ impl PersonalIdNumber {
         {
             return Err(PersonalIdNumberError::Format);
         }
-        let sum: u32 = bytes[..17].iter().zip(WEIGHTS).map(|(b, w)| u32::from(b - b'0') * w).sum();
+        let sum: u32 = bytes[..17]
+            .iter()
+            .zip(WEIGHTS)
+            .map(|(b, w)| u32::from(b - b'0') * w)
+            .sum();
         if CHECK[(sum % 11) as usize] != bytes[17] {
             return Err(PersonalIdNumberError::CheckCharacter);
         }
@@ -270,30 +296,53 @@ mod tests {
     fn a_wrong_check_character_is_refused_with_the_expected_one() {
         assert_eq!(
             TaxpayerId::parse("91110000600037341N"),
-            Err(TaxpayerIdError::CheckCharacter { expected: 'L', found: 'N' })
+            Err(TaxpayerIdError::CheckCharacter {
+                expected: 'L',
+                found: 'N'
+            })
         );
     }
 
     #[test]
     fn letters_left_out_by_the_standard_are_refused() {
         let err = TaxpayerId::parse("9111000060003IOZSV").unwrap_err();
-        assert!(matches!(err, TaxpayerIdError::Character { position: 14, character: 'I', .. }));
+        assert!(matches!(
+            err,
+            TaxpayerIdError::Character {
+                position: 14,
+                character: 'I',
+                ..
+            }
+        ));
         assert!(err.to_string().contains("leaves out I, O, S, V and Z"));
     }
 
     #[test]
     fn division_code_must_be_digits() {
-        assert_eq!(TaxpayerId::parse("91A10000600037341L"), Err(TaxpayerIdError::DivisionCode));
+        assert_eq!(
+            TaxpayerId::parse("91A10000600037341L"),
+            Err(TaxpayerIdError::DivisionCode)
+        );
     }
 
     #[test]
     fn legacy_numbers_are_typed_as_legacy() {
-        for legacy in ["110108600037341", "11010819800101001", "11010819800101001X01"] {
+        for legacy in [
+            "110108600037341",
+            "11010819800101001",
+            "11010819800101001X01",
+        ] {
             let id = TaxpayerId::parse(legacy).unwrap();
             assert_eq!(id.kind(), TaxpayerIdKind::Legacy, "{legacy}");
         }
-        assert!(matches!(TaxpayerId::parse("1101086000-7341"), Err(TaxpayerIdError::Character { position: 11, .. })));
-        assert_eq!(TaxpayerId::parse("1234"), Err(TaxpayerIdError::Length { len: 4 }));
+        assert!(matches!(
+            TaxpayerId::parse("1101086000-7341"),
+            Err(TaxpayerIdError::Character { position: 11, .. })
+        ));
+        assert_eq!(
+            TaxpayerId::parse("1234"),
+            Err(TaxpayerIdError::Length { len: 4 })
+        );
     }
 
     #[test]
@@ -302,7 +351,13 @@ mod tests {
         let id = PersonalIdNumber::parse("11010519491231002x").unwrap();
         assert_eq!(id.masked(), "110105********002X");
         assert!(!format!("{id:?}").contains("19491231"));
-        assert_eq!(PersonalIdNumber::parse("110105194912310021"), Err(PersonalIdNumberError::CheckCharacter));
-        assert_eq!(PersonalIdNumber::parse("1101051949123100"), Err(PersonalIdNumberError::Format));
+        assert_eq!(
+            PersonalIdNumber::parse("110105194912310021"),
+            Err(PersonalIdNumberError::CheckCharacter)
+        );
+        assert_eq!(
+            PersonalIdNumber::parse("1101051949123100"),
+            Err(PersonalIdNumberError::Format)
+        );
     }
 }

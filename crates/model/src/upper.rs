@@ -205,7 +205,15 @@ mod tests {
 
     #[test]
     fn parse_reads_back_what_was_written() {
-        for s in ["0.05", "10.10", "100700", "9999999999999.99", "-3.40", "1000000000000", "0.00"] {
+        for s in [
+            "0.05",
+            "10.10",
+            "100700",
+            "9999999999999.99",
+            "-3.40",
+            "1000000000000",
+            "0.00",
+        ] {
             let a = Amount::parse(s).unwrap();
             assert_eq!(parse_chinese_upper(&to_chinese_upper(a)), Some(a), "{s}");
         }

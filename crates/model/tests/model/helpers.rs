@@ -8,7 +8,12 @@ pub(crate) fn repo_root() -> PathBuf {
 }
 
 pub(crate) fn data(name: &str) -> String {
-    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)).unwrap()
+    std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name),
+    )
+    .unwrap()
 }
 
 /// Non-comment, non-blank lines of a data file.

@@ -1,6 +1,8 @@
 //! The example orders and every validation rule, each shown failing with its code and path.
 
-use fapiao_model::{Amount, BuyerKind, FindingCode, InvoiceType, LineKind, TaxRate, ValidationErrors};
+use fapiao_model::{
+    Amount, BuyerKind, FindingCode, InvoiceType, LineKind, TaxRate, ValidationErrors,
+};
 use serde_json::{Value, json};
 
 use crate::helpers::{draft, example, validate_json};
@@ -12,20 +14,33 @@ fn amount(s: &str) -> Amount {
 fn totals(name: &str) -> (String, String, String, String) {
     let d = draft(name);
     let t = d.totals();
-    (t.amount.to_string(), t.tax.to_string(), t.total.to_string(), d.total_in_words().to_owned())
+    (
+        t.amount.to_string(),
+        t.tax.to_string(),
+        t.total.to_string(),
+        d.total_in_words().to_owned(),
+    )
 }
 
 #[test]
 fn basic_order_computes_tax_per_line_and_totals() {
     let d = draft("basic.json");
     assert_eq!(d.invoice_type(), InvoiceType::Ordinary);
-    assert_eq!(d.lines()[0].printed_name(), "*信息技术服务*订单管理系统定制开发");
+    assert_eq!(
+        d.lines()[0].printed_name(),
+        "*信息技术服务*订单管理系统定制开发"
+    );
     // Amount omitted: 12 × 500.
     assert_eq!(d.lines()[1].amount(), amount("6000.00"));
     assert_eq!(d.lines()[1].tax(), amount("360.00"));
     assert_eq!(
         totals("basic.json"),
-        ("16000.00".into(), "960.00".into(), "16960.00".into(), "壹万陆仟玖佰陆拾圆整".into())
+        (
+            "16000.00".into(),
+            "960.00".into(),
+            "16960.00".into(),
+            "壹万陆仟玖佰陆拾圆整".into()
+        )
     );
 }
 
@@ -36,7 +51,12 @@ fn special_order_uses_the_catalog_default_rate() {
     assert_eq!(d.lines()[1].tax_rate(), TaxRate::Six);
     assert_eq!(
         totals("special.json"),
-        ("13620.00".into(), "1560.60".into(), "15180.60".into(), "壹万伍仟壹佰捌拾圆零陆角".into())
+        (
+            "13620.00".into(),
+            "1560.60".into(),
+            "15180.60".into(),
+            "壹万伍仟壹佰捌拾圆零陆角".into()
+        )
     );
 }
 
@@ -44,9 +64,18 @@ fn special_order_uses_the_catalog_default_rate() {
 fn tax_inclusive_order_is_split_into_exclusive_amounts() {
     let d = draft("inclusive.json");
     // 1374 / 1.06 = 1296.2264… and 458 / 1.06 = 432.0754716981…
-    assert_eq!((d.lines()[0].amount(), d.lines()[0].tax()), (amount("1296.23"), amount("77.77")));
-    assert_eq!(d.lines()[0].unit_price().unwrap().to_string(), "432.0754717");
-    assert_eq!((d.lines()[1].amount(), d.lines()[1].tax()), (amount("223.40"), amount("13.40")));
+    assert_eq!(
+        (d.lines()[0].amount(), d.lines()[0].tax()),
+        (amount("1296.23"), amount("77.77"))
+    );
+    assert_eq!(
+        d.lines()[0].unit_price().unwrap().to_string(),
+        "432.0754717"
+    );
+    assert_eq!(
+        (d.lines()[1].amount(), d.lines()[1].tax()),
+        (amount("223.40"), amount("13.40"))
+    );
     assert_eq!(totals("inclusive.json").2, "1610.80");
 }
 
@@ -56,7 +85,10 @@ fn discount_line_inherits_code_and_rate_and_reduces_totals() {
     let discount = &d.lines()[1];
     assert_eq!(discount.kind(), LineKind::Discount);
     assert_eq!(discount.printed_name(), "*调味品*陈醋");
-    assert_eq!((discount.amount(), discount.tax()), (amount("-250.00"), amount("-32.50")));
+    assert_eq!(
+        (discount.amount(), discount.tax()),
+        (amount("-250.00"), amount("-32.50"))
+    );
     assert_eq!(totals("discount.json").0, "3942.00");
     assert_eq!(totals("discount.json").1, "512.46");
 }
@@ -65,7 +97,10 @@ fn discount_line_inherits_code_and_rate_and_reduces_totals() {
 fn natural_person_buyer_and_non_taxable_line() {
     let d = draft("natural-person.json");
     assert_eq!(d.buyer().kind, BuyerKind::NaturalPerson);
-    assert_eq!(d.buyer().id_number.as_ref().unwrap().masked(), "310115********1239");
+    assert_eq!(
+        d.buyer().id_number.as_ref().unwrap().masked(),
+        "310115********1239"
+    );
     assert_eq!(d.lines()[1].tax_rate(), TaxRate::NonTaxable);
     assert_eq!(d.lines()[1].tax(), Amount::ZERO);
     assert_eq!(totals("natural-person.json").2, "798.00");
@@ -156,15 +191,24 @@ fn discount_rules_are_enforced() {
     assert!(errors(&v).has("items[0].kind", FindingCode::DiscountWithoutLine));
 
     let mut v = base();
-    v["items"].as_array_mut().unwrap().push(json!({ "kind": "discount", "amount": "-1.00", "tax_rate": "13%" }));
+    v["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "kind": "discount", "amount": "-1.00", "tax_rate": "13%" }));
     assert!(errors(&v).has("items[1].tax_rate", FindingCode::DiscountMismatch));
 
     let mut v = base();
-    v["items"].as_array_mut().unwrap().push(json!({ "kind": "discount", "amount": "1.00" }));
+    v["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "kind": "discount", "amount": "1.00" }));
     assert!(errors(&v).has("items[1].amount", FindingCode::MustBeNegative));
 
     let mut v = base();
-    v["items"].as_array_mut().unwrap().push(json!({ "kind": "discount", "amount": "-1.00", "quantity": "1" }));
+    v["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "kind": "discount", "amount": "-1.00", "quantity": "1" }));
     assert!(errors(&v).has("items[1].quantity", FindingCode::NotAllowed));
 
     // Two discounts in a row: the second discounts nothing.
@@ -179,13 +223,19 @@ fn discount_rules_are_enforced() {
     let items = v["items"].as_array_mut().unwrap();
     items.push(json!({ "kind": "discount", "amount": "-100.00" }));
     items.push(json!({ "name": "维护", "tax_code": "3040201030000000000", "amount": "10.00" }));
-    assert_eq!(validate_json(&v.to_string()).unwrap().totals().amount, amount("10.00"));
+    assert_eq!(
+        validate_json(&v.to_string()).unwrap().totals().amount,
+        amount("10.00")
+    );
 }
 
 #[test]
 fn a_zero_or_negative_invoice_is_rejected() {
     let mut v = base();
-    v["items"].as_array_mut().unwrap().push(json!({ "kind": "discount", "amount": "-100.00" }));
+    v["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "kind": "discount", "amount": "-100.00" }));
     assert!(errors(&v).has("items", FindingCode::MustBePositive));
     let mut v = base();
     v["items"][0] = json!({ "name": "开发", "tax_code": "3040201010000000000", "amount": "-5.00" });
@@ -199,7 +249,10 @@ fn special_invoices_need_an_organisation_buyer_with_full_details() {
     v["buyer"] = json!({ "kind": "natural_person", "name": "王小明" });
     let e = errors(&v);
     assert!(e.has("buyer.kind", FindingCode::NotAllowed), "{e}");
-    assert!(e.has("buyer.bank_account", FindingCode::RequiredForSpecialInvoice), "{e}");
+    assert!(
+        e.has("buyer.bank_account", FindingCode::RequiredForSpecialInvoice),
+        "{e}"
+    );
 }
 
 #[test]
@@ -218,7 +271,14 @@ fn organisation_buyers_need_a_taxpayer_id_and_natural_persons_must_not_give_one(
 #[test]
 fn required_choices_and_ids_are_reported() {
     let e = errors(&json!({}));
-    for path in ["order_id", "invoice_type", "price_mode", "seller", "buyer", "items"] {
+    for path in [
+        "order_id",
+        "invoice_type",
+        "price_mode",
+        "seller",
+        "buyer",
+        "items",
+    ] {
         assert!(e.has(path, FindingCode::Required), "{path}: {e}");
     }
     let mut v = base();
@@ -254,6 +314,10 @@ fn a_document_of_the_wrong_shape_is_one_malformed_finding() {
     for bad in ["not json", "[]", r#"{"items": {"name": "x"}}"#] {
         let e = validate_json(bad).unwrap_err();
         assert_eq!(e.findings().len(), 1, "{bad}");
-        assert_eq!(e.findings()[0].code, FindingCode::MalformedDocument, "{bad}");
+        assert_eq!(
+            e.findings()[0].code,
+            FindingCode::MalformedDocument,
+            "{bad}"
+        );
     }
 }

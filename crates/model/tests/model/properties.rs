@@ -1,12 +1,12 @@
 //! Property tests: the arithmetic and red rules hold for generated inputs, not only examples.
 
 use fapiao_model::red::{
-    Confirmation, Initiator, PartialReversal, RedError, RedLetterForm, RedLetterFormNumber, RedReason, RedScope,
-    check_red, plan_red, remaining,
+    Confirmation, Initiator, PartialReversal, RedError, RedLetterForm, RedLetterFormNumber,
+    RedReason, RedScope, check_red, plan_red, remaining,
 };
 use fapiao_model::{
-    Amount, Invoice, InvoiceDraft, TaxRate, TaxpayerId, TaxpayerIdError, USCC_ALPHABET, parse_chinese_upper,
-    to_chinese_upper, uscc_check_character,
+    Amount, Invoice, InvoiceDraft, TaxRate, TaxpayerId, TaxpayerIdError, USCC_ALPHABET,
+    parse_chinese_upper, to_chinese_upper, uscc_check_character,
 };
 use proptest::prelude::*;
 use rust_decimal::Decimal;
@@ -50,12 +50,22 @@ fn blue_from(lines: Vec<serde_json::Value>, inclusive: bool) -> Invoice {
 
 fn form(blue: &Invoice, scope: RedScope) -> RedLetterForm {
     let number = RedLetterFormNumber::parse("31011526112000123456").unwrap();
-    let f = RedLetterForm::open(number, blue.number().clone(), RedReason::SalesReturn, Initiator::Seller, Confirmation::Required, scope);
+    let f = RedLetterForm::open(
+        number,
+        blue.number().clone(),
+        RedReason::SalesReturn,
+        Initiator::Seller,
+        Confirmation::Required,
+        scope,
+    );
     f.unwrap().confirm().unwrap()
 }
 
 fn sum_lines(d: &InvoiceDraft) -> (Amount, Amount) {
-    (d.lines().iter().map(|l| l.amount()).sum(), d.lines().iter().map(|l| l.tax()).sum())
+    (
+        d.lines().iter().map(|l| l.amount()).sum(),
+        d.lines().iter().map(|l| l.tax()).sum(),
+    )
 }
 
 proptest! {

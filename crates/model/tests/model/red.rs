@@ -2,8 +2,8 @@
 //! form workflow, and the checks that catch a red that breaks the rules.
 
 use fapiao_model::red::{
-    Confirmation, Initiator, PartialReversal, RedError, RedLetterForm, RedLetterFormNumber, RedLetterFormStatus,
-    RedReason, RedScope, check_red, plan_red, remaining,
+    Confirmation, Initiator, PartialReversal, RedError, RedLetterForm, RedLetterFormNumber,
+    RedLetterFormStatus, RedReason, RedScope, check_red, plan_red, remaining,
 };
 use fapiao_model::{Amount, Invoice, InvoiceKind, InvoiceNumber, Quantity};
 
@@ -13,7 +13,12 @@ fn amount(s: &str) -> Amount {
     Amount::parse(s).unwrap()
 }
 
-fn form(blue: &InvoiceNumber, reason: RedReason, confirmation: Confirmation, scope: RedScope) -> RedLetterForm {
+fn form(
+    blue: &InvoiceNumber,
+    reason: RedReason,
+    confirmation: Confirmation,
+    scope: RedScope,
+) -> RedLetterForm {
     let f = RedLetterForm::open(
         RedLetterFormNumber::parse("31011526112000123456").unwrap(),
         blue.clone(),
@@ -23,23 +28,45 @@ fn form(blue: &InvoiceNumber, reason: RedReason, confirmation: Confirmation, sco
         scope,
     )
     .unwrap();
-    if confirmation == Confirmation::Required { f.confirm().unwrap() } else { f }
+    if confirmation == Confirmation::Required {
+        f.confirm().unwrap()
+    } else {
+        f
+    }
 }
 
 fn full(blue: &Invoice) -> RedLetterForm {
-    form(blue.number(), RedReason::IssuingError, Confirmation::NotRequired, RedScope::Full)
+    form(
+        blue.number(),
+        RedReason::IssuingError,
+        Confirmation::NotRequired,
+        RedScope::Full,
+    )
 }
 
 fn partial(blue: &Invoice, parts: Vec<PartialReversal>) -> RedLetterForm {
-    form(blue.number(), RedReason::SalesReturn, Confirmation::Required, RedScope::Partial(parts))
+    form(
+        blue.number(),
+        RedReason::SalesReturn,
+        Confirmation::Required,
+        RedScope::Partial(parts),
+    )
 }
 
 fn by_amount(line: u32, a: &str) -> PartialReversal {
-    PartialReversal { line, amount: Some(amount(a)), quantity: None }
+    PartialReversal {
+        line,
+        amount: Some(amount(a)),
+        quantity: None,
+    }
 }
 
 fn by_quantity(line: u32, q: &str) -> PartialReversal {
-    PartialReversal { line, amount: None, quantity: Some(Quantity::parse(q).unwrap()) }
+    PartialReversal {
+        line,
+        amount: None,
+        quantity: Some(Quantity::parse(q).unwrap()),
+    }
 }
 
 #[test]
@@ -59,15 +86,26 @@ fn a_full_red_negates_everything_and_carries_the_official_remark() {
     check_red(&red, &blue, &[]).unwrap();
 
     let red = issue(red, 2);
-    assert!(remaining(&blue, std::slice::from_ref(&red)).unwrap().iter().all(|b| b.amount.is_zero() && b.tax.is_zero()));
-    assert!(matches!(plan_red(&blue, &[red], &full(&blue), None, None), Err(RedError::FullyReversed { .. })));
+    assert!(
+        remaining(&blue, std::slice::from_ref(&red))
+            .unwrap()
+            .iter()
+            .all(|b| b.amount.is_zero() && b.tax.is_zero())
+    );
+    assert!(matches!(
+        plan_red(&blue, &[red], &full(&blue), None, None),
+        Err(RedError::FullyReversed { .. })
+    ));
 }
 
 #[test]
 fn a_red_of_a_red_is_refused() {
     let blue = issue(draft("basic.json"), 1);
     let red = issue(plan_red(&blue, &[], &full(&blue), None, None).unwrap(), 2);
-    assert!(matches!(plan_red(&red, &[], &full(&red), None, None), Err(RedError::RedOfRed { .. })));
+    assert!(matches!(
+        plan_red(&red, &[], &full(&red), None, None),
+        Err(RedError::RedOfRed { .. })
+    ));
 }
 
 #[test]
@@ -79,25 +117,57 @@ fn issuing_error_and_unconfirmed_forms_allow_full_reds_only() {
         (RedReason::IssuingError, Confirmation::Required),
         (RedReason::SalesReturn, Confirmation::NotRequired),
     ] {
-        let r = RedLetterForm::open(number.clone(), blue.number().clone(), reason, Initiator::Seller, confirmation, scope.clone());
-        assert!(matches!(r, Err(RedError::PartialNotAllowed { .. })), "{reason:?} {confirmation:?}");
+        let r = RedLetterForm::open(
+            number.clone(),
+            blue.number().clone(),
+            reason,
+            Initiator::Seller,
+            confirmation,
+            scope.clone(),
+        );
+        assert!(
+            matches!(r, Err(RedError::PartialNotAllowed { .. })),
+            "{reason:?} {confirmation:?}"
+        );
     }
 }
 
 #[test]
 fn partial_reds_by_amount_accumulate_and_never_exceed_the_line() {
     let blue = issue(draft("basic.json"), 1);
-    let first = plan_red(&blue, &[], &partial(&blue, vec![by_amount(1, "4000")]), None, None).unwrap();
-    assert_eq!((first.totals().amount, first.totals().tax), (amount("-4000.00"), amount("-240.00")));
+    let first = plan_red(
+        &blue,
+        &[],
+        &partial(&blue, vec![by_amount(1, "4000")]),
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        (first.totals().amount, first.totals().tax),
+        (amount("-4000.00"), amount("-240.00"))
+    );
     check_red(&first, &blue, &[]).unwrap();
     let first = issue(first, 2);
     let reds = [first];
 
     let left = remaining(&blue, &reds).unwrap();
-    assert_eq!((left[0].amount, left[0].tax, left[0].untouched), (amount("6000.00"), amount("360.00"), false));
+    assert_eq!(
+        (left[0].amount, left[0].tax, left[0].untouched),
+        (amount("6000.00"), amount("360.00"), false)
+    );
 
-    let over = plan_red(&blue, &reds, &partial(&blue, vec![by_amount(1, "6000.01")]), None, None);
-    assert!(matches!(over, Err(RedError::ExceedsRemaining { line: 1, .. })), "{over:?}");
+    let over = plan_red(
+        &blue,
+        &reds,
+        &partial(&blue, vec![by_amount(1, "6000.01")]),
+        None,
+        None,
+    );
+    assert!(
+        matches!(over, Err(RedError::ExceedsRemaining { line: 1, .. })),
+        "{over:?}"
+    );
 
     // The rest, by full red: line 1's remainder and line 2 mirrored with its quantity.
     let rest = plan_red(&blue, &reds, &full(&blue), None, None).unwrap();
@@ -109,14 +179,46 @@ fn partial_reds_by_amount_accumulate_and_never_exceed_the_line() {
 #[test]
 fn partial_reds_by_quantity_use_the_blue_unit_price() {
     let blue = issue(draft("basic.json"), 1);
-    let red = plan_red(&blue, &[], &partial(&blue, vec![by_quantity(2, "3")]), None, None).unwrap();
-    assert_eq!((red.totals().amount, red.totals().tax), (amount("-1500.00"), amount("-90.00")));
+    let red = plan_red(
+        &blue,
+        &[],
+        &partial(&blue, vec![by_quantity(2, "3")]),
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        (red.totals().amount, red.totals().tax),
+        (amount("-1500.00"), amount("-90.00"))
+    );
     let reds = [issue(red, 2)];
-    assert_eq!(remaining(&blue, &reds).unwrap()[1].quantity.unwrap().to_string(), "9");
-    let over = plan_red(&blue, &reds, &partial(&blue, vec![by_quantity(2, "10")]), None, None);
-    assert!(matches!(over, Err(RedError::ExceedsRemaining { line: 2, .. })), "{over:?}");
+    assert_eq!(
+        remaining(&blue, &reds).unwrap()[1]
+            .quantity
+            .unwrap()
+            .to_string(),
+        "9"
+    );
+    let over = plan_red(
+        &blue,
+        &reds,
+        &partial(&blue, vec![by_quantity(2, "10")]),
+        None,
+        None,
+    );
+    assert!(
+        matches!(over, Err(RedError::ExceedsRemaining { line: 2, .. })),
+        "{over:?}"
+    );
     // The last 9 take exactly what remains, with no rounding left over.
-    let last = plan_red(&blue, &reds, &partial(&blue, vec![by_quantity(2, "9")]), None, None).unwrap();
+    let last = plan_red(
+        &blue,
+        &reds,
+        &partial(&blue, vec![by_quantity(2, "9")]),
+        None,
+        None,
+    )
+    .unwrap();
     assert_eq!(last.totals().amount, amount("-4500.00"));
 }
 
@@ -128,12 +230,22 @@ fn malformed_partial_requests_are_refused() {
         (vec![by_amount(2, "1")], "DiscountLine"),
         (vec![by_amount(9, "1")], "UnknownLine"),
         (vec![by_amount(1, "1"), by_amount(1, "1")], "DuplicateLine"),
-        (vec![PartialReversal { line: 1, amount: None, quantity: None }], "AmountOrQuantity"),
+        (
+            vec![PartialReversal {
+                line: 1,
+                amount: None,
+                quantity: None,
+            }],
+            "AmountOrQuantity",
+        ),
         (vec![by_amount(1, "0")], "NotPositive"),
     ];
     for (parts, expected) in cases {
         let err = plan_red(&blue, &[], &partial(&blue, parts), None, None).unwrap_err();
-        assert!(format!("{err:?}").starts_with(expected), "{expected}: {err:?}");
+        assert!(
+            format!("{err:?}").starts_with(expected),
+            "{expected}: {err:?}"
+        );
     }
 }
 
@@ -142,11 +254,20 @@ fn a_discounted_line_is_reversed_net_of_its_discount() {
     let blue = issue(draft("discount.json"), 1);
     let red = plan_red(&blue, &[], &full(&blue), None, None).unwrap();
     assert_eq!(red.lines().len(), 2);
-    assert_eq!((red.lines()[0].amount(), red.lines()[0].tax()), (amount("-2250.00"), amount("-292.50")));
+    assert_eq!(
+        (red.lines()[0].amount(), red.lines()[0].tax()),
+        (amount("-2250.00"), amount("-292.50"))
+    );
     assert_eq!(red.lines()[0].quantity(), None);
     assert_eq!(red.lines()[1].quantity().unwrap().to_string(), "-40");
     assert_eq!(red.totals().total, -blue.draft().totals().total);
-    let over = plan_red(&blue, &[], &partial(&blue, vec![by_amount(1, "2250.01")]), None, None);
+    let over = plan_red(
+        &blue,
+        &[],
+        &partial(&blue, vec![by_amount(1, "2250.01")]),
+        None,
+        None,
+    );
     assert!(matches!(over, Err(RedError::ExceedsRemaining { .. })));
 }
 
@@ -164,7 +285,10 @@ fn only_usable_forms_for_this_blue_are_accepted() {
     )
     .unwrap();
     assert_eq!(waiting.status(), RedLetterFormStatus::AwaitingSeller);
-    assert!(matches!(plan_red(&blue, &[], &waiting, None, None), Err(RedError::FormNotUsable { status: "03" })));
+    assert!(matches!(
+        plan_red(&blue, &[], &waiting, None, None),
+        Err(RedError::FormNotUsable { status: "03" })
+    ));
     assert!(matches!(
         plan_red(&other, &[], &full(&blue), None, None),
         Err(RedError::FormForAnotherInvoice { .. })
@@ -172,33 +296,71 @@ fn only_usable_forms_for_this_blue_are_accepted() {
     let confirmed = waiting.confirm().unwrap();
     assert!(plan_red(&blue, &[], &confirmed, None, None).is_ok());
     let withdrawn = confirmed.withdraw().unwrap();
-    assert_eq!(withdrawn.status(), RedLetterFormStatus::WithdrawnAfterConfirmation);
-    assert!(matches!(withdrawn.confirm(), Err(RedError::FormTransition { from: "09", .. })));
-    assert!(matches!(full(&blue).deny(), Err(RedError::FormTransition { from: "01", .. })));
+    assert_eq!(
+        withdrawn.status(),
+        RedLetterFormStatus::WithdrawnAfterConfirmation
+    );
+    assert!(matches!(
+        withdrawn.confirm(),
+        Err(RedError::FormTransition { from: "09", .. })
+    ));
+    assert!(matches!(
+        full(&blue).deny(),
+        Err(RedError::FormTransition { from: "01", .. })
+    ));
 }
 
 #[test]
 fn check_red_catches_reds_planned_on_a_stale_history() {
     let blue = issue(draft("basic.json"), 1);
-    let a = plan_red(&blue, &[], &partial(&blue, vec![by_amount(1, "4000")]), None, None).unwrap();
+    let a = plan_red(
+        &blue,
+        &[],
+        &partial(&blue, vec![by_amount(1, "4000")]),
+        None,
+        None,
+    )
+    .unwrap();
     // Planned concurrently, without seeing `a`.
-    let b = plan_red(&blue, &[], &partial(&blue, vec![by_amount(1, "6000.01")]), None, None).unwrap();
+    let b = plan_red(
+        &blue,
+        &[],
+        &partial(&blue, vec![by_amount(1, "6000.01")]),
+        None,
+        None,
+    )
+    .unwrap();
     let a = issue(a, 2);
-    assert!(matches!(check_red(&b, &blue, std::slice::from_ref(&a)), Err(RedError::ExceedsRemaining { line: 1, .. })));
+    assert!(matches!(
+        check_red(&b, &blue, std::slice::from_ref(&a)),
+        Err(RedError::ExceedsRemaining { line: 1, .. })
+    ));
 
     // A reason-01 red planned before `a` no longer reverses everything once `a` exists: it is
     // too much; one planned after `a` but checked without it is too little.
     let stale_full = plan_red(&blue, &[], &full(&blue), None, None).unwrap();
-    assert!(matches!(check_red(&stale_full, &blue, std::slice::from_ref(&a)), Err(RedError::ExceedsRemaining { .. })));
+    assert!(matches!(
+        check_red(&stale_full, &blue, std::slice::from_ref(&a)),
+        Err(RedError::ExceedsRemaining { .. })
+    ));
     let after_a = plan_red(&blue, std::slice::from_ref(&a), &full(&blue), None, None).unwrap();
-    assert!(matches!(check_red(&after_a, &blue, &[]), Err(RedError::NotFull)));
+    assert!(matches!(
+        check_red(&after_a, &blue, &[]),
+        Err(RedError::NotFull)
+    ));
 }
 
 #[test]
 fn check_red_requires_a_red_of_this_blue_with_the_same_parties() {
     let blue = issue(draft("basic.json"), 1);
-    assert!(matches!(check_red(blue.draft(), &blue, &[]), Err(RedError::NotRedAgainst { .. })));
+    assert!(matches!(
+        check_red(blue.draft(), &blue, &[]),
+        Err(RedError::NotRedAgainst { .. })
+    ));
     let red = plan_red(&blue, &[], &full(&blue), None, None).unwrap();
     let impostor = issue(draft("special.json"), 1);
-    assert!(matches!(check_red(&red, &impostor, &[]), Err(RedError::PartiesDiffer)));
+    assert!(matches!(
+        check_red(&red, &impostor, &[]),
+        Err(RedError::PartiesDiffer)
+    ));
 }

@@ -1,6 +1,9 @@
 //! Published vectors: real USCCs and the PBoC upper-case examples.
 
-use fapiao_model::{Amount, TaxpayerId, TaxpayerIdError, TaxpayerIdKind, USCC_ALPHABET, parse_chinese_upper, to_chinese_upper};
+use fapiao_model::{
+    Amount, TaxpayerId, TaxpayerIdError, TaxpayerIdKind, USCC_ALPHABET, parse_chinese_upper,
+    to_chinese_upper,
+};
 
 use crate::helpers::data_lines;
 
@@ -21,7 +24,10 @@ fn every_published_uscc_with_another_check_character_is_refused() {
         for c in USCC_ALPHABET.chars().filter(|c| c.to_string() != check) {
             let forged = format!("{body}{c}");
             assert!(
-                matches!(TaxpayerId::parse(&forged), Err(TaxpayerIdError::CheckCharacter { .. })),
+                matches!(
+                    TaxpayerId::parse(&forged),
+                    Err(TaxpayerIdError::CheckCharacter { .. })
+                ),
                 "{forged} was accepted"
             );
         }
