@@ -1,0 +1,22 @@
+//! Fapiao's message security: the GM (SM2/SM3/SM4) and INTL (P-256/SHA-256/AES) suites, keys,
+//! the CA and its certificates and CRLs, certificate path validation, signed-and-encrypted
+//! envelopes with replay protection, and mutual-TLS configurations.
+//!
+//! Depends on no other Fapiao crate. Time (`now`) and randomness are always arguments; the
+//! one module that reads the system RNG is [`rng`].
+
+mod ca;
+mod cert;
+mod crl;
+mod error;
+mod keys;
+pub mod oid;
+mod path;
+pub mod rng;
+
+pub use ca::{Ca, CertificateRequest, Revocation};
+pub use cert::{CertError, Certificate, Profile, Purpose, Role, Subject};
+pub use crl::Crl;
+pub use error::CryptoError;
+pub use keys::{KeyAlgorithm, PrivateKey, PublicKey, SM2_DISTID, Suite};
+pub use path::{PathError, TrustStore};

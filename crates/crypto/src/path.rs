@@ -1,0 +1,296 @@
+//! Certificate path validation (RFC 5280 §6, the parts Fapiao's PKI uses), for SM2 and P-256:
+//! chain to a configured root, validity at a given `now`, CA constraints, key usage for the
+//! purpose, and revocation from the issuer's one current CRL.
+
+use time::OffsetDateTime;
+
+use crate::cert::{Certificate, Purpose};
+use crate::crl::Crl;
+use crate::keys::KeyAlgorithm;
+use crate::oid;
+
+/// Longest chain accepted, root included.
+const MAX_DEPTH: usize = 5;
+
+/// Why a certificate path is not valid. Each check has its own variant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// A root given to the trust store is not a self-signed CA certificate.
+    #[error("trust anchor {subject} is not a self-signed CA certificate")]
+    BadTrustAnchor {
+        /// Its subject.
+        subject: String,
+    },
+    /// No root or intermediate names the certificate's issuer.
+    #[error("no trusted issuer for {subject} (issuer {issuer})")]
+    UnknownIssuer {
+        /// The certificate's subject.
+        subject: String,
+        /// Its issuer.
+        issuer: String,
+    },
+    /// The issuer is known but its signature on the certificate does not verify.
+    #[error("the signature on {subject} does not verify with its issuer's key")]
+    BadSignature {
+        /// The certificate's subject.
+        subject: String,
+    },
+    /// Past `notAfter`.
+    #[error("{subject} expired at {not_after} (now {now})")]
+    Expired {
+        /// The certificate's subject.
+        subject: String,
+        /// Its end of validity.
+        not_after: OffsetDateTime,
+        /// The time of the check.
+        now: OffsetDateTime,
+    },
+    /// Before `notBefore`.
+    #[error("{subject} is not valid before {not_before} (now {now})")]
+    NotYetValid {
+        /// The certificate's subject.
+        subject: String,
+        /// Its start of validity.
+        not_before: OffsetDateTime,
+        /// The time of the check.
+        now: OffsetDateTime,
+    },
+    /// An issuer that is not a CA allowed to sign certificates.
+    #[error("{subject} is not a CA and cannot issue certificates")]
+    NotACa {
+        /// The would-be issuer.
+        subject: String,
+    },
+    /// The certificate's key usage does not allow the purpose.
+    #[error("{subject} is not valid for {purpose:?}")]
+    WrongUsage {
+        /// The certificate's subject.
+        subject: String,
+        /// The purpose asked for.
+        purpose: Purpose,
+    },
+    /// The issuer published no CRL we hold.
+    #[error("no CRL from {issuer}: revocation status unknown")]
+    CrlMissing {
+        /// The issuer.
+        issuer: String,
+    },
+    /// The issuer's newest CRL is past its `nextUpdate` (or has none).
+    #[error("the CRL of {issuer} is not current (next update {next_update:?}, now {now})")]
+    CrlExpired {
+        /// The issuer.
+        issuer: String,
+        /// Its `nextUpdate`.
+        next_update: Option<OffsetDateTime>,
+        /// The time of the check.
+        now: OffsetDateTime,
+    },
+    /// Revoked.
+    #[error("{subject} (serial {serial}) was revoked at {revoked_at}")]
+    Revoked {
+        /// The certificate's subject.
+        subject: String,
+        /// Its serial in hex.
+        serial: String,
+        /// When.
+        revoked_at: OffsetDateTime,
+    },
+    /// More intermediates than allowed.
+    #[error("certificate chain longer than {MAX_DEPTH}")]
+    TooLong,
+}
+
+/// The roots a party trusts and the current CRLs it holds.
+#[derive(Debug, Clone, Default)]
+pub struct TrustStore {
+    roots: Vec<Certificate>,
+    crls: Vec<Crl>,
+}
+
+impl TrustStore {
+    /// A store trusting these roots; each must be a self-signed CA certificate.
+    ///
+    /// # Errors
+    /// [`PathError::BadTrustAnchor`].
+    pub fn new(roots: Vec<Certificate>) -> Result<Self, PathError> {
+        for r in &roots {
+            if !r.allows(Purpose::CertSign)
+                || r.subject_name() != r.issuer_name()
+                || !signed_by(r, r)
+            {
+                return Err(PathError::BadTrustAnchor {
+                    subject: r.subject_text(),
+                });
+            }
+        }
+        Ok(Self {
+            roots,
+            crls: Vec::new(),
+        })
+    }
+
+    /// Adds a CRL. Several CRLs of one issuer may be held; validation uses the newest one that
+    /// verifies (never an older one, which could miss a revocation).
+    pub fn add_crl(&mut self, crl: Crl) {
+        self.crls.push(crl);
+    }
+
+    /// Replaces every CRL.
+    pub fn set_crls(&mut self, crls: Vec<Crl>) {
+        self.crls = crls;
+    }
+
+    /// The roots.
+    #[must_use]
+    pub fn roots(&self) -> &[Certificate] {
+        &self.roots
+    }
+
+    /// The newest CRL of each issuer we can verify (what a TLS verifier should be given).
+    #[must_use]
+    pub fn current_crls(&self) -> Vec<Crl> {
+        let mut out: Vec<Crl> = Vec::new();
+        for crl in &self.crls {
+            match out
+                .iter_mut()
+                .find(|c| c.issuer_name() == crl.issuer_name())
+            {
+                Some(existing) if existing.this_update() < crl.this_update() => {
+                    *existing = crl.clone()
+                }
+                Some(_) => {}
+                None => out.push(crl.clone()),
+            }
+        }
+        out
+    }
+
+    /// Validates `leaf` for `purpose` at `now`, building the chain from the roots and the
+    /// given intermediates. Returns the path, leaf first and root last.
+    ///
+    /// # Errors
+    /// [`PathError`] naming the first failed check.
+    pub fn validate(
+        &self,
+        leaf: &Certificate,
+        intermediates: &[Certificate],
+        purpose: Purpose,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Certificate>, PathError> {
+        check_time(leaf, now)?;
+        if !leaf.allows(purpose) {
+            return Err(PathError::WrongUsage {
+                subject: leaf.subject_text(),
+                purpose,
+            });
+        }
+        let mut path = vec![leaf.clone()];
+        let mut current = leaf.clone();
+        for _ in 0..MAX_DEPTH {
+            let issuer = self.find_issuer(&current, intermediates)?;
+            check_time(&issuer, now)?;
+            if !issuer.allows(Purpose::CertSign) {
+                return Err(PathError::NotACa {
+                    subject: issuer.subject_text(),
+                });
+            }
+            self.check_revocation(&current, &issuer, now)?;
+            let is_root = self.roots.iter().any(|r| r == &issuer);
+            path.push(issuer.clone());
+            if is_root {
+                return Ok(path);
+            }
+            current = issuer;
+        }
+        Err(PathError::TooLong)
+    }
+
+    fn find_issuer(
+        &self,
+        cert: &Certificate,
+        intermediates: &[Certificate],
+    ) -> Result<Certificate, PathError> {
+        let candidates: Vec<&Certificate> = self
+            .roots
+            .iter()
+            .chain(intermediates)
+            .filter(|c| c.subject_name() == cert.issuer_name() && *c != cert)
+            .collect();
+        if candidates.is_empty() {
+            return Err(PathError::UnknownIssuer {
+                subject: cert.subject_text(),
+                issuer: cert.issuer_text(),
+            });
+        }
+        candidates
+            .into_iter()
+            .find(|c| signed_by(cert, c))
+            .cloned()
+            .ok_or_else(|| PathError::BadSignature {
+                subject: cert.subject_text(),
+            })
+    }
+
+    fn check_revocation(
+        &self,
+        cert: &Certificate,
+        issuer: &Certificate,
+        now: OffsetDateTime,
+    ) -> Result<(), PathError> {
+        let crl = self
+            .crls
+            .iter()
+            .filter(|c| c.is_signed_by(issuer))
+            .max_by_key(|c| c.this_update())
+            .ok_or_else(|| PathError::CrlMissing {
+                issuer: issuer.subject_text(),
+            })?;
+        let current = crl.this_update() <= now && crl.next_update().is_some_and(|n| now < n);
+        if !current {
+            return Err(PathError::CrlExpired {
+                issuer: issuer.subject_text(),
+                next_update: crl.next_update(),
+                now,
+            });
+        }
+        if let Some(revoked_at) = crl.revoked_at(cert.serial()) {
+            return Err(PathError::Revoked {
+                subject: cert.subject_text(),
+                serial: cert.serial_hex(),
+                revoked_at,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_time(cert: &Certificate, now: OffsetDateTime) -> Result<(), PathError> {
+    if now < cert.not_before() {
+        return Err(PathError::NotYetValid {
+            subject: cert.subject_text(),
+            not_before: cert.not_before(),
+            now,
+        });
+    }
+    if now > cert.not_after() {
+        return Err(PathError::Expired {
+            subject: cert.subject_text(),
+            not_after: cert.not_after(),
+            now,
+        });
+    }
+    Ok(())
+}
+
+/// Whether `issuer`'s key made the signature on `cert`, with the algorithm it declares.
+pub(crate) fn signed_by(cert: &Certificate, issuer: &Certificate) -> bool {
+    let (Ok((alg, sig, tbs)), Ok(key)) = (cert.signed_parts(), issuer.public_key()) else {
+        return false;
+    };
+    let expected = match key.algorithm() {
+        KeyAlgorithm::Sm2 => oid::SM2_WITH_SM3,
+        KeyAlgorithm::P256 => oid::ECDSA_WITH_SHA256,
+    };
+    alg == expected && key.verify(&tbs, &sig).is_ok()
+}

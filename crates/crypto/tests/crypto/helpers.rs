@@ -1,0 +1,142 @@
+use std::path::Path;
+use std::process::Command;
+
+use fapiao_crypto::rng::system_rng;
+use fapiao_crypto::{
+    Ca, Certificate, CertificateRequest, Crl, PrivateKey, Profile, Revocation, Role, Subject,
+    Suite, TrustStore,
+};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+/// The fixed "now" of the tests.
+pub(crate) const NOW: OffsetDateTime = datetime!(2026-11-20 10:00:00 UTC);
+
+/// A fresh CA of one suite, with a current CRL.
+pub(crate) struct Pki {
+    pub(crate) suite: Suite,
+    pub(crate) ca: Ca,
+    pub(crate) revoked: Vec<Revocation>,
+}
+
+pub(crate) fn subject(role: Role, name: &str) -> Subject {
+    let taxpayer_id = role
+        .is_enterprise()
+        .then(|| "91310115MA1FP0001X".to_owned());
+    Subject {
+        role,
+        name: name.to_owned(),
+        taxpayer_id,
+    }
+}
+
+impl Pki {
+    pub(crate) fn new(suite: Suite) -> Self {
+        let key = PrivateKey::generate(suite.key_algorithm(), &mut system_rng());
+        let subject = Subject {
+            role: Role::Ca,
+            name: format!("Fapiao Test Root {suite}"),
+            taxpayer_id: None,
+        };
+        let ca = Ca::create_root(
+            &subject,
+            key,
+            NOW - Duration::days(30),
+            NOW + Duration::days(3650),
+            &mut system_rng(),
+        )
+        .unwrap();
+        Self {
+            suite,
+            ca,
+            revoked: Vec::new(),
+        }
+    }
+
+    pub(crate) fn issue_with(
+        &self,
+        role: Role,
+        name: &str,
+        profile: Profile,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> (PrivateKey, Certificate) {
+        let alg = match profile {
+            Profile::TlsServer { .. } | Profile::TlsClient => fapiao_crypto::KeyAlgorithm::P256,
+            _ => self.suite.key_algorithm(),
+        };
+        let key = PrivateKey::generate(alg, &mut system_rng());
+        let req = CertificateRequest {
+            subject: subject(role, name),
+            profile,
+            public_key: key.public_key(),
+            not_before,
+            not_after,
+        };
+        (key.clone(), self.ca.issue(&req, &mut system_rng()).unwrap())
+    }
+
+    pub(crate) fn issue(
+        &self,
+        role: Role,
+        name: &str,
+        profile: Profile,
+    ) -> (PrivateKey, Certificate) {
+        self.issue_with(
+            role,
+            name,
+            profile,
+            NOW - Duration::days(1),
+            NOW + Duration::days(365),
+        )
+    }
+
+    pub(crate) fn revoke(&mut self, cert: &Certificate) {
+        self.revoked.push(Revocation {
+            serial: cert.serial().to_vec(),
+            revoked_at: NOW - Duration::hours(1),
+        });
+    }
+
+    pub(crate) fn crl(&self) -> Crl {
+        let number = u64::try_from(self.revoked.len()).unwrap() + 1;
+        self.ca
+            .crl(
+                &self.revoked,
+                number,
+                NOW - Duration::hours(1),
+                NOW + Duration::days(7),
+            )
+            .unwrap()
+    }
+
+    pub(crate) fn trust(&self) -> TrustStore {
+        let mut t = TrustStore::new(vec![self.ca.certificate().clone()]).unwrap();
+        t.add_crl(self.crl());
+        t
+    }
+}
+
+pub(crate) fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+/// Runs a tool; returns (success, stdout + stderr).
+pub(crate) fn run(program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} must be installed: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+pub(crate) fn openssl(args: &[&str]) -> (bool, String) {
+    run("openssl", args)
+}

@@ -1,0 +1,178 @@
+//! Path validation: every check fails with its own error, per suite.
+
+use fapiao_crypto::rng::system_rng;
+use fapiao_crypto::{
+    Ca, CertificateRequest, PathError, PrivateKey, Profile, Purpose, Role, Subject, Suite,
+    TrustStore,
+};
+use time::Duration;
+
+use crate::helpers::{NOW, Pki, subject};
+
+#[test]
+fn a_fresh_certificate_validates_for_its_purpose_only() {
+    for suite in Suite::ALL {
+        let pki = Pki::new(suite);
+        let trust = pki.trust();
+        let (_, sign) = pki.issue(Role::Platform, "platform-1", Profile::Signing);
+        let (_, enc) = pki.issue(Role::Platform, "platform-1", Profile::Encryption);
+        let path = trust.validate(&sign, &[], Purpose::Signing, NOW).unwrap();
+        assert_eq!(path.len(), 2);
+        trust.validate(&enc, &[], Purpose::Encryption, NOW).unwrap();
+        assert!(
+            matches!(
+                trust.validate(&enc, &[], Purpose::Signing, NOW),
+                Err(PathError::WrongUsage { .. })
+            ),
+            "{suite}"
+        );
+        assert!(
+            matches!(
+                trust.validate(&sign, &[], Purpose::Encryption, NOW),
+                Err(PathError::WrongUsage { .. })
+            ),
+            "{suite}"
+        );
+    }
+}
+
+#[test]
+fn expired_and_not_yet_valid_certificates_are_refused_with_their_times() {
+    for suite in Suite::ALL {
+        let pki = Pki::new(suite);
+        let (_, old) = pki.issue_with(
+            Role::Cloud,
+            "c",
+            Profile::Signing,
+            NOW - Duration::days(10),
+            NOW - Duration::days(1),
+        );
+        let err = pki
+            .trust()
+            .validate(&old, &[], Purpose::Signing, NOW)
+            .unwrap_err();
+        assert!(
+            matches!(err, PathError::Expired { now, .. } if now == NOW),
+            "{err:?}"
+        );
+        let (_, future) = pki.issue_with(
+            Role::Cloud,
+            "c",
+            Profile::Signing,
+            NOW + Duration::days(1),
+            NOW + Duration::days(10),
+        );
+        assert!(matches!(
+            pki.trust().validate(&future, &[], Purpose::Signing, NOW),
+            Err(PathError::NotYetValid { .. })
+        ));
+    }
+}
+
+#[test]
+fn revoked_certificates_are_refused_and_only_the_newest_crl_counts() {
+    for suite in Suite::ALL {
+        let mut pki = Pki::new(suite);
+        let (_, cert) = pki.issue(Role::Cloud, "c", Profile::Signing);
+        let before = pki.crl();
+        pki.revoke(&cert);
+        let mut trust = pki.trust();
+        // The stale CRL, listed first, must not hide the revocation.
+        trust.set_crls(vec![before, pki.crl()]);
+        assert!(
+            matches!(
+                trust.validate(&cert, &[], Purpose::Signing, NOW),
+                Err(PathError::Revoked { .. })
+            ),
+            "{suite}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_or_stale_crl_fails_closed() {
+    for suite in Suite::ALL {
+        let pki = Pki::new(suite);
+        let (_, cert) = pki.issue(Role::Cloud, "c", Profile::Signing);
+        let no_crl = TrustStore::new(vec![pki.ca.certificate().clone()]).unwrap();
+        assert!(matches!(
+            no_crl.validate(&cert, &[], Purpose::Signing, NOW),
+            Err(PathError::CrlMissing { .. })
+        ));
+        let later = NOW + Duration::days(8);
+        let (_, long) = pki.issue_with(
+            Role::Cloud,
+            "c",
+            Profile::Signing,
+            NOW,
+            NOW + Duration::days(30),
+        );
+        assert!(matches!(
+            pki.trust().validate(&long, &[], Purpose::Signing, later),
+            Err(PathError::CrlExpired { .. })
+        ));
+        // A CRL signed by another CA is not this CA's CRL.
+        let mut forged = TrustStore::new(vec![pki.ca.certificate().clone()]).unwrap();
+        forged.add_crl(Pki::new(suite).crl());
+        assert!(matches!(
+            forged.validate(&cert, &[], Purpose::Signing, NOW),
+            Err(PathError::CrlMissing { .. })
+        ));
+    }
+}
+
+#[test]
+fn certificates_of_another_ca_or_with_a_forged_issuer_are_refused() {
+    for suite in Suite::ALL {
+        let ours = Pki::new(suite);
+        let theirs = Pki::new(suite);
+        let (_, foreign) = theirs.issue(Role::Cloud, "c", Profile::Signing);
+        // Same issuer name, other key: the name matches, the signature does not.
+        assert!(
+            matches!(
+                ours.trust().validate(&foreign, &[], Purpose::Signing, NOW),
+                Err(PathError::BadSignature { .. })
+            ),
+            "{suite}"
+        );
+        let stranger = {
+            let key = PrivateKey::generate(suite.key_algorithm(), &mut system_rng());
+            let s = Subject {
+                role: Role::Ca,
+                name: "Elsewhere Root".into(),
+                taxpayer_id: None,
+            };
+            Ca::create_root(
+                &s,
+                key,
+                NOW - Duration::days(1),
+                NOW + Duration::days(10),
+                &mut system_rng(),
+            )
+            .unwrap()
+        };
+        let key = PrivateKey::generate(suite.key_algorithm(), &mut system_rng());
+        let req = CertificateRequest {
+            subject: subject(Role::Cloud, "c"),
+            profile: Profile::Signing,
+            public_key: key.public_key(),
+            not_before: NOW - Duration::days(1),
+            not_after: NOW + Duration::days(1),
+        };
+        let other = stranger.issue(&req, &mut system_rng()).unwrap();
+        assert!(matches!(
+            ours.trust().validate(&other, &[], Purpose::Signing, NOW),
+            Err(PathError::UnknownIssuer { .. })
+        ));
+    }
+}
+
+#[test]
+fn a_leaf_cannot_act_as_an_issuer_and_roots_must_be_cas() {
+    let pki = Pki::new(Suite::Intl);
+    let (_, leaf) = pki.issue(Role::Cloud, "c", Profile::Signing);
+    assert!(matches!(
+        TrustStore::new(vec![leaf]),
+        Err(PathError::BadTrustAnchor { .. })
+    ));
+}
