@@ -603,5 +603,5 @@ pub(crate) fn to_x509_time(t: OffsetDateTime) -> Result<x509_cert::time::Time, C
     let secs = u64::try_from(t.unix_timestamp()).map_err(|_| CertError::Time)?;
     let dt = der::DateTime::from_unix_duration(std::time::Duration::from_secs(secs))
         .map_err(|_| CertError::Time)?;
-    x509_cert::time::Time::try_from(dt).map_err(|_| CertError::Time)
+    Ok(x509_cert::time::Time::from(dt))
 }

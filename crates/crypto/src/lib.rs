@@ -8,10 +8,12 @@
 mod ca;
 mod cert;
 mod crl;
+pub mod envelope;
 mod error;
 mod keys;
 pub mod oid;
 mod path;
+pub mod primitives;
 pub mod rng;
 
 pub use ca::{Ca, CertificateRequest, Revocation};

@@ -181,7 +181,7 @@ fn issuance_refuses_profile_and_key_mismatches() {
         ),
         (
             &gm,
-            req(subject(Role::Platform, "p"), Profile::Signing, p256.clone()),
+            req(subject(Role::Platform, "p"), Profile::Signing, p256),
         ),
         (
             &intl,
@@ -228,7 +228,7 @@ fn issuance_refuses_profile_and_key_mismatches() {
                     taxpayer_id: None,
                 },
                 Profile::Signing,
-                sm2.clone(),
+                sm2,
             ),
         ),
     ];

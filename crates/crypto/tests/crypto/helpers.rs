@@ -73,7 +73,7 @@ impl Pki {
             not_before,
             not_after,
         };
-        (key.clone(), self.ca.issue(&req, &mut system_rng()).unwrap())
+        (key, self.ca.issue(&req, &mut system_rng()).unwrap())
     }
 
     pub(crate) fn issue(
@@ -139,4 +139,82 @@ pub(crate) fn run(program: &str, args: &[&str]) -> (bool, String) {
 
 pub(crate) fn openssl(args: &[&str]) -> (bool, String) {
     run("openssl", args)
+}
+
+/// A party with dual certificates from this PKI.
+pub(crate) fn party(pki: &Pki, role: Role, name: &str) -> fapiao_crypto::envelope::LocalParty {
+    let (sk, sc) = pki.issue(role, name, Profile::Signing);
+    let (ek, ec) = pki.issue(role, name, Profile::Encryption);
+    fapiao_crypto::envelope::LocalParty::new(pki.suite, sk, sc, ek, ec, Vec::new()).unwrap()
+}
+
+/// A party with keys, for tests that need the key files too.
+pub(crate) struct PartyFiles {
+    pub(crate) party: fapiao_crypto::envelope::LocalParty,
+    pub(crate) signing_key: PrivateKey,
+    pub(crate) signing_cert: Certificate,
+    pub(crate) encryption_key: PrivateKey,
+    pub(crate) encryption_cert: Certificate,
+}
+
+pub(crate) fn party_files(pki: &Pki, role: Role, name: &str) -> PartyFiles {
+    let (sk, sc) = pki.issue(role, name, Profile::Signing);
+    let (ek, ec) = pki.issue(role, name, Profile::Encryption);
+    let party = fapiao_crypto::envelope::LocalParty::new(
+        pki.suite,
+        sk.clone(),
+        sc.clone(),
+        ek.clone(),
+        ec.clone(),
+        Vec::new(),
+    )
+    .unwrap();
+    PartyFiles {
+        party,
+        signing_key: sk,
+        signing_cert: sc,
+        encryption_key: ek,
+        encryption_cert: ec,
+    }
+}
+
+pub(crate) fn message(
+    from: &fapiao_crypto::envelope::LocalParty,
+    to: &fapiao_crypto::envelope::LocalParty,
+    id: &str,
+) -> fapiao_crypto::envelope::Message {
+    fapiao_crypto::envelope::Message {
+        header: fapiao_crypto::envelope::Header {
+            protocol_version: 1,
+            sender: from.identity().to_owned(),
+            recipient: to.identity().to_owned(),
+            message_type: "order.issue".to_owned(),
+            message_id: id.to_owned(),
+            created_at: NOW,
+        },
+        payload: "{\"order_id\":\"YF-2026-000101\",\"total\":\"16960.00\",\"buyer\":\"北京华章商贸有限公司\"}".as_bytes().to_vec(),
+    }
+}
+
+/// An unencrypted PKCS#8 PEM of a key, for OpenSSL.
+pub(crate) fn key_pem(key: &PrivateKey) -> String {
+    der::pem::encode_string(
+        "PRIVATE KEY",
+        der::pem::LineEnding::LF,
+        &key.to_pkcs8_der().unwrap(),
+    )
+    .unwrap()
+}
+
+pub(crate) fn public_pem(key: &PrivateKey) -> String {
+    der::pem::encode_string(
+        "PUBLIC KEY",
+        der::pem::LineEnding::LF,
+        &key.public_key().to_spki_der().unwrap(),
+    )
+    .unwrap()
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

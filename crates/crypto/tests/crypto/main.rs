@@ -5,5 +5,7 @@
 )]
 
 mod certs;
+mod envelope;
+mod envelope_interop;
 mod helpers;
 mod path;

@@ -1,0 +1,210 @@
+//! The primitive operations envelopes are made of, exposed so that tests and integrators can
+//! check each layer against independent implementations (OpenSSL, gmssl): digests, SM4/AES-CBC,
+//! SM2 public-key encryption (GM/T 0009 DER ciphertext), ECDH key agreement with the X9.63 KDF
+//! and AES key wrap (RFC 5753 / RFC 3394).
+
+use aes::cipher::block_padding::Pkcs7;
+use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyInit, KeyIvInit};
+use rand_core::CryptoRng;
+use sha2::Digest;
+use zeroize::Zeroizing;
+
+use crate::keys::{PrivateKey, PublicKey};
+
+/// A primitive failed. Deliberately without detail: after decryption every failure looks the
+/// same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cryptographic operation failed")]
+pub struct PrimitiveError;
+
+/// SM3 (GB/T 32905).
+#[must_use]
+pub fn sm3(data: &[u8]) -> [u8; 32] {
+    sm3::Sm3::digest(data).into()
+}
+
+/// SHA-256.
+#[must_use]
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    sha2::Sha256::digest(data).into()
+}
+
+/// SM4-CBC with PKCS#7 padding (GB/T 32907).
+#[must_use]
+pub fn sm4_cbc_encrypt(key: &[u8; 16], iv: &[u8; 16], plaintext: &[u8]) -> Vec<u8> {
+    cbc::Encryptor::<sm4::Sm4>::new(key.into(), iv.into()).encrypt_padded_vec::<Pkcs7>(plaintext)
+}
+
+/// SM4-CBC decryption.
+///
+/// # Errors
+/// [`PrimitiveError`] for bad padding or length.
+pub fn sm4_cbc_decrypt(
+    key: &[u8; 16],
+    iv: &[u8; 16],
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, PrimitiveError> {
+    cbc::Decryptor::<sm4::Sm4>::new(key.into(), iv.into())
+        .decrypt_padded_vec::<Pkcs7>(ciphertext)
+        .map(Zeroizing::new)
+        .map_err(|_| PrimitiveError)
+}
+
+/// AES-CBC (128 or 256 by key length) with PKCS#7 padding.
+///
+/// # Errors
+/// [`PrimitiveError`] for a key that is not 16 or 32 bytes.
+pub fn aes_cbc_encrypt(
+    key: &[u8],
+    iv: &[u8; 16],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, PrimitiveError> {
+    match key.len() {
+        16 => Ok(cbc::Encryptor::<aes::Aes128>::new_from_slices(key, iv)
+            .map_err(|_| PrimitiveError)?
+            .encrypt_padded_vec::<Pkcs7>(plaintext)),
+        32 => Ok(cbc::Encryptor::<aes::Aes256>::new_from_slices(key, iv)
+            .map_err(|_| PrimitiveError)?
+            .encrypt_padded_vec::<Pkcs7>(plaintext)),
+        _ => Err(PrimitiveError),
+    }
+}
+
+/// AES-CBC decryption (128 or 256 by key length).
+///
+/// # Errors
+/// [`PrimitiveError`] for a bad key length, padding or ciphertext length.
+pub fn aes_cbc_decrypt(
+    key: &[u8],
+    iv: &[u8; 16],
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, PrimitiveError> {
+    let plain = match key.len() {
+        16 => cbc::Decryptor::<aes::Aes128>::new_from_slices(key, iv)
+            .map_err(|_| PrimitiveError)?
+            .decrypt_padded_vec::<Pkcs7>(ciphertext),
+        32 => cbc::Decryptor::<aes::Aes256>::new_from_slices(key, iv)
+            .map_err(|_| PrimitiveError)?
+            .decrypt_padded_vec::<Pkcs7>(ciphertext),
+        _ => return Err(PrimitiveError),
+    };
+    plain.map(Zeroizing::new).map_err(|_| PrimitiveError)
+}
+
+/// SM2 public-key encryption, GM/T 0009 ASN.1 ciphertext (what `openssl pkeyutl -encrypt`
+/// produces for SM2 keys).
+///
+/// # Errors
+/// [`PrimitiveError`] for a key that is not SM2.
+pub fn sm2_encrypt<R: CryptoRng>(
+    key: &PublicKey,
+    message: &[u8],
+    rng: &mut R,
+) -> Result<Vec<u8>, PrimitiveError> {
+    let PublicKey::Sm2(pk) = key else {
+        return Err(PrimitiveError);
+    };
+    sm2::pke::EncryptingKey::new(*pk)
+        .encrypt_der(rng, message)
+        .map_err(|_| PrimitiveError)
+}
+
+/// SM2 decryption of a GM/T 0009 ASN.1 ciphertext.
+///
+/// # Errors
+/// [`PrimitiveError`] for a key that is not SM2 or a ciphertext that does not decrypt.
+pub fn sm2_decrypt(
+    key: &PrivateKey,
+    ciphertext: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, PrimitiveError> {
+    let sk = key.sm2().ok_or(PrimitiveError)?;
+    sm2::pke::DecryptingKey::new(sk.clone())
+        .decrypt_der(ciphertext)
+        .map(Zeroizing::new)
+        .map_err(|_| PrimitiveError)
+}
+
+/// The hash of the X9.63 KDF in an ECDH key-agreement scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KdfHash {
+    /// `dhSinglePass-stdDH-sha256kdf-scheme` (what we send).
+    Sha256,
+    /// `dhSinglePass-stdDH-sha1kdf-scheme` (OpenSSL 3.0's default; accepted).
+    Sha1,
+}
+
+/// ECDH(P-256) then the ANSI X9.63 KDF: the key-encryption key of RFC 5753 (`kek_len` bytes).
+///
+/// # Errors
+/// [`PrimitiveError`] for non-P-256 keys.
+pub fn ecdh_kek(
+    private: &PrivateKey,
+    peer: &PublicKey,
+    hash: KdfHash,
+    shared_info: &[u8],
+    kek_len: usize,
+) -> Result<Zeroizing<Vec<u8>>, PrimitiveError> {
+    let (Some(sk), PublicKey::P256(pk)) = (private.p256(), peer) else {
+        return Err(PrimitiveError);
+    };
+    let shared = p256::ecdh::diffie_hellman(sk.to_nonzero_scalar(), pk.as_affine());
+    let mut kek = Zeroizing::new(vec![0_u8; kek_len]);
+    let secret = shared.raw_secret_bytes();
+    match hash {
+        KdfHash::Sha256 => {
+            ansi_x963_kdf::derive_key_into::<sha2::Sha256>(secret, shared_info, &mut kek)
+        }
+        KdfHash::Sha1 => {
+            ansi_x963_kdf::derive_key_into::<sha1::Sha1>(secret, shared_info, &mut kek)
+        }
+    }
+    .map_err(|_| PrimitiveError)?;
+    Ok(kek)
+}
+
+/// AES key wrap (RFC 3394) with a 16- or 32-byte KEK.
+///
+/// # Errors
+/// [`PrimitiveError`] for a bad KEK or key length.
+pub fn aes_key_wrap(kek: &[u8], key: &[u8]) -> Result<Vec<u8>, PrimitiveError> {
+    let mut out = vec![0_u8; key.len() + 8];
+    match kek.len() {
+        16 => aes_kw::KwAes128::new_from_slice(kek)
+            .map_err(|_| PrimitiveError)?
+            .wrap_key(key, &mut out)
+            .map_err(|_| PrimitiveError)?,
+        32 => aes_kw::KwAes256::new_from_slice(kek)
+            .map_err(|_| PrimitiveError)?
+            .wrap_key(key, &mut out)
+            .map_err(|_| PrimitiveError)?,
+        _ => return Err(PrimitiveError),
+    };
+    Ok(out)
+}
+
+/// AES key unwrap (RFC 3394); fails on the integrity check for a wrong KEK.
+///
+/// # Errors
+/// [`PrimitiveError`].
+pub fn aes_key_unwrap(kek: &[u8], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, PrimitiveError> {
+    if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
+        return Err(PrimitiveError);
+    }
+    let mut out = Zeroizing::new(vec![0_u8; wrapped.len() - 8]);
+    match kek.len() {
+        16 => {
+            aes_kw::KwAes128::new_from_slice(kek)
+                .map_err(|_| PrimitiveError)?
+                .unwrap_key(wrapped, &mut out)
+                .map_err(|_| PrimitiveError)?;
+        }
+        32 => {
+            aes_kw::KwAes256::new_from_slice(kek)
+                .map_err(|_| PrimitiveError)?
+                .unwrap_key(wrapped, &mut out)
+                .map_err(|_| PrimitiveError)?;
+        }
+        _ => return Err(PrimitiveError),
+    }
+    Ok(out)
+}
