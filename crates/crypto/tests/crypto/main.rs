@@ -9,3 +9,4 @@ mod envelope;
 mod envelope_interop;
 mod helpers;
 mod path;
+mod vectors;

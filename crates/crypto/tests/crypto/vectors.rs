@@ -1,0 +1,83 @@
+//! Published vectors (see tests/data/README.md for sources).
+
+use fapiao_crypto::primitives;
+
+fn unhex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn sm3_gb_t_32905_examples() {
+    assert_eq!(
+        primitives::sm3(b"abc").to_vec(),
+        unhex("66c7f0f4 62eeedd9 d1f2d46b dc10e4e2 4167c487 5cf2f7a2 297da02b 8f4ba8e0")
+    );
+    assert_eq!(
+        primitives::sm3(&b"abcd".repeat(16)).to_vec(),
+        unhex("debe9ff9 2275b8a1 38604889 c18e5a4d 6fdb70e5 387e5765 293dcba3 9c0c5732")
+    );
+}
+
+#[test]
+fn sm4_gb_t_32907_examples() {
+    let key: [u8; 16] = unhex("0123456789abcdeffedcba9876543210")
+        .try_into()
+        .unwrap();
+    // One block through CBC with a zero IV is the block cipher itself.
+    let ecb = |block: &[u8; 16]| -> [u8; 16] {
+        primitives::sm4_cbc_encrypt(&key, &[0; 16], block)[..16]
+            .try_into()
+            .unwrap()
+    };
+    let mut block = key;
+    block = ecb(&block);
+    assert_eq!(block.to_vec(), unhex("681edf34d206965e86b3e94f536e4246"));
+    for _ in 1..1_000_000 {
+        block = ecb(&block);
+    }
+    assert_eq!(block.to_vec(), unhex("595298c7c6fd271f0402f804c33d3f66"));
+}
+
+const D_A: &str = "3945208F7B2144B13F36E38AC6D39F95889393692860B51A42FB81EF4DF7C5B8";
+
+fn example_key() -> fapiao_crypto::PrivateKey {
+    use sm2::pkcs8::EncodePrivateKey;
+    let secret = sm2::SecretKey::from_slice(&unhex(D_A)).unwrap();
+    fapiao_crypto::PrivateKey::from_pkcs8_der(secret.to_pkcs8_der().unwrap().as_bytes()).unwrap()
+}
+
+#[test]
+fn sm2_signature_example_of_gb_t_32918_5_annex_a() {
+    let key = example_key().public_key();
+    // The annex's public key.
+    let spki = key.to_spki_der().unwrap();
+    assert!(spki.ends_with(&unhex(
+        "04 09F9DF311E5421A150DD7D161E4BC5C672179FAD1833FC076BB08FF356F35020
+            CCEA490CE26775A52DC6EA718CC1AA600AED05FBF35E084A6632F6072DA9AD13"
+    )));
+    let r = unhex("F5A03B0648D2C4630EEAC513E1BB81A15944DA3827D5B74143AC7EACEEE720B3");
+    let s = unhex("B1B6AA29DF212FD8763182BC0D421CA1BB9038FD1F7F42D4840B69C485BBC1AA");
+    let der = sm2::dsa::Signature::from_slice(&[r, s].concat())
+        .unwrap()
+        .to_der();
+    // Our verification, with the standard distinguishing ID 1234567812345678.
+    key.verify(b"message digest", der.as_bytes()).unwrap();
+    assert!(key.verify(b"message digesT", der.as_bytes()).is_err());
+}
+
+#[test]
+fn sm2_encryption_example_of_gb_t_32918_5_annex_a() {
+    // GM/T 0009 ASN.1 form of the annex's C1, C3, C2.
+    let ct = unhex(
+        "307c 0220 04EBFC718E8D1798620432268E77FEB6415E2EDE0E073C0F4F640ECD2E149A73
+              022100 E858F9D81E5430A57B36DAAB8F950A3C64E6EE6A63094D99283AFF767E124DF0
+              0420 59983C18F809E262923C53AEC295D30383B54E39D609D160AFCB1908D0BD8766
+              0413 21886CA989CA9C7D58087307CA93092D651EFA",
+    );
+    let plain = primitives::sm2_decrypt(&example_key(), &ct).unwrap();
+    assert_eq!(plain.as_slice(), b"encryption standard");
+}
