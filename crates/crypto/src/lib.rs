@@ -15,6 +15,7 @@ pub mod oid;
 mod path;
 pub mod primitives;
 pub mod rng;
+pub mod tls;
 
 pub use ca::{Ca, CertificateRequest, Revocation};
 pub use cert::{CertError, Certificate, Profile, Purpose, Role, Subject};

@@ -9,4 +9,5 @@ mod envelope;
 mod envelope_interop;
 mod helpers;
 mod path;
+mod tls;
 mod vectors;
