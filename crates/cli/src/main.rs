@@ -1,15 +1,26 @@
 //! `fapiao`: the command-line tool of the Fapiao e-invoice system.
 //!
-//! Commands are listed only when they work. Exit status: 0 success, 2 invalid input or error
-//! (the findings or the error chain on stderr).
+//! Commands are listed only when they work. Exit status: 0 success; 1 "did not pass" (an
+//! envelope that was rejected); 2 invalid input or an error (findings or the error chain on
+//! stderr).
 
+#![expect(
+    clippy::print_stdout,
+    reason = "printing results is the command line's job"
+)]
+
+mod clock;
+mod envelope;
+mod pki;
 mod preview;
 mod text;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use fapiao_crypto::Suite;
 
 /// Fapiao issues Chinese electronic VAT invoices (数电票) secured with SM2/SM3/SM4.
 #[derive(Debug, Parser)]
@@ -25,10 +36,16 @@ enum Command {
     ///
     /// Every problem in the order is reported with its field path; the exit status is then 2.
     Preview(PreviewArgs),
+    /// The certificate authority: root CAs per suite, certificates by profile, revocation, CRLs.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Seal or open a signed and encrypted envelope by hand.
+    #[command(subcommand)]
+    Envelope(EnvelopeCommand),
 }
 
 /// Arguments of `fapiao preview`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Args)]
 struct PreviewArgs {
     /// The order, as JSON (see examples/orders/).
     order: PathBuf,
@@ -41,16 +58,310 @@ struct PreviewArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+struct PkiDir {
+    /// The PKI directory.
+    #[arg(long, default_value = "pki")]
+    dir: PathBuf,
+    /// The suite: gm (SM2/SM3/SM4) or intl (P-256/SHA-256/AES).
+    #[arg(long, default_value = "gm", value_parser = parse_suite)]
+    suite: Suite,
+}
+
+#[derive(Debug, Args)]
+struct CaPassphrase {
+    /// File holding the CA key's passphrase (else $FAPIAO_CA_PASSPHRASE).
+    #[arg(long, value_name = "FILE")]
+    ca_passphrase_file: Option<PathBuf>,
+}
+
+/// What to issue.
+#[derive(Debug, Args)]
+struct IssueArgs {
+    /// File holding the new key's passphrase (else $FAPIAO_KEY_PASSPHRASE).
+    #[arg(long, value_name = "FILE")]
+    key_passphrase_file: Option<PathBuf>,
+    /// Role of the holder: cloud, platform, tax, device, agent.
+    #[arg(long)]
+    role: String,
+    /// Name of the holder (CN).
+    #[arg(long)]
+    name: String,
+    /// The enterprise's taxpayer id (devices and agents).
+    #[arg(long)]
+    taxpayer_id: Option<String>,
+    /// signing, encryption, tls-server or tls-client.
+    #[arg(long)]
+    profile: String,
+    /// DNS name for tls-server (repeatable).
+    #[arg(long)]
+    dns: Vec<String>,
+    /// IP address for tls-server (repeatable).
+    #[arg(long)]
+    ip: Vec<IpAddr>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    days: i64,
+    /// Output prefix.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create a root CA for a suite (and its first, empty CRL).
+    Init {
+        #[command(flatten)]
+        dir: PkiDir,
+        #[command(flatten)]
+        pass: CaPassphrase,
+        /// The CA's name (CN).
+        #[arg(long, default_value = "Fapiao Root CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// Issue a key pair and a certificate: <out>.crt.pem and <out>.key.pem (encrypted, 0600).
+    Issue {
+        #[command(flatten)]
+        dir: PkiDir,
+        #[command(flatten)]
+        pass: CaPassphrase,
+        #[command(flatten)]
+        args: IssueArgs,
+    },
+    /// Mark a certificate revoked (publish with `pki crl`).
+    Revoke {
+        #[command(flatten)]
+        dir: PkiDir,
+        /// Serial number in hex (as `pki show` prints it).
+        #[arg(long, conflicts_with = "cert", required_unless_present = "cert")]
+        serial: Option<String>,
+        /// Or the certificate file.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+    },
+    /// Sign and publish the current cumulative CRL (<dir>/<suite>/crl.pem).
+    Crl {
+        #[command(flatten)]
+        dir: PkiDir,
+        #[command(flatten)]
+        pass: CaPassphrase,
+        /// Days until the next update is due.
+        #[arg(long, default_value_t = 7)]
+        days: i64,
+    },
+    /// Print a certificate or CRL human-readably.
+    Show {
+        /// A PEM certificate or CRL.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PartyArgs {
+    /// The suite: gm or intl.
+    #[arg(long, default_value = "gm", value_parser = parse_suite)]
+    suite: Suite,
+    /// Prefix of our dual certificates: <party>.sign.{crt,key}.pem and <party>.enc.{crt,key}.pem.
+    #[arg(long)]
+    party: PathBuf,
+    /// File holding our keys' passphrase (else $FAPIAO_KEY_PASSPHRASE).
+    #[arg(long, value_name = "FILE")]
+    key_passphrase_file: Option<PathBuf>,
+    /// Input file (else stdin).
+    #[arg(long = "in")]
+    input: Option<PathBuf>,
+    /// Output file (else stdout).
+    #[arg(long = "out")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum EnvelopeCommand {
+    /// Sign a payload as our party and encrypt it to a recipient.
+    Seal {
+        #[command(flatten)]
+        party: PartyArgs,
+        /// The recipient's encryption certificate.
+        #[arg(long)]
+        to: PathBuf,
+        /// Message type, e.g. order.issue.
+        #[arg(long = "type")]
+        message_type: String,
+        /// Message id (default: random).
+        #[arg(long)]
+        id: Option<String>,
+        /// Protocol version.
+        #[arg(long, default_value_t = 1)]
+        protocol_version: u16,
+    },
+    /// Decrypt and verify an envelope addressed to our party; the payload goes to --out.
+    ///
+    /// Exit status 1 when the envelope is rejected, with the reason on stderr.
+    Open {
+        #[command(flatten)]
+        party: PartyArgs,
+        /// Trusted root certificates (PEM, repeatable).
+        #[arg(long, required = true)]
+        trust: Vec<PathBuf>,
+        /// CRLs (PEM, repeatable); one current CRL per issuer is required.
+        #[arg(long)]
+        crl: Vec<PathBuf>,
+        /// Freshness window in seconds, each side of now.
+        #[arg(long, default_value_t = 300)]
+        window_seconds: i64,
+        /// Highest protocol version accepted.
+        #[arg(long, default_value_t = 1)]
+        max_version: u16,
+    },
+}
+
+fn parse_suite(s: &str) -> Result<Suite, String> {
+    Suite::parse(s).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Preview(args) => preview::run(&preview::Plan::from_args(args)),
-    };
-    match result {
+    match run(cli.command) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let now = clock::now();
+    match command {
+        Command::Preview(args) => preview::run(&preview::Plan::from_args(args)),
+        Command::Pki(cmd) => run_pki(cmd, now),
+        Command::Envelope(cmd) => run_envelope(cmd, now),
+    }
+}
+
+fn ca_pass(p: CaPassphrase) -> pki::Passphrase {
+    pki::Passphrase {
+        file: p.ca_passphrase_file,
+        env: pki::CA_PASSPHRASE_ENV,
+    }
+}
+
+fn key_pass(file: Option<PathBuf>) -> pki::Passphrase {
+    pki::Passphrase {
+        file,
+        env: pki::KEY_PASSPHRASE_ENV,
+    }
+}
+
+fn run_pki(cmd: PkiCommand, now: time::OffsetDateTime) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PkiCommand::Init {
+            dir,
+            pass,
+            name,
+            days,
+        } => {
+            let cert = pki::init(&dir.dir, dir.suite, &name, days, &ca_pass(pass), now)?;
+            eprintln!(
+                "created the {} root CA in {}/{}",
+                dir.suite,
+                dir.dir.display(),
+                dir.suite
+            );
+            print!("{}", cert.describe());
+        }
+        PkiCommand::Issue { dir, pass, args } => {
+            let key_passphrase = key_pass(args.key_passphrase_file.clone());
+            let plan = pki::IssuePlan::from_args(dir.suite, args)?;
+            let cert = pki::issue(&dir.dir, &plan, &ca_pass(pass), &key_passphrase, now)?;
+            eprintln!("wrote {0}.crt.pem and {0}.key.pem", plan.out.display());
+            print!("{}", cert.describe());
+        }
+        PkiCommand::Revoke { dir, serial, cert } => {
+            let serial = match (serial, cert) {
+                (Some(s), _) => s,
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(&path)?;
+                    fapiao_crypto::Certificate::from_pem(&text)?.serial_hex()
+                }
+                (None, None) => anyhow::bail!("give --serial or --cert"),
+            };
+            let changed = pki::revoke(&dir.dir, dir.suite, &serial, now)?;
+            eprintln!(
+                "{serial} {}; run `fapiao pki crl --suite {}` to publish",
+                if changed {
+                    "revoked"
+                } else {
+                    "was already revoked"
+                },
+                dir.suite
+            );
+        }
+        PkiCommand::Crl { dir, pass, days } => {
+            let crl = pki::crl(&dir.dir, dir.suite, &ca_pass(pass), days, now)?;
+            eprintln!(
+                "published {}/{}/crl.pem ({} revoked)",
+                dir.dir.display(),
+                dir.suite,
+                crl.revoked_serials().len()
+            );
+        }
+        PkiCommand::Show { file } => print!("{}", pki::show(&file)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_envelope(cmd: EnvelopeCommand, now: time::OffsetDateTime) -> anyhow::Result<ExitCode> {
+    match cmd {
+        EnvelopeCommand::Seal {
+            party,
+            to,
+            message_type,
+            id,
+            protocol_version,
+        } => {
+            let recipient = fapiao_crypto::Certificate::from_pem(
+                &std::fs::read_to_string(&to)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", to.display()))?,
+            )?;
+            let plan = envelope::SealPlan {
+                party: envelope::load_party(
+                    &party.party,
+                    party.suite,
+                    &key_pass(party.key_passphrase_file),
+                )?,
+                recipient,
+                message_type,
+                message_id: id,
+                protocol_version,
+                input: party.input,
+                output: party.output,
+            };
+            envelope::run_seal(&plan, now)
+        }
+        EnvelopeCommand::Open {
+            party,
+            trust,
+            crl,
+            window_seconds,
+            max_version,
+        } => {
+            let plan = envelope::OpenPlan {
+                party: envelope::load_party(
+                    &party.party,
+                    party.suite,
+                    &key_pass(party.key_passphrase_file),
+                )?,
+                trust: envelope::load_trust(&trust, &crl)?,
+                window: time::Duration::seconds(window_seconds),
+                max_version,
+                input: party.input,
+                output: party.output,
+            };
+            envelope::run_open(&plan, now)
         }
     }
 }
