@@ -116,10 +116,25 @@ pub struct PrivateKey {
     inner: PrivateInner,
 }
 
+/// The secret and its ready signer (building a signer derives the public key, a scalar
+/// multiplication, so it is done once per key rather than per signature).
 #[derive(Clone)]
 enum PrivateInner {
-    Sm2(sm2::SecretKey),
-    P256(p256::SecretKey),
+    Sm2(sm2::SecretKey, Box<sm2::dsa::SigningKey>),
+    P256(p256::SecretKey, Box<p256::ecdsa::SigningKey>),
+}
+
+impl PrivateInner {
+    fn sm2(secret: sm2::SecretKey) -> Self {
+        let signer = sm2::dsa::SigningKey::new(SM2_DISTID, &secret)
+            .expect("a valid SM2 secret key makes a signer");
+        Self::Sm2(secret, Box::new(signer))
+    }
+
+    fn p256(secret: p256::SecretKey) -> Self {
+        let signer = p256::ecdsa::SigningKey::from(&secret);
+        Self::P256(secret, Box::new(signer))
+    }
 }
 
 impl fmt::Debug for PrivateKey {
@@ -132,8 +147,8 @@ impl PrivateKey {
     /// Generates a fresh key.
     pub fn generate<R: CryptoRng + ?Sized>(algorithm: KeyAlgorithm, rng: &mut R) -> Self {
         let inner = match algorithm {
-            KeyAlgorithm::Sm2 => PrivateInner::Sm2(sm2::SecretKey::generate_from_rng(rng)),
-            KeyAlgorithm::P256 => PrivateInner::P256(p256::SecretKey::generate_from_rng(rng)),
+            KeyAlgorithm::Sm2 => PrivateInner::sm2(sm2::SecretKey::generate_from_rng(rng)),
+            KeyAlgorithm::P256 => PrivateInner::p256(p256::SecretKey::generate_from_rng(rng)),
         };
         Self { inner }
     }
@@ -142,8 +157,8 @@ impl PrivateKey {
     #[must_use]
     pub fn algorithm(&self) -> KeyAlgorithm {
         match self.inner {
-            PrivateInner::Sm2(_) => KeyAlgorithm::Sm2,
-            PrivateInner::P256(_) => KeyAlgorithm::P256,
+            PrivateInner::Sm2(..) => KeyAlgorithm::Sm2,
+            PrivateInner::P256(..) => KeyAlgorithm::P256,
         }
     }
 
@@ -151,8 +166,8 @@ impl PrivateKey {
     #[must_use]
     pub fn public_key(&self) -> PublicKey {
         match &self.inner {
-            PrivateInner::Sm2(k) => PublicKey::Sm2(k.public_key()),
-            PrivateInner::P256(k) => PublicKey::P256(k.public_key()),
+            PrivateInner::Sm2(k, _) => PublicKey::Sm2(k.public_key()),
+            PrivateInner::P256(k, _) => PublicKey::P256(k.public_key()),
         }
     }
 
@@ -164,15 +179,12 @@ impl PrivateKey {
     /// [`CryptoError::Signing`] if the signer fails (it does not for valid keys).
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
         match &self.inner {
-            PrivateInner::Sm2(k) => {
-                let signer =
-                    sm2::dsa::SigningKey::new(SM2_DISTID, k).map_err(|_| CryptoError::Signing)?;
+            PrivateInner::Sm2(_, signer) => {
                 let sig: sm2::dsa::Signature =
                     signer.try_sign(message).map_err(|_| CryptoError::Signing)?;
                 Ok(sig.to_der().to_vec())
             }
-            PrivateInner::P256(k) => {
-                let signer = p256::ecdsa::SigningKey::from(k);
+            PrivateInner::P256(_, signer) => {
                 let sig: p256::ecdsa::Signature =
                     signer.try_sign(message).map_err(|_| CryptoError::Signing)?;
                 Ok(sig.to_der().to_bytes().to_vec())
@@ -186,8 +198,8 @@ impl PrivateKey {
     /// [`CryptoError::KeyEncoding`].
     pub fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let doc = match &self.inner {
-            PrivateInner::Sm2(k) => k.to_pkcs8_der(),
-            PrivateInner::P256(k) => k.to_pkcs8_der(),
+            PrivateInner::Sm2(k, _) => k.to_pkcs8_der(),
+            PrivateInner::P256(k, _) => k.to_pkcs8_der(),
         }
         .map_err(|_| CryptoError::KeyEncoding)?;
         Ok(Zeroizing::new(doc.as_bytes().to_vec()))
@@ -257,11 +269,11 @@ impl PrivateKey {
             .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok())
             .ok_or(CryptoError::UnsupportedKey)?;
         let inner = if curve == oid::SM2_CURVE {
-            PrivateInner::Sm2(
+            PrivateInner::sm2(
                 sm2::SecretKey::from_pkcs8_der(der).map_err(|_| CryptoError::UnsupportedKey)?,
             )
         } else if curve == oid::P256_CURVE {
-            PrivateInner::P256(
+            PrivateInner::p256(
                 p256::SecretKey::from_pkcs8_der(der).map_err(|_| CryptoError::UnsupportedKey)?,
             )
         } else {
@@ -272,15 +284,15 @@ impl PrivateKey {
 
     pub(crate) fn sm2(&self) -> Option<&sm2::SecretKey> {
         match &self.inner {
-            PrivateInner::Sm2(k) => Some(k),
-            PrivateInner::P256(_) => None,
+            PrivateInner::Sm2(k, _) => Some(k),
+            PrivateInner::P256(..) => None,
         }
     }
 
     pub(crate) fn p256(&self) -> Option<&p256::SecretKey> {
         match &self.inner {
-            PrivateInner::P256(k) => Some(k),
-            PrivateInner::Sm2(_) => None,
+            PrivateInner::P256(k, _) => Some(k),
+            PrivateInner::Sm2(..) => None,
         }
     }
 }
