@@ -122,7 +122,7 @@ enum PkiCommand {
         #[arg(long, default_value_t = 3650)]
         days: i64,
     },
-    /// Issue a key pair and a certificate: <out>.crt.pem and <out>.key.pem (encrypted, 0600).
+    /// Issue a key pair and a certificate: OUT.crt.pem and OUT.key.pem (encrypted, 0600).
     Issue {
         #[command(flatten)]
         dir: PkiDir,
@@ -142,7 +142,7 @@ enum PkiCommand {
         #[arg(long)]
         cert: Option<PathBuf>,
     },
-    /// Sign and publish the current cumulative CRL (<dir>/<suite>/crl.pem).
+    /// Sign and publish the current cumulative CRL (DIR/SUITE/crl.pem).
     Crl {
         #[command(flatten)]
         dir: PkiDir,
@@ -164,7 +164,7 @@ struct PartyArgs {
     /// The suite: gm or intl.
     #[arg(long, default_value = "gm", value_parser = parse_suite)]
     suite: Suite,
-    /// Prefix of our dual certificates: <party>.sign.{crt,key}.pem and <party>.enc.{crt,key}.pem.
+    /// Prefix of our dual certificates: PARTY.sign.{crt,key}.pem and PARTY.enc.{crt,key}.pem.
     #[arg(long)]
     party: PathBuf,
     /// File holding our keys' passphrase (else $FAPIAO_KEY_PASSPHRASE).

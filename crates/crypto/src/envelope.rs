@@ -1,5 +1,5 @@
 //! Envelopes: every message between roles is signed by its sender and then encrypted to its
-//! recipient (patent [0007], [0026]).
+//! recipient (patent paragraphs 0007 and 0026).
 //!
 //! # Format
 //! The signed content is the DER of
@@ -1045,7 +1045,7 @@ fn to_der_datetime(t: OffsetDateTime) -> Option<der::DateTime> {
 /// Dangerous single steps of sealing and opening, for integrators building the other side by
 /// hand and for tests that check each layer against an independent implementation (e.g.
 /// `openssl pkeyutl -decrypt` on the wrapped key). Nothing here checks signatures,
-/// certificates, freshness or replay: use [`super::seal`] and [`super::Opener`] for messages.
+/// certificates, freshness or replay: use [`crate::envelope::seal`] and [`crate::envelope::Opener`] for messages.
 pub mod hazmat {
     use rand_core::CryptoRng;
     use zeroize::Zeroizing;

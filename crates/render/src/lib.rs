@@ -1,0 +1,48 @@
+//! Fapiao's layout files: the invoice as the official 数电票 XML ([`render_xml`]) and as a PDF in
+//! the 数电票 layout ([`render_pdf`]: CJK font embedded, QR code, red marking, PDF/A-3u with the
+//! XML attached), and the QR content ([`qr_content`]).
+//!
+//! Depends only on `fapiao-model`. Output is a pure function of its inputs (invoice, signature,
+//! font): the same input gives byte-identical files.
+
+mod pdf;
+mod qr;
+mod xml;
+
+pub use pdf::{PdfFont, render_pdf};
+pub use qr::{crc16_ccitt_false, qr_content};
+pub use xml::{
+    DeviceSignature, FORMAT_VERSION, REFERENCE_URI, SM2_WITH_SM3, base64, escape, render_xml,
+    signed_content, tax_bureau_code, tax_bureau_name, xml_rate,
+};
+
+/// The bundled CJK font (WenQuanYi Micro Hei, Apache-2.0; see `fonts/README.md`).
+pub const BUNDLED_FONT: &[u8] = include_bytes!("../fonts/wqy-microhei.ttc");
+
+/// Loads the bundled font (about 10 ms; do it once per process).
+///
+/// # Errors
+/// [`RenderError::Font`] (not for the bundled file).
+pub fn bundled_font() -> Result<PdfFont, RenderError> {
+    PdfFont::new(BUNDLED_FONT.to_vec(), 0)
+}
+
+/// Why a layout file could not be produced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenderError {
+    /// The font data is not usable.
+    #[error("the font could not be loaded")]
+    Font,
+    /// A character the font cannot draw (reported, never dropped).
+    #[error("the font has no glyph for `{character}` (U+{code:04X}) in {field}", code = u32::from(*character))]
+    MissingGlyph {
+        /// The character.
+        character: char,
+        /// Where it occurs.
+        field: &'static str,
+    },
+    /// The PDF writer failed (e.g. a PDF/A validation error).
+    #[error("the PDF could not be written: {0}")]
+    Pdf(String),
+}
