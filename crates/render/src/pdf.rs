@@ -464,7 +464,7 @@ impl Painter<'_, '_> {
                 148.0,
                 21.5,
                 LABEL_SIZE,
-                &format!("第 {} 页 / 共 {} 页", page + 1, pages),
+                &format!("第{}页/共{}页", page + 1, pages),
                 dark_red(),
             );
         }

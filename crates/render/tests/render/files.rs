@@ -1,0 +1,290 @@
+//! Every case rendered, then read back by independent tools.
+
+use std::path::Path;
+use std::process::Command;
+
+use fapiao_render::{RenderError, qr_content, render_pdf, render_xml, signed_content};
+
+use crate::fixtures::{cases, device, draft_from_json, font, issue, sign};
+
+fn run(dir: &Path, program: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{program} must be installed (poppler-utils, qpdf, zbar-tools, libxml2-utils): {e}"
+            )
+        });
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn schema() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schema/EInvoice.xsd")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn every_case_renders_and_real_tools_read_it_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for (name, invoice) in cases() {
+        let xml = render_xml(&invoice, Some(&sign(&invoice)));
+        let pdf = render_pdf(&invoice, &xml, font()).unwrap();
+        let (xml_path, pdf_path) = (format!("{name}.xml"), format!("{name}.pdf"));
+        std::fs::write(d.join(&xml_path), &xml).unwrap();
+        std::fs::write(d.join(&pdf_path), &pdf).unwrap();
+
+        // The XML is valid against our schema.
+        let (ok, out) = run(d, "xmllint", &["--noout", "--schema", &schema(), &xml_path]);
+        assert!(ok, "{name}: {out}");
+
+        // The PDF is structurally clean.
+        let (ok, out) = run(d, "qpdf", &["--check", &pdf_path]);
+        assert!(
+            ok && out.contains("No syntax or stream encoding errors"),
+            "{name}: {out}"
+        );
+
+        // Its text is extractable: names, number, upper-case total, item names.
+        let (ok, text) = run(d, "pdftotext", &["-layout", &pdf_path, "-"]);
+        assert!(ok, "{name}: {text}");
+        let draft = invoice.draft();
+        let mut expected = vec![
+            draft.seller().name.clone(),
+            draft.buyer().name.clone(),
+            invoice.number().to_string(),
+            draft.total_in_words().to_owned(),
+            format!("¥{}", draft.totals().total),
+            "价税合计（大写）".to_owned(),
+            "开票人".to_owned(),
+        ];
+        expected.extend(draft.lines().iter().take(3).map(|l| l.printed_name()));
+        for e in expected {
+            assert!(text.contains(&e), "{name}: `{e}` missing from\n{text}");
+        }
+
+        // The embedded XML comes out byte for byte.
+        let (ok, out) = run(
+            d,
+            "pdfdetach",
+            &["-save", "1", "-o", "detached.xml", &pdf_path],
+        );
+        assert!(ok, "{name}: {out}");
+        assert_eq!(
+            std::fs::read(d.join("detached.xml")).unwrap(),
+            xml.as_bytes(),
+            "{name}"
+        );
+
+        // The font is embedded and subset.
+        let (ok, fonts) = run(d, "pdffonts", &[&pdf_path]);
+        assert!(
+            ok && fonts.lines().skip(2).all(|l| l.contains(" yes yes ")),
+            "{name}: {fonts}"
+        );
+
+        // The QR code on the rasterised first page decodes to the expected content.
+        let (ok, out) = run(
+            d,
+            "pdftoppm",
+            &["-r", "200", "-f", "1", "-l", "1", "-png", &pdf_path, name],
+        );
+        assert!(ok, "{out}");
+        let png = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .find(|f| f.starts_with(&format!("{name}-")) && f.ends_with(".png"))
+            .unwrap();
+        let (ok, decoded) = run(
+            d,
+            "zbarimg",
+            &[
+                "--nodbus",
+                "-q",
+                "--raw",
+                "-Sdisable",
+                "-Sqrcode.enable",
+                &png,
+            ],
+        );
+        assert!(ok, "{name}: {decoded}");
+        assert_eq!(decoded.trim(), qr_content(&invoice), "{name}");
+    }
+}
+
+#[test]
+fn output_is_byte_identical_for_the_same_input() {
+    let (_, invoice) = cases().remove(0);
+    let xml = render_xml(&invoice, Some(&sign(&invoice)));
+    assert_eq!(xml, render_xml(&invoice, Some(&sign(&invoice))));
+    assert_eq!(
+        render_pdf(&invoice, &xml, font()).unwrap(),
+        render_pdf(&invoice, &xml, font()).unwrap()
+    );
+}
+
+#[test]
+fn red_invoices_show_negatives_the_marker_and_the_official_remark() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, red) = cases().into_iter().find(|(n, _)| *n == "red-full").unwrap();
+    let xml = render_xml(&red, None);
+    assert!(xml.contains("<InIssuType><LabelCode>N</LabelCode>"));
+    assert!(xml.contains("<TotalTax-includedAmount>-16960.00</TotalTax-includedAmount>"));
+    assert!(xml.contains("<RedEInvoice><OriginalInvoiceCode>26312000000000000101</OriginalInvoiceCode><CreditNoteNumber>31011526112000123456</CreditNoteNumber></RedEInvoice>"));
+    std::fs::write(
+        tmp.path().join("red.pdf"),
+        render_pdf(&red, &xml, font()).unwrap(),
+    )
+    .unwrap();
+    let (_, text) = run(tmp.path(), "pdftotext", &["-layout", "red.pdf", "-"]);
+    for e in [
+        "（负数）壹万陆仟玖佰陆拾圆整",
+        "¥-16960.00",
+        "-10000.00",
+        "被红冲蓝字数电发票号码：26312000000000000101",
+        "红字发票信息确认单编号：31011526112000123456",
+    ] {
+        assert!(text.contains(e), "`{e}` missing from\n{text}");
+    }
+    assert!(qr_content(&red).starts_with("01,32,,26312000000000000201,-16960.00,20261120,,"));
+}
+
+#[test]
+fn sixty_lines_continue_over_pages_with_totals_on_the_last() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (_, inv) = cases()
+        .into_iter()
+        .find(|(n, _)| *n == "sixty-lines")
+        .unwrap();
+    let xml = render_xml(&inv, None);
+    std::fs::write(d.join("long.pdf"), render_pdf(&inv, &xml, font()).unwrap()).unwrap();
+    let (_, info) = run(d, "pdfinfo", &["long.pdf"]);
+    let pages: usize = info
+        .lines()
+        .find(|l| l.starts_with("Pages:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pages >= 6, "{info}");
+    let total = format!("¥{}", inv.draft().totals().total);
+    for page in 1..=pages {
+        let p = page.to_string();
+        let (_, text) = run(
+            d,
+            "pdftotext",
+            &["-layout", "-f", &p, "-l", &p, "long.pdf", "-"],
+        );
+        assert!(text.contains(&format!("第{page}页/共{pages}页")), "{text}");
+        assert_eq!(text.contains(&total), page == pages, "page {page}:\n{text}");
+    }
+    let (_, all) = run(d, "pdftotext", &["-layout", "long.pdf", "-"]);
+    for i in 1..=60 {
+        assert!(
+            all.contains(&format!("系统模块{i:02}定制开发")),
+            "line {i} missing"
+        );
+    }
+}
+
+#[test]
+fn a_character_the_font_lacks_is_reported() {
+    let order = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/orders/basic.json"),
+    )
+    .unwrap()
+    .replace("北京华章商贸有限公司", "北京\u{2A6D6}商贸有限公司");
+    let inv = issue(draft_from_json(&order), 999);
+    let err = render_pdf(&inv, &render_xml(&inv, None), font()).unwrap_err();
+    assert_eq!(
+        err,
+        RenderError::MissingGlyph {
+            character: '\u{2A6D6}',
+            field: "buyer.name"
+        }
+    );
+}
+
+#[test]
+fn the_xml_signature_verifies_with_openssl_over_the_documented_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let (_, inv) = cases().remove(1);
+    let sig = sign(&inv);
+    let xml = render_xml(&inv, Some(&sig));
+    // The signed bytes are literally the listed nodes of the document.
+    let content = String::from_utf8(signed_content(&inv, sig.signed_at)).unwrap();
+    for node in [
+        "<Header>",
+        "<EInvoiceData>",
+        "<SellerAuthentication>",
+        "<TaxSupervisionInfo>",
+    ] {
+        let start = xml.find(node).unwrap();
+        let close = node.replace('<', "</");
+        let end = xml.find(&close).unwrap() + close.len();
+        assert!(content.contains(&xml[start..end]), "{node}");
+    }
+    std::fs::write(d.join("content.bin"), &content).unwrap();
+    std::fs::write(d.join("sig.der"), &sig.value).unwrap();
+    let cert = fapiao_crypto::Certificate::from_der(&device().cert_der).unwrap();
+    std::fs::write(d.join("device.pem"), cert.to_pem().unwrap()).unwrap();
+    let (ok, out) = run(
+        d,
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            "device.pem",
+            "-pubkey",
+            "-noout",
+            "-out",
+            "device.pub",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = run(
+        d,
+        "openssl",
+        &[
+            "pkeyutl",
+            "-verify",
+            "-rawin",
+            "-digest",
+            "sm3",
+            "-pubin",
+            "-inkey",
+            "device.pub",
+            "-pkeyopt",
+            "distid:1234567812345678",
+            "-in",
+            "content.bin",
+            "-sigfile",
+            "sig.der",
+        ],
+    );
+    assert!(
+        ok && out.contains("Signature Verified Successfully"),
+        "{out}"
+    );
+    // The signature value in the XML is the same DER, base64.
+    assert!(xml.contains(&format!(
+        "<SignatureValue>{}</SignatureValue>",
+        fapiao_render::base64(&sig.value)
+    )));
+}
