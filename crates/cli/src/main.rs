@@ -13,6 +13,7 @@ mod clock;
 mod envelope;
 mod pki;
 mod preview;
+mod render;
 mod text;
 
 use std::net::IpAddr;
@@ -36,6 +37,8 @@ enum Command {
     ///
     /// Every problem in the order is reported with its field path; the exit status is then 2.
     Preview(PreviewArgs),
+    /// Write an invoice's layout files: the 数电票 XML and the PDF (PDF/A-3 with the XML inside).
+    Render(RenderArgs),
     /// The certificate authority: root CAs per suite, certificates by profile, revocation, CRLs.
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -56,6 +59,34 @@ struct PreviewArgs {
     /// Print the computed invoice (or the findings) as JSON instead of the readable layout.
     #[arg(long)]
     json: bool,
+    /// Give the invoice this 20-digit number (a specimen: it is not issued or signed); with
+    /// --json the output is an invoice file `fapiao render` reads.
+    #[arg(long)]
+    number: Option<String>,
+    /// Issue time for --number, `yyyy-MM-dd HH:mm:ss` China time (default: now).
+    #[arg(long)]
+    issued_at: Option<String>,
+}
+
+/// Arguments of `fapiao render`.
+#[derive(Debug, Args)]
+struct RenderArgs {
+    /// An invoice file (JSON, as `fapiao preview --number N --json` writes it).
+    invoice: PathBuf,
+    /// Write the PDF layout file here.
+    #[arg(long)]
+    pdf: Option<PathBuf>,
+    /// Write the 数电票 XML here.
+    #[arg(long)]
+    xml: Option<PathBuf>,
+    /// Sign the XML as this issuing device: DEVICE.crt.pem and DEVICE.key.pem (SM2 signing
+    /// certificate and key; the key's passphrase from --key-passphrase-file or
+    /// $FAPIAO_KEY_PASSPHRASE).
+    #[arg(long)]
+    device: Option<PathBuf>,
+    /// File holding the device key's passphrase.
+    #[arg(long, value_name = "FILE")]
+    key_passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -236,7 +267,8 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     let now = clock::now();
     match command {
-        Command::Preview(args) => preview::run(&preview::Plan::from_args(args)),
+        Command::Preview(args) => preview::run(&preview::Plan::from_args(args, now)?),
+        Command::Render(args) => render::run(&render::Plan::from_args(args, &key_pass)?, now),
         Command::Pki(cmd) => run_pki(cmd, now),
         Command::Envelope(cmd) => run_envelope(cmd, now),
     }

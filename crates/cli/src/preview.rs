@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use fapiao_model::{Order, TaxCatalog};
+use fapiao_model::{Invoice, InvoiceNumber, Order, TaxCatalog, datetime};
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 use crate::PreviewArgs;
 use crate::text::render_draft;
@@ -15,15 +16,36 @@ pub(crate) struct Plan {
     order: PathBuf,
     catalog: Option<PathBuf>,
     json: bool,
+    numbered: Option<(InvoiceNumber, PrimitiveDateTime)>,
 }
 
 impl Plan {
-    pub(crate) fn from_args(args: PreviewArgs) -> Self {
-        Self {
+    pub(crate) fn from_args(args: PreviewArgs, now: OffsetDateTime) -> anyhow::Result<Self> {
+        let numbered = match (args.number, args.issued_at) {
+            (None, None) => None,
+            (None, Some(_)) => anyhow::bail!("--issued-at needs --number"),
+            (Some(n), at) => {
+                let number = InvoiceNumber::parse(&n).with_context(|| format!("--number {n}"))?;
+                let at = match at {
+                    Some(t) => datetime::parse(&t)
+                        .with_context(|| format!("--issued-at {t}: use yyyy-MM-dd HH:mm:ss"))?,
+                    None => {
+                        let china = now.to_offset(UtcOffset::from_hms(8, 0, 0)?);
+                        PrimitiveDateTime::new(china.date(), china.time()).replace_nanosecond(0)?
+                    }
+                };
+                number
+                    .check_issue_year(at.date())
+                    .with_context(|| format!("--number {n}"))?;
+                Some((number, at))
+            }
+        };
+        Ok(Self {
             order: args.order,
             catalog: args.catalog,
             json: args.json,
-        }
+            numbered,
+        })
     }
 }
 
@@ -42,11 +64,20 @@ pub(crate) fn run(plan: &Plan) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match outcome {
         Ok(draft) => {
-            if plan.json {
-                serde_json::to_writer_pretty(&mut out, &draft)?;
-                writeln!(out)?;
-            } else {
-                out.write_all(render_draft(&draft).as_bytes())?;
+            match (&plan.numbered, plan.json) {
+                (Some((number, at)), true) => {
+                    let invoice = Invoice::issue(draft, number.clone(), *at)?;
+                    serde_json::to_writer_pretty(&mut out, &invoice)?;
+                    writeln!(out)?;
+                }
+                (None, true) => {
+                    serde_json::to_writer_pretty(&mut out, &draft)?;
+                    writeln!(out)?;
+                }
+                (numbered, false) => {
+                    let numbered = numbered.as_ref().map(|(n, at)| (n, *at));
+                    out.write_all(render_draft(&draft, numbered).as_bytes())?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -3,10 +3,14 @@
 
 use std::fmt::Write;
 
-use fapiao_model::{BuyerKind, InvoiceDraft, InvoiceKind, Line, LineKind};
+use fapiao_model::{BuyerKind, InvoiceDraft, InvoiceKind, InvoiceNumber, Line, LineKind};
+use time::PrimitiveDateTime;
 
-/// Renders a draft (not yet numbered) for the terminal.
-pub(crate) fn render_draft(d: &InvoiceDraft) -> String {
+/// Renders a draft for the terminal; with `numbered`, as the invoice with that number and time.
+pub(crate) fn render_draft(
+    d: &InvoiceDraft,
+    numbered: Option<(&InvoiceNumber, PrimitiveDateTime)>,
+) -> String {
     let mut s = String::new();
     let title = d.invoice_type().title();
     let kind = match d.kind() {
@@ -17,7 +21,18 @@ pub(crate) fn render_draft(d: &InvoiceDraft) -> String {
             r.reason.label()
         ),
     };
-    let _ = writeln!(s, "{title}    （预览：未编号、未签名）");
+    match numbered {
+        Some((number, at)) => {
+            let _ = writeln!(
+                s,
+                "{title}    发票号码：{number}  开票日期：{}（样张，未签名）",
+                fapiao_model::datetime::format(at)
+            );
+        }
+        None => {
+            let _ = writeln!(s, "{title}    （预览：未编号、未签名）");
+        }
+    }
     let _ = writeln!(s, "{kind}");
     if let Some(id) = d.order_id() {
         let _ = writeln!(s, "订单号：{id}");

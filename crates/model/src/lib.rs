@@ -19,6 +19,7 @@ mod invoice;
 mod invoice_number;
 mod money;
 mod order;
+mod record;
 pub mod red;
 mod tax_code;
 mod tax_rate;

@@ -362,7 +362,7 @@ impl Painter<'_, '_> {
     ) {
         let w = self.measure.width(text, size) / PT_PER_MM;
         let x = match align {
-            Align::Left => left + 0.8,
+            Align::Left => left + 1.5,
             Align::Center => (left + right - w) / 2.0,
             Align::Right => right - 0.8 - w,
         };

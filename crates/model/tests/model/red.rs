@@ -364,3 +364,28 @@ fn check_red_requires_a_red_of_this_blue_with_the_same_parties() {
         Err(RedError::PartiesDiffer)
     ));
 }
+
+#[test]
+fn invoices_round_trip_through_json_and_edits_are_caught() {
+    let blue = issue(draft("discount.json"), 1);
+    let red = issue(
+        plan_red(&blue, &[], &full(&blue), None, Some("陈晓".into())).unwrap(),
+        2,
+    );
+    for inv in [&blue, &red, &issue(draft("natural-person.json"), 3)] {
+        let json = serde_json::to_string(inv).unwrap();
+        assert_eq!(&Invoice::from_json(&json).unwrap(), inv);
+    }
+    let json = serde_json::to_string(&blue).unwrap();
+    let edited = json.replacen("\"total\":\"4454.46\"", "\"total\":\"4454.47\"", 1);
+    assert_ne!(edited, json);
+    let err = Invoice::from_json(&edited).unwrap_err();
+    assert!(
+        err.has("totals.total", fapiao_model::FindingCode::TotalsMismatch),
+        "{err}"
+    );
+    let edited = json.replacen("\"tax\":\"325.00\"", "\"tax\":\"335.00\"", 1);
+    assert_ne!(edited, json);
+    assert!(Invoice::from_json(&edited).is_err());
+    assert!(Invoice::from_json("{}").is_err());
+}

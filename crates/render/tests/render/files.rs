@@ -288,3 +288,41 @@ fn the_xml_signature_verifies_with_openssl_over_the_documented_bytes() {
         fapiao_render::base64(&sig.value)
     )));
 }
+
+/// `docs/invoice-blue.png` and `docs/invoice-red.png` show readers what the layout looks like.
+/// `UPDATE_DOCS=1 cargo test -p fapiao-render docs_pictures` redraws them.
+#[test]
+fn docs_pictures_exist_and_can_be_redrawn() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (case, file) in [("special", "invoice-blue"), ("red-full", "invoice-red")] {
+            let (_, inv) = cases().into_iter().find(|(n, _)| *n == case).unwrap();
+            let xml = render_xml(&inv, Some(&sign(&inv)));
+            std::fs::write(
+                tmp.path().join("x.pdf"),
+                render_pdf(&inv, &xml, font()).unwrap(),
+            )
+            .unwrap();
+            let out = docs.join(file);
+            let (ok, msg) = run(
+                tmp.path(),
+                "pdftoppm",
+                &[
+                    "-r",
+                    "110",
+                    "-png",
+                    "-singlefile",
+                    "x.pdf",
+                    out.to_str().unwrap(),
+                ],
+            );
+            assert!(ok, "{msg}");
+        }
+    }
+    for file in ["invoice-blue.png", "invoice-red.png"] {
+        let bytes = std::fs::read(docs.join(file))
+            .unwrap_or_else(|_| panic!("docs/{file} is missing: run with UPDATE_DOCS=1"));
+        assert!(bytes.starts_with(b"\x89PNG"), "{file}");
+    }
+}

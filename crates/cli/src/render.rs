@@ -1,0 +1,106 @@
+//! `fapiao render`: an invoice file → the 数电票 XML and the PDF layout file.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use fapiao_crypto::{Certificate, KeyAlgorithm, PrivateKey, Purpose};
+use fapiao_model::Invoice;
+use fapiao_render::{DeviceSignature, bundled_font, render_pdf, render_xml, signed_content};
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+use zeroize::Zeroizing;
+
+use crate::RenderArgs;
+use crate::pki::{Passphrase, with_suffix};
+
+/// What `render` will do.
+pub(crate) struct Plan {
+    invoice: Invoice,
+    pdf: Option<PathBuf>,
+    xml: Option<PathBuf>,
+    device: Option<(PrivateKey, Certificate)>,
+}
+
+impl Plan {
+    pub(crate) fn from_args(
+        args: RenderArgs,
+        key_pass: &dyn Fn(Option<PathBuf>) -> Passphrase,
+    ) -> anyhow::Result<Self> {
+        if args.pdf.is_none() && args.xml.is_none() {
+            bail!("give --pdf and/or --xml");
+        }
+        let text = fs::read_to_string(&args.invoice)
+            .with_context(|| format!("reading {}", args.invoice.display()))?;
+        let invoice = Invoice::from_json(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.invoice.display()))?;
+        let device = match &args.device {
+            None => None,
+            Some(prefix) => {
+                let crt = with_suffix(prefix, ".crt.pem");
+                let key = with_suffix(prefix, ".key.pem");
+                let cert = Certificate::from_pem(
+                    &fs::read_to_string(&crt)
+                        .with_context(|| format!("reading {}", crt.display()))?,
+                )?;
+                let pem = Zeroizing::new(
+                    fs::read_to_string(&key)
+                        .with_context(|| format!("reading {}", key.display()))?,
+                );
+                let pass = key_pass(args.key_passphrase_file.clone()).read()?;
+                let key = PrivateKey::from_encrypted_pem(&pem, &pass)
+                    .with_context(|| format!("opening {}", key.display()))?;
+                if key.algorithm() != KeyAlgorithm::Sm2
+                    || cert.public_key().ok() != Some(key.public_key())
+                    || !cert.allows(Purpose::Signing)
+                {
+                    bail!(
+                        "{} must be an SM2 signing certificate with its key",
+                        prefix.display()
+                    );
+                }
+                Some((key, cert))
+            }
+        };
+        Ok(Self {
+            invoice,
+            pdf: args.pdf,
+            xml: args.xml,
+            device,
+        })
+    }
+}
+
+pub(crate) fn run(plan: &Plan, now: OffsetDateTime) -> anyhow::Result<ExitCode> {
+    let signature = match &plan.device {
+        None => None,
+        Some((key, cert)) => {
+            let china =
+                now.to_offset(UtcOffset::from_hms(8, 0, 0).expect("UTC+8 is a valid offset"));
+            let signed_at =
+                PrimitiveDateTime::new(china.date(), china.time()).replace_nanosecond(0)?;
+            let value = key.sign(&signed_content(&plan.invoice, signed_at))?;
+            Some(DeviceSignature {
+                signed_at,
+                value,
+                certificate: cert.der().to_vec(),
+            })
+        }
+    };
+    let xml = render_xml(&plan.invoice, signature.as_ref());
+    if let Some(path) = &plan.xml {
+        fs::write(path, &xml).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {} ({} bytes)", path.display(), xml.len());
+    }
+    if let Some(path) = &plan.pdf {
+        let font = bundled_font()?;
+        let pdf = render_pdf(&plan.invoice, &xml, &font)?;
+        fs::write(path, &pdf).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "wrote {} ({} bytes, PDF/A-3u with the XML attached)",
+            path.display(),
+            pdf.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
