@@ -117,3 +117,82 @@ fn a_missing_file_is_a_clear_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("reading order examples/orders/nope.json"));
 }
+
+#[test]
+fn render_writes_a_pdf_and_xml_from_an_invoice_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pdf = tmp.path().join("out.pdf");
+    let xml = tmp.path().join("out.xml");
+    let o = fapiao(&[
+        "render",
+        "examples/invoices/special.json",
+        "--pdf",
+        pdf.to_str().unwrap(),
+        "--xml",
+        xml.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF-"));
+    let text = std::fs::read_to_string(&xml).unwrap();
+    assert!(text.contains("<EIid>26312000000000000102</EIid>"), "{text}");
+    assert!(
+        !text.contains("TaxBureauSignature"),
+        "unsigned without --device"
+    );
+    // An edited invoice file is refused with the field that disagrees.
+    let edited = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/invoices/special.json"),
+    )
+    .unwrap()
+    .replace("\"total\": \"15180.60\"", "\"total\": \"15180.61\"");
+    std::fs::write(tmp.path().join("edited.json"), edited).unwrap();
+    let o = fapiao(&[
+        "render",
+        tmp.path().join("edited.json").to_str().unwrap(),
+        "--xml",
+        xml.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("totals.total"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn preview_with_a_number_writes_an_invoice_file_render_reads() {
+    let o = fapiao(&[
+        "preview",
+        "examples/orders/basic.json",
+        "--number",
+        "26312000000000000101",
+        "--issued-at",
+        "2026-11-20 10:15:30",
+        "--json",
+    ]);
+    assert!(o.status.success());
+    assert_eq!(
+        stdout(&o),
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../examples/invoices/basic.json")
+        )
+        .unwrap()
+    );
+    let o = fapiao(&[
+        "preview",
+        "examples/orders/basic.json",
+        "--number",
+        "25312000000000000101",
+        "--issued-at",
+        "2026-11-20 10:15:30",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("issue year"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
