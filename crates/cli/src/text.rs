@@ -105,21 +105,11 @@ pub(crate) fn render_draft(
 }
 
 fn row(l: &Line) -> [String; 8] {
-    let opt = |v: Option<String>| v.unwrap_or_default();
-    let name = match l.kind() {
-        LineKind::Normal => l.printed_name(),
-        LineKind::Discount => format!("{}（折扣）", l.printed_name()),
-    };
-    [
-        name,
-        opt(l.specification().map(str::to_owned)),
-        opt(l.unit().map(str::to_owned)),
-        opt(l.quantity().map(|q| q.to_string())),
-        opt(l.unit_price().map(|p| p.to_string())),
-        l.amount().to_string(),
-        l.tax_rate().to_string(),
-        l.tax().to_string(),
-    ]
+    let mut cells = fapiao_render::line_cells(l);
+    if l.kind() == LineKind::Discount {
+        cells[0].push_str("（折扣）");
+    }
+    cells
 }
 
 /// Terminal columns of a string: East Asian wide and full-width characters take two.

@@ -558,16 +558,7 @@ impl<'a> Opener<'a> {
     /// # Errors
     /// [`OpenError`] for the first failed check.
     pub fn open(&self, envelope: &[u8], now: OffsetDateTime) -> Result<Opened, OpenError> {
-        let ids = SuiteIds::of(self.me.suite);
-        let outer = ContentInfo::from_der(envelope).map_err(|_| OpenError::Malformed)?;
-        if outer.content_type != ids.enveloped {
-            return Err(OpenError::Malformed);
-        }
-        let env: EnvelopedData = outer
-            .content
-            .decode_as()
-            .map_err(|_| OpenError::Malformed)?;
-        let plaintext = decrypt_for(self.me, &env)?;
+        let plaintext = decrypt_envelope(self.me, envelope)?;
         let verified = verify_signed(&plaintext, self.me.suite)?;
         let intermediates: Vec<Certificate> = verified
             .certificates
@@ -628,6 +619,19 @@ impl<'a> Opener<'a> {
             signer_subject,
         })
     }
+}
+
+/// Parses the outer `ContentInfo(EnvelopedData)` of our suite and decrypts it.
+fn decrypt_envelope(me: &LocalParty, envelope: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+    let outer = ContentInfo::from_der(envelope).map_err(|_| OpenError::Malformed)?;
+    if outer.content_type != SuiteIds::of(me.suite).enveloped {
+        return Err(OpenError::Malformed);
+    }
+    let env: EnvelopedData = outer
+        .content
+        .decode_as()
+        .map_err(|_| OpenError::Malformed)?;
+    decrypt_for(me, &env)
 }
 
 /// Checks the enveloped layer's structure, finds our recipient info and decrypts.
@@ -1060,16 +1064,7 @@ pub mod hazmat {
     /// # Errors
     /// [`OpenError::Malformed`], [`OpenError::NotForUs`] or [`OpenError::Undecryptable`].
     pub fn decrypt(me: &LocalParty, envelope: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
-        let ids = super::SuiteIds::of(me.suite);
-        let outer = ContentInfo::from_der(envelope).map_err(|_| OpenError::Malformed)?;
-        if outer.content_type != ids.enveloped {
-            return Err(OpenError::Malformed);
-        }
-        let env: EnvelopedData = outer
-            .content
-            .decode_as()
-            .map_err(|_| OpenError::Malformed)?;
-        super::decrypt_for(me, &env)
+        super::decrypt_envelope(me, envelope)
     }
 
     /// Encrypts any plaintext (normally a signed layer) to a recipient's encryption certificate.

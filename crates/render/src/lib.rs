@@ -9,7 +9,7 @@ mod pdf;
 mod qr;
 mod xml;
 
-pub use pdf::{PdfFont, render_pdf};
+pub use pdf::{PdfFont, line_cells, render_pdf};
 pub use qr::{crc16_ccitt_false, qr_content};
 pub use xml::{
     DeviceSignature, FORMAT_VERSION, REFERENCE_URI, SM2_WITH_SM3, base64, escape, render_xml,

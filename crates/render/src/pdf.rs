@@ -20,7 +20,7 @@ use skrifa::MetadataProvider;
 use skrifa::instance::{LocationRef, Size};
 use time::PrimitiveDateTime;
 
-use fapiao_model::{BuyerKind, Invoice, Line, LineKind};
+use fapiao_model::{BuyerKind, Invoice, Line};
 
 use crate::RenderError;
 use crate::qr;
@@ -279,13 +279,13 @@ fn check_glyphs(invoice: &Invoice, font: &PdfFont) -> Result<(), RenderError> {
     Ok(())
 }
 
-fn row(l: &Line, m: &Measure<'_>) -> Row {
+/// The eight cells of an item row as the invoice prints them: 项目名称 (`*简称*name`), 规格型号,
+/// 单位, 数量, 单价, 金额, 税率/征收率, 税额 (empty strings for what a line does not have).
+#[must_use]
+pub fn line_cells(l: &Line) -> [String; 8] {
     let opt = |v: Option<String>| v.unwrap_or_default();
-    let texts = [
-        match l.kind() {
-            LineKind::Normal => l.printed_name(),
-            LineKind::Discount => l.printed_name(),
-        },
+    [
+        l.printed_name(),
         opt(l.specification().map(str::to_owned)),
         opt(l.unit().map(str::to_owned)),
         opt(l.quantity().map(|q| q.to_string())),
@@ -293,7 +293,11 @@ fn row(l: &Line, m: &Measure<'_>) -> Row {
         l.amount().to_string(),
         l.tax_rate().to_string(),
         l.tax().to_string(),
-    ];
+    ]
+}
+
+fn row(l: &Line, m: &Measure<'_>) -> Row {
+    let texts = line_cells(l);
     let cells: [Vec<String>; 8] = std::array::from_fn(|i| {
         let (_, left, right, _) = COLUMNS[i];
         m.wrap(&texts[i], ITEM_SIZE, mm(right - left - 1.6))
