@@ -8,7 +8,7 @@
 use krilla::color::rgb;
 use krilla::configure::{Archival, ConfigurationBuilder, Validator};
 use krilla::embed::{AssociationKind, EmbeddedFile, MimeType};
-use krilla::geom::{PathBuilder, Point, Rect};
+use krilla::geom::{PathBuilder, Point, Rect, Transform};
 use krilla::metadata::{DateTime, Metadata};
 use krilla::num::NormalizedF32;
 use krilla::page::PageSettings;
@@ -415,23 +415,36 @@ impl Painter<'_, '_> {
 
     fn page_frame(&mut self, inv: &Invoice, qr_content: &str, page: usize, pages: usize) {
         let d = inv.draft();
-        // QR code, 20 × 20 mm at the top left.
+        // QR code, 20 × 20 mm at the top left, drawn in module units (one rectangle per
+        // horizontal run of dark modules keeps the content stream small).
         let (dark, width) = qr::modules(qr_content);
-        let module = 20.0 / width as f32;
+        let module = mm(20.0) / width as f32;
         let mut pb = PathBuilder::new();
-        for (cx, cy) in dark {
-            if let Some(r) = Rect::from_xywh(
-                mm(8.5 + cx as f32 * module),
-                mm(3.0 + cy as f32 * module),
-                mm(module),
-                mm(module),
-            ) {
+        let mut i = 0;
+        while i < dark.len() {
+            let (x0, y) = dark[i];
+            let mut x1 = x0 + 1;
+            while i + 1 < dark.len() && dark[i + 1] == (x1, y) {
+                x1 += 1;
+                i += 1;
+            }
+            if let Some(r) = Rect::from_xywh(x0 as f32, y as f32, (x1 - x0) as f32, 1.0) {
                 pb.push_rect(r);
             }
+            i += 1;
         }
         if let Some(path) = pb.finish() {
             self.color(black());
+            self.s.push_transform(&Transform::from_row(
+                module,
+                0.0,
+                0.0,
+                module,
+                mm(8.5),
+                mm(3.0),
+            ));
             self.s.draw_path(&path);
+            self.s.pop();
         }
         // Title with a double rule.
         let title = d.invoice_type().title();
