@@ -4,19 +4,15 @@
 use std::fmt;
 
 use der::{Decode, Encode};
-use elliptic_curve_reexport::Generate;
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rand_core::CryptoRng;
+use sm2::elliptic_curve::Generate;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use zeroize::Zeroizing;
 
 use crate::error::CryptoError;
 use crate::oid;
-
-mod elliptic_curve_reexport {
-    pub(crate) use sm2::elliptic_curve::Generate;
-}
 
 /// The SM2 distinguishing identifier (GM/T 0009 default), bound into every SM2 signature.
 pub const SM2_DISTID: &str = "1234567812345678";
