@@ -1,0 +1,159 @@
+//! Shared HTTP plumbing of Fapiao's roles (cloud, platform, tax, agent): a TLS accept loop that
+//! hands every request the verified identity of the peer's client certificate
+//! ([`PeerIdentity`], an axum extractor), bound listeners on any port (port 0 for tests), and
+//! graceful shutdown that lets requests in flight finish.
+//!
+//! Depends on `fapiao-crypto` only for reading the peer's certificate; role crates build the
+//! rustls configuration there (`fapiao_crypto::tls::server_config`) and their routers here.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use fapiao_crypto::{Certificate, Role};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
+
+/// Who is on the other end of a mutually authenticated connection, from the client
+/// certificate rustls verified (chain, validity, CRL) during the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The peer's role (`OU`).
+    pub role: Role,
+    /// The peer's name (`CN`).
+    pub name: String,
+    /// The enterprise's taxpayer id, for devices and agents.
+    pub taxpayer_id: Option<String>,
+    /// The certificate's serial number, hex.
+    pub serial: String,
+}
+
+impl PeerIdentity {
+    /// `role:name`, as envelopes name parties.
+    #[must_use]
+    pub fn identity(&self) -> String {
+        format!("{}:{}", self.role, self.name)
+    }
+
+    fn from_certificates(certs: &[rustls::pki_types::CertificateDer<'_>]) -> Option<Self> {
+        let cert = Certificate::from_der(certs.first()?).ok()?;
+        let subject = cert.subject().ok()?;
+        Some(Self {
+            role: subject.role,
+            name: subject.name,
+            taxpayer_id: subject.taxpayer_id,
+            serial: cert.serial_hex(),
+        })
+    }
+}
+
+/// A request without a verified client certificate (the listener did not require one, or it
+/// names no Fapiao holder) is refused with 401 by handlers that take a [`PeerIdentity`].
+impl<S: Send + Sync> FromRequestParts<S> for PeerIdentity {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Self>().cloned().ok_or((
+            StatusCode::UNAUTHORIZED,
+            "a client certificate of a Fapiao role is required",
+        ))
+    }
+}
+
+/// A listener being served.
+#[derive(Debug)]
+pub struct Running {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// The bound address (the real port when bound to port 0).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets connections finish their requests in flight, and waits.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Why serving could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The listener's address could not be read.
+    #[error("listener: {0}")]
+    Listener(#[from] std::io::Error),
+}
+
+/// Serves `router` over TLS on `listener`. Each request carries the peer's [`PeerIdentity`] in
+/// its extensions when the client presented a certificate. Failed handshakes close the
+/// connection (rustls has already refused the peer); they never reach the router.
+///
+/// # Errors
+/// [`ServeError::Listener`].
+pub fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+) -> Result<Running, ServeError> {
+    let addr = listener.local_addr()?;
+    let (stop, mut stopped) = watch::channel(false);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stopped.changed() => break,
+            };
+            let Ok((tcp, _)) = accepted else { continue };
+            let acceptor = acceptor.clone();
+            let router = router.clone();
+            let mut conn_stop = stopped.clone();
+            connections.spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let peer = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(PeerIdentity::from_certificates);
+                let service = router.map_request(move |mut req: axum::http::Request<Incoming>| {
+                    if let Some(p) = &peer {
+                        req.extensions_mut().insert(p.clone());
+                    }
+                    req
+                });
+                let service = TowerToHyperService::new(service.map_err(|e: Infallible| match e {}));
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let conn = builder.serve_connection(TokioIo::new(tls), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = conn_stop.changed() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+        while connections.join_next().await.is_some() {}
+    });
+    Ok(Running { addr, stop, task })
+}
