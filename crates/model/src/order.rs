@@ -694,11 +694,9 @@ impl Check {
             );
             lines.push(line);
         }
-        let total: Option<Totals> = lines
-            .iter()
-            .all(Option::is_some)
-            .then(|| Totals::of(&lines.iter().flatten().cloned().collect::<Vec<_>>()));
-        if let Some(t) = total {
+        let lines: Option<Vec<Line>> = lines.into_iter().collect();
+        if let Some(lines) = &lines {
+            let t = Totals::of(lines);
             if t.total.is_negative() || t.total.is_zero() {
                 self.push(
                     "items",
@@ -713,7 +711,8 @@ impl Check {
                 );
             }
         }
-        (self.findings.len() == before).then(|| lines.into_iter().flatten().collect())
+        // A line can be computed and still carry a finding (an unknown field, say).
+        lines.filter(|_| self.findings.len() == before)
     }
 
     #[expect(
