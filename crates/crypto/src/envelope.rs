@@ -310,7 +310,7 @@ fn encrypt_to<R: CryptoRng>(
             let ct = primitives::aes_cbc_encrypt(cek.as_ref(), &iv, signed).map_err(encoding)?;
             let ephemeral = PrivateKey::generate(KeyAlgorithm::P256, rng);
             let wrap_alg = alg(oid::AES256_WRAP, None);
-            let shared_info = shared_info(&wrap_alg, 256)?;
+            let shared_info = shared_info(&wrap_alg, 256, None)?;
             let kek = primitives::ecdh_kek(
                 &ephemeral,
                 &recipient_key,
@@ -736,11 +736,8 @@ fn decrypt_for(me: &LocalParty, env: &EnvelopedData) -> Result<Zeroizing<Vec<u8>
             }
             let point = orig.public_key.as_bytes().ok_or(OpenError::Malformed)?;
             let eph = p256::PublicKey::from_sec1_bytes(point).map_err(|_| OpenError::Malformed)?;
-            let mut info = shared_info(&wrap_alg, kek_bits).map_err(|_| OpenError::Malformed)?;
-            if let Some(ukm) = &kari.ukm {
-                info = shared_info_with_ukm(&wrap_alg, kek_bits, ukm)
-                    .map_err(|_| OpenError::Malformed)?;
-            }
+            let info = shared_info(&wrap_alg, kek_bits, kari.ukm.as_ref())
+                .map_err(|_| OpenError::Malformed)?;
             let kek = primitives::ecdh_kek(
                 &me.encryption_key,
                 &PublicKey::P256(eph),
@@ -820,25 +817,16 @@ struct EccCmsSharedInfo {
     supp_pub_info: OctetString,
 }
 
-fn shared_info(wrap: &AlgorithmIdentifierOwned, kek_bits: u32) -> Result<Vec<u8>, SealError> {
-    EccCmsSharedInfo {
-        key_info: wrap.clone(),
-        entity_u_info: None,
-        supp_pub_info: OctetString::new(kek_bits.to_be_bytes().to_vec())
-            .map_err(|_| SealError::Encoding)?,
-    }
-    .to_der()
-    .map_err(|_| SealError::Encoding)
-}
-
-fn shared_info_with_ukm(
+/// The DER `ECC-CMS-SharedInfo` for the KDF: the wrap algorithm, the sender's user keying
+/// material if any, and the KEK length in bits.
+fn shared_info(
     wrap: &AlgorithmIdentifierOwned,
     kek_bits: u32,
-    ukm: &OctetString,
+    ukm: Option<&OctetString>,
 ) -> Result<Vec<u8>, SealError> {
     EccCmsSharedInfo {
         key_info: wrap.clone(),
-        entity_u_info: Some(ukm.clone()),
+        entity_u_info: ukm.cloned(),
         supp_pub_info: OctetString::new(kek_bits.to_be_bytes().to_vec())
             .map_err(|_| SealError::Encoding)?,
     }
