@@ -7,7 +7,7 @@ use fapiao_crypto::rng::system_rng;
 use fapiao_crypto::{PathError, Profile, Role, Suite};
 use time::Duration;
 
-use crate::helpers::{NOW, Pki, message, party};
+use crate::helpers::{NOW, Pki, message, open_fresh, party};
 
 #[test]
 fn sealed_messages_open_with_their_header_and_payload() {
@@ -25,11 +25,7 @@ fn sealed_messages_open_with_their_header_and_payload() {
             &mut system_rng(),
         )
         .unwrap();
-        let trust = pki.trust();
-        let guard = MemoryReplayGuard::new();
-        let opened = Opener::new(&platform, &trust, &guard)
-            .open(&sealed, NOW)
-            .unwrap();
+        let opened = open_fresh(&pki, &platform, &sealed).unwrap();
         assert_eq!(opened.message, msg, "{suite}");
         assert_eq!(opened.signer_subject.identity(), "cloud:cloud-1");
         // The payload is not visible in the envelope.
@@ -85,12 +81,8 @@ fn an_envelope_for_someone_else_is_not_for_us() {
             &mut system_rng(),
         )
         .unwrap();
-        let trust = pki.trust();
-        let guard = MemoryReplayGuard::new();
         assert_eq!(
-            Opener::new(&platform, &trust, &guard)
-                .open(&sealed, NOW)
-                .unwrap_err(),
+            open_fresh(&pki, &platform, &sealed).unwrap_err(),
             OpenError::NotForUs,
             "{suite}"
         );
@@ -122,11 +114,7 @@ fn a_message_re_encrypted_to_another_recipient_is_refused() {
             &mut system_rng(),
         )
         .unwrap();
-        let trust = pki.trust();
-        let guard = MemoryReplayGuard::new();
-        let err = Opener::new(&tax, &trust, &guard)
-            .open(&forwarded, NOW)
-            .unwrap_err();
+        let err = open_fresh(&pki, &tax, &forwarded).unwrap_err();
         assert_eq!(
             err,
             OpenError::WrongRecipient {
@@ -157,12 +145,8 @@ fn a_changed_payload_breaks_the_signature() {
             &mut system_rng(),
         )
         .unwrap();
-        let trust = pki.trust();
-        let guard = MemoryReplayGuard::new();
         assert_eq!(
-            Opener::new(&platform, &trust, &guard)
-                .open(&forged, NOW)
-                .unwrap_err(),
+            open_fresh(&pki, &platform, &forged).unwrap_err(),
             OpenError::BadSignature,
             "{suite}"
         );
@@ -196,11 +180,9 @@ fn a_sender_claiming_another_identity_is_refused() {
             &mut system_rng(),
         )
         .unwrap();
-        let trust = pki.trust();
-        let guard = MemoryReplayGuard::new();
         assert!(
             matches!(
-                Opener::new(&platform, &trust, &guard).open(&env, NOW),
+                open_fresh(&pki, &platform, &env),
                 Err(OpenError::SenderMismatch { .. })
             ),
             "{suite}"
@@ -221,11 +203,7 @@ fn signer_certificates_must_be_valid_unrevoked_and_for_signing() {
                 &mut system_rng(),
             )
             .unwrap();
-            let trust = pki.trust();
-            let guard = MemoryReplayGuard::new();
-            Opener::new(&platform, &trust, &guard)
-                .open(&env, NOW)
-                .unwrap_err()
+            open_fresh(pki, &platform, &env).unwrap_err()
         };
         // Expired.
         let (sk, sc) = pki.issue_with(

@@ -218,3 +218,14 @@ pub(crate) fn public_pem(key: &PrivateKey) -> String {
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Opens an envelope as `me` with the PKI's current trust and a fresh replay guard.
+pub(crate) fn open_fresh(
+    pki: &Pki,
+    me: &fapiao_crypto::envelope::LocalParty,
+    envelope: &[u8],
+) -> Result<fapiao_crypto::envelope::Opened, fapiao_crypto::envelope::OpenError> {
+    let trust = pki.trust();
+    let guard = fapiao_crypto::envelope::MemoryReplayGuard::new();
+    fapiao_crypto::envelope::Opener::new(me, &trust, &guard).open(envelope, NOW)
+}
