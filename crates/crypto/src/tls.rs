@@ -78,6 +78,10 @@ impl TlsIdentity {
 pub enum ClientAuth {
     /// Required and verified (between roles).
     Required,
+    /// Requested and verified when presented, but not required: one listener serves peers
+    /// (with certificates) and public callers (ERP API, 查验); handlers that need a peer
+    /// refuse requests without one.
+    Optional,
     /// Not requested (the ERP-facing API, authenticated per request instead).
     None,
 }
@@ -127,9 +131,15 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(rustls_err)?;
     let builder = match client_auth {
-        ClientAuth::Required => {
+        ClientAuth::Required | ClientAuth::Optional => {
             let verifier = WebPkiClientVerifier::builder_with_provider(roots(trust)?, provider())
-                .with_crls(crls(trust))
+                .with_crls(crls(trust));
+            let verifier = if client_auth == ClientAuth::Optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier
                 .build()
                 .map_err(|e| TlsError::Rustls(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)

@@ -1,0 +1,525 @@
+//! Payloads carried inside envelopes, version [`PROTOCOL_VERSION`]. All JSON; money as decimal
+//! strings; times as `yyyy-MM-dd HH:mm:ss` China time where the invoice uses them, RFC 3339
+//! elsewhere.
+//!
+//! Every request payload is a [`Request`]: the body plus the sender's encryption certificate,
+//! which the receiver path-validates and seals its answer to. Answers carry the message id
+//! `re:<request message id>` so a client can tell its answer from any other.
+
+use base64ct::{Base64, Encoding};
+use fapiao_crypto::{Certificate, PrivateKey, Purpose, TrustStore};
+use fapiao_issuer::SignedInvoice;
+use fapiao_model::{Invoice, ValidationErrors, datetime};
+use fapiao_render::DeviceSignature;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::codes::Code;
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Envelope message types.
+pub mod message_type {
+    /// cloud → platform: issue a blue invoice ([`super::IssueOrder`]).
+    pub const ORDER_ISSUE: &str = "order.issue";
+    /// cloud → platform: issue a red invoice ([`super::RedOrder`]).
+    pub const ORDER_RED: &str = "order.red";
+    /// platform → cloud: the answer to an order ([`super::OrderAnswer`]).
+    pub const ORDER_ANSWER: &str = "order.answer";
+    /// platform → cloud: an invoice's tax status changed ([`super::StatusNotice`]).
+    pub const INVOICE_STATUS: &str = "invoice.status";
+    /// Any answer that only acknowledges ([`super::Ack`]).
+    pub const ACK: &str = "ack";
+    /// platform → tax: an issued invoice ([`super::Upload`]).
+    pub const INVOICE_UPLOAD: &str = "invoice.upload";
+    /// tax → platform: the answer to an upload ([`super::SignedReceipt`]).
+    pub const UPLOAD_RECEIPT: &str = "upload.receipt";
+    /// platform → tax: ask for a number range ([`super::RangeRequest`]).
+    pub const RANGE_REQUEST: &str = "range.request";
+    /// tax → platform: a granted range ([`super::RangeGrant`]).
+    pub const RANGE_GRANT: &str = "range.grant";
+    /// Any refusal of a request ([`super::Refusal`]).
+    pub const REFUSAL: &str = "refusal";
+}
+
+/// Why a payload could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// Not the JSON shape of the message type.
+    #[error("payload: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A base64 field is not base64.
+    #[error("field `{0}` is not base64")]
+    Base64(&'static str),
+    /// A certificate does not parse or is not acceptable.
+    #[error("certificate `{0}`: {1}")]
+    Certificate(&'static str, String),
+    /// The embedded invoice does not read back.
+    #[error("invoice: {0}")]
+    Invoice(ValidationErrors),
+    /// A time field is malformed.
+    #[error("field `{0}` is not a valid time")]
+    Time(&'static str),
+    /// A signature does not verify.
+    #[error("the {0} signature does not verify")]
+    Signature(&'static str),
+}
+
+/// Base64 (standard alphabet, padded).
+#[must_use]
+pub fn b64(bytes: &[u8]) -> String {
+    Base64::encode_string(bytes)
+}
+
+/// Decodes [`b64`] text; `field` names it in the error.
+///
+/// # Errors
+/// [`WireError::Base64`].
+pub fn unb64(text: &str, field: &'static str) -> Result<Vec<u8>, WireError> {
+    Base64::decode_vec(text).map_err(|_| WireError::Base64(field))
+}
+
+/// Every request payload: the body and where to send the answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request<T> {
+    /// The sender's encryption certificate, DER base64.
+    pub reply_certificate: String,
+    /// The message-type specific body.
+    pub body: T,
+}
+
+impl<T> Request<T> {
+    /// The reply certificate, checked: valid for encryption at `now` under `trust`, and naming
+    /// the same holder as `signer` (the envelope's verified signer).
+    ///
+    /// # Errors
+    /// [`WireError::Certificate`].
+    pub fn reply_to(
+        &self,
+        signer: &Certificate,
+        trust: &TrustStore,
+        now: OffsetDateTime,
+    ) -> Result<Certificate, WireError> {
+        let bad = |m: String| WireError::Certificate("reply_certificate", m);
+        let cert = Certificate::from_der(&unb64(&self.reply_certificate, "reply_certificate")?)
+            .map_err(|e| bad(e.to_string()))?;
+        trust
+            .validate(&cert, &[], Purpose::Encryption, now)
+            .map_err(|e| bad(e.to_string()))?;
+        let same = matches!((cert.subject(), signer.subject()), (Ok(a), Ok(b)) if a == b);
+        if !same {
+            return Err(bad("names another holder than the signer".into()));
+        }
+        Ok(cert)
+    }
+}
+
+/// cloud → platform: issue a blue invoice for an enterprise's order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssueOrder {
+    /// The seller's taxpayer id.
+    pub enterprise: String,
+    /// The enterprise's order id (idempotency key for as long as the order exists).
+    pub order_id: String,
+    /// The order as the ERP sent it (`fapiao_model::Order` JSON).
+    pub order: serde_json::Value,
+    /// Hex SHA-256 of the ERP's request body: the same order_id with another hash is a
+    /// conflict.
+    pub request_hash: String,
+}
+
+/// What a red reverses, on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "scope", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RedScopeWire {
+    /// Everything that remains of the blue.
+    Full,
+    /// Named lines.
+    Partial {
+        /// The lines to reverse.
+        lines: Vec<PartialLineWire>,
+    },
+}
+
+/// One line of a partial red.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialLineWire {
+    /// 1-based number of the blue's line.
+    pub line: u32,
+    /// Tax-exclusive amount to reverse (positive decimal string) …
+    #[serde(default)]
+    pub amount: Option<String>,
+    /// … or the quantity to reverse.
+    #[serde(default)]
+    pub quantity: Option<String>,
+}
+
+/// cloud → platform: issue a red invoice against a blue one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RedOrder {
+    /// The seller's taxpayer id.
+    pub enterprise: String,
+    /// The enterprise's order id for this red.
+    pub order_id: String,
+    /// The blue invoice's number.
+    pub blue_number: String,
+    /// 冲红原因 code: 01 开票有误, 02 销货退回, 03 服务中止, 04 销售折让.
+    pub reason: String,
+    /// Full or partial.
+    pub scope: RedScopeWire,
+    /// For a partial red: the buyer's confirmation of the form (reference of the buyer's
+    /// consent), which moves the form to 04 购销双方已确认.
+    #[serde(default)]
+    pub buyer_confirmation: Option<String>,
+    /// 开票人.
+    #[serde(default)]
+    pub drawer: Option<String>,
+    /// Hex SHA-256 of the ERP's request body.
+    pub request_hash: String,
+}
+
+/// An invoice's status at tax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaxStatus {
+    /// Issued, not yet accepted by tax (queued for upload).
+    Pending,
+    /// Tax accepted it (or reported a duplicate of the same invoice).
+    Accepted,
+    /// Tax refused it definitely; the reason says why.
+    Failed,
+}
+
+impl TaxStatus {
+    /// The snake_case name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Accepted => "accepted",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses [`TaxStatus::as_str`].
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(Self::Pending),
+            "accepted" => Some(Self::Accepted),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// The red-letter confirmation form a red was issued against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FormWire {
+    /// 20-digit form number.
+    pub number: String,
+    /// Status code (01 … 09).
+    pub status: String,
+    /// Reason code.
+    pub reason: String,
+}
+
+/// platform → cloud: the answer to an [`IssueOrder`] or [`RedOrder`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum OrderAnswer {
+    /// Issued (or issued before: the same invoice again).
+    Issued {
+        /// The order id.
+        order_id: String,
+        /// The signed invoice.
+        invoice: WireInvoice,
+        /// Its tax status now.
+        tax_status: TaxStatus,
+        /// For a red: its form.
+        #[serde(default)]
+        form: Option<FormWire>,
+    },
+    /// Refused; nothing was issued or consumed.
+    Refused(Refusal),
+}
+
+/// A refusal with a stable code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// A [`Code`] string.
+    pub code: String,
+    /// Human-readable.
+    pub message: String,
+    /// For validation: every finding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<FindingWire>,
+}
+
+impl Refusal {
+    /// A refusal without findings.
+    #[must_use]
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code: code.as_str().to_owned(),
+            message: message.into(),
+            findings: Vec::new(),
+        }
+    }
+
+    /// `invalid_order` with every finding.
+    #[must_use]
+    pub fn invalid(errors: &ValidationErrors) -> Self {
+        Self {
+            code: Code::InvalidOrder.as_str().to_owned(),
+            message: format!("the order has {} problem(s)", errors.findings().len()),
+            findings: errors
+                .findings()
+                .iter()
+                .map(|f| FindingWire {
+                    path: f.path.clone(),
+                    code: f.code.as_str().to_owned(),
+                    message: f.message.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The code, if it is a known one.
+    #[must_use]
+    pub fn code(&self) -> Option<Code> {
+        Code::parse(&self.code)
+    }
+}
+
+/// One validation finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingWire {
+    /// Field path, e.g. `items[0].tax_rate`.
+    pub path: String,
+    /// Stable finding code.
+    pub code: String,
+    /// Human-readable.
+    pub message: String,
+}
+
+/// platform → cloud: an invoice's tax status changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusNotice {
+    /// Invoice number.
+    pub number: String,
+    /// The seller's taxpayer id.
+    pub enterprise: String,
+    /// New status.
+    pub tax_status: TaxStatus,
+    /// For failed: why.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// tax's signed receipt, when there is one.
+    #[serde(default)]
+    pub receipt: Option<SignedReceipt>,
+}
+
+/// An empty acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Ack {}
+
+/// platform → tax: one issued invoice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Upload {
+    /// The signed invoice.
+    pub invoice: WireInvoice,
+}
+
+/// Upload status, as the real channel reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadStatus {
+    /// Accepted and on record.
+    Accepted,
+    /// Received, not yet decided; ask again later.
+    Processing,
+    /// Refused; `code` and `reason` say why.
+    Failed,
+    /// This very invoice was accepted before; the receipt is the original's.
+    Duplicate,
+}
+
+/// tax's receipt for an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Invoice number.
+    pub number: String,
+    /// Outcome.
+    pub status: UploadStatus,
+    /// For failed: a [`Code`] string.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// For failed: why.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Hex SM3 of the invoice's signed content, identifying exactly what was accepted.
+    pub content_hash: String,
+    /// When tax first accepted it (RFC 3339), for accepted and duplicate.
+    #[serde(default)]
+    pub accepted_at: Option<String>,
+    /// Receipt serial at tax.
+    pub receipt_id: String,
+}
+
+/// A [`Receipt`] signed by tax's signing key, verifiable on its own (stored by platform and
+/// cloud).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReceipt {
+    /// The receipt.
+    pub receipt: Receipt,
+    /// Signature over the receipt's compact JSON ([`SignedReceipt::signed_bytes`]), DER base64.
+    pub signature: String,
+    /// tax's signing certificate, DER base64.
+    pub certificate: String,
+}
+
+impl SignedReceipt {
+    /// The bytes signed: the compact JSON of the receipt, fields in declaration order.
+    ///
+    /// # Errors
+    /// [`WireError::Json`] (not for a well-formed receipt).
+    pub fn signed_bytes(receipt: &Receipt) -> Result<Vec<u8>, WireError> {
+        Ok(serde_json::to_vec(receipt)?)
+    }
+
+    /// Signs a receipt.
+    ///
+    /// # Errors
+    /// [`WireError::Signature`] when signing fails.
+    pub fn sign(
+        receipt: Receipt,
+        key: &PrivateKey,
+        certificate: &Certificate,
+    ) -> Result<Self, WireError> {
+        let signature = key
+            .sign(&Self::signed_bytes(&receipt)?)
+            .map_err(|_| WireError::Signature("receipt"))?;
+        Ok(Self {
+            receipt,
+            signature: b64(&signature),
+            certificate: b64(certificate.der()),
+        })
+    }
+
+    /// Verifies: the certificate is a `tax` signing certificate valid at `now` under `trust`,
+    /// and the signature verifies.
+    ///
+    /// # Errors
+    /// [`WireError`].
+    pub fn verify(&self, trust: &TrustStore, now: OffsetDateTime) -> Result<(), WireError> {
+        let cert = Certificate::from_der(&unb64(&self.certificate, "certificate")?)
+            .map_err(|e| WireError::Certificate("certificate", e.to_string()))?;
+        trust
+            .validate(&cert, &[], Purpose::Signing, now)
+            .map_err(|e| WireError::Certificate("certificate", e.to_string()))?;
+        let is_tax = cert
+            .subject()
+            .is_ok_and(|s| s.role == fapiao_crypto::Role::Tax);
+        if !is_tax {
+            return Err(WireError::Certificate(
+                "certificate",
+                "not a tax certificate".into(),
+            ));
+        }
+        let key = cert
+            .public_key()
+            .map_err(|e| WireError::Certificate("certificate", e.to_string()))?;
+        key.verify(
+            &Self::signed_bytes(&self.receipt)?,
+            &unb64(&self.signature, "signature")?,
+        )
+        .map_err(|_| WireError::Signature("receipt"))
+    }
+}
+
+/// platform → tax: grant a range of numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeRequest {
+    /// Two-digit year.
+    pub year: u8,
+    /// Province code of the sellers it is for.
+    pub province: u8,
+    /// How many numbers.
+    pub count: u64,
+}
+
+/// tax → platform: a granted range `first..=last` of sequences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeGrant {
+    /// Two-digit year.
+    pub year: u8,
+    /// Province code.
+    pub province: u8,
+    /// Channel digit.
+    pub channel: u8,
+    /// First sequence.
+    pub first: u64,
+    /// Last sequence.
+    pub last: u64,
+}
+
+/// A signed invoice as JSON: the invoice record (`fapiao_model::Invoice` serialized) and the
+/// device signature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireInvoice {
+    /// The invoice record.
+    pub invoice: serde_json::Value,
+    /// The issuing device's signature.
+    pub signature: WireSignature,
+}
+
+/// The issuing device's signature on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireSignature {
+    /// `yyyy-MM-dd HH:mm:ss` China time.
+    pub signed_at: String,
+    /// DER SM2 signature, base64.
+    pub value: String,
+    /// Device signing certificate, DER base64.
+    pub certificate: String,
+}
+
+impl WireInvoice {
+    /// The wire form of a signed invoice.
+    ///
+    /// # Errors
+    /// [`WireError::Json`] (not for a valid invoice).
+    pub fn from_signed(signed: &SignedInvoice) -> Result<Self, WireError> {
+        Ok(Self {
+            invoice: serde_json::to_value(&signed.invoice)?,
+            signature: WireSignature {
+                signed_at: datetime::format(signed.signature.signed_at),
+                value: b64(&signed.signature.value),
+                certificate: b64(&signed.signature.certificate),
+            },
+        })
+    }
+
+    /// Reads it back, re-checking every derived value of the invoice (the signature is checked
+    /// separately with `fapiao_issuer::verify`).
+    ///
+    /// # Errors
+    /// [`WireError`].
+    pub fn to_signed(&self) -> Result<SignedInvoice, WireError> {
+        let invoice = Invoice::from_json(&self.invoice.to_string()).map_err(WireError::Invoice)?;
+        let signed_at =
+            datetime::parse(&self.signature.signed_at).map_err(|_| WireError::Time("signed_at"))?;
+        Ok(SignedInvoice {
+            invoice,
+            signature: DeviceSignature {
+                signed_at,
+                value: unb64(&self.signature.value, "signature.value")?,
+                certificate: unb64(&self.signature.certificate, "signature.certificate")?,
+            },
+        })
+    }
+}

@@ -1,0 +1,251 @@
+//! Database plumbing shared by Fapiao's roles. Each role owns its database and its tables
+//! (its migrations live in its crate); this crate opens the database with durable settings,
+//! applies migrations, starts write transactions, and keeps the persistent replay guard.
+//!
+//! SQLite is the embedded engine. The SQL the roles write stays portable (`$n` parameters,
+//! `INTEGER`/`TEXT` columns, money as decimal TEXT converted in Rust, no SQLite-only syntax
+//! beyond `BEGIN IMMEDIATE`, which this crate hides behind [`Db::begin_write`]) so that the
+//! PostgreSQL engine can follow.
+//!
+//! Durability: WAL journal with `synchronous = FULL`, so a committed transaction survives a
+//! power cut; callers acknowledge only after commit.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use time::OffsetDateTime;
+
+pub use sqlx;
+
+/// The transaction type roles work in.
+pub type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database URL is not understood.
+    #[error("database URL `{0}`: expected sqlite://<path> or sqlite::memory:")]
+    Url(String),
+    /// The database said no.
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration {version} of {role}: {source}")]
+    Migration {
+        /// The role whose migration failed.
+        role: String,
+        /// Its version.
+        version: i64,
+        /// The error.
+        source: sqlx::Error,
+    },
+    /// The database was migrated by a newer build.
+    #[error("the {role} database is at schema version {found}, newer than this build's {known}")]
+    TooNew {
+        /// The role.
+        role: String,
+        /// Version in the database.
+        found: i64,
+        /// Newest version this build knows.
+        known: i64,
+    },
+}
+
+/// One schema migration: a version and its SQL (several statements allowed).
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Increasing version.
+    pub version: i64,
+    /// What it does, for the migrations table.
+    pub description: &'static str,
+    /// The SQL.
+    pub sql: &'static str,
+}
+
+/// A role's database.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: SqlitePool,
+}
+
+const BASE: &[Migration] = &[Migration {
+    version: 1,
+    description: "replay guard",
+    sql: "CREATE TABLE seen_messages (
+        sender TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (sender, message_id)
+    );
+    CREATE INDEX seen_messages_expiry ON seen_messages (expires_at);",
+}];
+
+impl Db {
+    /// Opens (creating if missing) `url` — `sqlite://<path>` or `sqlite::memory:` — and
+    /// applies the shared migrations and then `migrations` of `role`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn open(url: &str, role: &str, migrations: &[Migration]) -> Result<Self, StoreError> {
+        let memory = url == "sqlite::memory:";
+        let options = if memory {
+            SqliteConnectOptions::from_str(url).map_err(|_| StoreError::Url(url.to_owned()))?
+        } else {
+            let path = url
+                .strip_prefix("sqlite://")
+                .ok_or_else(|| StoreError::Url(url.to_owned()))?;
+            SqliteConnectOptions::new().filename(Path::new(path))
+        }
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if memory { 1 } else { 8 })
+            .min_connections(if memory { 1 } else { 0 })
+            .idle_timeout(if memory { None } else { Some(Duration::from_secs(300)) })
+            .max_lifetime(if memory { None } else { Some(Duration::from_secs(3600)) })
+            .connect_with(options)
+            .await?;
+        let db = Self { pool };
+        db.migrate("store", BASE).await?;
+        db.migrate(role, migrations).await?;
+        Ok(db)
+    }
+
+    /// The pool, for reads and single statements.
+    #[must_use]
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Starts a write transaction that holds the write lock from its first statement
+    /// (`BEGIN IMMEDIATE`): check-then-write sequences in it are atomic against every other
+    /// writer, in this process or another.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlx`].
+    pub async fn begin_write(&self) -> Result<Tx, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    async fn migrate(&self, role: &str, migrations: &[Migration]) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                role TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                description TEXT NOT NULL,
+                PRIMARY KEY (role, version)
+            )",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: i64 = sqlx::query(
+            "SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations WHERE role = $1",
+        )
+        .bind(role)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("v")?;
+        let known = migrations.iter().map(|m| m.version).max().unwrap_or(0);
+        if applied > known {
+            return Err(StoreError::TooNew {
+                role: role.to_owned(),
+                found: applied,
+                known,
+            });
+        }
+        for m in migrations.iter().filter(|m| m.version > applied) {
+            let fail = |source| StoreError::Migration {
+                role: role.to_owned(),
+                version: m.version,
+                source,
+            };
+            sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(fail)?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (role, version, description) VALUES ($1, $2, $3)",
+            )
+            .bind(role)
+            .bind(m.version)
+            .bind(m.description)
+            .execute(&mut *tx)
+            .await
+            .map_err(fail)?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The persistent replay guard: records `(sender, message_id)` until `expires`. Returns
+    /// `false` if it is already recorded and not expired (a replay). Expired entries are
+    /// pruned as it goes.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlx`].
+    pub async fn remember_message(
+        &self,
+        sender: &str,
+        message_id: &str,
+        expires: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let fresh = remember_message_in(&mut tx, sender, message_id, expires, now).await?;
+        tx.commit().await?;
+        Ok(fresh)
+    }
+}
+
+/// [`Db::remember_message`] inside a caller's transaction, so the id is consumed together
+/// with the change the message causes.
+///
+/// # Errors
+/// [`StoreError::Sqlx`].
+pub async fn remember_message_in(
+    tx: &mut Tx,
+    sender: &str,
+    message_id: &str,
+    expires: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Result<bool, StoreError> {
+    sqlx::query("DELETE FROM seen_messages WHERE sender = $1 AND message_id = $2 AND expires_at <= $3")
+        .bind(sender)
+        .bind(message_id)
+        .bind(now.unix_timestamp())
+        .execute(&mut **tx)
+        .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO seen_messages (sender, message_id, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (sender, message_id) DO NOTHING",
+    )
+    .bind(sender)
+    .bind(message_id)
+    .bind(expires.unix_timestamp())
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
+
+/// Deletes replay-guard entries that expired before `now`; returns how many.
+///
+/// # Errors
+/// [`StoreError::Sqlx`].
+pub async fn prune_messages(db: &Db, now: OffsetDateTime) -> Result<u64, StoreError> {
+    Ok(sqlx::query("DELETE FROM seen_messages WHERE expires_at <= $1")
+        .bind(now.unix_timestamp())
+        .execute(db.pool())
+        .await?
+        .rows_affected())
+}
