@@ -15,13 +15,20 @@ use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use fapiao_crypto::{Certificate, Role};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
+
+pub mod envelope;
+pub mod error;
+pub mod material;
+
+pub use envelope::{EnvelopeHandler, Envelopes, Incoming, Outgoing};
+pub use error::ApiError;
+pub use material::{Material, MaterialConfig, MaterialError};
 
 /// Who is on the other end of a mutually authenticated connection, from the client
 /// certificate rustls verified (chain, validity, CRL) during the handshake.
@@ -66,6 +73,14 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerIdentity {
             StatusCode::UNAUTHORIZED,
             "a client certificate of a Fapiao role is required",
         ))
+    }
+}
+
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for PeerIdentity {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Infallible> {
+        Ok(parts.extensions.get::<Self>().cloned())
     }
 }
 
@@ -134,7 +149,7 @@ pub fn serve_tls(
                     .1
                     .peer_certificates()
                     .and_then(PeerIdentity::from_certificates);
-                let service = router.map_request(move |mut req: axum::http::Request<Incoming>| {
+                let service = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     if let Some(p) = &peer {
                         req.extensions_mut().insert(p.clone());
                     }

@@ -1,0 +1,265 @@
+//! The envelope endpoint every role serves: `POST /v1/envelope` takes a sealed request,
+//! opens and checks it, hands the verified message to the role's [`EnvelopeHandler`], and
+//! answers with the handler's answer sealed to the sender. `GET /v1/envelope/certificate`
+//! publishes the role's encryption certificate.
+//!
+//! Checks, in order, before the handler runs: the envelope opens (`fapiao_crypto` Opener: the
+//! ten checks of `docs/security.md`); the message id was not seen before, persistently (the
+//! role's store); the TLS client certificate names the same holder as the envelope's signer;
+//! the reply certificate is valid for encryption and names the signer. A failure there is an
+//! HTTP error with the envelope's peer code (there is no one to seal to). An unsupported
+//! protocol version, and every refusal by the handler, is a sealed, signed answer.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use fapiao_crypto::envelope::{LocalParty, MemoryReplayGuard, Message, OpenError, Opener, seal};
+use fapiao_crypto::rng::system_rng;
+use fapiao_crypto::{Certificate, Subject, TrustStore};
+use fapiao_protocol::client::{
+    ENCRYPTION_CERTIFICATE_PATH, ENVELOPE_CONTENT_TYPE, ENVELOPE_PATH, answer_header, now,
+};
+use fapiao_protocol::wire::{PROTOCOL_VERSION, Refusal, Request, message_type};
+use fapiao_protocol::Code;
+use fapiao_store::Db;
+use serde::Serialize;
+
+use crate::PeerIdentity;
+use crate::error::{ApiError, request_id};
+
+/// A verified request.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The verified message (header and raw payload).
+    pub message: Message,
+    /// The sender's signing certificate.
+    pub signer: Certificate,
+    /// The sender.
+    pub sender: Subject,
+    /// The request body (the `body` of the [`Request`] payload).
+    pub body: serde_json::Value,
+    /// The request id.
+    pub request_id: String,
+}
+
+impl Incoming {
+    /// The body as `T`, or an `invalid_request` refusal.
+    ///
+    /// # Errors
+    /// The refusal to answer with.
+    pub fn body<T: serde::de::DeserializeOwned>(&self) -> Result<T, Outgoing> {
+        serde_json::from_value(self.body.clone()).map_err(|e| {
+            Outgoing::refusal(&Refusal::new(
+                Code::InvalidRequest,
+                format!("{} body: {e}", self.message.header.message_type),
+            ))
+        })
+    }
+}
+
+/// An answer to seal.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Its message type.
+    pub message_type: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+impl Outgoing {
+    /// An answer of `message_type` with `body` as JSON.
+    #[must_use]
+    pub fn json<T: Serialize>(message_type: &str, body: &T) -> Self {
+        Self {
+            message_type: message_type.to_owned(),
+            payload: serde_json::to_vec(body).unwrap_or_default(),
+        }
+    }
+
+    /// A refusal.
+    #[must_use]
+    pub fn refusal(refusal: &Refusal) -> Self {
+        Self::json(message_type::REFUSAL, refusal)
+    }
+}
+
+/// What a role does with a verified request.
+pub trait EnvelopeHandler: Send + Sync + 'static {
+    /// Handles it and returns the answer.
+    fn handle(&self, incoming: Incoming) -> impl Future<Output = Outgoing> + Send;
+}
+
+/// A role's envelope material and persistent replay guard.
+pub struct Envelopes {
+    me: Arc<LocalParty>,
+    trust: Arc<TrustStore>,
+    db: Db,
+    memory: MemoryReplayGuard,
+    encryption_pem: String,
+}
+
+impl std::fmt::Debug for Envelopes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelopes")
+            .field("me", &self.me.identity())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Envelopes {
+    /// The endpoint's state.
+    ///
+    /// # Errors
+    /// A PEM encoding failure of the encryption certificate.
+    pub fn new(
+        me: Arc<LocalParty>,
+        trust: Arc<TrustStore>,
+        db: Db,
+    ) -> Result<Self, fapiao_crypto::CertError> {
+        let encryption_pem = me.encryption_certificate().to_pem()?;
+        Ok(Self {
+            me,
+            trust,
+            db,
+            memory: MemoryReplayGuard::new(),
+            encryption_pem,
+        })
+    }
+
+    /// The routes, with `handler` behind them.
+    pub fn routes<H: EnvelopeHandler>(self: Arc<Self>, handler: Arc<H>) -> Router {
+        Router::new()
+            .route(
+                ENVELOPE_PATH,
+                post(
+                    |State((env, handler)): State<(Arc<Self>, Arc<H>)>,
+                     peer: Option<PeerIdentity>,
+                     headers: HeaderMap,
+                     body: Bytes| async move { env.receive(&*handler, peer, &headers, &body).await },
+                ),
+            )
+            .route(
+                ENCRYPTION_CERTIFICATE_PATH,
+                get(|State((env, _)): State<(Arc<Self>, Arc<H>)>| async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+                        env.encryption_pem.clone(),
+                    )
+                }),
+            )
+            .with_state((self, handler))
+    }
+
+    async fn receive<H: EnvelopeHandler>(
+        &self,
+        handler: &H,
+        peer: Option<PeerIdentity>,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Response {
+        let rid = request_id(headers);
+        let Some(peer) = peer else {
+            return ApiError::new(
+                Code::PeerCertificateRequired,
+                "a client certificate of a Fapiao role is required",
+                rid,
+            )
+            .into_response();
+        };
+        let now = now();
+        let opener = Opener::new(&self.me, &self.trust, &self.memory).versions(0..=u16::MAX);
+        let opened = match opener.open(body, now) {
+            Ok(o) => o,
+            Err(e) => return self.refuse_unopened(&e, &peer, &rid),
+        };
+        let header = &opened.message.header;
+        let expires = header.created_at + Opener::DEFAULT_FRESHNESS + Opener::DEFAULT_FRESHNESS;
+        match self
+            .db
+            .remember_message(&header.sender, &header.message_id, expires, now)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                let e = OpenError::Replayed {
+                    sender: header.sender.clone(),
+                    message_id: header.message_id.clone(),
+                };
+                return self.refuse_unopened(&e, &peer, &rid);
+            }
+            Err(e) => {
+                tracing::error!(request_id = %rid, error = %e, "replay guard unavailable");
+                return ApiError::new(Code::EnvelopeUnavailable, "try again", rid).into_response();
+            }
+        }
+        if peer.identity() != opened.signer_subject.identity() {
+            tracing::warn!(request_id = %rid, tls = %peer.identity(), signer = %opened.signer_subject.identity(),
+                "envelope signer is not the TLS peer");
+            return ApiError::new(Code::EnvelopeRejected, "envelope rejected", rid).into_response();
+        }
+        let request: Request<serde_json::Value> =
+            match serde_json::from_slice(&opened.message.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(request_id = %rid, error = %e, "request payload unreadable");
+                    return ApiError::new(Code::EnvelopeRejected, "envelope rejected", rid)
+                        .into_response();
+                }
+            };
+        let reply_to = match request.reply_to(&opened.signer, &self.trust, now) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(request_id = %rid, error = %e, "reply certificate refused");
+                return ApiError::new(Code::EnvelopeRejected, "envelope rejected", rid)
+                    .into_response();
+            }
+        };
+        let answer = if header.protocol_version == PROTOCOL_VERSION {
+            handler
+                .handle(Incoming {
+                    signer: opened.signer.clone(),
+                    sender: opened.signer_subject.clone(),
+                    body: request.body,
+                    request_id: rid.clone(),
+                    message: opened.message.clone(),
+                })
+                .await
+        } else {
+            Outgoing::refusal(&Refusal::new(
+                Code::ProtocolVersionUnsupported,
+                format!(
+                    "protocol version {} is not supported (supported: {PROTOCOL_VERSION})",
+                    header.protocol_version
+                ),
+            ))
+        };
+        let message = Message {
+            header: answer_header(&self.me, header, &answer.message_type),
+            payload: answer.payload,
+        };
+        match seal(&self.me, &reply_to, &message, &mut system_rng()) {
+            Ok(sealed) => (
+                StatusCode::OK,
+                [(axum::http::header::CONTENT_TYPE, ENVELOPE_CONTENT_TYPE)],
+                sealed,
+            )
+                .into_response(),
+            Err(e) => {
+                tracing::error!(request_id = %rid, error = %e, "sealing the answer failed");
+                ApiError::new(Code::Internal, "internal error", rid).into_response()
+            }
+        }
+    }
+
+    fn refuse_unopened(&self, e: &OpenError, peer: &PeerIdentity, rid: &str) -> Response {
+        tracing::warn!(request_id = %rid, peer = %peer.identity(), error = %e, "envelope refused");
+        let code = Code::parse(e.peer_code()).unwrap_or(Code::EnvelopeRejected);
+        ApiError::new(code, code.description(), rid).into_response()
+    }
+}

@@ -1,0 +1,163 @@
+//! A role's key material from files: the message party (signing + encryption certificates
+//! and keys of the suite), the TLS server and client certificates (P-256), the trust anchors
+//! and CRLs. Keys are encrypted PKCS#8 PEM (what `fapiao pki issue` writes); the passphrase
+//! comes from a file or `FAPIAO_KEY_PASSPHRASE`.
+//!
+//! For a prefix `P` the files are `P.sign.crt.pem`, `P.sign.key.pem`, `P.enc.crt.pem`,
+//! `P.enc.key.pem`, `P.tls-server.crt.pem`, `P.tls-server.key.pem`, `P.tls-client.crt.pem`,
+//! `P.tls-client.key.pem`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fapiao_crypto::envelope::LocalParty;
+use fapiao_crypto::tls::{ClientAuth, TlsIdentity, client_config, server_config};
+use fapiao_crypto::{Certificate, Crl, PrivateKey, Suite, TrustStore};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// Where a role's material is.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MaterialConfig {
+    /// Message suite: `gm` (SM2/SM3/SM4) or `intl` (P-256/SHA-256/AES).
+    pub suite: String,
+    /// Files prefix of the certificates and keys (see the module docs).
+    pub prefix: PathBuf,
+    /// PEM files of the trusted CA certificates (both suites' roots).
+    pub trust: Vec<PathBuf>,
+    /// PEM CRLs, current one per CA.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// File holding the key passphrase; `FAPIAO_KEY_PASSPHRASE` when absent.
+    #[serde(default)]
+    pub key_passphrase_file: Option<PathBuf>,
+}
+
+/// Why material could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MaterialError(pub String);
+
+/// A role's loaded material.
+#[derive(Debug, Clone)]
+pub struct Material {
+    /// The message party.
+    pub party: Arc<LocalParty>,
+    /// The message signing key (also inside `party`), for signing receipts and records.
+    pub signing_key: PrivateKey,
+    /// Trust anchors and CRLs.
+    pub trust: Arc<TrustStore>,
+    /// TLS server identity.
+    pub tls_server: TlsIdentity,
+    /// TLS client identity.
+    pub tls_client: TlsIdentity,
+}
+
+fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn read(path: &Path) -> Result<String, MaterialError> {
+    fs::read_to_string(path).map_err(|e| MaterialError(format!("reading {}: {e}", path.display())))
+}
+
+impl Material {
+    /// Loads everything `config` names.
+    ///
+    /// # Errors
+    /// [`MaterialError`] naming the file and the problem.
+    pub fn load(config: &MaterialConfig) -> Result<Self, MaterialError> {
+        let suite = Suite::parse(&config.suite)
+            .map_err(|_| MaterialError(format!("suite `{}`: expected gm or intl", config.suite)))?;
+        let passphrase = Zeroizing::new(match &config.key_passphrase_file {
+            Some(p) => read(p)?.trim_end_matches(['\r', '\n']).to_owned(),
+            None => std::env::var("FAPIAO_KEY_PASSPHRASE").map_err(|_| {
+                MaterialError(
+                    "no key passphrase: set key_passphrase_file or FAPIAO_KEY_PASSPHRASE".into(),
+                )
+            })?,
+        });
+        let pair = |kind: &str| -> Result<(PrivateKey, Vec<Certificate>), MaterialError> {
+            let base = with_suffix(&config.prefix, kind);
+            let crt = with_suffix(&base, ".crt.pem");
+            let key = with_suffix(&base, ".key.pem");
+            let chain = Certificate::from_pem_chain(&read(&crt)?)
+                .map_err(|e| MaterialError(format!("{}: {e}", crt.display())))?;
+            let pem = Zeroizing::new(read(&key)?);
+            let key = PrivateKey::from_encrypted_pem(&pem, passphrase.as_bytes())
+                .map_err(|e| MaterialError(format!("{}: {e}", key.display())))?;
+            Ok((key, chain))
+        };
+        let leaf = |mut chain: Vec<Certificate>, kind: &str| {
+            if chain.is_empty() {
+                Err(MaterialError(format!("{kind}: no certificate")))
+            } else {
+                Ok(chain.remove(0))
+            }
+        };
+        let (sign_key, sign_chain) = pair(".sign")?;
+        let (enc_key, enc_chain) = pair(".enc")?;
+        let party = LocalParty::new(
+            suite,
+            sign_key.clone(),
+            leaf(sign_chain, "sign")?,
+            enc_key,
+            leaf(enc_chain, "enc")?,
+            Vec::new(),
+        )
+        .map_err(|e| MaterialError(format!("{}: {e}", config.prefix.display())))?;
+        let tls = |kind: &str| -> Result<TlsIdentity, MaterialError> {
+            let (key, chain) = pair(kind)?;
+            TlsIdentity::new(chain, key).map_err(|e| MaterialError(format!("{kind}: {e}")))
+        };
+        let mut roots = Vec::new();
+        for p in &config.trust {
+            roots.extend(
+                Certificate::from_pem_chain(&read(p)?)
+                    .map_err(|e| MaterialError(format!("{}: {e}", p.display())))?,
+            );
+        }
+        let mut trust =
+            TrustStore::new(roots).map_err(|e| MaterialError(format!("trust anchors: {e}")))?;
+        for p in &config.crls {
+            trust.add_crl(
+                Crl::from_pem(&read(p)?)
+                    .map_err(|e| MaterialError(format!("{}: {e}", p.display())))?,
+            );
+        }
+        Ok(Self {
+            party: Arc::new(party),
+            signing_key: sign_key,
+            trust: Arc::new(trust),
+            tls_server: tls(".tls-server")?,
+            tls_client: tls(".tls-client")?,
+        })
+    }
+
+    /// The rustls server configuration.
+    ///
+    /// # Errors
+    /// [`MaterialError`].
+    pub fn server_config(
+        &self,
+        client_auth: ClientAuth,
+    ) -> Result<Arc<rustls::ServerConfig>, MaterialError> {
+        server_config(&self.tls_server, &self.trust, client_auth)
+            .map(Arc::new)
+            .map_err(|e| MaterialError(format!("TLS server: {e}")))
+    }
+
+    /// The rustls client configuration (presents the TLS client certificate).
+    ///
+    /// # Errors
+    /// [`MaterialError`].
+    pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, MaterialError> {
+        client_config(Some(&self.tls_client), &self.trust)
+            .map(Arc::new)
+            .map_err(|e| MaterialError(format!("TLS client: {e}")))
+    }
+}

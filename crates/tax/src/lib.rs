@@ -1,0 +1,674 @@
+//! The tax authority acceptance reference (税务机关受理平台): a faithful stand-in for the
+//! authority's side, to test against and to demo.
+//!
+//! - **Number ranges**: grants platforms ranges of 20-digit numbers (`range.request`), never
+//!   overlapping, recorded per platform.
+//! - **Uploads** (`invoice.upload`, sealed to tax by the uploader): re-checks the invoice's
+//!   arithmetic, verifies the issuing device's SM2 signature and that the device belongs to
+//!   the seller, checks the number lies in a range granted to that uploader, and for a red that
+//!   its blue is on record and the red rules hold. De-duplicates by number: the same invoice
+//!   again gets the original receipt (`duplicate`); a different invoice under a used number is
+//!   refused and flagged (`upload_conflict`). A red whose blue has not arrived yet is answered
+//!   `processing` (upload again later). Every receipt is signed by tax.
+//! - **Public verification** (查验, `GET /v1/verify`): by number + issue date + 价税合计 (the
+//!   fields of the QR code), or by the QR text itself → `valid`, `red_reversed` (full or
+//!   partial) or `unknown`. Any field that does not match exactly answers `unknown`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use fapiao_crypto::{Certificate, PrivateKey, Role};
+use fapiao_model::{Amount, Invoice, InvoiceKind, InvoiceNumber};
+use fapiao_protocol::Code;
+use fapiao_protocol::client::{new_id, now};
+use fapiao_protocol::wire::{
+    RangeGrant, RangeRequest, Receipt, Refusal, SignedReceipt, Upload, UploadStatus,
+    message_type,
+};
+use fapiao_service::error::request_id;
+use fapiao_service::{ApiError, EnvelopeHandler, Envelopes, Incoming, Material, Outgoing};
+use fapiao_store::sqlx::{self, Row};
+use fapiao_store::{Db, Migration, StoreError};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// The tax role's schema.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "ranges, accepted invoices, upload log",
+    sql: include_str!("../migrations/0001_tax.sql"),
+}];
+
+/// Largest range one request may ask for.
+pub const MAX_RANGE: u64 = 1_000_000;
+
+/// The tax role.
+#[derive(Clone, Debug)]
+pub struct Tax {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    signing_key: PrivateKey,
+    signing_cert: Certificate,
+    trust: Arc<fapiao_crypto::TrustStore>,
+    envelopes: Arc<Envelopes>,
+    channel: u8,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tax").finish_non_exhaustive()
+    }
+}
+
+/// Why the role could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaxError {
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The material.
+    #[error("material: {0}")]
+    Material(String),
+}
+
+/// One accepted invoice as tax holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    /// Number.
+    pub number: String,
+    /// Uploader (`role:name`).
+    pub uploader: String,
+    /// Hex SM3 of the signed content.
+    pub content_hash: String,
+    /// How many uploads of it were accepted (always 1; duplicates are logged separately).
+    pub acceptances: i64,
+    /// How many uploads were answered `duplicate`.
+    pub duplicates: i64,
+}
+
+impl Tax {
+    /// Opens the role on `database` with its material.
+    ///
+    /// # Errors
+    /// [`TaxError`].
+    pub async fn open(database: &str, material: &Material) -> Result<Self, TaxError> {
+        let db = Db::open(database, "tax", MIGRATIONS).await?;
+        let envelopes = Envelopes::new(material.party.clone(), material.trust.clone(), db.clone())
+            .map_err(|e| TaxError::Material(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                signing_key: material.signing_key.clone(),
+                signing_cert: material.party.signing_certificate().clone(),
+                trust: material.trust.clone(),
+                envelopes: Arc::new(envelopes),
+                channel: 0,
+            }),
+        })
+    }
+
+    /// The routes: envelopes (roles, mutual TLS) and `GET /v1/verify` (public).
+    #[must_use]
+    pub fn router(&self) -> Router {
+        let handler = Arc::new(self.clone());
+        self.inner
+            .envelopes
+            .clone()
+            .routes(handler)
+            .merge(
+                Router::new()
+                    .route("/v1/verify", get(verify))
+                    .with_state(self.clone()),
+            )
+    }
+
+    /// The database (for operators and tests).
+    #[must_use]
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Every accepted invoice with its upload counts, by number.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn accepted(&self) -> Result<Vec<Accepted>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT i.number, i.uploader, i.content_hash,
+                (SELECT COUNT(*) FROM upload_log l WHERE l.number = i.number AND l.status = 'accepted') AS acc,
+                (SELECT COUNT(*) FROM upload_log l WHERE l.number = i.number AND l.status = 'duplicate') AS dup
+             FROM invoices i ORDER BY i.number",
+        )
+        .fetch_all(self.inner.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Accepted {
+                    number: r.try_get("number")?,
+                    uploader: r.try_get("uploader")?,
+                    content_hash: r.try_get("content_hash")?,
+                    acceptances: r.try_get("acc")?,
+                    duplicates: r.try_get("dup")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Uploads refused as a conflict (a different invoice under a used number).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn flagged(&self) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT number FROM upload_log WHERE code = 'upload_conflict' ORDER BY id",
+        )
+        .fetch_all(self.inner.db.pool())
+        .await?)
+    }
+
+    async fn grant(&self, uploader: &str, req: RangeRequest) -> Result<RangeGrant, Refusal> {
+        if req.count == 0 || req.count > MAX_RANGE {
+            return Err(Refusal::new(
+                Code::InvalidRequest,
+                format!("count must be 1..={MAX_RANGE}"),
+            ));
+        }
+        if fapiao_model::ProvinceCode::parse(&format!("{:02}", req.province)).is_err() {
+            return Err(Refusal::new(
+                Code::InvalidRequest,
+                format!("province {:02} is not a province code", req.province),
+            ));
+        }
+        let result: Result<RangeGrant, StoreError> = async {
+            let mut tx = self.inner.db.begin_write().await?;
+            let next: Option<i64> = sqlx::query_scalar(
+                "SELECT next FROM sequences WHERE year = $1 AND province = $2 AND channel = $3",
+            )
+            .bind(i64::from(req.year))
+            .bind(i64::from(req.province))
+            .bind(i64::from(self.inner.channel))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let first = next.unwrap_or(1);
+            let last = first + i64::try_from(req.count).unwrap_or(0) - 1;
+            sqlx::query(
+                "INSERT INTO sequences (year, province, channel, next) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (year, province, channel) DO UPDATE SET next = excluded.next",
+            )
+            .bind(i64::from(req.year))
+            .bind(i64::from(req.province))
+            .bind(i64::from(self.inner.channel))
+            .bind(last + 1)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO ranges (uploader, year, province, channel, first, last, granted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(uploader)
+            .bind(i64::from(req.year))
+            .bind(i64::from(req.province))
+            .bind(i64::from(self.inner.channel))
+            .bind(first)
+            .bind(last)
+            .bind(now().unix_timestamp())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(RangeGrant {
+                year: req.year,
+                province: req.province,
+                channel: self.inner.channel,
+                first: u64::try_from(first).unwrap_or(0),
+                last: u64::try_from(last).unwrap_or(0),
+            })
+        }
+        .await;
+        result.map_err(|e| {
+            tracing::error!(error = %e, "granting a range failed");
+            Refusal::new(Code::Internal, "internal error")
+        })
+    }
+
+    async fn upload(&self, uploader: &str, upload: Upload) -> Result<SignedReceipt, Refusal> {
+        let internal = |e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, "upload failed");
+            Refusal::new(Code::Internal, "internal error")
+        };
+        let number_text = upload
+            .invoice
+            .invoice
+            .get("number")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let received = now();
+        // Checks that need no database.
+        let checked = self.check_upload(&upload, received);
+        let (signed, content_hash) = match checked {
+            Ok(ok) => ok,
+            Err((code, reason, hash)) => {
+                return self
+                    .refuse(uploader, &number_text, code, &reason, &hash, received)
+                    .await
+                    .map_err(|e| internal(&e));
+            }
+        };
+        let invoice = &signed.invoice;
+        let number = invoice.number().as_str().to_owned();
+        let mut tx = self.inner.db.begin_write().await.map_err(|e| internal(&e))?;
+        let existing = sqlx::query("SELECT content_hash, receipt FROM invoices WHERE number = $1")
+            .bind(&number)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| internal(&e))?;
+        if let Some(row) = existing {
+            let hash: String = row.try_get("content_hash").map_err(|e| internal(&e))?;
+            drop(tx);
+            if hash == content_hash {
+                let original: String = row.try_get("receipt").map_err(|e| internal(&e))?;
+                let original: SignedReceipt =
+                    serde_json::from_str(&original).map_err(|e| internal(&e))?;
+                let receipt = Receipt {
+                    status: UploadStatus::Duplicate,
+                    ..original.receipt
+                };
+                self.log(uploader, &number, "duplicate", None, &content_hash, received)
+                    .await
+                    .map_err(|e| internal(&e))?;
+                return self.sign(receipt).map_err(|e| internal(&e));
+            }
+            return self
+                .refuse(
+                    uploader,
+                    &number,
+                    Code::UploadConflict,
+                    "a different invoice was already accepted under this number",
+                    &content_hash,
+                    received,
+                )
+                .await
+                .map_err(|e| internal(&e));
+        }
+        let granted: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM ranges WHERE uploader = $1 AND year = $2 AND province = $3
+             AND channel = $4 AND first <= $5 AND last >= $5",
+        )
+        .bind(uploader)
+        .bind(i64::from(invoice.number().year()))
+        .bind(i64::from(invoice.number().province().code()))
+        .bind(i64::from(invoice.number().channel()))
+        .bind(i64::try_from(invoice.number().sequence()).unwrap_or(-1))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| internal(&e))?;
+        if granted == 0 {
+            drop(tx);
+            return self
+                .refuse(
+                    uploader,
+                    &number,
+                    Code::UploadNumberNotGranted,
+                    "the number lies in no range granted to the uploader",
+                    &content_hash,
+                    received,
+                )
+                .await
+                .map_err(|e| internal(&e));
+        }
+        let blue_number = match invoice.draft().kind() {
+            InvoiceKind::Red(r) => Some(r.blue_number.as_str().to_owned()),
+            InvoiceKind::Blue => None,
+        };
+        if let Some(blue) = &blue_number {
+            match self.red_check(&mut tx, invoice, blue).await.map_err(|e| internal(&e))? {
+                RedCheck::Ok => {}
+                RedCheck::BlueMissing => {
+                    drop(tx);
+                    self.log(uploader, &number, "processing", None, &content_hash, received)
+                        .await
+                        .map_err(|e| internal(&e))?;
+                    return self
+                        .sign(Receipt {
+                            number,
+                            status: UploadStatus::Processing,
+                            code: None,
+                            reason: Some(format!("blue invoice {blue} is not on record yet")),
+                            content_hash,
+                            accepted_at: None,
+                            receipt_id: new_id(),
+                        })
+                        .map_err(|e| internal(&e));
+                }
+                RedCheck::Invalid(reason) => {
+                    drop(tx);
+                    return self
+                        .refuse(uploader, &number, Code::RedInvalid, &reason, &content_hash, received)
+                        .await
+                        .map_err(|e| internal(&e));
+                }
+            }
+        }
+        let accepted_at = received.format(&Rfc3339).map_err(|e| internal(&e))?;
+        let receipt = self
+            .sign(Receipt {
+                number: number.clone(),
+                status: UploadStatus::Accepted,
+                code: None,
+                reason: None,
+                content_hash: content_hash.clone(),
+                accepted_at: Some(accepted_at),
+                receipt_id: new_id(),
+            })
+            .map_err(|e| internal(&e))?;
+        let date = invoice.issued_at().date();
+        sqlx::query(
+            "INSERT INTO invoices (number, uploader, seller, kind, blue_number, issued_on, total,
+                content_hash, record, receipt, accepted_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&number)
+        .bind(uploader)
+        .bind(invoice.draft().seller().taxpayer_id.as_str())
+        .bind(if blue_number.is_some() { "red" } else { "blue" })
+        .bind(&blue_number)
+        .bind(format!("{:04}{:02}{:02}", date.year(), u8::from(date.month()), date.day()))
+        .bind(invoice.draft().totals().total.to_string())
+        .bind(&content_hash)
+        .bind(serde_json::to_string(&upload.invoice).map_err(|e| internal(&e))?)
+        .bind(serde_json::to_string(&receipt).map_err(|e| internal(&e))?)
+        .bind(received.unix_timestamp())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| internal(&e))?;
+        log_in(&mut tx, uploader, &number, "accepted", None, &content_hash, received)
+            .await
+            .map_err(|e| internal(&e))?;
+        tx.commit().await.map_err(|e| internal(&e))?;
+        Ok(receipt)
+    }
+
+    /// Arithmetic (the record re-reads with every derived value recomputed), the device
+    /// signature and certificate. On failure: code, reason, and the content hash if known.
+    #[expect(clippy::type_complexity, reason = "private helper")]
+    fn check_upload(
+        &self,
+        upload: &Upload,
+        now: OffsetDateTime,
+    ) -> Result<(fapiao_issuer::SignedInvoice, String), (Code, String, String)> {
+        let signed = upload.invoice.to_signed().map_err(|e| {
+            (Code::UploadArithmetic, e.to_string(), String::new())
+        })?;
+        let hash = fapiao_protocol::erp::hex(&fapiao_crypto::primitives::sm3(
+            &fapiao_render::signed_content(&signed.invoice, signed.signature.signed_at),
+        ));
+        fapiao_issuer::verify(&signed, &self.inner.trust, now)
+            .map_err(|e| (Code::UploadSignatureInvalid, e.to_string(), hash.clone()))?;
+        Ok((signed, hash))
+    }
+
+    async fn red_check(
+        &self,
+        tx: &mut fapiao_store::Tx,
+        red: &Invoice,
+        blue: &str,
+    ) -> Result<RedCheck, Box<dyn std::error::Error + Send + Sync>> {
+        let blue_record: Option<String> =
+            sqlx::query_scalar("SELECT record FROM invoices WHERE number = $1")
+                .bind(blue)
+                .fetch_optional(&mut **tx)
+                .await?;
+        let Some(blue_record) = blue_record else {
+            return Ok(RedCheck::BlueMissing);
+        };
+        let blue = read_record(&blue_record)?;
+        let prior: Vec<String> = sqlx::query_scalar(
+            "SELECT record FROM invoices WHERE blue_number = $1 ORDER BY accepted_at, number",
+        )
+        .bind(blue.number().as_str())
+        .fetch_all(&mut **tx)
+        .await?;
+        let prior = prior
+            .iter()
+            .map(|r| read_record(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(match fapiao_model::red::check_red(red.draft(), &blue, &prior) {
+            Ok(()) => RedCheck::Ok,
+            Err(e) => RedCheck::Invalid(e.to_string()),
+        })
+    }
+
+    fn sign(&self, receipt: Receipt) -> Result<SignedReceipt, fapiao_protocol::wire::WireError> {
+        SignedReceipt::sign(receipt, &self.inner.signing_key, &self.inner.signing_cert)
+    }
+
+    async fn refuse(
+        &self,
+        uploader: &str,
+        number: &str,
+        code: Code,
+        reason: &str,
+        hash: &str,
+        at: OffsetDateTime,
+    ) -> Result<SignedReceipt, Box<dyn std::error::Error + Send + Sync>> {
+        tracing::warn!(number, uploader, code = %code, reason, "upload refused");
+        self.log(uploader, number, "failed", Some(code.as_str()), hash, at)
+            .await?;
+        Ok(self.sign(Receipt {
+            number: number.to_owned(),
+            status: UploadStatus::Failed,
+            code: Some(code.as_str().to_owned()),
+            reason: Some(reason.to_owned()),
+            content_hash: hash.to_owned(),
+            accepted_at: None,
+            receipt_id: new_id(),
+        })?)
+    }
+
+    async fn log(
+        &self,
+        uploader: &str,
+        number: &str,
+        status: &str,
+        code: Option<&str>,
+        hash: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.inner.db.begin_write().await?;
+        log_in(&mut tx, uploader, number, status, code, hash, at).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+enum RedCheck {
+    Ok,
+    BlueMissing,
+    Invalid(String),
+}
+
+fn read_record(json: &str) -> Result<Invoice, Box<dyn std::error::Error + Send + Sync>> {
+    let wire: fapiao_protocol::wire::WireInvoice = serde_json::from_str(json)?;
+    Ok(wire.to_signed()?.invoice)
+}
+
+async fn log_in(
+    tx: &mut fapiao_store::Tx,
+    uploader: &str,
+    number: &str,
+    status: &str,
+    code: Option<&str>,
+    hash: &str,
+    at: OffsetDateTime,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO upload_log (number, uploader, status, code, content_hash, at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(number)
+    .bind(uploader)
+    .bind(status)
+    .bind(code)
+    .bind(hash)
+    .bind(at.unix_timestamp())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl EnvelopeHandler for Tax {
+    async fn handle(&self, incoming: Incoming) -> Outgoing {
+        let uploader = incoming.sender.identity();
+        if !matches!(incoming.sender.role, Role::Platform | Role::Agent) {
+            return Outgoing::refusal(&Refusal::new(
+                Code::EnvelopeRejected,
+                "only platforms and agents talk to tax",
+            ));
+        }
+        match incoming.message.header.message_type.as_str() {
+            message_type::RANGE_REQUEST => match incoming.body::<RangeRequest>() {
+                Ok(req) => match self.grant(&uploader, req).await {
+                    Ok(g) => Outgoing::json(message_type::RANGE_GRANT, &g),
+                    Err(r) => Outgoing::refusal(&r),
+                },
+                Err(o) => o,
+            },
+            message_type::INVOICE_UPLOAD => match incoming.body::<Upload>() {
+                Ok(up) => match self.upload(&uploader, up).await {
+                    Ok(r) => Outgoing::json(message_type::UPLOAD_RECEIPT, &r),
+                    Err(r) => Outgoing::refusal(&r),
+                },
+                Err(o) => o,
+            },
+            other => Outgoing::refusal(&Refusal::new(
+                Code::InvalidRequest,
+                format!("tax does not take `{other}` messages"),
+            )),
+        }
+    }
+}
+
+/// 查验 query: either `qr`, or `number` + `date` + `total`.
+#[derive(Debug, Deserialize)]
+struct VerifyQuery {
+    qr: Option<String>,
+    number: Option<String>,
+    /// `YYYYMMDD` or `YYYY-MM-DD`.
+    date: Option<String>,
+    /// 价税合计, e.g. `1130.00`.
+    total: Option<String>,
+}
+
+/// 查验 answer.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Verification {
+    /// `valid`, `red_reversed` or `unknown`.
+    pub result: String,
+    /// For `red_reversed`: `full` or `partial`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reversal: Option<String>,
+    /// The number asked about.
+    pub number: String,
+}
+
+async fn verify(State(tax): State<Tax>, headers: HeaderMap, Query(q): Query<VerifyQuery>) -> Response {
+    let rid = request_id(&headers);
+    let (number, date, total) = match (&q.qr, &q.number, &q.date, &q.total) {
+        (Some(qr), None, None, None) => {
+            let f: Vec<&str> = qr.split(',').collect();
+            if f.len() != 8 || f[0] != "01" {
+                return ApiError::new(Code::InvalidRequest, "qr: not 数电票 QR content", rid)
+                    .into_response();
+            }
+            (f[3].to_owned(), f[5].to_owned(), f[4].to_owned())
+        }
+        (None, Some(n), Some(d), Some(t)) => (n.clone(), d.replace('-', ""), t.clone()),
+        _ => {
+            return ApiError::new(
+                Code::InvalidRequest,
+                "give either qr, or number, date and total",
+                rid,
+            )
+            .into_response();
+        }
+    };
+    if InvoiceNumber::parse(&number).is_err() {
+        return ApiError::new(Code::InvalidRequest, "number: not a 20-digit invoice number", rid)
+            .into_response();
+    }
+    let Ok(total) = Amount::parse(&total) else {
+        return ApiError::new(Code::InvalidRequest, "total: not an amount", rid).into_response();
+    };
+    match tax.verification(&number, &date, total).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => {
+            tracing::error!(request_id = %rid, error = %e, "verification failed");
+            ApiError::new(Code::Internal, "internal error", rid).into_response()
+        }
+    }
+}
+
+impl Tax {
+    /// 查验: `valid`, `red_reversed` (full/partial) or `unknown` for exactly this number,
+    /// date (`YYYYMMDD`) and 价税合计.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn verification(
+        &self,
+        number: &str,
+        date: &str,
+        total: Amount,
+    ) -> Result<Verification, StoreError> {
+        let unknown = Verification {
+            result: "unknown".into(),
+            reversal: None,
+            number: number.to_owned(),
+        };
+        let row = sqlx::query("SELECT issued_on, total, kind FROM invoices WHERE number = $1")
+            .bind(number)
+            .fetch_optional(self.inner.db.pool())
+            .await?;
+        let Some(row) = row else { return Ok(unknown) };
+        let issued_on: String = row.try_get("issued_on")?;
+        let stored: String = row.try_get("total")?;
+        if issued_on != date || Amount::parse(&stored).ok() != Some(total) {
+            return Ok(unknown);
+        }
+        let kind: String = row.try_get("kind")?;
+        if kind == "red" {
+            return Ok(Verification {
+                result: "valid".into(),
+                ..unknown
+            });
+        }
+        let reds: Vec<String> =
+            sqlx::query_scalar("SELECT total FROM invoices WHERE blue_number = $1")
+                .bind(number)
+                .fetch_all(self.inner.db.pool())
+                .await?;
+        if reds.is_empty() {
+            return Ok(Verification {
+                result: "valid".into(),
+                ..unknown
+            });
+        }
+        let reversed: Amount = reds.iter().filter_map(|t| Amount::parse(t).ok()).sum();
+        let full = (total + reversed).is_zero();
+        Ok(Verification {
+            result: "red_reversed".into(),
+            reversal: Some(if full { "full" } else { "partial" }.into()),
+            number: number.to_owned(),
+        })
+    }
+}
