@@ -1,0 +1,784 @@
+//! Orders from clouds: admission, qualification, validation, and issuing in one write
+//! transaction.
+//!
+//! Order of checks for a blue order: the sender is a registered cloud
+//! (`cloud_not_registered`); the enterprise exists (`enterprise_unknown`), belongs to that
+//! cloud (`enterprise_of_another_cloud`), is active (`enterprise_suspended`) and platform-hosted;
+//! the order_id was not used with another body (`order_conflict`; the same body returns the
+//! original invoice); the order is valid (`invalid_order`, every finding); the type is allowed
+//! (`invoice_type_not_allowed`); the total is within the per-invoice limit
+//! (`over_invoice_limit`); the month stays within the quota (`over_quota`). The protocol
+//! version is checked before any of this by the envelope endpoint.
+//!
+//! Then, in one `BEGIN IMMEDIATE` transaction: admission and idempotency again (they may have
+//! changed), quota, a number from the enterprise's block (carved from a range granted by tax,
+//! asked for when none is left), the device signature, and the invoice, order, quota, block
+//! and outbox rows. Two orders racing for the last of a quota are serialized by the write lock.
+
+use fapiao_crypto::Role;
+use fapiao_issuer::NumberBlock;
+use fapiao_model::red::{
+    Confirmation, Initiator, PartialReversal, RedLetterForm, RedLetterFormNumber, RedReason,
+    RedScope, plan_red,
+};
+use fapiao_model::{
+    Amount, Finding, FindingCode, Invoice, InvoiceDraft, InvoiceKind, InvoiceType, Order, OrderId,
+    ProvinceCode, Quantity, ValidationErrors,
+};
+use fapiao_protocol::Code;
+use fapiao_protocol::client::now;
+use fapiao_protocol::wire::{
+    FormWire, IssueOrder, OrderAnswer, RangeGrant, RangeRequest, RedOrder, RedScopeWire, Refusal,
+    SignedReceipt, TaxStatus, WireInvoice, message_type,
+};
+use fapiao_service::{EnvelopeHandler, Incoming, Outgoing};
+use fapiao_store::sqlx::{self, Row};
+use fapiao_store::{StoreError, Tx};
+use serde::Serialize;
+use time::{PrimitiveDateTime, UtcOffset};
+
+use crate::Platform;
+use crate::registry::{Enterprise, EnterpriseStatus, Hosting, enterprise_from_row};
+
+/// An invoice as the platform holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredInvoice {
+    /// Number.
+    pub number: String,
+    /// Seller's taxpayer id.
+    pub enterprise: String,
+    /// The order it was issued for.
+    pub order_id: String,
+    /// `blue` or `red`.
+    pub kind: String,
+    /// Tax status.
+    pub tax_status: TaxStatus,
+    /// Why tax refused it.
+    pub tax_reason: Option<String>,
+    /// The signed invoice.
+    pub invoice: WireInvoice,
+    /// tax's receipt.
+    pub receipt: Option<SignedReceipt>,
+    /// The red's form.
+    pub form: Option<FormWire>,
+}
+
+enum Step {
+    Refused(Refusal),
+    NeedNumbers { year: u8, province: u8 },
+    Failed(String),
+}
+
+impl From<StoreError> for Step {
+    fn from(e: StoreError) -> Self {
+        Self::Failed(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for Step {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Failed(e.to_string())
+    }
+}
+
+fn refused(code: Code, message: impl Into<String>) -> Step {
+    Step::Refused(Refusal::new(code, message))
+}
+
+/// Now, China Standard Time, whole seconds.
+pub(crate) fn china_now() -> PrimitiveDateTime {
+    let t = now().to_offset(UtcOffset::from_hms(8, 0, 0).unwrap_or(UtcOffset::UTC));
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    PrimitiveDateTime::new(t.date(), t.time())
+}
+
+fn one_finding(path: &str, code: FindingCode, message: String) -> Refusal {
+    ValidationErrors::from_findings(vec![Finding::new(path, code, message)])
+        .map_or_else(|| Refusal::new(Code::InvalidOrder, "invalid order"), |e| Refusal::invalid(&e))
+}
+
+fn type_name(t: InvoiceType) -> &'static str {
+    match t {
+        InvoiceType::Special => "special",
+        InvoiceType::Ordinary => "ordinary",
+    }
+}
+
+impl EnvelopeHandler for Platform {
+    async fn handle(&self, incoming: Incoming) -> Outgoing {
+        let rid = incoming.request_id.clone();
+        if incoming.sender.role != Role::Cloud {
+            return Outgoing::refusal(&Refusal::new(
+                Code::CloudNotRegistered,
+                "only cloud platforms send orders",
+            ));
+        }
+        let cloud = incoming.sender.identity();
+        let result = match incoming.message.header.message_type.as_str() {
+            message_type::ORDER_ISSUE => match incoming.body::<IssueOrder>() {
+                Ok(o) => self.issue_blue(&cloud, &o).await,
+                Err(out) => return out,
+            },
+            message_type::ORDER_RED => match incoming.body::<RedOrder>() {
+                Ok(o) => self.issue_red(&cloud, &o).await,
+                Err(out) => return out,
+            },
+            other => {
+                return Outgoing::refusal(&Refusal::new(
+                    Code::InvalidRequest,
+                    format!("platform does not take `{other}` messages"),
+                ));
+            }
+        };
+        let answer = match result {
+            Ok(a) => a,
+            Err(Step::Refused(r)) => {
+                tracing::info!(request_id = %rid, %cloud, code = %r.code, "order refused");
+                OrderAnswer::Refused(r)
+            }
+            Err(Step::NeedNumbers { year, province }) => {
+                tracing::warn!(request_id = %rid, year, province, "no invoice numbers available");
+                OrderAnswer::Refused(Refusal::new(
+                    Code::NumbersExhausted,
+                    "no invoice number is available; retry shortly",
+                ))
+            }
+            Err(Step::Failed(e)) => {
+                tracing::error!(request_id = %rid, error = %e, "order failed");
+                OrderAnswer::Refused(Refusal::new(Code::Internal, "internal error"))
+            }
+        };
+        Outgoing::json(message_type::ORDER_ANSWER, &answer)
+    }
+}
+
+impl Platform {
+    async fn admit(
+        &self,
+        tx: &mut Tx,
+        cloud: &str,
+        enterprise: &str,
+    ) -> Result<Enterprise, Step> {
+        let known: Option<String> =
+            sqlx::query_scalar("SELECT identity FROM clouds WHERE identity = $1")
+                .bind(cloud)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if known.is_none() {
+            return Err(refused(
+                Code::CloudNotRegistered,
+                format!("{cloud} is not registered with this platform"),
+            ));
+        }
+        let row = sqlx::query("SELECT * FROM enterprises WHERE taxpayer_id = $1")
+            .bind(enterprise)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(refused(
+                Code::EnterpriseUnknown,
+                format!("enterprise {enterprise} is not registered"),
+            ));
+        };
+        let e = enterprise_from_row(&row)?;
+        if e.cloud != cloud {
+            return Err(refused(
+                Code::EnterpriseOfAnotherCloud,
+                format!("enterprise {enterprise} is not registered under {cloud}"),
+            ));
+        }
+        if e.status == EnterpriseStatus::Suspended {
+            return Err(refused(
+                Code::EnterpriseSuspended,
+                format!("enterprise {enterprise} is suspended"),
+            ));
+        }
+        if e.hosting != Hosting::Platform {
+            return Err(refused(
+                Code::InvalidRequest,
+                format!("enterprise {enterprise} issues on its own premises (hosting: enterprise)"),
+            ));
+        }
+        Ok(e)
+    }
+
+    /// The original answer when the order was issued before, a conflict when the order_id was
+    /// used with another body, `None` when it is new.
+    async fn existing(
+        &self,
+        tx: &mut Tx,
+        enterprise: &str,
+        order_id: &str,
+        request_hash: &str,
+    ) -> Result<Option<OrderAnswer>, Step> {
+        let row = sqlx::query(
+            "SELECT request_hash, number FROM orders WHERE enterprise = $1 AND order_id = $2",
+        )
+        .bind(enterprise)
+        .bind(order_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let hash: String = row.try_get("request_hash")?;
+        if hash != request_hash {
+            return Err(refused(
+                Code::OrderConflict,
+                format!("order_id {order_id} was already used with a different request"),
+            ));
+        }
+        let number: String = row.try_get("number")?;
+        let stored = self
+            .invoice_in(&mut **tx, &number)
+            .await?
+            .ok_or_else(|| Step::Failed(format!("order {order_id} names missing invoice {number}")))?;
+        Ok(Some(OrderAnswer::Issued {
+            order_id: order_id.to_owned(),
+            invoice: stored.invoice,
+            tax_status: stored.tax_status,
+            form: stored.form,
+        }))
+    }
+
+    async fn read_tx(&self) -> Result<Tx, Step> {
+        Ok(self.inner.db.pool().begin().await?)
+    }
+
+    async fn issue_blue(
+        &self,
+        cloud: &str,
+        o: &IssueOrder,
+    ) -> Result<OrderAnswer, Step> {
+        {
+            let mut tx = self.read_tx().await?;
+            self.admit(&mut tx, cloud, &o.enterprise).await?;
+            if let Some(a) = self.existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash).await? {
+                return Ok(a);
+            }
+        }
+        let order = Order::from_json(&o.order.to_string())
+            .map_err(|e| Step::Refused(Refusal::invalid(&e)))?;
+        let draft = order
+            .validate(&self.inner.catalog)
+            .map_err(|e| Step::Refused(Refusal::invalid(&e)))?;
+        if draft.order_id().map(OrderId::as_str) != Some(o.order_id.as_str()) {
+            return Err(Step::Refused(one_finding(
+                "order_id",
+                FindingCode::InvalidText,
+                format!("the order's order_id must be {}", o.order_id),
+            )));
+        }
+        if draft.seller().taxpayer_id.as_str() != o.enterprise {
+            return Err(Step::Refused(one_finding(
+                "seller.taxpayer_id",
+                FindingCode::InvalidText,
+                format!("the seller must be the enterprise {}", o.enterprise),
+            )));
+        }
+        for attempt in 0..2 {
+            match self.issue_blue_tx(cloud, o, draft.clone()).await {
+                Err(Step::NeedNumbers { year, province }) if attempt == 0 => {
+                    self.ensure_range(year, province).await?;
+                }
+                other => return other,
+            }
+        }
+        Err(refused(Code::NumbersExhausted, "no invoice number is available"))
+    }
+
+    async fn issue_blue_tx(
+        &self,
+        cloud: &str,
+        o: &IssueOrder,
+        draft: InvoiceDraft,
+    ) -> Result<OrderAnswer, Step> {
+        let mut tx = self.inner.db.begin_write().await?;
+        let e = self.admit(&mut tx, cloud, &o.enterprise).await?;
+        if let Some(a) = self.existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash).await? {
+            return Ok(a);
+        }
+        let t = type_name(draft.invoice_type());
+        if !e.allowed_types.iter().any(|a| a == t) {
+            return Err(refused(
+                Code::InvoiceTypeNotAllowed,
+                format!("enterprise {} may not issue {t} invoices", e.taxpayer_id),
+            ));
+        }
+        let total = draft.totals().total;
+        if total > e.invoice_limit {
+            return Err(refused(
+                Code::OverInvoiceLimit,
+                format!("价税合计 {total} exceeds the per-invoice limit {}", e.invoice_limit),
+            ));
+        }
+        let issued_at = china_now();
+        self.consume_quota(&mut tx, &e, issued_at, total).await?;
+        let (signed, block_id, block) = self.number_and_sign(&mut tx, &e, draft, issued_at).await?;
+        self.store_issued(&mut tx, &e, &o.order_id, &o.request_hash, &signed.invoice, &signed, block_id, &block, None)
+            .await?;
+        tx.commit().await?;
+        self.inner.wake.notify_one();
+        Ok(OrderAnswer::Issued {
+            order_id: o.order_id.clone(),
+            invoice: WireInvoice::from_signed(&signed).map_err(|e| Step::Failed(e.to_string()))?,
+            tax_status: TaxStatus::Pending,
+            form: None,
+        })
+    }
+
+    async fn issue_red(&self, cloud: &str, o: &RedOrder) -> Result<OrderAnswer, Step> {
+        {
+            let mut tx = self.read_tx().await?;
+            self.admit(&mut tx, cloud, &o.enterprise).await?;
+            if let Some(a) = self.existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash).await? {
+                return Ok(a);
+            }
+        }
+        let order_id = OrderId::parse(&o.order_id).map_err(|_| {
+            Step::Refused(one_finding("order_id", FindingCode::InvalidText, "not a valid order id".into()))
+        })?;
+        let reason = RedReason::parse(&o.reason)
+            .map_err(|e| Step::Refused(one_finding("reason", FindingCode::InvalidChoice, e.to_string())))?;
+        let scope = match &o.scope {
+            RedScopeWire::Full => RedScope::Full,
+            RedScopeWire::Partial { lines } => {
+                let mut parts = Vec::new();
+                for (i, l) in lines.iter().enumerate() {
+                    let amount = l.amount.as_deref().map(Amount::parse).transpose().map_err(|e| {
+                        Step::Refused(one_finding(&format!("scope.lines[{i}].amount"), FindingCode::InvalidDecimal, e.to_string()))
+                    })?;
+                    let quantity = l.quantity.as_deref().map(Quantity::parse).transpose().map_err(|e| {
+                        Step::Refused(one_finding(&format!("scope.lines[{i}].quantity"), FindingCode::InvalidDecimal, e.to_string()))
+                    })?;
+                    parts.push(PartialReversal { line: l.line, amount, quantity });
+                }
+                RedScope::Partial(parts)
+            }
+        };
+        for attempt in 0..2 {
+            match self.issue_red_tx(cloud, o, &order_id, reason, scope.clone()).await {
+                Err(Step::NeedNumbers { year, province }) if attempt == 0 => {
+                    self.ensure_range(year, province).await?;
+                }
+                other => return other,
+            }
+        }
+        Err(refused(Code::NumbersExhausted, "no invoice number is available"))
+    }
+
+    async fn issue_red_tx(
+        &self,
+        cloud: &str,
+        o: &RedOrder,
+        order_id: &OrderId,
+        reason: RedReason,
+        scope: RedScope,
+    ) -> Result<OrderAnswer, Step> {
+        let mut tx = self.inner.db.begin_write().await?;
+        let e = self.admit(&mut tx, cloud, &o.enterprise).await?;
+        if let Some(a) = self.existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash).await? {
+            return Ok(a);
+        }
+        let blue = self
+            .invoice_in(&mut *tx, &o.blue_number)
+            .await?
+            .filter(|b| b.enterprise == o.enterprise)
+            .ok_or_else(|| refused(Code::InvoiceNotFound, format!("no invoice {} of this enterprise", o.blue_number)))?;
+        let blue_invoice = blue.invoice.to_signed().map_err(|e| Step::Failed(e.to_string()))?.invoice;
+        let prior: Vec<String> = sqlx::query_scalar("SELECT record FROM invoices WHERE blue_number = $1 ORDER BY issued_at, number")
+            .bind(&o.blue_number)
+            .fetch_all(&mut *tx)
+            .await?;
+        let prior = prior
+            .iter()
+            .map(|r| read_record(r))
+            .collect::<Result<Vec<Invoice>, Step>>()?;
+        let issued_at = china_now();
+        let form_number = self.next_form_number(&mut tx, &e, issued_at).await?;
+        let red_err = |err: fapiao_model::red::RedError| refused(Code::RedInvalid, err.to_string());
+        let confirmation = if o.buyer_confirmation.is_some() {
+            Confirmation::Required
+        } else {
+            Confirmation::NotRequired
+        };
+        let mut form = RedLetterForm::open(
+            form_number,
+            blue_invoice.number().clone(),
+            reason,
+            Initiator::Seller,
+            confirmation,
+            scope,
+        )
+        .map_err(red_err)?;
+        if confirmation == Confirmation::Required {
+            form = form.confirm().map_err(red_err)?;
+        }
+        let draft = plan_red(&blue_invoice, &prior, &form, Some(order_id.clone()), o.drawer.clone())
+            .map_err(red_err)?;
+        let total = draft.totals().total;
+        self.consume_quota(&mut tx, &e, issued_at, total).await?;
+        let (signed, block_id, block) = self.number_and_sign(&mut tx, &e, draft, issued_at).await?;
+        let form_wire = FormWire {
+            number: form.number().as_str().to_owned(),
+            status: form.status().code().to_owned(),
+            reason: form.reason().code().to_owned(),
+        };
+        sqlx::query(
+            "INSERT INTO red_forms (number, blue_number, enterprise, reason, status, scope, buyer_confirmation, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&form_wire.number)
+        .bind(&o.blue_number)
+        .bind(&e.taxpayer_id)
+        .bind(&form_wire.reason)
+        .bind(&form_wire.status)
+        .bind(serde_json::to_string(form.scope()).unwrap_or_default())
+        .bind(&o.buyer_confirmation)
+        .bind(now().unix_timestamp())
+        .execute(&mut *tx)
+        .await?;
+        self.store_issued(&mut tx, &e, &o.order_id, &o.request_hash, &signed.invoice, &signed, block_id, &block, Some(&form_wire.number))
+            .await?;
+        tx.commit().await?;
+        self.inner.wake.notify_one();
+        Ok(OrderAnswer::Issued {
+            order_id: o.order_id.clone(),
+            invoice: WireInvoice::from_signed(&signed).map_err(|e| Step::Failed(e.to_string()))?,
+            tax_status: TaxStatus::Pending,
+            form: Some(form_wire),
+        })
+    }
+
+    async fn next_form_number(
+        &self,
+        tx: &mut Tx,
+        e: &Enterprise,
+        at: PrimitiveDateTime,
+    ) -> Result<RedLetterFormNumber, Step> {
+        let county = e
+            .taxpayer_id
+            .get(2..8)
+            .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+            .unwrap_or("000000");
+        let d = at.date();
+        let prefix = format!("{county}{:02}{:02}{:02}", d.year() % 100, u8::from(d.month()), d.day());
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM red_forms WHERE substr(number, 1, 12) = $1")
+            .bind(&prefix)
+            .fetch_one(&mut **tx)
+            .await?;
+        RedLetterFormNumber::parse(&format!("{prefix}{:08}", count + 1))
+            .map_err(|e| Step::Failed(e.to_string()))
+    }
+
+    async fn consume_quota(
+        &self,
+        tx: &mut Tx,
+        e: &Enterprise,
+        at: PrimitiveDateTime,
+        total: Amount,
+    ) -> Result<(), Step> {
+        let month = format!("{:04}-{:02}", at.year(), u8::from(at.month()));
+        let used: Option<String> = sqlx::query_scalar("SELECT used FROM quota_usage WHERE enterprise = $1 AND month = $2")
+            .bind(&e.taxpayer_id)
+            .bind(&month)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let used = used
+            .map(|u| Amount::parse(&u))
+            .transpose()
+            .map_err(|err| Step::Failed(err.to_string()))?
+            .unwrap_or_default();
+        let after = used + total;
+        if !total.is_negative() && after > e.monthly_quota {
+            return Err(refused(
+                Code::OverQuota,
+                format!(
+                    "{month}: {used} issued of a {} quota; {total} more would exceed it",
+                    e.monthly_quota
+                ),
+            ));
+        }
+        sqlx::query(
+            "INSERT INTO quota_usage (enterprise, month, used) VALUES ($1, $2, $3)
+             ON CONFLICT (enterprise, month) DO UPDATE SET used = excluded.used",
+        )
+        .bind(&e.taxpayer_id)
+        .bind(&month)
+        .bind(after.to_string())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes the next number of the enterprise's block (carving a block from a range when
+    /// needed) and has the device sign. A number consumed by a failed signature is recorded
+    /// void, committed, and the order refused.
+    async fn number_and_sign(
+        &self,
+        tx: &mut Tx,
+        e: &Enterprise,
+        draft: InvoiceDraft,
+        issued_at: PrimitiveDateTime,
+    ) -> Result<(fapiao_issuer::SignedInvoice, i64, NumberBlock), Step> {
+        let device = self.device(&e.taxpayer_id).map_err(Step::Failed)?;
+        let year = u8::try_from(issued_at.year() % 100).unwrap_or(0);
+        let province = e.province_code();
+        let (block_id, mut block) = self
+            .block(tx, &e.taxpayer_id, year, province)
+            .await?
+            .ok_or(Step::NeedNumbers { year, province })?;
+        match device.issue_or_void(draft, &mut block, issued_at) {
+            Ok(signed) => Ok((signed, block_id, block)),
+            Err((err, void)) => {
+                if let Some(v) = void {
+                    sqlx::query("INSERT INTO void_numbers (number, enterprise, reason, at) VALUES ($1, $2, $3, $4)")
+                        .bind(v.number.as_str())
+                        .bind(&e.taxpayer_id)
+                        .bind(&v.reason)
+                        .bind(now().unix_timestamp())
+                        .execute(&mut **tx)
+                        .await?;
+                    save_block(tx, block_id, &block).await?;
+                }
+                Err(Step::Failed(format!("issuing failed: {err}")))
+            }
+        }
+    }
+
+    async fn block(
+        &self,
+        tx: &mut Tx,
+        enterprise: &str,
+        year: u8,
+        province: u8,
+    ) -> Result<Option<(i64, NumberBlock)>, Step> {
+        let pc = ProvinceCode::parse(&format!("{province:02}")).map_err(|e| Step::Failed(e.to_string()))?;
+        let row = sqlx::query(
+            "SELECT id, channel, first, last, next FROM blocks
+             WHERE enterprise = $1 AND year = $2 AND province = $3 AND next <= last ORDER BY id LIMIT 1",
+        )
+        .bind(enterprise)
+        .bind(i64::from(year))
+        .bind(i64::from(province))
+        .fetch_optional(&mut **tx)
+        .await?;
+        let (id, channel, first, last, next) = if let Some(r) = row {
+            (r.try_get::<i64, _>("id")?, r.try_get::<i64, _>("channel")?, r.try_get::<i64, _>("first")?, r.try_get::<i64, _>("last")?, r.try_get::<i64, _>("next")?)
+        } else {
+            let range = sqlx::query(
+                "SELECT id, channel, next, last FROM ranges
+                 WHERE year = $1 AND province = $2 AND next <= last ORDER BY id LIMIT 1",
+            )
+            .bind(i64::from(year))
+            .bind(i64::from(province))
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some(range) = range else { return Ok(None) };
+            let range_id: i64 = range.try_get("id")?;
+            let channel: i64 = range.try_get("channel")?;
+            let first: i64 = range.try_get("next")?;
+            let range_last: i64 = range.try_get("last")?;
+            let size = i64::try_from(self.inner.options.block_size).unwrap_or(1000);
+            let last = (first + size - 1).min(range_last);
+            sqlx::query("UPDATE ranges SET next = $2 WHERE id = $1")
+                .bind(range_id)
+                .bind(last + 1)
+                .execute(&mut **tx)
+                .await?;
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO blocks (enterprise, year, province, channel, first, last, next)
+                 VALUES ($1, $2, $3, $4, $5, $6, $5) RETURNING id",
+            )
+            .bind(enterprise)
+            .bind(i64::from(year))
+            .bind(i64::from(province))
+            .bind(channel)
+            .bind(first)
+            .bind(last)
+            .fetch_one(&mut **tx)
+            .await?;
+            (id, channel, first, last, first)
+        };
+        let u = |v: i64| u64::try_from(v).map_err(|_| Step::Failed("negative sequence".into()));
+        let block = NumberBlock::resume(
+            year,
+            pc,
+            u8::try_from(channel).map_err(|_| Step::Failed("channel".into()))?,
+            u(first)?,
+            u(last)?,
+            u(next)?,
+        )
+        .map_err(|e| Step::Failed(e.to_string()))?;
+        Ok(Some((id, block)))
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one insert of everything an issue writes")]
+    async fn store_issued(
+        &self,
+        tx: &mut Tx,
+        e: &Enterprise,
+        order_id: &str,
+        request_hash: &str,
+        invoice: &Invoice,
+        signed: &fapiao_issuer::SignedInvoice,
+        block_id: i64,
+        block: &NumberBlock,
+        form_number: Option<&str>,
+    ) -> Result<(), Step> {
+        save_block(tx, block_id, block).await?;
+        let wire = WireInvoice::from_signed(signed).map_err(|e| Step::Failed(e.to_string()))?;
+        let blue_number = match invoice.draft().kind() {
+            InvoiceKind::Red(r) => Some(r.blue_number.as_str().to_owned()),
+            InvoiceKind::Blue => None,
+        };
+        let number = invoice.number().as_str();
+        sqlx::query(
+            "INSERT INTO invoices (number, enterprise, order_id, kind, blue_number, form_number, issued_at, total, record, tax_status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending')",
+        )
+        .bind(number)
+        .bind(&e.taxpayer_id)
+        .bind(order_id)
+        .bind(if blue_number.is_some() { "red" } else { "blue" })
+        .bind(&blue_number)
+        .bind(form_number)
+        .bind(fapiao_model::datetime::format(invoice.issued_at()))
+        .bind(invoice.draft().totals().total.to_string())
+        .bind(serde_json::to_string(&wire).map_err(|e| Step::Failed(e.to_string()))?)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("INSERT INTO orders (enterprise, order_id, request_hash, number) VALUES ($1, $2, $3, $4)")
+            .bind(&e.taxpayer_id)
+            .bind(order_id)
+            .bind(request_hash)
+            .bind(number)
+            .execute(&mut **tx)
+            .await?;
+        crate::outbox::enqueue(tx, "upload", number).await?;
+        Ok(())
+    }
+
+    /// Asks tax for a range for `(year, province)` unless one with numbers left exists.
+    async fn ensure_range(&self, year: u8, province: u8) -> Result<(), Step> {
+        let _guard = self.inner.range_lock.lock().await;
+        let left: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM ranges WHERE year = $1 AND province = $2 AND next <= last",
+        )
+        .bind(i64::from(year))
+        .bind(i64::from(province))
+        .fetch_one(self.inner.db.pool())
+        .await?;
+        if left > 0 {
+            return Ok(());
+        }
+        let req = RangeRequest {
+            year,
+            province,
+            count: self.inner.options.range_size,
+        };
+        let answer = self
+            .inner
+            .tax
+            .call(message_type::RANGE_REQUEST, &req)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "asking tax for numbers failed");
+                refused(Code::NumbersExhausted, "no invoice number is available; tax is unreachable")
+            })?;
+        if answer.message_type != message_type::RANGE_GRANT {
+            return Err(Step::Failed(format!("tax answered {} to a range request", answer.message_type)));
+        }
+        let g: RangeGrant = answer
+            .parse(self.inner.tax.peer_identity())
+            .map_err(|e| Step::Failed(e.to_string()))?;
+        if g.year != year || g.province != province || g.first > g.last {
+            return Err(Step::Failed("tax granted another range than asked".into()));
+        }
+        let mut tx = self.inner.db.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO ranges (year, province, channel, first, last, next, granted_at)
+             VALUES ($1, $2, $3, $4, $5, $4, $6)",
+        )
+        .bind(i64::from(g.year))
+        .bind(i64::from(g.province))
+        .bind(i64::from(g.channel))
+        .bind(i64::try_from(g.first).map_err(|e| Step::Failed(e.to_string()))?)
+        .bind(i64::try_from(g.last).map_err(|e| Step::Failed(e.to_string()))?)
+        .bind(now().unix_timestamp())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(year, province, first = g.first, last = g.last, "tax granted a number range");
+        Ok(())
+    }
+
+    /// One invoice with its status.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn invoice(&self, number: &str) -> Result<Option<StoredInvoice>, StoreError> {
+        let mut conn = self.inner.db.pool().acquire().await?;
+        self.invoice_in(&mut *conn, number)
+            .await
+            .map_err(|e| match e {
+                Step::Failed(m) | Step::Refused(Refusal { message: m, .. }) => {
+                    StoreError::Sqlx(sqlx::Error::Protocol(m))
+                }
+                Step::NeedNumbers { .. } => StoreError::Sqlx(sqlx::Error::Protocol("numbers".into())),
+            })
+    }
+
+    async fn invoice_in(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        number: &str,
+    ) -> Result<Option<StoredInvoice>, Step> {
+        let row = sqlx::query(
+            "SELECT i.*, f.status AS form_status, f.reason AS form_reason
+             FROM invoices i LEFT JOIN red_forms f ON f.number = i.form_number WHERE i.number = $1",
+        )
+        .bind(number)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let record: String = r.try_get("record")?;
+        let receipt: Option<String> = r.try_get("receipt")?;
+        let status: String = r.try_get("tax_status")?;
+        let form_number: Option<String> = r.try_get("form_number")?;
+        let form = match form_number {
+            Some(n) => Some(FormWire {
+                number: n,
+                status: r.try_get("form_status")?,
+                reason: r.try_get("form_reason")?,
+            }),
+            None => None,
+        };
+        Ok(Some(StoredInvoice {
+            number: r.try_get("number")?,
+            enterprise: r.try_get("enterprise")?,
+            order_id: r.try_get("order_id")?,
+            kind: r.try_get("kind")?,
+            tax_status: TaxStatus::parse(&status).ok_or_else(|| Step::Failed("tax_status".into()))?,
+            tax_reason: r.try_get("tax_reason")?,
+            invoice: serde_json::from_str(&record).map_err(|e| Step::Failed(e.to_string()))?,
+            receipt: receipt
+                .map(|r| serde_json::from_str(&r))
+                .transpose()
+                .map_err(|e| Step::Failed(e.to_string()))?,
+            form,
+        }))
+    }
+}
+
+async fn save_block(tx: &mut Tx, id: i64, block: &NumberBlock) -> Result<(), Step> {
+    sqlx::query("UPDATE blocks SET next = $2 WHERE id = $1")
+        .bind(id)
+        .bind(i64::try_from(block.next_sequence()).map_err(|e| Step::Failed(e.to_string()))?)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn read_record(json: &str) -> Result<Invoice, Step> {
+    let wire: WireInvoice = serde_json::from_str(json).map_err(|e| Step::Failed(e.to_string()))?;
+    Ok(wire.to_signed().map_err(|e| Step::Failed(e.to_string()))?.invoice)
+}

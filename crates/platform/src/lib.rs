@@ -1,0 +1,234 @@
+//! The e-invoice service platform (电子发票服务平台).
+//!
+//! - [`registry`]: connected clouds and enterprises with their qualification, managed through
+//!   the admin API on a separate port ([`Platform::admin_router`]) and the `fapiao platform`
+//!   commands.
+//! - [`issue`]: for each order from a cloud — sender registered, enterprise of that cloud and
+//!   active, invoice type allowed, total within the per-invoice limit, the month within the
+//!   credit quota (reds give quota back), the order valid — then the hosted issuing device
+//!   numbers and signs it, all in one write transaction with the quota, the number block, the
+//!   invoice, the idempotency record and the outbox row. A refusal leaves nothing behind.
+//! - [`outbox`]: the durable outbox worker: uploads to tax with exponential backoff and jitter,
+//!   records receipts, stops on a definite refusal, and tells the cloud about status changes.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use fapiao_crypto::{Certificate, PrivateKey};
+use fapiao_issuer::IssuingDevice;
+use fapiao_model::TaxCatalog;
+use fapiao_protocol::{EnvelopeClient, HttpsClient};
+use fapiao_service::{Envelopes, Material};
+use fapiao_store::{Db, Migration, StoreError};
+use zeroize::Zeroizing;
+
+pub mod issue;
+pub mod outbox;
+pub mod registry;
+
+pub use outbox::{OutboxEntry, Workers};
+pub use registry::{Cloud, Enterprise, EnterprisePatch, EnterpriseStatus, Hosting};
+
+/// The platform role's schema.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "registries, numbers, invoices, red forms, outbox",
+    sql: include_str!("../migrations/0001_platform.sql"),
+}];
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// First retry delay of the outbox (doubles per attempt, ±25 % jitter).
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// How often the outbox worker looks for due work when nothing wakes it.
+    pub poll: Duration,
+    /// Numbers per block handed to a hosted device.
+    pub block_size: u64,
+    /// Numbers per range asked of tax.
+    pub range_size: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            poll: Duration::from_secs(1),
+            block_size: 1_000,
+            range_size: 100_000,
+        }
+    }
+}
+
+/// Where the hosted issuing devices' keys are: `<dir>/<taxpayer id>.sign.{crt,key}.pem`,
+/// keys encrypted with `passphrase`.
+#[derive(Clone)]
+pub struct DeviceKeys {
+    /// Directory.
+    pub dir: PathBuf,
+    /// Key passphrase.
+    pub passphrase: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for DeviceKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceKeys").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+/// Why the role could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlatformError {
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The material or a peer URL.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The platform role.
+#[derive(Clone, Debug)]
+pub struct Platform {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    material: Material,
+    envelopes: Arc<Envelopes>,
+    catalog: TaxCatalog,
+    devices: DeviceKeys,
+    device_cache: Mutex<HashMap<String, Arc<IssuingDevice>>>,
+    tax: EnvelopeClient,
+    clouds: Mutex<HashMap<String, Arc<EnvelopeClient>>>,
+    wake: tokio::sync::Notify,
+    range_lock: tokio::sync::Mutex<()>,
+    options: Options,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform").finish_non_exhaustive()
+    }
+}
+
+impl Platform {
+    /// Opens the role.
+    ///
+    /// # Errors
+    /// [`PlatformError`].
+    pub async fn open(
+        database: &str,
+        material: Material,
+        devices: DeviceKeys,
+        tax_url: &str,
+        tax_identity: &str,
+        options: Options,
+    ) -> Result<Self, PlatformError> {
+        let db = Db::open(database, "platform", MIGRATIONS).await?;
+        let envelopes = Envelopes::new(material.party.clone(), material.trust.clone(), db.clone())
+            .map_err(|e| PlatformError::Setup(e.to_string()))?;
+        let client_config = material
+            .client_config()
+            .map_err(|e| PlatformError::Setup(e.to_string()))?;
+        let http = HttpsClient::new(tax_url, client_config)
+            .map_err(|e| PlatformError::Setup(e.to_string()))?
+            .with_timeout(Duration::from_secs(10));
+        let tax = EnvelopeClient::new(
+            http,
+            material.party.clone(),
+            material.trust.clone(),
+            tax_identity,
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                envelopes: Arc::new(envelopes),
+                material,
+                catalog: TaxCatalog::builtin(),
+                devices,
+                device_cache: Mutex::new(HashMap::new()),
+                tax,
+                clouds: Mutex::new(HashMap::new()),
+                wake: tokio::sync::Notify::new(),
+                range_lock: tokio::sync::Mutex::new(()),
+                options,
+            }),
+        })
+    }
+
+    /// The business routes: envelopes from clouds (mutual TLS).
+    #[must_use]
+    pub fn router(&self) -> Router {
+        self.inner
+            .envelopes
+            .clone()
+            .routes(Arc::new(self.clone()))
+    }
+
+    /// The database (for operators and tests).
+    #[must_use]
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The hosted issuing device of an enterprise, loaded once from its key files.
+    pub(crate) fn device(&self, taxpayer_id: &str) -> Result<Arc<IssuingDevice>, String> {
+        if let Some(d) = self
+            .inner
+            .device_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(taxpayer_id).cloned())
+        {
+            return Ok(d);
+        }
+        if !taxpayer_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(format!("no hosted device for `{taxpayer_id}`"));
+        }
+        let base = self.inner.devices.dir.join(format!("{taxpayer_id}.sign"));
+        let read = |ext: &str| {
+            let p = PathBuf::from(format!("{}{ext}", base.display()));
+            std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))
+        };
+        let cert = Certificate::from_pem(&read(".crt.pem")?).map_err(|e| e.to_string())?;
+        let pem = Zeroizing::new(read(".key.pem")?);
+        let key = PrivateKey::from_encrypted_pem(&pem, self.inner.devices.passphrase.as_bytes())
+            .map_err(|e| format!("device key of {taxpayer_id}: {e}"))?;
+        let device = Arc::new(IssuingDevice::new(key, cert).map_err(|e| e.to_string())?);
+        if let Ok(mut c) = self.inner.device_cache.lock() {
+            c.insert(taxpayer_id.to_owned(), device.clone());
+        }
+        Ok(device)
+    }
+
+    /// The envelope client for a cloud (cached per identity and URL).
+    pub(crate) fn cloud_client(&self, identity: &str, url: &str) -> Result<Arc<EnvelopeClient>, String> {
+        let key = format!("{identity} {url}");
+        if let Some(c) = self.inner.clouds.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(c);
+        }
+        let config = self.inner.material.client_config().map_err(|e| e.to_string())?;
+        let http = HttpsClient::new(url, config)
+            .map_err(|e| e.to_string())?
+            .with_timeout(Duration::from_secs(10));
+        let client = Arc::new(EnvelopeClient::new(
+            http,
+            self.inner.material.party.clone(),
+            self.inner.material.trust.clone(),
+            identity,
+        ));
+        if let Ok(mut m) = self.inner.clouds.lock() {
+            m.insert(key, client.clone());
+        }
+        Ok(client)
+    }
+}

@@ -1,0 +1,362 @@
+//! The durable outbox: rows written in the same transaction as the invoice (`upload`) or the
+//! status change (`notify`), worked off in id order by one worker per process.
+//!
+//! - `upload`: sends the signed invoice to tax. `accepted`/`duplicate` receipts (verified:
+//!   tax's signature, the content hash of our invoice) mark the invoice accepted; `failed`
+//!   marks it failed with tax's reason and stops (a definite refusal, listed for operators);
+//!   `processing`, an unreachable tax, a timeout or a 5xx retries with exponential backoff and
+//!   ±25 % jitter. Each outcome that changes the tax status queues a `notify`.
+//! - `notify`: tells the owning cloud (`invoice.status`), retried the same way until it
+//!   acknowledges.
+
+use std::time::Duration;
+
+use fapiao_protocol::client::now;
+use fapiao_protocol::wire::{
+    Ack, SignedReceipt, StatusNotice, TaxStatus, Upload, UploadStatus, WireInvoice, message_type,
+};
+use fapiao_store::sqlx::{self, Row};
+use fapiao_store::{StoreError, Tx};
+use rand_core::Rng;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::Platform;
+
+/// One outbox row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutboxEntry {
+    /// Row id.
+    pub id: i64,
+    /// `upload` or `notify`.
+    pub kind: String,
+    /// Invoice number.
+    pub number: String,
+    /// `pending`, `done` or `failed`.
+    pub state: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Last error or refusal.
+    pub last_error: Option<String>,
+    /// When it is next due (Unix seconds).
+    pub next_attempt_at: i64,
+}
+
+pub(crate) async fn enqueue(tx: &mut Tx, kind: &str, number: &str) -> Result<(), StoreError> {
+    let t = now().unix_timestamp();
+    sqlx::query(
+        "INSERT INTO outbox (kind, number, state, attempts, next_attempt_at, created_at)
+         VALUES ($1, $2, 'pending', 0, $3, $3)",
+    )
+    .bind(kind)
+    .bind(number)
+    .bind(t)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The running background workers of a platform.
+#[derive(Debug)]
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Workers {
+    /// Stops after the entry in hand.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+enum Outcome {
+    Done,
+    Failed(String),
+    Retry(String),
+}
+
+impl Platform {
+    /// Starts the outbox worker.
+    #[must_use]
+    pub fn spawn_workers(&self) -> Workers {
+        let (stop, mut stopped) = watch::channel(false);
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let worked = match me.work_once().await {
+                    Ok(n) => n > 0,
+                    Err(e) => {
+                        tracing::error!(error = %e, "outbox worker");
+                        false
+                    }
+                };
+                if *stopped.borrow() {
+                    break;
+                }
+                if !worked {
+                    tokio::select! {
+                        () = me.inner.wake.notified() => {}
+                        () = tokio::time::sleep(me.inner.options.poll) => {}
+                        _ = stopped.changed() => break,
+                    }
+                }
+            }
+        });
+        Workers { stop, task }
+    }
+
+    /// Works off the due entries (at most 64); returns how many it handled.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn work_once(&self) -> Result<usize, StoreError> {
+        let due = sqlx::query(
+            "SELECT id, kind, number, attempts FROM outbox
+             WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT 64",
+        )
+        .bind(now().unix_timestamp())
+        .fetch_all(self.inner.db.pool())
+        .await?;
+        let mut handled = 0;
+        for row in &due {
+            let id: i64 = row.try_get("id")?;
+            let kind: String = row.try_get("kind")?;
+            let number: String = row.try_get("number")?;
+            let attempts: i64 = row.try_get("attempts")?;
+            let outcome = match kind.as_str() {
+                "upload" => self.upload(id, &number).await?,
+                _ => self.notify(&number).await?,
+            };
+            handled += 1;
+            match outcome {
+                Outcome::Done => {}
+                Outcome::Failed(reason) => {
+                    tracing::warn!(id, %number, %reason, "outbox entry failed definitely");
+                    sqlx::query("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(&reason)
+                        .execute(self.inner.db.pool())
+                        .await?;
+                }
+                Outcome::Retry(reason) => {
+                    let delay = self.backoff(attempts);
+                    tracing::info!(id, %kind, %number, %reason, delay_ms = delay.as_millis(), "outbox entry will be retried");
+                    let due = now() + delay;
+                    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1")
+                        .bind(id)
+                        .bind(&reason)
+                        .bind(due.unix_timestamp())
+                        .execute(self.inner.db.pool())
+                        .await?;
+                    // Entries behind a retried one keep their order only if the retried one
+                    // is not the first: stop this round so later uploads wait for earlier ones
+                    // only by id order, not behind a long backoff.
+                }
+            }
+        }
+        Ok(handled)
+    }
+
+    fn backoff(&self, attempts: i64) -> Duration {
+        let o = &self.inner.options;
+        let exp = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
+        let base = o.retry_base.saturating_mul(2_u32.saturating_pow(exp)).min(o.retry_max);
+        let mut r = [0u8; 2];
+        fapiao_crypto::rng::system_rng().fill_bytes(&mut r);
+        let jitter = f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX) * 0.5 + 0.75;
+        base.mul_f64(jitter)
+    }
+
+    async fn upload(&self, id: i64, number: &str) -> Result<Outcome, StoreError> {
+        let record: Option<String> = sqlx::query_scalar("SELECT record FROM invoices WHERE number = $1")
+            .bind(number)
+            .fetch_optional(self.inner.db.pool())
+            .await?;
+        let Some(record) = record else {
+            return Ok(Outcome::Failed(format!("invoice {number} is missing")));
+        };
+        let wire: WireInvoice = match serde_json::from_str(&record) {
+            Ok(w) => w,
+            Err(e) => return Ok(Outcome::Failed(format!("stored record unreadable: {e}"))),
+        };
+        let answer = match self
+            .inner
+            .tax
+            .call(message_type::INVOICE_UPLOAD, &Upload { invoice: wire.clone() })
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => return Ok(Outcome::Retry(e.to_string())),
+        };
+        if answer.message_type != message_type::UPLOAD_RECEIPT {
+            let text = String::from_utf8_lossy(&answer.payload).into_owned();
+            return Ok(Outcome::Retry(format!("tax answered {}: {text}", answer.message_type)));
+        }
+        let receipt: SignedReceipt = match answer.parse(self.inner.tax.peer_identity()) {
+            Ok(r) => r,
+            Err(e) => return Ok(Outcome::Retry(e.to_string())),
+        };
+        if let Err(e) = receipt.verify(&self.inner.material.trust, now()) {
+            return Ok(Outcome::Retry(format!("receipt does not verify: {e}")));
+        }
+        let signed = match wire.to_signed() {
+            Ok(s) => s,
+            Err(e) => return Ok(Outcome::Failed(e.to_string())),
+        };
+        let hash = fapiao_protocol::erp::hex(&fapiao_crypto::primitives::sm3(
+            &fapiao_render::signed_content(&signed.invoice, signed.signature.signed_at),
+        ));
+        if receipt.receipt.number != number || receipt.receipt.content_hash != hash {
+            return Ok(Outcome::Retry("the receipt is for another invoice".into()));
+        }
+        let (status, reason) = match receipt.receipt.status {
+            UploadStatus::Accepted | UploadStatus::Duplicate => (TaxStatus::Accepted, None),
+            UploadStatus::Failed => (
+                TaxStatus::Failed,
+                Some(format!(
+                    "{}: {}",
+                    receipt.receipt.code.clone().unwrap_or_default(),
+                    receipt.receipt.reason.clone().unwrap_or_default()
+                )),
+            ),
+            UploadStatus::Processing => {
+                return Ok(Outcome::Retry(format!(
+                    "tax is processing: {}",
+                    receipt.receipt.reason.clone().unwrap_or_default()
+                )));
+            }
+        };
+        let mut tx = self.inner.db.begin_write().await?;
+        sqlx::query("UPDATE invoices SET tax_status = $2, tax_reason = $3, receipt = $4 WHERE number = $1")
+            .bind(number)
+            .bind(status.as_str())
+            .bind(&reason)
+            .bind(serde_json::to_string(&receipt).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        let (state, err) = match &reason {
+            Some(r) => ("failed", Some(r.clone())),
+            None => ("done", None),
+        };
+        sqlx::query("UPDATE outbox SET state = $2, last_error = $3, attempts = attempts + 1, done_at = $4 WHERE id = $1")
+            .bind(id)
+            .bind(state)
+            .bind(&err)
+            .bind(now().unix_timestamp())
+            .execute(&mut *tx)
+            .await?;
+        enqueue(&mut tx, "notify", number).await?;
+        tx.commit().await?;
+        self.inner.wake.notify_one();
+        if let Some(r) = reason {
+            tracing::warn!(%number, reason = %r, "tax refused an invoice");
+        }
+        Ok(Outcome::Done)
+    }
+
+    async fn notify(&self, number: &str) -> Result<Outcome, StoreError> {
+        let Some(inv) = self.invoice(number).await? else {
+            return Ok(Outcome::Failed(format!("invoice {number} is missing")));
+        };
+        let url: Option<(String, String)> = sqlx::query(
+            "SELECT c.identity, c.url FROM enterprises e JOIN clouds c ON c.identity = e.cloud
+             WHERE e.taxpayer_id = $1",
+        )
+        .bind(&inv.enterprise)
+        .fetch_optional(self.inner.db.pool())
+        .await?
+        .map(|r| Ok::<_, sqlx::Error>((r.try_get("identity")?, r.try_get("url")?)))
+        .transpose()?;
+        let Some((identity, url)) = url else {
+            return Ok(Outcome::Failed("the enterprise's cloud is not registered".into()));
+        };
+        let client = match self.cloud_client(&identity, &url) {
+            Ok(c) => c,
+            Err(e) => return Ok(Outcome::Retry(e)),
+        };
+        let notice = StatusNotice {
+            number: number.to_owned(),
+            enterprise: inv.enterprise.clone(),
+            tax_status: inv.tax_status,
+            reason: inv.tax_reason.clone(),
+            receipt: inv.receipt.clone(),
+        };
+        match client.call(message_type::INVOICE_STATUS, &notice).await {
+            Ok(a) if a.message_type == message_type::ACK && a.parse::<Ack>(&identity).is_ok() => {
+                self.finish_notify(number).await?;
+                Ok(Outcome::Done)
+            }
+            Ok(a) => Ok(Outcome::Retry(format!(
+                "cloud answered {}: {}",
+                a.message_type,
+                String::from_utf8_lossy(&a.payload)
+            ))),
+            Err(e) => Ok(Outcome::Retry(e.to_string())),
+        }
+    }
+
+    async fn finish_notify(&self, number: &str) -> Result<(), StoreError> {
+        let mut tx = self.inner.db.begin_write().await?;
+        sqlx::query(
+            "UPDATE outbox SET state = 'done', attempts = attempts + 1, done_at = $2
+             WHERE id = (SELECT id FROM outbox WHERE kind = 'notify' AND number = $1 AND state = 'pending' ORDER BY id LIMIT 1)",
+        )
+        .bind(number)
+        .bind(now().unix_timestamp())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Outbox entries in a state, oldest first (at most 1000).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn outbox(&self, state: &str) -> Result<Vec<OutboxEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, number, state, attempts, last_error, next_attempt_at FROM outbox
+             WHERE state = $1 ORDER BY id LIMIT 1000",
+        )
+        .bind(state)
+        .fetch_all(self.inner.db.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                Ok(OutboxEntry {
+                    id: r.try_get("id")?,
+                    kind: r.try_get("kind")?,
+                    number: r.try_get("number")?,
+                    state: r.try_get("state")?,
+                    attempts: r.try_get("attempts")?,
+                    last_error: r.try_get("last_error")?,
+                    next_attempt_at: r.try_get("next_attempt_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    /// Puts a failed entry back in the queue, due now; `false` if there is no such failed
+    /// entry.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn retry_outbox(&self, id: i64) -> Result<bool, StoreError> {
+        let mut tx = self.inner.db.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE outbox SET state = 'pending', next_attempt_at = $2 WHERE id = $1 AND state = 'failed'",
+        )
+        .bind(id)
+        .bind(now().unix_timestamp())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        self.inner.wake.notify_one();
+        Ok(n == 1)
+    }
+}
