@@ -14,11 +14,11 @@ use std::sync::Arc;
 use fapiao_crypto::envelope::LocalParty;
 use fapiao_crypto::tls::{ClientAuth, TlsIdentity, client_config, server_config};
 use fapiao_crypto::{Certificate, Crl, PrivateKey, Suite, TrustStore};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 /// Where a role's material is.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MaterialConfig {
     /// Message suite: `gm` (SM2/SM3/SM4) or `intl` (P-256/SHA-256/AES).

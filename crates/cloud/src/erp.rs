@@ -1,0 +1,603 @@
+//! The ERP API (`/v1`), see `docs/openapi.json`.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use fapiao_issuer::verify;
+use fapiao_model::InvoiceKind;
+use fapiao_protocol::client::{CallError, now};
+use fapiao_protocol::erp::{self, hex};
+use fapiao_protocol::wire::{
+    FormWire, IssueOrder, OrderAnswer, RedOrder, RedScopeWire, Refusal, SignedReceipt, TaxStatus,
+    WireInvoice, message_type,
+};
+use fapiao_protocol::Code;
+use fapiao_service::error::request_id;
+use fapiao_service::ApiError;
+use fapiao_store::sqlx::{self, QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::Cloud;
+
+/// Largest ERP request body.
+pub const MAX_BODY: usize = 256 * 1024;
+
+pub(crate) fn routes(cloud: Cloud) -> Router {
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/invoices", post(issue).get(list))
+        .route("/v1/invoices/{number}", get(get_one))
+        .route("/v1/invoices/{number}/red", post(red))
+        .route("/v1/invoices/{number}/xml", get(xml))
+        .route("/v1/invoices/{number}/pdf", get(pdf))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(cloud)
+}
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        crate::OPENAPI,
+    )
+        .into_response()
+}
+
+/// An invoice as the ERP API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceView {
+    /// 20-digit number.
+    pub number: String,
+    /// The enterprise's order id.
+    pub order_id: String,
+    /// `blue` or `red`.
+    pub kind: String,
+    /// For a red: the blue's number.
+    pub blue_number: Option<String>,
+    /// For a red: its red-letter form.
+    pub form: Option<FormWire>,
+    /// `yyyy-MM-dd HH:mm:ss` China time.
+    pub issued_at: String,
+    /// 价税合计.
+    pub total: String,
+    /// `pending`, `accepted` or `failed`.
+    pub tax_status: TaxStatus,
+    /// Why tax refused it.
+    pub tax_reason: Option<String>,
+    /// The signed invoice.
+    pub invoice: WireInvoice,
+    /// tax's signed receipt, once accepted.
+    pub receipt: Option<SignedReceipt>,
+}
+
+/// One row of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceSummary {
+    /// Number.
+    pub number: String,
+    /// Order id.
+    pub order_id: String,
+    /// `blue` or `red`.
+    pub kind: String,
+    /// Issue time.
+    pub issued_at: String,
+    /// Buyer's name.
+    pub buyer_name: String,
+    /// 价税合计.
+    pub total: String,
+    /// Tax status.
+    pub tax_status: TaxStatus,
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoicePage {
+    /// The invoices, newest first.
+    pub items: Vec<InvoiceSummary>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+fn internal(rid: &str, e: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(request_id = %rid, error = %e, "request failed");
+    ApiError::new(Code::Internal, "internal error", rid)
+}
+
+impl Cloud {
+    /// Checks the ERP request signature and consumes its nonce; returns the enterprise.
+    async fn authenticate(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+        rid: &str,
+    ) -> Result<String, ApiError> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let unauth = |m: &str| ApiError::new(Code::Unauthenticated, m, rid);
+        let (Some(key), Some(ts), Some(nonce), Some(sig)) = (
+            header(erp::KEY_HEADER),
+            header(erp::TIMESTAMP_HEADER),
+            header(erp::NONCE_HEADER),
+            header(erp::SIGNATURE_HEADER),
+        ) else {
+            return Err(unauth(
+                "sign the request: X-Fapiao-Key, X-Fapiao-Timestamp, X-Fapiao-Nonce, X-Fapiao-Signature",
+            ));
+        };
+        let ts: i64 = ts
+            .parse()
+            .map_err(|_| unauth("X-Fapiao-Timestamp: Unix seconds"))?;
+        if !erp::nonce_is_valid(nonce) {
+            return Err(unauth("X-Fapiao-Nonce: 16 to 64 of [A-Za-z0-9_-]"));
+        }
+        let row = sqlx::query("SELECT taxpayer_id, secret FROM enterprises WHERE key_id = $1")
+            .bind(key)
+            .fetch_optional(self.inner.db.pool())
+            .await
+            .map_err(|e| internal(rid, &e))?;
+        let Some(row) = row else {
+            return Err(unauth("unknown key or bad signature"));
+        };
+        let secret: String = row.try_get("secret").map_err(|e| internal(rid, &e))?;
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        if !erp::verify(secret.as_bytes(), method.as_str(), path, ts, nonce, body, sig) {
+            return Err(unauth("unknown key or bad signature"));
+        }
+        let t = now().unix_timestamp();
+        if (t - ts).abs() > erp::WINDOW_SECONDS {
+            return Err(ApiError::new(
+                Code::RequestStale,
+                format!("the timestamp is more than {} s from the server's clock", erp::WINDOW_SECONDS),
+                rid,
+            ));
+        }
+        let mut tx = self.inner.db.begin_write().await.map_err(|e| internal(rid, &e))?;
+        sqlx::query("DELETE FROM api_nonces WHERE expires_at <= $1")
+            .bind(t)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| internal(rid, &e))?;
+        let fresh = sqlx::query(
+            "INSERT INTO api_nonces (key_id, nonce, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (key_id, nonce) DO NOTHING",
+        )
+        .bind(key)
+        .bind(nonce)
+        .bind(ts + 2 * erp::WINDOW_SECONDS)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| internal(rid, &e))?
+        .rows_affected();
+        tx.commit().await.map_err(|e| internal(rid, &e))?;
+        if fresh == 0 {
+            return Err(ApiError::new(Code::RequestReplayed, "this nonce was already used", rid));
+        }
+        row.try_get("taxpayer_id").map_err(|e| internal(rid, &e))
+    }
+
+    async fn stored(&self, enterprise: &str, order_id: &str) -> Result<Option<(String, InvoiceView)>, sqlx::Error> {
+        let row = sqlx::query("SELECT * FROM invoices WHERE enterprise = $1 AND order_id = $2")
+            .bind(enterprise)
+            .bind(order_id)
+            .fetch_optional(self.inner.db.pool())
+            .await?;
+        row.map(|r| Ok((r.try_get("request_hash")?, view(&r)?))).transpose()
+    }
+
+    /// One invoice of an enterprise.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn invoice(&self, enterprise: &str, number: &str) -> Result<Option<InvoiceView>, sqlx::Error> {
+        let row = sqlx::query("SELECT * FROM invoices WHERE enterprise = $1 AND number = $2")
+            .bind(enterprise)
+            .bind(number)
+            .fetch_optional(self.inner.db.pool())
+            .await?;
+        row.as_ref().map(view).transpose()
+    }
+
+    /// Sends an order to platform and stores the issued invoice; the ERP's answer.
+    async fn forward<T: Serialize>(
+        &self,
+        enterprise: &str,
+        order_id: &str,
+        request_hash: &str,
+        kind: &str,
+        body: &T,
+        rid: &str,
+    ) -> Result<InvoiceView, ApiError> {
+        let answer = self.inner.platform.call(kind, body).await.map_err(|e| {
+            tracing::warn!(request_id = %rid, error = %e, "platform call failed");
+            match e {
+                CallError::Local(_) => internal(rid, &e),
+                _ => ApiError::new(
+                    Code::PlatformUnavailable,
+                    "the e-invoice service platform did not answer; retry with the same order_id",
+                    rid,
+                ),
+            }
+        })?;
+        let peer = self.inner.platform.peer_identity().to_owned();
+        let bad = |m: String| {
+            tracing::error!(request_id = %rid, %m, "platform answer unusable");
+            ApiError::new(Code::PlatformUnavailable, "the platform's answer was unusable; retry", rid)
+        };
+        let answer: OrderAnswer = match answer.message_type.as_str() {
+            message_type::ORDER_ANSWER => answer.parse(&peer).map_err(|e| bad(e.to_string()))?,
+            message_type::REFUSAL => {
+                let r: Refusal = answer.parse(&peer).map_err(|e| bad(e.to_string()))?;
+                return Err(ApiError::from_refusal(r, rid));
+            }
+            other => return Err(bad(format!("answer type {other}"))),
+        };
+        let (invoice, tax_status, form) = match answer {
+            OrderAnswer::Refused(r) => return Err(ApiError::from_refusal(r, rid)),
+            OrderAnswer::Issued { order_id: o, invoice, tax_status, form } => {
+                if o != order_id {
+                    return Err(bad(format!("answer for order {o}")));
+                }
+                (invoice, tax_status, form)
+            }
+        };
+        let signed = invoice.to_signed().map_err(|e| bad(e.to_string()))?;
+        verify(&signed, &self.inner.material.trust, now()).map_err(|e| bad(e.to_string()))?;
+        let inv = &signed.invoice;
+        let d = inv.draft();
+        if d.seller().taxpayer_id.as_str() != enterprise {
+            return Err(bad("invoice of another seller".into()));
+        }
+        let blue_number = match d.kind() {
+            InvoiceKind::Red(r) => Some(r.blue_number.as_str().to_owned()),
+            InvoiceKind::Blue => None,
+        };
+        let mut tx = self.inner.db.begin_write().await.map_err(|e| internal(rid, &e))?;
+        sqlx::query(
+            "INSERT INTO invoices (number, enterprise, order_id, request_hash, kind, blue_number, form,
+                issued_at, buyer_name, buyer_id, total, tax_status, record)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             ON CONFLICT (number) DO NOTHING",
+        )
+        .bind(inv.number().as_str())
+        .bind(enterprise)
+        .bind(order_id)
+        .bind(request_hash)
+        .bind(if blue_number.is_some() { "red" } else { "blue" })
+        .bind(&blue_number)
+        .bind(form.as_ref().map(|f| serde_json::to_string(f).unwrap_or_default()))
+        .bind(fapiao_model::datetime::format(inv.issued_at()))
+        .bind(&d.buyer().name)
+        .bind(d.buyer().taxpayer_id.as_ref().map(|t| t.as_str().to_owned()))
+        .bind(d.totals().total.to_string())
+        .bind(tax_status.as_str())
+        .bind(serde_json::to_string(&invoice).map_err(|e| internal(rid, &e))?)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| internal(rid, &e))?;
+        tx.commit().await.map_err(|e| internal(rid, &e))?;
+        self.invoice(enterprise, inv.number().as_str())
+            .await
+            .map_err(|e| internal(rid, &e))?
+            .ok_or_else(|| internal(rid, &"stored invoice vanished"))
+    }
+}
+
+fn view(r: &SqliteRow) -> Result<InvoiceView, sqlx::Error> {
+    let dec = |c: &str| sqlx::Error::Decode(format!("invoices.{c}").into());
+    let status: String = r.try_get("tax_status")?;
+    let form: Option<String> = r.try_get("form")?;
+    let receipt: Option<String> = r.try_get("receipt")?;
+    let record: String = r.try_get("record")?;
+    Ok(InvoiceView {
+        number: r.try_get("number")?,
+        order_id: r.try_get("order_id")?,
+        kind: r.try_get("kind")?,
+        blue_number: r.try_get("blue_number")?,
+        form: form.map(|f| serde_json::from_str(&f)).transpose().map_err(|_| dec("form"))?,
+        issued_at: r.try_get("issued_at")?,
+        total: r.try_get("total")?,
+        tax_status: TaxStatus::parse(&status).ok_or_else(|| dec("tax_status"))?,
+        tax_reason: r.try_get("tax_reason")?,
+        invoice: serde_json::from_str(&record).map_err(|_| dec("record"))?,
+        receipt: receipt.map(|x| serde_json::from_str(&x)).transpose().map_err(|_| dec("receipt"))?,
+    })
+}
+
+fn body_hash(body: &[u8]) -> String {
+    hex(&Sha256::digest(body))
+}
+
+async fn issue(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let rid = request_id(&headers);
+    match issue_inner(&cloud, &method, &uri, &headers, &body, &rid).await {
+        Ok((status, v)) => (status, [(fapiao_service::error::REQUEST_ID_HEADER, rid)], axum::Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn issue_inner(
+    cloud: &Cloud,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    rid: &str,
+) -> Result<(StatusCode, InvoiceView), ApiError> {
+    let enterprise = cloud.authenticate(method, uri, headers, body, rid).await?;
+    let order: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(Code::InvalidRequest, format!("body is not JSON: {e}"), rid))?;
+    let Some(order_id) = order.get("order_id").and_then(|o| o.as_str()).map(str::to_owned) else {
+        let mut e = ApiError::new(Code::InvalidOrder, "the order has 1 problem(s)", rid);
+        e.findings.push(fapiao_protocol::wire::FindingWire {
+            path: "order_id".into(),
+            code: "required".into(),
+            message: "order_id is required: it identifies the order for retries".into(),
+        });
+        return Err(e);
+    };
+    let hash = body_hash(body);
+    if let Some((h, v)) = cloud.stored(&enterprise, &order_id).await.map_err(|e| internal(rid, &e))? {
+        return if h == hash {
+            Ok((StatusCode::OK, v))
+        } else {
+            Err(ApiError::new(
+                Code::OrderConflict,
+                format!("order_id {order_id} was already used with a different request; invoice {} stands", v.number),
+                rid,
+            ))
+        };
+    }
+    let req = IssueOrder {
+        enterprise: enterprise.clone(),
+        order_id: order_id.clone(),
+        order,
+        request_hash: hash.clone(),
+    };
+    let v = cloud
+        .forward(&enterprise, &order_id, &hash, message_type::ORDER_ISSUE, &req, rid)
+        .await?;
+    tracing::info!(request_id = %rid, number = %v.number, "invoice issued");
+    Ok((StatusCode::CREATED, v))
+}
+
+/// The body of a red request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedBody {
+    order_id: String,
+    reason: String,
+    #[serde(default = "full")]
+    scope: RedScopeWire,
+    #[serde(default)]
+    buyer_confirmation: Option<String>,
+    #[serde(default)]
+    drawer: Option<String>,
+}
+
+fn full() -> RedScopeWire {
+    RedScopeWire::Full
+}
+
+async fn red(
+    State(cloud): State<Cloud>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+    body: Bytes,
+) -> Response {
+    let rid = request_id(&headers);
+    let result = async {
+        let enterprise = cloud.authenticate(&method, &uri, &headers, &body, &rid).await?;
+        let b: RedBody = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(Code::InvalidRequest, format!("body: {e}"), &rid))?;
+        let hash = body_hash(&body);
+        if let Some((h, v)) = cloud.stored(&enterprise, &b.order_id).await.map_err(|e| internal(&rid, &e))? {
+            return if h == hash {
+                Ok((StatusCode::OK, v))
+            } else {
+                Err(ApiError::new(
+                    Code::OrderConflict,
+                    format!("order_id {} was already used with a different request", b.order_id),
+                    &rid,
+                ))
+            };
+        }
+        let req = RedOrder {
+            enterprise: enterprise.clone(),
+            order_id: b.order_id.clone(),
+            blue_number: number,
+            reason: b.reason,
+            scope: b.scope,
+            buyer_confirmation: b.buyer_confirmation,
+            drawer: b.drawer,
+            request_hash: hash.clone(),
+        };
+        let v = cloud
+            .forward(&enterprise, &b.order_id, &hash, message_type::ORDER_RED, &req, &rid)
+            .await?;
+        tracing::info!(request_id = %rid, number = %v.number, "red invoice issued");
+        Ok((StatusCode::CREATED, v))
+    }
+    .await;
+    match result {
+        Ok((s, v)) => (s, axum::Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn authed_invoice(
+    cloud: &Cloud,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    number: &str,
+    rid: &str,
+) -> Result<InvoiceView, ApiError> {
+    let enterprise = cloud.authenticate(method, uri, headers, b"", rid).await?;
+    cloud
+        .invoice(&enterprise, number)
+        .await
+        .map_err(|e| internal(rid, &e))?
+        .ok_or_else(|| ApiError::new(Code::InvoiceNotFound, format!("no invoice {number}"), rid))
+}
+
+async fn get_one(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: HeaderMap, Path(number): Path<String>) -> Response {
+    let rid = request_id(&headers);
+    match authed_invoice(&cloud, &method, &uri, &headers, &number, &rid).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn xml(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: HeaderMap, Path(number): Path<String>) -> Response {
+    let rid = request_id(&headers);
+    let result = async {
+        let v = authed_invoice(&cloud, &method, &uri, &headers, &number, &rid).await?;
+        let signed = v.invoice.to_signed().map_err(|e| internal(&rid, &e))?;
+        Ok::<_, ApiError>(fapiao_render::render_xml(&signed.invoice, Some(&signed.signature)))
+    }
+    .await;
+    match result {
+        Ok(x) => (
+            [
+                (axum::http::header::CONTENT_TYPE, "application/xml; charset=utf-8".to_owned()),
+                (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"dzfp_{number}.xml\"")),
+            ],
+            x,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn pdf(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: HeaderMap, Path(number): Path<String>) -> Response {
+    let rid = request_id(&headers);
+    let result = async {
+        let v = authed_invoice(&cloud, &method, &uri, &headers, &number, &rid).await?;
+        let signed = v.invoice.to_signed().map_err(|e| internal(&rid, &e))?;
+        let c = cloud.clone();
+        let rid2 = rid.clone();
+        tokio::task::spawn_blocking(move || {
+            let xml = fapiao_render::render_xml(&signed.invoice, Some(&signed.signature));
+            let font = c.font().map_err(|e| internal(&rid2, &e))?;
+            fapiao_render::render_pdf(&signed.invoice, &xml, font).map_err(|e| internal(&rid2, &e))
+        })
+        .await
+        .map_err(|e| internal(&rid, &e))?
+    }
+    .await;
+    match result {
+        Ok(bytes) => (
+            [
+                (axum::http::header::CONTENT_TYPE, "application/pdf".to_owned()),
+                (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"dzfp_{number}.pdf\"")),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Listing filters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Issued on or after (`YYYY-MM-DD`).
+    from: Option<String>,
+    /// Issued on or before (`YYYY-MM-DD`).
+    to: Option<String>,
+    /// Buyer taxpayer id (exact) or part of the name.
+    buyer: Option<String>,
+    /// `blue` or `red`.
+    kind: Option<String>,
+    /// `pending`, `accepted`, `failed`.
+    status: Option<String>,
+    /// 1..=100, default 50.
+    limit: Option<i64>,
+    /// From `next_cursor`.
+    cursor: Option<String>,
+}
+
+fn is_date(s: &str) -> bool {
+    time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).is_ok()
+}
+
+async fn list(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: HeaderMap, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+    let rid = request_id(&headers);
+    let result = async {
+        let enterprise = cloud.authenticate(&method, &uri, &headers, b"", &rid).await?;
+        let Query(q) = query.map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text(), &rid))?;
+        let bad = |m: &str| ApiError::new(Code::InvalidRequest, m, &rid);
+        let limit = q.limit.unwrap_or(50);
+        if !(1..=100).contains(&limit) {
+            return Err(bad("limit: 1 to 100"));
+        }
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM invoices WHERE enterprise = ");
+        qb.push_bind(enterprise);
+        if let Some(f) = &q.from {
+            if !is_date(f) {
+                return Err(bad("from: YYYY-MM-DD"));
+            }
+            qb.push(" AND issued_at >= ").push_bind(format!("{f} 00:00:00"));
+        }
+        if let Some(t) = &q.to {
+            if !is_date(t) {
+                return Err(bad("to: YYYY-MM-DD"));
+            }
+            qb.push(" AND issued_at <= ").push_bind(format!("{t} 23:59:59"));
+        }
+        if let Some(b) = &q.buyer {
+            qb.push(" AND (buyer_id = ").push_bind(b.clone());
+            qb.push(" OR instr(buyer_name, ").push_bind(b.clone()).push(") > 0)");
+        }
+        if let Some(k) = &q.kind {
+            if k != "blue" && k != "red" {
+                return Err(bad("kind: blue or red"));
+            }
+            qb.push(" AND kind = ").push_bind(k.clone());
+        }
+        if let Some(s) = &q.status {
+            if TaxStatus::parse(s).is_none() {
+                return Err(bad("status: pending, accepted or failed"));
+            }
+            qb.push(" AND tax_status = ").push_bind(s.clone());
+        }
+        if let Some(c) = &q.cursor {
+            let seq: i64 = c.parse().map_err(|_| bad("cursor: as returned in next_cursor"))?;
+            qb.push(" AND seq < ").push_bind(seq);
+        }
+        qb.push(" ORDER BY seq DESC LIMIT ").push_bind(limit + 1);
+        let rows = qb.build().fetch_all(cloud.inner.db.pool()).await.map_err(|e| internal(&rid, &e))?;
+        let more = i64::try_from(rows.len()).unwrap_or(0) > limit;
+        let mut items = Vec::new();
+        let mut last_seq = None;
+        for r in rows.iter().take(usize::try_from(limit).unwrap_or(50)) {
+            let status: String = r.try_get("tax_status").map_err(|e| internal(&rid, &e))?;
+            last_seq = Some(r.try_get::<i64, _>("seq").map_err(|e| internal(&rid, &e))?);
+            items.push(InvoiceSummary {
+                number: r.try_get("number").map_err(|e| internal(&rid, &e))?,
+                order_id: r.try_get("order_id").map_err(|e| internal(&rid, &e))?,
+                kind: r.try_get("kind").map_err(|e| internal(&rid, &e))?,
+                issued_at: r.try_get("issued_at").map_err(|e| internal(&rid, &e))?,
+                buyer_name: r.try_get("buyer_name").map_err(|e| internal(&rid, &e))?,
+                total: r.try_get("total").map_err(|e| internal(&rid, &e))?,
+                tax_status: TaxStatus::parse(&status).unwrap_or(TaxStatus::Pending),
+            });
+        }
+        Ok(InvoicePage {
+            items,
+            next_cursor: if more { last_seq.map(|s| s.to_string()) } else { None },
+        })
+    }
+    .await;
+    match result {
+        Ok(p) => axum::Json(p).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,235 @@
+//! The e-commerce cloud platform (电子商务云平台).
+//!
+//! - The ERP API under `/v1` ([`erp`]), described by `docs/openapi.json` (served at
+//!   `/v1/openapi.json`): every request signed per enterprise (`fapiao_protocol::erp`), issuing
+//!   idempotent by the enterprise's `order_id` for as long as the order exists.
+//! - Each order goes to the e-invoice service platform as an envelope signed by cloud and
+//!   encrypted to platform; the answer is opened, the device signature on the invoice verified,
+//!   and the invoice stored before the ERP hears of it. If platform cannot be reached, the ERP
+//!   gets `platform_unavailable` (retryable) and nothing is stored: retrying the same order
+//!   completes it (platform is idempotent by order too).
+//! - Status notices from platform (`invoice.status`) update an invoice's tax status.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use fapiao_crypto::Role;
+use fapiao_protocol::client::now;
+use fapiao_protocol::wire::{Ack, Refusal, StatusNotice, message_type};
+use fapiao_protocol::{Code, EnvelopeClient, HttpsClient};
+use fapiao_render::PdfFont;
+use fapiao_service::{EnvelopeHandler, Envelopes, Incoming, Material, Outgoing};
+use fapiao_store::sqlx;
+use fapiao_store::{Db, Migration, StoreError};
+use serde::{Deserialize, Serialize};
+
+pub mod erp;
+
+pub use erp::{InvoiceSummary, InvoiceView};
+
+/// The cloud role's schema.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "tenants, API nonces, invoices",
+    sql: include_str!("../migrations/0001_cloud.sql"),
+}];
+
+/// The OpenAPI document of the ERP API.
+pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+/// An enterprise's ERP API credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// Key id (`X-Fapiao-Key`).
+    pub key_id: String,
+    /// Shared secret for the HMAC.
+    pub secret: String,
+}
+
+/// Why the role could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CloudError {
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The material or a peer URL.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The cloud role.
+#[derive(Clone, Debug)]
+pub struct Cloud {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    material: Material,
+    envelopes: Arc<Envelopes>,
+    platform: EnvelopeClient,
+    font: OnceLock<Result<PdfFont, String>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cloud").finish_non_exhaustive()
+    }
+}
+
+impl Cloud {
+    /// Opens the role.
+    ///
+    /// # Errors
+    /// [`CloudError`].
+    pub async fn open(
+        database: &str,
+        material: Material,
+        platform_url: &str,
+        platform_identity: &str,
+    ) -> Result<Self, CloudError> {
+        let db = Db::open(database, "cloud", MIGRATIONS).await?;
+        let envelopes = Envelopes::new(material.party.clone(), material.trust.clone(), db.clone())
+            .map_err(|e| CloudError::Setup(e.to_string()))?;
+        let http = HttpsClient::new(
+            platform_url,
+            material
+                .client_config()
+                .map_err(|e| CloudError::Setup(e.to_string()))?,
+        )
+        .map_err(|e| CloudError::Setup(e.to_string()))?
+        .with_timeout(Duration::from_secs(15));
+        let platform = EnvelopeClient::new(
+            http,
+            material.party.clone(),
+            material.trust.clone(),
+            platform_identity,
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                envelopes: Arc::new(envelopes),
+                material,
+                platform,
+                font: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The routes: the ERP API, the OpenAPI document, and the envelope endpoint (platform's
+    /// status notices, mutual TLS).
+    #[must_use]
+    pub fn router(&self) -> Router {
+        self.inner
+            .envelopes
+            .clone()
+            .routes(Arc::new(self.clone()))
+            .merge(erp::routes(self.clone()))
+    }
+
+    /// The database (for operators and tests).
+    #[must_use]
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// Registers a tenant with fresh credentials, or returns `None` if it exists.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn register_enterprise(
+        &self,
+        taxpayer_id: &str,
+        name: &str,
+        webhook_url: Option<&str>,
+    ) -> Result<Option<Credentials>, StoreError> {
+        let creds = Credentials {
+            key_id: format!("ak_{}", &fapiao_protocol::client::new_id()[..16]),
+            secret: format!("sk_{}", fapiao_protocol::client::new_id()),
+        };
+        let mut tx = self.inner.db.begin_write().await?;
+        let n = sqlx::query(
+            "INSERT INTO enterprises (taxpayer_id, name, key_id, secret, webhook_url, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (taxpayer_id) DO NOTHING",
+        )
+        .bind(taxpayer_id)
+        .bind(name)
+        .bind(&creds.key_id)
+        .bind(&creds.secret)
+        .bind(webhook_url)
+        .bind(now().unix_timestamp())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok((n == 1).then_some(creds))
+    }
+
+    pub(crate) fn font(&self) -> Result<&PdfFont, String> {
+        self.inner
+            .font
+            .get_or_init(|| fapiao_render::bundled_font().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    async fn status_notice(&self, notice: &StatusNotice) -> Result<Result<(), Refusal>, StoreError> {
+        if let Some(r) = &notice.receipt
+            && r.verify(&self.inner.material.trust, now()).is_err()
+        {
+            return Ok(Err(Refusal::new(Code::InvalidRequest, "the tax receipt does not verify")));
+        }
+        let mut tx = self.inner.db.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE invoices SET tax_status = $3, tax_reason = $4, receipt = COALESCE($5, receipt)
+             WHERE number = $1 AND enterprise = $2",
+        )
+        .bind(&notice.number)
+        .bind(&notice.enterprise)
+        .bind(notice.tax_status.as_str())
+        .bind(&notice.reason)
+        .bind(notice.receipt.as_ref().map(|r| serde_json::to_string(r).unwrap_or_default()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        if n == 0 {
+            // Not stored here yet (the ERP's answer was lost between platform and cloud): the
+            // status arrives again with the invoice when the ERP retries the order.
+            tracing::info!(number = %notice.number, "status notice for an invoice not stored here");
+        }
+        Ok(Ok(()))
+    }
+}
+
+impl EnvelopeHandler for Cloud {
+    async fn handle(&self, incoming: Incoming) -> Outgoing {
+        if incoming.sender.role != Role::Platform
+            || incoming.sender.identity() != self.inner.platform.peer_identity()
+        {
+            return Outgoing::refusal(&Refusal::new(
+                Code::EnvelopeRejected,
+                "only the configured platform sends status notices",
+            ));
+        }
+        match incoming.message.header.message_type.as_str() {
+            message_type::INVOICE_STATUS => match incoming.body::<StatusNotice>() {
+                Ok(n) => match self.status_notice(&n).await {
+                    Ok(Ok(())) => Outgoing::json(message_type::ACK, &Ack {}),
+                    Ok(Err(r)) => Outgoing::refusal(&r),
+                    Err(e) => {
+                        tracing::error!(error = %e, "storing a status notice failed");
+                        Outgoing::refusal(&Refusal::new(Code::Internal, "internal error"))
+                    }
+                },
+                Err(o) => o,
+            },
+            other => Outgoing::refusal(&Refusal::new(
+                Code::InvalidRequest,
+                format!("cloud does not take `{other}` messages"),
+            )),
+        }
+    }
+}

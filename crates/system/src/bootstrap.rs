@@ -1,0 +1,463 @@
+//! The development data directory (`./fapiao-data` by default), created on first use and
+//! reused after:
+//!
+//! ```text
+//! secrets/key-passphrase         passphrase of every key below (0600)
+//! ca/{gm,intl}/ca.{crt,key}.pem  the CAs; ca/{gm,intl}/crl.pem their CRLs (rewritten on start)
+//! ca/revoked.tsv                 serials revoked (suite, serial hex)
+//! pki/<role>.{sign,enc,tls-server,tls-client}.{crt,key}.pem
+//! devices/<taxpayer id>.sign.{crt,key}.pem   hosted issuing devices of the demo enterprises
+//! {tax,platform,cloud}.toml      role configurations
+//! {tax,platform,cloud}.sqlite    role databases
+//! erp-credentials.json           the demo enterprises' ERP API credentials
+//! ```
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use fapiao_crypto::rng::system_rng;
+use fapiao_crypto::{
+    Ca, Certificate, CertificateRequest, KeyAlgorithm, PrivateKey, Profile, Revocation, Role,
+    Subject, Suite,
+};
+use rand_core::Rng;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use zeroize::Zeroizing;
+
+use crate::config::{Peers, RoleConfig};
+use fapiao_service::MaterialConfig as MaterialFiles;
+use crate::{Result, SystemError};
+
+/// The ports of the roles on loopback (0 = any free port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ports {
+    /// Cloud (ERP API and envelopes).
+    pub cloud: u16,
+    /// Platform (envelopes).
+    pub platform: u16,
+    /// Platform admin API.
+    pub platform_admin: u16,
+    /// Tax (envelopes and 查验).
+    pub tax: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self {
+            cloud: 8443,
+            platform: 8444,
+            platform_admin: 9444,
+            tax: 8445,
+        }
+    }
+}
+
+/// A demo enterprise created by the bootstrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoEnterprise {
+    /// Credit code.
+    pub taxpayer_id: &'static str,
+    /// Name.
+    pub name: &'static str,
+}
+
+/// The demo enterprises: the sellers of `examples/orders/basic.json` and `special.json`.
+pub const DEMO_ENTERPRISES: [DemoEnterprise; 2] = [
+    DemoEnterprise {
+        taxpayer_id: "91310115MA1FP0001X",
+        name: "上海云帆信息科技有限公司",
+    },
+    DemoEnterprise {
+        taxpayer_id: "91440300MA5GK00036",
+        name: "深圳味源食品有限公司",
+    },
+];
+
+/// A data directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    dir: PathBuf,
+}
+
+fn err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> SystemError + '_ {
+    move |e| SystemError(format!("{what}: {e}"))
+}
+
+fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut o = OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        o.mode(0o600);
+    }
+    let mut f = o.open(path).map_err(err(&path.display().to_string()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(err(&path.display().to_string()))
+}
+
+fn write_public(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes)
+        .and_then(|()| fs::rename(&tmp, path))
+        .map_err(err(&path.display().to_string()))
+}
+
+fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(err(&path.display().to_string()))
+}
+
+impl Layout {
+    /// The layout of `dir` (nothing is created).
+    #[must_use]
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the bootstrap already ran here.
+    #[must_use]
+    pub fn exists(&self) -> bool {
+        self.dir.join("secrets/key-passphrase").exists()
+    }
+
+    /// The passphrase file.
+    #[must_use]
+    pub fn passphrase_file(&self) -> PathBuf {
+        self.dir.join("secrets/key-passphrase")
+    }
+
+    fn passphrase(&self) -> Result<Zeroizing<String>> {
+        Ok(Zeroizing::new(
+            read(&self.passphrase_file())?.trim_end().to_owned(),
+        ))
+    }
+
+    /// The config file of a role.
+    #[must_use]
+    pub fn config_path(&self, role: &str) -> PathBuf {
+        self.dir.join(format!("{role}.toml"))
+    }
+
+    /// The ERP credentials file.
+    #[must_use]
+    pub fn credentials_path(&self) -> PathBuf {
+        self.dir.join("erp-credentials.json")
+    }
+
+    /// The certificate file prefix of a role.
+    #[must_use]
+    pub fn pki_prefix(&self, role: &str) -> PathBuf {
+        self.dir.join("pki").join(role)
+    }
+
+    /// The trust anchors (both CAs).
+    #[must_use]
+    pub fn trust_files(&self) -> Vec<PathBuf> {
+        ["gm", "intl"]
+            .iter()
+            .map(|s| self.dir.join("ca").join(s).join("ca.crt.pem"))
+            .collect()
+    }
+
+    /// The CRLs (both CAs).
+    #[must_use]
+    pub fn crl_files(&self) -> Vec<PathBuf> {
+        ["gm", "intl"]
+            .iter()
+            .map(|s| self.dir.join("ca").join(s).join("crl.pem"))
+            .collect()
+    }
+
+    fn ca(&self, suite: Suite) -> Result<Ca> {
+        let d = self.dir.join("ca").join(suite.name());
+        let cert = Certificate::from_pem(&read(&d.join("ca.crt.pem"))?).map_err(err("CA certificate"))?;
+        let pem = Zeroizing::new(read(&d.join("ca.key.pem"))?);
+        let key = PrivateKey::from_encrypted_pem(&pem, self.passphrase()?.as_bytes())
+            .map_err(err("CA key"))?;
+        Ca::from_parts(cert, key).map_err(err("CA"))
+    }
+
+    /// Creates everything missing: CAs, role certificates, demo devices, configs for `ports`,
+    /// and (re)writes the CRLs. Existing files are kept.
+    ///
+    /// # Errors
+    /// [`SystemError`] naming the file.
+    pub fn bootstrap(&self, suite: Suite, ports: Ports, now: OffsetDateTime) -> Result<()> {
+        for d in ["secrets", "ca/gm", "ca/intl", "pki", "devices"] {
+            fs::create_dir_all(self.dir.join(d)).map_err(err(d))?;
+        }
+        if !self.passphrase_file().exists() {
+            let mut b = [0u8; 24];
+            system_rng().fill_bytes(&mut b);
+            let text: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            write_secret(&self.passphrase_file(), text.as_bytes())?;
+        }
+        let pass = self.passphrase()?;
+        for s in [Suite::Gm, Suite::Intl] {
+            let d = self.dir.join("ca").join(s.name());
+            if d.join("ca.crt.pem").exists() {
+                continue;
+            }
+            let key = PrivateKey::generate(s.key_algorithm(), &mut system_rng());
+            let subject = Subject {
+                role: Role::Ca,
+                name: format!("Fapiao Dev Root {}", s.name().to_uppercase()),
+                taxpayer_id: None,
+            };
+            let ca = Ca::create_root(&subject, key, now - Duration::hours(1), now + Duration::days(3650), &mut system_rng())
+                .map_err(err("root CA"))?;
+            write_secret(
+                &d.join("ca.key.pem"),
+                ca.key().to_encrypted_pem(pass.as_bytes(), &mut system_rng()).map_err(err("CA key"))?.as_bytes(),
+            )?;
+            write_public(&d.join("ca.crt.pem"), ca.certificate().to_pem().map_err(err("CA"))?.as_bytes())?;
+        }
+        for role in ["tax", "platform", "cloud"] {
+            if !PathBuf::from(format!("{}.sign.crt.pem", self.pki_prefix(role).display())).exists() {
+                let r = Role::parse(role).ok_or_else(|| SystemError::new(role))?;
+                self.issue_party(suite, r, role, None, &self.pki_prefix(role), now, now + Duration::days(825))?;
+            }
+        }
+        for e in DEMO_ENTERPRISES {
+            let prefix = self.dir.join("devices").join(e.taxpayer_id);
+            if !PathBuf::from(format!("{}.sign.crt.pem", prefix.display())).exists() {
+                self.issue_device(e.taxpayer_id, &prefix, now, now + Duration::days(825))?;
+            }
+        }
+        self.write_crls(now)?;
+        let base = |p: u16| format!("https://127.0.0.1:{p}");
+        let material = |role: &str| MaterialFiles {
+            suite: suite.name().to_owned(),
+            prefix: self.pki_prefix(role),
+            trust: self.trust_files(),
+            crls: self.crl_files(),
+            key_passphrase_file: Some(self.passphrase_file()),
+        };
+        let db = |role: &str| format!("sqlite://{}", self.dir.join(format!("{role}.sqlite")).display());
+        let configs = [
+            RoleConfig {
+                role: "tax".into(),
+                listen: vec![format!("127.0.0.1:{}", ports.tax)],
+                admin_listen: Vec::new(),
+                database: db("tax"),
+                material: material("tax"),
+                peers: Peers::default(),
+                devices_dir: None,
+            },
+            RoleConfig {
+                role: "platform".into(),
+                listen: vec![format!("127.0.0.1:{}", ports.platform)],
+                admin_listen: vec![format!("127.0.0.1:{}", ports.platform_admin)],
+                database: db("platform"),
+                material: material("platform"),
+                peers: Peers {
+                    tax_url: Some(base(ports.tax)),
+                    tax_identity: Some("tax:tax".into()),
+                    ..Peers::default()
+                },
+                devices_dir: Some(self.dir.join("devices")),
+            },
+            RoleConfig {
+                role: "cloud".into(),
+                listen: vec![format!("127.0.0.1:{}", ports.cloud)],
+                admin_listen: Vec::new(),
+                database: db("cloud"),
+                material: material("cloud"),
+                peers: Peers {
+                    platform_url: Some(base(ports.platform)),
+                    platform_identity: Some("platform:platform".into()),
+                    ..Peers::default()
+                },
+                devices_dir: None,
+            },
+        ];
+        for c in configs {
+            let path = self.config_path(&c.role);
+            if !path.exists() {
+                let text = toml::to_string_pretty(&c).map_err(err("config"))?;
+                write_public(&path, format!("# Fapiao {} role, written by `fapiao up`.\n{text}", c.role).as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Issues a role's four certificates (sign, enc in `suite`; TLS server and client P-256)
+    /// under `prefix`.
+    ///
+    /// # Errors
+    /// [`SystemError`].
+    #[expect(clippy::too_many_arguments, reason = "one certificate set")]
+    pub fn issue_party(
+        &self,
+        suite: Suite,
+        role: Role,
+        name: &str,
+        taxpayer_id: Option<&str>,
+        prefix: &Path,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Vec<Certificate>> {
+        let subject = Subject {
+            role,
+            name: name.to_owned(),
+            taxpayer_id: taxpayer_id.map(str::to_owned),
+        };
+        let msg = self.ca(suite)?;
+        let tls = self.ca(Suite::Intl)?;
+        let server = Profile::TlsServer {
+            dns_names: vec!["localhost".into()],
+            ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)],
+        };
+        let mut out = Vec::new();
+        for (kind, ca, profile, alg) in [
+            (".sign", &msg, Profile::Signing, suite.key_algorithm()),
+            (".enc", &msg, Profile::Encryption, suite.key_algorithm()),
+            (".tls-server", &tls, server, KeyAlgorithm::P256),
+            (".tls-client", &tls, Profile::TlsClient, KeyAlgorithm::P256),
+        ] {
+            out.push(self.issue_one(ca, &subject, profile, alg, &PathBuf::from(format!("{}{kind}", prefix.display())), not_before, not_after)?);
+        }
+        Ok(out)
+    }
+
+    /// Issues a hosted device's SM2 signing certificate for an enterprise.
+    ///
+    /// # Errors
+    /// [`SystemError`].
+    pub fn issue_device(
+        &self,
+        taxpayer_id: &str,
+        prefix: &Path,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Certificate> {
+        let subject = Subject {
+            role: Role::Device,
+            name: format!("hosted-{taxpayer_id}"),
+            taxpayer_id: Some(taxpayer_id.to_owned()),
+        };
+        self.issue_one(
+            &self.ca(Suite::Gm)?,
+            &subject,
+            Profile::Signing,
+            KeyAlgorithm::Sm2,
+            &PathBuf::from(format!("{}.sign", prefix.display())),
+            not_before,
+            not_after,
+        )
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one certificate")]
+    fn issue_one(
+        &self,
+        ca: &Ca,
+        subject: &Subject,
+        profile: Profile,
+        alg: KeyAlgorithm,
+        base: &Path,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Certificate> {
+        let key = PrivateKey::generate(alg, &mut system_rng());
+        let req = CertificateRequest {
+            subject: subject.clone(),
+            profile,
+            public_key: key.public_key(),
+            not_before,
+            not_after,
+        };
+        let cert = ca.issue(&req, &mut system_rng()).map_err(err("issuing"))?;
+        let pass = self.passphrase()?;
+        write_secret(
+            &PathBuf::from(format!("{}.key.pem", base.display())),
+            key.to_encrypted_pem(pass.as_bytes(), &mut system_rng()).map_err(err("key"))?.as_bytes(),
+        )?;
+        write_public(
+            &PathBuf::from(format!("{}.crt.pem", base.display())),
+            cert.to_pem().map_err(err("certificate"))?.as_bytes(),
+        )?;
+        Ok(cert)
+    }
+
+    /// Records `cert` as revoked and rewrites the CRLs.
+    ///
+    /// # Errors
+    /// [`SystemError`].
+    pub fn revoke(&self, cert: &Certificate, now: OffsetDateTime) -> Result<()> {
+        let path = self.dir.join("ca/revoked.tsv");
+        let mut text = fs::read_to_string(&path).unwrap_or_default();
+        text.push_str(&format!("{}\t{}\n", cert.serial_hex(), now.unix_timestamp()));
+        write_public(&path, text.as_bytes())?;
+        self.write_crls(now)
+    }
+
+    /// (Re)writes each CA's CRL with the revoked serials, valid for 30 days from `now`.
+    ///
+    /// # Errors
+    /// [`SystemError`].
+    pub fn write_crls(&self, now: OffsetDateTime) -> Result<()> {
+        let revoked: Vec<(Vec<u8>, i64)> = fs::read_to_string(self.dir.join("ca/revoked.tsv"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (s, t) = l.split_once('\t')?;
+                let bytes = (0..s.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()?;
+                Some((bytes, t.parse().ok()?))
+            })
+            .collect();
+        for s in [Suite::Gm, Suite::Intl] {
+            let ca = self.ca(s)?;
+            let list: Vec<Revocation> = revoked
+                .iter()
+                .map(|(serial, t)| Revocation {
+                    serial: serial.clone(),
+                    revoked_at: OffsetDateTime::from_unix_timestamp(*t).unwrap_or(now),
+                })
+                .collect();
+            let number = u64::try_from(now.unix_timestamp()).unwrap_or(1);
+            let crl = ca
+                .crl(&list, number, now - Duration::minutes(1), now + Duration::days(30))
+                .map_err(err("CRL"))?;
+            write_public(
+                &self.dir.join("ca").join(s.name()).join("crl.pem"),
+                crl.to_pem().map_err(err("CRL"))?.as_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The demo ERP credentials, by taxpayer id.
+    ///
+    /// # Errors
+    /// [`SystemError`].
+    pub fn credentials(&self) -> Result<std::collections::BTreeMap<String, fapiao_cloud::Credentials>> {
+        serde_json::from_str(&read(&self.credentials_path())?).map_err(err("erp-credentials.json"))
+    }
+
+    /// Stores the demo ERP credentials (0600).
+    ///
+    /// # Errors
+    /// [`SystemError`].
+    pub fn save_credentials(
+        &self,
+        creds: &std::collections::BTreeMap<String, fapiao_cloud::Credentials>,
+    ) -> Result<()> {
+        write_secret(
+            &self.credentials_path(),
+            serde_json::to_string_pretty(creds).map_err(err("credentials"))?.as_bytes(),
+        )
+    }
+}

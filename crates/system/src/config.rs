@@ -1,0 +1,147 @@
+//! A role's configuration file, as `fapiao serve <role> --config <file>` reads it (TOML).
+//!
+//! ```toml
+//! role = "platform"                    # cloud | platform | tax
+//! listen = ["127.0.0.1:8444", "[::1]:8444"]
+//! admin_listen = ["127.0.0.1:9444"]    # platform's admin API
+//! database = "sqlite:///var/lib/fapiao/platform.sqlite"
+//! devices_dir = "/etc/fapiao/devices"  # platform: hosted devices' keys
+//!
+//! [material]
+//! suite = "gm"
+//! prefix = "/etc/fapiao/pki/platform"
+//! trust = ["/etc/fapiao/ca/gm/ca.crt.pem", "/etc/fapiao/ca/intl/ca.crt.pem"]
+//! crls = ["/etc/fapiao/ca/gm/crl.pem", "/etc/fapiao/ca/intl/crl.pem"]
+//! key_passphrase_file = "/etc/fapiao/secrets/key-passphrase"
+//!
+//! [peers]
+//! tax_url = "https://tax.example:8445"
+//! tax_identity = "tax:tax"
+//! ```
+//!
+//! Environment overrides (applied after the file): `FAPIAO_LISTEN` and
+//! `FAPIAO_ADMIN_LISTEN` (comma-separated), `FAPIAO_DATABASE`, `FAPIAO_PLATFORM_URL`,
+//! `FAPIAO_TAX_URL`, `FAPIAO_DEVICES_DIR`.
+
+use std::path::{Path, PathBuf};
+
+use fapiao_service::MaterialConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, SystemError};
+
+/// Where a role finds its peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peers {
+    /// cloud: the platform's base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_url: Option<String>,
+    /// cloud: the platform's identity (`platform:<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_identity: Option<String>,
+    /// platform: the tax base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_url: Option<String>,
+    /// platform: tax's identity (`tax:<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tax_identity: Option<String>,
+}
+
+/// One role's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// `cloud`, `platform` or `tax`.
+    pub role: String,
+    /// Business listeners (IPv4 and IPv6 addresses with ports).
+    pub listen: Vec<String>,
+    /// Admin listeners.
+    #[serde(default)]
+    pub admin_listen: Vec<String>,
+    /// `sqlite://<path>`.
+    pub database: String,
+    /// platform: directory of the hosted devices' keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices_dir: Option<PathBuf>,
+    /// Key material.
+    pub material: MaterialConfig,
+    /// Peers.
+    #[serde(default)]
+    pub peers: Peers,
+}
+
+impl RoleConfig {
+    /// Reads a file and applies the environment overrides.
+    ///
+    /// # Errors
+    /// [`SystemError`] naming the file and the problem.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SystemError(format!("reading {}: {e}", path.display())))?;
+        let mut c: Self = toml::from_str(&text)
+            .map_err(|e| SystemError(format!("{}: {e}", path.display())))?;
+        c.apply_env(|k| std::env::var(k).ok());
+        c.check().map_err(|e| SystemError(format!("{}: {e}", path.display())))?;
+        Ok(c)
+    }
+
+    /// Applies `FAPIAO_…` overrides from `env`.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+        let list = |v: String| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        if let Some(v) = env("FAPIAO_LISTEN") {
+            self.listen = list(v);
+        }
+        if let Some(v) = env("FAPIAO_ADMIN_LISTEN") {
+            self.admin_listen = list(v);
+        }
+        if let Some(v) = env("FAPIAO_DATABASE") {
+            self.database = v;
+        }
+        if let Some(v) = env("FAPIAO_PLATFORM_URL") {
+            self.peers.platform_url = Some(v);
+        }
+        if let Some(v) = env("FAPIAO_TAX_URL") {
+            self.peers.tax_url = Some(v);
+        }
+        if let Some(v) = env("FAPIAO_DEVICES_DIR") {
+            self.devices_dir = Some(PathBuf::from(v));
+        }
+    }
+
+    /// Checks what each role needs.
+    ///
+    /// # Errors
+    /// The first problem, naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        if self.listen.is_empty() {
+            return Err("listen: at least one address".into());
+        }
+        for a in self.listen.iter().chain(&self.admin_listen) {
+            a.parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("listen: `{a}` is not an address:port"))?;
+        }
+        let need = |v: &Option<String>, f: &str| {
+            v.as_ref().map(|_| ()).ok_or_else(|| format!("peers.{f} is required for {}", self.role))
+        };
+        match self.role.as_str() {
+            "tax" => Ok(()),
+            "platform" => {
+                need(&self.peers.tax_url, "tax_url")?;
+                need(&self.peers.tax_identity, "tax_identity")?;
+                if self.devices_dir.is_none() {
+                    return Err("devices_dir is required for platform".into());
+                }
+                if self.admin_listen.is_empty() {
+                    return Err("admin_listen: platform needs its admin port".into());
+                }
+                Ok(())
+            }
+            "cloud" => {
+                need(&self.peers.platform_url, "platform_url")?;
+                need(&self.peers.platform_identity, "platform_identity")
+            }
+            other => Err(format!("role: `{other}` is not cloud, platform or tax")),
+        }
+    }
+}

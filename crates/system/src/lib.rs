@@ -1,0 +1,33 @@
+//! Running Fapiao.
+//!
+//! - [`bootstrap`]: the development data directory — a CA per suite, certificates for every
+//!   role and for the demo enterprises' hosted devices, CRLs, key passphrase, role configs.
+//! - [`config`]: a role's configuration file (`fapiao serve <role> --config <file>`), with
+//!   `FAPIAO_…` environment overrides.
+//! - [`run`]: starting roles from configs, in one process or one per process.
+//! - [`erp`]: the ERP client (signed requests to the cloud's API), used by `fapiao issue`,
+//!   `fapiao red` and the tests.
+
+pub mod bootstrap;
+pub mod config;
+pub mod erp;
+pub mod run;
+
+pub use bootstrap::{DemoEnterprise, Layout, Ports};
+pub use config::RoleConfig;
+pub use erp::ErpClient;
+pub use run::{Running, System};
+
+/// Errors of this crate, with what failed in words.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SystemError(pub String);
+
+impl SystemError {
+    pub(crate) fn new(what: impl std::fmt::Display) -> Self {
+        Self(what.to_string())
+    }
+}
+
+/// `Result` with [`SystemError`].
+pub type Result<T, E = SystemError> = std::result::Result<T, E>;

@@ -1,0 +1,336 @@
+//! Starting roles: one from its config ([`start_role`], what `fapiao serve` does), or the
+//! whole system in one process on loopback ([`System::up`], what `fapiao up`, the tests and
+//! the benchmark do).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use fapiao_cloud::Cloud;
+use fapiao_crypto::Suite;
+use fapiao_crypto::tls::ClientAuth;
+use fapiao_model::Amount;
+use fapiao_platform::{DeviceKeys, Enterprise, EnterpriseStatus, Hosting, Options, Platform, Workers};
+use fapiao_service::Material;
+use fapiao_tax::Tax;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use zeroize::Zeroizing;
+
+use crate::bootstrap::{DEMO_ENTERPRISES, Layout, Ports};
+use crate::config::RoleConfig;
+use crate::{Result, SystemError};
+
+/// A started role.
+#[derive(Debug)]
+pub struct Running {
+    /// `cloud`, `platform` or `tax`.
+    pub role: String,
+    /// Business addresses.
+    pub addrs: Vec<SocketAddr>,
+    /// Admin addresses.
+    pub admin_addrs: Vec<SocketAddr>,
+    servers: Vec<fapiao_service::Running>,
+    workers: Option<Workers>,
+    /// The role, for in-process use.
+    pub handle: RoleHandle,
+}
+
+/// The role object of a [`Running`].
+#[derive(Debug, Clone)]
+pub enum RoleHandle {
+    /// Tax.
+    Tax(Tax),
+    /// Platform.
+    Platform(Platform),
+    /// Cloud.
+    Cloud(Cloud),
+}
+
+impl Running {
+    /// Stops its listeners (requests in flight finish) and workers.
+    pub async fn shutdown(self) {
+        for s in self.servers {
+            s.shutdown().await;
+        }
+        if let Some(w) = self.workers {
+            w.shutdown().await;
+        }
+    }
+}
+
+fn e<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> SystemError {
+    move |err| SystemError(format!("{what}: {err}"))
+}
+
+/// Binds every address of a list.
+///
+/// # Errors
+/// [`SystemError`] naming the address.
+pub async fn bind_all(addrs: &[String]) -> Result<Vec<TcpListener>> {
+    let mut out = Vec::new();
+    for a in addrs {
+        out.push(
+            TcpListener::bind(a)
+                .await
+                .map_err(|err| SystemError(format!("listening on {a}: {err}")))?,
+        );
+    }
+    Ok(out)
+}
+
+fn read_passphrase(cfg: &RoleConfig) -> Result<Zeroizing<String>> {
+    Ok(Zeroizing::new(match &cfg.material.key_passphrase_file {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|err| SystemError(format!("reading {}: {err}", p.display())))?
+            .trim_end()
+            .to_owned(),
+        None => std::env::var("FAPIAO_KEY_PASSPHRASE")
+            .map_err(|_| SystemError::new("no key passphrase (key_passphrase_file or FAPIAO_KEY_PASSPHRASE)"))?,
+    }))
+}
+
+/// Starts one role from its config on already bound listeners (bind them with [`bind_all`]).
+///
+/// # Errors
+/// [`SystemError`].
+pub async fn start_role(
+    cfg: &RoleConfig,
+    listeners: Vec<TcpListener>,
+    admin: Vec<TcpListener>,
+    options: Options,
+) -> Result<Running> {
+    cfg.check().map_err(SystemError)?;
+    let material = Material::load(&cfg.material).map_err(e("material"))?;
+    let mut servers = Vec::new();
+    let mut serve = |ls: Vec<TcpListener>, tls: std::sync::Arc<rustls::ServerConfig>, router: axum::Router| -> Result<Vec<SocketAddr>> {
+        let mut addrs = Vec::new();
+        for l in ls {
+            let r = fapiao_service::serve_tls(l, tls.clone(), router.clone()).map_err(e("serving"))?;
+            addrs.push(r.local_addr());
+            servers.push(r);
+        }
+        Ok(addrs)
+    };
+    let (handle, addrs, admin_addrs, workers) = match cfg.role.as_str() {
+        "tax" => {
+            let tax = Tax::open(&cfg.database, &material).await.map_err(e("tax"))?;
+            let tls = material.server_config(ClientAuth::Optional).map_err(e("tax TLS"))?;
+            let addrs = serve(listeners, tls, tax.router())?;
+            (RoleHandle::Tax(tax), addrs, Vec::new(), None)
+        }
+        "platform" => {
+            let devices = DeviceKeys {
+                dir: cfg.devices_dir.clone().unwrap_or_default(),
+                passphrase: read_passphrase(cfg)?,
+            };
+            let platform = Platform::open(
+                &cfg.database,
+                material.clone(),
+                devices,
+                cfg.peers.tax_url.as_deref().unwrap_or_default(),
+                cfg.peers.tax_identity.as_deref().unwrap_or_default(),
+                options,
+            )
+            .await
+            .map_err(e("platform"))?;
+            let tls = material.server_config(ClientAuth::Required).map_err(e("platform TLS"))?;
+            let addrs = serve(listeners, tls.clone(), platform.router())?;
+            let admin_addrs = serve(admin, tls, platform.admin_router())?;
+            let workers = platform.spawn_workers();
+            (RoleHandle::Platform(platform), addrs, admin_addrs, Some(workers))
+        }
+        "cloud" => {
+            let cloud = Cloud::open(
+                &cfg.database,
+                material.clone(),
+                cfg.peers.platform_url.as_deref().unwrap_or_default(),
+                cfg.peers.platform_identity.as_deref().unwrap_or_default(),
+            )
+            .await
+            .map_err(e("cloud"))?;
+            let tls = material.server_config(ClientAuth::Optional).map_err(e("cloud TLS"))?;
+            let addrs = serve(listeners, tls, cloud.router())?;
+            (RoleHandle::Cloud(cloud), addrs, Vec::new(), None)
+        }
+        other => return Err(SystemError(format!("role `{other}` cannot be served"))),
+    };
+    tracing::info!(role = %cfg.role, ?addrs, ?admin_addrs, "role started");
+    Ok(Running {
+        role: cfg.role.clone(),
+        addrs,
+        admin_addrs,
+        servers,
+        workers,
+        handle,
+    })
+}
+
+/// The whole system in one process.
+#[derive(Debug)]
+pub struct System {
+    /// The data directory.
+    pub layout: Layout,
+    /// The ports in use.
+    pub ports: Ports,
+    /// Tax.
+    pub tax: Tax,
+    /// Platform.
+    pub platform: Platform,
+    /// Cloud.
+    pub cloud: Cloud,
+    roles: BTreeMap<String, Running>,
+    options: Options,
+}
+
+fn port_of(c: &RoleConfig, admin: bool) -> u16 {
+    let list = if admin { &c.admin_listen } else { &c.listen };
+    list.first()
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+        .map_or(0, |a| a.port())
+}
+
+impl System {
+    /// Bootstraps `dir` when needed (dev PKI, demo enterprises) and starts tax, platform and
+    /// cloud on loopback. On first run the ports are `ports` (0 = any free port); later runs
+    /// reuse the ports of the configs written then.
+    ///
+    /// # Errors
+    /// [`SystemError`].
+    pub async fn up(dir: &Path, suite: Suite, ports: Ports, options: Options, now: OffsetDateTime) -> Result<Self> {
+        let layout = Layout::at(dir);
+        std::fs::create_dir_all(dir).map_err(e("data directory"))?;
+        let first = !layout.config_path("cloud").exists();
+        let (tax_l, plat_l, admin_l, cloud_l, ports) = if first {
+            let b = |p: u16| vec![format!("127.0.0.1:{p}")];
+            let (t, p, a, c) = (
+                bind_all(&b(ports.tax)).await?,
+                bind_all(&b(ports.platform)).await?,
+                bind_all(&b(ports.platform_admin)).await?,
+                bind_all(&b(ports.cloud)).await?,
+            );
+            let port = |l: &Vec<TcpListener>| l.first().and_then(|l| l.local_addr().ok()).map_or(0, |a| a.port());
+            let actual = Ports { tax: port(&t), platform: port(&p), platform_admin: port(&a), cloud: port(&c) };
+            layout.bootstrap(suite, actual, now)?;
+            (t, p, a, c, actual)
+        } else {
+            layout.bootstrap(suite, ports, now)?;
+            let cfg = |r: &str| RoleConfig::load(&layout.config_path(r));
+            let (t, p, c) = (cfg("tax")?, cfg("platform")?, cfg("cloud")?);
+            let actual = Ports { tax: port_of(&t, false), platform: port_of(&p, false), platform_admin: port_of(&p, true), cloud: port_of(&c, false) };
+            (bind_all(&t.listen).await?, bind_all(&p.listen).await?, bind_all(&p.admin_listen).await?, bind_all(&c.listen).await?, actual)
+        };
+        let cfg = |r: &str| RoleConfig::load(&layout.config_path(r));
+        let tax = start_role(&cfg("tax")?, tax_l, Vec::new(), options.clone()).await?;
+        let platform = start_role(&cfg("platform")?, plat_l, admin_l, options.clone()).await?;
+        let cloud = start_role(&cfg("cloud")?, cloud_l, Vec::new(), options.clone()).await?;
+        let (RoleHandle::Tax(t), RoleHandle::Platform(p), RoleHandle::Cloud(c)) =
+            (tax.handle.clone(), platform.handle.clone(), cloud.handle.clone())
+        else {
+            return Err(SystemError::new("roles started in the wrong order"));
+        };
+        let system = Self {
+            layout,
+            ports,
+            tax: t,
+            platform: p,
+            cloud: c,
+            roles: [("tax", tax), ("platform", platform), ("cloud", cloud)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            options,
+        };
+        system.register_demo().await?;
+        Ok(system)
+    }
+
+    async fn register_demo(&self) -> Result<()> {
+        self.platform
+            .register_cloud(&fapiao_platform::Cloud {
+                identity: "cloud:cloud".into(),
+                url: format!("https://127.0.0.1:{}", self.ports.cloud),
+            })
+            .await
+            .map_err(e("registering the cloud"))?;
+        let mut creds = self.layout.credentials().unwrap_or_default();
+        for d in DEMO_ENTERPRISES {
+            self.platform
+                .register_enterprise(&Enterprise {
+                    taxpayer_id: d.taxpayer_id.into(),
+                    name: d.name.into(),
+                    cloud: "cloud:cloud".into(),
+                    status: EnterpriseStatus::Active,
+                    hosting: Hosting::Platform,
+                    allowed_types: vec!["special".into(), "ordinary".into()],
+                    invoice_limit: Amount::parse("1000000.00").map_err(e("limit"))?,
+                    monthly_quota: Amount::parse("100000000.00").map_err(e("quota"))?,
+                    province: None,
+                })
+                .await
+                .map_err(e("registering an enterprise"))?;
+            if let Some(c) = self
+                .cloud
+                .register_enterprise(d.taxpayer_id, d.name, None)
+                .await
+                .map_err(e("registering a tenant"))?
+            {
+                creds.insert(d.taxpayer_id.to_owned(), c);
+            }
+        }
+        self.layout.save_credentials(&creds)
+    }
+
+    /// The cloud's base URL.
+    #[must_use]
+    pub fn cloud_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.ports.cloud)
+    }
+
+    /// The tax base URL (查验).
+    #[must_use]
+    pub fn tax_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.ports.tax)
+    }
+
+    /// The platform admin base URL.
+    #[must_use]
+    pub fn admin_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.ports.platform_admin)
+    }
+
+    /// Stops one role (its port stays configured).
+    pub async fn stop(&mut self, role: &str) {
+        if let Some(r) = self.roles.remove(role) {
+            r.shutdown().await;
+        }
+    }
+
+    /// Starts a stopped role again on its configured port.
+    ///
+    /// # Errors
+    /// [`SystemError`].
+    pub async fn restart(&mut self, role: &str) -> Result<()> {
+        if self.roles.contains_key(role) {
+            return Ok(());
+        }
+        let cfg = RoleConfig::load(&self.layout.config_path(role))?;
+        let l = bind_all(&cfg.listen).await?;
+        let a = bind_all(&cfg.admin_listen).await?;
+        let r = start_role(&cfg, l, a, self.options.clone()).await?;
+        match &r.handle {
+            RoleHandle::Tax(t) => self.tax = t.clone(),
+            RoleHandle::Platform(p) => self.platform = p.clone(),
+            RoleHandle::Cloud(c) => self.cloud = c.clone(),
+        }
+        self.roles.insert(role.to_owned(), r);
+        Ok(())
+    }
+
+    /// Stops everything.
+    pub async fn shutdown(self) {
+        for (_, r) in self.roles.into_iter().rev() {
+            r.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,20 @@
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_blue_invoice_is_issued_accepted_and_readable() {
+    let env = Env::start().await;
+    let erp = env.erp(SH);
+    let r = post(&erp, "/v1/invoices", &order(SH, "A-1", "500")).await;
+    let v = json_of(&r);
+    assert_eq!(r.status, 201, "{v}");
+    let number = v["number"].as_str().unwrap().to_owned();
+    assert_eq!(v["tax_status"], "pending");
+    assert_eq!(v["total"], "1166.00");
+    wait_for("tax acceptance at cloud", || {
+        let erp = &erp;
+        let number = number.clone();
+        async move { json_of(&get(erp, &format!("/v1/invoices/{number}")).await)["tax_status"] == "accepted" }
+    })
+    .await;
+    env.system.shutdown().await;
+}

@@ -1,0 +1,11 @@
+//! The sync flow end to end: tax, platform and cloud in one process on loopback ports, real
+//! mutual TLS, envelopes, SQLite files, driven through the signed ERP API.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+mod helpers;
+mod issue;
+
+#[expect(clippy::disallowed_methods, reason = "tests read the wall clock")]
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
