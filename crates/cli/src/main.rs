@@ -14,6 +14,7 @@ mod envelope;
 mod pki;
 mod preview;
 mod render;
+mod services;
 mod text;
 
 use std::net::IpAddr;
@@ -45,6 +46,162 @@ enum Command {
     /// Seal or open a signed and encrypted envelope by hand.
     #[command(subcommand)]
     Envelope(EnvelopeCommand),
+    /// Run the whole system on loopback: tax, platform and cloud, each on its own TLS port
+    /// with its own SQLite file. The first run creates a development CA, certificates for
+    /// every role, demo enterprises and their ERP credentials under --data; later runs reuse
+    /// them.
+    Up(UpArgs),
+    /// Run one role as its own process from a configuration file (see examples/config/).
+    Serve {
+        /// cloud, platform or tax.
+        role: String,
+        /// The role's TOML configuration (FAPIAO_… environment variables override it).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Issue an invoice for an order, as the enterprise's ERP would (signed API request).
+    Issue {
+        /// The order (JSON, see examples/orders/).
+        order: PathBuf,
+        #[command(flatten)]
+        target: ErpTarget,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issue a red invoice reversing a blue one, fully or by lines.
+    Red {
+        /// The blue invoice's 20-digit number.
+        number: String,
+        /// 冲红原因: 01 开票有误, 02 销货退回, 03 服务中止, 04 销售折让.
+        #[arg(long)]
+        reason: String,
+        /// Reverse part of a line: `N:amount=X` or `N:quantity=Q` (repeatable); without it
+        /// the whole remaining invoice is reversed.
+        #[arg(long = "line")]
+        lines: Vec<String>,
+        /// The buyer's confirmation reference (required for partial reds: the form then
+        /// needs both sides).
+        #[arg(long)]
+        buyer_confirmation: Option<String>,
+        /// Order id of the red (default: generated).
+        #[arg(long)]
+        order_id: Option<String>,
+        #[command(flatten)]
+        target: ErpTarget,
+        /// Print the answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Operate the e-invoice service platform through its admin API.
+    #[command(subcommand)]
+    Platform(PlatformCommand),
+}
+
+/// Arguments of `fapiao up`.
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Data directory (PKI, configs, databases).
+    #[arg(long, default_value = "fapiao-data")]
+    data: PathBuf,
+    /// Message suite of the roles' envelopes: gm (SM2/SM3/SM4) or intl (P-256/SHA-256/AES).
+    #[arg(long, default_value = "gm", value_parser = parse_suite)]
+    suite: Suite,
+    /// Cloud port (first run; later runs use the written configs).
+    #[arg(long, default_value_t = 8443)]
+    cloud_port: u16,
+    /// Platform port.
+    #[arg(long, default_value_t = 8444)]
+    platform_port: u16,
+    /// Platform admin port.
+    #[arg(long, default_value_t = 9444)]
+    admin_port: u16,
+    /// Tax port.
+    #[arg(long, default_value_t = 8445)]
+    tax_port: u16,
+}
+
+/// Where the ERP commands send to.
+#[derive(Debug, Args)]
+struct ErpTarget {
+    /// Data directory of `fapiao up` (cloud URL, trust, ERP credentials).
+    #[arg(long, default_value = "fapiao-data")]
+    data: PathBuf,
+    /// Act as this enterprise (taxpayer id; default: the order's seller or the invoice's owner).
+    #[arg(long)]
+    enterprise: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct AdminTarget {
+    /// Data directory of `fapiao up` (admin URL and operator certificate).
+    #[arg(long, default_value = "fapiao-data")]
+    data: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum PlatformCommand {
+    /// List the registered enterprises.
+    Enterprises {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Register an enterprise (JSON file with taxpayer_id, name, cloud, status, hosting,
+    /// allowed_types, invoice_limit, monthly_quota).
+    AddEnterprise {
+        /// The enterprise, as JSON.
+        file: PathBuf,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Change an enterprise: status, limit, quota, allowed types.
+    SetEnterprise {
+        /// Taxpayer id.
+        taxpayer_id: String,
+        /// active or suspended.
+        #[arg(long)]
+        status: Option<String>,
+        /// Per-invoice limit (价税合计).
+        #[arg(long)]
+        invoice_limit: Option<String>,
+        /// Monthly credit quota.
+        #[arg(long)]
+        monthly_quota: Option<String>,
+        /// Allowed types, comma-separated: special,ordinary.
+        #[arg(long)]
+        allowed_types: Option<String>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// List the registered cloud platforms.
+    Clouds {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Register a cloud platform (or change its URL).
+    AddCloud {
+        /// Its identity, `cloud:<name>` as in its certificates.
+        identity: String,
+        /// Its base URL (status notices go there).
+        url: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// List outbox entries (uploads to tax, notices to clouds): failed ones by default.
+    Outbox {
+        /// pending, failed or done.
+        #[arg(long, default_value = "failed")]
+        state: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Put a failed outbox entry back in the queue.
+    Retry {
+        /// The entry's id.
+        id: i64,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
 }
 
 /// Arguments of `fapiao preview`.
@@ -71,8 +228,12 @@ struct PreviewArgs {
 /// Arguments of `fapiao render`.
 #[derive(Debug, Args)]
 struct RenderArgs {
-    /// An invoice file (JSON, as `fapiao preview --number N --json` writes it).
+    /// An invoice file (JSON, as `fapiao preview --number N --json` writes it), or the 20-digit
+    /// number of an issued invoice: its files are then downloaded from the running system.
     invoice: PathBuf,
+    /// Data directory of `fapiao up`, for a number.
+    #[arg(long, default_value = "fapiao-data")]
+    data: PathBuf,
     /// Write the PDF layout file here.
     #[arg(long)]
     pdf: Option<PathBuf>,
@@ -268,9 +429,135 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     let now = clock::now();
     match command {
         Command::Preview(args) => preview::run(&preview::Plan::from_args(args, now)?),
-        Command::Render(args) => render::run(&render::Plan::from_args(args, &key_pass)?, now),
+        Command::Render(args) => {
+            let text = args.invoice.to_string_lossy();
+            if !args.invoice.exists()
+                && text.len() == 20
+                && text.bytes().all(|b| b.is_ascii_digit())
+            {
+                if args.pdf.is_none() && args.xml.is_none() {
+                    anyhow::bail!("give --pdf and/or --xml");
+                }
+                services::download(&args.data, &text, args.pdf.as_ref(), args.xml.as_ref())
+            } else {
+                render::run(&render::Plan::from_args(args, &key_pass)?, now)
+            }
+        }
         Command::Pki(cmd) => run_pki(cmd, now),
         Command::Envelope(cmd) => run_envelope(cmd, now),
+        Command::Up(a) => services::up(
+            &a.data,
+            a.suite,
+            fapiao_system::Ports {
+                cloud: a.cloud_port,
+                platform: a.platform_port,
+                platform_admin: a.admin_port,
+                tax: a.tax_port,
+            },
+            now,
+        ),
+        Command::Serve { role, config } => services::serve(&role, &config),
+        Command::Issue {
+            order,
+            target,
+            json,
+        } => services::issue(&target.data, &order, target.enterprise, json),
+        Command::Red {
+            number,
+            reason,
+            lines,
+            buyer_confirmation,
+            order_id,
+            target,
+            json,
+        } => services::red(
+            &target.data,
+            &number,
+            &reason,
+            &lines,
+            buyer_confirmation,
+            order_id,
+            target.enterprise,
+            json,
+        ),
+        Command::Platform(cmd) => run_platform(cmd),
+    }
+}
+
+fn run_platform(cmd: PlatformCommand) -> anyhow::Result<ExitCode> {
+    use http::Method;
+    match cmd {
+        PlatformCommand::Enterprises { target } => {
+            services::admin(&target.data, Method::GET, "/admin/enterprises", None)
+        }
+        PlatformCommand::AddEnterprise { file, target } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            let body: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            services::admin(&target.data, Method::POST, "/admin/enterprises", Some(body))
+        }
+        PlatformCommand::SetEnterprise {
+            taxpayer_id,
+            status,
+            invoice_limit,
+            monthly_quota,
+            allowed_types,
+            target,
+        } => {
+            let mut body = serde_json::Map::new();
+            if let Some(s) = status {
+                body.insert("status".into(), s.into());
+            }
+            if let Some(l) = invoice_limit {
+                body.insert("invoice_limit".into(), l.into());
+            }
+            if let Some(q) = monthly_quota {
+                body.insert("monthly_quota".into(), q.into());
+            }
+            if let Some(t) = allowed_types {
+                body.insert(
+                    "allowed_types".into(),
+                    t.split(',').map(str::trim).collect::<Vec<_>>().into(),
+                );
+            }
+            if body.is_empty() {
+                anyhow::bail!(
+                    "nothing to change: give --status, --invoice-limit, --monthly-quota or --allowed-types"
+                );
+            }
+            services::admin(
+                &target.data,
+                Method::PATCH,
+                &format!("/admin/enterprises/{taxpayer_id}"),
+                Some(body.into()),
+            )
+        }
+        PlatformCommand::Clouds { target } => {
+            services::admin(&target.data, Method::GET, "/admin/clouds", None)
+        }
+        PlatformCommand::AddCloud {
+            identity,
+            url,
+            target,
+        } => services::admin(
+            &target.data,
+            Method::POST,
+            "/admin/clouds",
+            Some(serde_json::json!({ "identity": identity, "url": url })),
+        ),
+        PlatformCommand::Outbox { state, target } => services::admin(
+            &target.data,
+            Method::GET,
+            &format!("/admin/outbox?state={state}"),
+            None,
+        ),
+        PlatformCommand::Retry { id, target } => services::admin(
+            &target.data,
+            Method::POST,
+            &format!("/admin/outbox/{id}/retry"),
+            None,
+        ),
     }
 }
 

@@ -11,6 +11,15 @@ pub(crate) fn render_draft(
     d: &InvoiceDraft,
     numbered: Option<(&InvoiceNumber, PrimitiveDateTime)>,
 ) -> String {
+    render_with_note(d, numbered, "（样张，未签名）")
+}
+
+/// Like [`render_draft`], with `note` after the number and date of a numbered invoice.
+pub(crate) fn render_with_note(
+    d: &InvoiceDraft,
+    numbered: Option<(&InvoiceNumber, PrimitiveDateTime)>,
+    note: &str,
+) -> String {
     let mut s = String::new();
     let title = d.invoice_type().title();
     let kind = match d.kind() {
@@ -25,7 +34,7 @@ pub(crate) fn render_draft(
         Some((number, at)) => {
             let _ = writeln!(
                 s,
-                "{title}    发票号码：{number}  开票日期：{}（样张，未签名）",
+                "{title}    发票号码：{number}  开票日期：{}{note}",
                 fapiao_model::datetime::format(at)
             );
         }

@@ -8,15 +8,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fapiao_issuer::verify;
 use fapiao_model::InvoiceKind;
+use fapiao_protocol::Code;
 use fapiao_protocol::client::{CallError, now};
 use fapiao_protocol::erp::{self, hex};
 use fapiao_protocol::wire::{
     FormWire, IssueOrder, OrderAnswer, RedOrder, RedScopeWire, Refusal, SignedReceipt, TaxStatus,
     WireInvoice, message_type,
 };
-use fapiao_protocol::Code;
-use fapiao_service::error::request_id;
 use fapiao_service::ApiError;
+use fapiao_service::error::request_id;
 use fapiao_store::sqlx::{self, QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -144,18 +144,34 @@ impl Cloud {
         };
         let secret: String = row.try_get("secret").map_err(|e| internal(rid, &e))?;
         let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-        if !erp::verify(secret.as_bytes(), method.as_str(), path, ts, nonce, body, sig) {
+        if !erp::verify(
+            secret.as_bytes(),
+            method.as_str(),
+            path,
+            ts,
+            nonce,
+            body,
+            sig,
+        ) {
             return Err(unauth("unknown key or bad signature"));
         }
         let t = now().unix_timestamp();
         if (t - ts).abs() > erp::WINDOW_SECONDS {
             return Err(ApiError::new(
                 Code::RequestStale,
-                format!("the timestamp is more than {} s from the server's clock", erp::WINDOW_SECONDS),
+                format!(
+                    "the timestamp is more than {} s from the server's clock",
+                    erp::WINDOW_SECONDS
+                ),
                 rid,
             ));
         }
-        let mut tx = self.inner.db.begin_write().await.map_err(|e| internal(rid, &e))?;
+        let mut tx = self
+            .inner
+            .db
+            .begin_write()
+            .await
+            .map_err(|e| internal(rid, &e))?;
         sqlx::query("DELETE FROM api_nonces WHERE expires_at <= $1")
             .bind(t)
             .execute(&mut *tx)
@@ -174,25 +190,38 @@ impl Cloud {
         .rows_affected();
         tx.commit().await.map_err(|e| internal(rid, &e))?;
         if fresh == 0 {
-            return Err(ApiError::new(Code::RequestReplayed, "this nonce was already used", rid));
+            return Err(ApiError::new(
+                Code::RequestReplayed,
+                "this nonce was already used",
+                rid,
+            ));
         }
         row.try_get("taxpayer_id").map_err(|e| internal(rid, &e))
     }
 
-    async fn stored(&self, enterprise: &str, order_id: &str) -> Result<Option<(String, InvoiceView)>, sqlx::Error> {
+    async fn stored(
+        &self,
+        enterprise: &str,
+        order_id: &str,
+    ) -> Result<Option<(String, InvoiceView)>, sqlx::Error> {
         let row = sqlx::query("SELECT * FROM invoices WHERE enterprise = $1 AND order_id = $2")
             .bind(enterprise)
             .bind(order_id)
             .fetch_optional(self.inner.db.pool())
             .await?;
-        row.map(|r| Ok((r.try_get("request_hash")?, view(&r)?))).transpose()
+        row.map(|r| Ok((r.try_get("request_hash")?, view(&r)?)))
+            .transpose()
     }
 
     /// One invoice of an enterprise.
     ///
     /// # Errors
     /// Database errors.
-    pub async fn invoice(&self, enterprise: &str, number: &str) -> Result<Option<InvoiceView>, sqlx::Error> {
+    pub async fn invoice(
+        &self,
+        enterprise: &str,
+        number: &str,
+    ) -> Result<Option<InvoiceView>, sqlx::Error> {
         let row = sqlx::query("SELECT * FROM invoices WHERE enterprise = $1 AND number = $2")
             .bind(enterprise)
             .bind(number)
@@ -225,7 +254,11 @@ impl Cloud {
         let peer = self.inner.platform.peer_identity().to_owned();
         let bad = |m: String| {
             tracing::error!(request_id = %rid, %m, "platform answer unusable");
-            ApiError::new(Code::PlatformUnavailable, "the platform's answer was unusable; retry", rid)
+            ApiError::new(
+                Code::PlatformUnavailable,
+                "the platform's answer was unusable; retry",
+                rid,
+            )
         };
         let answer: OrderAnswer = match answer.message_type.as_str() {
             message_type::ORDER_ANSWER => answer.parse(&peer).map_err(|e| bad(e.to_string()))?,
@@ -237,7 +270,12 @@ impl Cloud {
         };
         let (invoice, tax_status, form) = match answer {
             OrderAnswer::Refused(r) => return Err(ApiError::from_refusal(r, rid)),
-            OrderAnswer::Issued { order_id: o, invoice, tax_status, form } => {
+            OrderAnswer::Issued {
+                order_id: o,
+                invoice,
+                tax_status,
+                form,
+            } => {
                 if o != order_id {
                     return Err(bad(format!("answer for order {o}")));
                 }
@@ -255,7 +293,12 @@ impl Cloud {
             InvoiceKind::Red(r) => Some(r.blue_number.as_str().to_owned()),
             InvoiceKind::Blue => None,
         };
-        let mut tx = self.inner.db.begin_write().await.map_err(|e| internal(rid, &e))?;
+        let mut tx = self
+            .inner
+            .db
+            .begin_write()
+            .await
+            .map_err(|e| internal(rid, &e))?;
         sqlx::query(
             "INSERT INTO invoices (number, enterprise, order_id, request_hash, kind, blue_number, form,
                 issued_at, buyer_name, buyer_id, total, tax_status, record)
@@ -297,13 +340,19 @@ fn view(r: &SqliteRow) -> Result<InvoiceView, sqlx::Error> {
         order_id: r.try_get("order_id")?,
         kind: r.try_get("kind")?,
         blue_number: r.try_get("blue_number")?,
-        form: form.map(|f| serde_json::from_str(&f)).transpose().map_err(|_| dec("form"))?,
+        form: form
+            .map(|f| serde_json::from_str(&f))
+            .transpose()
+            .map_err(|_| dec("form"))?,
         issued_at: r.try_get("issued_at")?,
         total: r.try_get("total")?,
         tax_status: TaxStatus::parse(&status).ok_or_else(|| dec("tax_status"))?,
         tax_reason: r.try_get("tax_reason")?,
         invoice: serde_json::from_str(&record).map_err(|_| dec("record"))?,
-        receipt: receipt.map(|x| serde_json::from_str(&x)).transpose().map_err(|_| dec("receipt"))?,
+        receipt: receipt
+            .map(|x| serde_json::from_str(&x))
+            .transpose()
+            .map_err(|_| dec("receipt"))?,
     })
 }
 
@@ -311,10 +360,21 @@ fn body_hash(body: &[u8]) -> String {
     hex(&Sha256::digest(body))
 }
 
-async fn issue(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn issue(
+    State(cloud): State<Cloud>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let rid = request_id(&headers);
     match issue_inner(&cloud, &method, &uri, &headers, &body, &rid).await {
-        Ok((status, v)) => (status, [(fapiao_service::error::REQUEST_ID_HEADER, rid)], axum::Json(v)).into_response(),
+        Ok((status, v)) => (
+            status,
+            [(fapiao_service::error::REQUEST_ID_HEADER, rid)],
+            axum::Json(v),
+        )
+            .into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -330,7 +390,11 @@ async fn issue_inner(
     let enterprise = cloud.authenticate(method, uri, headers, body, rid).await?;
     let order: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(Code::InvalidRequest, format!("body is not JSON: {e}"), rid))?;
-    let Some(order_id) = order.get("order_id").and_then(|o| o.as_str()).map(str::to_owned) else {
+    let Some(order_id) = order
+        .get("order_id")
+        .and_then(|o| o.as_str())
+        .map(str::to_owned)
+    else {
         let mut e = ApiError::new(Code::InvalidOrder, "the order has 1 problem(s)", rid);
         e.findings.push(fapiao_protocol::wire::FindingWire {
             path: "order_id".into(),
@@ -340,13 +404,20 @@ async fn issue_inner(
         return Err(e);
     };
     let hash = body_hash(body);
-    if let Some((h, v)) = cloud.stored(&enterprise, &order_id).await.map_err(|e| internal(rid, &e))? {
+    if let Some((h, v)) = cloud
+        .stored(&enterprise, &order_id)
+        .await
+        .map_err(|e| internal(rid, &e))?
+    {
         return if h == hash {
             Ok((StatusCode::OK, v))
         } else {
             Err(ApiError::new(
                 Code::OrderConflict,
-                format!("order_id {order_id} was already used with a different request; invoice {} stands", v.number),
+                format!(
+                    "order_id {order_id} was already used with a different request; invoice {} stands",
+                    v.number
+                ),
                 rid,
             ))
         };
@@ -358,7 +429,14 @@ async fn issue_inner(
         request_hash: hash.clone(),
     };
     let v = cloud
-        .forward(&enterprise, &order_id, &hash, message_type::ORDER_ISSUE, &req, rid)
+        .forward(
+            &enterprise,
+            &order_id,
+            &hash,
+            message_type::ORDER_ISSUE,
+            &req,
+            rid,
+        )
         .await?;
     tracing::info!(request_id = %rid, number = %v.number, "invoice issued");
     Ok((StatusCode::CREATED, v))
@@ -392,17 +470,26 @@ async fn red(
 ) -> Response {
     let rid = request_id(&headers);
     let result = async {
-        let enterprise = cloud.authenticate(&method, &uri, &headers, &body, &rid).await?;
+        let enterprise = cloud
+            .authenticate(&method, &uri, &headers, &body, &rid)
+            .await?;
         let b: RedBody = serde_json::from_slice(&body)
             .map_err(|e| ApiError::new(Code::InvalidRequest, format!("body: {e}"), &rid))?;
         let hash = body_hash(&body);
-        if let Some((h, v)) = cloud.stored(&enterprise, &b.order_id).await.map_err(|e| internal(&rid, &e))? {
+        if let Some((h, v)) = cloud
+            .stored(&enterprise, &b.order_id)
+            .await
+            .map_err(|e| internal(&rid, &e))?
+        {
             return if h == hash {
                 Ok((StatusCode::OK, v))
             } else {
                 Err(ApiError::new(
                     Code::OrderConflict,
-                    format!("order_id {} was already used with a different request", b.order_id),
+                    format!(
+                        "order_id {} was already used with a different request",
+                        b.order_id
+                    ),
                     &rid,
                 ))
             };
@@ -418,7 +505,14 @@ async fn red(
             request_hash: hash.clone(),
         };
         let v = cloud
-            .forward(&enterprise, &b.order_id, &hash, message_type::ORDER_RED, &req, &rid)
+            .forward(
+                &enterprise,
+                &b.order_id,
+                &hash,
+                message_type::ORDER_RED,
+                &req,
+                &rid,
+            )
             .await?;
         tracing::info!(request_id = %rid, number = %v.number, "red invoice issued");
         Ok((StatusCode::CREATED, v))
@@ -446,7 +540,13 @@ async fn authed_invoice(
         .ok_or_else(|| ApiError::new(Code::InvoiceNotFound, format!("no invoice {number}"), rid))
 }
 
-async fn get_one(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: HeaderMap, Path(number): Path<String>) -> Response {
+async fn get_one(
+    State(cloud): State<Cloud>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+) -> Response {
     let rid = request_id(&headers);
     match authed_invoice(&cloud, &method, &uri, &headers, &number, &rid).await {
         Ok(v) => axum::Json(v).into_response(),
@@ -454,19 +554,34 @@ async fn get_one(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: 
     }
 }
 
-async fn xml(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: HeaderMap, Path(number): Path<String>) -> Response {
+async fn xml(
+    State(cloud): State<Cloud>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+) -> Response {
     let rid = request_id(&headers);
     let result = async {
         let v = authed_invoice(&cloud, &method, &uri, &headers, &number, &rid).await?;
         let signed = v.invoice.to_signed().map_err(|e| internal(&rid, &e))?;
-        Ok::<_, ApiError>(fapiao_render::render_xml(&signed.invoice, Some(&signed.signature)))
+        Ok::<_, ApiError>(fapiao_render::render_xml(
+            &signed.invoice,
+            Some(&signed.signature),
+        ))
     }
     .await;
     match result {
         Ok(x) => (
             [
-                (axum::http::header::CONTENT_TYPE, "application/xml; charset=utf-8".to_owned()),
-                (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"dzfp_{number}.xml\"")),
+                (
+                    axum::http::header::CONTENT_TYPE,
+                    "application/xml; charset=utf-8".to_owned(),
+                ),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"dzfp_{number}.xml\""),
+                ),
             ],
             x,
         )
@@ -475,7 +590,13 @@ async fn xml(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: Head
     }
 }
 
-async fn pdf(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: HeaderMap, Path(number): Path<String>) -> Response {
+async fn pdf(
+    State(cloud): State<Cloud>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(number): Path<String>,
+) -> Response {
     let rid = request_id(&headers);
     let result = async {
         let v = authed_invoice(&cloud, &method, &uri, &headers, &number, &rid).await?;
@@ -494,8 +615,14 @@ async fn pdf(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: Head
     match result {
         Ok(bytes) => (
             [
-                (axum::http::header::CONTENT_TYPE, "application/pdf".to_owned()),
-                (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"dzfp_{number}.pdf\"")),
+                (
+                    axum::http::header::CONTENT_TYPE,
+                    "application/pdf".to_owned(),
+                ),
+                (
+                    axum::http::header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"dzfp_{number}.pdf\""),
+                ),
             ],
             bytes,
         )
@@ -528,33 +655,47 @@ fn is_date(s: &str) -> bool {
     time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")).is_ok()
 }
 
-async fn list(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: HeaderMap, query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn list(
+    State(cloud): State<Cloud>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let rid = request_id(&headers);
     let result = async {
-        let enterprise = cloud.authenticate(&method, &uri, &headers, b"", &rid).await?;
-        let Query(q) = query.map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text(), &rid))?;
+        let enterprise = cloud
+            .authenticate(&method, &uri, &headers, b"", &rid)
+            .await?;
+        let Query(q) =
+            query.map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text(), &rid))?;
         let bad = |m: &str| ApiError::new(Code::InvalidRequest, m, &rid);
         let limit = q.limit.unwrap_or(50);
         if !(1..=100).contains(&limit) {
             return Err(bad("limit: 1 to 100"));
         }
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT * FROM invoices WHERE enterprise = ");
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT * FROM invoices WHERE enterprise = ");
         qb.push_bind(enterprise);
         if let Some(f) = &q.from {
             if !is_date(f) {
                 return Err(bad("from: YYYY-MM-DD"));
             }
-            qb.push(" AND issued_at >= ").push_bind(format!("{f} 00:00:00"));
+            qb.push(" AND issued_at >= ")
+                .push_bind(format!("{f} 00:00:00"));
         }
         if let Some(t) = &q.to {
             if !is_date(t) {
                 return Err(bad("to: YYYY-MM-DD"));
             }
-            qb.push(" AND issued_at <= ").push_bind(format!("{t} 23:59:59"));
+            qb.push(" AND issued_at <= ")
+                .push_bind(format!("{t} 23:59:59"));
         }
         if let Some(b) = &q.buyer {
             qb.push(" AND (buyer_id = ").push_bind(b.clone());
-            qb.push(" OR instr(buyer_name, ").push_bind(b.clone()).push(") > 0)");
+            qb.push(" OR instr(buyer_name, ")
+                .push_bind(b.clone())
+                .push(") > 0)");
         }
         if let Some(k) = &q.kind {
             if k != "blue" && k != "red" {
@@ -569,11 +710,17 @@ async fn list(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: Hea
             qb.push(" AND tax_status = ").push_bind(s.clone());
         }
         if let Some(c) = &q.cursor {
-            let seq: i64 = c.parse().map_err(|_| bad("cursor: as returned in next_cursor"))?;
+            let seq: i64 = c
+                .parse()
+                .map_err(|_| bad("cursor: as returned in next_cursor"))?;
             qb.push(" AND seq < ").push_bind(seq);
         }
         qb.push(" ORDER BY seq DESC LIMIT ").push_bind(limit + 1);
-        let rows = qb.build().fetch_all(cloud.inner.db.pool()).await.map_err(|e| internal(&rid, &e))?;
+        let rows = qb
+            .build()
+            .fetch_all(cloud.inner.db.pool())
+            .await
+            .map_err(|e| internal(&rid, &e))?;
         let more = i64::try_from(rows.len()).unwrap_or(0) > limit;
         let mut items = Vec::new();
         let mut last_seq = None;
@@ -592,7 +739,11 @@ async fn list(State(cloud): State<Cloud>, method: Method, uri: Uri, headers: Hea
         }
         Ok(InvoicePage {
             items,
-            next_cursor: if more { last_seq.map(|s| s.to_string()) } else { None },
+            next_cursor: if more {
+                last_seq.map(|s| s.to_string())
+            } else {
+                None
+            },
         })
     }
     .await;

@@ -175,11 +175,17 @@ impl Cloud {
             .map_err(Clone::clone)
     }
 
-    async fn status_notice(&self, notice: &StatusNotice) -> Result<Result<(), Refusal>, StoreError> {
+    async fn status_notice(
+        &self,
+        notice: &StatusNotice,
+    ) -> Result<Result<(), Refusal>, StoreError> {
         if let Some(r) = &notice.receipt
             && r.verify(&self.inner.material.trust, now()).is_err()
         {
-            return Ok(Err(Refusal::new(Code::InvalidRequest, "the tax receipt does not verify")));
+            return Ok(Err(Refusal::new(
+                Code::InvalidRequest,
+                "the tax receipt does not verify",
+            )));
         }
         let mut tx = self.inner.db.begin_write().await?;
         let n = sqlx::query(
@@ -190,7 +196,12 @@ impl Cloud {
         .bind(&notice.enterprise)
         .bind(notice.tax_status.as_str())
         .bind(&notice.reason)
-        .bind(notice.receipt.as_ref().map(|r| serde_json::to_string(r).unwrap_or_default()))
+        .bind(
+            notice
+                .receipt
+                .as_ref()
+                .map(|r| serde_json::to_string(r).unwrap_or_default()),
+        )
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -93,8 +93,10 @@ pub(crate) fn china_now() -> PrimitiveDateTime {
 }
 
 fn one_finding(path: &str, code: FindingCode, message: String) -> Refusal {
-    ValidationErrors::from_findings(vec![Finding::new(path, code, message)])
-        .map_or_else(|| Refusal::new(Code::InvalidOrder, "invalid order"), |e| Refusal::invalid(&e))
+    ValidationErrors::from_findings(vec![Finding::new(path, code, message)]).map_or_else(
+        || Refusal::new(Code::InvalidOrder, "invalid order"),
+        |e| Refusal::invalid(&e),
+    )
 }
 
 fn type_name(t: InvoiceType) -> &'static str {
@@ -153,12 +155,7 @@ impl EnvelopeHandler for Platform {
 }
 
 impl Platform {
-    async fn admit(
-        &self,
-        tx: &mut Tx,
-        cloud: &str,
-        enterprise: &str,
-    ) -> Result<Enterprise, Step> {
+    async fn admit(&self, tx: &mut Tx, cloud: &str, enterprise: &str) -> Result<Enterprise, Step> {
         let known: Option<String> =
             sqlx::query_scalar("SELECT identity FROM clouds WHERE identity = $1")
                 .bind(cloud)
@@ -227,10 +224,9 @@ impl Platform {
             ));
         }
         let number: String = row.try_get("number")?;
-        let stored = self
-            .invoice_in(&mut **tx, &number)
-            .await?
-            .ok_or_else(|| Step::Failed(format!("order {order_id} names missing invoice {number}")))?;
+        let stored = self.invoice_in(&mut **tx, &number).await?.ok_or_else(|| {
+            Step::Failed(format!("order {order_id} names missing invoice {number}"))
+        })?;
         Ok(Some(OrderAnswer::Issued {
             order_id: order_id.to_owned(),
             invoice: stored.invoice,
@@ -243,15 +239,14 @@ impl Platform {
         Ok(self.inner.db.pool().begin().await?)
     }
 
-    async fn issue_blue(
-        &self,
-        cloud: &str,
-        o: &IssueOrder,
-    ) -> Result<OrderAnswer, Step> {
+    async fn issue_blue(&self, cloud: &str, o: &IssueOrder) -> Result<OrderAnswer, Step> {
         {
             let mut tx = self.read_tx().await?;
             self.admit(&mut tx, cloud, &o.enterprise).await?;
-            if let Some(a) = self.existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash).await? {
+            if let Some(a) = self
+                .existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash)
+                .await?
+            {
                 return Ok(a);
             }
         }
@@ -282,7 +277,10 @@ impl Platform {
                 other => return other,
             }
         }
-        Err(refused(Code::NumbersExhausted, "no invoice number is available"))
+        Err(refused(
+            Code::NumbersExhausted,
+            "no invoice number is available",
+        ))
     }
 
     async fn issue_blue_tx(
@@ -293,7 +291,10 @@ impl Platform {
     ) -> Result<OrderAnswer, Step> {
         let mut tx = self.inner.db.begin_write().await?;
         let e = self.admit(&mut tx, cloud, &o.enterprise).await?;
-        if let Some(a) = self.existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash).await? {
+        if let Some(a) = self
+            .existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash)
+            .await?
+        {
             return Ok(a);
         }
         let t = type_name(draft.invoice_type());
@@ -307,14 +308,27 @@ impl Platform {
         if total > e.invoice_limit {
             return Err(refused(
                 Code::OverInvoiceLimit,
-                format!("价税合计 {total} exceeds the per-invoice limit {}", e.invoice_limit),
+                format!(
+                    "价税合计 {total} exceeds the per-invoice limit {}",
+                    e.invoice_limit
+                ),
             ));
         }
         let issued_at = china_now();
         self.consume_quota(&mut tx, &e, issued_at, total).await?;
         let (signed, block_id, block) = self.number_and_sign(&mut tx, &e, draft, issued_at).await?;
-        self.store_issued(&mut tx, &e, &o.order_id, &o.request_hash, &signed.invoice, &signed, block_id, &block, None)
-            .await?;
+        self.store_issued(
+            &mut tx,
+            &e,
+            &o.order_id,
+            &o.request_hash,
+            &signed.invoice,
+            &signed,
+            block_id,
+            &block,
+            None,
+        )
+        .await?;
         tx.commit().await?;
         self.inner.wake.notify_one();
         Ok(OrderAnswer::Issued {
@@ -329,40 +343,80 @@ impl Platform {
         {
             let mut tx = self.read_tx().await?;
             self.admit(&mut tx, cloud, &o.enterprise).await?;
-            if let Some(a) = self.existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash).await? {
+            if let Some(a) = self
+                .existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash)
+                .await?
+            {
                 return Ok(a);
             }
         }
         let order_id = OrderId::parse(&o.order_id).map_err(|_| {
-            Step::Refused(one_finding("order_id", FindingCode::InvalidText, "not a valid order id".into()))
+            Step::Refused(one_finding(
+                "order_id",
+                FindingCode::InvalidText,
+                "not a valid order id".into(),
+            ))
         })?;
-        let reason = RedReason::parse(&o.reason)
-            .map_err(|e| Step::Refused(one_finding("reason", FindingCode::InvalidChoice, e.to_string())))?;
+        let reason = RedReason::parse(&o.reason).map_err(|e| {
+            Step::Refused(one_finding(
+                "reason",
+                FindingCode::InvalidChoice,
+                e.to_string(),
+            ))
+        })?;
         let scope = match &o.scope {
             RedScopeWire::Full => RedScope::Full,
             RedScopeWire::Partial { lines } => {
                 let mut parts = Vec::new();
                 for (i, l) in lines.iter().enumerate() {
-                    let amount = l.amount.as_deref().map(Amount::parse).transpose().map_err(|e| {
-                        Step::Refused(one_finding(&format!("scope.lines[{i}].amount"), FindingCode::InvalidDecimal, e.to_string()))
-                    })?;
-                    let quantity = l.quantity.as_deref().map(Quantity::parse).transpose().map_err(|e| {
-                        Step::Refused(one_finding(&format!("scope.lines[{i}].quantity"), FindingCode::InvalidDecimal, e.to_string()))
-                    })?;
-                    parts.push(PartialReversal { line: l.line, amount, quantity });
+                    let amount =
+                        l.amount
+                            .as_deref()
+                            .map(Amount::parse)
+                            .transpose()
+                            .map_err(|e| {
+                                Step::Refused(one_finding(
+                                    &format!("scope.lines[{i}].amount"),
+                                    FindingCode::InvalidDecimal,
+                                    e.to_string(),
+                                ))
+                            })?;
+                    let quantity = l
+                        .quantity
+                        .as_deref()
+                        .map(Quantity::parse)
+                        .transpose()
+                        .map_err(|e| {
+                            Step::Refused(one_finding(
+                                &format!("scope.lines[{i}].quantity"),
+                                FindingCode::InvalidDecimal,
+                                e.to_string(),
+                            ))
+                        })?;
+                    parts.push(PartialReversal {
+                        line: l.line,
+                        amount,
+                        quantity,
+                    });
                 }
                 RedScope::Partial(parts)
             }
         };
         for attempt in 0..2 {
-            match self.issue_red_tx(cloud, o, &order_id, reason, scope.clone()).await {
+            match self
+                .issue_red_tx(cloud, o, &order_id, reason, scope.clone())
+                .await
+            {
                 Err(Step::NeedNumbers { year, province }) if attempt == 0 => {
                     self.ensure_range(year, province).await?;
                 }
                 other => return other,
             }
         }
-        Err(refused(Code::NumbersExhausted, "no invoice number is available"))
+        Err(refused(
+            Code::NumbersExhausted,
+            "no invoice number is available",
+        ))
     }
 
     async fn issue_red_tx(
@@ -375,19 +429,33 @@ impl Platform {
     ) -> Result<OrderAnswer, Step> {
         let mut tx = self.inner.db.begin_write().await?;
         let e = self.admit(&mut tx, cloud, &o.enterprise).await?;
-        if let Some(a) = self.existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash).await? {
+        if let Some(a) = self
+            .existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash)
+            .await?
+        {
             return Ok(a);
         }
         let blue = self
             .invoice_in(&mut *tx, &o.blue_number)
             .await?
             .filter(|b| b.enterprise == o.enterprise)
-            .ok_or_else(|| refused(Code::InvoiceNotFound, format!("no invoice {} of this enterprise", o.blue_number)))?;
-        let blue_invoice = blue.invoice.to_signed().map_err(|e| Step::Failed(e.to_string()))?.invoice;
-        let prior: Vec<String> = sqlx::query_scalar("SELECT record FROM invoices WHERE blue_number = $1 ORDER BY issued_at, number")
-            .bind(&o.blue_number)
-            .fetch_all(&mut *tx)
-            .await?;
+            .ok_or_else(|| {
+                refused(
+                    Code::InvoiceNotFound,
+                    format!("no invoice {} of this enterprise", o.blue_number),
+                )
+            })?;
+        let blue_invoice = blue
+            .invoice
+            .to_signed()
+            .map_err(|e| Step::Failed(e.to_string()))?
+            .invoice;
+        let prior: Vec<String> = sqlx::query_scalar(
+            "SELECT record FROM invoices WHERE blue_number = $1 ORDER BY issued_at, number",
+        )
+        .bind(&o.blue_number)
+        .fetch_all(&mut *tx)
+        .await?;
         let prior = prior
             .iter()
             .map(|r| read_record(r))
@@ -412,8 +480,14 @@ impl Platform {
         if confirmation == Confirmation::Required {
             form = form.confirm().map_err(red_err)?;
         }
-        let draft = plan_red(&blue_invoice, &prior, &form, Some(order_id.clone()), o.drawer.clone())
-            .map_err(red_err)?;
+        let draft = plan_red(
+            &blue_invoice,
+            &prior,
+            &form,
+            Some(order_id.clone()),
+            o.drawer.clone(),
+        )
+        .map_err(red_err)?;
         let total = draft.totals().total;
         self.consume_quota(&mut tx, &e, issued_at, total).await?;
         let (signed, block_id, block) = self.number_and_sign(&mut tx, &e, draft, issued_at).await?;
@@ -436,8 +510,18 @@ impl Platform {
         .bind(now().unix_timestamp())
         .execute(&mut *tx)
         .await?;
-        self.store_issued(&mut tx, &e, &o.order_id, &o.request_hash, &signed.invoice, &signed, block_id, &block, Some(&form_wire.number))
-            .await?;
+        self.store_issued(
+            &mut tx,
+            &e,
+            &o.order_id,
+            &o.request_hash,
+            &signed.invoice,
+            &signed,
+            block_id,
+            &block,
+            Some(&form_wire.number),
+        )
+        .await?;
         tx.commit().await?;
         self.inner.wake.notify_one();
         Ok(OrderAnswer::Issued {
@@ -460,11 +544,17 @@ impl Platform {
             .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
             .unwrap_or("000000");
         let d = at.date();
-        let prefix = format!("{county}{:02}{:02}{:02}", d.year() % 100, u8::from(d.month()), d.day());
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM red_forms WHERE substr(number, 1, 12) = $1")
-            .bind(&prefix)
-            .fetch_one(&mut **tx)
-            .await?;
+        let prefix = format!(
+            "{county}{:02}{:02}{:02}",
+            d.year() % 100,
+            u8::from(d.month()),
+            d.day()
+        );
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM red_forms WHERE substr(number, 1, 12) = $1")
+                .bind(&prefix)
+                .fetch_one(&mut **tx)
+                .await?;
         RedLetterFormNumber::parse(&format!("{prefix}{:08}", count + 1))
             .map_err(|e| Step::Failed(e.to_string()))
     }
@@ -477,11 +567,12 @@ impl Platform {
         total: Amount,
     ) -> Result<(), Step> {
         let month = format!("{:04}-{:02}", at.year(), u8::from(at.month()));
-        let used: Option<String> = sqlx::query_scalar("SELECT used FROM quota_usage WHERE enterprise = $1 AND month = $2")
-            .bind(&e.taxpayer_id)
-            .bind(&month)
-            .fetch_optional(&mut **tx)
-            .await?;
+        let used: Option<String> =
+            sqlx::query_scalar("SELECT used FROM quota_usage WHERE enterprise = $1 AND month = $2")
+                .bind(&e.taxpayer_id)
+                .bind(&month)
+                .fetch_optional(&mut **tx)
+                .await?;
         let used = used
             .map(|u| Amount::parse(&u))
             .transpose()
@@ -551,7 +642,8 @@ impl Platform {
         year: u8,
         province: u8,
     ) -> Result<Option<(i64, NumberBlock)>, Step> {
-        let pc = ProvinceCode::parse(&format!("{province:02}")).map_err(|e| Step::Failed(e.to_string()))?;
+        let pc = ProvinceCode::parse(&format!("{province:02}"))
+            .map_err(|e| Step::Failed(e.to_string()))?;
         let row = sqlx::query(
             "SELECT id, channel, first, last, next FROM blocks
              WHERE enterprise = $1 AND year = $2 AND province = $3 AND next <= last ORDER BY id LIMIT 1",
@@ -562,7 +654,13 @@ impl Platform {
         .fetch_optional(&mut **tx)
         .await?;
         let (id, channel, first, last, next) = if let Some(r) = row {
-            (r.try_get::<i64, _>("id")?, r.try_get::<i64, _>("channel")?, r.try_get::<i64, _>("first")?, r.try_get::<i64, _>("last")?, r.try_get::<i64, _>("next")?)
+            (
+                r.try_get::<i64, _>("id")?,
+                r.try_get::<i64, _>("channel")?,
+                r.try_get::<i64, _>("first")?,
+                r.try_get::<i64, _>("last")?,
+                r.try_get::<i64, _>("next")?,
+            )
         } else {
             let range = sqlx::query(
                 "SELECT id, channel, next, last FROM ranges
@@ -611,7 +709,10 @@ impl Platform {
         Ok(Some((id, block)))
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one insert of everything an issue writes")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one insert of everything an issue writes"
+    )]
     async fn store_issued(
         &self,
         tx: &mut Tx,
@@ -682,10 +783,16 @@ impl Platform {
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "asking tax for numbers failed");
-                refused(Code::NumbersExhausted, "no invoice number is available; tax is unreachable")
+                refused(
+                    Code::NumbersExhausted,
+                    "no invoice number is available; tax is unreachable",
+                )
             })?;
         if answer.message_type != message_type::RANGE_GRANT {
-            return Err(Step::Failed(format!("tax answered {} to a range request", answer.message_type)));
+            return Err(Step::Failed(format!(
+                "tax answered {} to a range request",
+                answer.message_type
+            )));
         }
         let g: RangeGrant = answer
             .parse(self.inner.tax.peer_identity())
@@ -707,7 +814,13 @@ impl Platform {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        tracing::info!(year, province, first = g.first, last = g.last, "tax granted a number range");
+        tracing::info!(
+            year,
+            province,
+            first = g.first,
+            last = g.last,
+            "tax granted a number range"
+        );
         Ok(())
     }
 
@@ -723,7 +836,9 @@ impl Platform {
                 Step::Failed(m) | Step::Refused(Refusal { message: m, .. }) => {
                     StoreError::Sqlx(sqlx::Error::Protocol(m))
                 }
-                Step::NeedNumbers { .. } => StoreError::Sqlx(sqlx::Error::Protocol("numbers".into())),
+                Step::NeedNumbers { .. } => {
+                    StoreError::Sqlx(sqlx::Error::Protocol("numbers".into()))
+                }
             })
     }
 
@@ -757,7 +872,8 @@ impl Platform {
             enterprise: r.try_get("enterprise")?,
             order_id: r.try_get("order_id")?,
             kind: r.try_get("kind")?,
-            tax_status: TaxStatus::parse(&status).ok_or_else(|| Step::Failed("tax_status".into()))?,
+            tax_status: TaxStatus::parse(&status)
+                .ok_or_else(|| Step::Failed("tax_status".into()))?,
             tax_reason: r.try_get("tax_reason")?,
             invoice: serde_json::from_str(&record).map_err(|e| Step::Failed(e.to_string()))?,
             receipt: receipt
@@ -780,5 +896,8 @@ async fn save_block(tx: &mut Tx, id: i64, block: &NumberBlock) -> Result<(), Ste
 
 fn read_record(json: &str) -> Result<Invoice, Step> {
     let wire: WireInvoice = serde_json::from_str(json).map_err(|e| Step::Failed(e.to_string()))?;
-    Ok(wire.to_signed().map_err(|e| Step::Failed(e.to_string()))?.invoice)
+    Ok(wire
+        .to_signed()
+        .map_err(|e| Step::Failed(e.to_string()))?
+        .invoice)
 }

@@ -78,7 +78,9 @@ pub struct DeviceKeys {
 
 impl std::fmt::Debug for DeviceKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceKeys").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("DeviceKeys")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -168,10 +170,7 @@ impl Platform {
     /// The business routes: envelopes from clouds (mutual TLS).
     #[must_use]
     pub fn router(&self) -> Router {
-        self.inner
-            .envelopes
-            .clone()
-            .routes(Arc::new(self.clone()))
+        self.inner.envelopes.clone().routes(Arc::new(self.clone()))
     }
 
     /// The database (for operators and tests).
@@ -211,12 +210,26 @@ impl Platform {
     }
 
     /// The envelope client for a cloud (cached per identity and URL).
-    pub(crate) fn cloud_client(&self, identity: &str, url: &str) -> Result<Arc<EnvelopeClient>, String> {
+    pub(crate) fn cloud_client(
+        &self,
+        identity: &str,
+        url: &str,
+    ) -> Result<Arc<EnvelopeClient>, String> {
         let key = format!("{identity} {url}");
-        if let Some(c) = self.inner.clouds.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        if let Some(c) = self
+            .inner
+            .clouds
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
             return Ok(c);
         }
-        let config = self.inner.material.client_config().map_err(|e| e.to_string())?;
+        let config = self
+            .inner
+            .material
+            .client_config()
+            .map_err(|e| e.to_string())?;
         let http = HttpsClient::new(url, config)
             .map_err(|e| e.to_string())?
             .with_timeout(Duration::from_secs(10));

@@ -163,7 +163,10 @@ impl Platform {
     fn backoff(&self, attempts: i64) -> Duration {
         let o = &self.inner.options;
         let exp = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
-        let base = o.retry_base.saturating_mul(2_u32.saturating_pow(exp)).min(o.retry_max);
+        let base = o
+            .retry_base
+            .saturating_mul(2_u32.saturating_pow(exp))
+            .min(o.retry_max);
         let mut r = [0u8; 2];
         fapiao_crypto::rng::system_rng().fill_bytes(&mut r);
         let jitter = f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX) * 0.5 + 0.75;
@@ -171,10 +174,11 @@ impl Platform {
     }
 
     async fn upload(&self, id: i64, number: &str) -> Result<Outcome, StoreError> {
-        let record: Option<String> = sqlx::query_scalar("SELECT record FROM invoices WHERE number = $1")
-            .bind(number)
-            .fetch_optional(self.inner.db.pool())
-            .await?;
+        let record: Option<String> =
+            sqlx::query_scalar("SELECT record FROM invoices WHERE number = $1")
+                .bind(number)
+                .fetch_optional(self.inner.db.pool())
+                .await?;
         let Some(record) = record else {
             return Ok(Outcome::Failed(format!("invoice {number} is missing")));
         };
@@ -185,7 +189,12 @@ impl Platform {
         let answer = match self
             .inner
             .tax
-            .call(message_type::INVOICE_UPLOAD, &Upload { invoice: wire.clone() })
+            .call(
+                message_type::INVOICE_UPLOAD,
+                &Upload {
+                    invoice: wire.clone(),
+                },
+            )
             .await
         {
             Ok(a) => a,
@@ -193,7 +202,10 @@ impl Platform {
         };
         if answer.message_type != message_type::UPLOAD_RECEIPT {
             let text = String::from_utf8_lossy(&answer.payload).into_owned();
-            return Ok(Outcome::Retry(format!("tax answered {}: {text}", answer.message_type)));
+            return Ok(Outcome::Retry(format!(
+                "tax answered {}: {text}",
+                answer.message_type
+            )));
         }
         let receipt: SignedReceipt = match answer.parse(self.inner.tax.peer_identity()) {
             Ok(r) => r,
@@ -230,13 +242,15 @@ impl Platform {
             }
         };
         let mut tx = self.inner.db.begin_write().await?;
-        sqlx::query("UPDATE invoices SET tax_status = $2, tax_reason = $3, receipt = $4 WHERE number = $1")
-            .bind(number)
-            .bind(status.as_str())
-            .bind(&reason)
-            .bind(serde_json::to_string(&receipt).unwrap_or_default())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE invoices SET tax_status = $2, tax_reason = $3, receipt = $4 WHERE number = $1",
+        )
+        .bind(number)
+        .bind(status.as_str())
+        .bind(&reason)
+        .bind(serde_json::to_string(&receipt).unwrap_or_default())
+        .execute(&mut *tx)
+        .await?;
         let (state, err) = match &reason {
             Some(r) => ("failed", Some(r.clone())),
             None => ("done", None),
@@ -271,7 +285,9 @@ impl Platform {
         .map(|r| Ok::<_, sqlx::Error>((r.try_get("identity")?, r.try_get("url")?)))
         .transpose()?;
         let Some((identity, url)) = url else {
-            return Ok(Outcome::Failed("the enterprise's cloud is not registered".into()));
+            return Ok(Outcome::Failed(
+                "the enterprise's cloud is not registered".into(),
+            ));
         };
         let client = match self.cloud_client(&identity, &url) {
             Ok(c) => c,

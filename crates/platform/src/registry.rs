@@ -249,11 +249,12 @@ impl Platform {
         e.check()
             .map_err(|(field, message)| RegistryError::Invalid { field, message })?;
         let mut tx = self.inner.db.begin_write().await?;
-        let cloud: Option<String> = sqlx::query_scalar("SELECT identity FROM clouds WHERE identity = $1")
-            .bind(&e.cloud)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
+        let cloud: Option<String> =
+            sqlx::query_scalar("SELECT identity FROM clouds WHERE identity = $1")
+                .bind(&e.cloud)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
         if cloud.is_none() {
             return Err(RegistryError::Invalid {
                 field: "cloud",
@@ -356,7 +357,10 @@ impl Platform {
     pub fn admin_router(&self) -> Router {
         Router::new()
             .route("/admin/clouds", get(list_clouds).post(add_cloud))
-            .route("/admin/enterprises", get(list_enterprises).post(add_enterprise))
+            .route(
+                "/admin/enterprises",
+                get(list_enterprises).post(add_enterprise),
+            )
             .route(
                 "/admin/enterprises/{taxpayer_id}",
                 axum::routing::patch(patch_enterprise),
@@ -484,7 +488,10 @@ async fn add_enterprise(
         }
         Ok(false) => ApiError::new(
             Code::InvalidRequest,
-            format!("enterprise {} is already registered; PATCH it", e.taxpayer_id),
+            format!(
+                "enterprise {} is already registered; PATCH it",
+                e.taxpayer_id
+            ),
             rid,
         )
         .into_response(),

@@ -150,7 +150,10 @@ impl HttpsClient {
             return Err(bad());
         }
         let host = uri.host().ok_or_else(bad)?;
-        let bare = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let server_name = match bare.parse::<IpAddr>() {
             Ok(ip) => ServerName::IpAddress(ip.into()),
             Err(_) => ServerName::try_from(bare.clone()).map_err(|_| bad())?,

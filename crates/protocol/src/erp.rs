@@ -35,10 +35,12 @@ pub const WINDOW_SECONDS: i64 = 300;
 #[must_use]
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// The string an ERP request signature covers.
@@ -67,7 +69,10 @@ pub fn sign(
     nonce: &str,
     body: &[u8],
 ) -> String {
-    hex(&mac(secret, &string_to_sign(method, path_and_query, timestamp, nonce, body)))
+    hex(&mac(
+        secret,
+        &string_to_sign(method, path_and_query, timestamp, nonce, body),
+    ))
 }
 
 fn mac(secret: &[u8], text: &str) -> Vec<u8> {
@@ -108,14 +113,59 @@ mod tests {
 
     #[test]
     fn signature_binds_every_part() {
-        let s = sign(b"secret", "POST", "/v1/invoices", 1_700_000_000, "n0nce-0123456789", b"{}");
-        assert!(verify(b"secret", "post", "/v1/invoices", 1_700_000_000, "n0nce-0123456789", b"{}", &s));
+        let s = sign(
+            b"secret",
+            "POST",
+            "/v1/invoices",
+            1_700_000_000,
+            "n0nce-0123456789",
+            b"{}",
+        );
+        assert!(verify(
+            b"secret",
+            "post",
+            "/v1/invoices",
+            1_700_000_000,
+            "n0nce-0123456789",
+            b"{}",
+            &s
+        ));
         for (secret, path, ts, nonce, body) in [
-            (&b"secreT"[..], "/v1/invoices", 1_700_000_000, "n0nce-0123456789", &b"{}"[..]),
-            (b"secret", "/v1/invoiceS", 1_700_000_000, "n0nce-0123456789", b"{}"),
-            (b"secret", "/v1/invoices", 1_700_000_001, "n0nce-0123456789", b"{}"),
-            (b"secret", "/v1/invoices", 1_700_000_000, "n0nce-0123456788", b"{}"),
-            (b"secret", "/v1/invoices", 1_700_000_000, "n0nce-0123456789", b"{ }"),
+            (
+                &b"secreT"[..],
+                "/v1/invoices",
+                1_700_000_000,
+                "n0nce-0123456789",
+                &b"{}"[..],
+            ),
+            (
+                b"secret",
+                "/v1/invoiceS",
+                1_700_000_000,
+                "n0nce-0123456789",
+                b"{}",
+            ),
+            (
+                b"secret",
+                "/v1/invoices",
+                1_700_000_001,
+                "n0nce-0123456789",
+                b"{}",
+            ),
+            (
+                b"secret",
+                "/v1/invoices",
+                1_700_000_000,
+                "n0nce-0123456788",
+                b"{}",
+            ),
+            (
+                b"secret",
+                "/v1/invoices",
+                1_700_000_000,
+                "n0nce-0123456789",
+                b"{ }",
+            ),
         ] {
             assert!(!verify(secret, "POST", path, ts, nonce, body, &s));
         }

@@ -22,11 +22,11 @@ use axum::routing::{get, post};
 use fapiao_crypto::envelope::{LocalParty, MemoryReplayGuard, Message, OpenError, Opener, seal};
 use fapiao_crypto::rng::system_rng;
 use fapiao_crypto::{Certificate, Subject, TrustStore};
+use fapiao_protocol::Code;
 use fapiao_protocol::client::{
     ENCRYPTION_CERTIFICATE_PATH, ENVELOPE_CONTENT_TYPE, ENVELOPE_PATH, answer_header, now,
 };
 use fapiao_protocol::wire::{PROTOCOL_VERSION, Refusal, Request, message_type};
-use fapiao_protocol::Code;
 use fapiao_store::Db;
 use serde::Serialize;
 
@@ -141,7 +141,9 @@ impl Envelopes {
                     |State((env, handler)): State<(Arc<Self>, Arc<H>)>,
                      peer: Option<PeerIdentity>,
                      headers: HeaderMap,
-                     body: Bytes| async move { env.receive(&*handler, peer, &headers, &body).await },
+                     body: Bytes| async move {
+                        env.receive(&*handler, peer, &headers, &body).await
+                    },
                 ),
             )
             .route(

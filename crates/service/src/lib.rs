@@ -149,12 +149,14 @@ pub fn serve_tls(
                     .1
                     .peer_certificates()
                     .and_then(PeerIdentity::from_certificates);
-                let service = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    if let Some(p) = &peer {
-                        req.extensions_mut().insert(p.clone());
-                    }
-                    req
-                });
+                let service = router.map_request(
+                    move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                        if let Some(p) = &peer {
+                            req.extensions_mut().insert(p.clone());
+                        }
+                        req
+                    },
+                );
                 let service = TowerToHyperService::new(service.map_err(|e: Infallible| match e {}));
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 let conn = builder.serve_connection(TokioIo::new(tls), service);

@@ -108,8 +108,16 @@ impl Db {
         let pool = SqlitePoolOptions::new()
             .max_connections(if memory { 1 } else { 8 })
             .min_connections(if memory { 1 } else { 0 })
-            .idle_timeout(if memory { None } else { Some(Duration::from_secs(300)) })
-            .max_lifetime(if memory { None } else { Some(Duration::from_secs(3600)) })
+            .idle_timeout(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(300))
+            })
+            .max_lifetime(if memory {
+                None
+            } else {
+                Some(Duration::from_secs(3600))
+            })
             .connect_with(options)
             .await?;
         let db = Self { pool };
@@ -219,12 +227,14 @@ pub async fn remember_message_in(
     expires: OffsetDateTime,
     now: OffsetDateTime,
 ) -> Result<bool, StoreError> {
-    sqlx::query("DELETE FROM seen_messages WHERE sender = $1 AND message_id = $2 AND expires_at <= $3")
-        .bind(sender)
-        .bind(message_id)
-        .bind(now.unix_timestamp())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "DELETE FROM seen_messages WHERE sender = $1 AND message_id = $2 AND expires_at <= $3",
+    )
+    .bind(sender)
+    .bind(message_id)
+    .bind(now.unix_timestamp())
+    .execute(&mut **tx)
+    .await?;
     let inserted = sqlx::query(
         "INSERT INTO seen_messages (sender, message_id, expires_at) VALUES ($1, $2, $3)
          ON CONFLICT (sender, message_id) DO NOTHING",
@@ -243,9 +253,11 @@ pub async fn remember_message_in(
 /// # Errors
 /// [`StoreError::Sqlx`].
 pub async fn prune_messages(db: &Db, now: OffsetDateTime) -> Result<u64, StoreError> {
-    Ok(sqlx::query("DELETE FROM seen_messages WHERE expires_at <= $1")
-        .bind(now.unix_timestamp())
-        .execute(db.pool())
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query("DELETE FROM seen_messages WHERE expires_at <= $1")
+            .bind(now.unix_timestamp())
+            .execute(db.pool())
+            .await?
+            .rows_affected(),
+    )
 }

@@ -28,8 +28,8 @@ use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
 use crate::config::{Peers, RoleConfig};
-use fapiao_service::MaterialConfig as MaterialFiles;
 use crate::{Result, SystemError};
+use fapiao_service::MaterialConfig as MaterialFiles;
 
 /// The ports of the roles on loopback (0 = any free port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,7 +180,8 @@ impl Layout {
 
     fn ca(&self, suite: Suite) -> Result<Ca> {
         let d = self.dir.join("ca").join(suite.name());
-        let cert = Certificate::from_pem(&read(&d.join("ca.crt.pem"))?).map_err(err("CA certificate"))?;
+        let cert =
+            Certificate::from_pem(&read(&d.join("ca.crt.pem"))?).map_err(err("CA certificate"))?;
         let pem = Zeroizing::new(read(&d.join("ca.key.pem"))?);
         let key = PrivateKey::from_encrypted_pem(&pem, self.passphrase()?.as_bytes())
             .map_err(err("CA key"))?;
@@ -214,18 +215,39 @@ impl Layout {
                 name: format!("Fapiao Dev Root {}", s.name().to_uppercase()),
                 taxpayer_id: None,
             };
-            let ca = Ca::create_root(&subject, key, now - Duration::hours(1), now + Duration::days(3650), &mut system_rng())
-                .map_err(err("root CA"))?;
+            let ca = Ca::create_root(
+                &subject,
+                key,
+                now - Duration::hours(1),
+                now + Duration::days(3650),
+                &mut system_rng(),
+            )
+            .map_err(err("root CA"))?;
             write_secret(
                 &d.join("ca.key.pem"),
-                ca.key().to_encrypted_pem(pass.as_bytes(), &mut system_rng()).map_err(err("CA key"))?.as_bytes(),
+                ca.key()
+                    .to_encrypted_pem(pass.as_bytes(), &mut system_rng())
+                    .map_err(err("CA key"))?
+                    .as_bytes(),
             )?;
-            write_public(&d.join("ca.crt.pem"), ca.certificate().to_pem().map_err(err("CA"))?.as_bytes())?;
+            write_public(
+                &d.join("ca.crt.pem"),
+                ca.certificate().to_pem().map_err(err("CA"))?.as_bytes(),
+            )?;
         }
         for role in ["tax", "platform", "cloud"] {
-            if !PathBuf::from(format!("{}.sign.crt.pem", self.pki_prefix(role).display())).exists() {
+            if !PathBuf::from(format!("{}.sign.crt.pem", self.pki_prefix(role).display())).exists()
+            {
                 let r = Role::parse(role).ok_or_else(|| SystemError::new(role))?;
-                self.issue_party(suite, r, role, None, &self.pki_prefix(role), now, now + Duration::days(825))?;
+                self.issue_party(
+                    suite,
+                    r,
+                    role,
+                    None,
+                    &self.pki_prefix(role),
+                    now,
+                    now + Duration::days(825),
+                )?;
             }
         }
         for e in DEMO_ENTERPRISES {
@@ -243,7 +265,12 @@ impl Layout {
             crls: self.crl_files(),
             key_passphrase_file: Some(self.passphrase_file()),
         };
-        let db = |role: &str| format!("sqlite://{}", self.dir.join(format!("{role}.sqlite")).display());
+        let db = |role: &str| {
+            format!(
+                "sqlite://{}",
+                self.dir.join(format!("{role}.sqlite")).display()
+            )
+        };
         let configs = [
             RoleConfig {
                 role: "tax".into(),
@@ -285,7 +312,10 @@ impl Layout {
             let path = self.config_path(&c.role);
             if !path.exists() {
                 let text = toml::to_string_pretty(&c).map_err(err("config"))?;
-                write_public(&path, format!("# Fapiao {} role, written by `fapiao up`.\n{text}", c.role).as_bytes())?;
+                write_public(
+                    &path,
+                    format!("# Fapiao {} role, written by `fapiao up`.\n{text}", c.role).as_bytes(),
+                )?;
             }
         }
         Ok(())
@@ -316,7 +346,10 @@ impl Layout {
         let tls = self.ca(Suite::Intl)?;
         let server = Profile::TlsServer {
             dns_names: vec!["localhost".into()],
-            ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V6(Ipv6Addr::LOCALHOST)],
+            ip_addresses: vec![
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ],
         };
         let mut out = Vec::new();
         for (kind, ca, profile, alg) in [
@@ -325,7 +358,15 @@ impl Layout {
             (".tls-server", &tls, server, KeyAlgorithm::P256),
             (".tls-client", &tls, Profile::TlsClient, KeyAlgorithm::P256),
         ] {
-            out.push(self.issue_one(ca, &subject, profile, alg, &PathBuf::from(format!("{}{kind}", prefix.display())), not_before, not_after)?);
+            out.push(self.issue_one(
+                ca,
+                &subject,
+                profile,
+                alg,
+                &PathBuf::from(format!("{}{kind}", prefix.display())),
+                not_before,
+                not_after,
+            )?);
         }
         Ok(out)
     }
@@ -380,7 +421,9 @@ impl Layout {
         let pass = self.passphrase()?;
         write_secret(
             &PathBuf::from(format!("{}.key.pem", base.display())),
-            key.to_encrypted_pem(pass.as_bytes(), &mut system_rng()).map_err(err("key"))?.as_bytes(),
+            key.to_encrypted_pem(pass.as_bytes(), &mut system_rng())
+                .map_err(err("key"))?
+                .as_bytes(),
         )?;
         write_public(
             &PathBuf::from(format!("{}.crt.pem", base.display())),
@@ -396,7 +439,11 @@ impl Layout {
     pub fn revoke(&self, cert: &Certificate, now: OffsetDateTime) -> Result<()> {
         let path = self.dir.join("ca/revoked.tsv");
         let mut text = fs::read_to_string(&path).unwrap_or_default();
-        text.push_str(&format!("{}\t{}\n", cert.serial_hex(), now.unix_timestamp()));
+        text.push_str(&format!(
+            "{}\t{}\n",
+            cert.serial_hex(),
+            now.unix_timestamp()
+        ));
         write_public(&path, text.as_bytes())?;
         self.write_crls(now)
     }
@@ -429,7 +476,12 @@ impl Layout {
                 .collect();
             let number = u64::try_from(now.unix_timestamp()).unwrap_or(1);
             let crl = ca
-                .crl(&list, number, now - Duration::minutes(1), now + Duration::days(30))
+                .crl(
+                    &list,
+                    number,
+                    now - Duration::minutes(1),
+                    now + Duration::days(30),
+                )
                 .map_err(err("CRL"))?;
             write_public(
                 &self.dir.join("ca").join(s.name()).join("crl.pem"),
@@ -443,7 +495,9 @@ impl Layout {
     ///
     /// # Errors
     /// [`SystemError`].
-    pub fn credentials(&self) -> Result<std::collections::BTreeMap<String, fapiao_cloud::Credentials>> {
+    pub fn credentials(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, fapiao_cloud::Credentials>> {
         serde_json::from_str(&read(&self.credentials_path())?).map_err(err("erp-credentials.json"))
     }
 
@@ -457,7 +511,9 @@ impl Layout {
     ) -> Result<()> {
         write_secret(
             &self.credentials_path(),
-            serde_json::to_string_pretty(creds).map_err(err("credentials"))?.as_bytes(),
+            serde_json::to_string_pretty(creds)
+                .map_err(err("credentials"))?
+                .as_bytes(),
         )
     }
 }

@@ -79,16 +79,22 @@ impl RoleConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| SystemError(format!("reading {}: {e}", path.display())))?;
-        let mut c: Self = toml::from_str(&text)
-            .map_err(|e| SystemError(format!("{}: {e}", path.display())))?;
+        let mut c: Self =
+            toml::from_str(&text).map_err(|e| SystemError(format!("{}: {e}", path.display())))?;
         c.apply_env(|k| std::env::var(k).ok());
-        c.check().map_err(|e| SystemError(format!("{}: {e}", path.display())))?;
+        c.check()
+            .map_err(|e| SystemError(format!("{}: {e}", path.display())))?;
         Ok(c)
     }
 
     /// Applies `FAPIAO_…` overrides from `env`.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
-        let list = |v: String| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        let list = |v: String| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
         if let Some(v) = env("FAPIAO_LISTEN") {
             self.listen = list(v);
         }
@@ -122,7 +128,9 @@ impl RoleConfig {
                 .map_err(|_| format!("listen: `{a}` is not an address:port"))?;
         }
         let need = |v: &Option<String>, f: &str| {
-            v.as_ref().map(|_| ()).ok_or_else(|| format!("peers.{f} is required for {}", self.role))
+            v.as_ref()
+                .map(|_| ())
+                .ok_or_else(|| format!("peers.{f} is required for {}", self.role))
         };
         match self.role.as_str() {
             "tax" => Ok(()),

@@ -35,7 +35,12 @@ impl ErpClient {
     ///
     /// # Errors
     /// [`CallError`] when the cloud cannot be reached.
-    pub async fn send(&self, method: Method, path_and_query: &str, body: &[u8]) -> Result<Response, CallError> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> Result<Response, CallError> {
         let ts = now().unix_timestamp();
         let nonce = new_id();
         let signature = sign(
@@ -55,7 +60,9 @@ impl ErpClient {
         if !body.is_empty() {
             headers.push(("content-type", "application/json".to_owned()));
         }
-        self.http.request(method, path_and_query, &headers, body.to_vec()).await
+        self.http
+            .request(method, path_and_query, &headers, body.to_vec())
+            .await
     }
 
     /// The same request with explicit headers (for tests of the signature checks).
@@ -69,7 +76,9 @@ impl ErpClient {
         headers: &[(&str, String)],
         body: &[u8],
     ) -> Result<Response, CallError> {
-        self.http.request(method, path_and_query, headers, body.to_vec()).await
+        self.http
+            .request(method, path_and_query, headers, body.to_vec())
+            .await
     }
 
     /// The credentials.

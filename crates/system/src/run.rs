@@ -10,7 +10,9 @@ use fapiao_cloud::Cloud;
 use fapiao_crypto::Suite;
 use fapiao_crypto::tls::ClientAuth;
 use fapiao_model::Amount;
-use fapiao_platform::{DeviceKeys, Enterprise, EnterpriseStatus, Hosting, Options, Platform, Workers};
+use fapiao_platform::{
+    DeviceKeys, Enterprise, EnterpriseStatus, Hosting, Options, Platform, Workers,
+};
 use fapiao_service::Material;
 use fapiao_tax::Tax;
 use time::OffsetDateTime;
@@ -85,8 +87,9 @@ fn read_passphrase(cfg: &RoleConfig) -> Result<Zeroizing<String>> {
             .map_err(|err| SystemError(format!("reading {}: {err}", p.display())))?
             .trim_end()
             .to_owned(),
-        None => std::env::var("FAPIAO_KEY_PASSPHRASE")
-            .map_err(|_| SystemError::new("no key passphrase (key_passphrase_file or FAPIAO_KEY_PASSPHRASE)"))?,
+        None => std::env::var("FAPIAO_KEY_PASSPHRASE").map_err(|_| {
+            SystemError::new("no key passphrase (key_passphrase_file or FAPIAO_KEY_PASSPHRASE)")
+        })?,
     }))
 }
 
@@ -103,10 +106,14 @@ pub async fn start_role(
     cfg.check().map_err(SystemError)?;
     let material = Material::load(&cfg.material).map_err(e("material"))?;
     let mut servers = Vec::new();
-    let mut serve = |ls: Vec<TcpListener>, tls: std::sync::Arc<rustls::ServerConfig>, router: axum::Router| -> Result<Vec<SocketAddr>> {
+    let mut serve = |ls: Vec<TcpListener>,
+                     tls: std::sync::Arc<rustls::ServerConfig>,
+                     router: axum::Router|
+     -> Result<Vec<SocketAddr>> {
         let mut addrs = Vec::new();
         for l in ls {
-            let r = fapiao_service::serve_tls(l, tls.clone(), router.clone()).map_err(e("serving"))?;
+            let r =
+                fapiao_service::serve_tls(l, tls.clone(), router.clone()).map_err(e("serving"))?;
             addrs.push(r.local_addr());
             servers.push(r);
         }
@@ -114,8 +121,12 @@ pub async fn start_role(
     };
     let (handle, addrs, admin_addrs, workers) = match cfg.role.as_str() {
         "tax" => {
-            let tax = Tax::open(&cfg.database, &material).await.map_err(e("tax"))?;
-            let tls = material.server_config(ClientAuth::Optional).map_err(e("tax TLS"))?;
+            let tax = Tax::open(&cfg.database, &material)
+                .await
+                .map_err(e("tax"))?;
+            let tls = material
+                .server_config(ClientAuth::Optional)
+                .map_err(e("tax TLS"))?;
             let addrs = serve(listeners, tls, tax.router())?;
             (RoleHandle::Tax(tax), addrs, Vec::new(), None)
         }
@@ -134,11 +145,18 @@ pub async fn start_role(
             )
             .await
             .map_err(e("platform"))?;
-            let tls = material.server_config(ClientAuth::Required).map_err(e("platform TLS"))?;
+            let tls = material
+                .server_config(ClientAuth::Required)
+                .map_err(e("platform TLS"))?;
             let addrs = serve(listeners, tls.clone(), platform.router())?;
             let admin_addrs = serve(admin, tls, platform.admin_router())?;
             let workers = platform.spawn_workers();
-            (RoleHandle::Platform(platform), addrs, admin_addrs, Some(workers))
+            (
+                RoleHandle::Platform(platform),
+                addrs,
+                admin_addrs,
+                Some(workers),
+            )
         }
         "cloud" => {
             let cloud = Cloud::open(
@@ -149,7 +167,9 @@ pub async fn start_role(
             )
             .await
             .map_err(e("cloud"))?;
-            let tls = material.server_config(ClientAuth::Optional).map_err(e("cloud TLS"))?;
+            let tls = material
+                .server_config(ClientAuth::Optional)
+                .map_err(e("cloud TLS"))?;
             let addrs = serve(listeners, tls, cloud.router())?;
             (RoleHandle::Cloud(cloud), addrs, Vec::new(), None)
         }
@@ -197,7 +217,13 @@ impl System {
     ///
     /// # Errors
     /// [`SystemError`].
-    pub async fn up(dir: &Path, suite: Suite, ports: Ports, options: Options, now: OffsetDateTime) -> Result<Self> {
+    pub async fn up(
+        dir: &Path,
+        suite: Suite,
+        ports: Ports,
+        options: Options,
+        now: OffsetDateTime,
+    ) -> Result<Self> {
         let layout = Layout::at(dir);
         std::fs::create_dir_all(dir).map_err(e("data directory"))?;
         let first = !layout.config_path("cloud").exists();
@@ -209,24 +235,46 @@ impl System {
                 bind_all(&b(ports.platform_admin)).await?,
                 bind_all(&b(ports.cloud)).await?,
             );
-            let port = |l: &Vec<TcpListener>| l.first().and_then(|l| l.local_addr().ok()).map_or(0, |a| a.port());
-            let actual = Ports { tax: port(&t), platform: port(&p), platform_admin: port(&a), cloud: port(&c) };
+            let port = |l: &Vec<TcpListener>| {
+                l.first()
+                    .and_then(|l| l.local_addr().ok())
+                    .map_or(0, |a| a.port())
+            };
+            let actual = Ports {
+                tax: port(&t),
+                platform: port(&p),
+                platform_admin: port(&a),
+                cloud: port(&c),
+            };
             layout.bootstrap(suite, actual, now)?;
             (t, p, a, c, actual)
         } else {
             layout.bootstrap(suite, ports, now)?;
             let cfg = |r: &str| RoleConfig::load(&layout.config_path(r));
             let (t, p, c) = (cfg("tax")?, cfg("platform")?, cfg("cloud")?);
-            let actual = Ports { tax: port_of(&t, false), platform: port_of(&p, false), platform_admin: port_of(&p, true), cloud: port_of(&c, false) };
-            (bind_all(&t.listen).await?, bind_all(&p.listen).await?, bind_all(&p.admin_listen).await?, bind_all(&c.listen).await?, actual)
+            let actual = Ports {
+                tax: port_of(&t, false),
+                platform: port_of(&p, false),
+                platform_admin: port_of(&p, true),
+                cloud: port_of(&c, false),
+            };
+            (
+                bind_all(&t.listen).await?,
+                bind_all(&p.listen).await?,
+                bind_all(&p.admin_listen).await?,
+                bind_all(&c.listen).await?,
+                actual,
+            )
         };
         let cfg = |r: &str| RoleConfig::load(&layout.config_path(r));
         let tax = start_role(&cfg("tax")?, tax_l, Vec::new(), options.clone()).await?;
         let platform = start_role(&cfg("platform")?, plat_l, admin_l, options.clone()).await?;
         let cloud = start_role(&cfg("cloud")?, cloud_l, Vec::new(), options.clone()).await?;
-        let (RoleHandle::Tax(t), RoleHandle::Platform(p), RoleHandle::Cloud(c)) =
-            (tax.handle.clone(), platform.handle.clone(), cloud.handle.clone())
-        else {
+        let (RoleHandle::Tax(t), RoleHandle::Platform(p), RoleHandle::Cloud(c)) = (
+            tax.handle.clone(),
+            platform.handle.clone(),
+            cloud.handle.clone(),
+        ) else {
             return Err(SystemError::new("roles started in the wrong order"));
         };
         let system = Self {

@@ -26,8 +26,7 @@ use fapiao_model::{Amount, Invoice, InvoiceKind, InvoiceNumber};
 use fapiao_protocol::Code;
 use fapiao_protocol::client::{new_id, now};
 use fapiao_protocol::wire::{
-    RangeGrant, RangeRequest, Receipt, Refusal, SignedReceipt, Upload, UploadStatus,
-    message_type,
+    RangeGrant, RangeRequest, Receipt, Refusal, SignedReceipt, Upload, UploadStatus, message_type,
 };
 use fapiao_service::error::request_id;
 use fapiao_service::{ApiError, EnvelopeHandler, Envelopes, Incoming, Material, Outgoing};
@@ -120,15 +119,11 @@ impl Tax {
     #[must_use]
     pub fn router(&self) -> Router {
         let handler = Arc::new(self.clone());
-        self.inner
-            .envelopes
-            .clone()
-            .routes(handler)
-            .merge(
-                Router::new()
-                    .route("/v1/verify", get(verify))
-                    .with_state(self.clone()),
-            )
+        self.inner.envelopes.clone().routes(handler).merge(
+            Router::new()
+                .route("/v1/verify", get(verify))
+                .with_state(self.clone()),
+        )
     }
 
     /// The database (for operators and tests).
@@ -266,7 +261,12 @@ impl Tax {
         };
         let invoice = &signed.invoice;
         let number = invoice.number().as_str().to_owned();
-        let mut tx = self.inner.db.begin_write().await.map_err(|e| internal(&e))?;
+        let mut tx = self
+            .inner
+            .db
+            .begin_write()
+            .await
+            .map_err(|e| internal(&e))?;
         let existing = sqlx::query("SELECT content_hash, receipt FROM invoices WHERE number = $1")
             .bind(&number)
             .fetch_optional(&mut *tx)
@@ -283,9 +283,16 @@ impl Tax {
                     status: UploadStatus::Duplicate,
                     ..original.receipt
                 };
-                self.log(uploader, &number, "duplicate", None, &content_hash, received)
-                    .await
-                    .map_err(|e| internal(&e))?;
+                self.log(
+                    uploader,
+                    &number,
+                    "duplicate",
+                    None,
+                    &content_hash,
+                    received,
+                )
+                .await
+                .map_err(|e| internal(&e))?;
                 return self.sign(receipt).map_err(|e| internal(&e));
             }
             return self
@@ -331,13 +338,24 @@ impl Tax {
             InvoiceKind::Blue => None,
         };
         if let Some(blue) = &blue_number {
-            match self.red_check(&mut tx, invoice, blue).await.map_err(|e| internal(&e))? {
+            match self
+                .red_check(&mut tx, invoice, blue)
+                .await
+                .map_err(|e| internal(&e))?
+            {
                 RedCheck::Ok => {}
                 RedCheck::BlueMissing => {
                     drop(tx);
-                    self.log(uploader, &number, "processing", None, &content_hash, received)
-                        .await
-                        .map_err(|e| internal(&e))?;
+                    self.log(
+                        uploader,
+                        &number,
+                        "processing",
+                        None,
+                        &content_hash,
+                        received,
+                    )
+                    .await
+                    .map_err(|e| internal(&e))?;
                     return self
                         .sign(Receipt {
                             number,
@@ -353,7 +371,14 @@ impl Tax {
                 RedCheck::Invalid(reason) => {
                     drop(tx);
                     return self
-                        .refuse(uploader, &number, Code::RedInvalid, &reason, &content_hash, received)
+                        .refuse(
+                            uploader,
+                            &number,
+                            Code::RedInvalid,
+                            &reason,
+                            &content_hash,
+                            received,
+                        )
                         .await
                         .map_err(|e| internal(&e));
                 }
@@ -382,7 +407,12 @@ impl Tax {
         .bind(invoice.draft().seller().taxpayer_id.as_str())
         .bind(if blue_number.is_some() { "red" } else { "blue" })
         .bind(&blue_number)
-        .bind(format!("{:04}{:02}{:02}", date.year(), u8::from(date.month()), date.day()))
+        .bind(format!(
+            "{:04}{:02}{:02}",
+            date.year(),
+            u8::from(date.month()),
+            date.day()
+        ))
         .bind(invoice.draft().totals().total.to_string())
         .bind(&content_hash)
         .bind(serde_json::to_string(&upload.invoice).map_err(|e| internal(&e))?)
@@ -391,9 +421,17 @@ impl Tax {
         .execute(&mut *tx)
         .await
         .map_err(|e| internal(&e))?;
-        log_in(&mut tx, uploader, &number, "accepted", None, &content_hash, received)
-            .await
-            .map_err(|e| internal(&e))?;
+        log_in(
+            &mut tx,
+            uploader,
+            &number,
+            "accepted",
+            None,
+            &content_hash,
+            received,
+        )
+        .await
+        .map_err(|e| internal(&e))?;
         tx.commit().await.map_err(|e| internal(&e))?;
         Ok(receipt)
     }
@@ -406,9 +444,10 @@ impl Tax {
         upload: &Upload,
         now: OffsetDateTime,
     ) -> Result<(fapiao_issuer::SignedInvoice, String), (Code, String, String)> {
-        let signed = upload.invoice.to_signed().map_err(|e| {
-            (Code::UploadArithmetic, e.to_string(), String::new())
-        })?;
+        let signed = upload
+            .invoice
+            .to_signed()
+            .map_err(|e| (Code::UploadArithmetic, e.to_string(), String::new()))?;
         let hash = fapiao_protocol::erp::hex(&fapiao_crypto::primitives::sm3(
             &fapiao_render::signed_content(&signed.invoice, signed.signature.signed_at),
         ));
@@ -442,10 +481,12 @@ impl Tax {
             .iter()
             .map(|r| read_record(r))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(match fapiao_model::red::check_red(red.draft(), &blue, &prior) {
-            Ok(()) => RedCheck::Ok,
-            Err(e) => RedCheck::Invalid(e.to_string()),
-        })
+        Ok(
+            match fapiao_model::red::check_red(red.draft(), &blue, &prior) {
+                Ok(()) => RedCheck::Ok,
+                Err(e) => RedCheck::Invalid(e.to_string()),
+            },
+        )
     }
 
     fn sign(&self, receipt: Receipt) -> Result<SignedReceipt, fapiao_protocol::wire::WireError> {
@@ -581,7 +622,11 @@ pub struct Verification {
     pub number: String,
 }
 
-async fn verify(State(tax): State<Tax>, headers: HeaderMap, Query(q): Query<VerifyQuery>) -> Response {
+async fn verify(
+    State(tax): State<Tax>,
+    headers: HeaderMap,
+    Query(q): Query<VerifyQuery>,
+) -> Response {
     let rid = request_id(&headers);
     let (number, date, total) = match (&q.qr, &q.number, &q.date, &q.total) {
         (Some(qr), None, None, None) => {
@@ -603,8 +648,12 @@ async fn verify(State(tax): State<Tax>, headers: HeaderMap, Query(q): Query<Veri
         }
     };
     if InvoiceNumber::parse(&number).is_err() {
-        return ApiError::new(Code::InvalidRequest, "number: not a 20-digit invoice number", rid)
-            .into_response();
+        return ApiError::new(
+            Code::InvalidRequest,
+            "number: not a 20-digit invoice number",
+            rid,
+        )
+        .into_response();
     }
     let Ok(total) = Amount::parse(&total) else {
         return ApiError::new(Code::InvalidRequest, "total: not an amount", rid).into_response();

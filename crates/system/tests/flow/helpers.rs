@@ -30,8 +30,15 @@ pub(crate) struct Env {
 impl Env {
     pub(crate) async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let ports = Ports { cloud: 0, platform: 0, platform_admin: 0, tax: 0 };
-        let system = System::up(dir.path(), Suite::Gm, ports, fast(), crate::now()).await.unwrap();
+        let ports = Ports {
+            cloud: 0,
+            platform: 0,
+            platform_admin: 0,
+            tax: 0,
+        };
+        let system = System::up(dir.path(), Suite::Gm, ports, fast(), crate::now())
+            .await
+            .unwrap();
         Self { dir, system }
     }
 
@@ -40,7 +47,13 @@ impl Env {
     }
 
     pub(crate) fn erp(&self, enterprise: &str) -> ErpClient {
-        let creds = self.system.layout.credentials().unwrap().remove(enterprise).unwrap();
+        let creds = self
+            .system
+            .layout
+            .credentials()
+            .unwrap()
+            .remove(enterprise)
+            .unwrap();
         ErpClient::new(&self.system.cloud_url(), &self.trust(), creds).unwrap()
     }
 }
@@ -48,23 +61,38 @@ impl Env {
 pub(crate) fn trust(dir: &Path) -> TrustStore {
     let mut roots = Vec::new();
     for s in ["gm", "intl"] {
-        roots.push(Certificate::from_pem(&std::fs::read_to_string(dir.join(format!("ca/{s}/ca.crt.pem"))).unwrap()).unwrap());
+        roots.push(
+            Certificate::from_pem(
+                &std::fs::read_to_string(dir.join(format!("ca/{s}/ca.crt.pem"))).unwrap(),
+            )
+            .unwrap(),
+        );
     }
     let mut t = TrustStore::new(roots).unwrap();
     for s in ["gm", "intl"] {
-        t.add_crl(fapiao_crypto::Crl::from_pem(&std::fs::read_to_string(dir.join(format!("ca/{s}/crl.pem"))).unwrap()).unwrap());
+        t.add_crl(
+            fapiao_crypto::Crl::from_pem(
+                &std::fs::read_to_string(dir.join(format!("ca/{s}/crl.pem"))).unwrap(),
+            )
+            .unwrap(),
+        );
     }
     t
 }
 
 pub(crate) fn json_of(r: &Response) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&r.body)}))
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|_| json!({"raw": String::from_utf8_lossy(&r.body)}))
 }
 
 /// An order of `enterprise` with `n` as its order id suffix and `amount` as the one line's
 /// tax-exclusive amount (6 %).
 pub(crate) fn order(enterprise: &str, id: &str, amount: &str) -> Value {
-    let name = if enterprise == SH { "上海云帆信息科技有限公司" } else { "深圳味源食品有限公司" };
+    let name = if enterprise == SH {
+        "上海云帆信息科技有限公司"
+    } else {
+        "深圳味源食品有限公司"
+    };
     json!({
         "order_id": id,
         "invoice_type": "ordinary",
@@ -82,7 +110,9 @@ pub(crate) fn order(enterprise: &str, id: &str, amount: &str) -> Value {
 }
 
 pub(crate) async fn post(erp: &ErpClient, path: &str, body: &Value) -> Response {
-    erp.send(Method::POST, path, body.to_string().as_bytes()).await.unwrap()
+    erp.send(Method::POST, path, body.to_string().as_bytes())
+        .await
+        .unwrap()
 }
 
 pub(crate) async fn get(erp: &ErpClient, path: &str) -> Response {

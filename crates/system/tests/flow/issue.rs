@@ -13,7 +13,9 @@ async fn one_blue_invoice_is_issued_accepted_and_readable() {
     wait_for("tax acceptance at cloud", || {
         let erp = &erp;
         let number = number.clone();
-        async move { json_of(&get(erp, &format!("/v1/invoices/{number}")).await)["tax_status"] == "accepted" }
+        async move {
+            json_of(&get(erp, &format!("/v1/invoices/{number}")).await)["tax_status"] == "accepted"
+        }
     })
     .await;
     env.system.shutdown().await;

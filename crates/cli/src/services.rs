@@ -1,0 +1,433 @@
+//! `fapiao up`, `fapiao serve`, and the commands that talk to running roles: `issue`, `red`,
+//! `invoice` (the ERP side) and `platform` (the operator side, through the admin API).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use fapiao_crypto::{Certificate, Crl, Suite, TrustStore};
+use fapiao_model::datetime;
+use fapiao_platform::Options;
+use fapiao_protocol::HttpsClient;
+use fapiao_system::{ErpClient, Layout, Ports, RoleConfig, System};
+use http::Method;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::text::render_with_note;
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Logs to stderr at `FAPIAO_LOG` (error, warn, info, debug, trace; default `default`).
+pub(crate) fn init_logging(default: tracing::Level) {
+    let level = std::env::var("FAPIAO_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(default);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// `fapiao up`.
+pub(crate) fn up(
+    data: &Path,
+    suite: Suite,
+    ports: Ports,
+    now: OffsetDateTime,
+) -> anyhow::Result<ExitCode> {
+    init_logging(tracing::Level::WARN);
+    runtime()?.block_on(async {
+        let first = !Layout::at(data).exists();
+        let system = System::up(data, suite, ports, Options::default(), now).await?;
+        let d = data.display();
+        println!(
+            "Fapiao is running{} — data in {d}, message suite {suite}.\n\
+             \n  cloud     {}   ERP API /v1 (OpenAPI: /v1/openapi.json)\
+             \n  platform  https://127.0.0.1:{}   admin API https://127.0.0.1:{}\
+             \n  tax       {}   查验: /v1/verify?number=…&date=YYYYMMDD&total=…\
+             \n\nEvery role has its own TLS port and SQLite file; certificates come from the development CA in {d}/ca.\
+             \nDemo enterprises {} and {} are registered; their ERP credentials are in {d}/erp-credentials.json.\
+             \n\nIn another terminal, issue an invoice as the ERP would, then reverse it:\
+             \n  cargo run --release -- issue examples/orders/basic.json\
+             \n  cargo run --release -- red <number> --reason 01\
+             \n\nCtrl-C stops.",
+            if first { " (first run: development PKI and demo data created)" } else { "" },
+            system.cloud_url(),
+            system.ports.platform,
+            system.ports.platform_admin,
+            system.tax_url(),
+            fapiao_system::bootstrap::DEMO_ENTERPRISES[0].taxpayer_id,
+            fapiao_system::bootstrap::DEMO_ENTERPRISES[1].taxpayer_id,
+        );
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        eprintln!("stopping…");
+        system.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `fapiao serve <role> --config <file>`.
+pub(crate) fn serve(role: &str, config: &Path) -> anyhow::Result<ExitCode> {
+    init_logging(tracing::Level::INFO);
+    let cfg = RoleConfig::load(config)?;
+    if cfg.role != role {
+        bail!(
+            "{} configures the {} role, not {role}",
+            config.display(),
+            cfg.role
+        );
+    }
+    runtime()?.block_on(async {
+        let l = fapiao_system::run::bind_all(&cfg.listen).await?;
+        let a = fapiao_system::run::bind_all(&cfg.admin_listen).await?;
+        let running = fapiao_system::run::start_role(&cfg, l, a, Options::default()).await?;
+        eprintln!(
+            "{role} serving on {:?}{}",
+            running.addrs,
+            if running.admin_addrs.is_empty() {
+                String::new()
+            } else {
+                format!(", admin on {:?}", running.admin_addrs)
+            }
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        running.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn load_trust(layout: &Layout) -> anyhow::Result<TrustStore> {
+    let mut roots = Vec::new();
+    for p in layout.trust_files() {
+        roots.push(Certificate::from_pem(
+            &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+        )?);
+    }
+    let mut t = TrustStore::new(roots)?;
+    for p in layout.crl_files() {
+        t.add_crl(Crl::from_pem(
+            &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+        )?);
+    }
+    Ok(t)
+}
+
+fn cloud_url(layout: &Layout) -> anyhow::Result<String> {
+    let cfg = RoleConfig::load(&layout.config_path("cloud"))
+        .context("no running system here: start one with `fapiao up` (or pass --data)")?;
+    let addr: std::net::SocketAddr = cfg
+        .listen
+        .first()
+        .context("cloud.toml: no listen address")?
+        .parse()?;
+    Ok(format!("https://{addr}"))
+}
+
+struct Erp {
+    clients: BTreeMap<String, ErpClient>,
+}
+
+impl Erp {
+    fn open(data: &Path) -> anyhow::Result<Self> {
+        let layout = Layout::at(data);
+        let creds = layout.credentials().context(
+            "no ERP credentials: start the system with `fapiao up` first (or pass --data)",
+        )?;
+        let trust = load_trust(&layout)?;
+        let url = cloud_url(&layout)?;
+        let clients = creds
+            .into_iter()
+            .map(|(k, c)| Ok((k, ErpClient::new(&url, &trust, c)?)))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { clients })
+    }
+
+    fn client(&self, enterprise: &str) -> anyhow::Result<&ErpClient> {
+        self.clients.get(enterprise).with_context(|| {
+            format!(
+                "no ERP credentials for {enterprise} (known: {})",
+                self.clients.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
+    }
+
+    /// The enterprise owning `number`, trying each known one.
+    async fn owner(&self, number: &str) -> anyhow::Result<&str> {
+        for (k, c) in &self.clients {
+            if c.send(Method::GET, &format!("/v1/invoices/{number}"), b"")
+                .await?
+                .status
+                == 200
+            {
+                return Ok(k);
+            }
+        }
+        bail!("no enterprise with credentials here has invoice {number}")
+    }
+}
+
+fn show(v: &Value, json_out: bool, note: &str) -> anyhow::Result<()> {
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(());
+    }
+    let wire: fapiao_protocol::wire::WireInvoice = serde_json::from_value(v["invoice"].clone())?;
+    let signed = wire.to_signed()?;
+    let inv = &signed.invoice;
+    let status = v["tax_status"].as_str().unwrap_or("?");
+    print!(
+        "{}",
+        render_with_note(
+            inv.draft(),
+            Some((inv.number(), inv.issued_at())),
+            &format!(
+                "（SM2 已签名 {}）",
+                datetime::format(signed.signature.signed_at)
+            )
+        )
+    );
+    println!("税务状态：{status}{note}");
+    if let Some(f) = v.get("form").filter(|f| !f.is_null()) {
+        println!(
+            "红字发票信息确认单：{} 状态 {}",
+            f["number"].as_str().unwrap_or(""),
+            f["status"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+fn api_error(r: &fapiao_protocol::Response) -> anyhow::Error {
+    let v: Value = serde_json::from_slice(&r.body)
+        .unwrap_or_else(|_| json!({"message": String::from_utf8_lossy(&r.body)}));
+    let mut msg = format!(
+        "HTTP {}: {} — {}",
+        r.status,
+        v["code"].as_str().unwrap_or("?"),
+        v["message"].as_str().unwrap_or("")
+    );
+    if let Some(fs) = v["findings"].as_array() {
+        for f in fs {
+            msg.push_str(&format!(
+                "\n  {}: {} ({})",
+                f["path"].as_str().unwrap_or(""),
+                f["message"].as_str().unwrap_or(""),
+                f["code"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    if let Some(id) = v["request_id"].as_str() {
+        msg.push_str(&format!("\n  request id {id}"));
+    }
+    anyhow::anyhow!(msg)
+}
+
+/// `fapiao issue ORDER.json`.
+pub(crate) fn issue(
+    data: &Path,
+    order: &Path,
+    enterprise: Option<String>,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    init_logging(tracing::Level::WARN);
+    let body = std::fs::read(order).with_context(|| format!("reading {}", order.display()))?;
+    let parsed: Value = serde_json::from_slice(&body)
+        .with_context(|| format!("{} is not JSON", order.display()))?;
+    let enterprise = match enterprise {
+        Some(e) => e,
+        None => parsed["seller"]["taxpayer_id"]
+            .as_str()
+            .context("the order names no seller.taxpayer_id; pass --enterprise")?
+            .to_owned(),
+    };
+    runtime()?.block_on(async {
+        let erp = Erp::open(data)?;
+        let r = erp
+            .client(&enterprise)?
+            .send(Method::POST, "/v1/invoices", &body)
+            .await?;
+        match r.status {
+            200 | 201 => {
+                let v: Value = serde_json::from_slice(&r.body)?;
+                let note = if r.status == 200 {
+                    "（此 order_id 已开具，返回原发票）"
+                } else {
+                    ""
+                };
+                show(&v, json_out, note)?;
+                if !json_out {
+                    println!(
+                        "\nReverse it: cargo run --release -- red {} --reason 01",
+                        v["number"].as_str().unwrap_or("")
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => Err(api_error(&r)),
+        }
+    })
+}
+
+/// `fapiao red NUMBER`.
+#[expect(clippy::too_many_arguments, reason = "the command's options")]
+pub(crate) fn red(
+    data: &Path,
+    number: &str,
+    reason: &str,
+    lines: &[String],
+    buyer_confirmation: Option<String>,
+    order_id: Option<String>,
+    enterprise: Option<String>,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    init_logging(tracing::Level::WARN);
+    let mut parts = Vec::new();
+    for l in lines {
+        let (n, what) = l
+            .split_once(':')
+            .with_context(|| format!("--line {l}: expected N:amount=X or N:quantity=Q"))?;
+        let line: u32 = n
+            .parse()
+            .with_context(|| format!("--line {l}: line number"))?;
+        let (k, v) = what
+            .split_once('=')
+            .with_context(|| format!("--line {l}: expected amount=X or quantity=Q"))?;
+        match k {
+            "amount" => parts.push(json!({"line": line, "amount": v})),
+            "quantity" => parts.push(json!({"line": line, "quantity": v})),
+            _ => bail!("--line {l}: amount or quantity"),
+        }
+    }
+    let scope = if parts.is_empty() {
+        json!({"scope": "full"})
+    } else {
+        json!({"scope": "partial", "lines": parts})
+    };
+    let order_id = order_id
+        .unwrap_or_else(|| format!("RED-{number}-{}", &fapiao_protocol::client::new_id()[..8]));
+    let mut body = json!({"order_id": order_id, "reason": reason, "scope": scope});
+    if let Some(b) = buyer_confirmation {
+        body["buyer_confirmation"] = json!(b);
+    }
+    runtime()?.block_on(async {
+        let erp = Erp::open(data)?;
+        let owner = match &enterprise {
+            Some(e) => e.clone(),
+            None => erp.owner(number).await?.to_owned(),
+        };
+        let r = erp
+            .client(&owner)?
+            .send(
+                Method::POST,
+                &format!("/v1/invoices/{number}/red"),
+                body.to_string().as_bytes(),
+            )
+            .await?;
+        match r.status {
+            200 | 201 => {
+                show(&serde_json::from_slice(&r.body)?, json_out, "")?;
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => Err(api_error(&r)),
+        }
+    })
+}
+
+/// `fapiao render NUMBER`: downloads an issued invoice's layout files.
+pub(crate) fn download(
+    data: &Path,
+    number: &str,
+    pdf: Option<&PathBuf>,
+    xml: Option<&PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    init_logging(tracing::Level::WARN);
+    runtime()?.block_on(async {
+        let erp = Erp::open(data)?;
+        let owner = erp.owner(number).await?.to_owned();
+        let c = erp.client(&owner)?;
+        for (kind, path) in [("pdf", pdf), ("xml", xml)] {
+            let Some(path) = path else { continue };
+            let r = c
+                .send(Method::GET, &format!("/v1/invoices/{number}/{kind}"), b"")
+                .await?;
+            if r.status != 200 {
+                return Err(api_error(&r));
+            }
+            std::fs::write(path, &r.body).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {} ({} bytes)", path.display(), r.body.len());
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// An admin API client acting as the platform's operator.
+pub(crate) struct Admin {
+    http: HttpsClient,
+}
+
+impl Admin {
+    pub(crate) fn open(data: &Path) -> anyhow::Result<Self> {
+        let layout = Layout::at(data);
+        let cfg = RoleConfig::load(&layout.config_path("platform"))
+            .context("no platform here: start the system with `fapiao up` (or pass --data)")?;
+        let material = fapiao_service::Material::load(&cfg.material)?;
+        let addr: std::net::SocketAddr = cfg
+            .admin_listen
+            .first()
+            .context("platform.toml: no admin_listen")?
+            .parse()?;
+        let http = HttpsClient::new(&format!("https://{addr}"), material.client_config()?)?;
+        Ok(Self { http })
+    }
+
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let (bytes, headers) = match body {
+            Some(b) => (
+                b.to_string().into_bytes(),
+                vec![("content-type", "application/json".to_owned())],
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let r = self.http.request(method, path, &headers, bytes).await?;
+        if !(200..300).contains(&r.status) {
+            return Err(api_error(&r));
+        }
+        Ok(if r.body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&r.body)?
+        })
+    }
+}
+
+pub(crate) fn admin(
+    data: &Path,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<ExitCode> {
+    init_logging(tracing::Level::WARN);
+    runtime()?.block_on(async {
+        let v = Admin::open(data)?.call(method, path, body.as_ref()).await?;
+        if !v.is_null() {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
