@@ -122,7 +122,7 @@ pub(crate) async fn get(erp: &ErpClient, path: &str) -> Response {
 pub(crate) async fn wait_for<F, Fut>(what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: Future<Output = bool>,
 {
     for _ in 0..400 {
         if f().await {
@@ -135,4 +135,148 @@ where
 
 pub(crate) fn _arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
+}
+
+/// What the roles hold, to assert that a refusal changed nothing.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) platform: Vec<i64>,
+    pub(crate) quota: Vec<(String, String, String)>,
+    pub(crate) blocks: Vec<(i64, i64)>,
+    pub(crate) cloud_invoices: i64,
+    pub(crate) tax_invoices: i64,
+}
+
+pub(crate) async fn snapshot(s: &System) -> Snapshot {
+    use fapiao_store::sqlx;
+    let p = s.platform.db().pool();
+    let count = |table: &'static str| async move {
+        let sql = match table {
+            "invoices" => "SELECT COUNT(*) FROM invoices",
+            "orders" => "SELECT COUNT(*) FROM orders",
+            "void_numbers" => "SELECT COUNT(*) FROM void_numbers",
+            "red_forms" => "SELECT COUNT(*) FROM red_forms",
+            _ => "SELECT COUNT(*) FROM outbox",
+        };
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await.unwrap()
+    };
+    let platform = vec![
+        count("invoices").await,
+        count("orders").await,
+        count("void_numbers").await,
+        count("red_forms").await,
+        count("outbox").await,
+    ];
+    let quota = sqlx::query_as("SELECT enterprise, month, used FROM quota_usage ORDER BY enterprise, month")
+        .fetch_all(p)
+        .await
+        .unwrap();
+    let blocks = sqlx::query_as("SELECT id, next FROM blocks ORDER BY id").fetch_all(p).await.unwrap();
+    let cloud_invoices = sqlx::query_scalar("SELECT COUNT(*) FROM invoices")
+        .fetch_one(s.cloud.db().pool())
+        .await
+        .unwrap();
+    let tax_invoices = sqlx::query_scalar("SELECT COUNT(*) FROM invoices")
+        .fetch_one(s.tax.db().pool())
+        .await
+        .unwrap();
+    Snapshot { platform, quota, blocks, cloud_invoices, tax_invoices }
+}
+
+/// A role-like sender with its own certificates, to put envelopes on the wire by hand.
+pub(crate) struct Sender {
+    pub(crate) material: fapiao_service::Material,
+    pub(crate) http: fapiao_protocol::HttpsClient,
+    pub(crate) platform_enc: Certificate,
+}
+
+impl Sender {
+    /// Loads the party at `prefix` (files as `Layout::issue_party` writes them) and connects
+    /// to platform with its TLS client certificate.
+    pub(crate) fn new(env: &Env, prefix: &Path) -> Self {
+        let layout = &env.system.layout;
+        let material = fapiao_service::Material::load(&fapiao_service::MaterialConfig {
+            suite: "gm".into(),
+            prefix: prefix.to_owned(),
+            trust: layout.trust_files(),
+            crls: layout.crl_files(),
+            key_passphrase_file: Some(layout.passphrase_file()),
+        })
+        .unwrap();
+        let http = fapiao_protocol::HttpsClient::new(
+            &format!("https://127.0.0.1:{}", env.system.ports.platform),
+            material.client_config().unwrap(),
+        )
+        .unwrap();
+        let platform_enc = Certificate::from_pem(
+            &std::fs::read_to_string(layout.dir().join("pki/platform.enc.crt.pem")).unwrap(),
+        )
+        .unwrap();
+        Self { material, http, platform_enc }
+    }
+
+    /// A sealed request as the roles make it.
+    pub(crate) fn seal(&self, message_type: &str, version: u16, body: &Value) -> Vec<u8> {
+        use fapiao_crypto::envelope::{Header, Message, seal};
+        let payload = serde_json::to_vec(&fapiao_protocol::wire::Request {
+            reply_certificate: fapiao_protocol::wire::b64(self.material.party.encryption_certificate().der()),
+            body,
+        })
+        .unwrap();
+        let now = crate::now().replace_nanosecond(0).unwrap();
+        let message = Message {
+            header: Header {
+                protocol_version: version,
+                sender: self.material.party.identity().to_owned(),
+                recipient: "platform:platform".into(),
+                message_type: message_type.into(),
+                message_id: fapiao_protocol::client::new_id(),
+                created_at: now,
+            },
+            payload,
+        };
+        seal(&self.material.party, &self.platform_enc, &message, &mut fapiao_crypto::rng::system_rng()).unwrap()
+    }
+
+    pub(crate) async fn post(&self, envelope: Vec<u8>) -> Response {
+        self.http
+            .request(Method::POST, "/v1/envelope", &[("content-type", "application/fapiao-envelope".into())], envelope)
+            .await
+            .unwrap()
+    }
+
+    /// Opens a sealed answer; returns (message type, payload JSON).
+    pub(crate) fn open(&self, r: &Response) -> (String, Value) {
+        let guard = fapiao_crypto::envelope::MemoryReplayGuard::new();
+        let o = fapiao_crypto::envelope::Opener::new(&self.material.party, &self.material.trust, &guard)
+            .open(&r.body, crate::now())
+            .unwrap();
+        (o.message.header.message_type, serde_json::from_slice(&o.message.payload).unwrap())
+    }
+}
+
+/// An `order.issue` body for the platform, as cloud would send it.
+pub(crate) fn issue_body(enterprise: &str, id: &str) -> Value {
+    let order = order(enterprise, id, "100");
+    json!({
+        "enterprise": enterprise,
+        "order_id": id,
+        "order": order,
+        "request_hash": "00",
+    })
+}
+
+pub(crate) async fn admin_patch(env: &Env, enterprise: &str, patch: Value) {
+    let p: fapiao_platform::EnterprisePatch = serde_json::from_value(patch).unwrap();
+    env.system.platform.update_enterprise(enterprise, &p).await.unwrap().unwrap();
+}
+
+/// Waits until the platform's outbox has nothing pending (uploads and notices delivered).
+pub(crate) async fn settle(env: &Env) {
+    let p = env.system.platform.clone();
+    wait_for("the outbox to drain", || {
+        let p = p.clone();
+        async move { p.outbox("pending").await.unwrap().is_empty() }
+    })
+    .await;
 }

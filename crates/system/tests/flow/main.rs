@@ -4,6 +4,7 @@
 
 mod helpers;
 mod issue;
+mod refusals;
 
 #[expect(clippy::disallowed_methods, reason = "tests read the wall clock")]
 fn now() -> time::OffsetDateTime {
