@@ -158,7 +158,10 @@ pub(crate) async fn snapshot(s: &System) -> Snapshot {
             "red_forms" => "SELECT COUNT(*) FROM red_forms",
             _ => "SELECT COUNT(*) FROM outbox",
         };
-        sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await.unwrap()
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(p)
+            .await
+            .unwrap()
     };
     let platform = vec![
         count("invoices").await,
@@ -167,11 +170,16 @@ pub(crate) async fn snapshot(s: &System) -> Snapshot {
         count("red_forms").await,
         count("outbox").await,
     ];
-    let quota = sqlx::query_as("SELECT enterprise, month, used FROM quota_usage ORDER BY enterprise, month")
+    let quota = sqlx::query_as(
+        "SELECT enterprise, month, used FROM quota_usage ORDER BY enterprise, month",
+    )
+    .fetch_all(p)
+    .await
+    .unwrap();
+    let blocks = sqlx::query_as("SELECT id, next FROM blocks ORDER BY id")
         .fetch_all(p)
         .await
         .unwrap();
-    let blocks = sqlx::query_as("SELECT id, next FROM blocks ORDER BY id").fetch_all(p).await.unwrap();
     let cloud_invoices = sqlx::query_scalar("SELECT COUNT(*) FROM invoices")
         .fetch_one(s.cloud.db().pool())
         .await
@@ -180,7 +188,13 @@ pub(crate) async fn snapshot(s: &System) -> Snapshot {
         .fetch_one(s.tax.db().pool())
         .await
         .unwrap();
-    Snapshot { platform, quota, blocks, cloud_invoices, tax_invoices }
+    Snapshot {
+        platform,
+        quota,
+        blocks,
+        cloud_invoices,
+        tax_invoices,
+    }
 }
 
 /// A role-like sender with its own certificates, to put envelopes on the wire by hand.
@@ -212,14 +226,20 @@ impl Sender {
             &std::fs::read_to_string(layout.dir().join("pki/platform.enc.crt.pem")).unwrap(),
         )
         .unwrap();
-        Self { material, http, platform_enc }
+        Self {
+            material,
+            http,
+            platform_enc,
+        }
     }
 
     /// A sealed request as the roles make it.
     pub(crate) fn seal(&self, message_type: &str, version: u16, body: &Value) -> Vec<u8> {
         use fapiao_crypto::envelope::{Header, Message, seal};
         let payload = serde_json::to_vec(&fapiao_protocol::wire::Request {
-            reply_certificate: fapiao_protocol::wire::b64(self.material.party.encryption_certificate().der()),
+            reply_certificate: fapiao_protocol::wire::b64(
+                self.material.party.encryption_certificate().der(),
+            ),
             body,
         })
         .unwrap();
@@ -235,12 +255,23 @@ impl Sender {
             },
             payload,
         };
-        seal(&self.material.party, &self.platform_enc, &message, &mut fapiao_crypto::rng::system_rng()).unwrap()
+        seal(
+            &self.material.party,
+            &self.platform_enc,
+            &message,
+            &mut fapiao_crypto::rng::system_rng(),
+        )
+        .unwrap()
     }
 
     pub(crate) async fn post(&self, envelope: Vec<u8>) -> Response {
         self.http
-            .request(Method::POST, "/v1/envelope", &[("content-type", "application/fapiao-envelope".into())], envelope)
+            .request(
+                Method::POST,
+                "/v1/envelope",
+                &[("content-type", "application/fapiao-envelope".into())],
+                envelope,
+            )
             .await
             .unwrap()
     }
@@ -248,10 +279,17 @@ impl Sender {
     /// Opens a sealed answer; returns (message type, payload JSON).
     pub(crate) fn open(&self, r: &Response) -> (String, Value) {
         let guard = fapiao_crypto::envelope::MemoryReplayGuard::new();
-        let o = fapiao_crypto::envelope::Opener::new(&self.material.party, &self.material.trust, &guard)
-            .open(&r.body, crate::now())
-            .unwrap();
-        (o.message.header.message_type, serde_json::from_slice(&o.message.payload).unwrap())
+        let o = fapiao_crypto::envelope::Opener::new(
+            &self.material.party,
+            &self.material.trust,
+            &guard,
+        )
+        .open(&r.body, crate::now())
+        .unwrap();
+        (
+            o.message.header.message_type,
+            serde_json::from_slice(&o.message.payload).unwrap(),
+        )
     }
 }
 
@@ -268,7 +306,12 @@ pub(crate) fn issue_body(enterprise: &str, id: &str) -> Value {
 
 pub(crate) async fn admin_patch(env: &Env, enterprise: &str, patch: Value) {
     let p: fapiao_platform::EnterprisePatch = serde_json::from_value(patch).unwrap();
-    env.system.platform.update_enterprise(enterprise, &p).await.unwrap().unwrap();
+    env.system
+        .platform
+        .update_enterprise(enterprise, &p)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 /// Waits until the platform's outbox has nothing pending (uploads and notices delivered).

@@ -2,8 +2,10 @@
 //! mutual TLS, envelopes, SQLite files, driven through the signed ERP API.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+mod agreement;
 mod helpers;
 mod issue;
+mod outage;
 mod refusals;
 
 #[expect(clippy::disallowed_methods, reason = "tests read the wall clock")]

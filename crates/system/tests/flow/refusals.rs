@@ -14,11 +14,24 @@ async fn warm(env: &Env) -> Snapshot {
     snapshot(&env.system).await
 }
 
-async fn refused(env: &Env, enterprise: &str, body: &serde_json::Value, status: u16, code: &str) -> serde_json::Value {
+async fn refused(
+    env: &Env,
+    enterprise: &str,
+    body: &serde_json::Value,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
     let r = post(&env.erp(enterprise), "/v1/invoices", body).await;
     let v = json_of(&r);
-    assert_eq!((r.status, v["code"].as_str().unwrap_or("")), (status, code), "{v}");
-    assert!(v["request_id"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+    assert_eq!(
+        (r.status, v["code"].as_str().unwrap_or("")),
+        (status, code),
+        "{v}"
+    );
+    assert!(
+        v["request_id"].as_str().is_some_and(|s| !s.is_empty()),
+        "{v}"
+    );
     v
 }
 
@@ -33,31 +46,64 @@ async fn qualification_refusals_change_nothing() {
     bad["buyer"]["taxpayer_id"] = json!("91110108MA01XY002D");
     bad["items"][1]["amount"] = json!(100.5);
     let v = refused(&env, SH, &bad, 422, "invalid_order").await;
-    let paths: Vec<&str> = v["findings"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
     for p in ["items[0].tax_rate", "buyer.taxpayer_id", "items[1].amount"] {
         assert!(paths.contains(&p), "{p} missing in {paths:?}");
     }
     assert_eq!(snapshot(&env.system).await, before);
 
     // Seller other than the enterprise whose credentials sign.
-    refused(&env, SZ, &order(SH, "OTHER-SELLER", "100"), 422, "invalid_order").await;
+    refused(
+        &env,
+        SZ,
+        &order(SH, "OTHER-SELLER", "100"),
+        422,
+        "invalid_order",
+    )
+    .await;
     assert_eq!(snapshot(&env.system).await, before);
 
     // Type not allowed.
     admin_patch(&env, SH, json!({"allowed_types": ["special"]})).await;
-    refused(&env, SH, &order(SH, "TYPE-1", "100"), 403, "invoice_type_not_allowed").await;
+    refused(
+        &env,
+        SH,
+        &order(SH, "TYPE-1", "100"),
+        403,
+        "invoice_type_not_allowed",
+    )
+    .await;
     admin_patch(&env, SH, json!({"allowed_types": ["special", "ordinary"]})).await;
     assert_eq!(snapshot(&env.system).await, before);
 
     // Over the per-invoice limit: 2 × 500 + 100, +6 % = 1166.00 > 1000.00.
     admin_patch(&env, SH, json!({"invoice_limit": "1000.00"})).await;
-    refused(&env, SH, &order(SH, "LIMIT-1", "500"), 422, "over_invoice_limit").await;
+    refused(
+        &env,
+        SH,
+        &order(SH, "LIMIT-1", "500"),
+        422,
+        "over_invoice_limit",
+    )
+    .await;
     admin_patch(&env, SH, json!({"invoice_limit": "1000000.00"})).await;
     assert_eq!(snapshot(&env.system).await, before);
 
     // Suspended.
     admin_patch(&env, SH, json!({"status": "suspended"})).await;
-    refused(&env, SH, &order(SH, "SUSP-1", "100"), 403, "enterprise_suspended").await;
+    refused(
+        &env,
+        SH,
+        &order(SH, "SUSP-1", "100"),
+        403,
+        "enterprise_suspended",
+    )
+    .await;
     admin_patch(&env, SH, json!({"status": "active"})).await;
     assert_eq!(snapshot(&env.system).await, before);
 
@@ -65,22 +111,48 @@ async fn qualification_refusals_change_nothing() {
     refused(&env, SH, &order(SH, "WARM-1", "11"), 409, "order_conflict").await;
     assert_eq!(snapshot(&env.system).await, before);
     let again = post(&env.erp(SH), "/v1/invoices", &order(SH, "WARM-1", "10")).await;
-    assert_eq!(again.status, 200, "the same order again returns the original");
+    assert_eq!(
+        again.status, 200,
+        "the same order again returns the original"
+    );
     assert_eq!(snapshot(&env.system).await, before);
 
     // Red over what remains: line 2 is 100.00 tax-exclusive.
-    let blue = json_of(&get(&env.erp(SH), "/v1/invoices?limit=1").await)["items"][0]["number"].as_str().unwrap().to_owned();
-    let r = post(&env.erp(SH), &format!("/v1/invoices/{blue}/red"), &json!({
-        "order_id": "RED-OVER", "reason": "04", "buyer_confirmation": "buyer ok 1",
-        "scope": {"scope": "partial", "lines": [{"line": 2, "amount": "100.01"}]}
-    })).await;
-    assert_eq!((r.status, json_of(&r)["code"].as_str().unwrap()), (422, "red_invalid"), "{}", json_of(&r));
+    let blue = json_of(&get(&env.erp(SH), "/v1/invoices?limit=1").await)["items"][0]["number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = post(
+        &env.erp(SH),
+        &format!("/v1/invoices/{blue}/red"),
+        &json!({
+            "order_id": "RED-OVER", "reason": "04", "buyer_confirmation": "buyer ok 1",
+            "scope": {"scope": "partial", "lines": [{"line": 2, "amount": "100.01"}]}
+        }),
+    )
+    .await;
+    assert_eq!(
+        (r.status, json_of(&r)["code"].as_str().unwrap()),
+        (422, "red_invalid"),
+        "{}",
+        json_of(&r)
+    );
     // A partial red without the buyer's confirmation is not allowed either.
-    let r = post(&env.erp(SH), &format!("/v1/invoices/{blue}/red"), &json!({
-        "order_id": "RED-NOCONF", "reason": "04",
-        "scope": {"scope": "partial", "lines": [{"line": 2, "amount": "10.00"}]}
-    })).await;
-    assert_eq!((r.status, json_of(&r)["code"].as_str().unwrap()), (422, "red_invalid"), "{}", json_of(&r));
+    let r = post(
+        &env.erp(SH),
+        &format!("/v1/invoices/{blue}/red"),
+        &json!({
+            "order_id": "RED-NOCONF", "reason": "04",
+            "scope": {"scope": "partial", "lines": [{"line": 2, "amount": "10.00"}]}
+        }),
+    )
+    .await;
+    assert_eq!(
+        (r.status, json_of(&r)["code"].as_str().unwrap()),
+        (422, "red_invalid"),
+        "{}",
+        json_of(&r)
+    );
     assert_eq!(snapshot(&env.system).await, before);
     env.system.shutdown().await;
 }
@@ -96,18 +168,37 @@ async fn two_orders_racing_for_the_last_of_the_quota_get_one_invoice() {
     let (a, b) = (env.erp(SH), env.erp(SH));
     let (oa, ob) = (order(SH, "RACE-A", "60"), order(SH, "RACE-B", "60"));
     let (ra, rb) = tokio::join!(post(&a, "/v1/invoices", &oa), post(&b, "/v1/invoices", &ob));
-    let mut statuses = vec![(ra.status, json_of(&ra)["code"].clone()), (rb.status, json_of(&rb)["code"].clone())];
+    let mut statuses = vec![
+        (ra.status, json_of(&ra)["code"].clone()),
+        (rb.status, json_of(&rb)["code"].clone()),
+    ];
     statuses.sort_by_key(|s| s.0);
     assert_eq!(statuses[0].0, 201, "{statuses:?}");
-    assert_eq!((statuses[1].0, statuses[1].1.as_str().unwrap()), (422, "over_quota"), "{statuses:?}");
+    assert_eq!(
+        (statuses[1].0, statuses[1].1.as_str().unwrap()),
+        (422, "over_quota"),
+        "{statuses:?}"
+    );
     settle(&env).await;
     let after = snapshot(&env.system).await;
     assert_eq!(after.quota[0].2, "360.40");
-    assert_eq!(after.platform[0], before.platform[0] + 1, "one invoice more, no void");
+    assert_eq!(
+        after.platform[0],
+        before.platform[0] + 1,
+        "one invoice more, no void"
+    );
     assert_eq!(after.platform[2], 0);
     // A red gives quota back.
-    let blue = json_of(&if ra.status == 201 { ra } else { rb })["number"].as_str().unwrap().to_owned();
-    let r = post(&env.erp(SH), &format!("/v1/invoices/{blue}/red"), &json!({"order_id": "RACE-RED", "reason": "01"})).await;
+    let blue = json_of(&if ra.status == 201 { ra } else { rb })["number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = post(
+        &env.erp(SH),
+        &format!("/v1/invoices/{blue}/red"),
+        &json!({"order_id": "RACE-RED", "reason": "01"}),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", json_of(&r));
     assert_eq!(snapshot(&env.system).await.quota[0].2, "127.20");
     env.system.shutdown().await;
@@ -126,67 +217,155 @@ async fn envelope_and_sender_refusals_change_nothing() {
     let n = e.len();
     e[n - 20] ^= 1;
     let r = cloud.post(e).await;
-    assert_eq!((r.status, json_of(&r)["code"].as_str().unwrap()), (403, "envelope_rejected"), "{}", json_of(&r));
+    assert_eq!(
+        (r.status, json_of(&r)["code"].as_str().unwrap()),
+        (403, "envelope_rejected"),
+        "{}",
+        json_of(&r)
+    );
     // Not an envelope at all.
     let r = cloud.post(b"hello".to_vec()).await;
-    assert_eq!((r.status, json_of(&r)["code"].as_str().unwrap()), (400, "envelope_malformed"));
+    assert_eq!(
+        (r.status, json_of(&r)["code"].as_str().unwrap()),
+        (400, "envelope_malformed")
+    );
     assert_eq!(snapshot(&env.system).await, before);
 
     // Replayed: the first delivery issues, the second is refused.
     let e = cloud.seal("order.issue", 1, &issue_body(SH, "REPLAY-1"));
     let first = cloud.post(e.clone()).await;
     let (t, v) = cloud.open(&first);
-    assert_eq!((t.as_str(), v["outcome"].as_str().unwrap()), ("order.answer", "issued"), "{v}");
+    assert_eq!(
+        (t.as_str(), v["outcome"].as_str().unwrap()),
+        ("order.answer", "issued"),
+        "{v}"
+    );
     settle(&env).await;
     let after_first = snapshot(&env.system).await;
     let r = cloud.post(e).await;
-    assert_eq!((r.status, json_of(&r)["code"].as_str().unwrap()), (403, "envelope_rejected"));
+    assert_eq!(
+        (r.status, json_of(&r)["code"].as_str().unwrap()),
+        (403, "envelope_rejected")
+    );
     assert_eq!(snapshot(&env.system).await, after_first);
     let before = after_first;
 
     // Unsupported protocol version: a sealed, signed refusal.
-    let r = cloud.post(cloud.seal("order.issue", 9, &issue_body(SH, "V9-1"))).await;
+    let r = cloud
+        .post(cloud.seal("order.issue", 9, &issue_body(SH, "V9-1")))
+        .await;
     assert_eq!(r.status, 200);
     let (t, v) = cloud.open(&r);
-    assert_eq!((t.as_str(), v["code"].as_str().unwrap()), ("refusal", "protocol_version_unsupported"), "{v}");
+    assert_eq!(
+        (t.as_str(), v["code"].as_str().unwrap()),
+        ("refusal", "protocol_version_unsupported"),
+        "{v}"
+    );
     assert_eq!(snapshot(&env.system).await, before);
 
     // A cloud the platform does not know (valid certificates).
     let stranger = layout.dir().join("pki/stranger");
-    layout.issue_party(Suite::Gm, Role::Cloud, "stranger", None, &stranger, now - Duration::hours(1), now + Duration::days(1)).unwrap();
+    layout
+        .issue_party(
+            Suite::Gm,
+            Role::Cloud,
+            "stranger",
+            None,
+            &stranger,
+            now - Duration::hours(1),
+            now + Duration::days(1),
+        )
+        .unwrap();
     let s = Sender::new(&env, &stranger);
-    let (_, v) = s.open(&s.post(s.seal("order.issue", 1, &issue_body(SH, "STRANGER-1"))).await);
-    assert_eq!((v["outcome"].as_str().unwrap(), v["code"].as_str().unwrap()), ("refused", "cloud_not_registered"), "{v}");
+    let (_, v) = s.open(
+        &s.post(s.seal("order.issue", 1, &issue_body(SH, "STRANGER-1")))
+            .await,
+    );
+    assert_eq!(
+        (v["outcome"].as_str().unwrap(), v["code"].as_str().unwrap()),
+        ("refused", "cloud_not_registered"),
+        "{v}"
+    );
 
     // A registered cloud sending for an enterprise of another cloud.
     env.system
         .platform
-        .register_cloud(&fapiao_platform::Cloud { identity: "cloud:stranger".into(), url: "https://127.0.0.1:9".into() })
+        .register_cloud(&fapiao_platform::Cloud {
+            identity: "cloud:stranger".into(),
+            url: "https://127.0.0.1:9".into(),
+        })
         .await
         .unwrap();
-    let (_, v) = s.open(&s.post(s.seal("order.issue", 1, &issue_body(SH, "STRANGER-2"))).await);
-    assert_eq!(v["code"].as_str().unwrap(), "enterprise_of_another_cloud", "{v}");
+    let (_, v) = s.open(
+        &s.post(s.seal("order.issue", 1, &issue_body(SH, "STRANGER-2")))
+            .await,
+    );
+    assert_eq!(
+        v["code"].as_str().unwrap(),
+        "enterprise_of_another_cloud",
+        "{v}"
+    );
     // An enterprise nobody registered.
-    let (_, v) = s.open(&s.post(s.seal("order.issue", 1, &issue_body("91330106MA2CD0004F", "STRANGER-3"))).await);
+    let (_, v) = s.open(
+        &s.post(s.seal(
+            "order.issue",
+            1,
+            &issue_body("91330106MA2CD0004F", "STRANGER-3"),
+        ))
+        .await,
+    );
     assert_eq!(v["code"].as_str().unwrap(), "enterprise_unknown", "{v}");
     assert_eq!(snapshot(&env.system).await, before);
 
     // Expired signing certificate (TLS certificate still valid).
     let expired = layout.dir().join("pki/expired");
-    let certs = layout.issue_party(Suite::Gm, Role::Cloud, "cloud", None, &expired, now - Duration::days(10), now + Duration::days(1)).unwrap();
+    let certs = layout
+        .issue_party(
+            Suite::Gm,
+            Role::Cloud,
+            "cloud",
+            None,
+            &expired,
+            now - Duration::days(10),
+            now + Duration::days(1),
+        )
+        .unwrap();
     drop(certs);
-    layout.issue_party(Suite::Gm, Role::Cloud, "cloud", None, &layout.dir().join("pki/expired-sign"), now - Duration::days(10), now - Duration::days(1)).unwrap();
+    layout
+        .issue_party(
+            Suite::Gm,
+            Role::Cloud,
+            "cloud",
+            None,
+            &layout.dir().join("pki/expired-sign"),
+            now - Duration::days(10),
+            now - Duration::days(1),
+        )
+        .unwrap();
     for ext in ["crt.pem", "key.pem"] {
-        std::fs::copy(layout.dir().join(format!("pki/expired-sign.sign.{ext}")), layout.dir().join(format!("pki/expired.sign.{ext}"))).unwrap();
+        std::fs::copy(
+            layout.dir().join(format!("pki/expired-sign.sign.{ext}")),
+            layout.dir().join(format!("pki/expired.sign.{ext}")),
+        )
+        .unwrap();
     }
     let x = Sender::new(&env, &expired);
-    let r = x.post(x.seal("order.issue", 1, &issue_body(SH, "EXPIRED-1"))).await;
-    assert_eq!((r.status, json_of(&r)["code"].as_str().unwrap()), (403, "envelope_rejected"), "{}", json_of(&r));
+    let r = x
+        .post(x.seal("order.issue", 1, &issue_body(SH, "EXPIRED-1")))
+        .await;
+    assert_eq!(
+        (r.status, json_of(&r)["code"].as_str().unwrap()),
+        (403, "envelope_rejected"),
+        "{}",
+        json_of(&r)
+    );
 
     // Signed by a certificate of another CA.
     let foreign_dir = tempfile::tempdir().unwrap();
     let foreign = fapiao_system::Layout::at(foreign_dir.path());
-    foreign.bootstrap(Suite::Gm, fapiao_system::Ports::default(), now).unwrap();
+    foreign
+        .bootstrap(Suite::Gm, fapiao_system::Ports::default(), now)
+        .unwrap();
     for kind in ["sign", "enc"] {
         for ext in ["crt.pem", "key.pem"] {
             let from = foreign.dir().join(format!("pki/cloud.{kind}.{ext}"));
@@ -200,12 +379,29 @@ async fn envelope_and_sender_refusals_change_nothing() {
     let our_pass = std::fs::read_to_string(layout.passphrase_file()).unwrap();
     for kind in ["sign", "enc"] {
         let p = layout.dir().join(format!("pki/foreign.{kind}.key.pem"));
-        let k = fapiao_crypto::PrivateKey::from_encrypted_pem(&std::fs::read_to_string(&p).unwrap(), foreign_pass.trim().as_bytes()).unwrap();
-        std::fs::write(&p, k.to_encrypted_pem(our_pass.trim().as_bytes(), &mut fapiao_crypto::rng::system_rng()).unwrap().as_bytes()).unwrap();
+        let k = fapiao_crypto::PrivateKey::from_encrypted_pem(
+            &std::fs::read_to_string(&p).unwrap(),
+            foreign_pass.trim().as_bytes(),
+        )
+        .unwrap();
+        std::fs::write(
+            &p,
+            k.to_encrypted_pem(
+                our_pass.trim().as_bytes(),
+                &mut fapiao_crypto::rng::system_rng(),
+            )
+            .unwrap()
+            .as_bytes(),
+        )
+        .unwrap();
     }
     for kind in ["tls-server", "tls-client"] {
         for ext in ["crt.pem", "key.pem"] {
-            std::fs::copy(layout.dir().join(format!("pki/cloud.{kind}.{ext}")), layout.dir().join(format!("pki/foreign.{kind}.{ext}"))).unwrap();
+            std::fs::copy(
+                layout.dir().join(format!("pki/cloud.{kind}.{ext}")),
+                layout.dir().join(format!("pki/foreign.{kind}.{ext}")),
+            )
+            .unwrap();
         }
     }
     let mut f = Sender::new(&env, &layout.dir().join("pki/cloud"));
@@ -218,26 +414,59 @@ async fn envelope_and_sender_refusals_change_nothing() {
     })
     .unwrap();
     f.material.party = fm.party;
-    let r = f.post(f.seal("order.issue", 1, &issue_body(SH, "FOREIGN-1"))).await;
-    assert_eq!((r.status, json_of(&r)["code"].as_str().unwrap()), (403, "envelope_rejected"), "{}", json_of(&r));
+    let r = f
+        .post(f.seal("order.issue", 1, &issue_body(SH, "FOREIGN-1")))
+        .await;
+    assert_eq!(
+        (r.status, json_of(&r)["code"].as_str().unwrap()),
+        (403, "envelope_rejected"),
+        "{}",
+        json_of(&r)
+    );
     assert_eq!(snapshot(&env.system).await, before);
 
     // Revoked: the cloud's own signing certificate, once the platform reloads the CRL.
     let revoked = layout.dir().join("pki/revoked");
-    let certs = layout.issue_party(Suite::Gm, Role::Cloud, "cloud", None, &revoked, now - Duration::hours(1), now + Duration::days(1)).unwrap();
+    let certs = layout
+        .issue_party(
+            Suite::Gm,
+            Role::Cloud,
+            "cloud",
+            None,
+            &revoked,
+            now - Duration::hours(1),
+            now + Duration::days(1),
+        )
+        .unwrap();
     let rv = Sender::new(&env, &revoked);
-    let r = rv.post(rv.seal("order.issue", 1, &issue_body(SH, "REVOKED-0"))).await;
-    assert_eq!(rv.open(&r).1["outcome"], "issued", "valid before revocation");
+    let r = rv
+        .post(rv.seal("order.issue", 1, &issue_body(SH, "REVOKED-0")))
+        .await;
+    assert_eq!(
+        rv.open(&r).1["outcome"],
+        "issued",
+        "valid before revocation"
+    );
     settle(&env).await;
     let before = snapshot(&env.system).await;
     layout.revoke(&certs[0], now).unwrap();
     let mut system = env.system;
     system.stop("platform").await;
     system.restart("platform").await.unwrap();
-    let env = Env { dir: env.dir, system };
+    let env = Env {
+        dir: env.dir,
+        system,
+    };
     let rv = Sender::new(&env, &revoked);
-    let r = rv.post(rv.seal("order.issue", 1, &issue_body(SH, "REVOKED-1"))).await;
-    assert_eq!((r.status, json_of(&r)["code"].as_str().unwrap()), (403, "envelope_rejected"), "{}", json_of(&r));
+    let r = rv
+        .post(rv.seal("order.issue", 1, &issue_body(SH, "REVOKED-1")))
+        .await;
+    assert_eq!(
+        (r.status, json_of(&r)["code"].as_str().unwrap()),
+        (403, "envelope_rejected"),
+        "{}",
+        json_of(&r)
+    );
     assert_eq!(snapshot(&env.system).await, before);
     env.system.shutdown().await;
 }
@@ -253,27 +482,71 @@ async fn erp_requests_must_be_signed_fresh_and_new() {
             ("x-fapiao-key", creds.key_id.clone()),
             ("x-fapiao-timestamp", ts.to_string()),
             ("x-fapiao-nonce", nonce.to_owned()),
-            ("x-fapiao-signature", fapiao_protocol::erp::sign(secret.as_bytes(), "POST", "/v1/invoices", ts, nonce, body.as_bytes())),
+            (
+                "x-fapiao-signature",
+                fapiao_protocol::erp::sign(
+                    secret.as_bytes(),
+                    "POST",
+                    "/v1/invoices",
+                    ts,
+                    nonce,
+                    body.as_bytes(),
+                ),
+            ),
         ]
     };
     let t = crate::now().unix_timestamp();
     let cases = [
         (Vec::new(), "unauthenticated"),
-        (signed(t, "nonce-aaaaaaaaaaaa1", "sk_wrong"), "unauthenticated"),
-        (signed(t - 600, "nonce-aaaaaaaaaaaa2", &creds.secret), "request_stale"),
+        (
+            signed(t, "nonce-aaaaaaaaaaaa1", "sk_wrong"),
+            "unauthenticated",
+        ),
+        (
+            signed(t - 600, "nonce-aaaaaaaaaaaa2", &creds.secret),
+            "request_stale",
+        ),
     ];
     for (headers, code) in cases {
-        let r = erp.send_raw(http::Method::POST, "/v1/invoices", &headers, body.as_bytes()).await.unwrap();
-        assert_eq!((r.status, json_of(&r)["code"].as_str().unwrap()), (401, code), "{}", json_of(&r));
+        let r = erp
+            .send_raw(
+                http::Method::POST,
+                "/v1/invoices",
+                &headers,
+                body.as_bytes(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, json_of(&r)["code"].as_str().unwrap()),
+            (401, code),
+            "{}",
+            json_of(&r)
+        );
     }
     let h = signed(t, "nonce-aaaaaaaaaaaa3", &creds.secret);
-    let r = erp.send_raw(http::Method::POST, "/v1/invoices", &h, body.as_bytes()).await.unwrap();
+    let r = erp
+        .send_raw(http::Method::POST, "/v1/invoices", &h, body.as_bytes())
+        .await
+        .unwrap();
     assert_eq!(r.status, 201, "{}", json_of(&r));
-    let r = erp.send_raw(http::Method::POST, "/v1/invoices", &h, body.as_bytes()).await.unwrap();
-    assert_eq!((r.status, json_of(&r)["code"].as_str().unwrap()), (401, "request_replayed"));
+    let r = erp
+        .send_raw(http::Method::POST, "/v1/invoices", &h, body.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, json_of(&r)["code"].as_str().unwrap()),
+        (401, "request_replayed")
+    );
     // Another enterprise cannot read this one's invoice.
-    let number = json_of(&get(&erp, "/v1/invoices?limit=1").await)["items"][0]["number"].as_str().unwrap().to_owned();
+    let number = json_of(&get(&erp, "/v1/invoices?limit=1").await)["items"][0]["number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let r = get(&env.erp(SZ), &format!("/v1/invoices/{number}")).await;
-    assert_eq!((r.status, json_of(&r)["code"].as_str().unwrap()), (404, "invoice_not_found"));
+    assert_eq!(
+        (r.status, json_of(&r)["code"].as_str().unwrap()),
+        (404, "invoice_not_found")
+    );
     env.system.shutdown().await;
 }
