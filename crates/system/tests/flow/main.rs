@@ -3,6 +3,7 @@
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 mod agreement;
+mod api;
 mod helpers;
 mod issue;
 mod outage;
