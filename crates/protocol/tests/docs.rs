@@ -18,7 +18,10 @@ fn error_codes_document_is_the_registry() {
         std::fs::write(&path, &want).unwrap();
     }
     let have = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(have == want, "docs/ERROR-CODES.md is stale: run with UPDATE_DOCS=1");
+    assert!(
+        have == want,
+        "docs/ERROR-CODES.md is stale: run with UPDATE_DOCS=1"
+    );
 }
 
 #[test]
@@ -26,7 +29,11 @@ fn codes_are_unique_snake_case_and_parse_back() {
     let mut seen = std::collections::HashSet::new();
     for c in Code::ALL {
         assert!(seen.insert(c.as_str()), "{c} twice");
-        assert!(c.as_str().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        assert!(
+            c.as_str()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_')
+        );
         assert_eq!(Code::parse(c.as_str()), Some(*c));
         assert!((400..600).contains(&c.http_status()));
     }
@@ -35,7 +42,8 @@ fn codes_are_unique_snake_case_and_parse_back() {
 #[test]
 fn openapi_error_codes_are_the_registry() {
     let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(docs().join("openapi.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(docs().join("openapi.json")).unwrap())
+            .unwrap();
     let listed: Vec<&str> = doc["components"]["schemas"]["Error"]["properties"]["code"]["enum"]
         .as_array()
         .unwrap()

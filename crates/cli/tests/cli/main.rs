@@ -3,6 +3,7 @@
 
 mod pki;
 mod preview;
+mod system;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

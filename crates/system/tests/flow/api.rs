@@ -12,7 +12,14 @@ fn tool(dir: &std::path::Path, program: &str, args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{program} must be installed (.ci/run installs it): {e}"));
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,12 +31,19 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
     let number = json_of(&r)["number"].as_str().unwrap().to_owned();
 
     // The served document is the one in docs/.
-    let served = erp.send_raw(http::Method::GET, "/v1/openapi.json", &[], b"").await.unwrap();
+    let served = erp
+        .send_raw(http::Method::GET, "/v1/openapi.json", &[], b"")
+        .await
+        .unwrap();
     assert_eq!(served.status, 200);
     let doc: serde_json::Value = serde_json::from_slice(&served.body).unwrap();
-    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json"),
-    ).unwrap()).unwrap();
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     assert_eq!(doc, file);
 
     // Each documented operation exists and refuses an unsigned request.
@@ -43,33 +57,59 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
             if path == "/v1/openapi.json" {
                 assert_eq!(r.status, 200);
             } else {
-                assert_eq!((r.status, json_of(&r)["code"].as_str().unwrap_or("")), (401, "unauthenticated"), "{method} {path}");
+                assert_eq!(
+                    (r.status, json_of(&r)["code"].as_str().unwrap_or("")),
+                    (401, "unauthenticated"),
+                    "{method} {path}"
+                );
             }
         }
     }
     assert_eq!(operations, 7);
-    let r = erp.send_raw(http::Method::GET, "/v1/nothing-here", &[], b"").await.unwrap();
+    let r = erp
+        .send_raw(http::Method::GET, "/v1/nothing-here", &[], b"")
+        .await
+        .unwrap();
     assert_eq!(r.status, 404);
 
     // Downloads.
     let dir = tempfile::tempdir().unwrap();
     let xml = get(&erp, &format!("/v1/invoices/{number}/xml")).await;
     assert_eq!(xml.status, 200);
-    assert!(xml.headers["content-disposition"].to_str().unwrap().contains(&format!("dzfp_{number}.xml")));
+    assert!(
+        xml.headers["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains(&format!("dzfp_{number}.xml"))
+    );
     std::fs::write(dir.path().join("i.xml"), &xml.body).unwrap();
-    let xsd = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../render/schema/EInvoice.xsd");
-    let (ok, out) = tool(dir.path(), "xmllint", &["--noout", "--schema", xsd.to_str().unwrap(), "i.xml"]);
+    let xsd =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../render/schema/EInvoice.xsd");
+    let (ok, out) = tool(
+        dir.path(),
+        "xmllint",
+        &["--noout", "--schema", xsd.to_str().unwrap(), "i.xml"],
+    );
     assert!(ok, "{out}");
     let text = String::from_utf8(xml.body.to_vec()).unwrap();
-    assert!(text.contains(&number) && text.contains("<SignatureValue>"), "signed XML");
+    assert!(
+        text.contains(&number) && text.contains("<SignatureValue>"),
+        "signed XML"
+    );
 
     let pdf = get(&erp, &format!("/v1/invoices/{number}/pdf")).await;
-    assert_eq!((pdf.status, pdf.headers["content-type"].to_str().unwrap()), (200, "application/pdf"));
+    assert_eq!(
+        (pdf.status, pdf.headers["content-type"].to_str().unwrap()),
+        (200, "application/pdf")
+    );
     std::fs::write(dir.path().join("i.pdf"), &pdf.body).unwrap();
     let (ok, out) = tool(dir.path(), "qpdf", &["--check", "i.pdf"]);
     assert!(ok, "{out}");
     let (_, text) = tool(dir.path(), "pdftotext", &["-layout", "i.pdf", "-"]);
-    assert!(text.contains(&number) && text.contains("深圳味源食品有限公司"), "{text}");
+    assert!(
+        text.contains(&number) && text.contains("深圳味源食品有限公司"),
+        "{text}"
+    );
     let (ok, out) = tool(dir.path(), "pdfdetach", &["-list", "i.pdf"]);
     assert!(ok && out.contains(&format!("dzfp_{number}.xml")), "{out}");
     let r = get(&env.erp(SH), &format!("/v1/invoices/{number}/pdf")).await;

@@ -1,0 +1,198 @@
+//! As a new user would: `fapiao up`, then the printed `fapiao issue …` and `fapiao red …`;
+//! then the same data directory served by three `fapiao serve` processes.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{fapiao, stderr, stdout};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Ctrl-C, then wait for a clean exit.
+    fn interrupt(mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "graceful stop: {status}");
+    }
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_fapiao"))
+            .args(args)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Reads the child's `stream` until a line contains `marker`; returns what was read. The
+/// rest of the stream is drained in the background, so the child never writes to a closed
+/// pipe.
+fn wait_for_line(stream: impl std::io::Read + Send + 'static, marker: &str) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(marker) {
+            return seen;
+        }
+    }
+    panic!("the process ended before printing `{marker}`:\n{seen}");
+}
+
+fn number_in(text: &str) -> String {
+    let at = text.find("发票号码：").unwrap() + "发票号码：".len();
+    text[at..at + 20].to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn up_then_issue_then_red_then_serve_each_role_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let ports: Vec<String> = (0..4).map(|_| free_port().to_string()).collect();
+    let mut up = spawn(&[
+        "up",
+        "--data",
+        d,
+        "--cloud-port",
+        &ports[0],
+        "--platform-port",
+        &ports[1],
+        "--admin-port",
+        &ports[2],
+        "--tax-port",
+        &ports[3],
+    ]);
+    let banner = wait_for_line(up.0.stdout.take().unwrap(), "Ctrl-C stops.");
+    assert!(banner.contains("first run"), "{banner}");
+    assert!(
+        banner.contains("cargo run --release -- issue examples/orders/basic.json"),
+        "{banner}"
+    );
+
+    let issued = fapiao(&["issue", "examples/orders/basic.json", "--data", d]);
+    assert!(issued.status.success(), "{}", stderr(&issued));
+    let out = stdout(&issued);
+    assert!(
+        out.contains("电子发票（普通发票）")
+            && out.contains("¥16960.00")
+            && out.contains("税务状态："),
+        "{out}"
+    );
+    let number = number_in(&out);
+    assert!(
+        out.contains(&format!("red {number} --reason 01")),
+        "prints the next command: {out}"
+    );
+
+    let again = fapiao(&["issue", "examples/orders/basic.json", "--data", d]);
+    assert_eq!(
+        number_in(&stdout(&again)),
+        number,
+        "the same order is the same invoice"
+    );
+
+    let red = fapiao(&["red", &number, "--reason", "01", "--data", d]);
+    assert!(red.status.success(), "{}", stderr(&red));
+    let out = stdout(&red);
+    assert!(
+        out.contains(&format!("被红冲蓝字数电发票号码：{number}")) && out.contains("¥-16960.00"),
+        "{out}"
+    );
+    let twice = fapiao(&["red", &number, "--reason", "01", "--data", d]);
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(stderr(&twice).contains("red_invalid"), "{}", stderr(&twice));
+
+    let pdf = tmp.path().join("i.pdf");
+    let r = fapiao(&[
+        "render",
+        &number,
+        "--pdf",
+        pdf.to_str().unwrap(),
+        "--data",
+        d,
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF-"));
+
+    let bad = fapiao(&[
+        "issue",
+        "examples/orders/invalid.json",
+        "--enterprise",
+        "91310115MA1FP0001X",
+        "--data",
+        d,
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("invalid_order"), "{}", stderr(&bad));
+    let ents = fapiao(&["platform", "enterprises", "--data", d]);
+    assert!(
+        stdout(&ents).contains("91310115MA1FP0001X"),
+        "{}",
+        stderr(&ents)
+    );
+    up.interrupt();
+
+    // The same configs, one process per role, started in any order.
+    let mut procs = Vec::new();
+    for role in ["cloud", "platform", "tax"] {
+        let cfg = data.join(format!("{role}.toml"));
+        let mut p = spawn(&["serve", role, "--config", cfg.to_str().unwrap()]);
+        wait_for_line(p.0.stderr.take().unwrap(), "serving on");
+        procs.push(p);
+    }
+    let special = fapiao(&["issue", "examples/orders/special.json", "--data", d]);
+    assert!(special.status.success(), "{}", stderr(&special));
+    assert!(stdout(&special).contains("电子发票（增值税专用发票）"));
+    let n2 = number_in(&stdout(&special));
+    // The outbox reaches tax in its own process: wait for acceptance.
+    let start = Instant::now();
+    loop {
+        let o = fapiao(&["platform", "outbox", "--state", "pending", "--data", d]);
+        if stdout(&o).trim() == "[]" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "outbox did not drain: {}",
+            stdout(&o)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let xml = tmp.path().join("i.xml");
+    let r = fapiao(&["render", &n2, "--xml", xml.to_str().unwrap(), "--data", d]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    for p in procs {
+        p.interrupt();
+    }
+}

@@ -1,0 +1,57 @@
+//! Role configuration files: the shipped examples parse and pass the checks; overrides and
+//! errors name the field.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use std::path::Path;
+
+use fapiao_system::RoleConfig;
+
+fn example(role: &str) -> RoleConfig {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../examples/config/{role}.toml"));
+    let c: RoleConfig = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    c.check().unwrap();
+    c
+}
+
+#[test]
+fn shipped_examples_are_valid_with_ipv4_and_ipv6_listeners() {
+    for role in ["tax", "platform", "cloud"] {
+        let c = example(role);
+        assert_eq!(c.role, role);
+        assert!(
+            c.listen.iter().any(|a| a.starts_with('[')),
+            "{role} listens on IPv6 too"
+        );
+    }
+}
+
+#[test]
+fn environment_overrides_apply() {
+    let mut c = example("cloud");
+    c.apply_env(|k| match k {
+        "FAPIAO_LISTEN" => Some("127.0.0.1:1, [::1]:1".into()),
+        "FAPIAO_DATABASE" => Some("sqlite:///tmp/x.sqlite".into()),
+        "FAPIAO_PLATFORM_URL" => Some("https://p:1".into()),
+        _ => None,
+    });
+    assert_eq!(c.listen, ["127.0.0.1:1", "[::1]:1"]);
+    assert_eq!(c.database, "sqlite:///tmp/x.sqlite");
+    assert_eq!(c.peers.platform_url.as_deref(), Some("https://p:1"));
+}
+
+#[test]
+fn problems_name_the_field() {
+    let mut c = example("platform");
+    c.peers.tax_url = None;
+    assert!(c.check().unwrap_err().contains("peers.tax_url"));
+    let mut c = example("cloud");
+    c.listen = vec!["localhost".into()];
+    assert!(c.check().unwrap_err().contains("listen"));
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config/tax.toml"),
+    )
+    .unwrap();
+    let err = toml::from_str::<RoleConfig>(&format!("{text}\nlisten_typo = 1\n")).unwrap_err();
+    assert!(err.to_string().contains("listen_typo"), "{err}");
+}
