@@ -120,7 +120,6 @@ impl Cloud {
 
     /// The routes: the ERP API, the OpenAPI document, and the envelope endpoint (platform's
     /// status notices, mutual TLS).
-    #[must_use]
     pub fn router(&self) -> Router {
         self.inner
             .envelopes

@@ -224,7 +224,7 @@ impl Platform {
             ));
         }
         let number: String = row.try_get("number")?;
-        let stored = self.invoice_in(&mut **tx, &number).await?.ok_or_else(|| {
+        let stored = self.invoice_in(tx, &number).await?.ok_or_else(|| {
             Step::Failed(format!("order {order_id} names missing invoice {number}"))
         })?;
         Ok(Some(OrderAnswer::Issued {
@@ -436,7 +436,7 @@ impl Platform {
             return Ok(a);
         }
         let blue = self
-            .invoice_in(&mut *tx, &o.blue_number)
+            .invoice_in(&mut tx, &o.blue_number)
             .await?
             .filter(|b| b.enterprise == o.enterprise)
             .ok_or_else(|| {
@@ -830,7 +830,7 @@ impl Platform {
     /// [`StoreError`].
     pub async fn invoice(&self, number: &str) -> Result<Option<StoredInvoice>, StoreError> {
         let mut conn = self.inner.db.pool().acquire().await?;
-        self.invoice_in(&mut *conn, number)
+        self.invoice_in(&mut conn, number)
             .await
             .map_err(|e| match e {
                 Step::Failed(m) | Step::Refused(Refusal { message: m, .. }) => {

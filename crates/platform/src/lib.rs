@@ -168,7 +168,6 @@ impl Platform {
     }
 
     /// The business routes: envelopes from clouds (mutual TLS).
-    #[must_use]
     pub fn router(&self) -> Router {
         self.inner.envelopes.clone().routes(Arc::new(self.clone()))
     }

@@ -353,7 +353,6 @@ impl Platform {
     }
 
     /// The admin routes (separate admin port; mutual TLS, operator = role `platform`).
-    #[must_use]
     pub fn admin_router(&self) -> Router {
         Router::new()
             .route("/admin/clouds", get(list_clouds).post(add_cloud))
@@ -389,17 +388,16 @@ pub enum RegistryError {
     Store(#[from] StoreError),
 }
 
-fn operator(peer: &PeerIdentity, rid: &str) -> Result<(), Response> {
-    if peer.role == Role::Platform {
-        Ok(())
-    } else {
-        Err(ApiError::new(
+/// The refusal for a peer that is not an operator, if it is not.
+fn not_operator(peer: &PeerIdentity, rid: &str) -> Option<Response> {
+    (peer.role != Role::Platform).then(|| {
+        ApiError::new(
             Code::PeerCertificateRequired,
             "the admin API needs an operator certificate (role platform)",
             rid,
         )
-        .into_response())
-    }
+        .into_response()
+    })
 }
 
 fn internal(rid: &str, e: &dyn std::fmt::Display) -> Response {
@@ -418,7 +416,7 @@ fn registry_error(rid: &str, e: &RegistryError) -> Response {
 
 async fn list_clouds(State(p): State<Platform>, peer: PeerIdentity, h: HeaderMap) -> Response {
     let rid = request_id(&h);
-    if let Err(r) = operator(&peer, &rid) {
+    if let Some(r) = not_operator(&peer, &rid) {
         return r;
     }
     match p.clouds().await {
@@ -434,7 +432,7 @@ async fn add_cloud(
     body: axum::body::Bytes,
 ) -> Response {
     let rid = request_id(&h);
-    if let Err(r) = operator(&peer, &rid) {
+    if let Some(r) = not_operator(&peer, &rid) {
         return r;
     }
     let cloud: Cloud = match serde_json::from_slice(&body) {
@@ -458,7 +456,7 @@ async fn add_cloud(
 
 async fn list_enterprises(State(p): State<Platform>, peer: PeerIdentity, h: HeaderMap) -> Response {
     let rid = request_id(&h);
-    if let Err(r) = operator(&peer, &rid) {
+    if let Some(r) = not_operator(&peer, &rid) {
         return r;
     }
     match p.enterprises().await {
@@ -474,7 +472,7 @@ async fn add_enterprise(
     body: axum::body::Bytes,
 ) -> Response {
     let rid = request_id(&h);
-    if let Err(r) = operator(&peer, &rid) {
+    if let Some(r) = not_operator(&peer, &rid) {
         return r;
     }
     let e: Enterprise = match serde_json::from_slice(&body) {
@@ -507,7 +505,7 @@ async fn patch_enterprise(
     body: axum::body::Bytes,
 ) -> Response {
     let rid = request_id(&h);
-    if let Err(r) = operator(&peer, &rid) {
+    if let Some(r) = not_operator(&peer, &rid) {
         return r;
     }
     let patch: EnterprisePatch = match serde_json::from_slice(&body) {
@@ -536,7 +534,7 @@ async fn list_outbox(
     Query(q): Query<OutboxQuery>,
 ) -> Response {
     let rid = request_id(&h);
-    if let Err(r) = operator(&peer, &rid) {
+    if let Some(r) = not_operator(&peer, &rid) {
         return r;
     }
     let state = q.state.unwrap_or_else(|| "failed".into());
@@ -557,7 +555,7 @@ async fn retry_outbox(
     Path(id): Path<i64>,
 ) -> Response {
     let rid = request_id(&h);
-    if let Err(r) = operator(&peer, &rid) {
+    if let Some(r) = not_operator(&peer, &rid) {
         return r;
     }
     match p.retry_outbox(id).await {
@@ -578,7 +576,7 @@ async fn get_invoice(
     Path(number): Path<String>,
 ) -> Response {
     let rid = request_id(&h);
-    if let Err(r) = operator(&peer, &rid) {
+    if let Some(r) = not_operator(&peer, &rid) {
         return r;
     }
     match p.invoice(&number).await {

@@ -1,6 +1,5 @@
 //! The published documents match the code: docs/ERROR-CODES.md is the code registry, and the
 //! OpenAPI document's error codes are exactly the registry's.
-#![expect(clippy::unwrap_used, reason = "tests")]
 
 use std::path::PathBuf;
 

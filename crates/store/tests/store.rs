@@ -1,5 +1,4 @@
 //! The store on a real SQLite file.
-#![expect(clippy::unwrap_used, reason = "tests")]
 
 use fapiao_store::{Db, Migration, StoreError};
 use time::{Duration, OffsetDateTime};

@@ -116,7 +116,6 @@ impl Tax {
     }
 
     /// The routes: envelopes (roles, mutual TLS) and `GET /v1/verify` (public).
-    #[must_use]
     pub fn router(&self) -> Router {
         let handler = Arc::new(self.clone());
         self.inner.envelopes.clone().routes(handler).merge(
@@ -438,7 +437,6 @@ impl Tax {
 
     /// Arithmetic (the record re-reads with every derived value recomputed), the device
     /// signature and certificate. On failure: code, reason, and the content hash if known.
-    #[expect(clippy::type_complexity, reason = "private helper")]
     fn check_upload(
         &self,
         upload: &Upload,
