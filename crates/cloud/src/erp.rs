@@ -40,7 +40,7 @@ pub(crate) fn routes(cloud: Cloud) -> Router {
 
 async fn openapi() -> Response {
     (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        [(http::header::CONTENT_TYPE, "application/json")],
         crate::OPENAPI,
     )
         .into_response()
@@ -299,7 +299,7 @@ impl Cloud {
             .begin_write()
             .await
             .map_err(|e| internal(rid, &e))?;
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO invoices (number, enterprise, order_id, request_hash, kind, blue_number, form,
                 issued_at, buyer_name, buyer_id, total, tax_status, record)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
@@ -320,8 +320,15 @@ impl Cloud {
         .bind(serde_json::to_string(&invoice).map_err(|e| internal(rid, &e))?)
         .execute(&mut *tx)
         .await
-        .map_err(|e| internal(rid, &e))?;
+        .map_err(|e| internal(rid, &e))?
+        .rows_affected();
+        if inserted == 1 {
+            crate::webhook::enqueue(&mut tx, enterprise, "invoice.issued", inv.number().as_str())
+                .await
+                .map_err(|e| internal(rid, &e))?;
+        }
         tx.commit().await.map_err(|e| internal(rid, &e))?;
+        self.inner.wake.notify_one();
         self.invoice(enterprise, inv.number().as_str())
             .await
             .map_err(|e| internal(rid, &e))?
@@ -575,11 +582,11 @@ async fn xml(
         Ok(x) => (
             [
                 (
-                    axum::http::header::CONTENT_TYPE,
+                    http::header::CONTENT_TYPE,
                     "application/xml; charset=utf-8".to_owned(),
                 ),
                 (
-                    axum::http::header::CONTENT_DISPOSITION,
+                    http::header::CONTENT_DISPOSITION,
                     format!("attachment; filename=\"dzfp_{number}.xml\""),
                 ),
             ],
@@ -615,12 +622,9 @@ async fn pdf(
     match result {
         Ok(bytes) => (
             [
+                (http::header::CONTENT_TYPE, "application/pdf".to_owned()),
                 (
-                    axum::http::header::CONTENT_TYPE,
-                    "application/pdf".to_owned(),
-                ),
-                (
-                    axum::http::header::CONTENT_DISPOSITION,
+                    http::header::CONTENT_DISPOSITION,
                     format!("attachment; filename=\"dzfp_{number}.pdf\""),
                 ),
             ],

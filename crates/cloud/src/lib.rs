@@ -25,15 +25,48 @@ use fapiao_store::{Db, Migration, StoreError};
 use serde::{Deserialize, Serialize};
 
 pub mod erp;
+pub mod webhook;
 
 pub use erp::{InvoiceSummary, InvoiceView};
+pub use webhook::Workers;
 
 /// The cloud role's schema.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "tenants, API nonces, invoices",
-    sql: include_str!("../migrations/0001_cloud.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "tenants, API nonces, invoices",
+        sql: include_str!("../migrations/0001_cloud.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "webhook deliveries",
+        sql: include_str!("../migrations/0002_webhooks.sql"),
+    },
+];
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Webhook retry delays.
+    pub backoff: fapiao_service::Backoff,
+    /// Deliveries per event before giving up.
+    pub max_attempts: i64,
+    /// How often the worker looks for due deliveries when nothing wakes it.
+    pub poll: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            backoff: fapiao_service::Backoff {
+                base: Duration::from_secs(2),
+                max: Duration::from_secs(600),
+            },
+            max_attempts: 12,
+            poll: Duration::from_secs(1),
+        }
+    }
+}
 
 /// The OpenAPI document of the ERP API.
 pub const OPENAPI: &str = include_str!("../../../docs/openapi.json");
@@ -71,6 +104,9 @@ struct Inner {
     envelopes: Arc<Envelopes>,
     platform: EnvelopeClient,
     font: OnceLock<Result<PdfFont, String>>,
+    options: Options,
+    wake: tokio::sync::Notify,
+    webhook_clients: webhook::Clients,
 }
 
 impl std::fmt::Debug for Inner {
@@ -89,6 +125,7 @@ impl Cloud {
         material: Material,
         platform_url: &str,
         platform_identity: &str,
+        options: Options,
     ) -> Result<Self, CloudError> {
         let db = Db::open(database, "cloud", MIGRATIONS).await?;
         let envelopes = Envelopes::new(material.party.clone(), material.trust.clone(), db.clone())
@@ -114,6 +151,9 @@ impl Cloud {
                 material,
                 platform,
                 font: OnceLock::new(),
+                options,
+                wake: tokio::sync::Notify::new(),
+                webhook_clients: webhook::Clients::default(),
             }),
         })
     }
@@ -187,6 +227,13 @@ impl Cloud {
             )));
         }
         let mut tx = self.inner.db.begin_write().await?;
+        let current: Option<String> = sqlx::query_scalar(
+            "SELECT tax_status FROM invoices WHERE number = $1 AND enterprise = $2",
+        )
+        .bind(&notice.number)
+        .bind(&notice.enterprise)
+        .fetch_optional(&mut *tx)
+        .await?;
         let n = sqlx::query(
             "UPDATE invoices SET tax_status = $3, tax_reason = $4, receipt = COALESCE($5, receipt)
              WHERE number = $1 AND enterprise = $2",
@@ -204,7 +251,20 @@ impl Cloud {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if current
+            .as_deref()
+            .is_some_and(|c| c != notice.tax_status.as_str())
+        {
+            webhook::enqueue(
+                &mut tx,
+                &notice.enterprise,
+                "invoice.tax_status",
+                &notice.number,
+            )
+            .await?;
+        }
         tx.commit().await?;
+        self.inner.wake.notify_one();
         if n == 0 {
             // Not stored here yet (the ERP's answer was lost between platform and cloud): the
             // status arrives again with the invoice when the ERP retries the order.

@@ -17,7 +17,6 @@ use fapiao_protocol::wire::{
 };
 use fapiao_store::sqlx::{self, Row};
 use fapiao_store::{StoreError, Tx};
-use rand_core::Rng;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -161,16 +160,11 @@ impl Platform {
     }
 
     fn backoff(&self, attempts: i64) -> Duration {
-        let o = &self.inner.options;
-        let exp = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
-        let base = o
-            .retry_base
-            .saturating_mul(2_u32.saturating_pow(exp))
-            .min(o.retry_max);
-        let mut r = [0u8; 2];
-        fapiao_crypto::rng::system_rng().fill_bytes(&mut r);
-        let jitter = f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX) * 0.5 + 0.75;
-        base.mul_f64(jitter)
+        fapiao_service::Backoff {
+            base: self.inner.options.retry_base,
+            max: self.inner.options.retry_max,
+        }
+        .delay(attempts)
     }
 
     async fn upload(&self, id: i64, number: &str) -> Result<Outcome, StoreError> {

@@ -98,6 +98,17 @@ pub fn verify(
         && bool::from(expected.as_bytes().ct_eq(signature_hex.as_bytes()))
 }
 
+/// Webhook signature header (`X-Fapiao-Signature` on webhook POSTs): lowercase hex
+/// HMAC-SHA256 with the enterprise's API secret over `<timestamp>.<body>`, the timestamp in
+/// `X-Fapiao-Timestamp`.
+#[must_use]
+pub fn sign_webhook(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    hex(&mac(
+        secret,
+        &format!("{timestamp}.{}", String::from_utf8_lossy(body)),
+    ))
+}
+
 /// Whether a nonce has the accepted shape.
 #[must_use]
 pub fn nonce_is_valid(nonce: &str) -> bool {

@@ -22,10 +22,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
+pub mod backoff;
 pub mod envelope;
 pub mod error;
 pub mod material;
 
+pub use backoff::Backoff;
 pub use envelope::{EnvelopeHandler, Envelopes, Incoming, Outgoing};
 pub use error::ApiError;
 pub use material::{Material, MaterialConfig, MaterialError};

@@ -10,9 +10,7 @@ use fapiao_cloud::Cloud;
 use fapiao_crypto::Suite;
 use fapiao_crypto::tls::ClientAuth;
 use fapiao_model::Amount;
-use fapiao_platform::{
-    DeviceKeys, Enterprise, EnterpriseStatus, Hosting, Options, Platform, Workers,
-};
+use fapiao_platform::{DeviceKeys, Enterprise, EnterpriseStatus, Hosting, Options, Platform};
 use fapiao_service::Material;
 use fapiao_tax::Tax;
 use time::OffsetDateTime;
@@ -38,6 +36,13 @@ pub struct Running {
     pub handle: RoleHandle,
 }
 
+/// A role's background workers.
+#[derive(Debug)]
+enum Workers {
+    Platform(fapiao_platform::Workers),
+    Cloud(fapiao_cloud::Workers),
+}
+
 /// The role object of a [`Running`].
 #[derive(Debug, Clone)]
 pub enum RoleHandle {
@@ -55,8 +60,10 @@ impl Running {
         for s in self.servers {
             s.shutdown().await;
         }
-        if let Some(w) = self.workers {
-            w.shutdown().await;
+        match self.workers {
+            Some(Workers::Platform(w)) => w.shutdown().await,
+            Some(Workers::Cloud(w)) => w.shutdown().await,
+            None => {}
         }
     }
 }
@@ -141,7 +148,7 @@ pub async fn start_role(
                 devices,
                 cfg.peers.tax_url.as_deref().unwrap_or_default(),
                 cfg.peers.tax_identity.as_deref().unwrap_or_default(),
-                options,
+                options.clone(),
             )
             .await
             .map_err(e("platform"))?;
@@ -155,7 +162,7 @@ pub async fn start_role(
                 RoleHandle::Platform(platform),
                 addrs,
                 admin_addrs,
-                Some(workers),
+                Some(Workers::Platform(workers)),
             )
         }
         "cloud" => {
@@ -164,6 +171,14 @@ pub async fn start_role(
                 material.clone(),
                 cfg.peers.platform_url.as_deref().unwrap_or_default(),
                 cfg.peers.platform_identity.as_deref().unwrap_or_default(),
+                fapiao_cloud::Options {
+                    backoff: fapiao_service::Backoff {
+                        base: options.retry_base,
+                        max: options.retry_max,
+                    },
+                    poll: options.poll,
+                    ..fapiao_cloud::Options::default()
+                },
             )
             .await
             .map_err(e("cloud"))?;
@@ -171,7 +186,13 @@ pub async fn start_role(
                 .server_config(ClientAuth::Optional)
                 .map_err(e("cloud TLS"))?;
             let addrs = serve(listeners, tls, cloud.router())?;
-            (RoleHandle::Cloud(cloud), addrs, Vec::new(), None)
+            let workers = cloud.spawn_workers();
+            (
+                RoleHandle::Cloud(cloud),
+                addrs,
+                Vec::new(),
+                Some(Workers::Cloud(workers)),
+            )
         }
         other => return Err(SystemError(format!("role `{other}` cannot be served"))),
     };

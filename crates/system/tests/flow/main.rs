@@ -2,12 +2,14 @@
 //! mutual TLS, envelopes, SQLite files, driven through the signed ERP API.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
+mod admin;
 mod agreement;
 mod api;
 mod helpers;
 mod issue;
 mod outage;
 mod refusals;
+mod webhook;
 
 #[expect(clippy::disallowed_methods, reason = "tests read the wall clock")]
 fn now() -> time::OffsetDateTime {

@@ -1,0 +1,244 @@
+//! Webhooks: when an invoice is issued (`invoice.issued`) or its tax status changes
+//! (`invoice.tax_status`), an enterprise with a webhook URL gets a signed POST:
+//!
+//! - body: JSON `{id, event, number, order_id, kind, total, issued_at, tax_status, tax_reason}`
+//!   (`id` is the delivery's id: the same event retried keeps it, so receivers can de-duplicate);
+//! - headers `X-Fapiao-Event`, `X-Fapiao-Timestamp` and `X-Fapiao-Signature` (hex
+//!   HMAC-SHA256 with the enterprise's API secret over `<timestamp>.<body>`,
+//!   `fapiao_protocol::erp::sign_webhook`).
+//!
+//! A delivery is queued in the same transaction as the change. Any 2xx answer completes it;
+//! anything else is retried with exponential backoff and jitter, up to
+//! [`Options::max_attempts`](crate::Options) times, then marked failed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use fapiao_protocol::HttpsClient;
+use fapiao_protocol::client::now;
+use fapiao_protocol::erp::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook};
+use fapiao_store::sqlx::{self, Row};
+use fapiao_store::{StoreError, Tx};
+use http::Method;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::Cloud;
+
+/// Queues an event for the enterprise's webhook, if it has one.
+pub(crate) async fn enqueue(
+    tx: &mut Tx,
+    enterprise: &str,
+    event: &str,
+    number: &str,
+) -> Result<(), StoreError> {
+    let t = now().unix_timestamp();
+    sqlx::query(
+        "INSERT INTO webhooks (enterprise, event, number, state, attempts, next_attempt_at, created_at)
+         SELECT taxpayer_id, $2, $3, 'pending', 0, $4, $4 FROM enterprises
+         WHERE taxpayer_id = $1 AND webhook_url IS NOT NULL",
+    )
+    .bind(enterprise)
+    .bind(event)
+    .bind(number)
+    .bind(t)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The cloud's background work.
+#[derive(Debug)]
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Workers {
+    /// Stops after the delivery in hand.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Per-URL HTTPS clients (connections kept alive).
+#[derive(Default)]
+pub(crate) struct Clients(Mutex<HashMap<String, Arc<HttpsClient>>>);
+
+impl Cloud {
+    /// Starts the webhook worker.
+    #[must_use]
+    pub fn spawn_workers(&self) -> Workers {
+        let (stop, mut stopped) = watch::channel(false);
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let worked = match me.deliver_due().await {
+                    Ok(n) => n > 0,
+                    Err(e) => {
+                        tracing::error!(error = %e, "webhook worker");
+                        false
+                    }
+                };
+                if *stopped.borrow() {
+                    break;
+                }
+                if !worked {
+                    tokio::select! {
+                        () = me.inner.wake.notified() => {}
+                        () = tokio::time::sleep(me.inner.options.poll) => {}
+                        _ = stopped.changed() => break,
+                    }
+                }
+            }
+        });
+        Workers { stop, task }
+    }
+
+    /// Sets or clears an enterprise's webhook URL (https).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn set_webhook(
+        &self,
+        enterprise: &str,
+        url: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.inner.db.begin_write().await?;
+        let n = sqlx::query("UPDATE enterprises SET webhook_url = $2 WHERE taxpayer_id = $1")
+            .bind(enterprise)
+            .bind(url)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    fn client(&self, url: &str) -> Result<Arc<HttpsClient>, String> {
+        let mut map = self
+            .inner
+            .webhook_clients
+            .0
+            .lock()
+            .map_err(|_| "lock".to_owned())?;
+        if let Some(c) = map.get(url) {
+            return Ok(c.clone());
+        }
+        let config = fapiao_crypto::tls::client_config(None, &self.inner.material.trust)
+            .map_err(|e| e.to_string())?;
+        let base = url
+            .strip_prefix("https://")
+            .and_then(|rest| rest.split('/').next())
+            .ok_or_else(|| format!("webhook URL {url} is not https://…"))?;
+        let c = Arc::new(
+            HttpsClient::new(&format!("https://{base}"), Arc::new(config))
+                .map_err(|e| e.to_string())?
+                .with_timeout(std::time::Duration::from_secs(10)),
+        );
+        map.insert(url.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    async fn deliver_due(&self) -> Result<usize, StoreError> {
+        let due = sqlx::query(
+            "SELECT w.id, w.event, w.number, w.attempts, e.webhook_url, e.secret
+             FROM webhooks w JOIN enterprises e ON e.taxpayer_id = w.enterprise
+             WHERE w.state = 'pending' AND w.next_attempt_at <= $1 ORDER BY w.id LIMIT 32",
+        )
+        .bind(now().unix_timestamp())
+        .fetch_all(self.inner.db.pool())
+        .await?;
+        for row in &due {
+            let id: i64 = row.try_get("id")?;
+            let event: String = row.try_get("event")?;
+            let number: String = row.try_get("number")?;
+            let attempts: i64 = row.try_get("attempts")?;
+            let url: Option<String> = row.try_get("webhook_url")?;
+            let secret: String = row.try_get("secret")?;
+            let result = match url {
+                Some(url) => self.deliver(id, &event, &number, &url, &secret).await,
+                None => Err("the webhook URL was removed".to_owned()),
+            };
+            let mut tx = self.inner.db.begin_write().await?;
+            match result {
+                Ok(()) => {
+                    sqlx::query("UPDATE webhooks SET state = 'done', attempts = attempts + 1, last_error = NULL WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Err(e) => {
+                    let give_up = attempts + 1 >= self.inner.options.max_attempts;
+                    let next = now() + self.inner.options.backoff.delay(attempts);
+                    tracing::info!(id, %event, %number, error = %e, give_up, "webhook delivery failed");
+                    sqlx::query(
+                        "UPDATE webhooks SET state = $2, attempts = attempts + 1, last_error = $3, next_attempt_at = $4 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(if give_up { "failed" } else { "pending" })
+                    .bind(&e)
+                    .bind(next.unix_timestamp())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(due.len())
+    }
+
+    async fn deliver(
+        &self,
+        id: i64,
+        event: &str,
+        number: &str,
+        url: &str,
+        secret: &str,
+    ) -> Result<(), String> {
+        let row = sqlx::query("SELECT order_id, kind, total, issued_at, tax_status, tax_reason FROM invoices WHERE number = $1")
+            .bind(number)
+            .fetch_one(self.inner.db.pool())
+            .await
+            .map_err(|e| e.to_string())?;
+        let get = |c: &str| row.try_get::<Option<String>, _>(c).ok().flatten();
+        let body = json!({
+            "id": id,
+            "event": event,
+            "number": number,
+            "order_id": get("order_id"),
+            "kind": get("kind"),
+            "total": get("total"),
+            "issued_at": get("issued_at"),
+            "tax_status": get("tax_status"),
+            "tax_reason": get("tax_reason"),
+        })
+        .to_string();
+        let ts = now().unix_timestamp();
+        let path = url
+            .strip_prefix("https://")
+            .and_then(|r| r.find('/').map(|i| r[i..].to_owned()))
+            .unwrap_or_else(|| "/".to_owned());
+        let headers = [
+            ("content-type", "application/json".to_owned()),
+            ("x-fapiao-event", event.to_owned()),
+            (TIMESTAMP_HEADER, ts.to_string()),
+            (
+                SIGNATURE_HEADER,
+                sign_webhook(secret.as_bytes(), ts, body.as_bytes()),
+            ),
+        ];
+        let r = self
+            .client(url)?
+            .request(Method::POST, &path, &headers, body.into_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        if (200..300).contains(&r.status) {
+            Ok(())
+        } else {
+            Err(format!("HTTP {}", r.status))
+        }
+    }
+}
