@@ -114,5 +114,59 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
     assert!(ok && out.contains(&format!("dzfp_{number}.xml")), "{out}");
     let r = get(&env.erp(SH), &format!("/v1/invoices/{number}/pdf")).await;
     assert_eq!(r.status, 404, "another enterprise's invoice is not found");
+
+    // The QR code printed on the downloaded PDF is what 查验 takes: scan it, ask tax.
+    let (ok, out) = tool(
+        dir.path(),
+        "pdftoppm",
+        &["-r", "200", "-f", "1", "-l", "1", "-png", "i.pdf", "page"],
+    );
+    assert!(ok, "{out}");
+    let png = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|f| f.starts_with("page") && f.ends_with(".png"))
+        .unwrap();
+    let (ok, qr) = tool(
+        dir.path(),
+        "zbarimg",
+        &[
+            "--nodbus",
+            "-q",
+            "--raw",
+            "-Sdisable",
+            "-Sqrcode.enable",
+            &png,
+        ],
+    );
+    assert!(ok, "{qr}");
+    let qr = qr.trim();
+    assert!(qr.starts_with(&format!("01,32,,{number},")), "{qr}");
+    settle(&env).await;
+    let tax = fapiao_protocol::HttpsClient::new(
+        &env.system.tax_url(),
+        std::sync::Arc::new(fapiao_crypto::tls::client_config(None, &env.trust()).unwrap()),
+    )
+    .unwrap();
+    let query: String = qr
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'.' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let r = tax
+        .request(
+            http::Method::GET,
+            &format!("/v1/verify?qr={query}"),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(json_of(&r)["result"], "valid", "{}", json_of(&r));
     env.system.shutdown().await;
 }
