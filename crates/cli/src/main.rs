@@ -110,6 +110,9 @@ struct UpArgs {
     /// Cloud port (first run; later runs use the written configs).
     #[arg(long, default_value_t = 8443)]
     cloud_port: u16,
+    /// Cloud admin port (health, metrics).
+    #[arg(long, default_value_t = 9443)]
+    cloud_admin_port: u16,
     /// Platform port.
     #[arg(long, default_value_t = 8444)]
     platform_port: u16,
@@ -119,6 +122,9 @@ struct UpArgs {
     /// Tax port.
     #[arg(long, default_value_t = 8445)]
     tax_port: u16,
+    /// Tax admin port (health, metrics).
+    #[arg(long, default_value_t = 9445)]
+    tax_admin_port: u16,
 }
 
 /// Where the ERP commands send to.
@@ -450,9 +456,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             a.suite,
             fapiao_system::Ports {
                 cloud: a.cloud_port,
+                cloud_admin: a.cloud_admin_port,
                 platform: a.platform_port,
                 platform_admin: a.admin_port,
                 tax: a.tax_port,
+                tax_admin: a.tax_admin_port,
             },
             now,
         ),

@@ -54,6 +54,7 @@ pub(crate) fn up(
              \n  cloud     {}   ERP API /v1 (OpenAPI: /v1/openapi.json)\
              \n  platform  https://127.0.0.1:{}   admin API https://127.0.0.1:{}\
              \n  tax       {}   查验: /v1/verify?number=…&date=YYYYMMDD&total=…\
+             \n  health and metrics (mutual TLS): /healthz /readyz /metrics on the admin ports {}, {}, {}\
              \n\nEvery role has its own TLS port and SQLite file; certificates come from the development CA in {d}/ca.\
              \nDemo enterprises {} and {} are registered; their ERP credentials are in {d}/erp-credentials.json.\
              \n\nIn another terminal, issue an invoice as the ERP would, then reverse it:\
@@ -65,6 +66,9 @@ pub(crate) fn up(
             system.ports.platform,
             system.ports.platform_admin,
             system.tax_url(),
+            system.ports.cloud_admin,
+            system.ports.platform_admin,
+            system.ports.tax_admin,
             fapiao_system::bootstrap::DEMO_ENTERPRISES[0].taxpayer_id,
             fapiao_system::bootstrap::DEMO_ENTERPRISES[1].taxpayer_id,
         );

@@ -100,6 +100,7 @@ pub struct Cloud {
 
 struct Inner {
     db: Db,
+    registry: Arc<fapiao_service::Registry>,
     material: Material,
     envelopes: Arc<Envelopes>,
     platform: EnvelopeClient,
@@ -128,8 +129,14 @@ impl Cloud {
         options: Options,
     ) -> Result<Self, CloudError> {
         let db = Db::open(database, "cloud", MIGRATIONS).await?;
-        let envelopes = Envelopes::new(material.party.clone(), material.trust.clone(), db.clone())
-            .map_err(|e| CloudError::Setup(e.to_string()))?;
+        let registry = Arc::new(fapiao_service::Registry::new());
+        let envelopes = Envelopes::new(
+            material.party.clone(),
+            material.trust.clone(),
+            db.clone(),
+            registry.clone(),
+        )
+        .map_err(|e| CloudError::Setup(e.to_string()))?;
         let http = HttpsClient::new(
             platform_url,
             material
@@ -147,6 +154,7 @@ impl Cloud {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                registry,
                 envelopes: Arc::new(envelopes),
                 material,
                 platform,
@@ -161,11 +169,22 @@ impl Cloud {
     /// The routes: the ERP API, the OpenAPI document, and the envelope endpoint (platform's
     /// status notices, mutual TLS).
     pub fn router(&self) -> Router {
-        self.inner
+        let router = self
+            .inner
             .envelopes
             .clone()
             .routes(Arc::new(self.clone()))
-            .merge(erp::routes(self.clone()))
+            .merge(erp::routes(self.clone()));
+        fapiao_service::ops::track(router, self.inner.registry.clone())
+    }
+
+    /// The admin routes: `/healthz`, `/readyz`, `/metrics`.
+    pub fn admin_router(&self) -> Router {
+        fapiao_service::ops::admin_routes(
+            "cloud",
+            Arc::new(self.clone()),
+            self.inner.registry.clone(),
+        )
     }
 
     /// The database (for operators and tests).
@@ -271,6 +290,29 @@ impl Cloud {
             tracing::info!(number = %notice.number, "status notice for an invoice not stored here");
         }
         Ok(Ok(()))
+    }
+}
+
+impl fapiao_service::ops::Readiness for Cloud {
+    async fn checks(&self) -> Vec<fapiao_service::ops::Check> {
+        vec![
+            fapiao_service::ops::database_check(&self.inner.db).await,
+            fapiao_service::ops::certificate_check(&self.inner.material, now()),
+        ]
+    }
+
+    async fn gauges(&self) -> Vec<fapiao_service::metrics::Gauge> {
+        let depth: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE state = 'pending'")
+                .fetch_one(self.inner.db.pool())
+                .await
+                .unwrap_or(0);
+        vec![fapiao_service::metrics::Gauge {
+            name: "fapiao_webhook_queue_depth",
+            help: "Webhook deliveries waiting.",
+            labels: Vec::new(),
+            value: depth as f64,
+        }]
     }
 }
 

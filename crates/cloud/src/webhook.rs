@@ -162,6 +162,18 @@ impl Cloud {
                 Some(url) => self.deliver(id, &event, &number, &url, &secret).await,
                 None => Err("the webhook URL was removed".to_owned()),
             };
+            self.inner.registry.inc(
+                "fapiao_webhook_deliveries_total",
+                "Webhook delivery attempts by outcome.",
+                &[(
+                    "outcome",
+                    if result.is_ok() {
+                        "delivered"
+                    } else {
+                        "failed"
+                    },
+                )],
+            );
             let mut tx = self.inner.db.begin_write().await?;
             match result {
                 Ok(()) => {

@@ -57,6 +57,12 @@ impl TlsIdentity {
         Ok(Self { chain, key })
     }
 
+    /// The leaf certificate.
+    #[must_use]
+    pub fn leaf(&self) -> &Certificate {
+        &self.chain[0]
+    }
+
     fn rustls_parts(
         &self,
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {

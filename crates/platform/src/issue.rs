@@ -331,6 +331,7 @@ impl Platform {
         .await?;
         tx.commit().await?;
         self.inner.wake.notify_one();
+        self.count_issued("blue");
         Ok(OrderAnswer::Issued {
             order_id: o.order_id.clone(),
             invoice: WireInvoice::from_signed(&signed).map_err(|e| Step::Failed(e.to_string()))?,
@@ -524,12 +525,21 @@ impl Platform {
         .await?;
         tx.commit().await?;
         self.inner.wake.notify_one();
+        self.count_issued("red");
         Ok(OrderAnswer::Issued {
             order_id: o.order_id.clone(),
             invoice: WireInvoice::from_signed(&signed).map_err(|e| Step::Failed(e.to_string()))?,
             tax_status: TaxStatus::Pending,
             form: Some(form_wire),
         })
+    }
+
+    fn count_issued(&self, kind: &str) {
+        self.inner.registry.inc(
+            "fapiao_invoices_issued_total",
+            "Invoices issued, by kind and hosting mode.",
+            &[("kind", kind), ("mode", "platform")],
+        );
     }
 
     async fn next_form_number(

@@ -52,6 +52,8 @@ pub struct Options {
     pub block_size: u64,
     /// Numbers per range asked of tax.
     pub range_size: u64,
+    /// An outbox entry pending longer than this makes `/readyz` fail.
+    pub outbox_stuck_after: Duration,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             poll: Duration::from_secs(1),
             block_size: 1_000,
             range_size: 100_000,
+            outbox_stuck_after: Duration::from_secs(900),
         }
     }
 }
@@ -104,6 +107,7 @@ pub struct Platform {
 
 struct Inner {
     db: Db,
+    registry: Arc<fapiao_service::Registry>,
     material: Material,
     envelopes: Arc<Envelopes>,
     catalog: TaxCatalog,
@@ -136,8 +140,14 @@ impl Platform {
         options: Options,
     ) -> Result<Self, PlatformError> {
         let db = Db::open(database, "platform", MIGRATIONS).await?;
-        let envelopes = Envelopes::new(material.party.clone(), material.trust.clone(), db.clone())
-            .map_err(|e| PlatformError::Setup(e.to_string()))?;
+        let registry = Arc::new(fapiao_service::Registry::new());
+        let envelopes = Envelopes::new(
+            material.party.clone(),
+            material.trust.clone(),
+            db.clone(),
+            registry.clone(),
+        )
+        .map_err(|e| PlatformError::Setup(e.to_string()))?;
         let client_config = material
             .client_config()
             .map_err(|e| PlatformError::Setup(e.to_string()))?;
@@ -153,6 +163,7 @@ impl Platform {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                registry,
                 envelopes: Arc::new(envelopes),
                 material,
                 catalog: TaxCatalog::builtin(),

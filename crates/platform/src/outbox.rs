@@ -168,6 +168,32 @@ impl Platform {
     }
 
     async fn upload(&self, id: i64, number: &str) -> Result<Outcome, StoreError> {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "an upload's duration, not a point in time"
+        )]
+        let start = std::time::Instant::now();
+        let outcome = self.upload_inner(id, number).await?;
+        let label = match &outcome {
+            Outcome::Done => "done",
+            Outcome::Failed(_) => "failed",
+            Outcome::Retry(_) => "retry",
+        };
+        self.inner.registry.inc(
+            "fapiao_tax_uploads_total",
+            "Uploads to tax by outcome.",
+            &[("outcome", label)],
+        );
+        self.inner.registry.observe(
+            "fapiao_tax_upload_duration_seconds",
+            "Upload to tax, request to recorded receipt, by outcome.",
+            &[("outcome", label)],
+            start.elapsed(),
+        );
+        Ok(outcome)
+    }
+
+    async fn upload_inner(&self, id: i64, number: &str) -> Result<Outcome, StoreError> {
         let record: Option<String> =
             sqlx::query_scalar("SELECT record FROM invoices WHERE number = $1")
                 .bind(number)
@@ -368,5 +394,93 @@ impl Platform {
         tx.commit().await?;
         self.inner.wake.notify_one();
         Ok(n == 1)
+    }
+}
+
+impl fapiao_service::ops::Readiness for Platform {
+    async fn checks(&self) -> Vec<fapiao_service::ops::Check> {
+        let oldest = self.oldest_pending_age().await;
+        vec![
+            fapiao_service::ops::database_check(&self.inner.db).await,
+            fapiao_service::ops::certificate_check(&self.inner.material, now()),
+            match oldest {
+                Ok(age) => fapiao_service::ops::Check {
+                    name: "outbox",
+                    ok: age
+                        < i64::try_from(self.inner.options.outbox_stuck_after.as_secs())
+                            .unwrap_or(i64::MAX),
+                    detail: format!("oldest pending entry {age} s old"),
+                },
+                Err(e) => fapiao_service::ops::Check {
+                    name: "outbox",
+                    ok: false,
+                    detail: e.to_string(),
+                },
+            },
+        ]
+    }
+
+    async fn gauges(&self) -> Vec<fapiao_service::metrics::Gauge> {
+        use fapiao_service::metrics::Gauge;
+        let mut out = Vec::new();
+        let pool = self.inner.db.pool();
+        if let Ok(rows) = sqlx::query(
+            "SELECT kind, COUNT(*) AS n FROM outbox WHERE state = 'pending' GROUP BY kind",
+        )
+        .fetch_all(pool)
+        .await
+        {
+            for r in rows {
+                let kind: String = r.try_get("kind").unwrap_or_default();
+                let n: i64 = r.try_get("n").unwrap_or(0);
+                out.push(Gauge {
+                    name: "fapiao_outbox_depth",
+                    help: "Pending outbox entries by kind.",
+                    labels: vec![("kind", kind)],
+                    value: n as f64,
+                });
+            }
+        }
+        if let Ok(age) = self.oldest_pending_age().await {
+            out.push(Gauge {
+                name: "fapiao_outbox_oldest_pending_seconds",
+                help: "Age of the oldest pending outbox entry.",
+                labels: Vec::new(),
+                value: age as f64,
+            });
+        }
+        let month = {
+            let t = crate::issue::china_now();
+            format!("{:04}-{:02}", t.year(), u8::from(t.month()))
+        };
+        if let Ok(rows) = sqlx::query(
+            "SELECT e.taxpayer_id, e.monthly_quota, COALESCE(q.used, '0') AS used FROM enterprises e
+             LEFT JOIN quota_usage q ON q.enterprise = e.taxpayer_id AND q.month = $1",
+        )
+        .bind(&month)
+        .fetch_all(pool)
+        .await
+        {
+            for r in rows {
+                let e: String = r.try_get("taxpayer_id").unwrap_or_default();
+                let used: String = r.try_get("used").unwrap_or_default();
+                let quota: String = r.try_get("monthly_quota").unwrap_or_default();
+                let (Ok(used), Ok(quota)) = (used.parse::<f64>(), quota.parse::<f64>()) else { continue };
+                out.push(Gauge { name: "fapiao_quota_used", help: "Issued total this month (blue minus red), yuan.", labels: vec![("enterprise", e.clone())], value: used });
+                out.push(Gauge { name: "fapiao_quota_limit", help: "Monthly credit quota, yuan.", labels: vec![("enterprise", e)], value: quota });
+            }
+        }
+        out
+    }
+}
+
+impl Platform {
+    /// Seconds since the oldest pending outbox entry was written (0 when none).
+    async fn oldest_pending_age(&self) -> Result<i64, StoreError> {
+        let oldest: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(created_at) FROM outbox WHERE state = 'pending'")
+                .fetch_one(self.inner.db.pool())
+                .await?;
+        Ok(oldest.map_or(0, |t| (now().unix_timestamp() - t).max(0)))
     }
 }

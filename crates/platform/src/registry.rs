@@ -12,6 +12,8 @@
 //! | POST | `/admin/outbox/{id}/retry` | retry a failed entry now |
 //! | GET | `/admin/invoices/{number}` | one invoice with its tax status |
 
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -354,7 +356,12 @@ impl Platform {
 
     /// The admin routes (separate admin port; mutual TLS, operator = role `platform`).
     pub fn admin_router(&self) -> Router {
-        Router::new()
+        let ops = fapiao_service::ops::admin_routes(
+            "platform",
+            Arc::new(self.clone()),
+            self.inner.registry.clone(),
+        );
+        let router = Router::new()
             .route("/admin/clouds", get(list_clouds).post(add_cloud))
             .route(
                 "/admin/enterprises",
@@ -368,6 +375,8 @@ impl Platform {
             .route("/admin/outbox/{id}/retry", post(retry_outbox))
             .route("/admin/invoices/{number}", get(get_invoice))
             .with_state(self.clone())
+            .merge(ops);
+        fapiao_service::ops::track(router, self.inner.registry.clone())
     }
 }
 

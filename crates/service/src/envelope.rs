@@ -97,6 +97,7 @@ pub trait EnvelopeHandler: Send + Sync + 'static {
 
 /// A role's envelope material and persistent replay guard.
 pub struct Envelopes {
+    registry: Arc<crate::metrics::Registry>,
     me: Arc<LocalParty>,
     trust: Arc<TrustStore>,
     db: Db,
@@ -121,9 +122,11 @@ impl Envelopes {
         me: Arc<LocalParty>,
         trust: Arc<TrustStore>,
         db: Db,
+        registry: Arc<crate::metrics::Registry>,
     ) -> Result<Self, fapiao_crypto::CertError> {
         let encryption_pem = me.encryption_certificate().to_pem()?;
         Ok(Self {
+            registry,
             me,
             trust,
             db,
@@ -203,6 +206,7 @@ impl Envelopes {
         if peer.identity() != opened.signer_subject.identity() {
             tracing::warn!(request_id = %rid, tls = %peer.identity(), signer = %opened.signer_subject.identity(),
                 "envelope signer is not the TLS peer");
+            self.failure("signer_not_tls_peer");
             return ApiError::new(Code::EnvelopeRejected, "envelope rejected", rid).into_response();
         }
         let request: Request<serde_json::Value> =
@@ -210,6 +214,7 @@ impl Envelopes {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(request_id = %rid, error = %e, "request payload unreadable");
+                    self.failure("payload");
                     return ApiError::new(Code::EnvelopeRejected, "envelope rejected", rid)
                         .into_response();
                 }
@@ -218,6 +223,7 @@ impl Envelopes {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(request_id = %rid, error = %e, "reply certificate refused");
+                self.failure("reply_certificate");
                 return ApiError::new(Code::EnvelopeRejected, "envelope rejected", rid)
                     .into_response();
             }
@@ -233,6 +239,7 @@ impl Envelopes {
                 })
                 .await
         } else {
+            self.failure("unsupported_version");
             Outgoing::refusal(&Refusal::new(
                 Code::ProtocolVersionUnsupported,
                 format!(
@@ -259,9 +266,36 @@ impl Envelopes {
         }
     }
 
+    fn failure(&self, reason: &str) {
+        self.registry.inc(
+            "fapiao_envelope_failures_total",
+            "Envelopes refused before their handler ran, by reason.",
+            &[("reason", reason)],
+        );
+    }
+
     fn refuse_unopened(&self, e: &OpenError, peer: &PeerIdentity, rid: &str) -> Response {
         tracing::warn!(request_id = %rid, peer = %peer.identity(), error = %e, "envelope refused");
+        self.failure(open_reason(e));
         let code = Code::parse(e.peer_code()).unwrap_or(Code::EnvelopeRejected);
         ApiError::new(code, code.description(), rid).into_response()
+    }
+}
+
+/// The metric label of an opening failure.
+fn open_reason(e: &OpenError) -> &'static str {
+    match e {
+        OpenError::Malformed => "malformed",
+        OpenError::NotForUs => "not_for_us",
+        OpenError::Undecryptable => "undecryptable",
+        OpenError::BadSignature => "bad_signature",
+        OpenError::Certificate(_) => "certificate",
+        OpenError::SenderMismatch { .. } => "sender_mismatch",
+        OpenError::WrongRecipient { .. } => "wrong_recipient",
+        OpenError::UnsupportedVersion { .. } => "unsupported_version",
+        OpenError::Stale { .. } => "stale",
+        OpenError::Replayed { .. } => "replayed",
+        OpenError::ReplayGuard(_) => "replay_guard",
+        _ => "other",
     }
 }

@@ -26,11 +26,14 @@ pub mod backoff;
 pub mod envelope;
 pub mod error;
 pub mod material;
+pub mod metrics;
+pub mod ops;
 
 pub use backoff::Backoff;
 pub use envelope::{EnvelopeHandler, Envelopes, Incoming, Outgoing};
 pub use error::ApiError;
 pub use material::{Material, MaterialConfig, MaterialError};
+pub use metrics::Registry;
 
 /// Who is on the other end of a mutually authenticated connection, from the client
 /// certificate rustls verified (chain, validity, CRL) during the handshake.

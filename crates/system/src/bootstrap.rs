@@ -36,21 +36,27 @@ use fapiao_service::MaterialConfig as MaterialFiles;
 pub struct Ports {
     /// Cloud (ERP API and envelopes).
     pub cloud: u16,
+    /// Cloud admin (health, metrics).
+    pub cloud_admin: u16,
     /// Platform (envelopes).
     pub platform: u16,
     /// Platform admin API.
     pub platform_admin: u16,
     /// Tax (envelopes and 查验).
     pub tax: u16,
+    /// Tax admin (health, metrics).
+    pub tax_admin: u16,
 }
 
 impl Default for Ports {
     fn default() -> Self {
         Self {
             cloud: 8443,
+            cloud_admin: 9443,
             platform: 8444,
             platform_admin: 9444,
             tax: 8445,
+            tax_admin: 9445,
         }
     }
 }
@@ -275,7 +281,7 @@ impl Layout {
             RoleConfig {
                 role: "tax".into(),
                 listen: vec![format!("127.0.0.1:{}", ports.tax)],
-                admin_listen: Vec::new(),
+                admin_listen: vec![format!("127.0.0.1:{}", ports.tax_admin)],
                 database: db("tax"),
                 material: material("tax"),
                 peers: Peers::default(),
@@ -297,7 +303,7 @@ impl Layout {
             RoleConfig {
                 role: "cloud".into(),
                 listen: vec![format!("127.0.0.1:{}", ports.cloud)],
-                admin_listen: Vec::new(),
+                admin_listen: vec![format!("127.0.0.1:{}", ports.cloud_admin)],
                 database: db("cloud"),
                 material: material("cloud"),
                 peers: Peers {

@@ -3,7 +3,7 @@
 //! ```toml
 //! role = "platform"                    # cloud | platform | tax
 //! listen = ["127.0.0.1:8444", "[::1]:8444"]
-//! admin_listen = ["127.0.0.1:9444"]    # platform's admin API
+//! admin_listen = ["127.0.0.1:9444"]    # health, metrics; platform's operator API
 //! database = "sqlite:///var/lib/fapiao/platform.sqlite"
 //! devices_dir = "/etc/fapiao/devices"  # platform: hosted devices' keys
 //!
@@ -56,8 +56,7 @@ pub struct RoleConfig {
     pub role: String,
     /// Business listeners (IPv4 and IPv6 addresses with ports).
     pub listen: Vec<String>,
-    /// Admin listeners.
-    #[serde(default)]
+    /// Admin listeners (health, readiness, metrics; platform's operator API). Mutual TLS.
     pub admin_listen: Vec<String>,
     /// `sqlite://<path>`.
     pub database: String,
@@ -123,6 +122,9 @@ impl RoleConfig {
         if self.listen.is_empty() {
             return Err("listen: at least one address".into());
         }
+        if self.admin_listen.is_empty() {
+            return Err("admin_listen: at least one address (health, metrics)".into());
+        }
         for a in self.listen.iter().chain(&self.admin_listen) {
             a.parse::<std::net::SocketAddr>()
                 .map_err(|_| format!("listen: `{a}` is not an address:port"))?;
@@ -139,9 +141,6 @@ impl RoleConfig {
                 need(&self.peers.tax_identity, "tax_identity")?;
                 if self.devices_dir.is_none() {
                     return Err("devices_dir is required for platform".into());
-                }
-                if self.admin_listen.is_empty() {
-                    return Err("admin_listen: platform needs its admin port".into());
                 }
                 Ok(())
             }

@@ -135,7 +135,11 @@ pub async fn start_role(
                 .server_config(ClientAuth::Optional)
                 .map_err(e("tax TLS"))?;
             let addrs = serve(listeners, tls, tax.router())?;
-            (RoleHandle::Tax(tax), addrs, Vec::new(), None)
+            let admin_tls = material
+                .server_config(ClientAuth::Required)
+                .map_err(e("tax TLS"))?;
+            let admin_addrs = serve(admin, admin_tls, tax.admin_router())?;
+            (RoleHandle::Tax(tax), addrs, admin_addrs, None)
         }
         "platform" => {
             let devices = DeviceKeys {
@@ -186,11 +190,15 @@ pub async fn start_role(
                 .server_config(ClientAuth::Optional)
                 .map_err(e("cloud TLS"))?;
             let addrs = serve(listeners, tls, cloud.router())?;
+            let admin_tls = material
+                .server_config(ClientAuth::Required)
+                .map_err(e("cloud TLS"))?;
+            let admin_addrs = serve(admin, admin_tls, cloud.admin_router())?;
             let workers = cloud.spawn_workers();
             (
                 RoleHandle::Cloud(cloud),
                 addrs,
-                Vec::new(),
+                admin_addrs,
                 Some(Workers::Cloud(workers)),
             )
         }
@@ -248,49 +256,63 @@ impl System {
         let layout = Layout::at(dir);
         std::fs::create_dir_all(dir).map_err(e("data directory"))?;
         let first = !layout.config_path("cloud").exists();
-        let (tax_l, plat_l, admin_l, cloud_l, ports) = if first {
-            let b = |p: u16| vec![format!("127.0.0.1:{p}")];
-            let (t, p, a, c) = (
-                bind_all(&b(ports.tax)).await?,
-                bind_all(&b(ports.platform)).await?,
-                bind_all(&b(ports.platform_admin)).await?,
-                bind_all(&b(ports.cloud)).await?,
-            );
-            let port = |l: &Vec<TcpListener>| {
-                l.first()
+        // Listeners in the order tax, tax admin, platform, platform admin, cloud, cloud admin.
+        let (listeners, ports) = if first {
+            let mut ls = Vec::new();
+            for p in [
+                ports.tax,
+                ports.tax_admin,
+                ports.platform,
+                ports.platform_admin,
+                ports.cloud,
+                ports.cloud_admin,
+            ] {
+                ls.push(bind_all(&[format!("127.0.0.1:{p}")]).await?);
+            }
+            let port = |i: usize| {
+                ls[i]
+                    .first()
                     .and_then(|l| l.local_addr().ok())
                     .map_or(0, |a| a.port())
             };
             let actual = Ports {
-                tax: port(&t),
-                platform: port(&p),
-                platform_admin: port(&a),
-                cloud: port(&c),
+                tax: port(0),
+                tax_admin: port(1),
+                platform: port(2),
+                platform_admin: port(3),
+                cloud: port(4),
+                cloud_admin: port(5),
             };
             layout.bootstrap(suite, actual, now)?;
-            (t, p, a, c, actual)
+            (ls, actual)
         } else {
             layout.bootstrap(suite, ports, now)?;
             let cfg = |r: &str| RoleConfig::load(&layout.config_path(r));
             let (t, p, c) = (cfg("tax")?, cfg("platform")?, cfg("cloud")?);
             let actual = Ports {
                 tax: port_of(&t, false),
+                tax_admin: port_of(&t, true),
                 platform: port_of(&p, false),
                 platform_admin: port_of(&p, true),
                 cloud: port_of(&c, false),
+                cloud_admin: port_of(&c, true),
             };
-            (
-                bind_all(&t.listen).await?,
-                bind_all(&p.listen).await?,
-                bind_all(&p.admin_listen).await?,
-                bind_all(&c.listen).await?,
-                actual,
-            )
+            let mut ls = Vec::new();
+            for c in [&t, &p, &c] {
+                ls.push(bind_all(&c.listen).await?);
+                ls.push(bind_all(&c.admin_listen).await?);
+            }
+            (ls, actual)
         };
         let cfg = |r: &str| RoleConfig::load(&layout.config_path(r));
-        let tax = start_role(&cfg("tax")?, tax_l, Vec::new(), options.clone()).await?;
-        let platform = start_role(&cfg("platform")?, plat_l, admin_l, options.clone()).await?;
-        let cloud = start_role(&cfg("cloud")?, cloud_l, Vec::new(), options.clone()).await?;
+        let mut it = listeners.into_iter();
+        let mut next = || it.next().unwrap_or_default();
+        let (tl, ta) = (next(), next());
+        let (pl, pa) = (next(), next());
+        let (cl, ca) = (next(), next());
+        let tax = start_role(&cfg("tax")?, tl, ta, options.clone()).await?;
+        let platform = start_role(&cfg("platform")?, pl, pa, options.clone()).await?;
+        let cloud = start_role(&cfg("cloud")?, cl, ca, options.clone()).await?;
         let (RoleHandle::Tax(t), RoleHandle::Platform(p), RoleHandle::Cloud(c)) = (
             tax.handle.clone(),
             platform.handle.clone(),

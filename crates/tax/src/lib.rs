@@ -54,6 +54,8 @@ pub struct Tax {
 
 struct Inner {
     db: Db,
+    material: Material,
+    registry: Arc<fapiao_service::Registry>,
     signing_key: PrivateKey,
     signing_cert: Certificate,
     trust: Arc<fapiao_crypto::TrustStore>,
@@ -101,11 +103,19 @@ impl Tax {
     /// [`TaxError`].
     pub async fn open(database: &str, material: &Material) -> Result<Self, TaxError> {
         let db = Db::open(database, "tax", MIGRATIONS).await?;
-        let envelopes = Envelopes::new(material.party.clone(), material.trust.clone(), db.clone())
-            .map_err(|e| TaxError::Material(e.to_string()))?;
+        let registry = Arc::new(fapiao_service::Registry::new());
+        let envelopes = Envelopes::new(
+            material.party.clone(),
+            material.trust.clone(),
+            db.clone(),
+            registry.clone(),
+        )
+        .map_err(|e| TaxError::Material(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                material: material.clone(),
+                registry,
                 signing_key: material.signing_key.clone(),
                 signing_cert: material.party.signing_certificate().clone(),
                 trust: material.trust.clone(),
@@ -118,10 +128,20 @@ impl Tax {
     /// The routes: envelopes (roles, mutual TLS) and `GET /v1/verify` (public).
     pub fn router(&self) -> Router {
         let handler = Arc::new(self.clone());
-        self.inner.envelopes.clone().routes(handler).merge(
+        let router = self.inner.envelopes.clone().routes(handler).merge(
             Router::new()
                 .route("/v1/verify", get(verify))
                 .with_state(self.clone()),
+        );
+        fapiao_service::ops::track(router, self.inner.registry.clone())
+    }
+
+    /// The admin routes: `/healthz`, `/readyz`, `/metrics`.
+    pub fn admin_router(&self) -> Router {
+        fapiao_service::ops::admin_routes(
+            "tax",
+            Arc::new(self.clone()),
+            self.inner.registry.clone(),
         )
     }
 
@@ -541,6 +561,28 @@ fn read_record(json: &str) -> Result<Invoice, Box<dyn std::error::Error + Send +
     Ok(wire.to_signed()?.invoice)
 }
 
+impl fapiao_service::ops::Readiness for Tax {
+    async fn checks(&self) -> Vec<fapiao_service::ops::Check> {
+        vec![
+            fapiao_service::ops::database_check(&self.inner.db).await,
+            fapiao_service::ops::certificate_check(&self.inner.material, now()),
+        ]
+    }
+
+    async fn gauges(&self) -> Vec<fapiao_service::metrics::Gauge> {
+        let accepted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM invoices")
+            .fetch_one(self.inner.db.pool())
+            .await
+            .unwrap_or(0);
+        vec![fapiao_service::metrics::Gauge {
+            name: "fapiao_tax_invoices_on_record",
+            help: "Invoices tax holds.",
+            labels: Vec::new(),
+            value: accepted as f64,
+        }]
+    }
+}
+
 async fn log_in(
     tx: &mut fapiao_store::Tx,
     uploader: &str,
@@ -584,7 +626,20 @@ impl EnvelopeHandler for Tax {
             },
             message_type::INVOICE_UPLOAD => match incoming.body::<Upload>() {
                 Ok(up) => match self.upload(&uploader, up).await {
-                    Ok(r) => Outgoing::json(message_type::UPLOAD_RECEIPT, &r),
+                    Ok(r) => {
+                        let status = match r.receipt.status {
+                            UploadStatus::Accepted => "accepted",
+                            UploadStatus::Processing => "processing",
+                            UploadStatus::Failed => "failed",
+                            UploadStatus::Duplicate => "duplicate",
+                        };
+                        self.inner.registry.inc(
+                            "fapiao_tax_uploads_received_total",
+                            "Uploads tax answered, by upload status.",
+                            &[("status", status)],
+                        );
+                        Outgoing::json(message_type::UPLOAD_RECEIPT, &r)
+                    }
                     Err(r) => Outgoing::refusal(&r),
                 },
                 Err(o) => o,

@@ -79,7 +79,7 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
-    let ports: Vec<String> = (0..4).map(|_| free_port().to_string()).collect();
+    let ports: Vec<String> = (0..6).map(|_| free_port().to_string()).collect();
     let mut up = spawn(&[
         "up",
         "--data",
@@ -92,6 +92,10 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
         &ports[2],
         "--tax-port",
         &ports[3],
+        "--cloud-admin-port",
+        &ports[4],
+        "--tax-admin-port",
+        &ports[5],
     ]);
     let banner = wait_for_line(up.0.stdout.take().unwrap(), "Ctrl-C stops.");
     assert!(banner.contains("first run"), "{banner}");

@@ -19,6 +19,7 @@ pub(crate) fn fast() -> Options {
         poll: Duration::from_millis(50),
         block_size: 50,
         range_size: 500,
+        outbox_stuck_after: Duration::from_secs(2),
     }
 }
 
@@ -32,9 +33,11 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let ports = Ports {
             cloud: 0,
+            cloud_admin: 0,
             platform: 0,
             platform_admin: 0,
             tax: 0,
+            tax_admin: 0,
         };
         let system = System::up(dir.path(), Suite::Gm, ports, fast(), crate::now())
             .await

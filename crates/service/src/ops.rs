@@ -1,0 +1,155 @@
+//! The operations side every role serves on its admin port — `/healthz` (the process is up),
+//! `/readyz` (database reachable, certificates valid for more than
+//! [`CERTIFICATE_MARGIN_DAYS`], the role's own checks such as an outbox that is not stuck),
+//! `/metrics` (Prometheus text) — and the request-duration middleware for every router.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use fapiao_store::Db;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::Material;
+use crate::metrics::{Gauge, Registry};
+
+/// Certificates expiring sooner than this make a role not ready.
+pub const CERTIFICATE_MARGIN_DAYS: i64 = 14;
+
+/// One readiness check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: &'static str,
+    /// Whether it passed.
+    pub ok: bool,
+    /// The figure or the problem.
+    pub detail: String,
+}
+
+/// What a role reports to `/readyz` and `/metrics` beyond its counters.
+pub trait Readiness: Send + Sync + 'static {
+    /// The role's checks (database and certificates included).
+    fn checks(&self) -> impl Future<Output = Vec<Check>> + Send;
+    /// Gauges computed from stored state.
+    fn gauges(&self) -> impl Future<Output = Vec<Gauge>> + Send;
+}
+
+/// The database answers.
+pub async fn database_check(db: &Db) -> Check {
+    let ok = db.ping().await;
+    Check {
+        name: "database",
+        ok,
+        detail: if ok { "reachable" } else { "not reachable" }.into(),
+    }
+}
+
+/// Every certificate of the role's material is valid for more than
+/// [`CERTIFICATE_MARGIN_DAYS`] from `now`.
+#[must_use]
+pub fn certificate_check(material: &Material, now: OffsetDateTime) -> Check {
+    let soonest = [
+        material.party.signing_certificate(),
+        material.party.encryption_certificate(),
+        material.tls_server.leaf(),
+        material.tls_client.leaf(),
+    ]
+    .iter()
+    .map(|c| c.not_after())
+    .min();
+    match soonest {
+        Some(t) => {
+            let days = (t - now).whole_days();
+            Check {
+                name: "certificates",
+                ok: days > CERTIFICATE_MARGIN_DAYS,
+                detail: format!("the first expires in {days} days"),
+            }
+        }
+        None => Check {
+            name: "certificates",
+            ok: false,
+            detail: "no certificate".into(),
+        },
+    }
+}
+
+#[derive(Serialize)]
+struct Ready {
+    status: &'static str,
+    role: &'static str,
+    checks: Vec<Check>,
+}
+
+/// `/healthz`, `/readyz` and `/metrics` for a role.
+pub fn admin_routes<R: Readiness>(
+    role: &'static str,
+    readiness: Arc<R>,
+    registry: Arc<Registry>,
+) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(move || async move { axum::Json(serde_json::json!({ "status": "up", "role": role })) }),
+        )
+        .route(
+            "/readyz",
+            get(move |State((r, _)): State<(Arc<R>, Arc<Registry>)>| async move {
+                let checks = r.checks().await;
+                let ok = checks.iter().all(|c| c.ok);
+                let body = Ready {
+                    status: if ok { "ready" } else { "not_ready" },
+                    role,
+                    checks,
+                };
+                let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                (status, axum::Json(body)).into_response()
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State((r, reg)): State<(Arc<R>, Arc<Registry>)>| async move {
+                let gauges = r.gauges().await;
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    reg.render(&gauges),
+                )
+            }),
+        )
+        .with_state((readiness, registry))
+}
+
+/// Records `fapiao_http_request_duration_seconds{route, method, status}` for every request of
+/// `router` (route = the matched pattern, so numbers in paths do not explode the series).
+pub fn track(router: Router, registry: Arc<Registry>) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(registry, record))
+}
+
+async fn record(State(registry): State<Arc<Registry>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a request's duration, not a point in time"
+    )]
+    let start = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    registry.observe(
+        "fapiao_http_request_duration_seconds",
+        "HTTP request duration by route, method and status.",
+        &[("route", &route), ("method", &method), ("status", &status)],
+        start.elapsed(),
+    );
+    response
+}

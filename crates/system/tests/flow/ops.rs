@@ -1,0 +1,175 @@
+//! Operations: separate admin ports with health, readiness and Prometheus metrics for every
+//! role; the TLS policy checked with the OpenSSL client.
+
+use std::process::{Command, Stdio};
+
+use http::Method;
+
+use crate::helpers::*;
+
+fn operator(env: &Env, port: u16) -> fapiao_protocol::HttpsClient {
+    let layout = &env.system.layout;
+    let m = fapiao_service::Material::load(&fapiao_service::MaterialConfig {
+        suite: "gm".into(),
+        prefix: layout.pki_prefix("platform"),
+        trust: layout.trust_files(),
+        crls: layout.crl_files(),
+        key_passphrase_file: Some(layout.passphrase_file()),
+    })
+    .unwrap();
+    fapiao_protocol::HttpsClient::new(
+        &format!("https://127.0.0.1:{port}"),
+        m.client_config().unwrap(),
+    )
+    .unwrap()
+}
+
+async fn text(c: &fapiao_protocol::HttpsClient, path: &str) -> (u16, String) {
+    let r = c.request(Method::GET, path, &[], Vec::new()).await.unwrap();
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_reports_health_readiness_and_metrics_on_its_admin_port() {
+    let mut env = Env::start().await;
+    let p = env.system.ports;
+    let r = post(&env.erp(SH), "/v1/invoices", &order(SH, "OPS-1", "10")).await;
+    assert_eq!(r.status, 201);
+    settle(&env).await;
+    let garbage = Sender::new(&env, &env.system.layout.pki_prefix("cloud"));
+    assert_eq!(garbage.post(b"not an envelope".to_vec()).await.status, 400);
+
+    for (role, port) in [
+        ("cloud", p.cloud_admin),
+        ("platform", p.platform_admin),
+        ("tax", p.tax_admin),
+    ] {
+        let c = operator(&env, port);
+        let (s, body) = text(&c, "/healthz").await;
+        assert_eq!(
+            (s, body.as_str()),
+            (
+                200,
+                format!("{{\"role\":\"{role}\",\"status\":\"up\"}}").as_str()
+            )
+        );
+        let (s, body) = text(&c, "/readyz").await;
+        assert_eq!(s, 200, "{role}: {body}");
+        assert!(
+            body.contains("\"database\"") && body.contains("\"certificates\""),
+            "{body}"
+        );
+        // Business ports have none of it.
+        let business = match role {
+            "cloud" => p.cloud,
+            "platform" => p.platform,
+            _ => p.tax,
+        };
+        assert_eq!(
+            text(&operator(&env, business), "/metrics").await.0,
+            404,
+            "{role}"
+        );
+    }
+    let (_, cloud) = text(&operator(&env, p.cloud_admin), "/metrics").await;
+    assert!(
+        cloud.contains("fapiao_http_request_duration_seconds_count{route=\"/v1/invoices\",method=\"POST\",status=\"201\"} 1"),
+        "{cloud}"
+    );
+    let (_, platform) = text(&operator(&env, p.platform_admin), "/metrics").await;
+    for needle in [
+        "fapiao_invoices_issued_total{kind=\"blue\",mode=\"platform\"} 1",
+        "fapiao_envelope_failures_total{reason=\"malformed\"} 1",
+        "fapiao_tax_uploads_total{outcome=\"done\"} 1",
+        "fapiao_tax_upload_duration_seconds_count{outcome=\"done\"} 1",
+        "fapiao_outbox_oldest_pending_seconds 0",
+        "fapiao_quota_used{enterprise=\"91310115MA1FP0001X\"} 127.2",
+    ] {
+        assert!(
+            platform.contains(needle),
+            "{needle} missing in:\n{platform}"
+        );
+    }
+    let (_, tax) = text(&operator(&env, p.tax_admin), "/metrics").await;
+    assert!(
+        tax.contains("fapiao_tax_uploads_received_total{status=\"accepted\"} 1"),
+        "{tax}"
+    );
+
+    // An outbox that cannot drain makes the platform not ready, and ready again once it does.
+    env.system.stop("tax").await;
+    let r = post(&env.erp(SH), "/v1/invoices", &order(SH, "OPS-2", "10")).await;
+    assert_eq!(r.status, 201);
+    let admin = operator(&env, p.platform_admin);
+    wait_for("not ready", || {
+        let admin = &admin;
+        async move { text(admin, "/readyz").await.0 == 503 }
+    })
+    .await;
+    let (_, body) = text(&admin, "/readyz").await;
+    assert!(
+        body.contains("\"not_ready\"") && body.contains("oldest pending entry"),
+        "{body}"
+    );
+    env.system.restart("tax").await.unwrap();
+    settle(&env).await;
+    assert_eq!(text(&admin, "/readyz").await.0, 200);
+    env.system.shutdown().await;
+}
+
+fn s_client(port: u16, ca: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-CAfile",
+            ca.to_str().unwrap(),
+            "-verify_return_error",
+            "-brief",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl is installed (.ci/run installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success() && text.contains("CONNECTION ESTABLISHED"),
+        text,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_1_2_or_1_3_with_aead_suites_only() {
+    let env = Env::start().await;
+    let ca = env.system.layout.dir().join("ca/intl/ca.crt.pem");
+    let port = env.system.ports.cloud;
+    let (ok, out) = s_client(port, &ca, &["-tls1_3"]);
+    assert!(ok && out.contains("TLSv1.3"), "{out}");
+    let (ok, out) = s_client(port, &ca, &["-tls1_2"]);
+    assert!(
+        ok && out.contains("TLSv1.2") && (out.contains("GCM") || out.contains("CHACHA20")),
+        "{out}"
+    );
+    // SECLEVEL=0 lets the client offer the old protocols and CBC suites: the server refuses.
+    for refused in [
+        &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"][..],
+        &["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"][..],
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384:AES128-SHA:AES256-SHA256@SECLEVEL=0",
+        ][..],
+    ] {
+        let (ok, out) = s_client(port, &ca, refused);
+        assert!(
+            !ok && out.contains("alert handshake failure"),
+            "{refused:?} must be refused by the server: {out}"
+        );
+    }
+    env.system.shutdown().await;
+}
