@@ -142,6 +142,16 @@ impl Cloud {
         let Some(row) = row else {
             return Err(unauth("unknown key or bad signature"));
         };
+        let enterprise: String = row.try_get("taxpayer_id").map_err(|e| internal(rid, &e))?;
+        if let Err(wait) = self.inner.per_enterprise.check(&enterprise) {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(ApiError::new(
+                Code::RateLimited,
+                format!("too many requests for this enterprise; retry in {secs} s"),
+                rid,
+            )
+            .with_retry_after(secs.max(1)));
+        }
         let secret: String = row.try_get("secret").map_err(|e| internal(rid, &e))?;
         let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
         if !erp::verify(

@@ -53,6 +53,10 @@ pub struct Options {
     pub max_attempts: i64,
     /// How often the worker looks for due deliveries when nothing wakes it.
     pub poll: Duration,
+    /// ERP requests per second per enterprise.
+    pub enterprise_rate: f64,
+    /// ERP requests an enterprise may burst.
+    pub enterprise_burst: f64,
 }
 
 impl Default for Options {
@@ -64,6 +68,8 @@ impl Default for Options {
             },
             max_attempts: 12,
             poll: Duration::from_secs(1),
+            enterprise_rate: 200.0,
+            enterprise_burst: 400.0,
         }
     }
 }
@@ -106,6 +112,7 @@ struct Inner {
     platform: EnvelopeClient,
     font: OnceLock<Result<PdfFont, String>>,
     options: Options,
+    per_enterprise: fapiao_service::RateLimiter,
     wake: tokio::sync::Notify,
     webhook_clients: webhook::Clients,
 }
@@ -159,6 +166,10 @@ impl Cloud {
                 material,
                 platform,
                 font: OnceLock::new(),
+                per_enterprise: fapiao_service::RateLimiter::new(
+                    options.enterprise_rate,
+                    options.enterprise_burst,
+                ),
                 options,
                 wake: tokio::sync::Notify::new(),
                 webhook_clients: webhook::Clients::default(),

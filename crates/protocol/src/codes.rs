@@ -57,6 +57,10 @@ codes! {
         "The signed timestamp is outside the accepted window (five minutes each side).";
     RequestReplayed = "request_replayed", 401, false,
         "The nonce of this signed request was already used.";
+    RateLimited = "rate_limited", 429, true,
+        "Too many requests from this enterprise or client address; retry after the Retry-After seconds.";
+    RequestTimeout = "request_timeout", 503, true,
+        "The request took longer than the server allows; retry (issuing is idempotent by order_id).";
     PeerCertificateRequired = "peer_certificate_required", 401, false,
         "The endpoint is for roles: the TLS client certificate of a Fapiao role is required.";
     NotFound = "not_found", 404, false,

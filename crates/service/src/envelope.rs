@@ -33,6 +33,9 @@ use serde::Serialize;
 use crate::PeerIdentity;
 use crate::error::{ApiError, request_id};
 
+/// Largest envelope accepted.
+pub const MAX_ENVELOPE: usize = 4 * 1024 * 1024;
+
 /// A verified request.
 #[derive(Debug, Clone)]
 pub struct Incoming {
@@ -158,6 +161,7 @@ impl Envelopes {
                     )
                 }),
             )
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_ENVELOPE))
             .with_state((self, handler))
     }
 

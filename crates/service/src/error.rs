@@ -55,6 +55,13 @@ impl ApiError {
         }
     }
 
+    /// Sets `Retry-After` (seconds).
+    #[must_use]
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     /// The HTTP status.
     #[must_use]
     pub fn status(&self) -> u16 {

@@ -25,6 +25,7 @@ use tower::ServiceExt;
 pub mod backoff;
 pub mod envelope;
 pub mod error;
+pub mod limits;
 pub mod material;
 pub mod metrics;
 pub mod ops;
@@ -32,6 +33,7 @@ pub mod ops;
 pub use backoff::Backoff;
 pub use envelope::{EnvelopeHandler, Envelopes, Incoming, Outgoing};
 pub use error::ApiError;
+pub use limits::{ClientAddr, Limits, RateLimiter};
 pub use material::{Material, MaterialConfig, MaterialError};
 pub use metrics::Registry;
 
@@ -131,21 +133,44 @@ pub fn serve_tls(
     tls: Arc<rustls::ServerConfig>,
     router: Router,
 ) -> Result<Running, ServeError> {
+    serve_tls_with(listener, tls, router, Limits::default().max_connections)
+}
+
+/// [`serve_tls`] with at most `max_connections` open at once: when that many are open, the
+/// next client waits in the listen backlog until one closes.
+///
+/// # Errors
+/// [`ServeError::Listener`].
+pub fn serve_tls_with(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    max_connections: usize,
+) -> Result<Running, ServeError> {
     let addr = listener.local_addr()?;
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     let (stop, mut stopped) = watch::channel(false);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let task = tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
         loop {
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => p,
+                _ = stopped.changed() => break,
+            };
+            let Ok(permit) = permit else { break };
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = stopped.changed() => break,
             };
-            let Ok((tcp, _)) = accepted else { continue };
+            let Ok((tcp, client)) = accepted else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             let router = router.clone();
             let mut conn_stop = stopped.clone();
             connections.spawn(async move {
+                let _permit = permit;
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
@@ -159,6 +184,7 @@ pub fn serve_tls(
                         if let Some(p) = &peer {
                             req.extensions_mut().insert(p.clone());
                         }
+                        req.extensions_mut().insert(ClientAddr(client));
                         req
                     },
                 );

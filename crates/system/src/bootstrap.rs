@@ -286,6 +286,7 @@ impl Layout {
                 material: material("tax"),
                 peers: Peers::default(),
                 devices_dir: None,
+                limits: fapiao_service::Limits::default(),
             },
             RoleConfig {
                 role: "platform".into(),
@@ -299,6 +300,7 @@ impl Layout {
                     ..Peers::default()
                 },
                 devices_dir: Some(self.dir.join("devices")),
+                limits: fapiao_service::Limits::default(),
             },
             RoleConfig {
                 role: "cloud".into(),
@@ -312,6 +314,7 @@ impl Layout {
                     ..Peers::default()
                 },
                 devices_dir: None,
+                limits: fapiao_service::Limits::default(),
             },
         ];
         for c in configs {

@@ -17,6 +17,14 @@
 //! [peers]
 //! tax_url = "https://tax.example:8445"
 //! tax_identity = "tax:tax"
+//!
+//! [limits]                             # all optional; these are the defaults
+//! max_connections = 1024               # per listener
+//! request_timeout_seconds = 30
+//! enterprise_rate = 200.0              # cloud: ERP requests/s per enterprise …
+//! enterprise_burst = 400.0             # … and the burst above it
+//! address_rate = 400.0                 # requests/s per client address
+//! address_burst = 800.0
 //! ```
 //!
 //! Environment overrides (applied after the file): `FAPIAO_LISTEN` and
@@ -49,7 +57,7 @@ pub struct Peers {
 }
 
 /// One role's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleConfig {
     /// `cloud`, `platform` or `tax`.
@@ -68,6 +76,9 @@ pub struct RoleConfig {
     /// Peers.
     #[serde(default)]
     pub peers: Peers,
+    /// Connection, time and rate limits.
+    #[serde(default)]
+    pub limits: fapiao_service::Limits,
 }
 
 impl RoleConfig {

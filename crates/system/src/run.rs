@@ -113,14 +113,33 @@ pub async fn start_role(
     cfg.check().map_err(SystemError)?;
     let material = Material::load(&cfg.material).map_err(e("material"))?;
     let mut servers = Vec::new();
+    let limits = cfg.limits;
+    let per_address = std::sync::Arc::new(fapiao_service::RateLimiter::new(
+        limits.address_rate,
+        limits.address_burst,
+    ));
     let mut serve = |ls: Vec<TcpListener>,
                      tls: std::sync::Arc<rustls::ServerConfig>,
                      router: axum::Router|
      -> Result<Vec<SocketAddr>> {
+        let router = router
+            .layer(axum::middleware::from_fn_with_state(
+                std::time::Duration::from_secs(limits.request_timeout_seconds.max(1)),
+                fapiao_service::limits::timeout,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                per_address.clone(),
+                fapiao_service::limits::per_address,
+            ));
         let mut addrs = Vec::new();
         for l in ls {
-            let r =
-                fapiao_service::serve_tls(l, tls.clone(), router.clone()).map_err(e("serving"))?;
+            let r = fapiao_service::serve_tls_with(
+                l,
+                tls.clone(),
+                router.clone(),
+                limits.max_connections,
+            )
+            .map_err(e("serving"))?;
             addrs.push(r.local_addr());
             servers.push(r);
         }
@@ -181,6 +200,8 @@ pub async fn start_role(
                         max: options.retry_max,
                     },
                     poll: options.poll,
+                    enterprise_rate: cfg.limits.enterprise_rate,
+                    enterprise_burst: cfg.limits.enterprise_burst,
                     ..fapiao_cloud::Options::default()
                 },
             )

@@ -7,6 +7,7 @@ mod agreement;
 mod api;
 mod helpers;
 mod issue;
+mod limits;
 mod ops;
 mod outage;
 mod refusals;

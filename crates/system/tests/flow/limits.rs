@@ -1,0 +1,54 @@
+//! Rate limits from the role's config: per enterprise and per client address, 429 with
+//! Retry-After, other enterprises unaffected.
+
+use crate::helpers::*;
+
+async fn restart_cloud_with(env: &mut Env, limits: &str) {
+    env.system.stop("cloud").await;
+    let path = env.system.layout.config_path("cloud");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let base = text.split("\n[limits]").next().unwrap().to_owned();
+    std::fs::write(&path, format!("{base}\n[limits]\n{limits}\n")).unwrap();
+    env.system.restart("cloud").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_rate_is_429_with_retry_after() {
+    let mut env = Env::start().await;
+    restart_cloud_with(&mut env, "enterprise_rate = 0.2\nenterprise_burst = 3.0").await;
+    let sh = env.erp(SH);
+    for _ in 0..3 {
+        assert_eq!(get(&sh, "/v1/invoices").await.status, 200);
+    }
+    let r = get(&sh, "/v1/invoices").await;
+    let v = json_of(&r);
+    assert_eq!(
+        (
+            r.status,
+            v["code"].as_str().unwrap(),
+            v["retryable"].as_bool()
+        ),
+        (429, "rate_limited", Some(true)),
+        "{v}"
+    );
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=5).contains(&retry), "{retry}");
+    assert_eq!(
+        get(&env.erp(SZ), "/v1/invoices").await.status,
+        200,
+        "another enterprise has its own bucket"
+    );
+
+    restart_cloud_with(&mut env, "address_rate = 0.2\naddress_burst = 4.0").await;
+    let (sh, sz) = (env.erp(SH), env.erp(SZ));
+    for c in [&sh, &sz, &sh, &sz] {
+        assert_eq!(get(c, "/v1/invoices").await.status, 200);
+    }
+    let r = get(&sz, "/v1/invoices").await;
+    assert_eq!(
+        (r.status, json_of(&r)["code"].as_str().unwrap()),
+        (429, "rate_limited"),
+        "one address, whatever the key"
+    );
+    env.system.shutdown().await;
+}
