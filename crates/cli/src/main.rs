@@ -96,6 +96,26 @@ enum Command {
     /// Operate the e-invoice service platform through its admin API.
     #[command(subcommand)]
     Platform(PlatformCommand),
+    /// The audit trail of a role.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk a role's hash-chained audit log and check its signed heads; exit status 1 and the
+    /// first broken, edited, reordered or deleted record when it does not verify.
+    Verify {
+        /// cloud, platform or tax.
+        #[arg(long)]
+        role: String,
+        /// The role's config (default: <data>/<role>.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory of `fapiao up`.
+        #[arg(long, default_value = "fapiao-data")]
+        data: PathBuf,
+    },
 }
 
 /// Arguments of `fapiao up`.
@@ -489,6 +509,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
         ),
         Command::Platform(cmd) => run_platform(cmd),
+        Command::Audit(AuditCommand::Verify { role, config, data }) => {
+            let config = config.unwrap_or_else(|| data.join(format!("{role}.toml")));
+            services::audit_verify(&role, &config)
+        }
     }
 }
 

@@ -435,3 +435,62 @@ pub(crate) fn admin(
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// `fapiao audit verify`.
+pub(crate) fn audit_verify(role: &str, config: &Path) -> anyhow::Result<ExitCode> {
+    use fapiao_store::audit::{Verdict, head_bytes};
+    init_logging(tracing::Level::WARN);
+    let cfg = RoleConfig::load(config)?;
+    if cfg.role != role {
+        bail!(
+            "{} configures the {} role, not {role}",
+            config.display(),
+            cfg.role
+        );
+    }
+    let mut roots = Vec::new();
+    for p in &cfg.material.trust {
+        roots.extend(Certificate::from_pem_chain(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )?);
+    }
+    let mut trust = TrustStore::new(roots)?;
+    for p in &cfg.material.crls {
+        trust.add_crl(Crl::from_pem(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )?);
+    }
+    runtime()?.block_on(async {
+        let db = fapiao_store::Db::open_existing(&cfg.database).await?;
+        match fapiao_store::audit::verify(&db).await? {
+            Verdict::Broken { seq, reason } => {
+                println!("{role}: audit chain BROKEN at record {seq}: {reason}");
+                Ok(ExitCode::from(1))
+            }
+            Verdict::Intact { records, head } => {
+                println!("{role}: audit chain of {records} records intact");
+                match head {
+                    None => println!("{role}: no signed head yet"),
+                    Some(h) => {
+                        let cert = Certificate::from_der(&h.certificate)?;
+                        let at = OffsetDateTime::from_unix_timestamp(h.signed_at)?;
+                        let valid = trust
+                            .validate(&cert, &[], fapiao_crypto::Purpose::Signing, at)
+                            .map_err(|e| e.to_string())
+                            .and_then(|_| cert.public_key().map_err(|e| e.to_string()))
+                            .and_then(|k| k.verify(&head_bytes(h.seq, &h.hash), &h.signature).map_err(|e| e.to_string()));
+                        let who = cert.subject().map(|s| s.identity()).unwrap_or_default();
+                        match valid {
+                            Ok(()) => println!("{role}: head at record {} signed by {who} at {at}: signature valid", h.seq),
+                            Err(e) => {
+                                println!("{role}: head at record {} signed by {who}: signature INVALID: {e}", h.seq);
+                                return Ok(ExitCode::from(1));
+                            }
+                        }
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}

@@ -336,6 +336,16 @@ impl Cloud {
             crate::webhook::enqueue(&mut tx, enterprise, "invoice.issued", inv.number().as_str())
                 .await
                 .map_err(|e| internal(rid, &e))?;
+            fapiao_store::audit::append(
+                &mut tx,
+                now(),
+                &format!("erp:{enterprise}"),
+                "invoice.stored",
+                inv.number().as_str(),
+                &serde_json::json!({"order_id": order_id, "kind": if blue_number.is_some() { "red" } else { "blue" }, "request_id": rid}),
+            )
+            .await
+            .map_err(|e| internal(rid, &e))?;
         }
         tx.commit().await.map_err(|e| internal(rid, &e))?;
         self.inner.wake.notify_one();

@@ -232,6 +232,17 @@ impl Cloud {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if n == 1 {
+            fapiao_store::audit::append(
+                &mut tx,
+                now(),
+                "system",
+                "tenant.registered",
+                taxpayer_id,
+                &serde_json::json!({"key_id": creds.key_id, "webhook": webhook_url.is_some()}),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok((n == 1).then_some(creds))
     }

@@ -113,6 +113,17 @@ impl Cloud {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if n == 1 {
+            fapiao_store::audit::append(
+                &mut tx,
+                now(),
+                "system",
+                "webhook.changed",
+                enterprise,
+                &json!({"url": url}),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(n == 1)
     }

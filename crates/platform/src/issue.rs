@@ -65,7 +65,12 @@ pub struct StoredInvoice {
 
 enum Step {
     Refused(Refusal),
-    NeedNumbers { year: u8, province: u8 },
+    /// A number was consumed and recorded void; commit that, then fail.
+    Voided(String),
+    NeedNumbers {
+        year: u8,
+        province: u8,
+    },
     Failed(String),
 }
 
@@ -145,7 +150,7 @@ impl EnvelopeHandler for Platform {
                     "no invoice number is available; retry shortly",
                 ))
             }
-            Err(Step::Failed(e)) => {
+            Err(Step::Failed(e) | Step::Voided(e)) => {
                 tracing::error!(request_id = %rid, error = %e, "order failed");
                 OrderAnswer::Refused(Refusal::new(Code::Internal, "internal error"))
             }
@@ -315,8 +320,17 @@ impl Platform {
             ));
         }
         let issued_at = china_now();
-        self.consume_quota(&mut tx, &e, issued_at, total).await?;
-        let (signed, block_id, block) = self.number_and_sign(&mut tx, &e, draft, issued_at).await?;
+        let quota = self.check_quota(&mut tx, &e, issued_at, total).await?;
+        let (signed, block_id, block) =
+            match self.number_and_sign(&mut tx, &e, draft, issued_at).await {
+                Ok(x) => x,
+                Err(Step::Voided(m)) => {
+                    tx.commit().await?;
+                    return Err(Step::Failed(m));
+                }
+                Err(other) => return Err(other),
+            };
+        self.write_quota(&mut tx, &e, quota).await?;
         self.store_issued(
             &mut tx,
             &e,
@@ -327,6 +341,14 @@ impl Platform {
             block_id,
             &block,
             None,
+        )
+        .await?;
+        audit(
+            &mut tx,
+            cloud,
+            "invoice.issued",
+            signed.invoice.number().as_str(),
+            &serde_json::json!({"enterprise": e.taxpayer_id, "order_id": o.order_id, "total": total.to_string()}),
         )
         .await?;
         tx.commit().await?;
@@ -490,8 +512,17 @@ impl Platform {
         )
         .map_err(red_err)?;
         let total = draft.totals().total;
-        self.consume_quota(&mut tx, &e, issued_at, total).await?;
-        let (signed, block_id, block) = self.number_and_sign(&mut tx, &e, draft, issued_at).await?;
+        let quota = self.check_quota(&mut tx, &e, issued_at, total).await?;
+        let (signed, block_id, block) =
+            match self.number_and_sign(&mut tx, &e, draft, issued_at).await {
+                Ok(x) => x,
+                Err(Step::Voided(m)) => {
+                    tx.commit().await?;
+                    return Err(Step::Failed(m));
+                }
+                Err(other) => return Err(other),
+            };
+        self.write_quota(&mut tx, &e, quota).await?;
         let form_wire = FormWire {
             number: form.number().as_str().to_owned(),
             status: form.status().code().to_owned(),
@@ -521,6 +552,18 @@ impl Platform {
             block_id,
             &block,
             Some(&form_wire.number),
+        )
+        .await?;
+        audit(
+            &mut tx,
+            cloud,
+            "red.issued",
+            signed.invoice.number().as_str(),
+            &serde_json::json!({
+                "enterprise": e.taxpayer_id, "order_id": o.order_id, "blue_number": o.blue_number,
+                "form": form_wire.number, "form_status": form_wire.status, "reason": form_wire.reason,
+                "total": total.to_string(),
+            }),
         )
         .await?;
         tx.commit().await?;
@@ -569,13 +612,14 @@ impl Platform {
             .map_err(|e| Step::Failed(e.to_string()))
     }
 
-    async fn consume_quota(
+    /// Checks the month's quota and returns `(month, used after this invoice)`; writes nothing.
+    async fn check_quota(
         &self,
         tx: &mut Tx,
         e: &Enterprise,
         at: PrimitiveDateTime,
         total: Amount,
-    ) -> Result<(), Step> {
+    ) -> Result<(String, Amount), Step> {
         let month = format!("{:04}-{:02}", at.year(), u8::from(at.month()));
         let used: Option<String> =
             sqlx::query_scalar("SELECT used FROM quota_usage WHERE enterprise = $1 AND month = $2")
@@ -598,6 +642,15 @@ impl Platform {
                 ),
             ));
         }
+        Ok((month, after))
+    }
+
+    async fn write_quota(
+        &self,
+        tx: &mut Tx,
+        e: &Enterprise,
+        (month, after): (String, Amount),
+    ) -> Result<(), Step> {
         sqlx::query(
             "INSERT INTO quota_usage (enterprise, month, used) VALUES ($1, $2, $3)
              ON CONFLICT (enterprise, month) DO UPDATE SET used = excluded.used",
@@ -639,6 +692,18 @@ impl Platform {
                         .execute(&mut **tx)
                         .await?;
                     save_block(tx, block_id, &block).await?;
+                    audit(
+                        tx,
+                        "system",
+                        "number.voided",
+                        v.number.as_str(),
+                        &serde_json::json!({"enterprise": e.taxpayer_id, "reason": v.reason}),
+                    )
+                    .await?;
+                    return Err(Step::Voided(format!(
+                        "issuing failed, number {} voided: {err}",
+                        v.number
+                    )));
                 }
                 Err(Step::Failed(format!("issuing failed: {err}")))
             }
@@ -823,6 +888,14 @@ impl Platform {
         .bind(now().unix_timestamp())
         .execute(&mut *tx)
         .await?;
+        audit(
+            &mut tx,
+            self.inner.tax.peer_identity(),
+            "range.granted",
+            &format!("{:02}{:02}{}", g.year, g.province, g.channel),
+            &serde_json::json!({"first": g.first, "last": g.last}),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(
             year,
@@ -843,7 +916,7 @@ impl Platform {
         self.invoice_in(&mut conn, number)
             .await
             .map_err(|e| match e {
-                Step::Failed(m) | Step::Refused(Refusal { message: m, .. }) => {
+                Step::Failed(m) | Step::Voided(m) | Step::Refused(Refusal { message: m, .. }) => {
                     StoreError::Sqlx(sqlx::Error::Protocol(m))
                 }
                 Step::NeedNumbers { .. } => {
@@ -893,6 +966,17 @@ impl Platform {
             form,
         }))
     }
+}
+
+/// Appends an audit record in the transaction.
+pub(crate) async fn audit(
+    tx: &mut Tx,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &serde_json::Value,
+) -> Result<(), StoreError> {
+    fapiao_store::audit::append(tx, now(), actor, action, subject, detail).await
 }
 
 async fn save_block(tx: &mut Tx, id: i64, block: &NumberBlock) -> Result<(), Step> {

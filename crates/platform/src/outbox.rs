@@ -134,22 +134,42 @@ impl Platform {
                 Outcome::Done => {}
                 Outcome::Failed(reason) => {
                     tracing::warn!(id, %number, %reason, "outbox entry failed definitely");
+                    let mut tx = self.inner.db.begin_write().await?;
                     sqlx::query("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1")
                         .bind(id)
                         .bind(&reason)
-                        .execute(self.inner.db.pool())
+                        .execute(&mut *tx)
                         .await?;
+                    crate::issue::audit(
+                        &mut tx,
+                        "system",
+                        &format!("{kind}.failed"),
+                        &number,
+                        &serde_json::json!({"reason": reason}),
+                    )
+                    .await?;
+                    tx.commit().await?;
                 }
                 Outcome::Retry(reason) => {
                     let delay = self.backoff(attempts);
                     tracing::info!(id, %kind, %number, %reason, delay_ms = delay.as_millis(), "outbox entry will be retried");
                     let due = now() + delay;
+                    let mut tx = self.inner.db.begin_write().await?;
                     sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1")
                         .bind(id)
                         .bind(&reason)
                         .bind(due.unix_timestamp())
-                        .execute(self.inner.db.pool())
+                        .execute(&mut *tx)
                         .await?;
+                    crate::issue::audit(
+                        &mut tx,
+                        "system",
+                        &format!("{kind}.attempted"),
+                        &number,
+                        &serde_json::json!({"attempt": attempts + 1, "error": reason}),
+                    )
+                    .await?;
+                    tx.commit().await?;
                     // Entries behind a retried one keep their order only if the retried one
                     // is not the first: stop this round so later uploads wait for earlier ones
                     // only by id order, not behind a long backoff.
@@ -283,6 +303,22 @@ impl Platform {
             .execute(&mut *tx)
             .await?;
         enqueue(&mut tx, "notify", number).await?;
+        crate::issue::audit(
+            &mut tx,
+            self.inner.tax.peer_identity(),
+            if reason.is_some() {
+                "upload.refused"
+            } else {
+                "upload.accepted"
+            },
+            number,
+            &serde_json::json!({
+                "receipt_id": receipt.receipt.receipt_id,
+                "status": status.as_str(),
+                "reason": reason,
+            }),
+        )
+        .await?;
         tx.commit().await?;
         self.inner.wake.notify_one();
         if let Some(r) = reason {
@@ -344,6 +380,14 @@ impl Platform {
         .bind(now().unix_timestamp())
         .execute(&mut *tx)
         .await?;
+        crate::issue::audit(
+            &mut tx,
+            "system",
+            "cloud.notified",
+            number,
+            &serde_json::json!({}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -381,7 +425,7 @@ impl Platform {
     ///
     /// # Errors
     /// [`StoreError`].
-    pub async fn retry_outbox(&self, id: i64) -> Result<bool, StoreError> {
+    pub async fn retry_outbox(&self, actor: &str, id: i64) -> Result<bool, StoreError> {
         let mut tx = self.inner.db.begin_write().await?;
         let n = sqlx::query(
             "UPDATE outbox SET state = 'pending', next_attempt_at = $2 WHERE id = $1 AND state = 'failed'",
@@ -391,6 +435,16 @@ impl Platform {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        if n == 1 {
+            crate::issue::audit(
+                &mut tx,
+                actor,
+                "outbox.retried",
+                &id.to_string(),
+                &serde_json::json!({}),
+            )
+            .await?;
+        }
         tx.commit().await?;
         self.inner.wake.notify_one();
         Ok(n == 1)

@@ -209,7 +209,7 @@ impl Platform {
     ///
     /// # Errors
     /// [`StoreError`].
-    pub async fn register_cloud(&self, cloud: &Cloud) -> Result<(), StoreError> {
+    pub async fn register_cloud(&self, actor: &str, cloud: &Cloud) -> Result<(), StoreError> {
         let mut tx = self.inner.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO clouds (identity, url, registered_at) VALUES ($1, $2, $3)
@@ -219,6 +219,14 @@ impl Platform {
         .bind(&cloud.url)
         .bind(now().unix_timestamp())
         .execute(&mut *tx)
+        .await?;
+        crate::issue::audit(
+            &mut tx,
+            actor,
+            "cloud.registered",
+            &cloud.identity,
+            &serde_json::json!({"url": cloud.url}),
+        )
         .await?;
         tx.commit().await?;
         Ok(())
@@ -247,7 +255,11 @@ impl Platform {
     ///
     /// # Errors
     /// [`RegistryError`].
-    pub async fn register_enterprise(&self, e: &Enterprise) -> Result<bool, RegistryError> {
+    pub async fn register_enterprise(
+        &self,
+        actor: &str,
+        e: &Enterprise,
+    ) -> Result<bool, RegistryError> {
         e.check()
             .map_err(|(field, message)| RegistryError::Invalid { field, message })?;
         let mut tx = self.inner.db.begin_write().await?;
@@ -283,6 +295,16 @@ impl Platform {
         .await
         .map_err(StoreError::from)?
         .rows_affected();
+        if inserted == 1 {
+            crate::issue::audit(
+                &mut tx,
+                actor,
+                "enterprise.registered",
+                &e.taxpayer_id,
+                &serde_json::to_value(e).unwrap_or_default(),
+            )
+            .await?;
+        }
         tx.commit().await.map_err(StoreError::from)?;
         Ok(inserted == 1)
     }
@@ -293,6 +315,7 @@ impl Platform {
     /// [`RegistryError`].
     pub async fn update_enterprise(
         &self,
+        actor: &str,
         taxpayer_id: &str,
         patch: &EnterprisePatch,
     ) -> Result<Option<Enterprise>, RegistryError> {
@@ -336,6 +359,14 @@ impl Platform {
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;
+        crate::issue::audit(
+            &mut tx,
+            actor,
+            "enterprise.changed",
+            taxpayer_id,
+            &serde_json::to_value(patch).unwrap_or_default(),
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(Some(e))
     }
@@ -457,7 +488,10 @@ async fn add_cloud(
         .into_response();
     }
     tracing::info!(request_id = %rid, operator = %peer.identity(), cloud = %cloud.identity, "cloud registered");
-    match p.register_cloud(&cloud).await {
+    match p
+        .register_cloud(&format!("operator:{}", peer.identity()), &cloud)
+        .await
+    {
         Ok(()) => (StatusCode::CREATED, Json(cloud)).into_response(),
         Err(e) => internal(&rid, &e),
     }
@@ -488,7 +522,10 @@ async fn add_enterprise(
         Ok(e) => e,
         Err(e) => return ApiError::new(Code::InvalidRequest, e.to_string(), rid).into_response(),
     };
-    match p.register_enterprise(&e).await {
+    match p
+        .register_enterprise(&format!("operator:{}", peer.identity()), &e)
+        .await
+    {
         Ok(true) => {
             tracing::info!(request_id = %rid, operator = %peer.identity(), enterprise = %e.taxpayer_id, "enterprise registered");
             (StatusCode::CREATED, Json(e)).into_response()
@@ -521,7 +558,14 @@ async fn patch_enterprise(
         Ok(e) => e,
         Err(e) => return ApiError::new(Code::InvalidRequest, e.to_string(), rid).into_response(),
     };
-    match p.update_enterprise(&taxpayer_id, &patch).await {
+    match p
+        .update_enterprise(
+            &format!("operator:{}", peer.identity()),
+            &taxpayer_id,
+            &patch,
+        )
+        .await
+    {
         Ok(Some(e)) => {
             tracing::info!(request_id = %rid, operator = %peer.identity(), enterprise = %taxpayer_id, "enterprise changed");
             Json(e).into_response()
@@ -567,7 +611,10 @@ async fn retry_outbox(
     if let Some(r) = not_operator(&peer, &rid) {
         return r;
     }
-    match p.retry_outbox(id).await {
+    match p
+        .retry_outbox(&format!("operator:{}", peer.identity()), id)
+        .await
+    {
         Ok(true) => {
             tracing::info!(request_id = %rid, operator = %peer.identity(), id, "outbox entry retried");
             StatusCode::NO_CONTENT.into_response()

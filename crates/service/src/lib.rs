@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
+pub mod audit_signer;
 pub mod backoff;
 pub mod envelope;
 pub mod error;

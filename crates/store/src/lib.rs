@@ -18,6 +18,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 use time::OffsetDateTime;
 
+pub mod audit;
+
 pub use sqlx;
 
 /// The transaction type roles work in.
@@ -72,17 +74,40 @@ pub struct Db {
     pool: SqlitePool,
 }
 
-const BASE: &[Migration] = &[Migration {
-    version: 1,
-    description: "replay guard",
-    sql: "CREATE TABLE seen_messages (
-        sender TEXT NOT NULL,
-        message_id TEXT NOT NULL,
-        expires_at INTEGER NOT NULL,
-        PRIMARY KEY (sender, message_id)
-    );
-    CREATE INDEX seen_messages_expiry ON seen_messages (expires_at);",
-}];
+const BASE: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "replay guard",
+        sql: "CREATE TABLE seen_messages (
+            sender TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            expires_at INTEGER NOT NULL,
+            PRIMARY KEY (sender, message_id)
+        );
+        CREATE INDEX seen_messages_expiry ON seen_messages (expires_at);",
+    },
+    Migration {
+        version: 2,
+        description: "audit trail",
+        sql: "CREATE TABLE audit_log (
+            seq INTEGER PRIMARY KEY,
+            at INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE TABLE audit_heads (
+            seq INTEGER PRIMARY KEY,
+            hash TEXT NOT NULL,
+            signed_at INTEGER NOT NULL,
+            signature BLOB NOT NULL,
+            certificate BLOB NOT NULL
+        );",
+    },
+];
 
 impl Db {
     /// Opens (creating if missing) `url` — `sqlite://<path>` or `sqlite::memory:` — and
@@ -124,6 +149,25 @@ impl Db {
         db.migrate("store", BASE).await?;
         db.migrate(role, migrations).await?;
         Ok(db)
+    }
+
+    /// Opens an existing database without migrating it (for inspection: `fapiao audit verify`).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn open_existing(url: &str) -> Result<Self, StoreError> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .ok_or_else(|| StoreError::Url(url.to_owned()))?;
+        let options = SqliteConnectOptions::new()
+            .filename(Path::new(path))
+            .create_if_missing(false)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
     }
 
     /// The pool, for reads and single statements.

@@ -1,9 +1,10 @@
 //! The store on a real SQLite file.
+#![expect(clippy::unwrap_used, reason = "tests")]
 
 use fapiao_store::{Db, Migration, StoreError};
 use time::{Duration, OffsetDateTime};
 
-const M: &[Migration] = &[
+pub(crate) const M: &[Migration] = &[
     Migration {
         version: 1,
         description: "t",
@@ -16,7 +17,7 @@ const M: &[Migration] = &[
     },
 ];
 
-fn url(dir: &tempfile::TempDir) -> String {
+pub(crate) fn url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("db.sqlite").display())
 }
 
@@ -127,4 +128,118 @@ async fn write_transactions_serialize_check_then_write() {
         granted += usize::from(t.await.unwrap());
     }
     assert_eq!(granted, 5);
+}
+
+mod audit {
+    use fapiao_store::Db;
+    use fapiao_store::audit::{Verdict, append, sign_head, verify};
+    use serde_json::json;
+    use time::{Duration, OffsetDateTime};
+
+    async fn chain(n: i64) -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&super::url(&dir), "r", super::M).await.unwrap();
+        let t = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        for i in 1..=n {
+            let mut tx = db.begin_write().await.unwrap();
+            append(
+                &mut tx,
+                t,
+                "cloud:cloud",
+                "invoice.issued",
+                &format!("N{i}"),
+                &json!({"i": i}),
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+        (dir, db)
+    }
+
+    fn broken_at(v: &Verdict) -> (i64, String) {
+        match v {
+            Verdict::Broken { seq, reason } => (*seq, reason.clone()),
+            Verdict::Intact { .. } => panic!("expected a broken chain"),
+        }
+    }
+
+    async fn exec(db: &Db, sql: &'static str) {
+        sqlx::query(sql).execute(db.pool()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_untouched_chain_verifies() {
+        let (_d, db) = chain(10).await;
+        assert_eq!(
+            verify(&db).await.unwrap(),
+            Verdict::Intact {
+                records: 10,
+                head: None
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_edited_record_is_found() {
+        let (_d, db) = chain(10).await;
+        exec(
+            &db,
+            "UPDATE audit_log SET detail = '{\"i\":50}' WHERE seq = 5",
+        )
+        .await;
+        let (seq, why) = broken_at(&verify(&db).await.unwrap());
+        assert_eq!(seq, 5);
+        assert!(why.contains("edited"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_record_is_found() {
+        let (_d, db) = chain(10).await;
+        exec(&db, "DELETE FROM audit_log WHERE seq = 7").await;
+        let (seq, why) = broken_at(&verify(&db).await.unwrap());
+        assert_eq!(seq, 7);
+        assert!(why.contains("deleted"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn reordered_records_are_found() {
+        let (_d, db) = chain(10).await;
+        // Swap records 3 and 4 wholesale, renumbered to keep seq continuous.
+        exec(&db, "UPDATE audit_log SET seq = -3 WHERE seq = 3").await;
+        exec(&db, "UPDATE audit_log SET seq = 3 WHERE seq = 4").await;
+        exec(&db, "UPDATE audit_log SET seq = 4 WHERE seq = -3").await;
+        let (seq, why) = broken_at(&verify(&db).await.unwrap());
+        assert_eq!(seq, 3);
+        assert!(why.contains("predecessor"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_chain_cut_after_a_signed_head_is_found() {
+        let (_d, db) = chain(5).await;
+        let t = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        let head = sign_head(&db, t, b"cert", |bytes| Some(bytes.to_vec()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.seq, 5);
+        assert!(
+            sign_head(&db, t, b"cert", |b| Some(b.to_vec()))
+                .await
+                .unwrap()
+                .is_none(),
+            "unchanged head"
+        );
+        match verify(&db).await.unwrap() {
+            Verdict::Intact {
+                records: 5,
+                head: Some(h),
+            } => assert_eq!(h.seq, 5),
+            other => panic!("{other:?}"),
+        }
+        exec(&db, "DELETE FROM audit_log WHERE seq = 5").await;
+        let (seq, why) = broken_at(&verify(&db).await.unwrap());
+        assert_eq!(seq, 5);
+        assert!(why.contains("cut off"), "{why}");
+    }
 }

@@ -287,6 +287,7 @@ impl Layout {
                 peers: Peers::default(),
                 devices_dir: None,
                 limits: fapiao_service::Limits::default(),
+                audit_sign_seconds: 60,
             },
             RoleConfig {
                 role: "platform".into(),
@@ -301,6 +302,7 @@ impl Layout {
                 },
                 devices_dir: Some(self.dir.join("devices")),
                 limits: fapiao_service::Limits::default(),
+                audit_sign_seconds: 60,
             },
             RoleConfig {
                 role: "cloud".into(),
@@ -315,6 +317,7 @@ impl Layout {
                 },
                 devices_dir: None,
                 limits: fapiao_service::Limits::default(),
+                audit_sign_seconds: 60,
             },
         ];
         for c in configs {

@@ -79,6 +79,13 @@ pub struct RoleConfig {
     /// Connection, time and rate limits.
     #[serde(default)]
     pub limits: fapiao_service::Limits,
+    /// How often the audit chain's head is signed (seconds; default 60).
+    #[serde(default = "default_audit_sign_seconds")]
+    pub audit_sign_seconds: u64,
+}
+
+fn default_audit_sign_seconds() -> u64 {
+    60
 }
 
 impl RoleConfig {

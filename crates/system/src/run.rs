@@ -32,6 +32,7 @@ pub struct Running {
     pub admin_addrs: Vec<SocketAddr>,
     servers: Vec<fapiao_service::Running>,
     workers: Option<Workers>,
+    signer: fapiao_service::audit_signer::AuditSigner,
     /// The role, for in-process use.
     pub handle: RoleHandle,
 }
@@ -65,6 +66,7 @@ impl Running {
             Some(Workers::Cloud(w)) => w.shutdown().await,
             None => {}
         }
+        self.signer.shutdown().await;
     }
 }
 
@@ -225,6 +227,16 @@ pub async fn start_role(
         }
         other => return Err(SystemError(format!("role `{other}` cannot be served"))),
     };
+    let db = match &handle {
+        RoleHandle::Tax(t) => t.db().clone(),
+        RoleHandle::Platform(p) => p.db().clone(),
+        RoleHandle::Cloud(c) => c.db().clone(),
+    };
+    let signer = fapiao_service::audit_signer::AuditSigner::spawn(
+        db,
+        &material,
+        std::time::Duration::from_secs(cfg.audit_sign_seconds.max(1)),
+    );
     tracing::info!(role = %cfg.role, ?addrs, ?admin_addrs, "role started");
     Ok(Running {
         role: cfg.role.clone(),
@@ -232,6 +244,7 @@ pub async fn start_role(
         admin_addrs,
         servers,
         workers,
+        signer,
         handle,
     })
 }
@@ -359,26 +372,32 @@ impl System {
 
     async fn register_demo(&self) -> Result<()> {
         self.platform
-            .register_cloud(&fapiao_platform::Cloud {
-                identity: "cloud:cloud".into(),
-                url: format!("https://127.0.0.1:{}", self.ports.cloud),
-            })
+            .register_cloud(
+                "system",
+                &fapiao_platform::Cloud {
+                    identity: "cloud:cloud".into(),
+                    url: format!("https://127.0.0.1:{}", self.ports.cloud),
+                },
+            )
             .await
             .map_err(e("registering the cloud"))?;
         let mut creds = self.layout.credentials().unwrap_or_default();
         for d in DEMO_ENTERPRISES {
             self.platform
-                .register_enterprise(&Enterprise {
-                    taxpayer_id: d.taxpayer_id.into(),
-                    name: d.name.into(),
-                    cloud: "cloud:cloud".into(),
-                    status: EnterpriseStatus::Active,
-                    hosting: Hosting::Platform,
-                    allowed_types: vec!["special".into(), "ordinary".into()],
-                    invoice_limit: Amount::parse("1000000.00").map_err(e("limit"))?,
-                    monthly_quota: Amount::parse("100000000.00").map_err(e("quota"))?,
-                    province: None,
-                })
+                .register_enterprise(
+                    "system",
+                    &Enterprise {
+                        taxpayer_id: d.taxpayer_id.into(),
+                        name: d.name.into(),
+                        cloud: "cloud:cloud".into(),
+                        status: EnterpriseStatus::Active,
+                        hosting: Hosting::Platform,
+                        allowed_types: vec!["special".into(), "ordinary".into()],
+                        invoice_limit: Amount::parse("1000000.00").map_err(e("limit"))?,
+                        monthly_quota: Amount::parse("100000000.00").map_err(e("quota"))?,
+                        province: None,
+                    },
+                )
                 .await
                 .map_err(e("registering an enterprise"))?;
             if let Some(c) = self

@@ -238,6 +238,15 @@ impl Tax {
             .bind(now().unix_timestamp())
             .execute(&mut *tx)
             .await?;
+            fapiao_store::audit::append(
+                &mut tx,
+                now(),
+                uploader,
+                "range.granted",
+                &format!("{:02}{:02}{}", req.year, req.province, self.inner.channel),
+                &serde_json::json!({"first": first, "last": last}),
+            )
+            .await?;
             tx.commit().await?;
             Ok(RangeGrant {
                 year: req.year,
@@ -603,6 +612,15 @@ async fn log_in(
     .bind(hash)
     .bind(at.unix_timestamp())
     .execute(&mut **tx)
+    .await?;
+    fapiao_store::audit::append(
+        tx,
+        at,
+        uploader,
+        &format!("upload.{status}"),
+        number,
+        &serde_json::json!({"code": code, "content_hash": hash}),
+    )
     .await?;
     Ok(())
 }

@@ -194,4 +194,29 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
     for p in procs {
         p.interrupt();
     }
+
+    // Every role's audit chain verifies, with a head signed on the way down; an edited record
+    // is found.
+    for role in ["cloud", "platform", "tax"] {
+        let v = fapiao(&["audit", "verify", "--role", role, "--data", d]);
+        let out = stdout(&v);
+        assert!(v.status.success(), "{role}: {out}{}", stderr(&v));
+        assert!(
+            out.contains("intact") && out.contains("signature valid"),
+            "{out}"
+        );
+    }
+    let db = data.join("platform.sqlite");
+    let tamper = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE audit_log SET detail='{}' WHERE seq=3\"); c.commit()",
+            db.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(tamper.success());
+    let v = fapiao(&["audit", "verify", "--role", "platform", "--data", d]);
+    assert_eq!(v.status.code(), Some(1));
+    assert!(stdout(&v).contains("BROKEN at record 3"), "{}", stdout(&v));
 }

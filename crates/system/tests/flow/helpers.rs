@@ -311,7 +311,7 @@ pub(crate) async fn admin_patch(env: &Env, enterprise: &str, patch: Value) {
     let p: fapiao_platform::EnterprisePatch = serde_json::from_value(patch).unwrap();
     env.system
         .platform
-        .update_enterprise(enterprise, &p)
+        .update_enterprise("test", enterprise, &p)
         .await
         .unwrap()
         .unwrap();

@@ -290,10 +290,13 @@ async fn envelope_and_sender_refusals_change_nothing() {
     // A registered cloud sending for an enterprise of another cloud.
     env.system
         .platform
-        .register_cloud(&fapiao_platform::Cloud {
-            identity: "cloud:stranger".into(),
-            url: "https://127.0.0.1:9".into(),
-        })
+        .register_cloud(
+            "test",
+            &fapiao_platform::Cloud {
+                identity: "cloud:stranger".into(),
+                url: "https://127.0.0.1:9".into(),
+            },
+        )
         .await
         .unwrap();
     let (_, v) = s.open(

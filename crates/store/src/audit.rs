@@ -1,0 +1,296 @@
+//! The audit trail: an append-only, SM3 hash-chained log of every state change, written in the
+//! same transaction as the change, with the chain head signed from time to time by the role's
+//! signing key.
+//!
+//! Record `n` stores `prev_hash` (the hash of record `n - 1`, 64 zeros for the first) and
+//! `hash = SM3(seq ‖ at ‖ actor ‖ action ‖ subject ‖ detail ‖ prev_hash)`, each field as a
+//! 4-byte big-endian length and its UTF-8 bytes (`seq` and `at` in decimal). [`verify`] walks
+//! the chain and reports the first record that was edited (its hash does not match), deleted or
+//! reordered (a gap in `seq`, or a `prev_hash` that is not its predecessor's hash); signed
+//! heads ([`sign_head`]) catch a chain rewritten or cut short after the fact.
+
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use crate::{Db, StoreError, Tx};
+
+/// The hash before the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Position, from 1.
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Who: `role:name` of a peer, `erp:<key id>`, `operator:<identity>`, or `system`.
+    pub actor: String,
+    /// What, e.g. `invoice.issued`.
+    pub action: String,
+    /// On what, e.g. an invoice number.
+    pub subject: String,
+    /// Details, JSON, personal data masked.
+    pub detail: String,
+    /// The previous record's hash.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The hash of a record's fields.
+#[must_use]
+pub fn record_hash(
+    seq: i64,
+    at: i64,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &str,
+    prev: &str,
+) -> String {
+    let mut buf = Vec::new();
+    for f in [
+        &seq.to_string(),
+        &at.to_string(),
+        actor,
+        action,
+        subject,
+        detail,
+        prev,
+    ] {
+        let len = u32::try_from(f.len()).unwrap_or(u32::MAX);
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(f.as_bytes());
+    }
+    hex(&fapiao_crypto::primitives::sm3(&buf))
+}
+
+/// Appends a record in the caller's (write) transaction.
+///
+/// # Errors
+/// [`StoreError`].
+pub async fn append(
+    tx: &mut Tx,
+    at: OffsetDateTime,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &serde_json::Value,
+) -> Result<(), StoreError> {
+    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (seq, prev) = match last {
+        Some(r) => (
+            r.try_get::<i64, _>("seq")? + 1,
+            r.try_get::<String, _>("hash")?,
+        ),
+        None => (1, GENESIS.to_owned()),
+    };
+    let at = at.unix_timestamp();
+    let detail = detail.to_string();
+    let hash = record_hash(seq, at, actor, action, subject, &detail, &prev);
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(seq)
+    .bind(at)
+    .bind(actor)
+    .bind(action)
+    .bind(subject)
+    .bind(&detail)
+    .bind(&prev)
+    .bind(&hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A signed chain head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// The record signed.
+    pub seq: i64,
+    /// Its hash.
+    pub hash: String,
+    /// When (Unix seconds).
+    pub signed_at: i64,
+    /// DER signature over [`head_bytes`], base64.
+    pub signature: Vec<u8>,
+    /// The signer's certificate, DER.
+    pub certificate: Vec<u8>,
+}
+
+/// The bytes a head signature covers: `fapiao-audit-head:<seq>:<hash>`.
+#[must_use]
+pub fn head_bytes(seq: i64, hash: &str) -> Vec<u8> {
+    format!("fapiao-audit-head:{seq}:{hash}").into_bytes()
+}
+
+/// Signs the current head with `sign` unless it is already signed; returns the head signed.
+///
+/// # Errors
+/// [`StoreError`].
+pub async fn sign_head(
+    db: &Db,
+    now: OffsetDateTime,
+    certificate: &[u8],
+    sign: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
+) -> Result<Option<Head>, StoreError> {
+    let mut tx = db.begin_write().await?;
+    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(last) = last else { return Ok(None) };
+    let (seq, hash): (i64, String) = (last.try_get("seq")?, last.try_get("hash")?);
+    let signed: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_heads")
+        .fetch_one(&mut *tx)
+        .await?;
+    if signed == Some(seq) {
+        return Ok(None);
+    }
+    let Some(signature) = sign(&head_bytes(seq, &hash)) else {
+        return Ok(None);
+    };
+    sqlx::query("INSERT INTO audit_heads (seq, hash, signed_at, signature, certificate) VALUES ($1, $2, $3, $4, $5)")
+        .bind(seq)
+        .bind(&hash)
+        .bind(now.unix_timestamp())
+        .bind(&signature)
+        .bind(certificate)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(Head {
+        seq,
+        hash,
+        signed_at: now.unix_timestamp(),
+        signature,
+        certificate: certificate.to_vec(),
+    }))
+}
+
+/// The outcome of walking a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every record links and hashes; every signed head matches its record.
+    Intact {
+        /// Records walked.
+        records: i64,
+        /// The newest signed head, if any.
+        head: Option<Head>,
+    },
+    /// The first problem.
+    Broken {
+        /// The record where the chain breaks.
+        seq: i64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Walks the chain from the first record.
+///
+/// # Errors
+/// [`StoreError`].
+pub async fn verify(db: &Db) -> Result<Verdict, StoreError> {
+    let rows = sqlx::query("SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq")
+        .fetch_all(db.pool())
+        .await?;
+    let mut prev = GENESIS.to_owned();
+    let mut expected_seq = 1;
+    let mut hashes = std::collections::HashMap::new();
+    for r in &rows {
+        let rec = Record {
+            seq: r.try_get("seq")?,
+            at: r.try_get("at")?,
+            actor: r.try_get("actor")?,
+            action: r.try_get("action")?,
+            subject: r.try_get("subject")?,
+            detail: r.try_get("detail")?,
+            prev_hash: r.try_get("prev_hash")?,
+            hash: r.try_get("hash")?,
+        };
+        if rec.seq != expected_seq {
+            return Ok(Verdict::Broken {
+                seq: expected_seq,
+                reason: format!(
+                    "record {expected_seq} is missing (deleted); the next is {}",
+                    rec.seq
+                ),
+            });
+        }
+        if rec.prev_hash != prev {
+            return Ok(Verdict::Broken {
+                seq: rec.seq,
+                reason: "does not follow its predecessor (deleted, inserted or reordered records)"
+                    .into(),
+            });
+        }
+        let h = record_hash(
+            rec.seq,
+            rec.at,
+            &rec.actor,
+            &rec.action,
+            &rec.subject,
+            &rec.detail,
+            &rec.prev_hash,
+        );
+        if h != rec.hash {
+            return Ok(Verdict::Broken {
+                seq: rec.seq,
+                reason: "its content does not match its hash (edited)".into(),
+            });
+        }
+        hashes.insert(rec.seq, rec.hash.clone());
+        prev = rec.hash;
+        expected_seq += 1;
+    }
+    let heads = sqlx::query(
+        "SELECT seq, hash, signed_at, signature, certificate FROM audit_heads ORDER BY seq",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    let mut newest = None;
+    for h in &heads {
+        let head = Head {
+            seq: h.try_get("seq")?,
+            hash: h.try_get("hash")?,
+            signed_at: h.try_get("signed_at")?,
+            signature: h.try_get("signature")?,
+            certificate: h.try_get("certificate")?,
+        };
+        match hashes.get(&head.seq) {
+            Some(x) if *x == head.hash => {}
+            Some(_) => {
+                return Ok(Verdict::Broken {
+                    seq: head.seq,
+                    reason: "differs from the head signed at this point (the chain was rewritten)"
+                        .into(),
+                });
+            }
+            None => {
+                return Ok(Verdict::Broken {
+                    seq: head.seq,
+                    reason: "was signed as a head but no longer exists (records cut off the end)"
+                        .into(),
+                });
+            }
+        }
+        newest = Some(head);
+    }
+    Ok(Verdict::Intact {
+        records: expected_seq - 1,
+        head: newest,
+    })
+}
