@@ -24,17 +24,22 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Logs to stderr at `FAPIAO_LOG` (error, warn, info, debug, trace; default `default`).
+/// Logs to stderr at `FAPIAO_LOG` (error, warn, info, debug, trace; default `default`), as
+/// JSON lines when `FAPIAO_LOG_FORMAT=json` (production), readable text otherwise.
 pub(crate) fn init_logging(default: tracing::Level) {
     let level = std::env::var("FAPIAO_LOG")
         .ok()
         .and_then(|l| l.parse().ok())
         .unwrap_or(default);
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if std::env::var("FAPIAO_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// `fapiao up`.

@@ -250,7 +250,7 @@ impl Cloud {
         body: &T,
         rid: &str,
     ) -> Result<InvoiceView, ApiError> {
-        let answer = self.inner.platform.call(kind, body).await.map_err(|e| {
+        let answer = self.inner.platform.call_as(kind, body, Some(rid)).await.map_err(|e| {
             tracing::warn!(request_id = %rid, error = %e, "platform call failed");
             match e {
                 CallError::Local(_) => internal(rid, &e),

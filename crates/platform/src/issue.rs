@@ -123,11 +123,11 @@ impl EnvelopeHandler for Platform {
         let cloud = incoming.sender.identity();
         let result = match incoming.message.header.message_type.as_str() {
             message_type::ORDER_ISSUE => match incoming.body::<IssueOrder>() {
-                Ok(o) => self.issue_blue(&cloud, &o).await,
+                Ok(o) => self.issue_blue(&cloud, &o, &rid).await,
                 Err(out) => return out,
             },
             message_type::ORDER_RED => match incoming.body::<RedOrder>() {
-                Ok(o) => self.issue_red(&cloud, &o).await,
+                Ok(o) => self.issue_red(&cloud, &o, &rid).await,
                 Err(out) => return out,
             },
             other => {
@@ -244,7 +244,12 @@ impl Platform {
         Ok(self.inner.db.pool().begin().await?)
     }
 
-    async fn issue_blue(&self, cloud: &str, o: &IssueOrder) -> Result<OrderAnswer, Step> {
+    async fn issue_blue(
+        &self,
+        cloud: &str,
+        o: &IssueOrder,
+        rid: &str,
+    ) -> Result<OrderAnswer, Step> {
         {
             let mut tx = self.read_tx().await?;
             self.admit(&mut tx, cloud, &o.enterprise).await?;
@@ -275,7 +280,7 @@ impl Platform {
             )));
         }
         for attempt in 0..2 {
-            match self.issue_blue_tx(cloud, o, draft.clone()).await {
+            match self.issue_blue_tx(cloud, o, draft.clone(), rid).await {
                 Err(Step::NeedNumbers { year, province }) if attempt == 0 => {
                     self.ensure_range(year, province).await?;
                 }
@@ -293,6 +298,7 @@ impl Platform {
         cloud: &str,
         o: &IssueOrder,
         draft: InvoiceDraft,
+        rid: &str,
     ) -> Result<OrderAnswer, Step> {
         let mut tx = self.inner.db.begin_write().await?;
         let e = self.admit(&mut tx, cloud, &o.enterprise).await?;
@@ -348,7 +354,7 @@ impl Platform {
             cloud,
             "invoice.issued",
             signed.invoice.number().as_str(),
-            &serde_json::json!({"enterprise": e.taxpayer_id, "order_id": o.order_id, "total": total.to_string()}),
+            &serde_json::json!({"enterprise": e.taxpayer_id, "order_id": o.order_id, "total": total.to_string(), "request_id": rid}),
         )
         .await?;
         tx.commit().await?;
@@ -362,7 +368,7 @@ impl Platform {
         })
     }
 
-    async fn issue_red(&self, cloud: &str, o: &RedOrder) -> Result<OrderAnswer, Step> {
+    async fn issue_red(&self, cloud: &str, o: &RedOrder, rid: &str) -> Result<OrderAnswer, Step> {
         {
             let mut tx = self.read_tx().await?;
             self.admit(&mut tx, cloud, &o.enterprise).await?;
@@ -427,7 +433,7 @@ impl Platform {
         };
         for attempt in 0..2 {
             match self
-                .issue_red_tx(cloud, o, &order_id, reason, scope.clone())
+                .issue_red_tx(cloud, o, &order_id, reason, scope.clone(), rid)
                 .await
             {
                 Err(Step::NeedNumbers { year, province }) if attempt == 0 => {
@@ -449,6 +455,7 @@ impl Platform {
         order_id: &OrderId,
         reason: RedReason,
         scope: RedScope,
+        rid: &str,
     ) -> Result<OrderAnswer, Step> {
         let mut tx = self.inner.db.begin_write().await?;
         let e = self.admit(&mut tx, cloud, &o.enterprise).await?;
@@ -562,7 +569,7 @@ impl Platform {
             &serde_json::json!({
                 "enterprise": e.taxpayer_id, "order_id": o.order_id, "blue_number": o.blue_number,
                 "form": form_wire.number, "form_status": form_wire.status, "reason": form_wire.reason,
-                "total": total.to_string(),
+                "total": total.to_string(), "request_id": rid,
             }),
         )
         .await?;

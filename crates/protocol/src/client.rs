@@ -399,6 +399,20 @@ impl EnvelopeClient {
         message_type: &str,
         body: &T,
     ) -> Result<Answer, CallError> {
+        self.call_as(message_type, body, None).await
+    }
+
+    /// [`EnvelopeClient::call`] carrying the request id of the work it belongs to in
+    /// `x-request-id`, so that one id follows a request across roles (logs, audit records).
+    ///
+    /// # Errors
+    /// [`CallError`].
+    pub async fn call_as<T: Serialize>(
+        &self,
+        message_type: &str,
+        body: &T,
+        request_id: Option<&str>,
+    ) -> Result<Answer, CallError> {
         let now = now();
         let recipient = self.peer_certificate(now).await?;
         let payload = serde_json::to_vec(&Request {
@@ -420,14 +434,13 @@ impl EnvelopeClient {
         };
         let sealed = seal(&self.me, &recipient, &message, &mut system_rng())
             .map_err(|e| CallError::Local(e.to_string()))?;
+        let mut headers = vec![("content-type", ENVELOPE_CONTENT_TYPE.to_owned())];
+        if let Some(id) = request_id {
+            headers.push(("x-request-id", id.to_owned()));
+        }
         let r = self
             .http
-            .request(
-                Method::POST,
-                ENVELOPE_PATH,
-                &[("content-type", ENVELOPE_CONTENT_TYPE.to_owned())],
-                sealed,
-            )
+            .request(Method::POST, ENVELOPE_PATH, &headers, sealed)
             .await?;
         if r.status != 200 {
             return Err(status_error(&self.http.base, &r));

@@ -30,6 +30,7 @@ pub(crate) struct Env {
 
 impl Env {
     pub(crate) async fn start() -> Self {
+        let _ = logs();
         let dir = tempfile::tempdir().unwrap();
         let ports = Ports {
             cloud: 0,
@@ -134,10 +135,6 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("timed out waiting for {what}");
-}
-
-pub(crate) fn _arc<T>(t: T) -> Arc<T> {
-    Arc::new(t)
 }
 
 /// What the roles hold, to assert that a refusal changed nothing.
@@ -325,4 +322,34 @@ pub(crate) async fn settle(env: &Env) {
         async move { p.outbox("pending").await.unwrap().is_empty() }
     })
     .await;
+}
+
+/// Everything logged by this test binary, as JSON lines (the production format), at debug.
+pub(crate) fn logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        tracing_subscriber::fmt()
+            .json()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || LogSink(sink.clone()))
+            .init();
+        buf
+    })
+    .clone()
+}
+
+pub(crate) struct LogSink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(b);
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

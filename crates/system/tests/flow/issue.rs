@@ -10,6 +10,22 @@ async fn one_blue_invoice_is_issued_accepted_and_readable() {
     let number = v["number"].as_str().unwrap().to_owned();
     assert_eq!(v["tax_status"], "pending");
     assert_eq!(v["total"], "1166.00");
+    // One request id follows the order across roles: it is in both roles' audit records.
+    let rid = r.headers["x-request-id"].to_str().unwrap().to_owned();
+    for (role, db, action) in [
+        ("cloud", env.system.cloud.db(), "invoice.stored"),
+        ("platform", env.system.platform.db(), "invoice.issued"),
+    ] {
+        let detail: String = fapiao_store::sqlx::query_scalar(
+            "SELECT detail FROM audit_log WHERE action = $1 AND subject = $2",
+        )
+        .bind(action)
+        .bind(&number)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert!(detail.contains(&rid), "{role}: {detail} lacks {rid}");
+    }
     wait_for("tax acceptance at cloud", || {
         let erp = &erp;
         let number = number.clone();

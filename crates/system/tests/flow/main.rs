@@ -8,6 +8,7 @@ mod api;
 mod helpers;
 mod issue;
 mod limits;
+mod masking;
 mod ops;
 mod outage;
 mod refusals;
