@@ -117,17 +117,20 @@ pub(crate) fn serve(role: &str, config: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn load_trust(layout: &Layout) -> anyhow::Result<TrustStore> {
-    let mut roots = Vec::new();
-    for p in layout.trust_files() {
-        roots.push(Certificate::from_pem(
-            &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
-        )?);
+    trust_from(&layout.trust_files(), &layout.crl_files())
+}
+
+fn trust_from(roots: &[PathBuf], crls: &[PathBuf]) -> anyhow::Result<TrustStore> {
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+    };
+    let mut certs = Vec::new();
+    for p in roots {
+        certs.extend(Certificate::from_pem_chain(&read(p)?)?);
     }
-    let mut t = TrustStore::new(roots)?;
-    for p in layout.crl_files() {
-        t.add_crl(Crl::from_pem(
-            &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
-        )?);
+    let mut t = TrustStore::new(certs)?;
+    for p in crls {
+        t.add_crl(Crl::from_pem(&read(p)?)?);
     }
     Ok(t)
 }
@@ -453,18 +456,7 @@ pub(crate) fn audit_verify(role: &str, config: &Path) -> anyhow::Result<ExitCode
             cfg.role
         );
     }
-    let mut roots = Vec::new();
-    for p in &cfg.material.trust {
-        roots.extend(Certificate::from_pem_chain(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )?);
-    }
-    let mut trust = TrustStore::new(roots)?;
-    for p in &cfg.material.crls {
-        trust.add_crl(Crl::from_pem(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )?);
-    }
+    let trust = trust_from(&cfg.material.trust, &cfg.material.crls)?;
     runtime()?.block_on(async {
         let db = fapiao_store::Db::open_existing(&cfg.database).await?;
         match fapiao_store::audit::verify(&db).await? {

@@ -113,7 +113,7 @@ struct Inner {
     font: OnceLock<Result<PdfFont, String>>,
     options: Options,
     per_enterprise: fapiao_service::RateLimiter,
-    wake: tokio::sync::Notify,
+    wake: Arc<tokio::sync::Notify>,
     webhook_clients: webhook::Clients,
 }
 
@@ -171,7 +171,7 @@ impl Cloud {
                     options.enterprise_burst,
                 ),
                 options,
-                wake: tokio::sync::Notify::new(),
+                wake: Arc::new(tokio::sync::Notify::new()),
                 webhook_clients: webhook::Clients::default(),
             }),
         })
@@ -317,10 +317,7 @@ impl Cloud {
 
 impl fapiao_service::ops::Readiness for Cloud {
     async fn checks(&self) -> Vec<fapiao_service::ops::Check> {
-        vec![
-            fapiao_service::ops::database_check(&self.inner.db).await,
-            fapiao_service::ops::certificate_check(&self.inner.material, now()),
-        ]
+        fapiao_service::ops::basic_checks(&self.inner.db, &self.inner.material, now()).await
     }
 
     async fn gauges(&self) -> Vec<fapiao_service::metrics::Gauge> {

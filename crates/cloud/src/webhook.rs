@@ -21,8 +21,6 @@ use fapiao_store::sqlx::{self, Row};
 use fapiao_store::{StoreError, Tx};
 use http::Method;
 use serde_json::json;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::Cloud;
 
@@ -48,20 +46,8 @@ pub(crate) async fn enqueue(
     Ok(())
 }
 
-/// The cloud's background work.
-#[derive(Debug)]
-pub struct Workers {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl Workers {
-    /// Stops after the delivery in hand.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-}
+/// The role's background worker.
+pub type Workers = fapiao_service::Worker;
 
 /// Per-URL HTTPS clients (connections kept alive).
 #[derive(Default)]
@@ -71,30 +57,16 @@ impl Cloud {
     /// Starts the webhook worker.
     #[must_use]
     pub fn spawn_workers(&self) -> Workers {
-        let (stop, mut stopped) = watch::channel(false);
         let me = self.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let worked = match me.deliver_due().await {
-                    Ok(n) => n > 0,
-                    Err(e) => {
-                        tracing::error!(error = %e, "webhook worker");
-                        false
-                    }
-                };
-                if *stopped.borrow() {
-                    break;
-                }
-                if !worked {
-                    tokio::select! {
-                        () = me.inner.wake.notified() => {}
-                        () = tokio::time::sleep(me.inner.options.poll) => {}
-                        _ = stopped.changed() => break,
-                    }
-                }
-            }
-        });
-        Workers { stop, task }
+        fapiao_service::Worker::spawn(
+            "webhooks",
+            self.inner.wake.clone(),
+            self.inner.options.poll,
+            move || {
+                let me = me.clone();
+                async move { me.deliver_due().await }
+            },
+        )
     }
 
     /// Sets or clears an enterprise's webhook URL (https).

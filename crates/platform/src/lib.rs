@@ -115,7 +115,7 @@ struct Inner {
     device_cache: Mutex<HashMap<String, Arc<IssuingDevice>>>,
     tax: EnvelopeClient,
     clouds: Mutex<HashMap<String, Arc<EnvelopeClient>>>,
-    wake: tokio::sync::Notify,
+    wake: Arc<tokio::sync::Notify>,
     range_lock: tokio::sync::Mutex<()>,
     options: Options,
 }
@@ -171,7 +171,7 @@ impl Platform {
                 device_cache: Mutex::new(HashMap::new()),
                 tax,
                 clouds: Mutex::new(HashMap::new()),
-                wake: tokio::sync::Notify::new(),
+                wake: Arc::new(tokio::sync::Notify::new()),
                 range_lock: tokio::sync::Mutex::new(()),
                 options,
             }),

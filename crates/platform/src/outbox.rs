@@ -18,8 +18,6 @@ use fapiao_protocol::wire::{
 use fapiao_store::sqlx::{self, Row};
 use fapiao_store::{StoreError, Tx};
 use serde::Serialize;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::Platform;
 
@@ -56,20 +54,8 @@ pub(crate) async fn enqueue(tx: &mut Tx, kind: &str, number: &str) -> Result<(),
     Ok(())
 }
 
-/// The running background workers of a platform.
-#[derive(Debug)]
-pub struct Workers {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl Workers {
-    /// Stops after the entry in hand.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-}
+/// The role's background worker.
+pub type Workers = fapiao_service::Worker;
 
 enum Outcome {
     Done,
@@ -81,30 +67,16 @@ impl Platform {
     /// Starts the outbox worker.
     #[must_use]
     pub fn spawn_workers(&self) -> Workers {
-        let (stop, mut stopped) = watch::channel(false);
         let me = self.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let worked = match me.work_once().await {
-                    Ok(n) => n > 0,
-                    Err(e) => {
-                        tracing::error!(error = %e, "outbox worker");
-                        false
-                    }
-                };
-                if *stopped.borrow() {
-                    break;
-                }
-                if !worked {
-                    tokio::select! {
-                        () = me.inner.wake.notified() => {}
-                        () = tokio::time::sleep(me.inner.options.poll) => {}
-                        _ = stopped.changed() => break,
-                    }
-                }
-            }
-        });
-        Workers { stop, task }
+        fapiao_service::Worker::spawn(
+            "outbox",
+            self.inner.wake.clone(),
+            self.inner.options.poll,
+            move || {
+                let me = me.clone();
+                async move { me.work_once().await }
+            },
+        )
     }
 
     /// Works off the due entries (at most 64); returns how many it handled.
@@ -454,24 +426,23 @@ impl Platform {
 impl fapiao_service::ops::Readiness for Platform {
     async fn checks(&self) -> Vec<fapiao_service::ops::Check> {
         let oldest = self.oldest_pending_age().await;
-        vec![
-            fapiao_service::ops::database_check(&self.inner.db).await,
-            fapiao_service::ops::certificate_check(&self.inner.material, now()),
-            match oldest {
-                Ok(age) => fapiao_service::ops::Check {
-                    name: "outbox",
-                    ok: age
-                        < i64::try_from(self.inner.options.outbox_stuck_after.as_secs())
-                            .unwrap_or(i64::MAX),
-                    detail: format!("oldest pending entry {age} s old"),
-                },
-                Err(e) => fapiao_service::ops::Check {
-                    name: "outbox",
-                    ok: false,
-                    detail: e.to_string(),
-                },
+        let mut checks =
+            fapiao_service::ops::basic_checks(&self.inner.db, &self.inner.material, now()).await;
+        checks.push(match oldest {
+            Ok(age) => fapiao_service::ops::Check {
+                name: "outbox",
+                ok: age
+                    < i64::try_from(self.inner.options.outbox_stuck_after.as_secs())
+                        .unwrap_or(i64::MAX),
+                detail: format!("oldest pending entry {age} s old"),
             },
-        ]
+            Err(e) => fapiao_service::ops::Check {
+                name: "outbox",
+                ok: false,
+                detail: e.to_string(),
+            },
+        });
+        checks
     }
 
     async fn gauges(&self) -> Vec<fapiao_service::metrics::Gauge> {

@@ -30,6 +30,7 @@ pub mod limits;
 pub mod material;
 pub mod metrics;
 pub mod ops;
+pub mod worker;
 
 pub use backoff::Backoff;
 pub use envelope::{EnvelopeHandler, Envelopes, Incoming, Outgoing};
@@ -37,6 +38,7 @@ pub use error::ApiError;
 pub use limits::{ClientAddr, Limits, RateLimiter};
 pub use material::{Material, MaterialConfig, MaterialError};
 pub use metrics::Registry;
+pub use worker::Worker;
 
 /// Who is on the other end of a mutually authenticated connection, from the client
 /// certificate rustls verified (chain, validity, CRL) during the handshake.

@@ -41,6 +41,11 @@ pub trait Readiness: Send + Sync + 'static {
     fn gauges(&self) -> impl Future<Output = Vec<Gauge>> + Send;
 }
 
+/// The checks every role has: its database and its certificates.
+pub async fn basic_checks(db: &Db, material: &Material, now: OffsetDateTime) -> Vec<Check> {
+    vec![database_check(db).await, certificate_check(material, now)]
+}
+
 /// The database answers.
 pub async fn database_check(db: &Db) -> Check {
     let ok = db.ping().await;

@@ -31,17 +31,10 @@ pub struct Running {
     /// Admin addresses.
     pub admin_addrs: Vec<SocketAddr>,
     servers: Vec<fapiao_service::Running>,
-    workers: Option<Workers>,
+    workers: Option<fapiao_service::Worker>,
     signer: fapiao_service::audit_signer::AuditSigner,
     /// The role, for in-process use.
     pub handle: RoleHandle,
-}
-
-/// A role's background workers.
-#[derive(Debug)]
-enum Workers {
-    Platform(fapiao_platform::Workers),
-    Cloud(fapiao_cloud::Workers),
 }
 
 /// The role object of a [`Running`].
@@ -61,10 +54,8 @@ impl Running {
         for s in self.servers {
             s.shutdown().await;
         }
-        match self.workers {
-            Some(Workers::Platform(w)) => w.shutdown().await,
-            Some(Workers::Cloud(w)) => w.shutdown().await,
-            None => {}
+        if let Some(w) = self.workers {
+            w.shutdown().await;
         }
         self.signer.shutdown().await;
     }
@@ -187,7 +178,7 @@ pub async fn start_role(
                 RoleHandle::Platform(platform),
                 addrs,
                 admin_addrs,
-                Some(Workers::Platform(workers)),
+                Some(workers),
             )
         }
         "cloud" => {
@@ -218,12 +209,7 @@ pub async fn start_role(
                 .map_err(e("cloud TLS"))?;
             let admin_addrs = serve(admin, admin_tls, cloud.admin_router())?;
             let workers = cloud.spawn_workers();
-            (
-                RoleHandle::Cloud(cloud),
-                addrs,
-                admin_addrs,
-                Some(Workers::Cloud(workers)),
-            )
+            (RoleHandle::Cloud(cloud), addrs, admin_addrs, Some(workers))
         }
         other => return Err(SystemError(format!("role `{other}` cannot be served"))),
     };

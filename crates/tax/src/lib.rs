@@ -572,10 +572,7 @@ fn read_record(json: &str) -> Result<Invoice, Box<dyn std::error::Error + Send +
 
 impl fapiao_service::ops::Readiness for Tax {
     async fn checks(&self) -> Vec<fapiao_service::ops::Check> {
-        vec![
-            fapiao_service::ops::database_check(&self.inner.db).await,
-            fapiao_service::ops::certificate_check(&self.inner.material, now()),
-        ]
+        fapiao_service::ops::basic_checks(&self.inner.db, &self.inner.material, now()).await
     }
 
     async fn gauges(&self) -> Vec<fapiao_service::metrics::Gauge> {

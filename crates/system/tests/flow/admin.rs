@@ -7,28 +7,11 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-fn client(env: &Env, role: &str, port: u16) -> fapiao_protocol::HttpsClient {
-    let layout = &env.system.layout;
-    let m = fapiao_service::Material::load(&fapiao_service::MaterialConfig {
-        suite: "gm".into(),
-        prefix: layout.pki_prefix(role),
-        trust: layout.trust_files(),
-        crls: layout.crl_files(),
-        key_passphrase_file: Some(layout.passphrase_file()),
-    })
-    .unwrap();
-    fapiao_protocol::HttpsClient::new(
-        &format!("https://127.0.0.1:{port}"),
-        m.client_config().unwrap(),
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_is_for_operators_on_its_own_port() {
     let env = Env::start().await;
     let ports = env.system.ports;
-    let operator = client(&env, "platform", ports.platform_admin);
+    let operator = client_as(&env, "platform", ports.platform_admin);
     let r = operator
         .request(Method::GET, "/admin/enterprises", &[], Vec::new())
         .await
@@ -83,7 +66,7 @@ async fn admin_api_is_for_operators_on_its_own_port() {
     );
 
     // A cloud's certificate is not an operator's.
-    let cloud = client(&env, "cloud", ports.platform_admin);
+    let cloud = client_as(&env, "cloud", ports.platform_admin);
     let r = cloud
         .request(Method::GET, "/admin/enterprises", &[], Vec::new())
         .await
@@ -106,7 +89,7 @@ async fn admin_api_is_for_operators_on_its_own_port() {
             .is_err()
     );
     // The business port has no admin routes.
-    let operator_on_business = client(&env, "platform", ports.platform);
+    let operator_on_business = client_as(&env, "platform", ports.platform);
     let r = operator_on_business
         .request(Method::GET, "/admin/enterprises", &[], Vec::new())
         .await

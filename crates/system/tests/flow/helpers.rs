@@ -204,19 +204,36 @@ pub(crate) struct Sender {
     pub(crate) platform_enc: Certificate,
 }
 
+/// The key material at `prefix` (files as `Layout::issue_party` writes them), trusting the
+/// environment's CAs.
+pub(crate) fn material(env: &Env, prefix: &Path) -> fapiao_service::Material {
+    let layout = &env.system.layout;
+    fapiao_service::Material::load(&fapiao_service::MaterialConfig {
+        suite: "gm".into(),
+        prefix: prefix.to_owned(),
+        trust: layout.trust_files(),
+        crls: layout.crl_files(),
+        key_passphrase_file: Some(layout.passphrase_file()),
+    })
+    .unwrap()
+}
+
+/// An HTTPS client to a loopback port presenting `role`'s TLS client certificate.
+pub(crate) fn client_as(env: &Env, role: &str, port: u16) -> fapiao_protocol::HttpsClient {
+    let m = material(env, &env.system.layout.pki_prefix(role));
+    fapiao_protocol::HttpsClient::new(
+        &format!("https://127.0.0.1:{port}"),
+        m.client_config().unwrap(),
+    )
+    .unwrap()
+}
+
 impl Sender {
     /// Loads the party at `prefix` (files as `Layout::issue_party` writes them) and connects
     /// to platform with its TLS client certificate.
     pub(crate) fn new(env: &Env, prefix: &Path) -> Self {
         let layout = &env.system.layout;
-        let material = fapiao_service::Material::load(&fapiao_service::MaterialConfig {
-            suite: "gm".into(),
-            prefix: prefix.to_owned(),
-            trust: layout.trust_files(),
-            crls: layout.crl_files(),
-            key_passphrase_file: Some(layout.passphrase_file()),
-        })
-        .unwrap();
+        let material = material(env, prefix);
         let http = fapiao_protocol::HttpsClient::new(
             &format!("https://127.0.0.1:{}", env.system.ports.platform),
             material.client_config().unwrap(),

@@ -8,20 +8,7 @@ use http::Method;
 use crate::helpers::*;
 
 fn operator(env: &Env, port: u16) -> fapiao_protocol::HttpsClient {
-    let layout = &env.system.layout;
-    let m = fapiao_service::Material::load(&fapiao_service::MaterialConfig {
-        suite: "gm".into(),
-        prefix: layout.pki_prefix("platform"),
-        trust: layout.trust_files(),
-        crls: layout.crl_files(),
-        key_passphrase_file: Some(layout.passphrase_file()),
-    })
-    .unwrap();
-    fapiao_protocol::HttpsClient::new(
-        &format!("https://127.0.0.1:{port}"),
-        m.client_config().unwrap(),
-    )
-    .unwrap()
+    client_as(env, "platform", port)
 }
 
 async fn text(c: &fapiao_protocol::HttpsClient, path: &str) -> (u16, String) {

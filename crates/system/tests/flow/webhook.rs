@@ -41,14 +41,7 @@ async fn webhooks_are_signed_retried_and_announce_issue_and_tax_status() {
             now + Duration::days(1),
         )
         .unwrap();
-    let m = fapiao_service::Material::load(&fapiao_service::MaterialConfig {
-        suite: "gm".into(),
-        prefix,
-        trust: layout.trust_files(),
-        crls: layout.crl_files(),
-        key_passphrase_file: Some(layout.passphrase_file()),
-    })
-    .unwrap();
+    let m = material(&env, &prefix);
     let seen: Seen = Arc::default();
     let router = axum::Router::new()
         .route("/hooks/fapiao", axum::routing::post(hook))

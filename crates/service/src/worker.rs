@@ -1,0 +1,62 @@
+//! A background worker loop: run a round of work, and when it found nothing, sleep until woken,
+//! until the poll interval passes, or until stopped.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+/// A running worker.
+#[derive(Debug)]
+pub struct Worker {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Runs `round` repeatedly: it returns how many items it handled (0: wait for `wake` or
+    /// `poll`); an error is logged under `name` and counts as 0.
+    pub fn spawn<F, Fut, E>(
+        name: &'static str,
+        wake: Arc<Notify>,
+        poll: Duration,
+        mut round: F,
+    ) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<usize, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let worked = match round().await {
+                    Ok(n) => n > 0,
+                    Err(e) => {
+                        tracing::error!(worker = name, error = %e, "worker round failed");
+                        false
+                    }
+                };
+                if *stopped.borrow() {
+                    break;
+                }
+                if !worked {
+                    tokio::select! {
+                        () = wake.notified() => {}
+                        () = tokio::time::sleep(poll) => {}
+                        _ = stopped.changed() => break,
+                    }
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops after the round in hand.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
