@@ -176,6 +176,15 @@ impl HttpsClient {
         self
     }
 
+    /// `host:port` for the Host header, IPv6 addresses in brackets.
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
     /// The base URL.
     #[must_use]
     pub fn base(&self) -> &str {
@@ -249,7 +258,7 @@ impl HttpsClient {
         let mut builder = HttpRequest::builder()
             .method(method)
             .uri(path_and_query)
-            .header(http::header::HOST, format!("{}:{}", self.host, self.port));
+            .header(http::header::HOST, self.authority());
         for (name, value) in headers {
             builder = builder.header(*name, value);
         }
