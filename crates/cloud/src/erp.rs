@@ -143,15 +143,6 @@ impl Cloud {
             return Err(unauth("unknown key or bad signature"));
         };
         let enterprise: String = row.try_get("taxpayer_id").map_err(|e| internal(rid, &e))?;
-        if let Err(wait) = self.inner.per_enterprise.check(&enterprise) {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return Err(ApiError::new(
-                Code::RateLimited,
-                format!("too many requests for this enterprise; retry in {secs} s"),
-                rid,
-            )
-            .with_retry_after(secs.max(1)));
-        }
         let secret: String = row.try_get("secret").map_err(|e| internal(rid, &e))?;
         let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
         if !erp::verify(
@@ -164,6 +155,17 @@ impl Cloud {
             sig,
         ) {
             return Err(unauth("unknown key or bad signature"));
+        }
+        // Only a correctly signed request counts against the enterprise's rate: knowing a key
+        // id is not enough to starve an enterprise.
+        if let Err(wait) = self.inner.per_enterprise.check(&enterprise) {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            return Err(ApiError::new(
+                Code::RateLimited,
+                format!("too many requests for this enterprise; retry in {secs} s"),
+                rid,
+            )
+            .with_retry_after(secs.max(1)));
         }
         let t = now().unix_timestamp();
         if (t - ts).abs() > erp::WINDOW_SECONDS {

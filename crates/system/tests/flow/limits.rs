@@ -17,6 +17,19 @@ async fn over_the_rate_is_429_with_retry_after() {
     let mut env = Env::start().await;
     restart_cloud_with(&mut env, "enterprise_rate = 0.2\nenterprise_burst = 3.0").await;
     let sh = env.erp(SH);
+    // Requests that are not correctly signed do not spend the enterprise's tokens.
+    let forged = fapiao_system::ErpClient::new(
+        &env.system.cloud_url(),
+        &env.trust(),
+        fapiao_cloud::Credentials {
+            key_id: sh.credentials().key_id.clone(),
+            secret: "sk_guess".into(),
+        },
+    )
+    .unwrap();
+    for _ in 0..5 {
+        assert_eq!(get(&forged, "/v1/invoices").await.status, 401);
+    }
     for _ in 0..3 {
         assert_eq!(get(&sh, "/v1/invoices").await.status, 200);
     }
