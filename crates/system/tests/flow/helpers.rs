@@ -202,6 +202,7 @@ pub(crate) struct Sender {
     pub(crate) material: fapiao_service::Material,
     pub(crate) http: fapiao_protocol::HttpsClient,
     pub(crate) platform_enc: Certificate,
+    pub(crate) recipient: String,
 }
 
 /// The key material at `prefix` (files as `Layout::issue_party` writes them), trusting the
@@ -232,21 +233,27 @@ impl Sender {
     /// Loads the party at `prefix` (files as `Layout::issue_party` writes them) and connects
     /// to platform with its TLS client certificate.
     pub(crate) fn new(env: &Env, prefix: &Path) -> Self {
+        Self::to(env, prefix, "platform", env.system.ports.platform)
+    }
+
+    /// The party at `prefix` sending to `role` (`role:role`) on `port`.
+    pub(crate) fn to(env: &Env, prefix: &Path, role: &str, port: u16) -> Self {
         let layout = &env.system.layout;
         let material = material(env, prefix);
         let http = fapiao_protocol::HttpsClient::new(
-            &format!("https://127.0.0.1:{}", env.system.ports.platform),
+            &format!("https://127.0.0.1:{port}"),
             material.client_config().unwrap(),
         )
         .unwrap();
         let platform_enc = Certificate::from_pem(
-            &std::fs::read_to_string(layout.dir().join("pki/platform.enc.crt.pem")).unwrap(),
+            &std::fs::read_to_string(layout.dir().join(format!("pki/{role}.enc.crt.pem"))).unwrap(),
         )
         .unwrap();
         Self {
             material,
             http,
             platform_enc,
+            recipient: format!("{role}:{role}"),
         }
     }
 
@@ -265,7 +272,7 @@ impl Sender {
             header: Header {
                 protocol_version: version,
                 sender: self.material.party.identity().to_owned(),
-                recipient: "platform:platform".into(),
+                recipient: self.recipient.clone(),
                 message_type: message_type.into(),
                 message_id: fapiao_protocol::client::new_id(),
                 created_at: now,

@@ -12,6 +12,7 @@ mod masking;
 mod ops;
 mod outage;
 mod refusals;
+mod tax;
 mod webhook;
 
 #[expect(clippy::disallowed_methods, reason = "tests read the wall clock")]

@@ -1,0 +1,185 @@
+//! The tax reference's own checks, with uploads made by hand as the platform: duplicates get
+//! the original receipt, a different invoice under a used number is refused and flagged, a
+//! number outside the uploader's ranges, a bad signature and wrong arithmetic are refused, a red
+//! whose blue is not on record yet is `processing`.
+
+use fapiao_crypto::PrivateKey;
+use fapiao_issuer::{IssuingDevice, NumberBlock};
+use fapiao_model::red::{
+    Confirmation, Initiator, RedLetterForm, RedLetterFormNumber, RedReason, RedScope, plan_red,
+};
+use fapiao_model::{Invoice, Order, ProvinceCode, TaxCatalog};
+use fapiao_protocol::wire::{SignedReceipt, WireInvoice};
+use serde_json::{Value, json};
+use time::{PrimitiveDateTime, UtcOffset};
+
+use crate::helpers::*;
+
+fn china_now() -> PrimitiveDateTime {
+    let t = crate::now()
+        .to_offset(UtcOffset::from_hms(8, 0, 0).unwrap())
+        .replace_nanosecond(0)
+        .unwrap();
+    PrimitiveDateTime::new(t.date(), t.time())
+}
+
+fn device(env: &Env) -> IssuingDevice {
+    let dir = env.system.layout.dir();
+    let pass = std::fs::read_to_string(env.system.layout.passphrase_file()).unwrap();
+    let key = PrivateKey::from_encrypted_pem(
+        &std::fs::read_to_string(dir.join(format!("devices/{SH}.sign.key.pem"))).unwrap(),
+        pass.trim().as_bytes(),
+    )
+    .unwrap();
+    let cert = fapiao_crypto::Certificate::from_pem(
+        &std::fs::read_to_string(dir.join(format!("devices/{SH}.sign.crt.pem"))).unwrap(),
+    )
+    .unwrap();
+    IssuingDevice::new(key, cert).unwrap()
+}
+
+/// Signs `order` under sequence `seq` of SH's province, this year, channel 0.
+fn signed(env: &Env, order: &Value, seq: u64) -> fapiao_issuer::SignedInvoice {
+    let draft = Order::from_json(&order.to_string())
+        .unwrap()
+        .validate(&TaxCatalog::builtin())
+        .unwrap();
+    let at = china_now();
+    let year = u8::try_from(at.year() % 100).unwrap();
+    let mut block =
+        NumberBlock::new(year, ProvinceCode::parse("31").unwrap(), 0, seq, seq).unwrap();
+    device(env).issue(draft, &mut block, at).unwrap()
+}
+
+async fn upload(tax: &Sender, invoice: &WireInvoice) -> SignedReceipt {
+    let r = tax
+        .post(tax.seal("invoice.upload", 1, &json!({ "invoice": invoice })))
+        .await;
+    assert_eq!(r.status, 200, "{}", json_of(&r));
+    let (t, v) = tax.open(&r);
+    assert_eq!(t, "upload.receipt", "{v}");
+    serde_json::from_value(v).unwrap()
+}
+
+fn outcome(r: &SignedReceipt) -> (String, Option<String>) {
+    (
+        serde_json::to_value(r.receipt.status)
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        r.receipt.code.clone(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tax_checks_what_it_accepts() {
+    let env = Env::start().await;
+    let r = post(&env.erp(SH), "/v1/invoices", &order(SH, "TAX-1", "10")).await;
+    assert_eq!(r.status, 201);
+    let number = json_of(&r)["number"].as_str().unwrap().to_owned();
+    settle(&env).await;
+    let original = env.system.platform.invoice(&number).await.unwrap().unwrap();
+    let first = original.receipt.clone().unwrap();
+    let tax = Sender::to(
+        &env,
+        &env.system.layout.pki_prefix("platform"),
+        "tax",
+        env.system.ports.tax,
+    );
+    let trust = env.trust();
+
+    // The same invoice again: duplicate, with the original acceptance.
+    let again = upload(&tax, &original.invoice).await;
+    again.verify(&trust, crate::now()).unwrap();
+    assert_eq!(outcome(&again), ("duplicate".into(), None));
+    assert_eq!(again.receipt.accepted_at, first.receipt.accepted_at);
+
+    // Another invoice under that number: refused and flagged.
+    let seq = fapiao_model::InvoiceNumber::parse(&number)
+        .unwrap()
+        .sequence();
+    let other = signed(&env, &order(SH, "TAX-OTHER", "11"), seq);
+    let r = upload(&tax, &WireInvoice::from_signed(&other).unwrap()).await;
+    assert_eq!(
+        outcome(&r),
+        ("failed".into(), Some("upload_conflict".into()))
+    );
+    assert_eq!(
+        env.system.tax.flagged().await.unwrap(),
+        vec![number.clone()]
+    );
+
+    // A number in no range granted to the platform (ranges are 500 numbers in the tests).
+    let outside = signed(&env, &order(SH, "TAX-OUT", "12"), 900_000);
+    let r = upload(&tax, &WireInvoice::from_signed(&outside).unwrap()).await;
+    assert_eq!(
+        outcome(&r),
+        ("failed".into(), Some("upload_number_not_granted".into()))
+    );
+
+    // A signature that does not verify.
+    let mut forged =
+        WireInvoice::from_signed(&signed(&env, &order(SH, "TAX-SIG", "13"), 400)).unwrap();
+    let mut sig = fapiao_protocol::wire::unb64(&forged.signature.value, "v").unwrap();
+    let n = sig.len();
+    sig[n - 3] ^= 1;
+    forged.signature.value = fapiao_protocol::wire::b64(&sig);
+    let r = upload(&tax, &forged).await;
+    assert_eq!(
+        outcome(&r),
+        ("failed".into(), Some("upload_signature_invalid".into()))
+    );
+
+    // Totals that do not add up.
+    let mut wrong =
+        WireInvoice::from_signed(&signed(&env, &order(SH, "TAX-SUM", "14"), 401)).unwrap();
+    wrong.invoice["totals"]["total"] = json!("1.00");
+    let r = upload(&tax, &wrong).await;
+    assert_eq!(
+        outcome(&r),
+        ("failed".into(), Some("upload_arithmetic".into()))
+    );
+
+    // A red before its blue: processing; once the blue is on record, accepted.
+    let blue = signed(&env, &order(SH, "TAX-BLUE", "15"), 402);
+    let form = RedLetterForm::open(
+        RedLetterFormNumber::parse("31011526112400000099").unwrap(),
+        blue.invoice.number().clone(),
+        RedReason::parse("01").unwrap(),
+        Initiator::Seller,
+        Confirmation::NotRequired,
+        RedScope::Full,
+    )
+    .unwrap();
+    let red_draft = plan_red(&blue.invoice, &[] as &[Invoice], &form, None, None).unwrap();
+    let at = china_now();
+    let mut block = NumberBlock::new(
+        u8::try_from(at.year() % 100).unwrap(),
+        ProvinceCode::parse("31").unwrap(),
+        0,
+        403,
+        403,
+    )
+    .unwrap();
+    let red = device(&env).issue(red_draft, &mut block, at).unwrap();
+    let red_wire = WireInvoice::from_signed(&red).unwrap();
+    assert_eq!(
+        outcome(&upload(&tax, &red_wire).await),
+        ("processing".into(), None)
+    );
+    assert_eq!(
+        outcome(&upload(&tax, &WireInvoice::from_signed(&blue).unwrap()).await),
+        ("accepted".into(), None)
+    );
+    assert_eq!(
+        outcome(&upload(&tax, &red_wire).await),
+        ("accepted".into(), None)
+    );
+
+    // Only those two and the first invoice are on record, each accepted once.
+    let accepted = env.system.tax.accepted().await.unwrap();
+    assert_eq!(accepted.len(), 3);
+    assert!(accepted.iter().all(|a| a.acceptances == 1));
+    env.system.shutdown().await;
+}
