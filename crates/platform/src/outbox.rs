@@ -142,9 +142,9 @@ impl Platform {
                     )
                     .await?;
                     tx.commit().await?;
-                    // Entries behind a retried one keep their order only if the retried one
-                    // is not the first: stop this round so later uploads wait for earlier ones
-                    // only by id order, not behind a long backoff.
+                    // Later entries are not held back by this one's backoff: each is due on
+                    // its own schedule. A red whose blue is still pending is answered
+                    // `processing` by tax and retried the same way.
                 }
             }
         }
