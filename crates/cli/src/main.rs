@@ -109,7 +109,7 @@ enum AuditCommand {
         /// cloud, platform or tax.
         #[arg(long)]
         role: String,
-        /// The role's config (default: <data>/<role>.toml).
+        /// The role's config (default: `<data>/<role>.toml`).
         #[arg(long)]
         config: Option<PathBuf>,
         /// Data directory of `fapiao up`.
