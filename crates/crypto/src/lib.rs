@@ -5,6 +5,7 @@
 //! Depends on no other Fapiao crate. Time (`now`) and randomness are always arguments; the
 //! one module that reads the system RNG is [`rng`].
 
+pub mod aead;
 mod ca;
 mod cert;
 mod crl;

@@ -81,3 +81,105 @@ fn sm2_encryption_example_of_gb_t_32918_5_annex_a() {
     let plain = primitives::sm2_decrypt(&example_key(), &ct).unwrap();
     assert_eq!(plain.as_slice(), b"encryption standard");
 }
+
+#[test]
+fn sm4_gcm_rfc_8998_appendix_a1() {
+    use fapiao_crypto::aead::{AeadAlgorithm, AeadKey};
+    let key = AeadKey::new(
+        AeadAlgorithm::Sm4Gcm,
+        &unhex("0123456789ABCDEFFEDCBA9876543210"),
+    )
+    .unwrap();
+    let nonce: [u8; 12] = unhex("00001234567800000000ABCD").try_into().unwrap();
+    let aad = unhex("FEEDFACEDEADBEEFFEEDFACEDEADBEEFABADDAD2");
+    let plaintext = unhex(
+        "AAAAAAAAAAAAAAAABBBBBBBBBBBBBBBB CCCCCCCCCCCCCCCCDDDDDDDDDDDDDDDD
+         EEEEEEEEEEEEEEEEFFFFFFFFFFFFFFFF EEEEEEEEEEEEEEEEAAAAAAAAAAAAAAAA",
+    );
+    let expected = unhex(
+        "17F399F08C67D5EE19D0DC9969C4BB7D 5FD46FD3756489069157B282BB200735
+         D82710CA5C22F0CCFA7CBF93D496AC15 A56834CBCF98C397B4024A2691233B8D
+         83DE3541E4C2B58177E065A9BF7B62EC",
+    );
+    let sealed = key.seal(&nonce, &aad, &plaintext);
+    assert_eq!(sealed, expected);
+    assert_eq!(*key.open(&nonce, &aad, &sealed).unwrap(), plaintext);
+    let mut altered = sealed.clone();
+    altered[3] ^= 1;
+    assert!(key.open(&nonce, &aad, &altered).is_err());
+    assert!(key.open(&nonce, b"other", &sealed).is_err());
+}
+
+#[test]
+fn aes_256_gcm_mcgrew_viega_test_case_16() {
+    use fapiao_crypto::aead::{AeadAlgorithm, AeadKey};
+    let key = AeadKey::new(
+        AeadAlgorithm::Aes256Gcm,
+        &unhex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308"),
+    )
+    .unwrap();
+    let nonce: [u8; 12] = unhex("cafebabefacedbaddecaf888").try_into().unwrap();
+    let aad = unhex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
+    let plaintext = unhex(
+        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72
+         1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+    );
+    let expected = unhex(
+        "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa
+         8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662
+         76fc6ece0f4e1768cddf8853bb2d551b",
+    );
+    let sealed = key.seal(&nonce, &aad, &plaintext);
+    assert_eq!(sealed, expected);
+    assert_eq!(*key.open(&nonce, &aad, &sealed).unwrap(), plaintext);
+    assert!(AeadKey::new(AeadAlgorithm::Aes256Gcm, &[0; 16]).is_err());
+}
+
+/// Random keys, nonces, AAD and lengths, checked both ways against Python `cryptography`
+/// (OpenSSL's GCM with its SM4 and AES).
+#[test]
+fn gcm_agrees_with_python_cryptography() {
+    use fapiao_crypto::aead::{AeadAlgorithm, AeadKey};
+    use rand_core::Rng;
+    let mut rng = fapiao_crypto::rng::system_rng();
+    for (algorithm, name) in [
+        (AeadAlgorithm::Sm4Gcm, "SM4"),
+        (AeadAlgorithm::Aes256Gcm, "AES"),
+    ] {
+        for len in [0_usize, 1, 15, 16, 17, 1000] {
+            let mut raw = vec![0_u8; algorithm.key_len()];
+            rng.fill_bytes(&mut raw);
+            let key = AeadKey::new(algorithm, &raw).unwrap();
+            let mut nonce = [0_u8; 12];
+            rng.fill_bytes(&mut nonce);
+            let mut msg = vec![0_u8; len];
+            rng.fill_bytes(&mut msg);
+            let aad = format!("invoices.record|k{len}");
+            let ours = key.seal(&nonce, aad.as_bytes(), &msg);
+            let script = format!(
+                "import sys\n\
+                 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes\n\
+                 k=bytes.fromhex('{k}'); n=bytes.fromhex('{n}'); a=b'{aad}'\n\
+                 m=bytes.fromhex('{m}'); c=bytes.fromhex('{c}')\n\
+                 d=Cipher(algorithms.{name}(k), modes.GCM(n, c[-16:])).decryptor()\n\
+                 d.authenticate_additional_data(a)\n\
+                 assert d.update(c[:-16]) + d.finalize() == m\n\
+                 e=Cipher(algorithms.{name}(k), modes.GCM(n)).encryptor()\n\
+                 e.authenticate_additional_data(a)\n\
+                 out=e.update(m) + e.finalize()\n\
+                 print((out + e.tag).hex())\n",
+                k = hex(&raw),
+                n = hex(&nonce),
+                m = hex(&msg),
+                c = hex(&ours),
+            );
+            let (ok, out) = crate::helpers::run("python3", &["-c", &script]);
+            assert!(ok, "{name} len {len}: {out}");
+            assert_eq!(out.trim(), hex(&ours), "{name} len {len}");
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    crate::helpers::hex(b)
+}
