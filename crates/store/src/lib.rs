@@ -19,6 +19,7 @@ use sqlx::{Row, SqlitePool};
 use time::OffsetDateTime;
 
 pub mod audit;
+pub mod vault;
 
 pub use sqlx;
 
@@ -45,6 +46,9 @@ pub enum StoreError {
         /// The error.
         source: sqlx::Error,
     },
+    /// A key is missing, wrong, or a sealed value does not open.
+    #[error("keys: {0}")]
+    Key(String),
     /// The database was migrated by a newer build.
     #[error("the {role} database is at schema version {found}, newer than this build's {known}")]
     TooNew {
@@ -106,6 +110,18 @@ const BASE: &[Migration] = &[
             signature BLOB NOT NULL,
             certificate BLOB NOT NULL
         );",
+    },
+    Migration {
+        version: 3,
+        description: "data keys for encryption at rest",
+        sql: "CREATE TABLE data_keys (
+            id INTEGER PRIMARY KEY,
+            algorithm TEXT NOT NULL,
+            wrapped BLOB NOT NULL,
+            active INTEGER NOT NULL CHECK (active IN (0, 1)),
+            created_at INTEGER NOT NULL
+        );
+        CREATE UNIQUE INDEX data_keys_active ON data_keys (active) WHERE active = 1;",
     },
 ];
 

@@ -1,0 +1,507 @@
+//! Encryption at rest of sensitive values (buyer phone, address, bank account, e-mail and
+//! identity number inside stored invoices; ERP API secrets).
+//!
+//! Envelope encryption: values are sealed with a **data key** (SM4-GCM in the GM suite,
+//! AES-256-GCM in the INTL suite); data keys live in the role's own database, each wrapped
+//! (AEAD-encrypted) under the **master key**, which never touches the database: it comes from
+//! a key file (`<prefix>.master.key`, hex, mode 0600) or `FAPIAO_MASTER_KEY`.
+//!
+//! A sealed value is the text `enc1:k<id>:<base64(nonce ‖ ciphertext ‖ tag)>`. The key id
+//! travels with the value, so rotation ([`Vault::rotate`]) creates a new data key, makes it
+//! the one new values are sealed with, and re-seals old values in small batches while the
+//! role keeps running. The associated data binds each value to its column and key id
+//! (`invoices.record|k2`): a value moved to another column or relabelled does not open.
+//!
+//! Why rotation needs no pause: [`Vault::seal`] reads the active key id inside the caller's
+//! write transaction, and activating a new key is itself a write transaction. Writes are
+//! serialized, so every value sealed after the switch uses the new key, and one pass over the
+//! rows committed before it re-seals the rest.
+//!
+//! Values that are not sealed (written before encryption at rest existed) are read as they
+//! are; a rotation seals them.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use base64ct::{Base64, Encoding};
+use fapiao_crypto::aead::{AeadAlgorithm, AeadKey, NONCE_LEN};
+use fapiao_crypto::rng::system_rng;
+use hmac::{KeyInit, Mac};
+use rand_core::Rng;
+// Table and column names in dynamic SQL come from `SealedColumn`s, which are `'static`
+// constants of the role crates, never input.
+use sqlx::{AssertSqlSafe, Row, SqliteConnection};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::{Db, StoreError};
+
+/// The environment variable that overrides the master key file (hex).
+pub const MASTER_KEY_ENV: &str = "FAPIAO_MASTER_KEY";
+
+const PREFIX: &str = "enc1:";
+
+fn key_error(m: impl Into<String>) -> StoreError {
+    StoreError::Key(m.into())
+}
+
+/// The key that wraps data keys. Kept outside the database.
+#[derive(Clone)]
+pub struct MasterKey(AeadKey);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MasterKey({})", self.0.algorithm().name())
+    }
+}
+
+impl MasterKey {
+    /// From hex text (whitespace ignored).
+    ///
+    /// # Errors
+    /// [`StoreError::Key`] naming what is wrong (never the key).
+    pub fn from_hex(algorithm: AeadAlgorithm, text: &str) -> Result<Self, StoreError> {
+        let clean: Zeroizing<String> =
+            Zeroizing::new(text.chars().filter(|c| !c.is_whitespace()).collect());
+        let bytes = Zeroizing::new(
+            (0..clean.len())
+                .step_by(2)
+                .map(|i| {
+                    clean
+                        .get(i..i + 2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                })
+                .collect::<Option<Vec<u8>>>()
+                .ok_or_else(|| key_error("master key: not hex"))?,
+        );
+        AeadKey::new(algorithm, &bytes).map(Self).map_err(|_| {
+            key_error(format!(
+                "master key: {} needs {} bytes ({} hex digits), found {}",
+                algorithm.name(),
+                algorithm.key_len(),
+                algorithm.key_len() * 2,
+                bytes.len()
+            ))
+        })
+    }
+
+    /// `FAPIAO_MASTER_KEY` when set, else the file.
+    ///
+    /// # Errors
+    /// [`StoreError::Key`] naming the file or variable.
+    pub fn load(algorithm: AeadAlgorithm, file: &Path) -> Result<Self, StoreError> {
+        if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
+            let text = Zeroizing::new(text);
+            return Self::from_hex(algorithm, &text)
+                .map_err(|e| key_error(format!("{MASTER_KEY_ENV}: {e}")));
+        }
+        let text = Zeroizing::new(std::fs::read_to_string(file).map_err(|e| {
+            key_error(format!(
+                "master key {}: {e} (or set {MASTER_KEY_ENV})",
+                file.display()
+            ))
+        })?);
+        Self::from_hex(algorithm, &text).map_err(|e| key_error(format!("{}: {e}", file.display())))
+    }
+
+    /// Writes a fresh random key to `file` (mode 0600, refusing to overwrite one).
+    ///
+    /// # Errors
+    /// [`StoreError::Key`].
+    pub fn generate(algorithm: AeadAlgorithm, file: &Path) -> Result<Self, StoreError> {
+        let mut raw = Zeroizing::new(vec![0_u8; algorithm.key_len()]);
+        system_rng().fill_bytes(&mut raw);
+        let mut text = Zeroizing::new(String::new());
+        for b in raw.iter() {
+            let _ = write!(text, "{b:02x}");
+        }
+        text.push('\n');
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options
+            .open(file)
+            .map_err(|e| key_error(format!("master key {}: {e}", file.display())))?;
+        std::io::Write::write_all(&mut f, text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| key_error(format!("master key {}: {e}", file.display())))?;
+        Self::from_hex(algorithm, &text)
+    }
+
+    /// The algorithm.
+    #[must_use]
+    pub fn algorithm(&self) -> AeadAlgorithm {
+        self.0.algorithm()
+    }
+}
+
+/// A column holding sealed values, addressed by `rowid`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedColumn {
+    /// Table.
+    pub table: &'static str,
+    /// Column.
+    pub column: &'static str,
+}
+
+impl SealedColumn {
+    /// The label bound into each value: `table.column`.
+    #[must_use]
+    pub fn field(&self) -> String {
+        format!("{}.{}", self.table, self.column)
+    }
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The new active key id (`k<n>`).
+    pub key: String,
+    /// Values re-sealed, per `table.column`.
+    pub resealed: Vec<(String, u64)>,
+}
+
+/// A role's data keys, unwrapped in memory.
+#[derive(Clone)]
+pub struct Vault {
+    db: Db,
+    master: MasterKey,
+    keys: Arc<RwLock<HashMap<i64, AeadKey>>>,
+    index_key: Arc<Zeroizing<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Vault({})", self.master.algorithm().name())
+    }
+}
+
+fn wrap_aad(id: i64) -> Vec<u8> {
+    format!("fapiao data key k{id}").into_bytes()
+}
+
+fn value_aad(field: &str, id: i64) -> Vec<u8> {
+    format!("{field}|k{id}").into_bytes()
+}
+
+impl Vault {
+    /// Loads the data keys of `db`, creating the first one if there is none.
+    ///
+    /// # Errors
+    /// [`StoreError::Key`] when the master key does not open the stored keys (a different
+    /// master key than the one the database was created with) or is of the other suite.
+    pub async fn open(db: &Db, master: MasterKey, now: OffsetDateTime) -> Result<Self, StoreError> {
+        let index_key = {
+            let mut mac = <hmac::Hmac<sm3::Sm3> as KeyInit>::new_from_slice(master.0.expose())
+                .map_err(|_| key_error("master key length"))?;
+            mac.update(b"fapiao blind index key");
+            Zeroizing::new(mac.finalize().into_bytes().to_vec())
+        };
+        let vault = Self {
+            db: db.clone(),
+            master,
+            keys: Arc::new(RwLock::new(HashMap::new())),
+            index_key: Arc::new(index_key),
+        };
+        let mut tx = db.begin_write().await?;
+        let active: Option<i64> = sqlx::query_scalar("SELECT id FROM data_keys WHERE active = 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if active.is_none() {
+            vault.create_key(&mut tx, now).await?;
+        }
+        tx.commit().await?;
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM data_keys ORDER BY id")
+            .fetch_all(db.pool())
+            .await?;
+        for id in ids {
+            vault.key(id).await?;
+        }
+        Ok(vault)
+    }
+
+    /// Creates a data key and makes it the active one (in `tx`).
+    async fn create_key(
+        &self,
+        tx: &mut SqliteConnection,
+        now: OffsetDateTime,
+    ) -> Result<i64, StoreError> {
+        let algorithm = self.master.algorithm();
+        let mut raw = Zeroizing::new(vec![0_u8; algorithm.key_len()]);
+        system_rng().fill_bytes(&mut raw);
+        let key = AeadKey::new(algorithm, &raw).map_err(|_| key_error("data key length"))?;
+        let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM data_keys")
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut nonce = [0_u8; NONCE_LEN];
+        system_rng().fill_bytes(&mut nonce);
+        let mut wrapped = nonce.to_vec();
+        wrapped.extend(self.master.0.seal(&nonce, &wrap_aad(id), &raw));
+        sqlx::query("UPDATE data_keys SET active = 0 WHERE active = 1")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO data_keys (id, algorithm, wrapped, active, created_at)
+             VALUES ($1, $2, $3, 1, $4)",
+        )
+        .bind(id)
+        .bind(algorithm.name())
+        .bind(wrapped)
+        .bind(now.unix_timestamp())
+        .execute(&mut *tx)
+        .await?;
+        self.keys
+            .write()
+            .map_err(|_| key_error("key cache poisoned"))?
+            .insert(id, key);
+        Ok(id)
+    }
+
+    /// The data key `id`, unwrapping it from the database the first time.
+    async fn key(&self, id: i64) -> Result<AeadKey, StoreError> {
+        if let Some(k) = self
+            .keys
+            .read()
+            .map_err(|_| key_error("key cache poisoned"))?
+            .get(&id)
+        {
+            return Ok(k.clone());
+        }
+        let row = sqlx::query("SELECT algorithm, wrapped FROM data_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?
+            .ok_or_else(|| key_error(format!("data key k{id} is not in this database")))?;
+        let algorithm: String = row.try_get("algorithm")?;
+        let wrapped: Vec<u8> = row.try_get("wrapped")?;
+        let algorithm = AeadAlgorithm::parse(&algorithm)
+            .ok_or_else(|| key_error(format!("data key k{id}: unknown algorithm {algorithm}")))?;
+        if algorithm != self.master.algorithm() {
+            return Err(key_error(format!(
+                "data key k{id} is {}, the master key is {}",
+                algorithm.name(),
+                self.master.algorithm().name()
+            )));
+        }
+        let (nonce, sealed) = wrapped
+            .split_first_chunk::<NONCE_LEN>()
+            .ok_or_else(|| key_error(format!("data key k{id}: truncated")))?;
+        let raw = self.master.0.open(nonce, &wrap_aad(id), sealed).map_err(|_| {
+            key_error(format!(
+                "the master key does not open data key k{id}: not the master key this database was created with"
+            ))
+        })?;
+        let key = AeadKey::new(algorithm, &raw).map_err(|_| key_error("data key length"))?;
+        self.keys
+            .write()
+            .map_err(|_| key_error("key cache poisoned"))?
+            .insert(id, key.clone());
+        Ok(key)
+    }
+
+    async fn seal_with(
+        &self,
+        id: i64,
+        field: &str,
+        plaintext: &[u8],
+    ) -> Result<String, StoreError> {
+        let key = self.key(id).await?;
+        let mut nonce = [0_u8; NONCE_LEN];
+        system_rng().fill_bytes(&mut nonce);
+        let mut bytes = nonce.to_vec();
+        bytes.extend(key.seal(&nonce, &value_aad(field, id), plaintext));
+        Ok(format!("{PREFIX}k{id}:{}", Base64::encode_string(&bytes)))
+    }
+
+    /// Seals `plaintext` for `field` (`table.column`) with the active data key, read in the
+    /// caller's write transaction `tx` (see the module docs for why).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn seal(
+        &self,
+        tx: &mut SqliteConnection,
+        field: &str,
+        plaintext: &[u8],
+    ) -> Result<String, StoreError> {
+        let id: i64 = sqlx::query_scalar("SELECT id FROM data_keys WHERE active = 1")
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| key_error("no active data key"))?;
+        self.seal_with(id, field, plaintext).await
+    }
+
+    /// [`Self::seal`] of text.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn seal_str(
+        &self,
+        tx: &mut SqliteConnection,
+        field: &str,
+        plaintext: &str,
+    ) -> Result<String, StoreError> {
+        self.seal(tx, field, plaintext.as_bytes()).await
+    }
+
+    /// Opens a value of `field`; a value that was never sealed comes back as it is.
+    ///
+    /// # Errors
+    /// [`StoreError::Key`] when it does not open (altered, moved from another column, or
+    /// sealed under a key this database does not have).
+    pub async fn unseal(&self, field: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let Some(rest) = value.strip_prefix(PREFIX) else {
+            return Ok(Zeroizing::new(value.as_bytes().to_vec()));
+        };
+        let bad = || key_error(format!("{field}: sealed value does not open"));
+        let (kid, body) = rest.split_once(':').ok_or_else(bad)?;
+        let id: i64 = kid
+            .strip_prefix('k')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(bad)?;
+        let bytes = Base64::decode_vec(body).map_err(|_| bad())?;
+        let (nonce, sealed) = bytes.split_first_chunk::<NONCE_LEN>().ok_or_else(bad)?;
+        self.key(id)
+            .await?
+            .open(nonce, &value_aad(field, id), sealed)
+            .map_err(|_| bad())
+    }
+
+    /// [`Self::unseal`] of text.
+    ///
+    /// # Errors
+    /// [`StoreError::Key`], also for a value that is not UTF-8.
+    pub async fn unseal_str(
+        &self,
+        field: &str,
+        value: &str,
+    ) -> Result<Zeroizing<String>, StoreError> {
+        let bytes = self.unseal(field, value).await?;
+        String::from_utf8(bytes.to_vec())
+            .map(Zeroizing::new)
+            .map_err(|_| key_error(format!("{field}: not text")))
+    }
+
+    /// A keyed digest of `value` for equality search over a column whose values are sealed
+    /// (a blind index): HMAC-SM3 under a key derived from the master key, hex. It does not
+    /// change when data keys rotate.
+    #[must_use]
+    pub fn blind_index(&self, field: &str, value: &str) -> String {
+        let Ok(mut mac) = <hmac::Hmac<sm3::Sm3> as KeyInit>::new_from_slice(&self.index_key) else {
+            return String::new();
+        };
+        mac.update(field.as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        let mut out = String::with_capacity(64);
+        for b in mac.finalize().into_bytes() {
+            let _ = write!(out, "{b:02x}");
+        }
+        out
+    }
+
+    /// The id (`k<n>`) values are sealed with now.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn active_key(&self) -> Result<String, StoreError> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM data_keys WHERE active = 1")
+            .fetch_optional(self.db.pool())
+            .await?;
+        id.map(|i| format!("k{i}"))
+            .ok_or_else(|| key_error("no active data key"))
+    }
+
+    /// How many values of `column` are sealed under each key id; `plain` counts values
+    /// that are not sealed.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn census(&self, column: SealedColumn) -> Result<Vec<(String, u64)>, StoreError> {
+        let sql = format!(
+            "SELECT CASE WHEN {c} LIKE '{PREFIX}%'
+                    THEN substr({c}, {p}, instr(substr({c}, {p}), ':') - 1)
+                    ELSE 'plain' END AS k, COUNT(*) AS n
+             FROM {t} WHERE {c} IS NOT NULL GROUP BY k ORDER BY k",
+            c = column.column,
+            t = column.table,
+            p = PREFIX.len() + 1,
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get("n")?;
+                Ok((r.try_get("k")?, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    /// Makes a new data key active, then re-seals every value of `columns` that is not
+    /// under it, `batch` rows per write transaction, so issuing goes on between batches.
+    /// `progress(field, done)` is called after each batch. Safe to interrupt and run again.
+    ///
+    /// # Errors
+    /// [`StoreError`]; batches committed before the error stay committed (and correct).
+    pub async fn rotate(
+        &self,
+        columns: &[SealedColumn],
+        batch: u32,
+        now: OffsetDateTime,
+        mut progress: impl FnMut(&str, u64),
+    ) -> Result<Rotation, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let id = self.create_key(&mut tx, now).await?;
+        tx.commit().await?;
+        let current = format!("{PREFIX}k{id}:%");
+        let mut resealed = Vec::new();
+        for column in columns {
+            let field = column.field();
+            let mut done = 0_u64;
+            loop {
+                let mut tx = self.db.begin_write().await?;
+                let rows = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT rowid AS r, {c} AS v FROM {t}
+                     WHERE {c} IS NOT NULL AND {c} NOT LIKE $1 LIMIT $2",
+                    c = column.column,
+                    t = column.table,
+                )))
+                .bind(&current)
+                .bind(i64::from(batch.max(1)))
+                .fetch_all(&mut *tx)
+                .await?;
+                if rows.is_empty() {
+                    tx.commit().await?;
+                    break;
+                }
+                for r in &rows {
+                    let rowid: i64 = r.try_get("r")?;
+                    let value: String = r.try_get("v")?;
+                    let plain = self.unseal(&field, &value).await?;
+                    let sealed = self.seal_with(id, &field, &plain).await?;
+                    sqlx::query(AssertSqlSafe(format!(
+                        "UPDATE {t} SET {c} = $1 WHERE rowid = $2",
+                        c = column.column,
+                        t = column.table,
+                    )))
+                    .bind(sealed)
+                    .bind(rowid)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                done += rows.len() as u64;
+                progress(&field, done);
+            }
+            resealed.push((field, done));
+        }
+        Ok(Rotation {
+            key: format!("k{id}"),
+            resealed,
+        })
+    }
+}

@@ -1,0 +1,270 @@
+//! Encryption at rest on a real SQLite file: values sealed under data keys wrapped by a
+//! master key, rotation while another writer keeps sealing, and nothing readable in the file.
+#![expect(clippy::unwrap_used, reason = "tests")]
+
+use fapiao_crypto::aead::AeadAlgorithm;
+use fapiao_store::vault::{MasterKey, SealedColumn, Vault};
+use fapiao_store::{Db, Migration, StoreError};
+use time::OffsetDateTime;
+
+const M: &[Migration] = &[Migration {
+    version: 1,
+    description: "people",
+    sql: "CREATE TABLE people (id INTEGER PRIMARY KEY, phone TEXT NOT NULL);",
+}];
+const PHONE: SealedColumn = SealedColumn {
+    table: "people",
+    column: "phone",
+};
+
+fn url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("db.sqlite").display())
+}
+
+fn master(algorithm: AeadAlgorithm, byte: u8) -> MasterKey {
+    MasterKey::from_hex(
+        algorithm,
+        &format!("{byte:02x}").repeat(algorithm.key_len()),
+    )
+    .unwrap()
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_790_000_000).unwrap()
+}
+
+fn phone(i: usize) -> String {
+    format!("1381234{i:04}")
+}
+
+async fn insert(db: &Db, vault: &Vault, i: usize) {
+    let mut tx = db.begin_write().await.unwrap();
+    let v = vault
+        .seal_str(&mut tx, "people.phone", &phone(i))
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO people (id, phone) VALUES ($1, $2)")
+        .bind(i64::try_from(i).unwrap())
+        .bind(v)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn all_open(db: &Db, vault: &Vault) -> usize {
+    let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, phone FROM people ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    for (id, v) in &rows {
+        assert!(v.starts_with("enc1:k"), "{v}");
+        let plain = vault.unseal_str("people.phone", v).await.unwrap();
+        assert_eq!(*plain, phone(usize::try_from(*id).unwrap()));
+    }
+    rows.len()
+}
+
+fn file_bytes(dir: &tempfile::TempDir) -> Vec<u8> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        all.extend(std::fs::read(e.unwrap().path()).unwrap());
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn sealed_values_open_only_in_their_column_and_unaltered() {
+    for algorithm in [AeadAlgorithm::Sm4Gcm, AeadAlgorithm::Aes256Gcm] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&url(&dir), "t", M).await.unwrap();
+        let vault = Vault::open(&db, master(algorithm, 7), now()).await.unwrap();
+        let mut tx = db.begin_write().await.unwrap();
+        let a = vault
+            .seal_str(&mut tx, "people.phone", "13812341234")
+            .await
+            .unwrap();
+        let b = vault
+            .seal_str(&mut tx, "people.phone", "13812341234")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert!(a.starts_with("enc1:k1:"), "{a}");
+        assert_ne!(a, b, "fresh nonce per value");
+        assert!(!a.contains("1381234"));
+        assert_eq!(
+            *vault.unseal_str("people.phone", &a).await.unwrap(),
+            "13812341234"
+        );
+        // Moved to another column: refused.
+        let err = vault.unseal("people.email", &a).await.unwrap_err();
+        assert!(err.to_string().contains("people.email"), "{err}");
+        // One character changed: refused.
+        let mut altered = a.clone().into_bytes();
+        let last = altered.len() - 3;
+        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).unwrap();
+        assert!(vault.unseal("people.phone", &altered).await.is_err());
+        // Relabelled with another key id: refused (the id is authenticated).
+        assert!(
+            vault
+                .unseal("people.phone", &a.replacen("enc1:k1:", "enc1:k2:", 1))
+                .await
+                .is_err()
+        );
+        // Never sealed: read as is (the migration path for old rows).
+        assert_eq!(
+            *vault.unseal("people.phone", "plain").await.unwrap(),
+            *b"plain"
+        );
+        // The blind index is stable and keyed.
+        assert_eq!(
+            vault.blind_index("people.phone", "x"),
+            vault.blind_index("people.phone", "x")
+        );
+        assert_ne!(
+            vault.blind_index("people.phone", "x"),
+            vault.blind_index("people.email", "x")
+        );
+        let other = tempfile::tempdir().unwrap();
+        let db2 = Db::open(&url(&other), "t", M).await.unwrap();
+        let v2 = Vault::open(&db2, master(algorithm, 8), now())
+            .await
+            .unwrap();
+        assert_ne!(
+            vault.blind_index("people.phone", "x"),
+            v2.blind_index("people.phone", "x")
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_wrong_master_key_is_named_not_guessed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&url(&dir), "t", M).await.unwrap();
+    let vault = Vault::open(&db, master(AeadAlgorithm::Sm4Gcm, 1), now())
+        .await
+        .unwrap();
+    insert(&db, &vault, 1).await;
+    let err = Vault::open(&db, master(AeadAlgorithm::Sm4Gcm, 2), now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Key(m) if m.contains("not the master key this database was created with")),
+        "{err}"
+    );
+    let err = Vault::open(&db, master(AeadAlgorithm::Aes256Gcm, 1), now())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("sm4-gcm"), "{err}");
+    let err = MasterKey::from_hex(AeadAlgorithm::Sm4Gcm, "abcd").unwrap_err();
+    assert!(err.to_string().contains("32 hex digits"), "{err}");
+    assert!(MasterKey::from_hex(AeadAlgorithm::Sm4Gcm, &"zz".repeat(16)).is_err());
+}
+
+#[tokio::test]
+async fn generated_master_keys_are_private_and_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("role.master.key");
+    MasterKey::generate(AeadAlgorithm::Aes256Gcm, &path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.trim().len(), 64);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(MasterKey::generate(AeadAlgorithm::Aes256Gcm, &path).is_err());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    MasterKey::load(AeadAlgorithm::Aes256Gcm, &path).unwrap();
+}
+
+/// Rotation runs from a second handle on the same file (as `fapiao keys rotate` does from
+/// another process) while the first keeps inserting sealed rows: afterwards every row is
+/// under the new key and opens to what was written, from both handles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_while_writing_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&url(&dir), "t", M).await.unwrap();
+    let vault = Vault::open(&db, master(AeadAlgorithm::Sm4Gcm, 9), now())
+        .await
+        .unwrap();
+    for i in 0..300 {
+        insert(&db, &vault, i).await;
+    }
+    let writer = {
+        let (db, vault) = (db.clone(), vault.clone());
+        tokio::spawn(async move {
+            for i in 300..700 {
+                insert(&db, &vault, i).await;
+                if i % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+    };
+    let other = Db::open(&url(&dir), "t", M).await.unwrap();
+    let rotator = Vault::open(&other, master(AeadAlgorithm::Sm4Gcm, 9), now())
+        .await
+        .unwrap();
+    let mut batches = 0;
+    let rotation = rotator
+        .rotate(&[PHONE], 25, now(), |field, _| {
+            assert_eq!(field, "people.phone");
+            batches += 1;
+        })
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(rotation.key, "k2");
+    assert!(
+        batches >= 12,
+        "{batches} batches of 25 for at least 300 rows"
+    );
+    assert_eq!(
+        vault.census(PHONE).await.unwrap(),
+        vec![("k2".to_owned(), 700)],
+        "rows written during the rotation were sealed with the new key"
+    );
+    assert_eq!(all_open(&db, &vault).await, 700);
+    assert_eq!(all_open(&other, &rotator).await, 700);
+    // Old values sealed under k1 elsewhere (a backup) still open: k1 is kept.
+    let mut tx = db.begin_write().await.unwrap();
+    let new = vault.seal_str(&mut tx, "people.phone", "x").await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(new.starts_with("enc1:k2:"), "{new}");
+    drop((db, other));
+    let bytes = file_bytes(&dir);
+    for i in [0, 299, 300, 699] {
+        assert!(!contains(&bytes, &phone(i)), "{} in the files", phone(i));
+    }
+}
+
+#[tokio::test]
+async fn rotation_seals_values_written_before_encryption() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&url(&dir), "t", M).await.unwrap();
+    for i in 0..5 {
+        sqlx::query("INSERT INTO people (id, phone) VALUES ($1, $2)")
+            .bind(i64::from(i))
+            .bind(phone(usize::try_from(i).unwrap()))
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+    let vault = Vault::open(&db, master(AeadAlgorithm::Aes256Gcm, 3), now())
+        .await
+        .unwrap();
+    assert_eq!(
+        vault.census(PHONE).await.unwrap(),
+        vec![("plain".to_owned(), 5)]
+    );
+    let r = vault.rotate(&[PHONE], 2, now(), |_, _| {}).await.unwrap();
+    assert_eq!(r.resealed, vec![("people.phone".to_owned(), 5)]);
+    assert_eq!(all_open(&db, &vault).await, 5);
+}
