@@ -84,8 +84,11 @@ pub struct InvoiceSummary {
     pub kind: String,
     /// Issue time.
     pub issued_at: String,
-    /// Buyer's name.
+    /// Buyer's name (a natural person's masked: `王**`).
     pub buyer_name: String,
+    /// Buyer's taxpayer id, or a natural person's identity number masked
+    /// (`310115********1239`).
+    pub buyer_id: Option<String>,
     /// 价税合计.
     pub total: String,
     /// Tax status.
@@ -100,6 +103,9 @@ pub struct InvoicePage {
     /// Pass as `cursor` for the next page; absent on the last.
     pub next_cursor: Option<String>,
 }
+
+/// The blind-index label of buyer identifiers.
+const BUYER_INDEX: &str = "invoices.buyer_index";
 
 fn internal(rid: &str, e: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(request_id = %rid, error = %e, "request failed");
@@ -144,6 +150,12 @@ impl Cloud {
         };
         let enterprise: String = row.try_get("taxpayer_id").map_err(|e| internal(rid, &e))?;
         let secret: String = row.try_get("secret").map_err(|e| internal(rid, &e))?;
+        let secret = self
+            .inner
+            .vault
+            .unseal_str(&crate::SECRET.field(), &secret)
+            .await
+            .map_err(|e| internal(rid, &e))?;
         let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
         if !erp::verify(
             secret.as_bytes(),
@@ -221,8 +233,10 @@ impl Cloud {
             .bind(order_id)
             .fetch_optional(self.inner.db.pool())
             .await?;
-        row.map(|r| Ok((r.try_get("request_hash")?, view(&r)?)))
-            .transpose()
+        match row {
+            Some(r) => Ok(Some((r.try_get("request_hash")?, self.view(&r).await?))),
+            None => Ok(None),
+        }
     }
 
     /// One invoice of an enterprise.
@@ -239,7 +253,10 @@ impl Cloud {
             .bind(number)
             .fetch_optional(self.inner.db.pool())
             .await?;
-        row.as_ref().map(view).transpose()
+        match row {
+            Some(r) => Ok(Some(self.view(&r).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Sends an order to platform and stores the issued invoice; the ERP's answer.
@@ -311,10 +328,26 @@ impl Cloud {
             .begin_write()
             .await
             .map_err(|e| internal(rid, &e))?;
+        let json = zeroize::Zeroizing::new(
+            serde_json::to_string(&invoice).map_err(|e| internal(rid, &e))?,
+        );
+        let record = self
+            .inner
+            .vault
+            .seal_str(&mut tx, &crate::RECORD.field(), &json)
+            .await
+            .map_err(|e| internal(rid, &e))?;
+        let buyer = d.buyer();
+        let buyer_index = buyer
+            .taxpayer_id
+            .as_ref()
+            .map(|t| t.as_str())
+            .or_else(|| buyer.id_number.as_ref().map(|i| i.expose()))
+            .map(|id| self.inner.vault.blind_index(BUYER_INDEX, id));
         let inserted = sqlx::query(
             "INSERT INTO invoices (number, enterprise, order_id, request_hash, kind, blue_number, form,
-                issued_at, buyer_name, buyer_id, total, tax_status, record)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                issued_at, buyer_name, buyer_id, total, tax_status, record, buyer_index)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (number) DO NOTHING",
         )
         .bind(inv.number().as_str())
@@ -325,11 +358,12 @@ impl Cloud {
         .bind(&blue_number)
         .bind(form.as_ref().map(|f| serde_json::to_string(f).unwrap_or_default()))
         .bind(fapiao_model::datetime::format(inv.issued_at()))
-        .bind(&d.buyer().name)
-        .bind(d.buyer().taxpayer_id.as_ref().map(|t| t.as_str().to_owned()))
+        .bind(fapiao_model::mask::buyer_name(buyer))
+        .bind(fapiao_model::mask::buyer_id(buyer))
         .bind(d.totals().total.to_string())
         .bind(tax_status.as_str())
-        .bind(serde_json::to_string(&invoice).map_err(|e| internal(rid, &e))?)
+        .bind(record)
+        .bind(buyer_index)
         .execute(&mut *tx)
         .await
         .map_err(|e| internal(rid, &e))?
@@ -358,31 +392,39 @@ impl Cloud {
     }
 }
 
-fn view(r: &SqliteRow) -> Result<InvoiceView, sqlx::Error> {
-    let dec = |c: &str| sqlx::Error::Decode(format!("invoices.{c}").into());
-    let status: String = r.try_get("tax_status")?;
-    let form: Option<String> = r.try_get("form")?;
-    let receipt: Option<String> = r.try_get("receipt")?;
-    let record: String = r.try_get("record")?;
-    Ok(InvoiceView {
-        number: r.try_get("number")?,
-        order_id: r.try_get("order_id")?,
-        kind: r.try_get("kind")?,
-        blue_number: r.try_get("blue_number")?,
-        form: form
-            .map(|f| serde_json::from_str(&f))
-            .transpose()
-            .map_err(|_| dec("form"))?,
-        issued_at: r.try_get("issued_at")?,
-        total: r.try_get("total")?,
-        tax_status: TaxStatus::parse(&status).ok_or_else(|| dec("tax_status"))?,
-        tax_reason: r.try_get("tax_reason")?,
-        invoice: serde_json::from_str(&record).map_err(|_| dec("record"))?,
-        receipt: receipt
-            .map(|x| serde_json::from_str(&x))
-            .transpose()
-            .map_err(|_| dec("receipt"))?,
-    })
+impl Cloud {
+    async fn view(&self, r: &SqliteRow) -> Result<InvoiceView, sqlx::Error> {
+        let dec = |c: &str| sqlx::Error::Decode(format!("invoices.{c}").into());
+        let status: String = r.try_get("tax_status")?;
+        let form: Option<String> = r.try_get("form")?;
+        let receipt: Option<String> = r.try_get("receipt")?;
+        let record: String = r.try_get("record")?;
+        let record = self
+            .inner
+            .vault
+            .unseal_str(&crate::RECORD.field(), &record)
+            .await
+            .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?;
+        Ok(InvoiceView {
+            number: r.try_get("number")?,
+            order_id: r.try_get("order_id")?,
+            kind: r.try_get("kind")?,
+            blue_number: r.try_get("blue_number")?,
+            form: form
+                .map(|f| serde_json::from_str(&f))
+                .transpose()
+                .map_err(|_| dec("form"))?,
+            issued_at: r.try_get("issued_at")?,
+            total: r.try_get("total")?,
+            tax_status: TaxStatus::parse(&status).ok_or_else(|| dec("tax_status"))?,
+            tax_reason: r.try_get("tax_reason")?,
+            invoice: serde_json::from_str(&record).map_err(|_| dec("record"))?,
+            receipt: receipt
+                .map(|x| serde_json::from_str(&x))
+                .transpose()
+                .map_err(|_| dec("receipt"))?,
+        })
+    }
 }
 
 fn body_hash(body: &[u8]) -> String {
@@ -718,7 +760,8 @@ async fn list(
                 .push_bind(format!("{t} 23:59:59"));
         }
         if let Some(b) = &q.buyer {
-            qb.push(" AND (buyer_id = ").push_bind(b.clone());
+            qb.push(" AND (buyer_index = ")
+                .push_bind(cloud.inner.vault.blind_index(BUYER_INDEX, b));
             qb.push(" OR instr(buyer_name, ")
                 .push_bind(b.clone())
                 .push(") > 0)");
@@ -759,6 +802,7 @@ async fn list(
                 kind: r.try_get("kind").map_err(|e| internal(&rid, &e))?,
                 issued_at: r.try_get("issued_at").map_err(|e| internal(&rid, &e))?,
                 buyer_name: r.try_get("buyer_name").map_err(|e| internal(&rid, &e))?,
+                buyer_id: r.try_get("buyer_id").map_err(|e| internal(&rid, &e))?,
                 total: r.try_get("total").map_err(|e| internal(&rid, &e))?,
                 tax_status: TaxStatus::parse(&status).unwrap_or(TaxStatus::Pending),
             });

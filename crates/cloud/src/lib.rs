@@ -21,6 +21,7 @@ use fapiao_protocol::{Code, EnvelopeClient, HttpsClient};
 use fapiao_render::PdfFont;
 use fapiao_service::{EnvelopeHandler, Envelopes, Incoming, Material, Outgoing};
 use fapiao_store::sqlx;
+use fapiao_store::vault::{SealedColumn, Vault};
 use fapiao_store::{Db, Migration, StoreError};
 use serde::{Deserialize, Serialize};
 
@@ -42,7 +43,24 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "webhook deliveries",
         sql: include_str!("../migrations/0002_webhooks.sql"),
     },
+    Migration {
+        version: 3,
+        description: "sealed values, buyer blind index",
+        sql: include_str!("../migrations/0003_sealed.sql"),
+    },
 ];
+
+/// Columns whose values are sealed (encryption at rest): the signed invoices (buyer phone,
+/// address, bank account, e-mail, identity number) and the ERP API secrets.
+pub const SEALED: &[SealedColumn] = &[RECORD, SECRET];
+pub(crate) const RECORD: SealedColumn = SealedColumn {
+    table: "invoices",
+    column: "record",
+};
+pub(crate) const SECRET: SealedColumn = SealedColumn {
+    table: "enterprises",
+    column: "secret",
+};
 
 /// Tunables.
 #[derive(Debug, Clone)]
@@ -106,6 +124,7 @@ pub struct Cloud {
 
 struct Inner {
     db: Db,
+    vault: Vault,
     registry: Arc<fapiao_service::Registry>,
     material: Material,
     envelopes: Arc<Envelopes>,
@@ -136,6 +155,7 @@ impl Cloud {
         options: Options,
     ) -> Result<Self, CloudError> {
         let db = Db::open(database, "cloud", MIGRATIONS).await?;
+        let vault = Vault::open(&db, material.master_key.clone(), now()).await?;
         let registry = Arc::new(fapiao_service::Registry::new());
         let envelopes = Envelopes::new(
             material.party.clone(),
@@ -161,6 +181,7 @@ impl Cloud {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                vault,
                 registry,
                 envelopes: Arc::new(envelopes),
                 material,
@@ -219,6 +240,11 @@ impl Cloud {
             secret: format!("sk_{}", fapiao_protocol::client::new_id()),
         };
         let mut tx = self.inner.db.begin_write().await?;
+        let sealed = self
+            .inner
+            .vault
+            .seal_str(&mut tx, &SECRET.field(), &creds.secret)
+            .await?;
         let n = sqlx::query(
             "INSERT INTO enterprises (taxpayer_id, name, key_id, secret, webhook_url, created_at)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (taxpayer_id) DO NOTHING",
@@ -226,7 +252,7 @@ impl Cloud {
         .bind(taxpayer_id)
         .bind(name)
         .bind(&creds.key_id)
-        .bind(&creds.secret)
+        .bind(sealed)
         .bind(webhook_url)
         .bind(now().unix_timestamp())
         .execute(&mut *tx)

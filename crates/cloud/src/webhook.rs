@@ -141,6 +141,11 @@ impl Cloud {
             let attempts: i64 = row.try_get("attempts")?;
             let url: Option<String> = row.try_get("webhook_url")?;
             let secret: String = row.try_get("secret")?;
+            let secret = self
+                .inner
+                .vault
+                .unseal_str(&crate::SECRET.field(), &secret)
+                .await?;
             let result = match url {
                 Some(url) => self.deliver(id, &event, &number, &url, &secret).await,
                 None => Err("the webhook URL was removed".to_owned()),

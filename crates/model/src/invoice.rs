@@ -87,8 +87,9 @@ pub enum BuyerKind {
     NaturalPerson,
 }
 
-/// The buyer (购买方).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// The buyer (购买方). Its `Debug` masks the personal data (see [`crate::mask`]), so a
+/// stray `?buyer` in a log line leaks nothing.
+#[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct Buyer {
     /// Organisation or natural person.
     pub kind: BuyerKind,
@@ -108,6 +109,34 @@ pub struct Buyer {
     pub bank_account: Option<String>,
     /// Where the invoice is delivered.
     pub email: Option<String>,
+}
+
+impl std::fmt::Debug for Buyer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::mask;
+        let person = self.kind == BuyerKind::NaturalPerson;
+        f.debug_struct("Buyer")
+            .field("kind", &self.kind)
+            .field("taxpayer_id", &self.taxpayer_id)
+            .field("id_number", &self.id_number)
+            .field(
+                "name",
+                &if person {
+                    mask::person_name(&self.name)
+                } else {
+                    self.name.clone()
+                },
+            )
+            .field("address", &self.address.as_deref().map(mask::address))
+            .field("phone", &self.phone.as_deref().map(mask::phone))
+            .field("bank_name", &self.bank_name)
+            .field(
+                "bank_account",
+                &self.bank_account.as_deref().map(mask::bank_account),
+            )
+            .field("email", &self.email.as_deref().map(mask::email))
+            .finish()
+    }
 }
 
 /// 发票行性质: a normal line or a discount line (折扣行) following the line it discounts.

@@ -36,9 +36,10 @@ use fapiao_store::sqlx::{self, Row};
 use fapiao_store::{StoreError, Tx};
 use serde::Serialize;
 use time::{PrimitiveDateTime, UtcOffset};
+use zeroize::Zeroizing;
 
-use crate::Platform;
 use crate::registry::{Enterprise, EnterpriseStatus, Hosting, enterprise_from_row};
+use crate::{Platform, RECORD};
 
 /// An invoice as the platform holds it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -486,10 +487,11 @@ impl Platform {
         .bind(&o.blue_number)
         .fetch_all(&mut *tx)
         .await?;
-        let prior = prior
-            .iter()
-            .map(|r| read_record(r))
-            .collect::<Result<Vec<Invoice>, Step>>()?;
+        let mut prior_invoices = Vec::with_capacity(prior.len());
+        for r in &prior {
+            prior_invoices.push(self.read_record(r).await?);
+        }
+        let prior = prior_invoices;
         let issued_at = china_now();
         let form_number = self.next_form_number(&mut tx, &e, issued_at).await?;
         let red_err = |err: fapiao_model::red::RedError| refused(Code::RedInvalid, err.to_string());
@@ -814,6 +816,13 @@ impl Platform {
             InvoiceKind::Blue => None,
         };
         let number = invoice.number().as_str();
+        let json =
+            Zeroizing::new(serde_json::to_string(&wire).map_err(|e| Step::Failed(e.to_string()))?);
+        let record = self
+            .inner
+            .vault
+            .seal_str(tx, &RECORD.field(), &json)
+            .await?;
         sqlx::query(
             "INSERT INTO invoices (number, enterprise, order_id, kind, blue_number, form_number, issued_at, total, record, tax_status)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending')",
@@ -826,7 +835,7 @@ impl Platform {
         .bind(form_number)
         .bind(fapiao_model::datetime::format(invoice.issued_at()))
         .bind(invoice.draft().totals().total.to_string())
-        .bind(serde_json::to_string(&wire).map_err(|e| Step::Failed(e.to_string()))?)
+        .bind(record)
         .execute(&mut **tx)
         .await?;
         sqlx::query("INSERT INTO orders (enterprise, order_id, request_hash, number) VALUES ($1, $2, $3, $4)")
@@ -965,7 +974,14 @@ impl Platform {
             tax_status: TaxStatus::parse(&status)
                 .ok_or_else(|| Step::Failed("tax_status".into()))?,
             tax_reason: r.try_get("tax_reason")?,
-            invoice: serde_json::from_str(&record).map_err(|e| Step::Failed(e.to_string()))?,
+            invoice: serde_json::from_str(
+                &self
+                    .inner
+                    .vault
+                    .unseal_str(&RECORD.field(), &record)
+                    .await?,
+            )
+            .map_err(|e| Step::Failed(e.to_string()))?,
             receipt: receipt
                 .map(|r| serde_json::from_str(&r))
                 .transpose()
@@ -995,10 +1011,14 @@ async fn save_block(tx: &mut Tx, id: i64, block: &NumberBlock) -> Result<(), Ste
     Ok(())
 }
 
-fn read_record(json: &str) -> Result<Invoice, Step> {
-    let wire: WireInvoice = serde_json::from_str(json).map_err(|e| Step::Failed(e.to_string()))?;
-    Ok(wire
-        .to_signed()
-        .map_err(|e| Step::Failed(e.to_string()))?
-        .invoice)
+impl Platform {
+    async fn read_record(&self, sealed: &str) -> Result<Invoice, Step> {
+        let json = self.inner.vault.unseal_str(&RECORD.field(), sealed).await?;
+        let wire: WireInvoice =
+            serde_json::from_str(&json).map_err(|e| Step::Failed(e.to_string()))?;
+        Ok(wire
+            .to_signed()
+            .map_err(|e| Step::Failed(e.to_string()))?
+            .invoice)
+    }
 }

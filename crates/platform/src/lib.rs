@@ -20,8 +20,10 @@ use axum::Router;
 use fapiao_crypto::{Certificate, PrivateKey};
 use fapiao_issuer::IssuingDevice;
 use fapiao_model::TaxCatalog;
+use fapiao_protocol::client::now;
 use fapiao_protocol::{EnvelopeClient, HttpsClient};
 use fapiao_service::{Envelopes, Material};
+use fapiao_store::vault::{SealedColumn, Vault};
 use fapiao_store::{Db, Migration, StoreError};
 use zeroize::Zeroizing;
 
@@ -99,6 +101,14 @@ pub enum PlatformError {
     Setup(String),
 }
 
+/// Columns whose values are sealed (encryption at rest): the signed invoice records, which
+/// carry the buyer's phone, address, bank account, e-mail and identity number.
+pub const SEALED: &[SealedColumn] = &[RECORD];
+pub(crate) const RECORD: SealedColumn = SealedColumn {
+    table: "invoices",
+    column: "record",
+};
+
 /// The platform role.
 #[derive(Clone, Debug)]
 pub struct Platform {
@@ -107,6 +117,7 @@ pub struct Platform {
 
 struct Inner {
     db: Db,
+    vault: Vault,
     registry: Arc<fapiao_service::Registry>,
     material: Material,
     envelopes: Arc<Envelopes>,
@@ -140,6 +151,7 @@ impl Platform {
         options: Options,
     ) -> Result<Self, PlatformError> {
         let db = Db::open(database, "platform", MIGRATIONS).await?;
+        let vault = Vault::open(&db, material.master_key.clone(), now()).await?;
         let registry = Arc::new(fapiao_service::Registry::new());
         let envelopes = Envelopes::new(
             material.party.clone(),
@@ -163,6 +175,7 @@ impl Platform {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                vault,
                 registry,
                 envelopes: Arc::new(envelopes),
                 material,

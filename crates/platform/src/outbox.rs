@@ -194,6 +194,11 @@ impl Platform {
         let Some(record) = record else {
             return Ok(Outcome::Failed(format!("invoice {number} is missing")));
         };
+        let record = self
+            .inner
+            .vault
+            .unseal_str(&crate::RECORD.field(), &record)
+            .await?;
         let wire: WireInvoice = match serde_json::from_str(&record) {
             Ok(w) => w,
             Err(e) => return Ok(Outcome::Failed(format!("stored record unreadable: {e}"))),

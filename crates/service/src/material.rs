@@ -5,15 +5,18 @@
 //!
 //! For a prefix `P` the files are `P.sign.crt.pem`, `P.sign.key.pem`, `P.enc.crt.pem`,
 //! `P.enc.key.pem`, `P.tls-server.crt.pem`, `P.tls-server.key.pem`, `P.tls-client.crt.pem`,
-//! `P.tls-client.key.pem`.
+//! `P.tls-client.key.pem`, and the master key of encryption at rest `P.master.key` (hex,
+//! 0600; `FAPIAO_MASTER_KEY` overrides it).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use fapiao_crypto::aead::AeadAlgorithm;
 use fapiao_crypto::envelope::LocalParty;
 use fapiao_crypto::tls::{ClientAuth, TlsIdentity, client_config, server_config};
 use fapiao_crypto::{Certificate, Crl, PrivateKey, Suite, TrustStore};
+use fapiao_store::vault::MasterKey;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -33,6 +36,9 @@ pub struct MaterialConfig {
     /// File holding the key passphrase; `FAPIAO_KEY_PASSPHRASE` when absent.
     #[serde(default)]
     pub key_passphrase_file: Option<PathBuf>,
+    /// The master key of encryption at rest; `P.master.key` when absent.
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
 }
 
 /// Why material could not be loaded.
@@ -53,6 +59,8 @@ pub struct Material {
     pub tls_server: TlsIdentity,
     /// TLS client identity.
     pub tls_client: TlsIdentity,
+    /// The master key wrapping the role's data keys (encryption at rest).
+    pub master_key: MasterKey,
 }
 
 fn with_suffix(prefix: &Path, suffix: &str) -> PathBuf {
@@ -129,7 +137,14 @@ impl Material {
                     .map_err(|e| MaterialError(format!("{}: {e}", p.display())))?,
             );
         }
+        let master_file = config
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| with_suffix(&config.prefix, ".master.key"));
+        let master_key = MasterKey::load(AeadAlgorithm::for_suite(suite), &master_file)
+            .map_err(|e| MaterialError(e.to_string()))?;
         Ok(Self {
+            master_key,
             party: Arc::new(party),
             signing_key: sign_key,
             trust: Arc::new(trust),

@@ -6,6 +6,7 @@
 //! ca/{gm,intl}/ca.{crt,key}.pem  the CAs; ca/{gm,intl}/crl.pem their CRLs (rewritten on start)
 //! ca/revoked.tsv                 serials revoked (suite, serial hex)
 //! pki/<role>.{sign,enc,tls-server,tls-client}.{crt,key}.pem
+//! pki/<role>.master.key          master key of the role's encryption at rest (0600)
 //! devices/<taxpayer id>.sign.{crt,key}.pem   hosted issuing devices of the demo enterprises
 //! {tax,platform,cloud}.toml      role configurations
 //! {tax,platform,cloud}.sqlite    role databases
@@ -17,11 +18,13 @@ use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use fapiao_crypto::aead::AeadAlgorithm;
 use fapiao_crypto::rng::system_rng;
 use fapiao_crypto::{
     Ca, Certificate, CertificateRequest, KeyAlgorithm, PrivateKey, Profile, Revocation, Role,
     Subject, Suite,
 };
+use fapiao_store::vault::MasterKey;
 use rand_core::Rng;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
@@ -270,6 +273,7 @@ impl Layout {
             trust: self.trust_files(),
             crls: self.crl_files(),
             key_passphrase_file: Some(self.passphrase_file()),
+            master_key_file: None,
         };
         let db = |role: &str| {
             format!(
@@ -379,6 +383,11 @@ impl Layout {
                 not_before,
                 not_after,
             )?);
+        }
+        let master = PathBuf::from(format!("{}.master.key", prefix.display()));
+        if !master.exists() {
+            MasterKey::generate(AeadAlgorithm::for_suite(suite), &master)
+                .map_err(err("master key"))?;
         }
         Ok(out)
     }

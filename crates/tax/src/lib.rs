@@ -31,10 +31,12 @@ use fapiao_protocol::wire::{
 use fapiao_service::error::request_id;
 use fapiao_service::{ApiError, EnvelopeHandler, Envelopes, Incoming, Material, Outgoing};
 use fapiao_store::sqlx::{self, Row};
+use fapiao_store::vault::{SealedColumn, Vault};
 use fapiao_store::{Db, Migration, StoreError};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use zeroize::Zeroizing;
 
 /// The tax role's schema.
 pub const MIGRATIONS: &[Migration] = &[Migration {
@@ -52,8 +54,16 @@ pub struct Tax {
     inner: Arc<Inner>,
 }
 
+/// Columns whose values are sealed (encryption at rest): the uploaded signed invoices.
+pub const SEALED: &[SealedColumn] = &[RECORD];
+const RECORD: SealedColumn = SealedColumn {
+    table: "invoices",
+    column: "record",
+};
+
 struct Inner {
     db: Db,
+    vault: Vault,
     material: Material,
     registry: Arc<fapiao_service::Registry>,
     signing_key: PrivateKey,
@@ -103,6 +113,7 @@ impl Tax {
     /// [`TaxError`].
     pub async fn open(database: &str, material: &Material) -> Result<Self, TaxError> {
         let db = Db::open(database, "tax", MIGRATIONS).await?;
+        let vault = Vault::open(&db, material.master_key.clone(), now()).await?;
         let registry = Arc::new(fapiao_service::Registry::new());
         let envelopes = Envelopes::new(
             material.party.clone(),
@@ -114,6 +125,7 @@ impl Tax {
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
+                vault,
                 material: material.clone(),
                 registry,
                 signing_key: material.signing_key.clone(),
@@ -425,6 +437,14 @@ impl Tax {
             })
             .map_err(|e| internal(&e))?;
         let date = invoice.issued_at().date();
+        let json =
+            Zeroizing::new(serde_json::to_string(&upload.invoice).map_err(|e| internal(&e))?);
+        let record = self
+            .inner
+            .vault
+            .seal_str(&mut tx, &RECORD.field(), &json)
+            .await
+            .map_err(|e| internal(&e))?;
         sqlx::query(
             "INSERT INTO invoices (number, uploader, seller, kind, blue_number, issued_on, total,
                 content_hash, record, receipt, accepted_at)
@@ -443,7 +463,7 @@ impl Tax {
         ))
         .bind(invoice.draft().totals().total.to_string())
         .bind(&content_hash)
-        .bind(serde_json::to_string(&upload.invoice).map_err(|e| internal(&e))?)
+        .bind(record)
         .bind(serde_json::to_string(&receipt).map_err(|e| internal(&e))?)
         .bind(received.unix_timestamp())
         .execute(&mut *tx)
@@ -497,17 +517,18 @@ impl Tax {
         let Some(blue_record) = blue_record else {
             return Ok(RedCheck::BlueMissing);
         };
-        let blue = read_record(&blue_record)?;
+        let blue = self.read_record(&blue_record).await?;
         let prior: Vec<String> = sqlx::query_scalar(
             "SELECT record FROM invoices WHERE blue_number = $1 ORDER BY accepted_at, number",
         )
         .bind(blue.number().as_str())
         .fetch_all(&mut **tx)
         .await?;
-        let prior = prior
-            .iter()
-            .map(|r| read_record(r))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut prior_invoices = Vec::with_capacity(prior.len());
+        for r in &prior {
+            prior_invoices.push(self.read_record(r).await?);
+        }
+        let prior = prior_invoices;
         Ok(
             match fapiao_model::red::check_red(red.draft(), &blue, &prior) {
                 Ok(()) => RedCheck::Ok,
@@ -565,9 +586,15 @@ enum RedCheck {
     Invalid(String),
 }
 
-fn read_record(json: &str) -> Result<Invoice, Box<dyn std::error::Error + Send + Sync>> {
-    let wire: fapiao_protocol::wire::WireInvoice = serde_json::from_str(json)?;
-    Ok(wire.to_signed()?.invoice)
+impl Tax {
+    async fn read_record(
+        &self,
+        sealed: &str,
+    ) -> Result<Invoice, Box<dyn std::error::Error + Send + Sync>> {
+        let json = self.inner.vault.unseal_str(&RECORD.field(), sealed).await?;
+        let wire: fapiao_protocol::wire::WireInvoice = serde_json::from_str(&json)?;
+        Ok(wire.to_signed()?.invoice)
+    }
 }
 
 impl fapiao_service::ops::Readiness for Tax {

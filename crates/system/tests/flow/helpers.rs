@@ -215,6 +215,7 @@ pub(crate) fn material(env: &Env, prefix: &Path) -> fapiao_service::Material {
         trust: layout.trust_files(),
         crls: layout.crl_files(),
         key_passphrase_file: Some(layout.passphrase_file()),
+        master_key_file: None,
     })
     .unwrap()
 }

@@ -414,6 +414,7 @@ async fn envelope_and_sender_refusals_change_nothing() {
         trust: foreign.trust_files(),
         crls: foreign.crl_files(),
         key_passphrase_file: Some(layout.passphrase_file()),
+        master_key_file: Some(layout.dir().join("pki/cloud.master.key")),
     })
     .unwrap();
     f.material.party = fm.party;
