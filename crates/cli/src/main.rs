@@ -99,6 +99,41 @@ enum Command {
     /// The audit trail of a role.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The keys of a role's encryption at rest.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a new data key active and re-seal every sealed value under it, a batch per
+    /// transaction, while the role keeps running. Safe to interrupt and run again.
+    Rotate {
+        /// cloud, platform or tax.
+        #[arg(long)]
+        role: String,
+        /// The role's config (default: `<data>/<role>.toml`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory of `fapiao up`.
+        #[arg(long, default_value = "fapiao-data")]
+        data: PathBuf,
+        /// Values re-sealed per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch: u32,
+    },
+    /// The active data key and how many values each key seals, per column.
+    Status {
+        /// cloud, platform or tax.
+        #[arg(long)]
+        role: String,
+        /// The role's config (default: `<data>/<role>.toml`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory of `fapiao up`.
+        #[arg(long, default_value = "fapiao-data")]
+        data: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -512,6 +547,19 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit(AuditCommand::Verify { role, config, data }) => {
             let config = config.unwrap_or_else(|| data.join(format!("{role}.toml")));
             services::audit_verify(&role, &config)
+        }
+        Command::Keys(KeysCommand::Rotate {
+            role,
+            config,
+            data,
+            batch,
+        }) => {
+            let config = config.unwrap_or_else(|| data.join(format!("{role}.toml")));
+            services::keys(&role, &config, Some(batch))
+        }
+        Command::Keys(KeysCommand::Status { role, config, data }) => {
+            let config = config.unwrap_or_else(|| data.join(format!("{role}.toml")));
+            services::keys(&role, &config, None)
         }
     }
 }

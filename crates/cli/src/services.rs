@@ -491,3 +491,74 @@ pub(crate) fn audit_verify(role: &str, config: &Path) -> anyhow::Result<ExitCode
         }
     })
 }
+
+/// `fapiao keys rotate` (with a batch size) and `fapiao keys status` (without).
+pub(crate) fn keys(role: &str, config: &Path, rotate: Option<u32>) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    init_logging(tracing::Level::WARN);
+    let cfg = RoleConfig::load(config)?;
+    if cfg.role != role {
+        bail!(
+            "{} configures the {} role, not {role}",
+            config.display(),
+            cfg.role
+        );
+    }
+    let columns = fapiao_system::sealed_columns(role)
+        .with_context(|| format!("role `{role}` seals nothing (cloud, platform or tax)"))?;
+    let master = cfg.material.master_key()?;
+    runtime()?.block_on(async {
+        let db = fapiao_store::Db::open_existing(&cfg.database)
+            .await
+            .with_context(|| format!("{role} database {}", cfg.database))?;
+        let vault = fapiao_store::vault::Vault::open(&db, master, crate::clock::now())
+            .await
+            .context("start the role once so that its database has data keys")?;
+        if let Some(batch) = rotate {
+            let mut err = std::io::stderr();
+            let rotation = vault
+                .rotate(columns, batch, crate::clock::now(), |field, done| {
+                    let _ = write!(err, "\r{role}: {field}: {done} re-sealed");
+                    let _ = err.flush();
+                })
+                .await?;
+            let _ = writeln!(err);
+            let mut tx = db.begin_write().await?;
+            let detail: serde_json::Map<String, Value> = rotation
+                .resealed
+                .iter()
+                .map(|(f, n)| (f.clone(), json!(n)))
+                .collect();
+            fapiao_store::audit::append(
+                &mut tx,
+                crate::clock::now(),
+                "operator:cli",
+                "keys.rotated",
+                &rotation.key,
+                &Value::Object(detail),
+            )
+            .await?;
+            tx.commit().await?;
+            println!("{role}: data key {} active", rotation.key);
+            for (field, n) in &rotation.resealed {
+                println!("{role}: {field}: {n} values re-sealed");
+            }
+        } else {
+            println!("{role}: data key {} active", vault.active_key().await?);
+        }
+        for c in columns {
+            let census = vault.census(*c).await?;
+            let text: Vec<String> = census.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            println!(
+                "{role}: {}: {}",
+                c.field(),
+                if text.is_empty() {
+                    "empty".to_owned()
+                } else {
+                    text.join(", ")
+                }
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -73,6 +73,24 @@ fn read(path: &Path) -> Result<String, MaterialError> {
     fs::read_to_string(path).map_err(|e| MaterialError(format!("reading {}: {e}", path.display())))
 }
 
+impl MaterialConfig {
+    /// The master key of encryption at rest (`FAPIAO_MASTER_KEY`, else the configured file,
+    /// else `P.master.key`), for the suite's algorithm.
+    ///
+    /// # Errors
+    /// [`MaterialError`] naming the file or variable.
+    pub fn master_key(&self) -> Result<MasterKey, MaterialError> {
+        let suite = Suite::parse(&self.suite)
+            .map_err(|_| MaterialError(format!("suite `{}`: expected gm or intl", self.suite)))?;
+        let file = self
+            .master_key_file
+            .clone()
+            .unwrap_or_else(|| with_suffix(&self.prefix, ".master.key"));
+        MasterKey::load(AeadAlgorithm::for_suite(suite), &file)
+            .map_err(|e| MaterialError(e.to_string()))
+    }
+}
+
 impl Material {
     /// Loads everything `config` names.
     ///
@@ -137,12 +155,7 @@ impl Material {
                     .map_err(|e| MaterialError(format!("{}: {e}", p.display())))?,
             );
         }
-        let master_file = config
-            .master_key_file
-            .clone()
-            .unwrap_or_else(|| with_suffix(&config.prefix, ".master.key"));
-        let master_key = MasterKey::load(AeadAlgorithm::for_suite(suite), &master_file)
-            .map_err(|e| MaterialError(e.to_string()))?;
+        let master_key = config.master_key()?;
         Ok(Self {
             master_key,
             party: Arc::new(party),

@@ -18,6 +18,18 @@ pub use config::RoleConfig;
 pub use erp::ErpClient;
 pub use run::{Running, System};
 
+/// The columns of `role`'s database whose values are sealed at rest (what a key rotation
+/// re-seals); `None` for an unknown role.
+#[must_use]
+pub fn sealed_columns(role: &str) -> Option<&'static [fapiao_store::vault::SealedColumn]> {
+    match role {
+        "cloud" => Some(fapiao_cloud::SEALED),
+        "platform" => Some(fapiao_platform::SEALED),
+        "tax" => Some(fapiao_tax::SEALED),
+        _ => None,
+    }
+}
+
 /// Errors of this crate, with what failed in words.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

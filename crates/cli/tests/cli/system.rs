@@ -195,6 +195,21 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
         p.interrupt();
     }
 
+    // Keys: every role's values are under its first data key; rotating the cloud's re-seals
+    // its invoices and ERP secrets under a second one (and appends an audit record).
+    let k = fapiao(&["keys", "status", "--role", "cloud", "--data", d]);
+    assert!(k.status.success(), "{}", stderr(&k));
+    assert!(stdout(&k).contains("data key k1 active"), "{}", stdout(&k));
+    assert!(stdout(&k).contains("enterprises.secret: k1 2"), "{}", stdout(&k));
+    let k = fapiao(&["keys", "rotate", "--role", "cloud", "--batch", "1", "--data", d]);
+    let out = stdout(&k);
+    assert!(k.status.success(), "{}", stderr(&k));
+    assert!(out.contains("data key k2 active"), "{out}");
+    assert!(out.contains("enterprises.secret: 2 values re-sealed"), "{out}");
+    assert!(out.contains("enterprises.secret: k2 2"), "{out}");
+    assert!(!out.contains("k1 "), "nothing left under k1: {out}");
+    assert!(stderr(&k).contains("re-sealed"), "progress: {}", stderr(&k));
+
     // Every role's audit chain verifies, with a head signed on the way down; an edited record
     // is found.
     for role in ["cloud", "platform", "tax"] {

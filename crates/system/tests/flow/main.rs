@@ -7,6 +7,7 @@ mod agreement;
 mod api;
 mod helpers;
 mod issue;
+mod keys;
 mod limits;
 mod masking;
 mod ops;
