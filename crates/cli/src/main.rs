@@ -102,6 +102,30 @@ enum Command {
     /// The keys of a role's encryption at rest.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Retention: export, then delete, what is older than the role's retention periods.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RetentionCommand {
+    /// Export expired rows to JSON lines under `--export` (synced to disk), then delete them;
+    /// cut the audit chain at the newest signed head older than the invoice retention.
+    Run {
+        /// cloud, platform or tax.
+        #[arg(long)]
+        role: String,
+        /// The role's config (default: `<data>/<role>.toml`); its `[retention]` table sets
+        /// the periods.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory of `fapiao up`.
+        #[arg(long, default_value = "fapiao-data")]
+        data: PathBuf,
+        /// Where the exports go (`<role>.<table>.jsonl`, appended).
+        #[arg(long)]
+        export: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -556,6 +580,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }) => {
             let config = config.unwrap_or_else(|| data.join(format!("{role}.toml")));
             services::keys(&role, &config, Some(batch))
+        }
+        Command::Retention(RetentionCommand::Run {
+            role,
+            config,
+            data,
+            export,
+        }) => {
+            let config = config.unwrap_or_else(|| data.join(format!("{role}.toml")));
+            services::retention(&role, &config, &export)
         }
         Command::Keys(KeysCommand::Status { role, config, data }) => {
             let config = config.unwrap_or_else(|| data.join(format!("{role}.toml")));

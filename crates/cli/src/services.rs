@@ -562,3 +562,44 @@ pub(crate) fn keys(role: &str, config: &Path, rotate: Option<u32>) -> anyhow::Re
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// `fapiao retention run`.
+pub(crate) fn retention(role: &str, config: &Path, export: &Path) -> anyhow::Result<ExitCode> {
+    init_logging(tracing::Level::WARN);
+    let cfg = RoleConfig::load(config)?;
+    if cfg.role != role {
+        bail!(
+            "{} configures the {} role, not {role}",
+            config.display(),
+            cfg.role
+        );
+    }
+    let rules = fapiao_system::retention_rules(role).with_context(|| {
+        format!("role `{role}` has no retention rules (cloud, platform or tax)")
+    })?;
+    runtime()?.block_on(async {
+        let db = fapiao_store::Db::open_existing(&cfg.database)
+            .await
+            .with_context(|| format!("{role} database {}", cfg.database))?;
+        println!(
+            "{role}: logs kept {} days, invoices and audit records {} days",
+            cfg.retention.logs_days, cfg.retention.invoice_days
+        );
+        let pruned = cfg
+            .retention
+            .apply(&db, role, rules, crate::clock::now(), export)
+            .await?;
+        for p in pruned {
+            match p.export {
+                Some(f) => println!(
+                    "{role}: {}: {} rows exported to {} and deleted",
+                    p.table,
+                    p.rows,
+                    f.display()
+                ),
+                None => println!("{role}: {}: nothing expired", p.table),
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -14,6 +14,9 @@ use time::OffsetDateTime;
 
 use crate::{Db, StoreError, Tx};
 
+/// The action of the record a retention cut appends (detail: `through`, `hash`, `export`).
+pub const PRUNED: &str = "audit.pruned";
+
 /// The hash before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -209,6 +212,18 @@ pub async fn verify(db: &Db) -> Result<Verdict, StoreError> {
         .await?;
     let mut prev = GENESIS.to_owned();
     let mut expected_seq = 1;
+    // A chain cut by retention starts after record `through`, attested later in the chain.
+    let mut cut: Option<(i64, String)> = None;
+    if let Some(first) = rows.first() {
+        let seq: i64 = first.try_get("seq")?;
+        if seq > 1 {
+            prev = first.try_get("prev_hash")?;
+            expected_seq = seq;
+            cut = Some((seq - 1, prev.clone()));
+        }
+    }
+    let first_seq = expected_seq;
+    let mut attested = false;
     let mut hashes = std::collections::HashMap::new();
     for r in &rows {
         let rec = Record {
@@ -252,9 +267,26 @@ pub async fn verify(db: &Db) -> Result<Verdict, StoreError> {
                 reason: "its content does not match its hash (edited)".into(),
             });
         }
+        if let Some((through, hash)) = &cut
+            && rec.action == PRUNED
+            && let Ok(d) = serde_json::from_str::<serde_json::Value>(&rec.detail)
+            && d["through"].as_i64() == Some(*through)
+            && d["hash"].as_str() == Some(hash.as_str())
+        {
+            attested = true;
+        }
         hashes.insert(rec.seq, rec.hash.clone());
         prev = rec.hash;
         expected_seq += 1;
+    }
+    if cut.is_some() && !attested {
+        return Ok(Verdict::Broken {
+            seq: 1,
+            reason: format!(
+                "records 1 to {} are missing and no retention cut records their removal (deleted)",
+                first_seq - 1
+            ),
+        });
     }
     let heads = sqlx::query(
         "SELECT seq, hash, signed_at, signature, certificate FROM audit_heads ORDER BY seq",
@@ -290,7 +322,7 @@ pub async fn verify(db: &Db) -> Result<Verdict, StoreError> {
         newest = Some(head);
     }
     Ok(Verdict::Intact {
-        records: expected_seq - 1,
+        records: expected_seq - first_seq,
         head: newest,
     })
 }

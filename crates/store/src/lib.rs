@@ -19,6 +19,7 @@ use sqlx::{Row, SqlitePool};
 use time::OffsetDateTime;
 
 pub mod audit;
+pub mod retention;
 pub mod vault;
 
 pub use sqlx;

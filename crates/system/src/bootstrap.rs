@@ -292,6 +292,7 @@ impl Layout {
                 devices_dir: None,
                 limits: fapiao_service::Limits::default(),
                 audit_sign_seconds: 60,
+                retention: fapiao_store::retention::Retention::default(),
             },
             RoleConfig {
                 role: "platform".into(),
@@ -307,6 +308,7 @@ impl Layout {
                 devices_dir: Some(self.dir.join("devices")),
                 limits: fapiao_service::Limits::default(),
                 audit_sign_seconds: 60,
+                retention: fapiao_store::retention::Retention::default(),
             },
             RoleConfig {
                 role: "cloud".into(),
@@ -322,6 +324,7 @@ impl Layout {
                 devices_dir: None,
                 limits: fapiao_service::Limits::default(),
                 audit_sign_seconds: 60,
+                retention: fapiao_store::retention::Retention::default(),
             },
         ];
         for c in configs {

@@ -82,6 +82,10 @@ pub struct RoleConfig {
     /// How often the audit chain's head is signed (seconds; default 60).
     #[serde(default = "default_audit_sign_seconds")]
     pub audit_sign_seconds: u64,
+    /// Retention periods (`fapiao retention run`): logs 180 days, invoices and their audit
+    /// records 3653 days by default.
+    #[serde(default)]
+    pub retention: fapiao_store::retention::Retention,
 }
 
 fn default_audit_sign_seconds() -> u64 {

@@ -18,6 +18,59 @@ pub use config::RoleConfig;
 pub use erp::ErpClient;
 pub use run::{Running, System};
 
+/// What expires in `role`'s database and when (see [`fapiao_store::retention`]); `None` for an
+/// unknown role.
+#[must_use]
+pub fn retention_rules(role: &str) -> Option<&'static [fapiao_store::retention::Rule]> {
+    use fapiao_store::retention::{Age, Class, Rule};
+    const fn rule(
+        class: Class,
+        table: &'static str,
+        column: &'static str,
+        age: Age,
+        filter: &'static str,
+    ) -> Rule {
+        Rule {
+            class,
+            table,
+            column,
+            age,
+            filter,
+        }
+    }
+    const CLOUD: &[Rule] = &[
+        rule(
+            Class::Logs,
+            "webhooks",
+            "created_at",
+            Age::Unix,
+            "state = 'done'",
+        ),
+        rule(Class::Invoices, "invoices", "issued_at", Age::ChinaText, ""),
+    ];
+    const PLATFORM: &[Rule] = &[
+        rule(
+            Class::Logs,
+            "outbox",
+            "done_at",
+            Age::Unix,
+            "state = 'done'",
+        ),
+        rule(Class::Invoices, "invoices", "issued_at", Age::ChinaText, ""),
+        rule(Class::Invoices, "void_numbers", "at", Age::Unix, ""),
+    ];
+    const TAX: &[Rule] = &[
+        rule(Class::Logs, "upload_log", "at", Age::Unix, ""),
+        rule(Class::Invoices, "invoices", "accepted_at", Age::Unix, ""),
+    ];
+    match role {
+        "cloud" => Some(CLOUD),
+        "platform" => Some(PLATFORM),
+        "tax" => Some(TAX),
+        _ => None,
+    }
+}
+
 /// The columns of `role`'s database whose values are sealed at rest (what a key rotation
 /// re-seals); `None` for an unknown role.
 #[must_use]

@@ -1,0 +1,322 @@
+//! Retention: rows older than their class's retention are exported, then deleted — never
+//! deleted before the export is on disk (written, `fsync`ed) — in batches, each deletion its
+//! own write transaction so the role keeps running.
+//!
+//! Classes: **logs** (delivery and upload logs; default 180 days) and **invoices** (invoices
+//! and the audit records of the same period; default 10 years). Exports are JSON lines, one
+//! object per row with its `rowid` and columns (BLOBs in hex), appended to
+//! `<dir>/<role>.<table>.jsonl`; a run interrupted between export and delete exports those rows
+//! again on the next run (same `rowid`: deduplicate by it).
+//!
+//! The audit chain is cut only at a signed head, and the cut is itself recorded in the chain
+//! (`audit.pruned` with the last pruned record's seq and hash), so [`crate::audit::verify`]
+//! can tell a retention cut from deleted records.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use sqlx::{AssertSqlSafe, Row};
+use time::{Duration, OffsetDateTime, UtcOffset};
+
+use crate::{Db, StoreError};
+
+/// A retention class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Delivery, upload and replay logs.
+    Logs,
+    /// Invoices and their audit records.
+    Invoices,
+}
+
+/// How a rule's time column is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Age {
+    /// Unix seconds.
+    Unix,
+    /// `yyyy-MM-dd HH:mm:ss`, China time.
+    ChinaText,
+}
+
+/// Rows of `table` whose `column` is older than the class's retention (and that match
+/// `filter`, an SQL condition or empty) expire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// The class.
+    pub class: Class,
+    /// Table.
+    pub table: &'static str,
+    /// Time column.
+    pub column: &'static str,
+    /// How it is written.
+    pub age: Age,
+    /// Extra condition (`state = 'done'`), or empty.
+    pub filter: &'static str,
+}
+
+/// Retention periods, in days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Logs (default 180).
+    #[serde(default = "default_logs")]
+    pub logs_days: u32,
+    /// Invoices and their audit records (default 3653, ten years).
+    #[serde(default = "default_invoices")]
+    pub invoice_days: u32,
+}
+
+fn default_logs() -> u32 {
+    180
+}
+fn default_invoices() -> u32 {
+    3653
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            logs_days: default_logs(),
+            invoice_days: default_invoices(),
+        }
+    }
+}
+
+/// What one table gave up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    /// Table.
+    pub table: String,
+    /// Rows exported and deleted.
+    pub rows: u64,
+    /// The export file (absent when nothing expired).
+    pub export: Option<PathBuf>,
+}
+
+const BATCH: i64 = 1000;
+
+impl Retention {
+    fn cutoff(&self, class: Class, now: OffsetDateTime) -> OffsetDateTime {
+        let days = match class {
+            Class::Logs => self.logs_days,
+            Class::Invoices => self.invoice_days,
+        };
+        now - Duration::days(i64::from(days))
+    }
+
+    /// Exports then deletes what expired under `rules` in `db` of `role`, then cuts the audit
+    /// chain (invoice class) at the newest signed head older than the cutoff.
+    ///
+    /// # Errors
+    /// [`StoreError`]; what was exported and deleted before the error stays so.
+    pub async fn apply(
+        &self,
+        db: &Db,
+        role: &str,
+        rules: &[Rule],
+        now: OffsetDateTime,
+        dir: &Path,
+    ) -> Result<Vec<Pruned>, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, &e))?;
+        let mut out = Vec::new();
+        for rule in rules {
+            let cutoff = self.cutoff(rule.class, now);
+            let bound = match rule.age {
+                Age::Unix => cutoff.unix_timestamp().to_string(),
+                Age::ChinaText => {
+                    let c =
+                        cutoff.to_offset(UtcOffset::from_hms(8, 0, 0).unwrap_or(UtcOffset::UTC));
+                    format!(
+                        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+                        c.year(),
+                        u8::from(c.month()),
+                        c.day(),
+                        c.hour(),
+                        c.minute(),
+                        c.second()
+                    )
+                }
+            };
+            let condition = format!(
+                "{col} < $1{and}{filter}",
+                col = rule.column,
+                and = if rule.filter.is_empty() { "" } else { " AND " },
+                filter = rule.filter
+            );
+            let (rows, export) =
+                export_and_delete(db, role, rule.table, &condition, &bound, dir).await?;
+            out.push(Pruned {
+                table: rule.table.to_owned(),
+                rows,
+                export,
+            });
+        }
+        out.push(self.cut_audit(db, role, now, dir).await?);
+        Ok(out)
+    }
+
+    async fn cut_audit(
+        &self,
+        db: &Db,
+        role: &str,
+        now: OffsetDateTime,
+        dir: &Path,
+    ) -> Result<Pruned, StoreError> {
+        let cutoff = self.cutoff(Class::Invoices, now).unix_timestamp();
+        let head: Option<(i64, String)> = sqlx::query_as(
+            "SELECT h.seq, h.hash FROM audit_heads h JOIN audit_log l ON l.seq = h.seq
+             WHERE l.at < $1 ORDER BY h.seq DESC LIMIT 1",
+        )
+        .bind(cutoff)
+        .fetch_optional(db.pool())
+        .await?;
+        let Some((through, hash)) = head else {
+            return Ok(Pruned {
+                table: "audit_log".into(),
+                rows: 0,
+                export: None,
+            });
+        };
+        let bound = through.to_string();
+        let (_, heads_file) =
+            export_rows(db, role, "audit_heads", "seq <= $1", &bound, dir).await?;
+        let (rows, export) = export_rows(db, role, "audit_log", "seq <= $1", &bound, dir).await?;
+        let mut tx = db.begin_write().await?;
+        sqlx::query("DELETE FROM audit_heads WHERE seq <= $1")
+            .bind(through)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+            .bind(through)
+            .execute(&mut *tx)
+            .await?;
+        crate::audit::append(
+            &mut tx,
+            now,
+            "system",
+            crate::audit::PRUNED,
+            &format!("{through}"),
+            &serde_json::json!({
+                "through": through,
+                "hash": hash,
+                "export": export.as_ref().or(heads_file.as_ref()).map(|p| p.display().to_string()),
+            }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Pruned {
+            table: "audit_log".into(),
+            rows,
+            export,
+        })
+    }
+}
+
+fn io(path: &Path, e: &std::io::Error) -> StoreError {
+    StoreError::Key(format!("retention export {}: {e}", path.display()))
+}
+
+/// The JSON object of a row: `json_object('rowid', rowid, 'c', c, …)`, BLOBs as hex.
+async fn json_of_row(db: &Db, table: &str) -> Result<String, StoreError> {
+    let cols = sqlx::query(AssertSqlSafe(format!("PRAGMA table_info({table})")))
+        .fetch_all(db.pool())
+        .await?;
+    let mut parts = vec!["'rowid', rowid".to_owned()];
+    for c in &cols {
+        let name: String = c.try_get("name")?;
+        parts.push(format!(
+            "'{name}', CASE WHEN typeof({name}) = 'blob' THEN hex({name}) ELSE {name} END"
+        ));
+    }
+    Ok(format!("json_object({})", parts.join(", ")))
+}
+
+/// Appends every row of `table` matching `condition` (bound `$1`) to the export file and
+/// syncs it; returns how many and the file.
+async fn export_rows(
+    db: &Db,
+    role: &str,
+    table: &str,
+    condition: &str,
+    bound: &str,
+    dir: &Path,
+) -> Result<(u64, Option<PathBuf>), StoreError> {
+    let json = json_of_row(db, table).await?;
+    let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT {json} FROM {table} WHERE {condition} ORDER BY rowid"
+    )))
+    .bind(bound)
+    .fetch_all(db.pool())
+    .await?;
+    if rows.is_empty() {
+        return Ok((0, None));
+    }
+    let path = dir.join(format!("{role}.{table}.jsonl"));
+    append_synced(&path, &rows)?;
+    Ok((rows.len() as u64, Some(path)))
+}
+
+fn append_synced(path: &Path, lines: &[String]) -> Result<(), StoreError> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io(path, &e))?;
+    let mut buf = String::new();
+    for l in lines {
+        buf.push_str(l);
+        buf.push('\n');
+    }
+    f.write_all(buf.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io(path, &e))?;
+    if let Some(parent) = path.parent()
+        && let Ok(d) = std::fs::File::open(parent)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+async fn export_and_delete(
+    db: &Db,
+    role: &str,
+    table: &str,
+    condition: &str,
+    bound: &str,
+    dir: &Path,
+) -> Result<(u64, Option<PathBuf>), StoreError> {
+    let json = json_of_row(db, table).await?;
+    let path = dir.join(format!("{role}.{table}.jsonl"));
+    let mut total = 0_u64;
+    loop {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT rowid AS r, {json} AS j FROM {table} WHERE {condition} ORDER BY rowid LIMIT {BATCH}"
+        )))
+        .bind(bound)
+        .fetch_all(db.pool())
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut lines = Vec::with_capacity(rows.len());
+        for r in &rows {
+            ids.push(r.try_get::<i64, _>("r")?);
+            lines.push(r.try_get::<String, _>("j")?);
+        }
+        // The export is durable before anything is deleted.
+        append_synced(&path, &lines)?;
+        let mut tx = db.begin_write().await?;
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE rowid IN ({list}) AND {condition}"
+        )))
+        .bind(bound)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        total += ids.len() as u64;
+    }
+    Ok((total, (total > 0).then_some(path)))
+}
