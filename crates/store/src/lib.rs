@@ -77,6 +77,8 @@ pub struct Migration {
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: SqlitePool,
+    /// The file, for a file database (`None` in memory).
+    path: Option<std::path::PathBuf>,
 }
 
 const BASE: &[Migration] = &[
@@ -162,7 +164,12 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        let db = Self { pool };
+        let db = Self {
+            pool,
+            path: (!memory)
+                .then(|| url.strip_prefix("sqlite://").map(std::path::PathBuf::from))
+                .flatten(),
+        };
         db.migrate("store", BASE).await?;
         db.migrate(role, migrations).await?;
         Ok(db)
@@ -184,7 +191,10 @@ impl Db {
             .max_connections(2)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            path: Some(Path::new(path).to_owned()),
+        })
     }
 
     /// The pool, for reads and single statements.
@@ -203,9 +213,19 @@ impl Db {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    /// Whether the database answers.
+    /// Whether the database answers: its file is still there (open connections keep
+    /// working on a deleted or moved file, so a query alone would not notice) and a query on
+    /// its tables succeeds.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        if let Some(p) = &self.path
+            && !p.exists()
+        {
+            return false;
+        }
+        sqlx::query("SELECT COUNT(*) FROM schema_migrations")
+            .execute(&self.pool)
+            .await
+            .is_ok()
     }
 
     async fn migrate(&self, role: &str, migrations: &[Migration]) -> Result<(), StoreError> {

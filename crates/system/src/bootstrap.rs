@@ -258,6 +258,12 @@ impl Layout {
                     now + Duration::days(825),
                 )?;
             }
+            // Data directories from before encryption at rest get their master keys too.
+            let master = PathBuf::from(format!("{}.master.key", self.pki_prefix(role).display()));
+            if !master.exists() {
+                MasterKey::generate(AeadAlgorithm::for_suite(suite), &master)
+                    .map_err(err("master key"))?;
+            }
         }
         for e in DEMO_ENTERPRISES {
             let prefix = self.dir.join("devices").join(e.taxpayer_id);

@@ -101,6 +101,19 @@ async fn every_role_reports_health_readiness_and_metrics_on_its_admin_port() {
     env.system.restart("tax").await.unwrap();
     settle(&env).await;
     assert_eq!(text(&admin, "/readyz").await.0, 200);
+
+    // The database gone (its file moved away under the running role): not ready, and the
+    // body says which check failed; back in place, ready again. Health stays up.
+    let tax_admin = operator(&env, p.tax_admin);
+    let file = env.system.layout.dir().join("tax.sqlite");
+    let away = env.system.layout.dir().join("tax.sqlite.away");
+    std::fs::rename(&file, &away).unwrap();
+    let (s, body) = text(&tax_admin, "/readyz").await;
+    assert_eq!(s, 503, "{body}");
+    assert!(body.contains("not reachable"), "{body}");
+    assert_eq!(text(&tax_admin, "/healthz").await.0, 200);
+    std::fs::rename(&away, &file).unwrap();
+    assert_eq!(text(&tax_admin, "/readyz").await.0, 200);
     env.system.shutdown().await;
 }
 
