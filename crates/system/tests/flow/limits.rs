@@ -65,3 +65,44 @@ async fn over_the_rate_is_429_with_retry_after() {
     );
     env.system.shutdown().await;
 }
+
+/// `max_connections` caps the connections a listener holds: with two held open (their TLS
+/// handshakes never finished), a third client is not served until one goes away. Bodies above
+/// the ERP limit are refused with 413 before anything is read into a handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_and_big_bodies_refused() {
+    let mut env = Env::start().await;
+    restart_cloud_with(&mut env, "max_connections = 2").await;
+    let addr = env
+        .system
+        .cloud_url()
+        .trim_start_matches("https://")
+        .to_owned();
+    let held = [
+        tokio::net::TcpStream::connect(&addr).await.unwrap(),
+        tokio::net::TcpStream::connect(&addr).await.unwrap(),
+    ];
+    let waiting = tokio::time::timeout(
+        std::time::Duration::from_millis(1500),
+        get(&env.erp(SH), "/v1/invoices"),
+    )
+    .await;
+    assert!(waiting.is_err(), "a third connection was served");
+    drop(held);
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        get(&env.erp(SH), "/v1/invoices"),
+    )
+    .await
+    .expect("served once the held connections are gone");
+    assert_eq!(r.status, 200);
+
+    let big = vec![b' '; fapiao_cloud::erp::MAX_BODY + 1];
+    let r = env
+        .erp(SH)
+        .send(http::Method::POST, "/v1/invoices", &big)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 413);
+    env.system.shutdown().await;
+}
