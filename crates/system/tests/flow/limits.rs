@@ -106,3 +106,57 @@ async fn connections_are_capped_and_big_bodies_refused() {
     assert_eq!(r.status, 413);
     env.system.shutdown().await;
 }
+
+/// A request that outlives `request_timeout_seconds` is answered `request_timeout` (503,
+/// retryable): here the cloud's platform is a listener that accepts and never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_takes_too_long_is_answered_request_timeout() {
+    let mut env = Env::start().await;
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    let _hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hole.accept().await {
+            held.push(s);
+        }
+    });
+    env.system.stop("cloud").await;
+    let path = env.system.layout.config_path("cloud");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text: Vec<String> = text
+        .split("\n[limits]")
+        .next()
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("platform_url") {
+                format!("platform_url = \"https://{hole_addr}\"")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n[limits]\nrequest_timeout_seconds = 1\n",
+            text.join("\n")
+        ),
+    )
+    .unwrap();
+    env.system.restart("cloud").await.unwrap();
+    let r = post(&env.erp(SH), "/v1/invoices", &order(SH, "SLOW-1", "10")).await;
+    let v = json_of(&r);
+    assert_eq!(
+        (
+            r.status,
+            v["code"].as_str().unwrap(),
+            v["retryable"].as_bool()
+        ),
+        (503, "request_timeout", Some(true)),
+        "{v}"
+    );
+    let page = json_of(&get(&env.erp(SH), "/v1/invoices").await);
+    assert_eq!(page["items"], serde_json::json!([]), "nothing stored");
+    env.system.shutdown().await;
+}
