@@ -23,10 +23,11 @@ use sha2::{Digest, Sha256};
 
 use crate::Cloud;
 
-/// Largest ERP request body.
+/// Largest ERP request body by default (`[limits] max_body_bytes`).
 pub const MAX_BODY: usize = 256 * 1024;
 
 pub(crate) fn routes(cloud: Cloud) -> Router {
+    let max_body = cloud.inner.options.max_body_bytes;
     Router::new()
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/invoices", post(issue).get(list))
@@ -34,7 +35,7 @@ pub(crate) fn routes(cloud: Cloud) -> Router {
         .route("/v1/invoices/{number}/red", post(red))
         .route("/v1/invoices/{number}/xml", get(xml))
         .route("/v1/invoices/{number}/pdf", get(pdf))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(cloud)
 }
 

@@ -75,6 +75,8 @@ pub struct Options {
     pub enterprise_rate: f64,
     /// ERP requests an enterprise may burst.
     pub enterprise_burst: f64,
+    /// Largest ERP request body, bytes (larger: 413).
+    pub max_body_bytes: usize,
 }
 
 impl Default for Options {
@@ -86,6 +88,7 @@ impl Default for Options {
             },
             max_attempts: 12,
             poll: Duration::from_secs(1),
+            max_body_bytes: erp::MAX_BODY,
             enterprise_rate: 200.0,
             enterprise_burst: 400.0,
         }

@@ -32,6 +32,8 @@ pub struct Limits {
     pub address_rate: f64,
     /// Requests a client address may burst.
     pub address_burst: f64,
+    /// Largest ERP request body, bytes (larger: 413).
+    pub max_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -43,6 +45,7 @@ impl Default for Limits {
             enterprise_burst: 400.0,
             address_rate: 400.0,
             address_burst: 800.0,
+            max_body_bytes: 256 * 1024,
         }
     }
 }

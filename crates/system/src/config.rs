@@ -25,6 +25,7 @@
 //! enterprise_burst = 400.0             # … and the burst above it
 //! address_rate = 400.0                 # requests/s per client address
 //! address_burst = 800.0
+//! max_body_bytes = 262144              # cloud: largest ERP request body (then 413)
 //! ```
 //!
 //! Environment overrides (applied after the file): `FAPIAO_LISTEN` and

@@ -195,6 +195,7 @@ pub async fn start_role(
                     poll: options.poll,
                     enterprise_rate: cfg.limits.enterprise_rate,
                     enterprise_burst: cfg.limits.enterprise_burst,
+                    max_body_bytes: cfg.limits.max_body_bytes,
                     ..fapiao_cloud::Options::default()
                 },
             )

@@ -72,7 +72,7 @@ async fn over_the_rate_is_429_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_capped_and_big_bodies_refused() {
     let mut env = Env::start().await;
-    restart_cloud_with(&mut env, "max_connections = 2").await;
+    restart_cloud_with(&mut env, "max_connections = 2\nmax_body_bytes = 4096").await;
     let addr = env
         .system
         .cloud_url()
@@ -97,7 +97,7 @@ async fn connections_are_capped_and_big_bodies_refused() {
     .expect("served once the held connections are gone");
     assert_eq!(r.status, 200);
 
-    let big = vec![b' '; fapiao_cloud::erp::MAX_BODY + 1];
+    let big = vec![b' '; 4097];
     let r = env
         .erp(SH)
         .send(http::Method::POST, "/v1/invoices", &big)
