@@ -107,21 +107,36 @@ enum Command {
     Retention(RetentionCommand),
 }
 
+/// Which role's database a maintenance command works on.
+#[derive(Debug, Args)]
+struct RoleTarget {
+    /// cloud, platform or tax.
+    #[arg(long)]
+    role: String,
+    /// The role's config (default: `<data>/<role>.toml`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory of `fapiao up`.
+    #[arg(long, default_value = "fapiao-data")]
+    data: PathBuf,
+}
+
+impl RoleTarget {
+    fn config(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| self.data.join(format!("{}.toml", self.role)))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum RetentionCommand {
     /// Export expired rows to JSON lines under `--export` (synced to disk), then delete them;
     /// cut the audit chain at the newest signed head older than the invoice retention.
+    /// The periods come from the `[retention]` table of the role's config.
     Run {
-        /// cloud, platform or tax.
-        #[arg(long)]
-        role: String,
-        /// The role's config (default: `<data>/<role>.toml`); its `[retention]` table sets
-        /// the periods.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Data directory of `fapiao up`.
-        #[arg(long, default_value = "fapiao-data")]
-        data: PathBuf,
+        #[command(flatten)]
+        target: RoleTarget,
         /// Where the exports go (`<role>.<table>.jsonl`, appended).
         #[arg(long)]
         export: PathBuf,
@@ -133,30 +148,16 @@ enum KeysCommand {
     /// Make a new data key active and re-seal every sealed value under it, a batch per
     /// transaction, while the role keeps running. Safe to interrupt and run again.
     Rotate {
-        /// cloud, platform or tax.
-        #[arg(long)]
-        role: String,
-        /// The role's config (default: `<data>/<role>.toml`).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Data directory of `fapiao up`.
-        #[arg(long, default_value = "fapiao-data")]
-        data: PathBuf,
+        #[command(flatten)]
+        target: RoleTarget,
         /// Values re-sealed per transaction.
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         batch: u32,
     },
     /// The active data key and how many values each key seals, per column.
     Status {
-        /// cloud, platform or tax.
-        #[arg(long)]
-        role: String,
-        /// The role's config (default: `<data>/<role>.toml`).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Data directory of `fapiao up`.
-        #[arg(long, default_value = "fapiao-data")]
-        data: PathBuf,
+        #[command(flatten)]
+        target: RoleTarget,
     },
 }
 
@@ -165,15 +166,8 @@ enum AuditCommand {
     /// Walk a role's hash-chained audit log and check its signed heads; exit status 1 and the
     /// first broken, edited, reordered or deleted record when it does not verify.
     Verify {
-        /// cloud, platform or tax.
-        #[arg(long)]
-        role: String,
-        /// The role's config (default: `<data>/<role>.toml`).
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Data directory of `fapiao up`.
-        #[arg(long, default_value = "fapiao-data")]
-        data: PathBuf,
+        #[command(flatten)]
+        target: RoleTarget,
     },
 }
 
@@ -568,31 +562,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
         ),
         Command::Platform(cmd) => run_platform(cmd),
-        Command::Audit(AuditCommand::Verify { role, config, data }) => {
-            let config = config.unwrap_or_else(|| data.join(format!("{role}.toml")));
-            services::audit_verify(&role, &config)
+        Command::Audit(AuditCommand::Verify { target }) => {
+            services::audit_verify(&target.role, &target.config())
         }
-        Command::Keys(KeysCommand::Rotate {
-            role,
-            config,
-            data,
-            batch,
-        }) => {
-            let config = config.unwrap_or_else(|| data.join(format!("{role}.toml")));
-            services::keys(&role, &config, Some(batch))
+        Command::Keys(KeysCommand::Rotate { target, batch }) => {
+            services::keys(&target.role, &target.config(), Some(batch))
         }
-        Command::Retention(RetentionCommand::Run {
-            role,
-            config,
-            data,
-            export,
-        }) => {
-            let config = config.unwrap_or_else(|| data.join(format!("{role}.toml")));
-            services::retention(&role, &config, &export)
+        Command::Keys(KeysCommand::Status { target }) => {
+            services::keys(&target.role, &target.config(), None)
         }
-        Command::Keys(KeysCommand::Status { role, config, data }) => {
-            let config = config.unwrap_or_else(|| data.join(format!("{role}.toml")));
-            services::keys(&role, &config, None)
+        Command::Retention(RetentionCommand::Run { target, export }) => {
+            services::retention(&target.role, &target.config(), &export)
         }
     }
 }

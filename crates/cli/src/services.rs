@@ -84,9 +84,8 @@ pub(crate) fn up(
     })
 }
 
-/// `fapiao serve <role> --config <file>`.
-pub(crate) fn serve(role: &str, config: &Path) -> anyhow::Result<ExitCode> {
-    init_logging(tracing::Level::INFO);
+/// Loads `config`, which must configure `role`.
+fn role_config(role: &str, config: &Path) -> anyhow::Result<RoleConfig> {
     let cfg = RoleConfig::load(config)?;
     if cfg.role != role {
         bail!(
@@ -95,6 +94,13 @@ pub(crate) fn serve(role: &str, config: &Path) -> anyhow::Result<ExitCode> {
             cfg.role
         );
     }
+    Ok(cfg)
+}
+
+/// `fapiao serve <role> --config <file>`.
+pub(crate) fn serve(role: &str, config: &Path) -> anyhow::Result<ExitCode> {
+    init_logging(tracing::Level::INFO);
+    let cfg = role_config(role, config)?;
     runtime()?.block_on(async {
         let l = fapiao_system::run::bind_all(&cfg.listen).await?;
         let a = fapiao_system::run::bind_all(&cfg.admin_listen).await?;
@@ -448,14 +454,7 @@ pub(crate) fn admin(
 pub(crate) fn audit_verify(role: &str, config: &Path) -> anyhow::Result<ExitCode> {
     use fapiao_store::audit::{Verdict, head_bytes};
     init_logging(tracing::Level::WARN);
-    let cfg = RoleConfig::load(config)?;
-    if cfg.role != role {
-        bail!(
-            "{} configures the {} role, not {role}",
-            config.display(),
-            cfg.role
-        );
-    }
+    let cfg = role_config(role, config)?;
     let trust = trust_from(&cfg.material.trust, &cfg.material.crls)?;
     runtime()?.block_on(async {
         let db = fapiao_store::Db::open_existing(&cfg.database).await?;
@@ -496,14 +495,7 @@ pub(crate) fn audit_verify(role: &str, config: &Path) -> anyhow::Result<ExitCode
 pub(crate) fn keys(role: &str, config: &Path, rotate: Option<u32>) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
     init_logging(tracing::Level::WARN);
-    let cfg = RoleConfig::load(config)?;
-    if cfg.role != role {
-        bail!(
-            "{} configures the {} role, not {role}",
-            config.display(),
-            cfg.role
-        );
-    }
+    let cfg = role_config(role, config)?;
     let columns = fapiao_system::sealed_columns(role)
         .with_context(|| format!("role `{role}` seals nothing (cloud, platform or tax)"))?;
     let master = cfg.material.master_key()?;
@@ -566,14 +558,7 @@ pub(crate) fn keys(role: &str, config: &Path, rotate: Option<u32>) -> anyhow::Re
 /// `fapiao retention run`.
 pub(crate) fn retention(role: &str, config: &Path, export: &Path) -> anyhow::Result<ExitCode> {
     init_logging(tracing::Level::WARN);
-    let cfg = RoleConfig::load(config)?;
-    if cfg.role != role {
-        bail!(
-            "{} configures the {} role, not {role}",
-            config.display(),
-            cfg.role
-        );
-    }
+    let cfg = role_config(role, config)?;
     let rules = fapiao_system::retention_rules(role).with_context(|| {
         format!("role `{role}` has no retention rules (cloud, platform or tax)")
     })?;

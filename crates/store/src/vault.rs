@@ -179,6 +179,15 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+/// The id of the data key new values are sealed with.
+async fn active_id<'e>(e: impl sqlx::SqliteExecutor<'e>) -> Result<Option<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM data_keys WHERE active = 1")
+            .fetch_optional(e)
+            .await?,
+    )
+}
+
 fn wrap_aad(id: i64) -> Vec<u8> {
     format!("fapiao data key k{id}").into_bytes()
 }
@@ -207,10 +216,7 @@ impl Vault {
             index_key: Arc::new(index_key),
         };
         let mut tx = db.begin_write().await?;
-        let active: Option<i64> = sqlx::query_scalar("SELECT id FROM data_keys WHERE active = 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-        if active.is_none() {
+        if active_id(&mut *tx).await?.is_none() {
             vault.create_key(&mut tx, now).await?;
         }
         tx.commit().await?;
@@ -327,8 +333,7 @@ impl Vault {
         field: &str,
         plaintext: &[u8],
     ) -> Result<String, StoreError> {
-        let id: i64 = sqlx::query_scalar("SELECT id FROM data_keys WHERE active = 1")
-            .fetch_optional(&mut *tx)
+        let id = active_id(&mut *tx)
             .await?
             .ok_or_else(|| key_error("no active data key"))?;
         self.seal_with(id, field, plaintext).await
@@ -408,10 +413,9 @@ impl Vault {
     /// # Errors
     /// [`StoreError`].
     pub async fn active_key(&self) -> Result<String, StoreError> {
-        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM data_keys WHERE active = 1")
-            .fetch_optional(self.db.pool())
-            .await?;
-        id.map(|i| format!("k{i}"))
+        active_id(self.db.pool())
+            .await?
+            .map(|i| format!("k{i}"))
             .ok_or_else(|| key_error("no active data key"))
     }
 

@@ -4,11 +4,23 @@
 use crate::helpers::*;
 
 async fn restart_cloud_with(env: &mut Env, limits: &str) {
+    restart_cloud_edited(env, limits, str::to_owned).await;
+}
+
+/// Restarts cloud with `limits` as its `[limits]` table and every other line of its config
+/// passed through `edit`.
+async fn restart_cloud_edited(env: &mut Env, limits: &str, edit: impl Fn(&str) -> String) {
     env.system.stop("cloud").await;
     let path = env.system.layout.config_path("cloud");
     let text = std::fs::read_to_string(&path).unwrap();
-    let base = text.split("\n[limits]").next().unwrap().to_owned();
-    std::fs::write(&path, format!("{base}\n[limits]\n{limits}\n")).unwrap();
+    let base: Vec<String> = text
+        .split("\n[limits]")
+        .next()
+        .unwrap()
+        .lines()
+        .map(edit)
+        .collect();
+    std::fs::write(&path, format!("{}\n[limits]\n{limits}\n", base.join("\n"))).unwrap();
     env.system.restart("cloud").await.unwrap();
 }
 
@@ -120,31 +132,14 @@ async fn a_request_that_takes_too_long_is_answered_request_timeout() {
             held.push(s);
         }
     });
-    env.system.stop("cloud").await;
-    let path = env.system.layout.config_path("cloud");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let text: Vec<String> = text
-        .split("\n[limits]")
-        .next()
-        .unwrap()
-        .lines()
-        .map(|l| {
-            if l.starts_with("platform_url") {
-                format!("platform_url = \"https://{hole_addr}\"")
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect();
-    std::fs::write(
-        &path,
-        format!(
-            "{}\n[limits]\nrequest_timeout_seconds = 1\n",
-            text.join("\n")
-        ),
-    )
-    .unwrap();
-    env.system.restart("cloud").await.unwrap();
+    restart_cloud_edited(&mut env, "request_timeout_seconds = 1", |l| {
+        if l.starts_with("platform_url") {
+            format!("platform_url = \"https://{hole_addr}\"")
+        } else {
+            l.to_owned()
+        }
+    })
+    .await;
     let r = post(&env.erp(SH), "/v1/invoices", &order(SH, "SLOW-1", "10")).await;
     let v = json_of(&r);
     assert_eq!(
