@@ -5,6 +5,10 @@
 //! Depends only on `fapiao-model`. Output is a pure function of its inputs (invoice, signature,
 //! font): the same input gives byte-identical files.
 
+// krilla compresses every stream with flate2 at level 6; this dependency only switches flate2's
+// backend to zlib-rs, which does the same deflate about twice as fast as miniz_oxide.
+use flate2 as _;
+
 mod pdf;
 mod qr;
 mod xml;
@@ -17,7 +21,7 @@ pub use xml::{
 };
 
 /// The bundled CJK font (WenQuanYi Micro Hei, Apache-2.0; see `fonts/README.md`).
-pub const BUNDLED_FONT: &[u8] = include_bytes!("../fonts/wqy-microhei.ttc");
+pub const BUNDLED_FONT: &[u8] = include_bytes!("../fonts/wqy-microhei.ttf");
 
 /// Loads the bundled font (about 10 ms; do it once per process).
 ///
