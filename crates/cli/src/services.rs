@@ -56,7 +56,7 @@ pub(crate) fn up(
         let d = data.display();
         println!(
             "Fapiao is running{} — data in {d}, message suite {suite}.\n\
-             \n  cloud     {}   ERP API /v1 (OpenAPI: /v1/openapi.json)\
+             \n  cloud     {}   ERP API /v1 (OpenAPI: /v1/openapi.json), download portal: /portal\
              \n  platform  https://127.0.0.1:{}   admin API https://127.0.0.1:{}\
              \n  tax       {}   查验: /v1/verify?number=…&date=YYYYMMDD&total=…\
              \n  health and metrics (mutual TLS): /healthz /readyz /metrics on the admin ports {}, {}, {}\

@@ -108,7 +108,7 @@ pub struct InvoicePage {
 /// The blind-index label of buyer identifiers.
 const BUYER_INDEX: &str = "invoices.buyer_index";
 
-fn internal(rid: &str, e: &dyn std::fmt::Display) -> ApiError {
+pub(crate) fn internal(rid: &str, e: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(request_id = %rid, error = %e, "request failed");
     ApiError::new(Code::Internal, "internal error", rid)
 }
@@ -394,7 +394,7 @@ impl Cloud {
 }
 
 impl Cloud {
-    async fn view(&self, r: &SqliteRow) -> Result<InvoiceView, sqlx::Error> {
+    pub(crate) async fn view(&self, r: &SqliteRow) -> Result<InvoiceView, sqlx::Error> {
         let dec = |c: &str| sqlx::Error::Decode(format!("invoices.{c}").into());
         let status: String = r.try_get("tax_status")?;
         let form: Option<String> = r.try_get("form")?;
@@ -626,6 +626,52 @@ async fn get_one(
     }
 }
 
+/// The invoice's XML layout file (with the issuing device's signature).
+pub(crate) fn xml_of(v: &InvoiceView, rid: &str) -> Result<String, ApiError> {
+    let signed = v.invoice.to_signed().map_err(|e| internal(rid, &e))?;
+    Ok(fapiao_render::render_xml(
+        &signed.invoice,
+        Some(&signed.signature),
+    ))
+}
+
+/// The invoice's PDF layout file (rendered off the async threads).
+pub(crate) async fn pdf_of(cloud: &Cloud, v: &InvoiceView, rid: &str) -> Result<Vec<u8>, ApiError> {
+    let signed = v.invoice.to_signed().map_err(|e| internal(rid, &e))?;
+    let c = cloud.clone();
+    let rid2 = rid.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let xml = fapiao_render::render_xml(&signed.invoice, Some(&signed.signature));
+        let font = c.font().map_err(|e| internal(&rid2, &e))?;
+        fapiao_render::render_pdf(&signed.invoice, &xml, font).map_err(|e| internal(&rid2, &e))
+    })
+    .await
+    .map_err(|e| internal(rid, &e))?
+}
+
+/// A layout file as a download: `dzfp_<number>.<extension>`.
+pub(crate) fn attachment(
+    content_type: &'static str,
+    number: &str,
+    extension: &str,
+    body: impl IntoResponse,
+) -> Response {
+    (
+        [
+            (http::header::CONTENT_TYPE, content_type.to_owned()),
+            (
+                http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"dzfp_{number}.{extension}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The XML media type of layout downloads.
+pub(crate) const XML_TYPE: &str = "application/xml; charset=utf-8";
+
 async fn xml(
     State(cloud): State<Cloud>,
     method: Method,
@@ -636,28 +682,11 @@ async fn xml(
     let rid = request_id(&headers);
     let result = async {
         let v = authed_invoice(&cloud, &method, &uri, &headers, &number, &rid).await?;
-        let signed = v.invoice.to_signed().map_err(|e| internal(&rid, &e))?;
-        Ok::<_, ApiError>(fapiao_render::render_xml(
-            &signed.invoice,
-            Some(&signed.signature),
-        ))
+        xml_of(&v, &rid)
     }
     .await;
     match result {
-        Ok(x) => (
-            [
-                (
-                    http::header::CONTENT_TYPE,
-                    "application/xml; charset=utf-8".to_owned(),
-                ),
-                (
-                    http::header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"dzfp_{number}.xml\""),
-                ),
-            ],
-            x,
-        )
-            .into_response(),
+        Ok(x) => attachment(XML_TYPE, &number, "xml", x),
         Err(e) => e.into_response(),
     }
 }
@@ -672,30 +701,11 @@ async fn pdf(
     let rid = request_id(&headers);
     let result = async {
         let v = authed_invoice(&cloud, &method, &uri, &headers, &number, &rid).await?;
-        let signed = v.invoice.to_signed().map_err(|e| internal(&rid, &e))?;
-        let c = cloud.clone();
-        let rid2 = rid.clone();
-        tokio::task::spawn_blocking(move || {
-            let xml = fapiao_render::render_xml(&signed.invoice, Some(&signed.signature));
-            let font = c.font().map_err(|e| internal(&rid2, &e))?;
-            fapiao_render::render_pdf(&signed.invoice, &xml, font).map_err(|e| internal(&rid2, &e))
-        })
-        .await
-        .map_err(|e| internal(&rid, &e))?
+        pdf_of(&cloud, &v, &rid).await
     }
     .await;
     match result {
-        Ok(bytes) => (
-            [
-                (http::header::CONTENT_TYPE, "application/pdf".to_owned()),
-                (
-                    http::header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"dzfp_{number}.pdf\""),
-                ),
-            ],
-            bytes,
-        )
-            .into_response(),
+        Ok(bytes) => attachment("application/pdf", &number, "pdf", bytes),
         Err(e) => e.into_response(),
     }
 }

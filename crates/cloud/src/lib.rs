@@ -26,6 +26,7 @@ use fapiao_store::{Db, Migration, StoreError};
 use serde::{Deserialize, Serialize};
 
 pub mod erp;
+mod portal;
 pub mod webhook;
 
 pub use erp::{InvoiceSummary, InvoiceView};
@@ -201,15 +202,16 @@ impl Cloud {
         })
     }
 
-    /// The routes: the ERP API, the OpenAPI document, and the envelope endpoint (platform's
-    /// status notices, mutual TLS).
+    /// The routes: the ERP API, the OpenAPI document, the download portal (`/portal`), and the
+    /// envelope endpoint (platform's status notices, mutual TLS).
     pub fn router(&self) -> Router {
         let router = self
             .inner
             .envelopes
             .clone()
             .routes(Arc::new(self.clone()))
-            .merge(erp::routes(self.clone()));
+            .merge(erp::routes(self.clone()))
+            .merge(portal::routes(self.clone()));
         fapiao_service::ops::track(router, self.inner.registry.clone())
     }
 

@@ -12,6 +12,7 @@ mod limits;
 mod masking;
 mod ops;
 mod outage;
+mod portal;
 mod refusals;
 mod tax;
 mod webhook;
