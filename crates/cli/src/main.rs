@@ -9,6 +9,7 @@
     reason = "printing results is the command line's job"
 )]
 
+mod bench;
 mod clock;
 mod envelope;
 mod pki;
@@ -105,6 +106,36 @@ enum Command {
     /// Retention: export, then delete, what is older than the role's retention periods.
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// Measure the issuing pipeline: the whole system in this process (as `up` starts it),
+    /// driven through the ERP API by concurrent signed clients, against the crypto bound.
+    Bench(BenchArgs),
+}
+
+/// `fapiao bench` options.
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Invoices in the closed-loop (maximum throughput) run.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    count: u32,
+    /// Concurrent ERP clients in the closed loop.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    concurrency: u32,
+    /// Open-loop rate, invoices/s (default: 25 %, 50 % and 75 % of the closed-loop maximum).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds per open-loop phase.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    phase_seconds: u32,
+    /// Message suite: gm (SM2/SM3/SM4) or intl (P-256/SHA-256/AES).
+    #[arg(long, default_value = "gm", value_parser = parse_suite)]
+    suite: Suite,
+    /// Issuing mode: sync (platform-hosted devices). The enterprise-hosted async mode is not
+    /// built yet.
+    #[arg(long, default_value = "sync")]
+    mode: String,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 /// Which role's database a maintenance command works on.
@@ -524,6 +555,25 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Pki(cmd) => run_pki(cmd, now),
         Command::Envelope(cmd) => run_envelope(cmd, now),
+        Command::Bench(a) => {
+            if a.mode != "sync" {
+                anyhow::bail!(
+                    "--mode {}: only `sync` exists; the enterprise-hosted (async) flow is not built yet",
+                    a.mode
+                );
+            }
+            if a.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+                anyhow::bail!("--rate: a positive number of invoices per second");
+            }
+            let opts = bench::BenchOptions {
+                count: a.count as usize,
+                concurrency: a.concurrency as usize,
+                rate: a.rate,
+                phase: std::time::Duration::from_secs(u64::from(a.phase_seconds)),
+                suite: a.suite,
+            };
+            bench::main(&opts, a.json.as_deref(), now).map(|()| ExitCode::SUCCESS)
+        }
         Command::Up(a) => services::up(
             &a.data,
             a.suite,

@@ -122,7 +122,7 @@ pub(crate) fn serve(role: &str, config: &Path) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn load_trust(layout: &Layout) -> anyhow::Result<TrustStore> {
+pub(crate) fn load_trust(layout: &Layout) -> anyhow::Result<TrustStore> {
     trust_from(&layout.trust_files(), &layout.crl_files())
 }
 

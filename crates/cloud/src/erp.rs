@@ -20,6 +20,7 @@ use fapiao_service::error::request_id;
 use fapiao_store::sqlx::{self, QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::Cloud;
 
@@ -313,7 +314,9 @@ impl Cloud {
             }
         };
         let signed = invoice.to_signed().map_err(|e| bad(e.to_string()))?;
-        verify(&signed, &self.inner.material.trust, now()).map_err(|e| bad(e.to_string()))?;
+        tracing::debug_span!("invoice.verify")
+            .in_scope(|| verify(&signed, &self.inner.material.trust, now()))
+            .map_err(|e| bad(e.to_string()))?;
         let inv = &signed.invoice;
         let d = inv.draft();
         if d.seller().taxpayer_id.as_str() != enterprise {
@@ -384,7 +387,10 @@ impl Cloud {
             .await
             .map_err(|e| internal(rid, &e))?;
         }
-        tx.commit().await.map_err(|e| internal(rid, &e))?;
+        tx.commit()
+            .instrument(tracing::debug_span!("db.commit"))
+            .await
+            .map_err(|e| internal(rid, &e))?;
         self.inner.wake.notify_one();
         self.invoice(enterprise, inv.number().as_str())
             .await

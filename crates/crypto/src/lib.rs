@@ -23,4 +23,4 @@ pub use cert::{CertError, Certificate, Profile, Purpose, Role, Subject};
 pub use crl::Crl;
 pub use error::CryptoError;
 pub use keys::{KeyAlgorithm, PrivateKey, PublicKey, SM2_DISTID, Suite};
-pub use path::{PathError, TrustStore};
+pub use path::{PathError, SignatureCache, TrustStore};

@@ -102,10 +102,67 @@ pub enum PathError {
 }
 
 /// The roots a party trusts and the current CRLs it holds.
+///
+/// Validation repeats every check on every call — validity periods, key usage, the issuer's
+/// CA flag, CRL currency and revocation — except the signature verifications: that a given
+/// certificate or CRL (exact DER) was signed by a given issuer (exact DER) is a fact that never
+/// changes, so each verified pair is remembered ([`SignatureCache`], shared by clones). A
+/// revocation therefore takes effect at the first validation after the CRL that lists it is
+/// added, exactly as without the cache; only the public-key operations, two or more per
+/// validation, are saved.
 #[derive(Debug, Clone, Default)]
 pub struct TrustStore {
     roots: Vec<Certificate>,
     crls: Vec<Crl>,
+    verified: SignatureCache,
+}
+
+/// Signatures already verified, as SHA-256 of (signed object DER ‖ issuer certificate DER).
+/// Bounded: when full it is emptied and refills from use.
+#[derive(Debug, Clone, Default)]
+pub struct SignatureCache(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>>);
+
+impl SignatureCache {
+    /// Most pairs remembered (a few hundred KiB).
+    pub const CAPACITY: usize = 8192;
+
+    fn key(signed: &[u8], issuer: &Certificate) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update((signed.len() as u64).to_be_bytes());
+        h.update(signed);
+        h.update(issuer.der());
+        h.finalize().into()
+    }
+
+    /// Whether `signed` (a certificate's or CRL's DER) was signed by `issuer`: remembered, or
+    /// found by `verify` and then remembered if true.
+    fn check(&self, signed: &[u8], issuer: &Certificate, verify: impl FnOnce() -> bool) -> bool {
+        let key = Self::key(signed, issuer);
+        if self.0.lock().is_ok_and(|set| set.contains(&key)) {
+            return true;
+        }
+        let ok = verify();
+        if ok && let Ok(mut set) = self.0.lock() {
+            if set.len() >= Self::CAPACITY {
+                set.clear();
+            }
+            set.insert(key);
+        }
+        ok
+    }
+
+    /// Pairs remembered now.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.lock().map_or(0, |s| s.len())
+    }
+
+    /// Whether nothing is remembered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl TrustStore {
@@ -127,7 +184,26 @@ impl TrustStore {
         Ok(Self {
             roots,
             crls: Vec::new(),
+            verified: SignatureCache::default(),
         })
+    }
+
+    /// The verified-signature cache (for measurements and tests).
+    #[must_use]
+    pub fn signature_cache(&self) -> &SignatureCache {
+        &self.verified
+    }
+
+    fn signed_by(&self, cert: &Certificate, issuer: &Certificate) -> bool {
+        self.verified
+            .check(cert.der(), issuer, || signed_by(cert, issuer))
+    }
+
+    fn crl_signed_by(&self, crl: &Crl, issuer: &Certificate) -> bool {
+        crl.issuer_name() == issuer.subject_name()
+            && self
+                .verified
+                .check(crl.der(), issuer, || crl.is_signed_by(issuer))
     }
 
     /// Adds a CRL. Several CRLs of one issuer may be held; validation uses the newest one that
@@ -225,7 +301,7 @@ impl TrustStore {
         }
         candidates
             .into_iter()
-            .find(|c| signed_by(cert, c))
+            .find(|c| self.signed_by(cert, c))
             .cloned()
             .ok_or_else(|| PathError::BadSignature {
                 subject: cert.subject_text(),
@@ -241,7 +317,7 @@ impl TrustStore {
         let crl = self
             .crls
             .iter()
-            .filter(|c| c.is_signed_by(issuer))
+            .filter(|c| self.crl_signed_by(c, issuer))
             .max_by_key(|c| c.this_update())
             .ok_or_else(|| PathError::CrlMissing {
                 issuer: issuer.subject_text(),

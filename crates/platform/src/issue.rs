@@ -36,6 +36,7 @@ use fapiao_store::sqlx::{self, Row};
 use fapiao_store::{StoreError, Tx};
 use serde::Serialize;
 use time::{PrimitiveDateTime, UtcOffset};
+use tracing::Instrument;
 use zeroize::Zeroizing;
 
 use crate::registry::{Enterprise, EnterpriseStatus, Hosting, enterprise_from_row};
@@ -263,8 +264,8 @@ impl Platform {
         }
         let order = Order::from_json(&o.order.to_string())
             .map_err(|e| Step::Refused(Refusal::invalid(&e)))?;
-        let draft = order
-            .validate(&self.inner.catalog)
+        let draft = tracing::debug_span!("order.validate")
+            .in_scope(|| order.validate(&self.inner.catalog))
             .map_err(|e| Step::Refused(Refusal::invalid(&e)))?;
         if draft.order_id().map(OrderId::as_str) != Some(o.order_id.as_str()) {
             return Err(Step::Refused(one_finding(
@@ -358,7 +359,9 @@ impl Platform {
             &serde_json::json!({"enterprise": e.taxpayer_id, "order_id": o.order_id, "total": total.to_string(), "request_id": rid}),
         )
         .await?;
-        tx.commit().await?;
+        tx.commit()
+            .instrument(tracing::debug_span!("db.commit"))
+            .await?;
         self.inner.wake.notify_one();
         self.count_issued("blue");
         Ok(OrderAnswer::Issued {
@@ -689,7 +692,9 @@ impl Platform {
             .block(tx, &e.taxpayer_id, year, province)
             .await?
             .ok_or(Step::NeedNumbers { year, province })?;
-        match device.issue_or_void(draft, &mut block, issued_at) {
+        let issued = tracing::debug_span!("invoice.sign")
+            .in_scope(|| device.issue_or_void(draft, &mut block, issued_at));
+        match issued {
             Ok(signed) => Ok((signed, block_id, block)),
             Err((err, void)) => {
                 if let Some(v) = void {

@@ -10,6 +10,7 @@
 //!   acknowledges.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use fapiao_protocol::client::now;
 use fapiao_protocol::wire::{
@@ -212,6 +213,7 @@ impl Platform {
                     invoice: wire.clone(),
                 },
             )
+            .instrument(tracing::debug_span!("tax.upload"))
             .await
         {
             Ok(a) => a,

@@ -441,7 +441,8 @@ impl EnvelopeClient {
             },
             payload,
         };
-        let sealed = seal(&self.me, &recipient, &message, &mut system_rng())
+        let sealed = tracing::debug_span!("envelope.seal")
+            .in_scope(|| seal(&self.me, &recipient, &message, &mut system_rng()))
             .map_err(|e| CallError::Local(e.to_string()))?;
         let mut headers = vec![("content-type", ENVELOPE_CONTENT_TYPE.to_owned())];
         if let Some(id) = request_id {
@@ -454,8 +455,10 @@ impl EnvelopeClient {
         if r.status != 200 {
             return Err(status_error(&self.http.base, &r));
         }
-        let opened = Opener::new(&self.me, &self.trust, &self.replay)
-            .open(&r.body, crate::client::now())
+        let opened = tracing::debug_span!("envelope.open")
+            .in_scope(|| {
+                Opener::new(&self.me, &self.trust, &self.replay).open(&r.body, crate::client::now())
+            })
             .map_err(|e| self.bad(format!("answer envelope: {e}")))?;
         let h = &opened.message.header;
         if h.sender != self.peer_identity {

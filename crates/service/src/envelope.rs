@@ -183,7 +183,8 @@ impl Envelopes {
         };
         let now = now();
         let opener = Opener::new(&self.me, &self.trust, &self.memory).versions(0..=u16::MAX);
-        let opened = match opener.open(body, now) {
+        let opened = match tracing::debug_span!("envelope.open").in_scope(|| opener.open(body, now))
+        {
             Ok(o) => o,
             Err(e) => return self.refuse_unopened(&e, &peer, &rid),
         };
@@ -256,7 +257,9 @@ impl Envelopes {
             header: answer_header(&self.me, header, &answer.message_type),
             payload: answer.payload,
         };
-        match seal(&self.me, &reply_to, &message, &mut system_rng()) {
+        let sealed = tracing::debug_span!("envelope.seal")
+            .in_scope(|| seal(&self.me, &reply_to, &message, &mut system_rng()));
+        match sealed {
             Ok(sealed) => (
                 StatusCode::OK,
                 [(axum::http::header::CONTENT_TYPE, ENVELOPE_CONTENT_TYPE)],

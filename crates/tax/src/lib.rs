@@ -15,6 +15,7 @@
 //!   partial) or `unknown`. Any field that does not match exactly answers `unknown`.
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -480,7 +481,10 @@ impl Tax {
         )
         .await
         .map_err(|e| internal(&e))?;
-        tx.commit().await.map_err(|e| internal(&e))?;
+        tx.commit()
+            .instrument(tracing::debug_span!("db.commit"))
+            .await
+            .map_err(|e| internal(&e))?;
         Ok(receipt)
     }
 
@@ -498,7 +502,8 @@ impl Tax {
         let hash = fapiao_protocol::erp::hex(&fapiao_crypto::primitives::sm3(
             &fapiao_render::signed_content(&signed.invoice, signed.signature.signed_at),
         ));
-        fapiao_issuer::verify(&signed, &self.inner.trust, now)
+        tracing::debug_span!("invoice.verify")
+            .in_scope(|| fapiao_issuer::verify(&signed, &self.inner.trust, now))
             .map_err(|e| (Code::UploadSignatureInvalid, e.to_string(), hash.clone()))?;
         Ok((signed, hash))
     }

@@ -1,6 +1,7 @@
 //! The real `fapiao` binary: preview, pki and envelope commands.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
+mod bench;
 mod pki;
 mod preview;
 mod system;

@@ -176,3 +176,67 @@ fn a_leaf_cannot_act_as_an_issuer_and_roots_must_be_cas() {
         Err(PathError::BadTrustAnchor { .. })
     ));
 }
+
+/// The verified-signature cache saves only public-key operations: after a certificate has been
+/// validated (and its signatures remembered), a CRL revoking it, the passing of its expiry, or
+/// a stale CRL still fail the next validation; a certificate from another CA with the same
+/// issuer name is never taken from the cache; and a clone shares what is remembered.
+#[test]
+fn the_signature_cache_never_outlives_a_revocation_or_an_expiry() {
+    for suite in Suite::ALL {
+        let mut pki = Pki::new(suite);
+        let (_, cert) = pki.issue(Role::Cloud, "c", Profile::Signing);
+        let mut trust = pki.trust();
+        trust.validate(&cert, &[], Purpose::Signing, NOW).unwrap();
+        let remembered = trust.signature_cache().len();
+        assert!(
+            remembered >= 2,
+            "certificate and CRL signatures: {remembered}"
+        );
+        // Validating again verifies nothing new.
+        trust.validate(&cert, &[], Purpose::Signing, NOW).unwrap();
+        assert_eq!(trust.signature_cache().len(), remembered);
+
+        // Past the certificate's end: refused although its signature is remembered.
+        let later = NOW + Duration::days(400);
+        assert!(
+            matches!(
+                trust.validate(&cert, &[], Purpose::Signing, later),
+                Err(PathError::Expired { .. } | PathError::CrlExpired { .. })
+            ),
+            "{suite}"
+        );
+        // Past the CRL's next update: fails closed.
+        assert!(
+            matches!(
+                trust.validate(&cert, &[], Purpose::Signing, NOW + Duration::days(30)),
+                Err(PathError::CrlExpired { .. })
+            ),
+            "{suite}"
+        );
+
+        // Revoked: the newest CRL (its own signature verified once) refuses it at once. A
+        // clone shares the cache, as every role's clones of its store do.
+        pki.revoke(&cert);
+        let shared = trust.clone();
+        trust.add_crl(pki.crl());
+        assert!(
+            matches!(
+                trust.validate(&cert, &[], Purpose::Signing, NOW),
+                Err(PathError::Revoked { .. })
+            ),
+            "{suite}"
+        );
+        assert!(shared.signature_cache().len() > remembered);
+
+        // Another CA's certificate under the same issuer name is refused, cached or not.
+        let theirs = Pki::new(suite);
+        let (_, foreign) = theirs.issue(Role::Cloud, "c", Profile::Signing);
+        for _ in 0..2 {
+            assert!(matches!(
+                trust.validate(&foreign, &[], Purpose::Signing, NOW),
+                Err(PathError::BadSignature { .. })
+            ));
+        }
+    }
+}

@@ -1,0 +1,816 @@
+//! `fapiao bench`: the whole system in this process, exactly as `up` starts it (real mutual TLS
+//! between roles, real envelopes, durable SQLite), driven through the ERP API by concurrent
+//! clients sending real signed requests; and, in the same run, the crypto bound of one invoice.
+//!
+//! What it measures:
+//! - **closed loop**: `count` invoices from `concurrency` clients as fast as they are answered —
+//!   the maximum throughput, the process CPU time per invoice (`/proc/self/stat`);
+//! - **open loop** at 25 %, 50 % and 75 % of that maximum (or at `--rate`): orders sent on a
+//!   fixed schedule whatever the answers do, latency measured from the scheduled send time (so
+//!   a stall is not hidden by clients waiting for it), p50/p95/p99/max;
+//! - **stages** from `tracing` spans the roles open around each stage (`envelope.seal`,
+//!   `envelope.open`, `order.validate`, `invoice.sign`, `invoice.verify`, `db.commit` on the
+//!   issuing path, `tax.upload` round trips): count and wall time per invoice;
+//! - **crypto bound**: the signatures, verifications, key wraps/unwraps and content
+//!   encryptions one invoice needs in the current design, back to back in one thread, for both
+//!   suites ([`crypto_bound`]);
+//! - resident memory at the start, the end, and its peak.
+//!
+//! The rate limits of the roles' `[limits]` are lifted (everything comes from one loopback
+//! address and two demo enterprises); every other setting is `up`'s.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use fapiao_crypto::envelope::{Header, LocalParty, MemoryReplayGuard, Message, Opener, seal};
+use fapiao_crypto::rng::system_rng;
+use fapiao_crypto::{
+    Ca, CertificateRequest, PrivateKey, Profile, Purpose, Revocation, Role, Subject, Suite,
+    TrustStore,
+};
+use http::Method;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tracing::span;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context as LayerContext;
+use tracing_subscriber::registry::LookupSpan;
+
+use fapiao_system::bootstrap::DEMO_ENTERPRISES;
+use fapiao_system::{ErpClient, Layout, Ports, RoleConfig, System};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub(crate) struct BenchOptions {
+    /// Invoices in the closed-loop run.
+    pub(crate) count: usize,
+    /// Concurrent ERP clients in the closed-loop run.
+    pub(crate) concurrency: usize,
+    /// Open-loop rate (invoices/s); `None`: 25 %, 50 % and 75 % of the closed-loop maximum.
+    pub(crate) rate: Option<f64>,
+    /// Length of each open-loop phase.
+    pub(crate) phase: Duration,
+    /// Message suite of the system.
+    pub(crate) suite: Suite,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            count: 2000,
+            concurrency: 16,
+            rate: None,
+            phase: Duration::from_secs(5),
+            suite: Suite::Gm,
+        }
+    }
+}
+
+/// The closed-loop run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ClosedLoop {
+    /// Invoices issued.
+    pub(crate) invoices: usize,
+    /// Failed requests.
+    pub(crate) errors: usize,
+    /// Wall time until the last invoice was accepted by tax, seconds.
+    pub(crate) seconds: f64,
+    /// Invoices per second until the last was accepted by tax and cloud knew it.
+    pub(crate) per_second: f64,
+    /// Invoices per second until the last ERP answer (uploads still behind).
+    pub(crate) answered_per_second: f64,
+    /// Process CPU (user + system) per invoice, milliseconds.
+    pub(crate) cpu_ms_per_invoice: f64,
+    /// Latency of the requests, milliseconds.
+    pub(crate) latency: Latency,
+}
+
+/// Latency percentiles, milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub(crate) max: f64,
+}
+
+impl Latency {
+    fn of(samples: &mut [Duration]) -> Self {
+        samples.sort_unstable();
+        let at = |q: f64| {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a rank within the sample count"
+            )]
+            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[i].as_secs_f64() * 1e3
+        };
+        Self {
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+}
+
+/// One open-loop phase.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct OpenLoop {
+    /// Scheduled rate, invoices/s.
+    pub(crate) target_per_second: f64,
+    /// Answered per second over the phase.
+    pub(crate) achieved_per_second: f64,
+    /// Invoices sent.
+    pub(crate) sent: usize,
+    /// Failed requests.
+    pub(crate) errors: usize,
+    /// Latency from the scheduled send time, milliseconds.
+    pub(crate) latency: Latency,
+}
+
+/// One stage's spans over the closed-loop run.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Stage {
+    /// Span name.
+    pub(crate) name: String,
+    /// Spans per invoice.
+    pub(crate) per_invoice: f64,
+    /// Wall time per invoice, milliseconds (all spans of the stage for one invoice).
+    pub(crate) ms_per_invoice: f64,
+}
+
+/// The crypto bound of one suite.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct CryptoBound {
+    /// Suite.
+    pub(crate) suite: String,
+    /// CPU per invoice, milliseconds.
+    pub(crate) ms_per_invoice: f64,
+    /// The ceiling it implies on this machine's cores, invoices/s.
+    pub(crate) ceiling_per_second: f64,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct BenchReport {
+    /// Suite of the system.
+    pub(crate) suite: String,
+    /// CPU cores available.
+    pub(crate) cores: usize,
+    /// Closed loop.
+    pub(crate) closed: ClosedLoop,
+    /// Open-loop phases.
+    pub(crate) open: Vec<OpenLoop>,
+    /// Per-stage breakdown of the closed loop.
+    pub(crate) stages: Vec<Stage>,
+    /// Crypto bound, both suites (the system's first).
+    pub(crate) crypto_bound: Vec<CryptoBound>,
+    /// Pipeline CPU per invoice / crypto-bound CPU per invoice (system's suite).
+    pub(crate) ratio_to_crypto_bound: f64,
+    /// Resident memory at start, end, peak (KiB).
+    pub(crate) rss_kib: [u64; 3],
+}
+
+/// Collects the wall time of the stage spans, by span name.
+#[derive(Clone, Default)]
+pub(crate) struct StageTimer {
+    totals: Arc<Mutex<BTreeMap<&'static str, (u64, Duration)>>>,
+}
+
+/// The spans [`StageTimer`] counts.
+pub(crate) const STAGES: [&str; 7] = [
+    "envelope.seal",
+    "envelope.open",
+    "order.validate",
+    "invoice.sign",
+    "invoice.verify",
+    "db.commit",
+    "tax.upload",
+];
+
+struct Opened(Instant);
+
+impl StageTimer {
+    fn snapshot(&self) -> BTreeMap<&'static str, (u64, Duration)> {
+        self.totals.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}
+
+impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for StageTimer {
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: LayerContext<'_, S>) {
+        if STAGES.contains(&attrs.metadata().name())
+            && let Some(span) = ctx.span(id)
+        {
+            span.extensions_mut().insert(Opened(instant_now()));
+        }
+    }
+
+    fn on_close(&self, id: span::Id, ctx: LayerContext<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let Some(opened) = span.extensions().get::<Opened>().map(|o| o.0) else {
+            return;
+        };
+        if let Ok(mut t) = self.totals.lock() {
+            let e = t.entry(span.name()).or_default();
+            e.0 += 1;
+            e.1 += opened.elapsed();
+        }
+    }
+}
+
+#[expect(clippy::disallowed_methods, reason = "the benchmark's own clock")]
+fn instant_now() -> Instant {
+    Instant::now()
+}
+
+/// Process CPU time (user + system, all threads) from `/proc/self/stat`.
+fn cpu_time() -> Duration {
+    let ticks_per_second = 100.0; // USER_HZ, 100 on every Linux architecture Fapiao runs on
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command (which may hold spaces) start at field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    Duration::from_secs_f64((ticks(11) + ticks(12)) / ticks_per_second)
+}
+
+/// Resident memory now and at its peak (KiB), from `/proc/self/status`.
+#[must_use]
+pub(crate) fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// A benchmark order for a demo enterprise (`examples/orders/basic.json`, one of them).
+fn order(enterprise: usize, id: &str) -> Vec<u8> {
+    let mut o: serde_json::Value =
+        serde_json::from_str(include_str!("../../../examples/orders/basic.json"))
+            .unwrap_or_default();
+    let e = &DEMO_ENTERPRISES[enterprise % DEMO_ENTERPRISES.len()];
+    o["order_id"] = id.into();
+    o["seller"]["taxpayer_id"] = e.taxpayer_id.into();
+    o["seller"]["name"] = e.name.into();
+    o.to_string().into_bytes()
+}
+
+/// Starts the system in `dir` as `up` would, with the rate limits lifted.
+async fn start(dir: &Path, suite: Suite, now: OffsetDateTime) -> Result<System> {
+    let free = || -> Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let ports = Ports {
+        cloud: free()?,
+        cloud_admin: free()?,
+        platform: free()?,
+        platform_admin: free()?,
+        tax: free()?,
+        tax_admin: free()?,
+    };
+    let layout = Layout::at(dir);
+    layout.bootstrap(suite, ports, now)?;
+    for role in ["cloud", "platform", "tax"] {
+        let path = layout.config_path(role);
+        let mut c = RoleConfig::load(&path)?;
+        c.limits.enterprise_rate = 1e9;
+        c.limits.enterprise_burst = 1e9;
+        c.limits.address_rate = 1e9;
+        c.limits.address_burst = 1e9;
+        std::fs::write(&path, toml::to_string(&c)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(System::up(dir, suite, ports, fapiao_platform::Options::default(), now).await?)
+}
+
+/// One issuing request; its latency.
+async fn issue(client: &ErpClient, enterprise: usize, id: &str) -> Result<Duration> {
+    let started = instant_now();
+    let r = client
+        .send(Method::POST, "/v1/invoices", &order(enterprise, id))
+        .await?;
+    if r.status != 201 {
+        bail!(
+            "order {id}: HTTP {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    Ok(started.elapsed())
+}
+
+/// Runs the benchmark in `dir` (empty or absent; it is filled with a fresh system), reporting
+/// progress through `progress(done, total, phase)`.
+///
+/// # Errors
+/// The system does not start, or most requests fail.
+pub(crate) async fn run(
+    dir: &Path,
+    opts: &BenchOptions,
+    now: OffsetDateTime,
+    timer: &StageTimer,
+    progress: &(dyn Fn(usize, usize, &str) + Sync),
+) -> Result<BenchReport> {
+    let (rss_start, _) = rss_kib();
+    // The crypto bound first, on a quiet machine, off the async threads.
+    progress(0, 1, "crypto bound");
+    let suite = opts.suite;
+    let crypto = tokio::task::spawn_blocking(move || -> Result<Vec<CryptoBound>> {
+        let mut v = vec![crypto_bound(suite, 100)?];
+        for s in Suite::ALL {
+            if s != suite {
+                v.push(crypto_bound(s, 100)?);
+            }
+        }
+        Ok(v)
+    })
+    .await??;
+    progress(0, 1, "starting the system (development PKI, three roles)");
+    let system = start(dir, opts.suite, now)
+        .await
+        .context("starting the system")?;
+    let trust = crate::services::load_trust(&system.layout)?;
+    let creds = system.layout.credentials()?;
+    let clients: Vec<(usize, Arc<ErpClient>)> = (0..opts.concurrency.max(1))
+        .map(|i| {
+            let e = i % DEMO_ENTERPRISES.len();
+            let c = creds
+                .get(DEMO_ENTERPRISES[e].taxpayer_id)
+                .cloned()
+                .context("demo credentials")?;
+            Ok((e, Arc::new(ErpClient::new(&system.cloud_url(), &trust, c)?)))
+        })
+        .collect::<Result<_>>()?;
+    // Warm up: connections, certificate fetches, number blocks.
+    for (i, (e, c)) in clients.iter().enumerate() {
+        issue(c, *e, &format!("WARM-{i}")).await?;
+    }
+
+    // Closed loop.
+    let before = timer.snapshot();
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let cpu0 = cpu_time();
+    let t0 = instant_now();
+    let mut tasks = Vec::new();
+    for (e, c) in clients.iter().cloned() {
+        let (next, done, count) = (next.clone(), done.clone(), opts.count);
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                match issue(&c, e, &format!("BENCH-C-{i}")).await {
+                    Ok(d) => lat.push(d),
+                    Err(err) => {
+                        errors += 1;
+                        tracing::warn!(error = %err, "bench request failed");
+                    }
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            (lat, errors)
+        }));
+    }
+    let ticker = {
+        let done = done.clone();
+        let count = opts.count;
+        async move {
+            loop {
+                progress(done.load(Ordering::Relaxed), count, "closed loop");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let joined = async {
+        let mut lat = Vec::new();
+        let mut errors = 0;
+        for t in tasks {
+            let (l, e) = t.await?;
+            lat.extend(l);
+            errors += e;
+        }
+        Ok::<_, anyhow::Error>((lat, errors))
+    };
+    let (mut lat, errors) = tokio::select! {
+        r = joined => r?,
+        () = ticker => unreachable!("the ticker never ends"),
+    };
+    let answered = t0.elapsed().as_secs_f64();
+    // The run ends when tax has every invoice on record and cloud knows it (the upload and the
+    // status notice run behind the answers, from platform's outbox).
+    let pending = || async {
+        fapiao_store::sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM invoices WHERE tax_status = 'pending'",
+        )
+        .fetch_one(system.cloud.db().pool())
+        .await
+        .unwrap_or(0)
+    };
+    let backlog = pending().await;
+    loop {
+        let left = pending().await;
+        if left == 0 {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(600) {
+            bail!("{left} invoices still not accepted by tax after 10 minutes");
+        }
+        progress(
+            usize::try_from(backlog - left).unwrap_or(0),
+            usize::try_from(backlog).unwrap_or(0),
+            "uploads to tax catching up",
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let cpu = (cpu_time() - cpu0).as_secs_f64();
+    let after = timer.snapshot();
+    let invoices = lat.len();
+    if invoices == 0 || errors > invoices {
+        bail!("{errors} of {} requests failed", opts.count);
+    }
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    let n = invoices as f64;
+    let closed = ClosedLoop {
+        invoices,
+        errors,
+        seconds,
+        answered_per_second: n / answered,
+        per_second: n / seconds,
+        cpu_ms_per_invoice: cpu * 1e3 / n,
+        latency: Latency::of(&mut lat),
+    };
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    let stages = STAGES
+        .iter()
+        .map(|name| {
+            let (c1, d1) = after.get(name).copied().unwrap_or_default();
+            let (c0, d0) = before.get(name).copied().unwrap_or_default();
+            Stage {
+                name: (*name).to_owned(),
+                per_invoice: (c1 - c0) as f64 / n,
+                ms_per_invoice: (d1 - d0).as_secs_f64() * 1e3 / n,
+            }
+        })
+        .collect();
+
+    // Open loop.
+    let rates = match opts.rate {
+        Some(r) => vec![r],
+        None => [0.25, 0.5, 0.75]
+            .iter()
+            .map(|f| f * closed.per_second)
+            .collect(),
+    };
+    let mut open = Vec::new();
+    for (phase, rate) in rates.into_iter().enumerate() {
+        open.push(open_loop(&clients, rate, opts.phase, phase, progress).await);
+    }
+
+    let ratio = closed.cpu_ms_per_invoice / crypto[0].ms_per_invoice;
+    let (rss_end, rss_peak) = rss_kib();
+    progress(1, 1, "done");
+    drop(clients);
+    system.shutdown().await;
+    Ok(BenchReport {
+        suite: opts.suite.to_string(),
+        cores: std::thread::available_parallelism().map_or(1, usize::from),
+        closed,
+        open,
+        stages,
+        crypto_bound: crypto,
+        ratio_to_crypto_bound: ratio,
+        rss_kib: [rss_start, rss_end, rss_peak],
+    })
+}
+
+/// Sends orders at `rate` per second for `length`, each on its own task, whatever the answers
+/// do; latency from each order's scheduled time.
+async fn open_loop(
+    clients: &[(usize, Arc<ErpClient>)],
+    rate: f64,
+    length: Duration,
+    phase: usize,
+    progress: &(dyn Fn(usize, usize, &str) + Sync),
+) -> OpenLoop {
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a positive count of a few thousand"
+    )]
+    let total = (rate * length.as_secs_f64()).max(1.0) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let label = format!("open loop at {rate:.0}/s");
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        #[expect(clippy::cast_possible_truncation, reason = "i < total, a small count")]
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due).await;
+        let (e, c) = clients[i % clients.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let r = issue(&c, e, &format!("BENCH-O{phase}-{i}")).await;
+            r.map(|_| due.elapsed())
+        }));
+        if i % 50 == 0 {
+            progress(i, total, &label);
+        }
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(d)) => lat.push(d),
+            _ => errors += 1,
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+    let achieved = lat.len() as f64 / secs;
+    OpenLoop {
+        target_per_second: rate,
+        achieved_per_second: achieved,
+        sent: total,
+        errors,
+        latency: Latency::of(&mut lat),
+    }
+}
+
+/// The cryptography one invoice needs in the current design, back to back in one thread:
+/// CPU per invoice (ms). Per invoice there are three exchanges — cloud→platform (the order),
+/// platform→tax (the upload), platform→cloud (the status notice) — each a request and an
+/// answer envelope: 6 seals (sign, wrap the content key to the recipient, encrypt) and 6 opens
+/// (unwrap, decrypt, verify, validate the signer's certificate path); the issuing device
+/// signs the invoice and tax signs the receipt (2 signatures); cloud and tax verify the
+/// invoice and platform and cloud the receipt, each with the signer's path (4 verifications).
+///
+/// # Errors
+/// Key generation or a cryptographic step fails.
+pub(crate) fn crypto_bound(suite: Suite, iterations: u32) -> Result<CryptoBound> {
+    let now = time::macros::datetime!(2026-11-20 10:00:00 UTC);
+    let day = time::Duration::days(1);
+    let root = Subject {
+        role: Role::Ca,
+        name: "Bench Root".into(),
+        taxpayer_id: None,
+    };
+    let ca = Ca::create_root(
+        &root,
+        PrivateKey::generate(suite.key_algorithm(), &mut system_rng()),
+        now - day,
+        now + day * 3650,
+        &mut system_rng(),
+    )?;
+    let issue = |role: Role, name: &str, profile: Profile| -> Result<_> {
+        let key = PrivateKey::generate(suite.key_algorithm(), &mut system_rng());
+        let taxpayer_id = (role == Role::Device).then(|| DEMO_ENTERPRISES[0].taxpayer_id.into());
+        let req = CertificateRequest {
+            subject: Subject {
+                role,
+                name: name.into(),
+                taxpayer_id,
+            },
+            profile,
+            public_key: key.public_key(),
+            not_before: now - day,
+            not_after: now + day * 365,
+        };
+        let cert = ca.issue(&req, &mut system_rng())?;
+        Ok((key, cert))
+    };
+    let party = |role: Role, name: &str| -> Result<LocalParty> {
+        let (sk, sc) = issue(role, name, Profile::Signing)?;
+        let (ek, ec) = issue(role, name, Profile::Encryption)?;
+        Ok(LocalParty::new(suite, sk, sc, ek, ec, Vec::new())?)
+    };
+    let (a, b) = (
+        party(Role::Cloud, "cloud-1")?,
+        party(Role::Platform, "platform-1")?,
+    );
+    let (device_key, device_cert) = issue(Role::Device, "device", Profile::Signing)?;
+    let mut trust = TrustStore::new(vec![ca.certificate().clone()])?;
+    let none: [Revocation; 0] = [];
+    trust.add_crl(ca.crl(&none, 1, now - time::Duration::hours(1), now + day * 7)?);
+    // An invoice-sized payload: a signed invoice record is about 3 KB of JSON.
+    let payload = vec![b'x'; 3000];
+    let message = |i: u32| Message {
+        header: Header {
+            protocol_version: 1,
+            sender: a.identity().into(),
+            recipient: b.identity().into(),
+            message_type: "order.issue".into(),
+            message_id: format!("m{i}"),
+            created_at: now,
+        },
+        payload: payload.clone(),
+    };
+    let guard = MemoryReplayGuard::new();
+    let started = cpu_thread_time();
+    for i in 0..iterations {
+        for k in 0..6 {
+            let sealed = seal(
+                &a,
+                b.encryption_certificate(),
+                &message(i * 6 + k),
+                &mut system_rng(),
+            )?;
+            Opener::new(&b, &trust, &guard).open(&sealed, now)?;
+        }
+        for _ in 0..2 {
+            let signature = device_key.sign(&payload)?;
+            for _ in 0..2 {
+                trust.validate(&device_cert, &[], Purpose::Signing, now)?;
+                device_cert.public_key()?.verify(&payload, &signature)?;
+            }
+        }
+    }
+    let ms = (cpu_thread_time() - started).as_secs_f64() * 1e3 / f64::from(iterations);
+    #[expect(clippy::cast_precision_loss, reason = "a core count")]
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    Ok(CryptoBound {
+        suite: suite.to_string(),
+        ms_per_invoice: ms,
+        ceiling_per_second: cores * 1e3 / ms,
+    })
+}
+
+/// This thread's CPU time (`/proc/thread-self/schedstat`, nanoseconds on the CPU).
+fn cpu_thread_time() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map_or_else(cpu_time, Duration::from_nanos)
+}
+
+/// `fapiao bench`: runs [`run`] in a fresh temporary directory with the stage timer installed,
+/// prints the report, and writes it as JSON when asked.
+///
+/// # Errors
+/// The run fails, or the JSON file cannot be written.
+pub(crate) fn main(opts: &BenchOptions, json: Option<&Path>, now: OffsetDateTime) -> Result<()> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::filter::{LevelFilter, filter_fn};
+    use tracing_subscriber::prelude::*;
+
+    let timer = StageTimer::default();
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_filter(LevelFilter::WARN),
+        )
+        .with(
+            timer
+                .clone()
+                .with_filter(filter_fn(|m| m.is_span() && STAGES.contains(&m.name()))),
+        )
+        .try_init();
+    let dir = std::env::temp_dir().join(format!(
+        "fapiao-bench-{}",
+        fapiao_protocol::client::new_id()
+    ));
+    let tty = std::io::stderr().is_terminal();
+    let last = Mutex::new(String::new());
+    let progress = |done: usize, total: usize, phase: &str| {
+        let Ok(mut last) = last.lock() else { return };
+        if tty {
+            let width = 30;
+            let filled = (done * width).checked_div(total).unwrap_or(0).min(width);
+            eprint!(
+                "\r\x1b[2K{phase:<34} [{}{}] {done}/{total}",
+                "#".repeat(filled),
+                ".".repeat(width - filled)
+            );
+        } else if *last != phase {
+            eprintln!("{phase} …");
+        }
+        phase.clone_into(&mut last);
+    };
+    let runtime = crate::services::runtime()?;
+    let result = runtime.block_on(run(&dir, opts, now, &timer, &progress));
+    if tty {
+        eprintln!();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = result?;
+    print!("{}", render(&report, opts));
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The report as text.
+fn render(r: &BenchReport, opts: &BenchOptions) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let c = &r.closed;
+    let _ = writeln!(
+        s,
+        "Fapiao bench — suite {}, {} cores, all roles in this process (mutual TLS, envelopes, durable SQLite)\n",
+        r.suite, r.cores
+    );
+    let _ = writeln!(
+        s,
+        "closed loop      {:>8.1} invoices/s   ({} invoices from {} clients, all accepted by tax in {:.2} s, {} errors)",
+        c.per_second, c.invoices, opts.concurrency, c.seconds, c.errors
+    );
+    let _ = writeln!(
+        s,
+        "                 {:>8.1} invoices/s answered to the ERP (uploads to tax still behind)",
+        c.answered_per_second
+    );
+    let _ = writeln!(
+        s,
+        "                 latency p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+        c.latency.p50, c.latency.p95, c.latency.p99, c.latency.max
+    );
+    let _ = writeln!(
+        s,
+        "CPU per invoice  {:>8.2} ms           (process user + system, issuing to tax acceptance)",
+        c.cpu_ms_per_invoice
+    );
+    for b in &r.crypto_bound {
+        let _ = writeln!(
+            s,
+            "crypto bound     {:>8.2} ms {:<5}     (one thread; ceiling {:.0} invoices/s on {} cores)",
+            b.ms_per_invoice, b.suite, b.ceiling_per_second, r.cores
+        );
+    }
+    let _ = writeln!(
+        s,
+        "pipeline / crypto bound  {:.2}×  (target ≤ 2×)\n",
+        r.ratio_to_crypto_bound
+    );
+    let _ = writeln!(
+        s,
+        "open loop (latency from the scheduled send time)\n  {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "rate", "achieved", "p50", "p95", "p99", "max", "errors"
+    );
+    for o in &r.open {
+        let _ = writeln!(
+            s,
+            "  {:>8.0}/s {:>8.0}/s {:>6.1} ms {:>6.1} ms {:>6.1} ms {:>6.1} ms {:>7}",
+            o.target_per_second,
+            o.achieved_per_second,
+            o.latency.p50,
+            o.latency.p95,
+            o.latency.p99,
+            o.latency.max,
+            o.errors
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nstages (closed loop; wall time per invoice, all roles)\n  {:<16} {:>8} {:>10}",
+        "span", "count", "time"
+    );
+    for st in &r.stages {
+        let _ = writeln!(
+            s,
+            "  {:<16} {:>8.1} {:>7.2} ms",
+            st.name, st.per_invoice, st.ms_per_invoice
+        );
+    }
+    let [start, end, peak] = r.rss_kib;
+    let _ = writeln!(
+        s,
+        "\nmemory           RSS {:.1} MiB at start, {:.1} MiB at the end, peak {:.1} MiB",
+        kib_to_mib(start),
+        kib_to_mib(end),
+        kib_to_mib(peak)
+    );
+    s
+}
+
+#[expect(clippy::cast_precision_loss, reason = "memory sizes far below 2^52")]
+fn kib_to_mib(k: u64) -> f64 {
+    k as f64 / 1024.0
+}

@@ -1,0 +1,87 @@
+//! `fapiao bench` end to end, small: the whole system in the process, every figure present,
+//! every stage span seen, and bad flags refused by name.
+
+use crate::{fapiao, stderr, stdout};
+
+#[test]
+fn a_small_bench_reports_every_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let o = fapiao(&[
+        "bench",
+        "--count",
+        "24",
+        "--concurrency",
+        "4",
+        "--phase-seconds",
+        "1",
+        "--suite",
+        "intl",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for needle in [
+        "closed loop",
+        "CPU per invoice",
+        "crypto bound",
+        "pipeline / crypto bound",
+        "open loop",
+        "envelope.seal",
+        "memory",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["suite"], "intl");
+    assert_eq!(r["closed"]["invoices"], 24);
+    assert_eq!(r["closed"]["errors"], 0);
+    assert!(r["closed"]["cpu_ms_per_invoice"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["open"].as_array().unwrap().len(), 3);
+    let suites: Vec<&str> = r["crypto_bound"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["suite"].as_str().unwrap())
+        .collect();
+    assert_eq!(suites, ["intl", "gm"]);
+    // Every invoice went through every stage: 3 exchanges × (request + answer) envelopes,
+    // one device signature, two verifications, tax's upload.
+    let stage = |name: &str| {
+        r["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("stage {name}"))["per_invoice"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        (stage("envelope.seal") - 6.0).abs() < 0.5,
+        "{}",
+        r["stages"]
+    );
+    assert!(
+        (stage("envelope.open") - 6.0).abs() < 0.5,
+        "{}",
+        r["stages"]
+    );
+    assert!((stage("invoice.sign") - 1.0).abs() < 0.01);
+    assert!((stage("invoice.verify") - 2.0).abs() < 0.5);
+    assert!(stage("db.commit") >= 1.0);
+    assert!((stage("tax.upload") - 1.0).abs() < 0.5);
+    let rss = r["rss_kib"].as_array().unwrap();
+    assert!(rss.iter().all(|v| v.as_u64().unwrap() > 0));
+}
+
+#[test]
+fn bad_bench_flags_are_named() {
+    let o = fapiao(&["bench", "--mode", "async"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--mode async"), "{}", stderr(&o));
+    let o = fapiao(&["bench", "--rate", "0"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--rate"), "{}", stderr(&o));
+}
