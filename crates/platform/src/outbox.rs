@@ -58,6 +58,26 @@ pub(crate) async fn enqueue(tx: &mut Tx, kind: &str, number: &str) -> Result<(),
 /// The role's background worker.
 pub type Workers = fapiao_service::Worker;
 
+/// Outbox entries in flight at once.
+const OUTBOX_PARALLEL: usize = 16;
+
+/// An entry's result; a panic in its task goes on unwinding here, as it would have inline.
+fn joined(r: Result<Result<(), StoreError>, tokio::task::JoinError>) -> Result<(), StoreError> {
+    match r {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(StoreError::Sqlx(sqlx::Error::Io(std::io::Error::other(e)))),
+    }
+}
+
+/// A due outbox entry.
+struct Entry {
+    id: i64,
+    kind: String,
+    number: String,
+    attempts: i64,
+}
+
 enum Outcome {
     Done,
     Failed(String),
@@ -92,64 +112,93 @@ impl Platform {
         .bind(now().unix_timestamp())
         .fetch_all(self.inner.db.pool())
         .await?;
-        let mut handled = 0;
+        let mut entries = Vec::with_capacity(due.len());
         for row in &due {
-            let id: i64 = row.try_get("id")?;
-            let kind: String = row.try_get("kind")?;
-            let number: String = row.try_get("number")?;
-            let attempts: i64 = row.try_get("attempts")?;
-            let outcome = match kind.as_str() {
-                "upload" => self.upload(id, &number).await?,
-                _ => self.notify(&number).await?,
-            };
-            handled += 1;
-            match outcome {
-                Outcome::Done => {}
-                Outcome::Failed(reason) => {
-                    tracing::warn!(id, %number, %reason, "outbox entry failed definitely");
-                    let mut tx = self.inner.db.begin_write().await?;
-                    sqlx::query("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1")
-                        .bind(id)
-                        .bind(&reason)
-                        .execute(&mut *tx)
-                        .await?;
-                    crate::issue::audit(
-                        &mut tx,
-                        "system",
-                        &format!("{kind}.failed"),
-                        &number,
-                        &serde_json::json!({"reason": reason}),
-                    )
-                    .await?;
-                    tx.commit().await?;
-                }
-                Outcome::Retry(reason) => {
-                    let delay = self.backoff(attempts);
-                    tracing::info!(id, %kind, %number, %reason, delay_ms = delay.as_millis(), "outbox entry will be retried");
-                    let due = now() + delay;
-                    let mut tx = self.inner.db.begin_write().await?;
-                    sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1")
-                        .bind(id)
-                        .bind(&reason)
-                        .bind(due.unix_timestamp())
-                        .execute(&mut *tx)
-                        .await?;
-                    crate::issue::audit(
-                        &mut tx,
-                        "system",
-                        &format!("{kind}.attempted"),
-                        &number,
-                        &serde_json::json!({"attempt": attempts + 1, "error": reason}),
-                    )
-                    .await?;
-                    tx.commit().await?;
-                    // Later entries are not held back by this one's backoff: each is due on
-                    // its own schedule. A red whose blue is still pending is answered
-                    // `processing` by tax and retried the same way.
-                }
+            entries.push(Entry {
+                id: row.try_get("id")?,
+                kind: row.try_get("kind")?,
+                number: row.try_get("number")?,
+                attempts: row.try_get("attempts")?,
+            });
+        }
+        // Entries are independent (each its own transactions; a red whose blue is not yet on
+        // record is answered `processing` by tax and retried), so up to OUTBOX_PARALLEL of
+        // them are in flight at once: a round trip to tax is mostly waiting.
+        let handled = entries.len();
+        let mut running = tokio::task::JoinSet::new();
+        for entry in entries {
+            if running.len() >= OUTBOX_PARALLEL
+                && let Some(done) = running.join_next().await
+            {
+                joined(done)?;
             }
+            let me = self.clone();
+            running.spawn(async move { me.handle(entry).await });
+        }
+        while let Some(done) = running.join_next().await {
+            joined(done)?;
         }
         Ok(handled)
+    }
+
+    /// Sends one entry and records its outcome.
+    async fn handle(&self, entry: Entry) -> Result<(), StoreError> {
+        let Entry {
+            id,
+            kind,
+            number,
+            attempts,
+        } = entry;
+        let outcome = match kind.as_str() {
+            "upload" => self.upload(id, &number).await?,
+            _ => self.notify(&number).await?,
+        };
+        match outcome {
+            Outcome::Done => {}
+            Outcome::Failed(reason) => {
+                tracing::warn!(id, %number, %reason, "outbox entry failed definitely");
+                let mut tx = self.inner.db.begin_write().await?;
+                sqlx::query("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(&reason)
+                    .execute(&mut *tx)
+                    .await?;
+                crate::issue::audit(
+                    &mut tx,
+                    "system",
+                    &format!("{kind}.failed"),
+                    &number,
+                    &serde_json::json!({"reason": reason}),
+                )
+                .await?;
+                tx.commit().await?;
+            }
+            Outcome::Retry(reason) => {
+                let delay = self.backoff(attempts);
+                tracing::info!(id, %kind, %number, %reason, delay_ms = delay.as_millis(), "outbox entry will be retried");
+                let due = now() + delay;
+                let mut tx = self.inner.db.begin_write().await?;
+                sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(&reason)
+                    .bind(due.unix_timestamp())
+                    .execute(&mut *tx)
+                    .await?;
+                crate::issue::audit(
+                    &mut tx,
+                    "system",
+                    &format!("{kind}.attempted"),
+                    &number,
+                    &serde_json::json!({"attempt": attempts + 1, "error": reason}),
+                )
+                .await?;
+                tx.commit().await?;
+                // Later entries are not held back by this one's backoff: each is due on
+                // its own schedule. A red whose blue is still pending is answered
+                // `processing` by tax and retried the same way.
+            }
+        }
+        Ok(())
     }
 
     fn backoff(&self, attempts: i64) -> Duration {
