@@ -293,39 +293,42 @@ async fn downloadable(cloud: &Cloud, lookup: &Lookup, rid: &str) -> Result<Invoi
     Ok(v)
 }
 
-async fn pdf(
-    State(cloud): State<Cloud>,
-    headers: HeaderMap,
-    Query(lookup): Query<Lookup>,
-) -> Response {
-    let rid = request_id(&headers);
-    let v = match downloadable(&cloud, &lookup, &rid).await {
-        Ok(v) => v,
-        Err(m) => return missed(&lookup, &m),
-    };
-    match pdf_of(&cloud, &v, &rid).await {
-        Ok(bytes) => {
-            tracing::info!(request_id = %rid, number = %v.number, "portal download pdf");
-            secured(attachment("application/pdf", &v.number, "pdf", bytes))
-        }
-        Err(_) => missed(&lookup, &Miss::Internal),
-    }
+/// Which layout file a download is.
+#[derive(Clone, Copy)]
+enum Layout {
+    Pdf,
+    Xml,
 }
 
-async fn xml(
+async fn pdf(state: State<Cloud>, headers: HeaderMap, lookup: Query<Lookup>) -> Response {
+    download(state, headers, lookup, Layout::Pdf).await
+}
+
+async fn xml(state: State<Cloud>, headers: HeaderMap, lookup: Query<Lookup>) -> Response {
+    download(state, headers, lookup, Layout::Xml).await
+}
+
+async fn download(
     State(cloud): State<Cloud>,
     headers: HeaderMap,
     Query(lookup): Query<Lookup>,
+    layout: Layout,
 ) -> Response {
     let rid = request_id(&headers);
     let v = match downloadable(&cloud, &lookup, &rid).await {
         Ok(v) => v,
         Err(m) => return missed(&lookup, &m),
     };
-    match xml_of(&v, &rid) {
-        Ok(x) => {
-            tracing::info!(request_id = %rid, number = %v.number, "portal download xml");
-            secured(attachment(XML_TYPE, &v.number, "xml", x))
+    let file = match layout {
+        Layout::Pdf => pdf_of(&cloud, &v, &rid)
+            .await
+            .map(|b| attachment("application/pdf", &v.number, "pdf", b)),
+        Layout::Xml => xml_of(&v, &rid).map(|x| attachment(XML_TYPE, &v.number, "xml", x)),
+    };
+    match file {
+        Ok(r) => {
+            tracing::info!(request_id = %rid, number = %v.number, "portal download");
+            secured(r)
         }
         Err(_) => missed(&lookup, &Miss::Internal),
     }
