@@ -219,13 +219,23 @@ impl Browser {
         panic!("the lookup did not load a page");
     }
 
-    /// Waits for a finished download (Chromium writes `*.crdownload` until it is complete).
+    /// Waits for a finished download: the file is there, not empty, the same size on two
+    /// looks in a row, and Chromium has no `*.crdownload` left in the folder.
     async fn downloaded(&self, name: &str) -> Vec<u8> {
         let path = self.downloads.join(name);
+        let mut last = None;
         for _ in 0..200 {
-            if path.exists() {
+            let partial = std::fs::read_dir(&self.downloads).unwrap().any(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".crdownload")
+            });
+            let size = std::fs::metadata(&path).map(|m| m.len()).ok();
+            if !partial && size.is_some_and(|s| s > 0) && size == last {
                 return std::fs::read(&path).unwrap();
             }
+            last = size;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let present: Vec<_> = std::fs::read_dir(&self.downloads)
