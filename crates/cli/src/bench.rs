@@ -444,11 +444,11 @@ pub(crate) async fn run(
         )
         .fetch_one(system.cloud.db().pool())
         .await
-        .unwrap_or(0)
+        .context("counting cloud's pending invoices")
     };
-    let backlog = pending().await;
+    let backlog = pending().await?;
     loop {
-        let left = pending().await;
+        let left = pending().await?;
         if left == 0 {
             break;
         }
