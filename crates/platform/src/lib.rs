@@ -35,11 +35,18 @@ pub use outbox::{OutboxEntry, Workers};
 pub use registry::{Cloud, Enterprise, EnterprisePatch, EnterpriseStatus, Hosting};
 
 /// The platform role's schema.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "registries, numbers, invoices, red forms, outbox",
-    sql: include_str!("../migrations/0001_platform.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "registries, numbers, invoices, red forms, outbox",
+        sql: include_str!("../migrations/0001_platform.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "outbox entries by number (red uploads in chain order)",
+        sql: include_str!("../migrations/0002_outbox_chain.sql"),
+    },
+];
 
 /// Tunables.
 #[derive(Debug, Clone)]

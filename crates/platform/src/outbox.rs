@@ -105,9 +105,20 @@ impl Platform {
     /// # Errors
     /// [`StoreError`].
     pub async fn work_once(&self) -> Result<usize, StoreError> {
+        // A red's upload is held back while an earlier upload of its chain (the blue, or
+        // another red of the same blue) is pending: tax checks each red against the blue and
+        // the reds it already holds, so a chain reaches tax in issue order even with entries
+        // in flight side by side. Blues and notices are never held back.
         let due = sqlx::query(
-            "SELECT id, kind, number, attempts FROM outbox
-             WHERE state = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT 64",
+            "SELECT o.id, o.kind, o.number, o.attempts FROM outbox o
+             WHERE o.state = 'pending' AND o.next_attempt_at <= $1
+               AND NOT (o.kind = 'upload' AND EXISTS (
+                   SELECT 1 FROM invoices r JOIN outbox p ON p.kind = 'upload'
+                       AND p.state = 'pending' AND p.id < o.id
+                       AND (p.number = r.blue_number OR p.number IN
+                            (SELECT number FROM invoices WHERE blue_number = r.blue_number))
+                   WHERE r.number = o.number AND r.blue_number IS NOT NULL))
+             ORDER BY o.id LIMIT 64",
         )
         .bind(now().unix_timestamp())
         .fetch_all(self.inner.db.pool())
@@ -121,9 +132,9 @@ impl Platform {
                 attempts: row.try_get("attempts")?,
             });
         }
-        // Entries are independent (each its own transactions; a red whose blue is not yet on
-        // record is answered `processing` by tax and retried), so up to OUTBOX_PARALLEL of
-        // them are in flight at once: a round trip to tax is mostly waiting.
+        // The entries chosen are independent (each its own transactions, no two of one red
+        // chain), so up to OUTBOX_PARALLEL of them are in flight at once: a round trip to tax
+        // is mostly waiting.
         let handled = entries.len();
         let mut running = tokio::task::JoinSet::new();
         for entry in entries {
