@@ -54,7 +54,7 @@ enum Command {
     Up(UpArgs),
     /// Run one role as its own process from a configuration file (see examples/config/).
     Serve {
-        /// cloud, platform or tax.
+        /// cloud, platform, tax or agent.
         role: String,
         /// The role's TOML configuration (FAPIAO_… environment variables override it).
         #[arg(long)]
@@ -106,6 +106,9 @@ enum Command {
     /// Retention: export, then delete, what is older than the role's retention periods.
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// The enterprise's front-end agent (async, enterprise-hosted issuing).
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Measure the issuing pipeline: the whole system in this process (as `up` starts it),
     /// driven through the ERP API by concurrent signed clients, against the crypto bound.
     Bench(BenchArgs),
@@ -158,6 +161,24 @@ impl RoleTarget {
             .clone()
             .unwrap_or_else(|| self.data.join(format!("{}.toml", self.role)))
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Queue depths (to issue, to upload, to report, to acknowledge), the oldest pending
+    /// work's age, numbers and quota left — read from the agent's database (works while it
+    /// runs, and while it is stopped).
+    Status {
+        /// The agent's config (default: `<data>/agent.toml`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory of `fapiao up`.
+        #[arg(long, default_value = "fapiao-data")]
+        data: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +250,10 @@ struct UpArgs {
     /// Tax admin port (health, metrics).
     #[arg(long, default_value_t = 9445)]
     tax_admin_port: u16,
+    /// Also run the demo enterprise-hosted enterprise's agent (the async flow): its orders
+    /// wait at cloud until the agent pulls, issues, uploads and reports them.
+    #[arg(long)]
+    enterprise_hosted: bool,
 }
 
 /// Where the ERP commands send to.
@@ -585,8 +610,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 tax: a.tax_port,
                 tax_admin: a.tax_admin_port,
             },
+            a.enterprise_hosted,
             now,
         ),
+        Command::Agent(AgentCommand::Status { config, data, json }) => {
+            services::agent_status(&config.unwrap_or_else(|| data.join("agent.toml")), json)
+        }
         Command::Serve { role, config } => services::serve(&role, &config),
         Command::Issue {
             order,

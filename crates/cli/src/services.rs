@@ -47,12 +47,17 @@ pub(crate) fn up(
     data: &Path,
     suite: Suite,
     ports: Ports,
+    enterprise_hosted: bool,
     now: OffsetDateTime,
 ) -> anyhow::Result<ExitCode> {
     init_logging(tracing::Level::WARN);
     runtime()?.block_on(async {
         let first = !Layout::at(data).exists();
-        let system = System::up(data, suite, ports, Options::default(), now).await?;
+        let mut system = System::up(data, suite, ports, Options::default(), now).await?;
+        let agent = fapiao_system::AGENT_ENTERPRISE;
+        if enterprise_hosted {
+            system.start_agent().await?;
+        }
         let d = data.display();
         println!(
             "Fapiao is running{} — data in {d}, message suite {suite}.\n\
@@ -77,6 +82,17 @@ pub(crate) fn up(
             fapiao_system::bootstrap::DEMO_ENTERPRISES[0].taxpayer_id,
             fapiao_system::bootstrap::DEMO_ENTERPRISES[1].taxpayer_id,
         );
+        if enterprise_hosted {
+            println!(
+                "\nEnterprise-hosted (async) flow: {} {} issues on its own premises; its agent runs here                 \n(store {d}/agent.sqlite, device key in {d}/agent-devices). Its orders wait at cloud until the agent                 \npulls, issues, uploads to tax and reports them to platform:                 \n  cargo run --release -- issue examples/orders/agent.json                 \n  cargo run --release -- agent status",
+                agent.taxpayer_id, agent.name
+            );
+        } else {
+            println!(
+                "\n{} ({}) is registered as enterprise-hosted: run `up --enterprise-hosted` to start its agent.",
+                agent.name, agent.taxpayer_id
+            );
+        }
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
         eprintln!("stopping…");
         system.shutdown().await;
@@ -275,6 +291,11 @@ pub(crate) fn issue(
             .client(&enterprise)?
             .send(Method::POST, "/v1/invoices", &body)
             .await?;
+        let r = if r.status == 202 {
+            wait_issued(erp.client(&enterprise)?, &r, json_out).await?
+        } else {
+            r
+        };
         match r.status {
             200 | 201 => {
                 let v: Value = serde_json::from_slice(&r.body)?;
@@ -294,6 +315,82 @@ pub(crate) fn issue(
             }
             _ => Err(api_error(&r)),
         }
+    })
+}
+
+/// An order queued for the enterprise's agent (202): waits up to 60 s for the agent to
+/// issue it, then answers as the invoice's `GET` does.
+async fn wait_issued(
+    erp: &ErpClient,
+    queued: &fapiao_protocol::Response,
+    json_out: bool,
+) -> anyhow::Result<fapiao_protocol::Response> {
+    let v: Value = serde_json::from_slice(&queued.body)?;
+    let order_id = v["order_id"].as_str().unwrap_or_default().to_owned();
+    if !json_out {
+        eprintln!(
+            "order {order_id} queued for the enterprise's agent; waiting for it to be issued…"
+        );
+    }
+    for _ in 0..120 {
+        let s = erp
+            .send(Method::GET, &format!("/v1/orders/{order_id}"), b"")
+            .await?;
+        let st: Value = serde_json::from_slice(&s.body)?;
+        match st["status"].as_str() {
+            Some("issued") => {
+                let number = st["number"].as_str().unwrap_or_default();
+                let mut r = erp
+                    .send(Method::GET, &format!("/v1/invoices/{number}"), b"")
+                    .await?;
+                if r.status == 200 {
+                    r.status = 201;
+                }
+                return Ok(r);
+            }
+            Some("refused") => bail!(
+                "the agent refused order {order_id}: {} ({})",
+                st["error"]["message"].as_str().unwrap_or_default(),
+                st["error"]["code"].as_str().unwrap_or_default()
+            ),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
+    bail!(
+        "order {order_id} is still waiting for the enterprise's agent after 60 s \
+         (is it running? `fapiao up --enterprise-hosted`; `fapiao agent status`)"
+    )
+}
+
+/// `fapiao agent status`.
+pub(crate) fn agent_status(config: &Path, json_out: bool) -> anyhow::Result<ExitCode> {
+    init_logging(tracing::Level::WARN);
+    let cfg = role_config("agent", config)?;
+    runtime()?.block_on(async {
+        let db = fapiao_store::Db::open_existing(&cfg.database)
+            .await
+            .with_context(|| format!("opening {}", cfg.database))?;
+        let s = fapiao_agent::status(&db).await?;
+        if json_out {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else {
+            println!(
+                "to issue      {}\nto upload     {}\nto report     {}\nto acknowledge {}\n                 oldest pending {} s\nreports refused {}\nissued        {}\nrefused       {}\n                 numbers left  {}\nquota {}     granted {}, used {}",
+                s.to_issue,
+                s.to_upload,
+                s.to_report,
+                s.to_ack,
+                s.oldest_pending_seconds,
+                s.failed_reports,
+                s.issued,
+                s.refused,
+                s.numbers_left,
+                s.month,
+                s.quota_granted,
+                s.quota_used
+            );
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }
 

@@ -12,8 +12,8 @@ use fapiao_protocol::Code;
 use fapiao_protocol::client::{CallError, now};
 use fapiao_protocol::erp::{self, hex};
 use fapiao_protocol::wire::{
-    FormWire, IssueOrder, OrderAnswer, RedOrder, RedScopeWire, Refusal, SignedReceipt, TaxStatus,
-    WireInvoice, message_type,
+    FormWire, IssueOrder, OrderAnswer, QueuedOrder, RedOrder, RedScopeWire, Refusal, SignedReceipt,
+    TaxStatus, WireInvoice, message_type,
 };
 use fapiao_service::ApiError;
 use fapiao_service::error::request_id;
@@ -36,6 +36,7 @@ pub(crate) fn routes(cloud: Cloud) -> Router {
         .route("/v1/invoices/{number}/red", post(red))
         .route("/v1/invoices/{number}/xml", get(xml))
         .route("/v1/invoices/{number}/pdf", get(pdf))
+        .route("/v1/orders/{order_id}", get(crate::queue::order_status))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(cloud)
 }
@@ -116,7 +117,7 @@ pub(crate) fn internal(rid: &str, e: &dyn std::fmt::Display) -> ApiError {
 
 impl Cloud {
     /// Checks the ERP request signature and consumes its nonce; returns the enterprise.
-    async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         method: &Method,
         uri: &Uri,
@@ -313,6 +314,42 @@ impl Cloud {
                 (invoice, tax_status, form)
             }
         };
+        self.store_invoice(
+            enterprise,
+            order_id,
+            request_hash,
+            &invoice,
+            tax_status,
+            form,
+            rid,
+        )
+        .await
+    }
+
+    /// Verifies an issued invoice (device signature and certificate path, seller) and stores
+    /// it with its order; the stored view. Storing the same invoice again changes nothing.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "an invoice with its order and status"
+    )]
+    pub(crate) async fn store_invoice(
+        &self,
+        enterprise: &str,
+        order_id: &str,
+        request_hash: &str,
+        invoice: &WireInvoice,
+        tax_status: TaxStatus,
+        form: Option<FormWire>,
+        rid: &str,
+    ) -> Result<InvoiceView, ApiError> {
+        let bad = |m: String| {
+            tracing::error!(request_id = %rid, %m, "issued invoice unusable");
+            ApiError::new(
+                Code::PlatformUnavailable,
+                "the platform's answer was unusable; retry",
+                rid,
+            )
+        };
         let signed = invoice.to_signed().map_err(|e| bad(e.to_string()))?;
         tracing::debug_span!("invoice.verify")
             .in_scope(|| verify(&signed, &self.inner.material.trust, now()))
@@ -372,6 +409,18 @@ impl Cloud {
         .await
         .map_err(|e| internal(rid, &e))?
         .rows_affected();
+        // An order queued for the enterprise's agent is issued now.
+        sqlx::query(
+            "UPDATE queued_orders SET state = 'issued', number = $3, updated_at = $4
+             WHERE enterprise = $1 AND order_id = $2",
+        )
+        .bind(enterprise)
+        .bind(order_id)
+        .bind(inv.number().as_str())
+        .bind(now().unix_timestamp())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| internal(rid, &e))?;
         if inserted == 1 {
             crate::webhook::enqueue(&mut tx, enterprise, "invoice.issued", inv.number().as_str())
                 .await
@@ -464,7 +513,7 @@ async fn issue_inner(
     headers: &HeaderMap,
     body: &[u8],
     rid: &str,
-) -> Result<(StatusCode, InvoiceView), ApiError> {
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
     let enterprise = cloud.authenticate(method, uri, headers, body, rid).await?;
     let order: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(Code::InvalidRequest, format!("body is not JSON: {e}"), rid))?;
@@ -488,7 +537,7 @@ async fn issue_inner(
         .map_err(|e| internal(rid, &e))?
     {
         return if h == hash {
-            Ok((StatusCode::OK, v))
+            Ok((StatusCode::OK, to_json(&v, rid)?))
         } else {
             Err(ApiError::new(
                 Code::OrderConflict,
@@ -506,6 +555,15 @@ async fn issue_inner(
         order,
         request_hash: hash.clone(),
     };
+    if cloud
+        .enterprise_hosted(&enterprise)
+        .await
+        .map_err(|e| internal(rid, &e))?
+    {
+        return cloud
+            .enqueue_order(&enterprise, QueuedOrder::Blue(req), rid)
+            .await;
+    }
     let v = cloud
         .forward(
             &enterprise,
@@ -517,7 +575,11 @@ async fn issue_inner(
         )
         .await?;
     tracing::info!(request_id = %rid, number = %v.number, "invoice issued");
-    Ok((StatusCode::CREATED, v))
+    Ok((StatusCode::CREATED, to_json(&v, rid)?))
+}
+
+pub(crate) fn to_json<T: Serialize>(v: &T, rid: &str) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| internal(rid, &e))
 }
 
 /// The body of a red request.
@@ -560,7 +622,7 @@ async fn red(
             .map_err(|e| internal(&rid, &e))?
         {
             return if h == hash {
-                Ok((StatusCode::OK, v))
+                Ok((StatusCode::OK, to_json(&v, &rid)?))
             } else {
                 Err(ApiError::new(
                     Code::OrderConflict,
@@ -582,6 +644,26 @@ async fn red(
             drawer: b.drawer,
             request_hash: hash.clone(),
         };
+        if cloud
+            .enterprise_hosted(&enterprise)
+            .await
+            .map_err(|e| internal(&rid, &e))?
+        {
+            let blue = cloud
+                .invoice(&enterprise, &req.blue_number)
+                .await
+                .map_err(|e| internal(&rid, &e))?;
+            if blue.is_none() {
+                return Err(ApiError::new(
+                    Code::InvoiceNotFound,
+                    format!("no invoice {} of this enterprise", req.blue_number),
+                    &rid,
+                ));
+            }
+            return cloud
+                .enqueue_order(&enterprise, QueuedOrder::Red(req), &rid)
+                .await;
+        }
         let v = cloud
             .forward(
                 &enterprise,
@@ -593,7 +675,7 @@ async fn red(
             )
             .await?;
         tracing::info!(request_id = %rid, number = %v.number, "red invoice issued");
-        Ok((StatusCode::CREATED, v))
+        Ok((StatusCode::CREATED, to_json(&v, &rid)?))
     }
     .await;
     match result {

@@ -8,7 +8,10 @@
 //!   and the invoice stored before the ERP hears of it. If platform cannot be reached, the ERP
 //!   gets `platform_unavailable` (retryable) and nothing is stored: retrying the same order
 //!   completes it (platform is idempotent by order too).
-//! - Status notices from platform (`invoice.status`) update an invoice's tax status.
+//! - Status notices from platform (`invoice.status`) update an invoice's tax status; for an
+//!   invoice an enterprise's agent issued, the notice brings the invoice itself.
+//! - Enterprise-hosted tenants' orders wait in a queue for their agent, which leases them
+//!   (`orders.pull`) and acknowledges them once handled (`orders.ack`); see `queue.rs`.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -27,9 +30,11 @@ use serde::{Deserialize, Serialize};
 
 pub mod erp;
 mod portal;
+mod queue;
 pub mod webhook;
 
 pub use erp::{InvoiceSummary, InvoiceView};
+pub use queue::OrderStatus;
 pub use webhook::Workers;
 
 /// The cloud role's schema.
@@ -49,11 +54,17 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "sealed values, buyer blind index",
         sql: include_str!("../migrations/0003_sealed.sql"),
     },
+    Migration {
+        version: 4,
+        description: "hosting mode, orders queued for agents",
+        sql: include_str!("../migrations/0004_queue.sql"),
+    },
 ];
 
 /// Columns whose values are sealed (encryption at rest): the signed invoices (buyer phone,
-/// address, bank account, e-mail, identity number) and the ERP API secrets.
-pub const SEALED: &[SealedColumn] = &[RECORD, SECRET];
+/// address, bank account, e-mail, identity number), the ERP API secrets, and the orders queued
+/// for agents.
+pub const SEALED: &[SealedColumn] = &[RECORD, SECRET, QUEUED];
 pub(crate) const RECORD: SealedColumn = SealedColumn {
     table: "invoices",
     column: "record",
@@ -61,6 +72,10 @@ pub(crate) const RECORD: SealedColumn = SealedColumn {
 pub(crate) const SECRET: SealedColumn = SealedColumn {
     table: "enterprises",
     column: "secret",
+};
+pub(crate) const QUEUED: SealedColumn = SealedColumn {
+    table: "queued_orders",
+    column: "body",
 };
 
 /// Tunables.
@@ -230,7 +245,8 @@ impl Cloud {
         &self.inner.db
     }
 
-    /// Registers a tenant with fresh credentials, or returns `None` if it exists.
+    /// Registers a tenant with fresh credentials, or returns `None` if it exists. An
+    /// enterprise-hosted tenant's orders wait for its agent.
     ///
     /// # Errors
     /// [`StoreError`].
@@ -239,6 +255,7 @@ impl Cloud {
         taxpayer_id: &str,
         name: &str,
         webhook_url: Option<&str>,
+        enterprise_hosted: bool,
     ) -> Result<Option<Credentials>, StoreError> {
         let creds = Credentials {
             key_id: format!("ak_{}", &fapiao_protocol::client::new_id()[..16]),
@@ -251,8 +268,8 @@ impl Cloud {
             .seal_str(&mut tx, &SECRET.field(), &creds.secret)
             .await?;
         let n = sqlx::query(
-            "INSERT INTO enterprises (taxpayer_id, name, key_id, secret, webhook_url, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (taxpayer_id) DO NOTHING",
+            "INSERT INTO enterprises (taxpayer_id, name, key_id, secret, webhook_url, created_at, hosting)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (taxpayer_id) DO NOTHING",
         )
         .bind(taxpayer_id)
         .bind(name)
@@ -260,6 +277,11 @@ impl Cloud {
         .bind(sealed)
         .bind(webhook_url)
         .bind(now().unix_timestamp())
+        .bind(if enterprise_hosted {
+            "enterprise"
+        } else {
+            "platform"
+        })
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -297,6 +319,34 @@ impl Cloud {
                 Code::InvalidRequest,
                 "the tax receipt does not verify",
             )));
+        }
+        if let Some(issued) = &notice.issued {
+            let stored = self
+                .store_invoice(
+                    &notice.enterprise,
+                    &issued.order_id,
+                    &issued.request_hash,
+                    &issued.invoice,
+                    notice.tax_status,
+                    issued.form.clone(),
+                    "notice",
+                )
+                .await;
+            match stored {
+                Ok(v) if v.number == notice.number => {}
+                Ok(_) => {
+                    return Ok(Err(Refusal::new(
+                        Code::InvalidRequest,
+                        "the notice's invoice has another number",
+                    )));
+                }
+                Err(e) => {
+                    return Ok(Err(Refusal::new(
+                        Code::parse(e.code).unwrap_or(Code::Internal),
+                        e.message,
+                    )));
+                }
+            }
         }
         let mut tx = self.inner.db.begin_write().await?;
         let current: Option<String> = sqlx::query_scalar(
@@ -368,6 +418,9 @@ impl fapiao_service::ops::Readiness for Cloud {
 
 impl EnvelopeHandler for Cloud {
     async fn handle(&self, incoming: Incoming) -> Outgoing {
+        if incoming.sender.role == Role::Agent {
+            return self.agent_message(&incoming).await;
+        }
         if incoming.sender.role != Role::Platform
             || incoming.sender.identity() != self.inner.platform.peer_identity()
         {

@@ -199,6 +199,12 @@ impl IssuingDevice {
         })
     }
 
+    /// The enterprise the device belongs to (its certificate's taxpayer id).
+    #[must_use]
+    pub fn taxpayer_id(&self) -> Option<&str> {
+        self.taxpayer_id.as_deref()
+    }
+
     /// Numbers a draft from `block`, dates it `issued_at` (China time) and signs it. A number
     /// taken for an issue that then fails stays used; [`IssuingDevice::issue_or_void`] returns
     /// it as a [`VoidNumber`] to record.

@@ -18,18 +18,17 @@
 use fapiao_crypto::Role;
 use fapiao_issuer::NumberBlock;
 use fapiao_model::red::{
-    Confirmation, Initiator, PartialReversal, RedLetterForm, RedLetterFormNumber, RedReason,
-    RedScope, plan_red,
+    Confirmation, Initiator, RedLetterForm, RedLetterFormNumber, RedReason, RedScope, plan_red,
 };
 use fapiao_model::{
     Amount, Finding, FindingCode, Invoice, InvoiceDraft, InvoiceKind, InvoiceType, Order, OrderId,
-    ProvinceCode, Quantity, ValidationErrors,
+    ProvinceCode, ValidationErrors,
 };
 use fapiao_protocol::Code;
 use fapiao_protocol::client::now;
 use fapiao_protocol::wire::{
-    FormWire, IssueOrder, OrderAnswer, RangeGrant, RangeRequest, RedOrder, RedScopeWire, Refusal,
-    SignedReceipt, TaxStatus, WireInvoice, message_type,
+    FormWire, IssueOrder, OrderAnswer, RangeGrant, RangeRequest, RedOrder, Refusal, SignedReceipt,
+    TaxStatus, WireInvoice, message_type,
 };
 use fapiao_service::{EnvelopeHandler, Incoming, Outgoing};
 use fapiao_store::sqlx::{self, Row};
@@ -65,7 +64,7 @@ pub struct StoredInvoice {
     pub form: Option<FormWire>,
 }
 
-enum Step {
+pub(crate) enum Step {
     Refused(Refusal),
     /// A number was consumed and recorded void; commit that, then fail.
     Voided(String),
@@ -88,7 +87,7 @@ impl From<sqlx::Error> for Step {
     }
 }
 
-fn refused(code: Code, message: impl Into<String>) -> Step {
+pub(crate) fn refused(code: Code, message: impl Into<String>) -> Step {
     Step::Refused(Refusal::new(code, message))
 }
 
@@ -116,6 +115,9 @@ fn type_name(t: InvoiceType) -> &'static str {
 impl EnvelopeHandler for Platform {
     async fn handle(&self, incoming: Incoming) -> Outgoing {
         let rid = incoming.request_id.clone();
+        if crate::agents::is_agent(incoming.sender.role) {
+            return self.agent_message(incoming).await;
+        }
         if incoming.sender.role != Role::Cloud {
             return Outgoing::refusal(&Refusal::new(
                 Code::CloudNotRegistered,
@@ -397,44 +399,10 @@ impl Platform {
                 e.to_string(),
             ))
         })?;
-        let scope = match &o.scope {
-            RedScopeWire::Full => RedScope::Full,
-            RedScopeWire::Partial { lines } => {
-                let mut parts = Vec::new();
-                for (i, l) in lines.iter().enumerate() {
-                    let amount =
-                        l.amount
-                            .as_deref()
-                            .map(Amount::parse)
-                            .transpose()
-                            .map_err(|e| {
-                                Step::Refused(one_finding(
-                                    &format!("scope.lines[{i}].amount"),
-                                    FindingCode::InvalidDecimal,
-                                    e.to_string(),
-                                ))
-                            })?;
-                    let quantity = l
-                        .quantity
-                        .as_deref()
-                        .map(Quantity::parse)
-                        .transpose()
-                        .map_err(|e| {
-                            Step::Refused(one_finding(
-                                &format!("scope.lines[{i}].quantity"),
-                                FindingCode::InvalidDecimal,
-                                e.to_string(),
-                            ))
-                        })?;
-                    parts.push(PartialReversal {
-                        line: l.line,
-                        amount,
-                        quantity,
-                    });
-                }
-                RedScope::Partial(parts)
-            }
-        };
+        let scope = o
+            .scope
+            .to_scope()
+            .map_err(|e| Step::Refused(Refusal::invalid(&e)))?;
         for attempt in 0..2 {
             match self
                 .issue_red_tx(cloud, o, &order_id, reason, scope.clone(), rid)
@@ -625,7 +593,7 @@ impl Platform {
     }
 
     /// Checks the month's quota and returns `(month, used after this invoice)`; writes nothing.
-    async fn check_quota(
+    pub(crate) async fn check_quota(
         &self,
         tx: &mut Tx,
         e: &Enterprise,
@@ -657,7 +625,7 @@ impl Platform {
         Ok((month, after))
     }
 
-    async fn write_quota(
+    pub(crate) async fn write_quota(
         &self,
         tx: &mut Tx,
         e: &Enterprise,
@@ -855,7 +823,7 @@ impl Platform {
     }
 
     /// Asks tax for a range for `(year, province)` unless one with numbers left exists.
-    async fn ensure_range(&self, year: u8, province: u8) -> Result<(), Step> {
+    pub(crate) async fn ensure_range(&self, year: u8, province: u8) -> Result<(), Step> {
         let _guard = self.inner.range_lock.lock().await;
         let left: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM ranges WHERE year = $1 AND province = $2 AND next <= last",
@@ -946,7 +914,7 @@ impl Platform {
             })
     }
 
-    async fn invoice_in(
+    pub(crate) async fn invoice_in(
         &self,
         conn: &mut sqlx::SqliteConnection,
         number: &str,
@@ -1017,7 +985,7 @@ async fn save_block(tx: &mut Tx, id: i64, block: &NumberBlock) -> Result<(), Ste
 }
 
 impl Platform {
-    async fn read_record(&self, sealed: &str) -> Result<Invoice, Step> {
+    pub(crate) async fn read_record(&self, sealed: &str) -> Result<Invoice, Step> {
         let json = self.inner.vault.unseal_str(&RECORD.field(), sealed).await?;
         let wire: WireInvoice =
             serde_json::from_str(&json).map_err(|e| Step::Failed(e.to_string()))?;

@@ -8,6 +8,9 @@
 //!   credit quota (reds give quota back), the order valid — then the hosted issuing device
 //!   numbers and signs it, all in one write transaction with the quota, the number block, the
 //!   invoice, the idempotency record and the outbox row. A refusal leaves nothing behind.
+//! - [`agents`]: enterprises' agents (async flow) get number blocks and quota shares here and
+//!   report what they issued; each report is checked before it is recorded and passed on to
+//!   the enterprise's cloud.
 //! - [`outbox`]: the durable outbox worker: uploads to tax with exponential backoff and jitter,
 //!   records receipts, stops on a definite refusal, and tells the cloud about status changes.
 
@@ -27,6 +30,7 @@ use fapiao_store::vault::{SealedColumn, Vault};
 use fapiao_store::{Db, Migration, StoreError};
 use zeroize::Zeroizing;
 
+pub mod agents;
 pub mod issue;
 pub mod outbox;
 pub mod registry;
@@ -45,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         description: "outbox entries by number (red uploads in chain order)",
         sql: include_str!("../migrations/0002_outbox_chain.sql"),
+    },
+    Migration {
+        version: 3,
+        description: "agents: number blocks, quota shares, reported invoices",
+        sql: include_str!("../migrations/0003_agents.sql"),
     },
 ];
 

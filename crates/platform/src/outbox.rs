@@ -14,7 +14,8 @@ use tracing::Instrument;
 
 use fapiao_protocol::client::now;
 use fapiao_protocol::wire::{
-    Ack, SignedReceipt, StatusNotice, TaxStatus, Upload, UploadStatus, WireInvoice, message_type,
+    Ack, Issued, SignedReceipt, StatusNotice, TaxStatus, Upload, UploadStatus, WireInvoice,
+    message_type,
 };
 use fapiao_store::sqlx::{self, Row};
 use fapiao_store::{StoreError, Tx};
@@ -388,12 +389,27 @@ impl Platform {
             Ok(c) => c,
             Err(e) => return Ok(Outcome::Retry(e)),
         };
+        // An invoice an agent issued is new to cloud: the notice carries it.
+        let by_agent: Option<String> = sqlx::query_scalar(
+            "SELECT o.request_hash FROM invoices i JOIN orders o
+                 ON o.enterprise = i.enterprise AND o.order_id = i.order_id
+             WHERE i.number = $1 AND i.issued_by IS NOT NULL",
+        )
+        .bind(number)
+        .fetch_optional(self.inner.db.pool())
+        .await?;
         let notice = StatusNotice {
             number: number.to_owned(),
             enterprise: inv.enterprise.clone(),
             tax_status: inv.tax_status,
             reason: inv.tax_reason.clone(),
             receipt: inv.receipt.clone(),
+            issued: by_agent.map(|request_hash| Issued {
+                order_id: inv.order_id.clone(),
+                request_hash,
+                invoice: inv.invoice.clone(),
+                form: inv.form.clone(),
+            }),
         };
         match client.call(message_type::INVOICE_STATUS, &notice).await {
             Ok(a) if a.message_type == message_type::ACK && a.parse::<Ack>(&identity).is_ok() => {

@@ -109,6 +109,12 @@ codes! {
         "Tax: the invoice's amounts, taxes or totals do not add up.";
     UploadConflict = "upload_conflict", 409, false,
         "Tax: a different invoice was already accepted under this number; the upload is flagged.";
+    ReportRejected = "report_rejected", 422, false,
+        "Platform: an agent's report does not check (device of another enterprise, number outside the blocks granted to the agent, signature, arithmetic, red rules).";
+    ReportOutOfOrder = "report_out_of_order", 409, true,
+        "Platform: a status report for an invoice the agent has not reported yet; send the invoice first.";
+    TaxUnavailable = "tax_unavailable", 503, true,
+        "Platform: tax could not be reached to record a number block for an agent; retry with the same key.";
     Internal = "internal", 500, true,
         "An unexpected failure; nothing was changed. The request id identifies it in the logs.";
 }

@@ -41,6 +41,24 @@ pub mod message_type {
     pub const RANGE_GRANT: &str = "range.grant";
     /// Any refusal of a request ([`super::Refusal`]).
     pub const REFUSAL: &str = "refusal";
+    /// agent → cloud: lease pending orders ([`super::PullOrders`]).
+    pub const ORDERS_PULL: &str = "orders.pull";
+    /// cloud → agent: the leased orders ([`super::LeasedOrders`]).
+    pub const ORDERS_LEASED: &str = "orders.leased";
+    /// agent → cloud: orders durably handled ([`super::OrderAcks`]).
+    pub const ORDERS_ACK: &str = "orders.ack";
+    /// agent → platform: a number block ([`super::BlockRequest`]).
+    pub const BLOCK_REQUEST: &str = "block.request";
+    /// platform → agent: the block granted ([`super::RangeGrant`]).
+    pub const BLOCK_GRANT: &str = "block.grant";
+    /// agent → platform: credit quota for a month ([`super::QuotaRequest`]).
+    pub const QUOTA_REQUEST: &str = "quota.request";
+    /// platform → agent: the quota granted ([`super::QuotaGrant`]).
+    pub const QUOTA_GRANT: &str = "quota.grant";
+    /// agent → platform: an invoice issued on the enterprise's premises ([`super::Report`]).
+    pub const INVOICE_REPORT: &str = "invoice.report";
+    /// platform → tax: numbers of a platform range now used by an agent ([`super::RangeAssign`]).
+    pub const RANGE_ASSIGN: &str = "range.assign";
 }
 
 /// Why a payload could not be read.
@@ -141,6 +159,56 @@ pub enum RedScopeWire {
         /// The lines to reverse.
         lines: Vec<PartialLineWire>,
     },
+}
+
+impl RedScopeWire {
+    /// The model's scope; a malformed amount or quantity is a finding naming its field.
+    ///
+    /// # Errors
+    /// Every malformed field.
+    pub fn to_scope(&self) -> Result<fapiao_model::red::RedScope, ValidationErrors> {
+        use fapiao_model::red::{PartialReversal, RedScope};
+        use fapiao_model::{Amount, Finding, FindingCode, Quantity};
+        let lines = match self {
+            Self::Full => return Ok(RedScope::Full),
+            Self::Partial { lines } => lines,
+        };
+        let mut findings = Vec::new();
+        let mut parts = Vec::with_capacity(lines.len());
+        for (i, l) in lines.iter().enumerate() {
+            let amount = match l.amount.as_deref().map(Amount::parse).transpose() {
+                Ok(a) => a,
+                Err(e) => {
+                    findings.push(Finding::new(
+                        &format!("scope.lines[{i}].amount"),
+                        FindingCode::InvalidDecimal,
+                        e.to_string(),
+                    ));
+                    None
+                }
+            };
+            let quantity = match l.quantity.as_deref().map(Quantity::parse).transpose() {
+                Ok(q) => q,
+                Err(e) => {
+                    findings.push(Finding::new(
+                        &format!("scope.lines[{i}].quantity"),
+                        FindingCode::InvalidDecimal,
+                        e.to_string(),
+                    ));
+                    None
+                }
+            };
+            parts.push(PartialReversal {
+                line: l.line,
+                amount,
+                quantity,
+            });
+        }
+        match ValidationErrors::from_findings(findings) {
+            Some(e) => Err(e),
+            None => Ok(RedScope::Partial(parts)),
+        }
+    }
 }
 
 /// One line of a partial red.
@@ -306,7 +374,8 @@ pub struct FindingWire {
     pub message: String,
 }
 
-/// platform → cloud: an invoice's tax status changed.
+/// platform → cloud: an invoice's tax status changed; agent → platform: tax answered an
+/// agent's upload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusNotice {
     /// Invoice number.
@@ -321,6 +390,153 @@ pub struct StatusNotice {
     /// tax's signed receipt, when there is one.
     #[serde(default)]
     pub receipt: Option<SignedReceipt>,
+    /// platform → cloud, for an invoice issued by an enterprise's agent: the invoice itself
+    /// (cloud has not seen it before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued: Option<Issued>,
+}
+
+/// An invoice issued by an agent, as platform passes it on to cloud.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Issued {
+    /// The enterprise's order id.
+    pub order_id: String,
+    /// Hex SHA-256 of the ERP's request body.
+    pub request_hash: String,
+    /// The signed invoice.
+    pub invoice: WireInvoice,
+    /// For a red: its form.
+    #[serde(default)]
+    pub form: Option<FormWire>,
+}
+
+/// agent → cloud: lease up to `max` pending orders of the agent's enterprise for
+/// `lease_seconds`. An order leased and not acknowledged in time can be leased again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullOrders {
+    /// Most orders to lease (1..=100).
+    pub max: u32,
+    /// Lease length (5..=3600 s).
+    pub lease_seconds: u32,
+}
+
+/// A queued order: what cloud would have sent platform in sync mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum QueuedOrder {
+    /// A blue order.
+    Blue(IssueOrder),
+    /// A red order.
+    Red(RedOrder),
+}
+
+impl QueuedOrder {
+    /// The order id.
+    #[must_use]
+    pub fn order_id(&self) -> &str {
+        match self {
+            Self::Blue(o) => &o.order_id,
+            Self::Red(o) => &o.order_id,
+        }
+    }
+
+    /// The request hash.
+    #[must_use]
+    pub fn request_hash(&self) -> &str {
+        match self {
+            Self::Blue(o) => &o.request_hash,
+            Self::Red(o) => &o.request_hash,
+        }
+    }
+}
+
+/// cloud → agent: the orders leased, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeasedOrders {
+    /// The orders.
+    pub orders: Vec<QueuedOrder>,
+}
+
+/// How the agent handled one leased order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum OrderOutcome {
+    /// Issued and stored on the enterprise's premises (the invoice reaches cloud through
+    /// platform).
+    Issued {
+        /// The invoice number.
+        number: String,
+    },
+    /// Refused; nothing was issued.
+    Refused(Refusal),
+}
+
+/// One acknowledgement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderAck {
+    /// The order id.
+    pub order_id: String,
+    /// What became of it.
+    #[serde(flatten)]
+    pub outcome: OrderOutcome,
+}
+
+/// agent → cloud: orders durably handled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderAcks {
+    /// The acknowledgements.
+    pub acks: Vec<OrderAck>,
+}
+
+/// agent → platform: a number block for `(year, province)`. `key` makes the request
+/// idempotent: the same key returns the same block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRequest {
+    /// Idempotency key (the agent derives it from its durable state).
+    pub key: String,
+    /// Two-digit year.
+    pub year: u8,
+    /// Province code.
+    pub province: u8,
+}
+
+/// agent → platform: `amount` more of the month's credit quota. Idempotent by `key`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaRequest {
+    /// Idempotency key.
+    pub key: String,
+    /// `YYYY-MM`.
+    pub month: String,
+    /// Decimal amount asked for.
+    pub amount: String,
+}
+
+/// platform → agent: quota granted for a month (may be less than asked, down to zero).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaGrant {
+    /// `YYYY-MM`.
+    pub month: String,
+    /// Decimal amount granted by this request.
+    pub amount: String,
+}
+
+/// agent → platform: an invoice the agent issued, with the order it was issued for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The enterprise (seller).
+    pub enterprise: String,
+    /// The invoice and its order.
+    pub issued: Issued,
+}
+
+/// platform → tax: `first..=last` of a range granted to the platform is now used by
+/// `uploader` (an agent); tax accepts that agent's uploads in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeAssign {
+    /// The agent's identity (`agent:<name>`).
+    pub uploader: String,
+    /// The numbers.
+    pub range: RangeGrant,
 }
 
 /// An empty acknowledgement.

@@ -8,8 +8,10 @@
 //! pki/<role>.{sign,enc,tls-server,tls-client}.{crt,key}.pem
 //! pki/<role>.master.key          master key of the role's encryption at rest (0600)
 //! devices/<taxpayer id>.sign.{crt,key}.pem   hosted issuing devices of the demo enterprises
-//! {tax,platform,cloud}.toml      role configurations
-//! {tax,platform,cloud}.sqlite    role databases
+//! agent-devices/<taxpayer id>.sign.{crt,key}.pem   the demo agent's device (its premises)
+//! pki/agent.*                    the demo agent's certificates (role agent, with taxpayer id)
+//! {tax,platform,cloud,agent}.toml      role configurations
+//! {tax,platform,cloud,agent}.sqlite    role databases
 //! erp-credentials.json           the demo enterprises' ERP API credentials
 //! ```
 
@@ -84,6 +86,13 @@ pub const DEMO_ENTERPRISES: [DemoEnterprise; 2] = [
         name: "深圳味源食品有限公司",
     },
 ];
+
+/// The demo enterprise that issues on its own premises (hosting `enterprise`): its orders
+/// wait at cloud for its agent (`fapiao up --enterprise-hosted` starts one).
+pub const AGENT_ENTERPRISE: DemoEnterprise = DemoEnterprise {
+    taxpayer_id: "91330106MA2H00003L",
+    name: "杭州青禾电子商务有限公司",
+};
 
 /// A data directory.
 #[derive(Debug, Clone)]
@@ -203,7 +212,14 @@ impl Layout {
     /// # Errors
     /// [`SystemError`] naming the file.
     pub fn bootstrap(&self, suite: Suite, ports: Ports, now: OffsetDateTime) -> Result<()> {
-        for d in ["secrets", "ca/gm", "ca/intl", "pki", "devices"] {
+        for d in [
+            "secrets",
+            "ca/gm",
+            "ca/intl",
+            "pki",
+            "devices",
+            "agent-devices",
+        ] {
             fs::create_dir_all(self.dir.join(d)).map_err(err(d))?;
         }
         if !self.passphrase_file().exists() {
@@ -271,6 +287,27 @@ impl Layout {
                 self.issue_device(e.taxpayer_id, &prefix, now, now + Duration::days(825))?;
             }
         }
+        let agent = AGENT_ENTERPRISE.taxpayer_id;
+        if !PathBuf::from(format!(
+            "{}.sign.crt.pem",
+            self.pki_prefix("agent").display()
+        ))
+        .exists()
+        {
+            self.issue_party(
+                suite,
+                Role::Agent,
+                &format!("agent-{agent}"),
+                Some(agent),
+                &self.pki_prefix("agent"),
+                now,
+                now + Duration::days(825),
+            )?;
+        }
+        let device = self.dir.join("agent-devices").join(agent);
+        if !PathBuf::from(format!("{}.sign.crt.pem", device.display())).exists() {
+            self.issue_device(agent, &device, now, now + Duration::days(825))?;
+        }
         self.write_crls(now)?;
         let base = |p: u16| format!("https://127.0.0.1:{p}");
         let material = |role: &str| MaterialFiles {
@@ -328,6 +365,32 @@ impl Layout {
                     ..Peers::default()
                 },
                 devices_dir: None,
+                limits: fapiao_service::Limits::default(),
+                audit_sign_seconds: 60,
+                retention: fapiao_store::retention::Retention::default(),
+            },
+            RoleConfig {
+                role: "agent".into(),
+                listen: Vec::new(),
+                admin_listen: vec![format!(
+                    "127.0.0.1:{}",
+                    if ports.tax_admin == 0 {
+                        0
+                    } else {
+                        ports.tax_admin.saturating_add(1)
+                    }
+                )],
+                database: db("agent"),
+                material: material("agent"),
+                peers: Peers {
+                    cloud_url: Some(base(ports.cloud)),
+                    cloud_identity: Some("cloud:cloud".into()),
+                    platform_url: Some(base(ports.platform)),
+                    platform_identity: Some("platform:platform".into()),
+                    tax_url: Some(base(ports.tax)),
+                    tax_identity: Some("tax:tax".into()),
+                },
+                devices_dir: Some(self.dir.join("agent-devices")),
                 limits: fapiao_service::Limits::default(),
                 audit_sign_seconds: 60,
                 retention: fapiao_store::retention::Retention::default(),

@@ -29,7 +29,7 @@
 //! ```
 //!
 //! Environment overrides (applied after the file): `FAPIAO_LISTEN` and
-//! `FAPIAO_ADMIN_LISTEN` (comma-separated), `FAPIAO_DATABASE`, `FAPIAO_PLATFORM_URL`,
+//! `FAPIAO_ADMIN_LISTEN` (comma-separated), `FAPIAO_DATABASE`, `FAPIAO_PLATFORM_URL`, `FAPIAO_CLOUD_URL`,
 //! `FAPIAO_TAX_URL`, `FAPIAO_DEVICES_DIR`.
 
 use std::path::{Path, PathBuf};
@@ -55,21 +55,30 @@ pub struct Peers {
     /// platform: tax's identity (`tax:<name>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tax_identity: Option<String>,
+    /// agent: its enterprise's cloud's base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_url: Option<String>,
+    /// agent: the cloud's identity (`cloud:<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_identity: Option<String>,
 }
 
 /// One role's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoleConfig {
-    /// `cloud`, `platform` or `tax`.
+    /// `cloud`, `platform`, `tax` or `agent`.
     pub role: String,
-    /// Business listeners (IPv4 and IPv6 addresses with ports).
+    /// Business listeners (IPv4 and IPv6 addresses with ports); none for an agent, which
+    /// only calls out.
+    #[serde(default)]
     pub listen: Vec<String>,
     /// Admin listeners (health, readiness, metrics; platform's operator API). Mutual TLS.
     pub admin_listen: Vec<String>,
     /// `sqlite://<path>`.
     pub database: String,
-    /// platform: directory of the hosted devices' keys.
+    /// platform: directory of the hosted devices' keys; agent: directory of its device's key
+    /// (`<taxpayer id>.sign.{crt,key}.pem`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices_dir: Option<PathBuf>,
     /// Key material.
@@ -129,6 +138,9 @@ impl RoleConfig {
         if let Some(v) = env("FAPIAO_PLATFORM_URL") {
             self.peers.platform_url = Some(v);
         }
+        if let Some(v) = env("FAPIAO_CLOUD_URL") {
+            self.peers.cloud_url = Some(v);
+        }
         if let Some(v) = env("FAPIAO_TAX_URL") {
             self.peers.tax_url = Some(v);
         }
@@ -142,7 +154,7 @@ impl RoleConfig {
     /// # Errors
     /// The first problem, naming the field.
     pub fn check(&self) -> Result<(), String> {
-        if self.listen.is_empty() {
+        if self.listen.is_empty() && self.role != "agent" {
             return Err("listen: at least one address".into());
         }
         if self.admin_listen.is_empty() {
@@ -171,7 +183,25 @@ impl RoleConfig {
                 need(&self.peers.platform_url, "platform_url")?;
                 need(&self.peers.platform_identity, "platform_identity")
             }
-            other => Err(format!("role: `{other}` is not cloud, platform or tax")),
+            "agent" => {
+                for (v, f) in [
+                    (&self.peers.cloud_url, "cloud_url"),
+                    (&self.peers.cloud_identity, "cloud_identity"),
+                    (&self.peers.platform_url, "platform_url"),
+                    (&self.peers.platform_identity, "platform_identity"),
+                    (&self.peers.tax_url, "tax_url"),
+                    (&self.peers.tax_identity, "tax_identity"),
+                ] {
+                    need(v, f)?;
+                }
+                if self.devices_dir.is_none() {
+                    return Err("devices_dir is required for agent (its device's key)".into());
+                }
+                Ok(())
+            }
+            other => Err(format!(
+                "role: `{other}` is not cloud, platform, tax or agent"
+            )),
         }
     }
 }

@@ -13,7 +13,7 @@ pub mod config;
 pub mod erp;
 pub mod run;
 
-pub use bootstrap::{DemoEnterprise, Layout, Ports};
+pub use bootstrap::{AGENT_ENTERPRISE, DemoEnterprise, Layout, Ports};
 pub use config::RoleConfig;
 pub use erp::ErpClient;
 pub use run::{Running, System};
@@ -63,7 +63,12 @@ pub fn retention_rules(role: &str) -> Option<&'static [fapiao_store::retention::
         rule(Class::Logs, "upload_log", "at", Age::Unix, ""),
         rule(Class::Invoices, "invoices", "accepted_at", Age::Unix, ""),
     ];
+    const AGENT: &[Rule] = &[
+        rule(Class::Logs, "queue", "done_at", Age::Unix, "state = 'done'"),
+        rule(Class::Invoices, "invoices", "issued_at", Age::ChinaText, ""),
+    ];
     match role {
+        "agent" => Some(AGENT),
         "cloud" => Some(CLOUD),
         "platform" => Some(PLATFORM),
         "tax" => Some(TAX),
@@ -79,6 +84,7 @@ pub fn sealed_columns(role: &str) -> Option<&'static [fapiao_store::vault::Seale
         "cloud" => Some(fapiao_cloud::SEALED),
         "platform" => Some(fapiao_platform::SEALED),
         "tax" => Some(fapiao_tax::SEALED),
+        "agent" => Some(fapiao_agent::SEALED),
         _ => None,
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use fapiao_agent::Agent;
 use fapiao_cloud::Cloud;
 use fapiao_crypto::Suite;
 use fapiao_crypto::tls::ClientAuth;
@@ -17,7 +18,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
-use crate::bootstrap::{DEMO_ENTERPRISES, Layout, Ports};
+use crate::bootstrap::{AGENT_ENTERPRISE, DEMO_ENTERPRISES, Layout, Ports};
 use crate::config::RoleConfig;
 use crate::{Result, SystemError};
 
@@ -40,6 +41,8 @@ pub struct Running {
 /// The role object of a [`Running`].
 #[derive(Debug, Clone)]
 pub enum RoleHandle {
+    /// An enterprise's agent.
+    Agent(Agent),
     /// Tax.
     Tax(Tax),
     /// Platform.
@@ -212,9 +215,65 @@ pub async fn start_role(
             let workers = cloud.spawn_workers();
             (RoleHandle::Cloud(cloud), addrs, admin_addrs, Some(workers))
         }
+        "agent" => {
+            let taxpayer_id = material
+                .party
+                .signing_certificate()
+                .subject()
+                .ok()
+                .and_then(|s| s.taxpayer_id)
+                .ok_or_else(|| SystemError::new("agent: its certificate names no enterprise"))?;
+            let device = fapiao_agent::load_device(
+                &cfg.devices_dir
+                    .clone()
+                    .unwrap_or_default()
+                    .join(format!("{taxpayer_id}.sign")),
+                read_passphrase(cfg)?.as_bytes(),
+            )
+            .map_err(e("agent device"))?;
+            let peer = |url: &Option<String>, id: &Option<String>| {
+                (
+                    url.clone().unwrap_or_default(),
+                    id.clone().unwrap_or_default(),
+                )
+            };
+            let p = &cfg.peers;
+            let agent = Agent::open(
+                &cfg.database,
+                material.clone(),
+                device,
+                &fapiao_agent::Peers {
+                    cloud: peer(&p.cloud_url, &p.cloud_identity),
+                    platform: peer(&p.platform_url, &p.platform_identity),
+                    tax: peer(&p.tax_url, &p.tax_identity),
+                },
+                fapiao_agent::Options {
+                    poll: options.poll,
+                    backoff: fapiao_service::Backoff {
+                        base: options.retry_base,
+                        max: options.retry_max,
+                    },
+                    ..fapiao_agent::Options::default()
+                },
+            )
+            .await
+            .map_err(e("agent"))?;
+            let admin_tls = material
+                .server_config(ClientAuth::Required)
+                .map_err(e("agent TLS"))?;
+            let admin_addrs = serve(admin, admin_tls, agent.admin_router())?;
+            let workers = agent.spawn_workers();
+            (
+                RoleHandle::Agent(agent),
+                Vec::new(),
+                admin_addrs,
+                Some(workers),
+            )
+        }
         other => return Err(SystemError(format!("role `{other}` cannot be served"))),
     };
     let db = match &handle {
+        RoleHandle::Agent(a) => a.db().clone(),
         RoleHandle::Tax(t) => t.db().clone(),
         RoleHandle::Platform(p) => p.db().clone(),
         RoleHandle::Cloud(c) => c.db().clone(),
@@ -249,6 +308,8 @@ pub struct System {
     pub platform: Platform,
     /// Cloud.
     pub cloud: Cloud,
+    /// The demo enterprise's agent, once started ([`System::start_agent`]).
+    pub agent: Option<Agent>,
     roles: BTreeMap<String, Running>,
     options: Options,
 }
@@ -347,6 +408,7 @@ impl System {
             tax: t,
             platform: p,
             cloud: c,
+            agent: None,
             roles: [("tax", tax), ("platform", platform), ("cloud", cloud)]
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
@@ -389,14 +451,48 @@ impl System {
                 .map_err(e("registering an enterprise"))?;
             if let Some(c) = self
                 .cloud
-                .register_enterprise(d.taxpayer_id, d.name, None)
+                .register_enterprise(d.taxpayer_id, d.name, None, false)
                 .await
                 .map_err(e("registering a tenant"))?
             {
                 creds.insert(d.taxpayer_id.to_owned(), c);
             }
         }
+        let a = AGENT_ENTERPRISE;
+        self.platform
+            .register_enterprise(
+                "system",
+                &Enterprise {
+                    taxpayer_id: a.taxpayer_id.into(),
+                    name: a.name.into(),
+                    cloud: "cloud:cloud".into(),
+                    status: EnterpriseStatus::Active,
+                    hosting: Hosting::Enterprise,
+                    allowed_types: vec!["special".into(), "ordinary".into()],
+                    invoice_limit: Amount::parse("1000000.00").map_err(e("limit"))?,
+                    monthly_quota: Amount::parse("100000000.00").map_err(e("quota"))?,
+                    province: None,
+                },
+            )
+            .await
+            .map_err(e("registering an enterprise"))?;
+        if let Some(c) = self
+            .cloud
+            .register_enterprise(a.taxpayer_id, a.name, None, true)
+            .await
+            .map_err(e("registering a tenant"))?
+        {
+            creds.insert(a.taxpayer_id.to_owned(), c);
+        }
         self.layout.save_credentials(&creds)
+    }
+
+    /// Starts the demo enterprise's agent (the async, enterprise-hosted flow) in this process.
+    ///
+    /// # Errors
+    /// [`SystemError`].
+    pub async fn start_agent(&mut self) -> Result<()> {
+        self.restart("agent").await
     }
 
     /// The cloud's base URL.
@@ -437,6 +533,7 @@ impl System {
         let a = bind_all(&cfg.admin_listen).await?;
         let r = start_role(&cfg, l, a, self.options.clone()).await?;
         match &r.handle {
+            RoleHandle::Agent(a) => self.agent = Some(a.clone()),
             RoleHandle::Tax(t) => self.tax = t.clone(),
             RoleHandle::Platform(p) => self.platform = p.clone(),
             RoleHandle::Cloud(c) => self.cloud = c.clone(),

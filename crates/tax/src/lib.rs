@@ -3,6 +3,9 @@
 //!
 //! - **Number ranges**: grants platforms ranges of 20-digit numbers (`range.request`), never
 //!   overlapping, recorded per platform.
+//! - **Assignments** (`range.assign`): a platform hands part of one of its ranges to an
+//!   enterprise's agent, whose uploads in it are then accepted (never overlapping another
+//!   assignment).
 //! - **Uploads** (`invoice.upload`, sealed to tax by the uploader): re-checks the invoice's
 //!   arithmetic, verifies the issuing device's SM2 signature and that the device belongs to
 //!   the seller, checks the number lies in a range granted to that uploader, and for a red that
@@ -27,7 +30,8 @@ use fapiao_model::{Amount, Invoice, InvoiceKind, InvoiceNumber};
 use fapiao_protocol::Code;
 use fapiao_protocol::client::{new_id, now};
 use fapiao_protocol::wire::{
-    RangeGrant, RangeRequest, Receipt, Refusal, SignedReceipt, Upload, UploadStatus, message_type,
+    RangeAssign, RangeGrant, RangeRequest, Receipt, Refusal, SignedReceipt, Upload, UploadStatus,
+    message_type,
 };
 use fapiao_service::error::request_id;
 use fapiao_service::{ApiError, EnvelopeHandler, Envelopes, Incoming, Material, Outgoing};
@@ -273,6 +277,106 @@ impl Tax {
         result.map_err(|e| {
             tracing::error!(error = %e, "granting a range failed");
             Refusal::new(Code::Internal, "internal error")
+        })
+    }
+
+    /// A platform hands part of a range tax granted it to an agent: inside one of the
+    /// platform's ranges, overlapping no other assignment; the same assignment again is
+    /// answered the same.
+    async fn assign(&self, platform: &str, a: &RangeAssign) -> Result<RangeGrant, Refusal> {
+        let g = a.range;
+        let is_agent = a.uploader.starts_with("agent:");
+        if !is_agent || g.first > g.last {
+            return Err(Refusal::new(
+                Code::InvalidRequest,
+                "uploader must be an agent and first <= last",
+            ));
+        }
+        let (first, last) = (
+            i64::try_from(g.first).unwrap_or(-1),
+            i64::try_from(g.last).unwrap_or(-1),
+        );
+        let result: Result<Result<RangeGrant, Refusal>, StoreError> = async {
+            let mut tx = self.inner.db.begin_write().await?;
+            let key = (
+                i64::from(g.year),
+                i64::from(g.province),
+                i64::from(g.channel),
+            );
+            let same: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM ranges WHERE uploader = $1 AND year = $2 AND province = $3
+                 AND channel = $4 AND first = $5 AND last = $6",
+            )
+            .bind(&a.uploader)
+            .bind(key.0)
+            .bind(key.1)
+            .bind(key.2)
+            .bind(first)
+            .bind(last)
+            .fetch_one(&mut *tx)
+            .await?;
+            if same > 0 {
+                return Ok(Ok(g));
+            }
+            let inside: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM ranges WHERE uploader = $1 AND year = $2 AND province = $3
+                 AND channel = $4 AND first <= $5 AND last >= $6",
+            )
+            .bind(platform)
+            .bind(key.0)
+            .bind(key.1)
+            .bind(key.2)
+            .bind(first)
+            .bind(last)
+            .fetch_one(&mut *tx)
+            .await?;
+            let overlapping: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM ranges WHERE uploader LIKE 'agent:%' AND year = $1
+                 AND province = $2 AND channel = $3 AND first <= $5 AND last >= $4",
+            )
+            .bind(key.0)
+            .bind(key.1)
+            .bind(key.2)
+            .bind(first)
+            .bind(last)
+            .fetch_one(&mut *tx)
+            .await?;
+            if inside == 0 || overlapping > 0 {
+                return Ok(Err(Refusal::new(
+                    Code::InvalidRequest,
+                    "the numbers are not within a range granted to this platform, or already assigned",
+                )));
+            }
+            sqlx::query(
+                "INSERT INTO ranges (uploader, year, province, channel, first, last, granted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&a.uploader)
+            .bind(key.0)
+            .bind(key.1)
+            .bind(key.2)
+            .bind(first)
+            .bind(last)
+            .bind(now().unix_timestamp())
+            .execute(&mut *tx)
+            .await?;
+            fapiao_store::audit::append(
+                &mut tx,
+                now(),
+                platform,
+                "range.assigned",
+                &a.uploader,
+                &serde_json::json!({"year": g.year, "province": g.province, "channel": g.channel,
+                                    "first": g.first, "last": g.last}),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Ok(g))
+        }
+        .await;
+        result.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "assigning a range failed");
+            Err(Refusal::new(Code::Internal, "internal error"))
         })
     }
 
@@ -671,6 +775,15 @@ impl EnvelopeHandler for Tax {
                 },
                 Err(o) => o,
             },
+            message_type::RANGE_ASSIGN if incoming.sender.role == Role::Platform => {
+                match incoming.body::<RangeAssign>() {
+                    Ok(a) => match self.assign(&uploader, &a).await {
+                        Ok(g) => Outgoing::json(message_type::RANGE_GRANT, &g),
+                        Err(r) => Outgoing::refusal(&r),
+                    },
+                    Err(o) => o,
+                }
+            }
             message_type::INVOICE_UPLOAD => match incoming.body::<Upload>() {
                 Ok(up) => match self.upload(&uploader, up).await {
                     Ok(r) => {

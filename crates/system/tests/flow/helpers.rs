@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 
 pub(crate) const SH: &str = "91310115MA1FP0001X";
 pub(crate) const SZ: &str = "91440300MA5GK00036";
+/// The enterprise-hosted demo enterprise (its agent issues).
+pub(crate) const HZ: &str = "91330106MA2H00003L";
 
 pub(crate) fn fast() -> Options {
     Options {
@@ -92,10 +94,10 @@ pub(crate) fn json_of(r: &Response) -> Value {
 /// An order of `enterprise` with `n` as its order id suffix and `amount` as the one line's
 /// tax-exclusive amount (6 %).
 pub(crate) fn order(enterprise: &str, id: &str, amount: &str) -> Value {
-    let name = if enterprise == SH {
-        "上海云帆信息科技有限公司"
-    } else {
-        "深圳味源食品有限公司"
+    let name = match enterprise {
+        SH => "上海云帆信息科技有限公司",
+        HZ => "杭州青禾电子商务有限公司",
+        _ => "深圳味源食品有限公司",
     };
     json!({
         "order_id": id,

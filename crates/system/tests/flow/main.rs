@@ -3,6 +3,7 @@
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 mod admin;
+mod agent;
 mod agreement;
 mod api;
 mod helpers;

@@ -1,0 +1,364 @@
+//! Orders of enterprise-hosted tenants (the async flow): queued here until the enterprise's
+//! agent leases them, issues them on the enterprise's premises and acknowledges them.
+//!
+//! - `POST /v1/invoices` and `POST /v1/invoices/{number}/red` for such a tenant store the order
+//!   (sealed) and answer `202` with the order's status; the same order again answers the same,
+//!   another body under the order id is `order_conflict`.
+//! - `orders.pull` (agent → cloud, envelope over mutual TLS; the agent's certificate carries
+//!   the tenant's taxpayer id) leases the oldest queued orders, and those whose lease ran out,
+//!   to the agent for `lease_seconds`.
+//! - `orders.ack` records what the agent did: `issued` (stored on the premises; the invoice
+//!   itself arrives through platform) or `refused` with the reason. An acknowledgement for an
+//!   order already issued or acknowledged changes nothing.
+//! - `GET /v1/orders/{order_id}` shows an order's status to the ERP: `queued`, `leased`,
+//!   `handled`, `issued` (with the number) or `refused` (with the code and message); for a
+//!   platform-hosted tenant `issued` once the invoice exists.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use fapiao_protocol::Code;
+use fapiao_protocol::client::now;
+use fapiao_protocol::wire::{
+    Ack, LeasedOrders, OrderAcks, OrderOutcome, PullOrders, QueuedOrder, Refusal, message_type,
+};
+use fapiao_service::error::request_id;
+use fapiao_service::{ApiError, Incoming, Outgoing};
+use fapiao_store::StoreError;
+use fapiao_store::sqlx::{self, Row};
+use serde::{Deserialize, Serialize};
+
+use crate::Cloud;
+use crate::erp::internal;
+
+/// An order's status as the ERP API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderStatus {
+    /// The enterprise's order id.
+    pub order_id: String,
+    /// `queued`, `leased`, `handled`, `issued` or `refused`.
+    pub status: String,
+    /// The invoice's number, once known.
+    pub number: Option<String>,
+    /// Why the agent refused it.
+    pub error: Option<Refusal>,
+}
+
+impl Cloud {
+    /// Whether the tenant issues on its own premises (its orders wait for its agent).
+    pub(crate) async fn enterprise_hosted(&self, enterprise: &str) -> Result<bool, sqlx::Error> {
+        let hosting: Option<String> =
+            sqlx::query_scalar("SELECT hosting FROM enterprises WHERE taxpayer_id = $1")
+                .bind(enterprise)
+                .fetch_optional(self.inner.db.pool())
+                .await?;
+        Ok(hosting.as_deref() == Some("enterprise"))
+    }
+
+    /// Queues an order for the enterprise's agent; `202` with its status.
+    pub(crate) async fn enqueue_order(
+        &self,
+        enterprise: &str,
+        order: QueuedOrder,
+        rid: &str,
+    ) -> Result<(StatusCode, serde_json::Value), ApiError> {
+        let order_id = order.order_id().to_owned();
+        let hash = order.request_hash().to_owned();
+        let fail = |e: &dyn std::fmt::Display| internal(rid, e);
+        let mut tx = self.inner.db.begin_write().await.map_err(|e| fail(&e))?;
+        let existing: Option<String> = sqlx::query_scalar(
+            "SELECT request_hash FROM queued_orders WHERE enterprise = $1 AND order_id = $2",
+        )
+        .bind(enterprise)
+        .bind(&order_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| fail(&e))?;
+        match existing {
+            Some(h) if h != hash => {
+                return Err(ApiError::new(
+                    Code::OrderConflict,
+                    format!("order_id {order_id} was already used with a different request"),
+                    rid,
+                ));
+            }
+            Some(_) => drop(tx),
+            None => {
+                let json =
+                    zeroize::Zeroizing::new(serde_json::to_string(&order).map_err(|e| fail(&e))?);
+                let body = self
+                    .inner
+                    .vault
+                    .seal_str(&mut tx, &crate::QUEUED.field(), &json)
+                    .await
+                    .map_err(|e| fail(&e))?;
+                let t = now().unix_timestamp();
+                sqlx::query(
+                    "INSERT INTO queued_orders (enterprise, order_id, kind, request_hash, body, state, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6)",
+                )
+                .bind(enterprise)
+                .bind(&order_id)
+                .bind(match order {
+                    QueuedOrder::Blue(_) => "blue",
+                    QueuedOrder::Red(_) => "red",
+                })
+                .bind(&hash)
+                .bind(body)
+                .bind(t)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| fail(&e))?;
+                fapiao_store::audit::append(
+                    &mut tx,
+                    now(),
+                    &format!("erp:{enterprise}"),
+                    "order.queued",
+                    &order_id,
+                    &serde_json::json!({"request_id": rid}),
+                )
+                .await
+                .map_err(|e| fail(&e))?;
+                tx.commit().await.map_err(|e| fail(&e))?;
+                tracing::info!(request_id = %rid, %order_id, "order queued for the enterprise's agent");
+            }
+        }
+        let status = self
+            .order_status(enterprise, &order_id)
+            .await
+            .map_err(|e| fail(&e))?
+            .ok_or_else(|| fail(&"queued order vanished"))?;
+        Ok((StatusCode::ACCEPTED, crate::erp::to_json(&status, rid)?))
+    }
+
+    /// An order's status, if the order is known.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn order_status(
+        &self,
+        enterprise: &str,
+        order_id: &str,
+    ) -> Result<Option<OrderStatus>, sqlx::Error> {
+        let issued: Option<String> = sqlx::query_scalar(
+            "SELECT number FROM invoices WHERE enterprise = $1 AND order_id = $2",
+        )
+        .bind(enterprise)
+        .bind(order_id)
+        .fetch_optional(self.inner.db.pool())
+        .await?;
+        if let Some(number) = issued {
+            return Ok(Some(OrderStatus {
+                order_id: order_id.to_owned(),
+                status: "issued".into(),
+                number: Some(number),
+                error: None,
+            }));
+        }
+        let row = sqlx::query(
+            "SELECT state, lease_until, number, refusal FROM queued_orders
+             WHERE enterprise = $1 AND order_id = $2",
+        )
+        .bind(enterprise)
+        .bind(order_id)
+        .fetch_optional(self.inner.db.pool())
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let mut state: String = r.try_get("state")?;
+        let lease_until: Option<i64> = r.try_get("lease_until")?;
+        if state == "leased" && lease_until.is_some_and(|t| t <= now().unix_timestamp()) {
+            state = "queued".into();
+        }
+        let refusal: Option<String> = r.try_get("refusal")?;
+        Ok(Some(OrderStatus {
+            order_id: order_id.to_owned(),
+            status: state,
+            number: r.try_get("number")?,
+            error: refusal.and_then(|t| serde_json::from_str(&t).ok()),
+        }))
+    }
+
+    /// Envelopes from an enterprise's agent.
+    pub(crate) async fn agent_message(&self, incoming: &Incoming) -> Outgoing {
+        let agent = incoming.sender.identity();
+        let Some(enterprise) = incoming.sender.taxpayer_id.clone() else {
+            return Outgoing::refusal(&Refusal::new(
+                Code::EnvelopeRejected,
+                "an agent certificate carries its enterprise's taxpayer id",
+            ));
+        };
+        match self.enterprise_hosted(&enterprise).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Outgoing::refusal(&Refusal::new(
+                    Code::EnterpriseUnknown,
+                    format!("{enterprise} is no enterprise-hosted tenant of this cloud"),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading a tenant failed");
+                return Outgoing::refusal(&Refusal::new(Code::Internal, "internal error"));
+            }
+        }
+        let result = match incoming.message.header.message_type.as_str() {
+            message_type::ORDERS_PULL => match incoming.body::<PullOrders>() {
+                Ok(p) => self
+                    .lease(&agent, &enterprise, p)
+                    .await
+                    .map(|l| l.map(|l| Outgoing::json(message_type::ORDERS_LEASED, &l))),
+                Err(o) => return o,
+            },
+            message_type::ORDERS_ACK => match incoming.body::<OrderAcks>() {
+                Ok(a) => self
+                    .acknowledge(&agent, &enterprise, &a)
+                    .await
+                    .map(|r| r.map(|()| Outgoing::json(message_type::ACK, &Ack {}))),
+                Err(o) => return o,
+            },
+            other => Ok(Err(Refusal::new(
+                Code::InvalidRequest,
+                format!("cloud does not take `{other}` messages from agents"),
+            ))),
+        };
+        match result {
+            Ok(Ok(out)) => out,
+            Ok(Err(r)) => Outgoing::refusal(&r),
+            Err(e) => {
+                tracing::error!(error = %e, %agent, "agent request failed");
+                Outgoing::refusal(&Refusal::new(Code::Internal, "internal error"))
+            }
+        }
+    }
+
+    async fn lease(
+        &self,
+        agent: &str,
+        enterprise: &str,
+        p: PullOrders,
+    ) -> Result<Result<LeasedOrders, Refusal>, StoreError> {
+        if !(1..=100).contains(&p.max) || !(5..=3600).contains(&p.lease_seconds) {
+            return Ok(Err(Refusal::new(
+                Code::InvalidRequest,
+                "max: 1..=100, lease_seconds: 5..=3600",
+            )));
+        }
+        let t = now().unix_timestamp();
+        let mut tx = self.inner.db.begin_write().await?;
+        let rows = sqlx::query(
+            "SELECT seq, body FROM queued_orders
+             WHERE enterprise = $1 AND (state = 'queued' OR (state = 'leased' AND lease_until <= $2))
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(enterprise)
+        .bind(t)
+        .bind(i64::from(p.max))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut orders = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let seq: i64 = r.try_get("seq")?;
+            let body: String = r.try_get("body")?;
+            let json = self
+                .inner
+                .vault
+                .unseal_str(&crate::QUEUED.field(), &body)
+                .await?;
+            let order: QueuedOrder = serde_json::from_str(&json)
+                .map_err(|e| StoreError::Sqlx(sqlx::Error::Decode(e.into())))?;
+            sqlx::query(
+                "UPDATE queued_orders SET state = 'leased', leased_to = $2, lease_until = $3,
+                     leases = leases + 1, updated_at = $4 WHERE seq = $1",
+            )
+            .bind(seq)
+            .bind(agent)
+            .bind(t + i64::from(p.lease_seconds))
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+            orders.push(order);
+        }
+        tx.commit().await?;
+        if !orders.is_empty() {
+            tracing::info!(%agent, count = orders.len(), "orders leased");
+        }
+        Ok(Ok(LeasedOrders { orders }))
+    }
+
+    async fn acknowledge(
+        &self,
+        agent: &str,
+        enterprise: &str,
+        acks: &OrderAcks,
+    ) -> Result<Result<(), Refusal>, StoreError> {
+        let t = now().unix_timestamp();
+        let mut tx = self.inner.db.begin_write().await?;
+        for a in &acks.acks {
+            let (state, number, refusal) = match &a.outcome {
+                OrderOutcome::Issued { number } => ("handled", Some(number.clone()), None),
+                OrderOutcome::Refused(r) => (
+                    "refused",
+                    None,
+                    Some(serde_json::to_string(r).unwrap_or_default()),
+                ),
+            };
+            let n = sqlx::query(
+                "UPDATE queued_orders SET state = $3, number = COALESCE($4, number), refusal = $5,
+                     leased_to = $6, updated_at = $7
+                 WHERE enterprise = $1 AND order_id = $2 AND state IN ('queued', 'leased')",
+            )
+            .bind(enterprise)
+            .bind(&a.order_id)
+            .bind(state)
+            .bind(&number)
+            .bind(&refusal)
+            .bind(agent)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                fapiao_store::audit::append(
+                    &mut tx,
+                    now(),
+                    agent,
+                    if refusal.is_some() {
+                        "order.refused"
+                    } else {
+                        "order.handled"
+                    },
+                    &a.order_id,
+                    &serde_json::json!({"number": number}),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+}
+
+/// `GET /v1/orders/{order_id}`.
+pub(crate) async fn order_status(
+    State(cloud): State<Cloud>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(order_id): Path<String>,
+) -> Response {
+    let rid = request_id(&headers);
+    let result = async {
+        let enterprise = cloud
+            .authenticate(&method, &uri, &headers, b"", &rid)
+            .await?;
+        cloud
+            .order_status(&enterprise, &order_id)
+            .await
+            .map_err(|e| internal(&rid, &e))?
+            .ok_or_else(|| ApiError::new(Code::NotFound, format!("no order {order_id}"), &rid))
+    }
+    .await;
+    match result {
+        Ok(s) => axum::Json(s).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,674 @@
+//! Enterprises' agents (开票前置服务装置, the async enterprise-hosted flow).
+//!
+//! An agent speaks to platform over mutual TLS with envelopes, as an `agent` certificate
+//! carrying its enterprise's taxpayer id; the enterprise must be registered with hosting
+//! `enterprise`. Messages:
+//!
+//! - `block.request` → `block.grant`: a block of `block_size` numbers carved from a range tax
+//!   granted this platform, then assigned to the agent at tax (`range.assign`) so that tax
+//!   accepts the agent's uploads in it. Idempotent by the agent's key: the same key is the
+//!   same block (a lost answer never costs numbers).
+//! - `quota.request` → `quota.grant`: a share of the current month's credit quota, at most
+//!   what remains of it; counted as used here. Idempotent by key.
+//! - `invoice.report` → `ack`: an invoice the agent issued with its order. Checked before it
+//!   is recorded: the device signature and certificate path, the device belongs to the
+//!   enterprise, the arithmetic, the number lies in a block granted to this agent, a red
+//!   keeps the red rules against its blue and earlier reds (which the agent reported first).
+//!   Recorded with the order and passed on to the enterprise's cloud (outbox `notify`, with the
+//!   invoice). The same report again is acknowledged again.
+//! - `invoice.status` → `ack`: tax's signed receipt for an agent's upload (verified, and for
+//!   this very invoice); the new status goes on to cloud.
+
+use fapiao_crypto::Role;
+use fapiao_model::red::check_red;
+use fapiao_model::{Amount, InvoiceKind};
+use fapiao_protocol::Code;
+use fapiao_protocol::client::now;
+use fapiao_protocol::wire::{
+    Ack, BlockRequest, QuotaGrant, QuotaRequest, RangeAssign, RangeGrant, Refusal, Report,
+    StatusNotice, TaxStatus, UploadStatus, WireInvoice, message_type,
+};
+use fapiao_service::{Incoming, Outgoing};
+use fapiao_store::Tx;
+use fapiao_store::sqlx::{self, Row};
+use tracing::Instrument;
+use zeroize::Zeroizing;
+
+use crate::issue::{Step, audit, china_now, refused};
+use crate::registry::{Enterprise, Hosting, enterprise_from_row};
+use crate::{Platform, RECORD};
+
+fn rejected(message: impl Into<String>) -> Step {
+    refused(Code::ReportRejected, message)
+}
+
+impl Platform {
+    /// Handles an envelope from an agent.
+    pub(crate) async fn agent_message(&self, incoming: Incoming) -> Outgoing {
+        let agent = incoming.sender.identity();
+        let Some(enterprise) = incoming.sender.taxpayer_id.clone() else {
+            return Outgoing::refusal(&Refusal::new(
+                Code::EnvelopeRejected,
+                "an agent certificate carries its enterprise's taxpayer id",
+            ));
+        };
+        let rid = incoming.request_id.clone();
+        let result = match incoming.message.header.message_type.as_str() {
+            message_type::BLOCK_REQUEST => match incoming.body::<BlockRequest>() {
+                Ok(r) => self
+                    .grant_block(&agent, &enterprise, &r)
+                    .await
+                    .map(|g| Outgoing::json(message_type::BLOCK_GRANT, &g)),
+                Err(o) => return o,
+            },
+            message_type::QUOTA_REQUEST => match incoming.body::<QuotaRequest>() {
+                Ok(r) => self
+                    .grant_quota(&agent, &enterprise, &r)
+                    .await
+                    .map(|g| Outgoing::json(message_type::QUOTA_GRANT, &g)),
+                Err(o) => return o,
+            },
+            message_type::INVOICE_REPORT => match incoming.body::<Report>() {
+                Ok(r) => self
+                    .record_report(&agent, &enterprise, &r, &rid)
+                    .await
+                    .map(|()| Outgoing::json(message_type::ACK, &Ack {})),
+                Err(o) => return o,
+            },
+            message_type::INVOICE_STATUS => match incoming.body::<StatusNotice>() {
+                Ok(n) => self
+                    .record_status(&agent, &enterprise, &n)
+                    .await
+                    .map(|()| Outgoing::json(message_type::ACK, &Ack {})),
+                Err(o) => return o,
+            },
+            other => {
+                return Outgoing::refusal(&Refusal::new(
+                    Code::InvalidRequest,
+                    format!("platform does not take `{other}` messages from agents"),
+                ));
+            }
+        };
+        match result {
+            Ok(out) => out,
+            Err(Step::Refused(r)) => {
+                tracing::warn!(request_id = %rid, %agent, code = %r.code, message = %r.message, "agent request refused");
+                Outgoing::refusal(&r)
+            }
+            Err(Step::NeedNumbers { .. }) => Outgoing::refusal(&Refusal::new(
+                Code::NumbersExhausted,
+                "no invoice number is available; retry shortly",
+            )),
+            Err(Step::Failed(e) | Step::Voided(e)) => {
+                tracing::error!(request_id = %rid, error = %e, "agent request failed");
+                Outgoing::refusal(&Refusal::new(Code::Internal, "internal error"))
+            }
+        }
+    }
+
+    /// The agent's enterprise: registered and enterprise-hosted (and active, to be granted
+    /// anything new).
+    async fn agent_enterprise(
+        &self,
+        tx: &mut Tx,
+        enterprise: &str,
+        to_grant: bool,
+    ) -> Result<Enterprise, Step> {
+        let row = sqlx::query("SELECT * FROM enterprises WHERE taxpayer_id = $1")
+            .bind(enterprise)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(refused(
+                Code::EnterpriseUnknown,
+                format!("enterprise {enterprise} is not registered"),
+            ));
+        };
+        let e = enterprise_from_row(&row)?;
+        if e.hosting != Hosting::Enterprise {
+            return Err(refused(
+                Code::InvalidRequest,
+                format!("enterprise {enterprise} is platform-hosted; it has no agent"),
+            ));
+        }
+        if to_grant && e.status == crate::EnterpriseStatus::Suspended {
+            return Err(refused(
+                Code::EnterpriseSuspended,
+                format!("enterprise {enterprise} is suspended"),
+            ));
+        }
+        Ok(e)
+    }
+
+    async fn grant_block(
+        &self,
+        agent: &str,
+        enterprise: &str,
+        req: &BlockRequest,
+    ) -> Result<RangeGrant, Step> {
+        if req.key.is_empty() || req.key.len() > 100 {
+            return Err(refused(Code::InvalidRequest, "key: 1 to 100 characters"));
+        }
+        let mut granted = None;
+        for attempt in 0..2 {
+            let mut tx = self.inner.db.begin_write().await?;
+            if let Some(g) = block_grant_of(&mut tx, agent, &req.key).await? {
+                granted = Some(g);
+                break;
+            }
+            let e = self.agent_enterprise(&mut tx, enterprise, true).await?;
+            let this_year = u8::try_from(china_now().year() % 100).unwrap_or(0);
+            if req.province != e.province_code() || req.year != this_year {
+                return Err(refused(
+                    Code::InvalidRequest,
+                    format!(
+                        "blocks of {enterprise} are for year {this_year:02}, province {:02}",
+                        e.province_code()
+                    ),
+                ));
+            }
+            let range = sqlx::query(
+                "SELECT id, channel, next, last FROM ranges
+                 WHERE year = $1 AND province = $2 AND next <= last ORDER BY id LIMIT 1",
+            )
+            .bind(i64::from(req.year))
+            .bind(i64::from(req.province))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(range) = range else {
+                drop(tx);
+                if attempt == 0 {
+                    self.ensure_range(req.year, req.province).await?;
+                }
+                continue;
+            };
+            let range_id: i64 = range.try_get("id")?;
+            let channel: i64 = range.try_get("channel")?;
+            let first: i64 = range.try_get("next")?;
+            let range_last: i64 = range.try_get("last")?;
+            let size = i64::try_from(self.inner.options.block_size).unwrap_or(1000);
+            let last = (first + size - 1).min(range_last);
+            sqlx::query("UPDATE ranges SET next = $2 WHERE id = $1")
+                .bind(range_id)
+                .bind(last + 1)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO agent_grants (agent, key, kind, enterprise, year, province, channel, first, last, at)
+                 VALUES ($1, $2, 'block', $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(agent)
+            .bind(&req.key)
+            .bind(enterprise)
+            .bind(i64::from(req.year))
+            .bind(i64::from(req.province))
+            .bind(channel)
+            .bind(first)
+            .bind(last)
+            .bind(now().unix_timestamp())
+            .execute(&mut *tx)
+            .await?;
+            audit(
+                &mut tx,
+                agent,
+                "block.granted",
+                enterprise,
+                &serde_json::json!({"key": req.key, "year": req.year, "province": req.province,
+                                    "channel": channel, "first": first, "last": last}),
+            )
+            .await?;
+            tx.commit().await?;
+            let g = RangeGrant {
+                year: req.year,
+                province: req.province,
+                channel: u8::try_from(channel).map_err(|_| Step::Failed("channel".into()))?,
+                first: u64::try_from(first).map_err(|_| Step::Failed("first".into()))?,
+                last: u64::try_from(last).map_err(|_| Step::Failed("last".into()))?,
+            };
+            granted = Some((g, false));
+            break;
+        }
+        let Some((grant, assigned)) = granted else {
+            return Err(refused(
+                Code::NumbersExhausted,
+                "no invoice number is available; retry shortly",
+            ));
+        };
+        if !assigned {
+            // Tax must know the block is the agent's before the agent uploads from it; until
+            // it does, the agent is told to retry with the same key.
+            let answer = self
+                .inner
+                .tax
+                .call(
+                    message_type::RANGE_ASSIGN,
+                    &RangeAssign {
+                        uploader: agent.to_owned(),
+                        range: grant,
+                    },
+                )
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "assigning a block at tax failed");
+                    refused(
+                        Code::TaxUnavailable,
+                        "tax could not be reached to record the block; retry with the same key",
+                    )
+                })?;
+            let echoed: Option<RangeGrant> = (answer.message_type == message_type::RANGE_GRANT)
+                .then(|| answer.parse(self.inner.tax.peer_identity()).ok())
+                .flatten();
+            if echoed != Some(grant) {
+                return Err(Step::Failed(format!(
+                    "tax answered {} to a range assignment: {}",
+                    answer.message_type,
+                    String::from_utf8_lossy(&answer.payload)
+                )));
+            }
+            let mut tx = self.inner.db.begin_write().await?;
+            sqlx::query("UPDATE agent_grants SET assigned = 1 WHERE agent = $1 AND key = $2")
+                .bind(agent)
+                .bind(&req.key)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok(grant)
+    }
+
+    async fn grant_quota(
+        &self,
+        agent: &str,
+        enterprise: &str,
+        req: &QuotaRequest,
+    ) -> Result<QuotaGrant, Step> {
+        if req.key.is_empty() || req.key.len() > 100 {
+            return Err(refused(Code::InvalidRequest, "key: 1 to 100 characters"));
+        }
+        let asked = Amount::parse(&req.amount)
+            .ok()
+            .filter(|a| !a.is_negative() && !a.is_zero())
+            .ok_or_else(|| refused(Code::InvalidRequest, "amount: a positive decimal"))?;
+        let mut tx = self.inner.db.begin_write().await?;
+        let existing: Option<(String, String)> = sqlx::query(
+            "SELECT month, amount FROM agent_grants WHERE agent = $1 AND key = $2 AND kind = 'quota'",
+        )
+        .bind(agent)
+        .bind(&req.key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| Ok::<_, sqlx::Error>((r.try_get("month")?, r.try_get("amount")?)))
+        .transpose()?;
+        if let Some((month, amount)) = existing {
+            return Ok(QuotaGrant { month, amount });
+        }
+        let e = self.agent_enterprise(&mut tx, enterprise, true).await?;
+        let at = china_now();
+        let month = format!("{:04}-{:02}", at.year(), u8::from(at.month()));
+        if req.month != month {
+            return Err(refused(
+                Code::InvalidRequest,
+                format!("quota is granted for the current month ({month}) only"),
+            ));
+        }
+        let used: Option<String> =
+            sqlx::query_scalar("SELECT used FROM quota_usage WHERE enterprise = $1 AND month = $2")
+                .bind(enterprise)
+                .bind(&month)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let used = used
+            .map(|u| Amount::parse(&u))
+            .transpose()
+            .map_err(|err| Step::Failed(err.to_string()))?
+            .unwrap_or_default();
+        let left = e.monthly_quota - used;
+        let grant = if left.is_negative() {
+            Amount::default()
+        } else if asked > left {
+            left
+        } else {
+            asked
+        };
+        self.write_quota(&mut tx, &e, (month.clone(), used + grant))
+            .await?;
+        sqlx::query(
+            "INSERT INTO agent_grants (agent, key, kind, enterprise, month, amount, at)
+             VALUES ($1, $2, 'quota', $3, $4, $5, $6)",
+        )
+        .bind(agent)
+        .bind(&req.key)
+        .bind(enterprise)
+        .bind(&month)
+        .bind(grant.to_string())
+        .bind(now().unix_timestamp())
+        .execute(&mut *tx)
+        .await?;
+        audit(
+            &mut tx,
+            agent,
+            "quota.granted",
+            enterprise,
+            &serde_json::json!({"key": req.key, "month": month, "asked": asked.to_string(), "granted": grant.to_string()}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(QuotaGrant {
+            month,
+            amount: grant.to_string(),
+        })
+    }
+
+    async fn record_report(
+        &self,
+        agent: &str,
+        enterprise: &str,
+        report: &Report,
+        rid: &str,
+    ) -> Result<(), Step> {
+        if report.enterprise != enterprise {
+            return Err(rejected(format!(
+                "an agent of {enterprise} reports for {enterprise} only"
+            )));
+        }
+        let issued = &report.issued;
+        let signed = issued
+            .invoice
+            .to_signed()
+            .map_err(|e| rejected(e.to_string()))?;
+        tracing::debug_span!("invoice.verify")
+            .in_scope(|| fapiao_issuer::verify(&signed, &self.inner.material.trust, now()))
+            .map_err(|e| rejected(e.to_string()))?;
+        let invoice = &signed.invoice;
+        let d = invoice.draft();
+        if d.seller().taxpayer_id.as_str() != enterprise {
+            return Err(rejected("the seller is not the agent's enterprise"));
+        }
+        if d.order_id().map(fapiao_model::OrderId::as_str) != Some(issued.order_id.as_str()) {
+            return Err(rejected("the invoice names another order"));
+        }
+        let number = invoice.number();
+        let mut tx = self.inner.db.begin_write().await?;
+        let e = self.agent_enterprise(&mut tx, enterprise, false).await?;
+        let in_block: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM agent_grants WHERE agent = $1 AND kind = 'block' AND year = $2
+             AND province = $3 AND channel = $4 AND first <= $5 AND last >= $5",
+        )
+        .bind(agent)
+        .bind(i64::from(number.year()))
+        .bind(i64::from(number.province().code()))
+        .bind(i64::from(number.channel()))
+        .bind(i64::try_from(number.sequence()).unwrap_or(-1))
+        .fetch_one(&mut *tx)
+        .await?;
+        if in_block == 0 {
+            return Err(rejected(format!(
+                "number {number} lies in no block granted to {agent}"
+            )));
+        }
+        if let Some(known) = self.invoice_in(&mut tx, number.as_str()).await? {
+            if known.invoice == issued.invoice {
+                return Ok(());
+            }
+            return Err(rejected(format!(
+                "another invoice was reported under number {number}"
+            )));
+        }
+        let prior_order: Option<String> =
+            sqlx::query_scalar("SELECT number FROM orders WHERE enterprise = $1 AND order_id = $2")
+                .bind(enterprise)
+                .bind(&issued.order_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if prior_order.is_some() {
+            return Err(rejected(format!(
+                "order {} was reported with another invoice",
+                issued.order_id
+            )));
+        }
+        let blue_number = match d.kind() {
+            InvoiceKind::Red(r) => Some(r.blue_number.as_str().to_owned()),
+            InvoiceKind::Blue => None,
+        };
+        if let Some(blue) = &blue_number {
+            let Some(blue_stored) = self
+                .invoice_in(&mut tx, blue)
+                .await?
+                .filter(|b| b.enterprise == enterprise)
+            else {
+                return Err(refused(
+                    Code::ReportOutOfOrder,
+                    format!("blue invoice {blue} has not been reported"),
+                ));
+            };
+            let blue_invoice = blue_stored
+                .invoice
+                .to_signed()
+                .map_err(|err| Step::Failed(err.to_string()))?
+                .invoice;
+            let prior: Vec<String> = sqlx::query_scalar(
+                "SELECT record FROM invoices WHERE blue_number = $1 ORDER BY issued_at, number",
+            )
+            .bind(blue)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut prior_invoices = Vec::with_capacity(prior.len());
+            for r in &prior {
+                prior_invoices.push(self.read_record(r).await?);
+            }
+            check_red(d, &blue_invoice, &prior_invoices)
+                .map_err(|err| rejected(err.to_string()))?;
+            let form = issued
+                .form
+                .as_ref()
+                .ok_or_else(|| rejected("a red names its red-letter form"))?;
+            sqlx::query(
+                "INSERT INTO red_forms (number, blue_number, enterprise, reason, status, scope, buyer_confirmation, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
+            )
+            .bind(&form.number)
+            .bind(blue)
+            .bind(enterprise)
+            .bind(&form.reason)
+            .bind(&form.status)
+            .bind(serde_json::json!({"opened_by": agent}).to_string())
+            .bind(now().unix_timestamp())
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| rejected(format!("red-letter form {}: {err}", form.number)))?;
+        }
+        let json = Zeroizing::new(
+            serde_json::to_string(
+                &WireInvoice::from_signed(&signed).map_err(|err| Step::Failed(err.to_string()))?,
+            )
+            .map_err(|err| Step::Failed(err.to_string()))?,
+        );
+        let record = self
+            .inner
+            .vault
+            .seal_str(&mut tx, &RECORD.field(), &json)
+            .await?;
+        let total = d.totals().total;
+        sqlx::query(
+            "INSERT INTO invoices (number, enterprise, order_id, kind, blue_number, form_number, issued_at, total, record, tax_status, issued_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10)",
+        )
+        .bind(number.as_str())
+        .bind(enterprise)
+        .bind(&issued.order_id)
+        .bind(if blue_number.is_some() { "red" } else { "blue" })
+        .bind(&blue_number)
+        .bind(issued.form.as_ref().map(|f| f.number.clone()))
+        .bind(fapiao_model::datetime::format(invoice.issued_at()))
+        .bind(total.to_string())
+        .bind(record)
+        .bind(agent)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO orders (enterprise, order_id, request_hash, number) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(enterprise)
+        .bind(&issued.order_id)
+        .bind(&issued.request_hash)
+        .bind(number.as_str())
+        .execute(&mut *tx)
+        .await?;
+        crate::outbox::enqueue(&mut tx, "notify", number.as_str()).await?;
+        audit(
+            &mut tx,
+            agent,
+            if blue_number.is_some() {
+                "red.reported"
+            } else {
+                "invoice.reported"
+            },
+            number.as_str(),
+            &serde_json::json!({"enterprise": e.taxpayer_id, "order_id": issued.order_id,
+                                "total": total.to_string(), "request_id": rid}),
+        )
+        .await?;
+        tx.commit()
+            .instrument(tracing::debug_span!("db.commit"))
+            .await?;
+        self.inner.wake.notify_one();
+        self.inner.registry.inc(
+            "fapiao_invoices_issued_total",
+            "Invoices issued, by kind and hosting mode.",
+            &[
+                ("kind", if blue_number.is_some() { "red" } else { "blue" }),
+                ("mode", "enterprise"),
+            ],
+        );
+        Ok(())
+    }
+
+    async fn record_status(
+        &self,
+        agent: &str,
+        enterprise: &str,
+        notice: &StatusNotice,
+    ) -> Result<(), Step> {
+        let Some(receipt) = &notice.receipt else {
+            return Err(rejected("a status report carries tax's receipt"));
+        };
+        receipt
+            .verify(&self.inner.material.trust, now())
+            .map_err(|e| rejected(format!("the receipt does not verify: {e}")))?;
+        if receipt.receipt.number != notice.number || notice.enterprise != enterprise {
+            return Err(rejected("the receipt is for another invoice"));
+        }
+        let (status, reason) = match receipt.receipt.status {
+            UploadStatus::Accepted | UploadStatus::Duplicate => (TaxStatus::Accepted, None),
+            UploadStatus::Failed => (
+                TaxStatus::Failed,
+                Some(format!(
+                    "{}: {}",
+                    receipt.receipt.code.clone().unwrap_or_default(),
+                    receipt.receipt.reason.clone().unwrap_or_default()
+                )),
+            ),
+            UploadStatus::Processing => return Ok(()),
+        };
+        let mut tx = self.inner.db.begin_write().await?;
+        let row = sqlx::query(
+            "SELECT issued_by, record, tax_status FROM invoices WHERE number = $1 AND enterprise = $2",
+        )
+        .bind(&notice.number)
+        .bind(enterprise)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(refused(
+                Code::ReportOutOfOrder,
+                format!("invoice {} has not been reported", notice.number),
+            ));
+        };
+        let by: Option<String> = row.try_get("issued_by")?;
+        if by.as_deref() != Some(agent) {
+            return Err(rejected(format!(
+                "invoice {} was not issued by {agent}",
+                notice.number
+            )));
+        }
+        let current: String = row.try_get("tax_status")?;
+        let record: String = row.try_get("record")?;
+        let stored = self.read_wire(&record).await?;
+        let signed = stored
+            .to_signed()
+            .map_err(|e| Step::Failed(e.to_string()))?;
+        let hash = fapiao_protocol::erp::hex(&fapiao_crypto::primitives::sm3(
+            &fapiao_render::signed_content(&signed.invoice, signed.signature.signed_at),
+        ));
+        if receipt.receipt.content_hash != hash {
+            return Err(rejected("the receipt is for another content"));
+        }
+        if current == status.as_str() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE invoices SET tax_status = $2, tax_reason = $3, receipt = $4 WHERE number = $1",
+        )
+        .bind(&notice.number)
+        .bind(status.as_str())
+        .bind(&reason)
+        .bind(serde_json::to_string(receipt).unwrap_or_default())
+        .execute(&mut *tx)
+        .await?;
+        crate::outbox::enqueue(&mut tx, "notify", &notice.number).await?;
+        audit(
+            &mut tx,
+            agent,
+            "upload.reported",
+            &notice.number,
+            &serde_json::json!({"receipt_id": receipt.receipt.receipt_id, "status": status.as_str(), "reason": reason}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.inner.wake.notify_one();
+        Ok(())
+    }
+
+    async fn read_wire(&self, sealed: &str) -> Result<WireInvoice, Step> {
+        let json = self.inner.vault.unseal_str(&RECORD.field(), sealed).await?;
+        serde_json::from_str(&json).map_err(|e| Step::Failed(e.to_string()))
+    }
+}
+
+/// A block already granted under `key`, and whether tax knows it is the agent's.
+async fn block_grant_of(
+    tx: &mut Tx,
+    agent: &str,
+    key: &str,
+) -> Result<Option<(RangeGrant, bool)>, Step> {
+    let row = sqlx::query(
+        "SELECT year, province, channel, first, last, assigned FROM agent_grants
+         WHERE agent = $1 AND key = $2 AND kind = 'block'",
+    )
+    .bind(agent)
+    .bind(key)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let small = |c: &str| -> Result<u8, Step> {
+        u8::try_from(r.try_get::<i64, _>(c)?).map_err(|_| Step::Failed(c.to_owned()))
+    };
+    let big = |c: &str| -> Result<u64, Step> {
+        u64::try_from(r.try_get::<i64, _>(c)?).map_err(|_| Step::Failed(c.to_owned()))
+    };
+    Ok(Some((
+        RangeGrant {
+            year: small("year")?,
+            province: small("province")?,
+            channel: small("channel")?,
+            first: big("first")?,
+            last: big("last")?,
+        },
+        r.try_get::<i64, _>("assigned")? == 1,
+    )))
+}
+
+/// Whether a sender may use the agent API.
+pub(crate) fn is_agent(role: Role) -> bool {
+    role == Role::Agent
+}

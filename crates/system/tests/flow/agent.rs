@@ -1,0 +1,273 @@
+//! The async, enterprise-hosted flow in one process: orders of the enterprise-hosted tenant
+//! wait at cloud; the agent pulls, issues with its own device, uploads to tax and reports to
+//! platform; cloud then shows the invoices as in sync mode. Outages of tax, platform and cloud
+//! end with everything drained and consistent.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use fapiao_model::Amount;
+use fapiao_protocol::wire::WireInvoice;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn start() -> Env {
+    let mut env = Env::start().await;
+    env.system.start_agent().await.unwrap();
+    env
+}
+
+/// Waits until every order is issued at cloud; their numbers.
+async fn issued(env: &Env, orders: &[String]) -> Vec<String> {
+    let erp = Arc::new(env.erp(HZ));
+    let mut numbers = Vec::new();
+    for id in orders {
+        let erp = erp.clone();
+        let path = format!("/v1/orders/{id}");
+        wait_for(&format!("order {id} issued"), || {
+            let (erp, path) = (erp.clone(), path.clone());
+            async move { json_of(&get(&erp, &path).await)["status"] == "issued" }
+        })
+        .await;
+        let v = json_of(&get(&erp, &format!("/v1/orders/{id}")).await);
+        numbers.push(v["number"].as_str().unwrap().to_owned());
+    }
+    numbers
+}
+
+/// Waits until every invoice is accepted at cloud.
+async fn accepted(env: &Env, numbers: &[String]) {
+    let erp = Arc::new(env.erp(HZ));
+    for n in numbers {
+        let path = format!("/v1/invoices/{n}");
+        wait_for(&format!("{n} accepted at cloud"), || {
+            let (erp, path) = (erp.clone(), path.clone());
+            async move { json_of(&get(&erp, &path).await)["tax_status"] == "accepted" }
+        })
+        .await;
+    }
+}
+
+async fn post_orders(env: &Env, prefix: &str, count: usize) -> Vec<String> {
+    let erp = env.erp(HZ);
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let id = format!("{prefix}-{i:03}");
+        let r = post(
+            &erp,
+            "/v1/invoices",
+            &order(HZ, &id, &format!("{}.{:02}", 20 + i, i % 100)),
+        )
+        .await;
+        let v = json_of(&r);
+        assert_eq!(r.status, 202, "{v}");
+        assert_eq!(v["order_id"], json!(id));
+        ids.push(id);
+    }
+    ids
+}
+
+/// Cloud, platform and tax hold the same signed invoice for every number, tax accepted each
+/// once, the agent's queues are empty and its quota used is the sum of the totals.
+async fn agree(env: &Env, numbers: &[String]) {
+    let trust = env.trust();
+    let erp = env.erp(HZ);
+    let tax: BTreeMap<String, fapiao_tax::Accepted> = env
+        .system
+        .tax
+        .accepted()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.number.clone(), a))
+        .collect();
+    let mut sum = Amount::default();
+    for n in numbers {
+        let c = json_of(&get(&erp, &format!("/v1/invoices/{n}")).await);
+        assert_eq!(c["tax_status"], "accepted", "{n}: {c}");
+        let p = env.system.platform.invoice(n).await.unwrap().unwrap();
+        let cw: WireInvoice = serde_json::from_value(c["invoice"].clone()).unwrap();
+        assert_eq!(
+            cw, p.invoice,
+            "{n}: cloud and platform hold the same invoice"
+        );
+        let signed = cw.to_signed().unwrap();
+        fapiao_issuer::verify(&signed, &trust, crate::now()).unwrap();
+        let receipt: fapiao_protocol::wire::SignedReceipt =
+            serde_json::from_value(c["receipt"].clone()).unwrap();
+        receipt.verify(&trust, crate::now()).unwrap();
+        assert_eq!(Some(&receipt), p.receipt.as_ref());
+        let a = &tax[n];
+        assert_eq!((a.acceptances, a.duplicates), (1, 0), "{n}");
+        assert!(
+            a.uploader.starts_with("agent:"),
+            "{n} uploaded by {}",
+            a.uploader
+        );
+        sum = sum + signed.invoice.draft().totals().total;
+    }
+    let agent = env.system.agent.as_ref().unwrap();
+    wait_for("the agent's queues to drain", || async {
+        let s = agent.status().await.unwrap();
+        s.to_issue + s.to_upload + s.to_report + s.to_ack == 0
+    })
+    .await;
+    let s = agent.status().await.unwrap();
+    assert_eq!(s.failed_reports, 0);
+    assert_eq!(
+        Amount::parse(&s.quota_used).unwrap(),
+        sum,
+        "quota used = Σ totals"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_issues_queued_orders_like_the_hosted_issuer() {
+    let env = start().await;
+    let erp = env.erp(HZ);
+    let ids = post_orders(&env, "HZ", 12).await;
+    // The same order again: the same status; another body under the id: a conflict.
+    let again = post(&erp, "/v1/invoices", &order(HZ, "HZ-000", "20.00")).await;
+    assert_eq!(again.status, 202, "{}", json_of(&again));
+    let other = post(&erp, "/v1/invoices", &order(HZ, "HZ-000", "99.00")).await;
+    assert_eq!(json_of(&other)["code"], "order_conflict");
+    // An order the agent cannot issue is refused with the reason.
+    let mut bad = order(HZ, "HZ-BAD", "10");
+    bad["items"][0]["tax_rate"] = json!("7%");
+    assert_eq!(post(&erp, "/v1/invoices", &bad).await.status, 202);
+    let mut numbers = issued(&env, &ids).await;
+    wait_for("the bad order refused", || async {
+        json_of(&get(&erp, "/v1/orders/HZ-BAD").await)["status"] == "refused"
+    })
+    .await;
+    let refused = json_of(&get(&erp, "/v1/orders/HZ-BAD").await);
+    assert_eq!(refused["error"]["code"], "invalid_order", "{refused}");
+    // Same order again after issue: the invoice (200), as in sync mode.
+    let again = post(&erp, "/v1/invoices", &order(HZ, "HZ-001", "21.01")).await;
+    assert_eq!(
+        (again.status, json_of(&again)["number"].clone()),
+        (200, json!(numbers[1]))
+    );
+    accepted(&env, &numbers).await;
+
+    // Reds: a partial red, then the rest in full (tax checks them in that order).
+    let blue = numbers[0].clone();
+    for (id, body) in [
+        (
+            "HZ-RP",
+            json!({"order_id": "HZ-RP", "reason": "04", "buyer_confirmation": "buyer:confirm",
+                   "scope": {"scope": "partial", "lines": [{"line": 2, "amount": "30.00"}]}}),
+        ),
+        ("HZ-RF", json!({"order_id": "HZ-RF", "reason": "01"})),
+    ] {
+        let r = post(&erp, &format!("/v1/invoices/{blue}/red"), &body).await;
+        assert_eq!(r.status, 202, "{}", json_of(&r));
+        numbers.extend(issued(&env, &[id.to_owned()]).await);
+    }
+    // Nothing is left of the blue: a third red is refused by the agent.
+    let r = post(
+        &erp,
+        &format!("/v1/invoices/{blue}/red"),
+        &json!({"order_id": "HZ-R3", "reason": "01"}),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    wait_for("the third red refused", || async {
+        json_of(&get(&erp, "/v1/orders/HZ-R3").await)["status"] == "refused"
+    })
+    .await;
+    assert_eq!(
+        json_of(&get(&erp, "/v1/orders/HZ-R3").await)["error"]["code"],
+        "red_invalid"
+    );
+    accepted(&env, &numbers).await;
+    agree(&env, &numbers).await;
+    let red = json_of(&get(&erp, &format!("/v1/invoices/{}", numbers[13])).await);
+    assert_eq!(red["kind"], "red");
+    assert_eq!(red["blue_number"], json!(blue));
+    assert!(red["form"]["number"].as_str().unwrap().len() == 20, "{red}");
+
+    // A hosted invoice verifies the same way at cloud and tax.
+    let hosted = json_of(&post(&env.erp(SH), "/v1/invoices", &order(SH, "SH-1", "10")).await);
+    let hw: WireInvoice = serde_json::from_value(hosted["invoice"].clone()).unwrap();
+    fapiao_issuer::verify(&hw.to_signed().unwrap(), &env.trust(), crate::now()).unwrap();
+    settle(&env).await;
+    let at_tax = env.system.tax.accepted().await.unwrap();
+    assert!(at_tax.iter().any(
+        |a| a.number == hosted["number"].as_str().unwrap() && a.uploader == "platform:platform"
+    ));
+    // Webhook-free ERP listing shows the agent's invoices like any other.
+    let page: Value = json_of(&get(&erp, "/v1/invoices?limit=100").await);
+    assert_eq!(page["items"].as_array().unwrap().len(), numbers.len());
+    env.system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_works_through_tax_platform_and_cloud_outages() {
+    let mut env = start().await;
+    let mut all = Vec::new();
+    let warm = post_orders(&env, "WARM", 3).await;
+    all.extend(issued(&env, &warm).await);
+    accepted(&env, &all).await;
+
+    // Tax down: issued and reported (cloud shows them pending), uploads queue up.
+    env.system.stop("tax").await;
+    let ids = post_orders(&env, "TAXDOWN", 5).await;
+    let numbers = issued(&env, &ids).await;
+    let agent = env.system.agent.clone().unwrap();
+    let s = agent.status().await.unwrap();
+    assert_eq!(s.to_upload, 5, "{s:?}");
+    for n in &numbers {
+        let v = json_of(&get(&env.erp(HZ), &format!("/v1/invoices/{n}")).await);
+        assert_eq!(v["tax_status"], "pending");
+    }
+    env.system.restart("tax").await.unwrap();
+    accepted(&env, &numbers).await;
+    all.extend(numbers);
+
+    // Platform down: the agent issues from the block and quota in hand; reports queue up.
+    env.system.stop("platform").await;
+    let ids = post_orders(&env, "PLATDOWN", 5).await;
+    let erp = Arc::new(env.erp(HZ));
+    for id in &ids {
+        let path = format!("/v1/orders/{id}");
+        wait_for("handled by the agent while platform is down", || {
+            let (erp, path) = (erp.clone(), path.clone());
+            async move { json_of(&get(&erp, &path).await)["status"] == "handled" }
+        })
+        .await;
+    }
+    assert!(agent.status().await.unwrap().to_report >= 5);
+    env.system.restart("platform").await.unwrap();
+    let numbers = issued(&env, &ids).await;
+    accepted(&env, &numbers).await;
+    all.extend(numbers);
+
+    // Cloud down (with tax down first, so the invoices are issued but not yet uploaded):
+    // uploads, receipts and reports go on; platform's notices and the acks wait for cloud.
+    env.system.stop("tax").await;
+    let ids = post_orders(&env, "CLOUDDOWN", 5).await;
+    wait_for("issued on the premises", || async {
+        agent.status().await.unwrap().to_upload == 5
+    })
+    .await;
+    env.system.stop("cloud").await;
+    env.system.restart("tax").await.unwrap();
+    wait_for("uploaded and reported while cloud is down", || async {
+        let s = agent.status().await.unwrap();
+        s.to_upload == 0 && s.to_report == 0
+    })
+    .await;
+    env.system.restart("cloud").await.unwrap();
+    let numbers = issued(&env, &ids).await;
+    accepted(&env, &numbers).await;
+    all.extend(numbers);
+    settle(&env).await;
+    agree(&env, &all).await;
+    let mut distinct = all.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 18);
+    env.system.shutdown().await;
+}
