@@ -277,22 +277,20 @@ fn order(enterprise: usize, id: &str) -> Vec<u8> {
 
 /// Starts the system in `dir` as `up` would, with the rate limits lifted.
 async fn start(dir: &Path, suite: Suite, now: OffsetDateTime) -> Result<System> {
-    let free = || -> Result<u16> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
+    // First run: every listener is bound on a free port before the configs are written, so no
+    // other process can take a port in between; then each role restarts with the rate limits
+    // lifted in its config.
+    let zero = Ports {
+        cloud: 0,
+        cloud_admin: 0,
+        platform: 0,
+        platform_admin: 0,
+        tax: 0,
+        tax_admin: 0,
     };
-    let ports = Ports {
-        cloud: free()?,
-        cloud_admin: free()?,
-        platform: free()?,
-        platform_admin: free()?,
-        tax: free()?,
-        tax_admin: free()?,
-    };
+    let mut system = System::up(dir, suite, zero, fapiao_platform::Options::default(), now).await?;
     let layout = Layout::at(dir);
-    layout.bootstrap(suite, ports, now)?;
-    for role in ["cloud", "platform", "tax"] {
+    for role in ["tax", "platform", "cloud"] {
         let path = layout.config_path(role);
         let mut c = RoleConfig::load(&path)?;
         c.limits.enterprise_rate = 1e9;
@@ -301,8 +299,9 @@ async fn start(dir: &Path, suite: Suite, now: OffsetDateTime) -> Result<System> 
         c.limits.address_burst = 1e9;
         std::fs::write(&path, toml::to_string(&c)?)
             .with_context(|| format!("writing {}", path.display()))?;
+        system.stop(role).await;
+        system.restart(role).await?;
     }
-    let system = System::up(dir, suite, ports, fapiao_platform::Options::default(), now).await?;
     // The demo enterprises' monthly quota (100 million) would stop a long run after about
     // 12,000 example invoices; like the rate limits, it is not what is measured.
     let patch = fapiao_platform::EnterprisePatch {

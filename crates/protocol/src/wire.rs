@@ -180,7 +180,7 @@ impl RedScopeWire {
                 Ok(a) => a,
                 Err(e) => {
                     findings.push(Finding::new(
-                        &format!("scope.lines[{i}].amount"),
+                        format!("scope.lines[{i}].amount"),
                         FindingCode::InvalidDecimal,
                         e.to_string(),
                     ));
@@ -191,7 +191,7 @@ impl RedScopeWire {
                 Ok(q) => q,
                 Err(e) => {
                     findings.push(Finding::new(
-                        &format!("scope.lines[{i}].quantity"),
+                        format!("scope.lines[{i}].quantity"),
                         FindingCode::InvalidDecimal,
                         e.to_string(),
                     ));

@@ -201,7 +201,7 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
     assert!(k.status.success(), "{}", stderr(&k));
     assert!(stdout(&k).contains("data key k1 active"), "{}", stdout(&k));
     assert!(
-        stdout(&k).contains("enterprises.secret: k1 2"),
+        stdout(&k).contains("enterprises.secret: k1 3"),
         "{}",
         stdout(&k)
     );
@@ -212,10 +212,10 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
     assert!(k.status.success(), "{}", stderr(&k));
     assert!(out.contains("data key k2 active"), "{out}");
     assert!(
-        out.contains("enterprises.secret: 2 values re-sealed"),
+        out.contains("enterprises.secret: 3 values re-sealed"),
         "{out}"
     );
-    assert!(out.contains("enterprises.secret: k2 2"), "{out}");
+    assert!(out.contains("enterprises.secret: k2 3"), "{out}");
     assert!(!out.contains("k1 "), "nothing left under k1: {out}");
     assert!(stderr(&k).contains("re-sealed"), "progress: {}", stderr(&k));
 

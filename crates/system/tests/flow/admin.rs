@@ -17,7 +17,11 @@ async fn admin_api_is_for_operators_on_its_own_port() {
         .await
         .unwrap();
     assert_eq!(r.status, 200);
-    assert_eq!(json_of(&r).as_array().unwrap().len(), 2);
+    assert_eq!(
+        json_of(&r).as_array().unwrap().len(),
+        3,
+        "two platform-hosted demo enterprises and one enterprise-hosted"
+    );
 
     // Register a third enterprise; a bad one names its field.
     let e = json!({

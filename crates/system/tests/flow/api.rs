@@ -51,7 +51,9 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
             operations += 1;
-            let p = path.replace("{number}", &number);
+            let p = path
+                .replace("{number}", &number)
+                .replace("{order_id}", "ORDER-1");
             let m: http::Method = method.to_uppercase().parse().unwrap();
             let r = erp.send_raw(m, &p, &[], b"").await.unwrap();
             if path == "/v1/openapi.json" {
@@ -65,7 +67,7 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
             }
         }
     }
-    assert_eq!(operations, 7);
+    assert_eq!(operations, 8);
     let r = erp
         .send_raw(http::Method::GET, "/v1/nothing-here", &[], b"")
         .await
