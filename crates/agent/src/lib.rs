@@ -1,5 +1,5 @@
 //! The enterprise's front-end agent (电子发票开票前置服务装置): the async, enterprise-hosted
-//! flow of the patent ([0014], [0021]–[0025]).
+//! flow of the patent (paragraphs 0014 and 0021–0025).
 //!
 //! It runs on the enterprise's premises with its own SQLite store, its own certificates
 //! (`agent` role: message signing and encryption, TLS client and server, all carrying the
