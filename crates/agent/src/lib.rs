@@ -42,7 +42,7 @@ use fapiao_model::red::{
     Confirmation, Initiator, RedLetterForm, RedLetterFormNumber, RedReason, plan_red,
 };
 use fapiao_model::{Amount, Invoice, InvoiceDraft, InvoiceKind, Order, OrderId, TaxCatalog};
-use fapiao_protocol::client::{CallError, now, refusal_code};
+use fapiao_protocol::client::{CallError, china_now, now, refusal_code};
 use fapiao_protocol::wire::{
     BlockRequest, FormWire, IssueOrder, Issued, LeasedOrders, OrderAck, OrderAcks, OrderOutcome,
     PullOrders, QueuedOrder, QuotaGrant, QuotaRequest, RangeGrant, RedOrder, Refusal, Report,
@@ -54,7 +54,7 @@ use fapiao_store::sqlx::{self, Row};
 use fapiao_store::vault::{SealedColumn, Vault};
 use fapiao_store::{Db, Migration, StoreError, Tx};
 use serde::{Deserialize, Serialize};
-use time::{PrimitiveDateTime, UtcOffset};
+use time::PrimitiveDateTime;
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
@@ -190,13 +190,6 @@ impl std::fmt::Debug for Inner {
             .field("enterprise", &self.enterprise)
             .finish_non_exhaustive()
     }
-}
-
-/// Now, China Standard Time, whole seconds.
-fn china_now() -> PrimitiveDateTime {
-    let t = now().to_offset(UtcOffset::from_hms(8, 0, 0).unwrap_or(UtcOffset::UTC));
-    let t = t.replace_nanosecond(0).unwrap_or(t);
-    PrimitiveDateTime::new(t.date(), t.time())
 }
 
 fn month_of(at: PrimitiveDateTime) -> String {

@@ -34,7 +34,7 @@ use fapiao_service::{EnvelopeHandler, Incoming, Outgoing};
 use fapiao_store::sqlx::{self, Row};
 use fapiao_store::{StoreError, Tx};
 use serde::Serialize;
-use time::{PrimitiveDateTime, UtcOffset};
+use time::PrimitiveDateTime;
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
@@ -91,12 +91,7 @@ pub(crate) fn refused(code: Code, message: impl Into<String>) -> Step {
     Step::Refused(Refusal::new(code, message))
 }
 
-/// Now, China Standard Time, whole seconds.
-pub(crate) fn china_now() -> PrimitiveDateTime {
-    let t = now().to_offset(UtcOffset::from_hms(8, 0, 0).unwrap_or(UtcOffset::UTC));
-    let t = t.replace_nanosecond(0).unwrap_or(t);
-    PrimitiveDateTime::new(t.date(), t.time())
-}
+pub(crate) use fapiao_protocol::client::china_now;
 
 fn one_finding(path: &str, code: FindingCode, message: String) -> Refusal {
     ValidationErrors::from_findings(vec![Finding::new(path, code, message)]).map_or_else(

@@ -38,6 +38,14 @@ pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
+/// Now in China Standard Time (UTC+8), whole seconds: when an invoice is issued.
+#[must_use]
+pub fn china_now() -> time::PrimitiveDateTime {
+    let t = now().to_offset(time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC));
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    time::PrimitiveDateTime::new(t.date(), t.time())
+}
+
 /// A fresh random id: 32 lowercase hex digits.
 #[must_use]
 pub fn new_id() -> String {

@@ -431,7 +431,11 @@ impl System {
             .await
             .map_err(e("registering the cloud"))?;
         let mut creds = self.layout.credentials().unwrap_or_default();
-        for d in DEMO_ENTERPRISES {
+        let demo = DEMO_ENTERPRISES
+            .iter()
+            .map(|d| (d, Hosting::Platform))
+            .chain([(&AGENT_ENTERPRISE, Hosting::Enterprise)]);
+        for (d, hosting) in demo {
             self.platform
                 .register_enterprise(
                     "system",
@@ -440,7 +444,7 @@ impl System {
                         name: d.name.into(),
                         cloud: "cloud:cloud".into(),
                         status: EnterpriseStatus::Active,
-                        hosting: Hosting::Platform,
+                        hosting,
                         allowed_types: vec!["special".into(), "ordinary".into()],
                         invoice_limit: Amount::parse("1000000.00").map_err(e("limit"))?,
                         monthly_quota: Amount::parse("100000000.00").map_err(e("quota"))?,
@@ -451,38 +455,12 @@ impl System {
                 .map_err(e("registering an enterprise"))?;
             if let Some(c) = self
                 .cloud
-                .register_enterprise(d.taxpayer_id, d.name, None, false)
+                .register_enterprise(d.taxpayer_id, d.name, None, hosting == Hosting::Enterprise)
                 .await
                 .map_err(e("registering a tenant"))?
             {
                 creds.insert(d.taxpayer_id.to_owned(), c);
             }
-        }
-        let a = AGENT_ENTERPRISE;
-        self.platform
-            .register_enterprise(
-                "system",
-                &Enterprise {
-                    taxpayer_id: a.taxpayer_id.into(),
-                    name: a.name.into(),
-                    cloud: "cloud:cloud".into(),
-                    status: EnterpriseStatus::Active,
-                    hosting: Hosting::Enterprise,
-                    allowed_types: vec!["special".into(), "ordinary".into()],
-                    invoice_limit: Amount::parse("1000000.00").map_err(e("limit"))?,
-                    monthly_quota: Amount::parse("100000000.00").map_err(e("quota"))?,
-                    province: None,
-                },
-            )
-            .await
-            .map_err(e("registering an enterprise"))?;
-        if let Some(c) = self
-            .cloud
-            .register_enterprise(a.taxpayer_id, a.name, None, true)
-            .await
-            .map_err(e("registering a tenant"))?
-        {
-            creds.insert(a.taxpayer_id.to_owned(), c);
         }
         self.layout.save_credentials(&creds)
     }
