@@ -265,3 +265,69 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
     assert_eq!(v.status.code(), Some(1));
     assert!(stdout(&v).contains("BROKEN at record 3"), "{}", stdout(&v));
 }
+
+/// `up --enterprise-hosted`, then the printed `issue examples/orders/agent.json`: the order is
+/// queued at cloud, the agent issues it, and `issue` prints the invoice once cloud has it;
+/// `agent status` then shows nothing waiting.
+#[test]
+fn up_enterprise_hosted_issues_through_the_agent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let ports: Vec<String> = (0..6).map(|_| free_port().to_string()).collect();
+    let mut up = spawn(&[
+        "up",
+        "--enterprise-hosted",
+        "--data",
+        d,
+        "--cloud-port",
+        &ports[0],
+        "--platform-port",
+        &ports[1],
+        "--admin-port",
+        &ports[2],
+        "--tax-port",
+        &ports[3],
+        "--cloud-admin-port",
+        &ports[4],
+        "--tax-admin-port",
+        &ports[5],
+    ]);
+    let banner = wait_for_line(up.0.stdout.take().unwrap(), "agent status");
+    assert!(
+        banner.contains("cargo run --release -- issue examples/orders/agent.json"),
+        "{banner}"
+    );
+    let issued = fapiao(&["issue", "examples/orders/agent.json", "--data", d]);
+    assert!(issued.status.success(), "{}", stderr(&issued));
+    let out = stdout(&issued);
+    assert!(
+        out.contains("杭州青禾电子商务有限公司") && out.contains("税务状态："),
+        "{out}"
+    );
+    let number = number_in(&out);
+    assert!(
+        stderr(&issued).contains("queued for the enterprise's agent"),
+        "{}",
+        stderr(&issued)
+    );
+    let again = fapiao(&["issue", "examples/orders/agent.json", "--data", d]);
+    assert_eq!(
+        number_in(&stdout(&again)),
+        number,
+        "the same order, the same invoice"
+    );
+    for attempt in 0.. {
+        let s = fapiao(&["agent", "status", "--json", "--data", d]);
+        assert!(s.status.success(), "{}", stderr(&s));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&s)).unwrap();
+        assert_eq!(v["issued"], 1, "{v}");
+        if v["to_upload"] == 0 && v["to_report"] == 0 && v["to_ack"] == 0 {
+            assert!(v["numbers_left"].as_i64().unwrap() > 0, "{v}");
+            break;
+        }
+        assert!(attempt < 100, "the agent's queues did not drain: {v}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    up.interrupt();
+}
