@@ -10,8 +10,9 @@
 //!    asking platform for more before they run out (`block.request`, `quota.request`, each
 //!    idempotent by a key derived from what is already stored, so a lost answer is asked
 //!    again under the same key and returns the same grant);
-//! 2. **pull** — leases pending orders of its enterprise from cloud (`orders.pull`) and stores
-//!    them (sealed) before anything else;
+//! 2. **pull** — leases pending orders of its enterprise from cloud (`orders.pull`; the first
+//!    pull after a start also takes back what was still leased to it) and stores them (sealed)
+//!    before anything else;
 //! 3. **issue** — each stored order, oldest first, in one write transaction: the number from
 //!    the block, the device signature (the shared `fapiao_issuer`, the same rules and
 //!    signature format as platform's hosted devices), the invoice, the order's outcome, the
@@ -33,6 +34,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -181,6 +183,8 @@ struct Inner {
     platform: EnvelopeClient,
     tax: EnvelopeClient,
     wake: Arc<tokio::sync::Notify>,
+    /// Whether a pull has taken back what was leased to this agent before it started.
+    resumed: AtomicBool,
     options: Options,
 }
 
@@ -269,6 +273,7 @@ impl Agent {
                 platform,
                 tax,
                 wake: Arc::new(tokio::sync::Notify::new()),
+                resumed: AtomicBool::new(false),
                 options,
             }),
         })
@@ -527,10 +532,12 @@ impl Agent {
                 &PullOrders {
                     max: self.inner.options.pull_max,
                     lease_seconds: self.inner.options.lease_seconds,
+                    resume: !self.inner.resumed.load(Ordering::SeqCst),
                 },
                 message_type::ORDERS_LEASED,
             )
             .await?;
+        self.inner.resumed.store(true, Ordering::SeqCst);
         if leased.orders.is_empty() {
             return Ok(0);
         }
@@ -845,7 +852,11 @@ impl Agent {
         .bind(now().unix_timestamp())
         .execute(&mut *tx)
         .await?;
-        let (_, used, _) = self.quota(&month).await?;
+        let used: Option<String> = sqlx::query_scalar("SELECT used FROM quota WHERE month = $1")
+            .bind(&month)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let used = used.as_deref().map(amount).transpose()?.unwrap_or_default();
         sqlx::query(
             "INSERT INTO quota (month, granted, used, requests) VALUES ($1, '0.00', $2, 0)
              ON CONFLICT (month) DO UPDATE SET used = $2",

@@ -6,7 +6,8 @@
 //!   another body under the order id is `order_conflict`.
 //! - `orders.pull` (agent → cloud, envelope over mutual TLS; the agent's certificate carries
 //!   the tenant's taxpayer id) leases the oldest queued orders, and those whose lease ran out,
-//!   to the agent for `lease_seconds`.
+//!   to the agent for `lease_seconds`; with `resume` (the agent's first pull after a start)
+//!   also those still leased to that agent.
 //! - `orders.ack` records what the agent did: `issued` (stored on the premises; the invoice
 //!   itself arrives through platform) or `refused` with the reason. An acknowledgement for an
 //!   order already issued or acknowledged changes nothing.
@@ -246,12 +247,15 @@ impl Cloud {
         let mut tx = self.inner.db.begin_write().await?;
         let rows = sqlx::query(
             "SELECT seq, body FROM queued_orders
-             WHERE enterprise = $1 AND (state = 'queued' OR (state = 'leased' AND lease_until <= $2))
+             WHERE enterprise = $1 AND (state = 'queued' OR (state = 'leased'
+                 AND (lease_until <= $2 OR ($4 AND leased_to = $5))))
              ORDER BY seq LIMIT $3",
         )
         .bind(enterprise)
         .bind(t)
         .bind(i64::from(p.max))
+        .bind(p.resume)
+        .bind(agent)
         .fetch_all(&mut *tx)
         .await?;
         let mut orders = Vec::with_capacity(rows.len());

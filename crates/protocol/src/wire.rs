@@ -418,6 +418,10 @@ pub struct PullOrders {
     pub max: u32,
     /// Lease length (5..=3600 s).
     pub lease_seconds: u32,
+    /// Also the orders still leased to this agent (its first pull after a restart: what it
+    /// leased but had not stored when it stopped comes back at once, not when the lease ends).
+    #[serde(default)]
+    pub resume: bool,
 }
 
 /// A queued order: what cloud would have sent platform in sync mode.
