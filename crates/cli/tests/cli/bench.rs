@@ -76,11 +76,61 @@ fn a_small_bench_reports_every_figure() {
     assert!(rss.iter().all(|v| v.as_u64().unwrap() > 0));
 }
 
+/// The async flow: orders queue at cloud, the agent issues and uploads them; the run ends when
+/// cloud has every invoice accepted by tax.
+#[test]
+fn an_async_bench_measures_the_agent_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let o = fapiao(&[
+        "bench",
+        "--mode",
+        "async",
+        "--count",
+        "12",
+        "--concurrency",
+        "2",
+        "--suite",
+        "intl",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("async mode"), "{text}");
+    assert!(text.contains("not measured in async mode"), "{text}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["closed"]["invoices"], 12);
+    assert_eq!(r["closed"]["errors"], 0);
+    assert!(r["open"].as_array().unwrap().is_empty());
+    let stage = |name: &str| {
+        r["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()["per_invoice"]
+            .as_f64()
+            .unwrap()
+    };
+    // The agent signed each invoice once and uploaded it to tax once.
+    assert!(
+        (stage("invoice.sign") - 1.0).abs() < 0.01,
+        "{}",
+        r["stages"]
+    );
+    assert!((stage("tax.upload") - 1.0).abs() < 0.01, "{}", r["stages"]);
+}
+
 #[test]
 fn bad_bench_flags_are_named() {
-    let o = fapiao(&["bench", "--mode", "async"]);
+    let o = fapiao(&["bench", "--mode", "batch"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("--mode async"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--mode batch: sync or async"),
+        "{}",
+        stderr(&o)
+    );
     let o = fapiao(&["bench", "--rate", "0"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--rate"), "{}", stderr(&o));
