@@ -27,6 +27,22 @@ fn shipped_examples_are_valid_with_ipv4_and_ipv6_listeners() {
 }
 
 #[test]
+fn the_shipped_agent_example_is_valid_and_needs_every_peer() {
+    let c = example("agent");
+    assert!(c.listen.is_empty(), "an agent only calls out");
+    assert!(c.admin_listen.iter().any(|a| a.starts_with('[')));
+    let mut missing = c.clone();
+    missing.peers.tax_url = None;
+    assert_eq!(
+        missing.check().unwrap_err(),
+        "peers.tax_url is required for agent"
+    );
+    let mut no_device = c;
+    no_device.devices_dir = None;
+    assert!(no_device.check().unwrap_err().contains("devices_dir"));
+}
+
+#[test]
 fn environment_overrides_apply() {
     let mut c = example("cloud");
     c.apply_env(|k| match k {
