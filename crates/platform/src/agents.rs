@@ -407,7 +407,13 @@ impl Platform {
             )));
         }
         if let Some(known) = self.invoice_in(&mut tx, number.as_str()).await? {
-            if known.invoice == issued.invoice {
+            // The same report again (its acknowledgement was lost): the same signed content.
+            let known = known
+                .invoice
+                .to_signed()
+                .map_err(|e| Step::Failed(e.to_string()))?;
+            if content_hash(&known) == content_hash(&signed) && known.signature == signed.signature
+            {
                 return Ok(());
             }
             return Err(rejected(format!(
@@ -597,10 +603,7 @@ impl Platform {
         let signed = stored
             .to_signed()
             .map_err(|e| Step::Failed(e.to_string()))?;
-        let hash = fapiao_protocol::erp::hex(&fapiao_crypto::primitives::sm3(
-            &fapiao_render::signed_content(&signed.invoice, signed.signature.signed_at),
-        ));
-        if receipt.receipt.content_hash != hash {
+        if receipt.receipt.content_hash != content_hash(&signed) {
             return Err(rejected("the receipt is for another content"));
         }
         if current == status.as_str() {
@@ -633,6 +636,13 @@ impl Platform {
         let json = self.inner.vault.unseal_str(&RECORD.field(), sealed).await?;
         serde_json::from_str(&json).map_err(|e| Step::Failed(e.to_string()))
     }
+}
+
+/// Hex SM3 of an invoice's signed content (what tax's receipts name).
+fn content_hash(signed: &fapiao_issuer::SignedInvoice) -> String {
+    fapiao_protocol::erp::hex(&fapiao_crypto::primitives::sm3(
+        &fapiao_render::signed_content(&signed.invoice, signed.signature.signed_at),
+    ))
 }
 
 /// A block already granted under `key`, and whether tax knows it is the agent's.

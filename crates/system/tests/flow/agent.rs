@@ -200,6 +200,44 @@ async fn the_agent_issues_queued_orders_like_the_hosted_issuer() {
     // Webhook-free ERP listing shows the agent's invoices like any other.
     let page: Value = json_of(&get(&erp, "/v1/invoices?limit=100").await);
     assert_eq!(page["items"].as_array().unwrap().len(), numbers.len());
+
+    // A report and a status report sent again (as after a crash before their answers were
+    // recorded) are acknowledged again and change nothing.
+    let agent = env.system.agent.clone().unwrap();
+    let again = fapiao_store::sqlx::query(
+        "UPDATE queue SET state = 'pending', next_attempt_at = 0
+         WHERE kind IN ('report', 'status', 'upload') AND subject IN ($1, $2)",
+    )
+    .bind(&numbers[0])
+    .bind(&numbers[13])
+    .execute(agent.db().pool())
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(again, 6);
+    wait_for("the resent reports acknowledged", || async {
+        let s = agent.status().await.unwrap();
+        s.to_upload + s.to_report == 0
+    })
+    .await;
+    assert_eq!(agent.status().await.unwrap().failed_reports, 0);
+    // Tax answered the second uploads `duplicate` with the original receipt.
+    for n in [&numbers[0], &numbers[13]] {
+        let a = env
+            .system
+            .tax
+            .accepted()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| &a.number == n)
+            .unwrap();
+        assert_eq!((a.acceptances, a.duplicates), (1, 1), "{n}");
+        let c = json_of(&get(&erp, &format!("/v1/invoices/{n}")).await);
+        assert_eq!(c["tax_status"], "accepted");
+        let p = env.system.platform.invoice(n).await.unwrap().unwrap();
+        assert_eq!(p.tax_status, fapiao_protocol::wire::TaxStatus::Accepted);
+    }
     env.system.shutdown().await;
 }
 
