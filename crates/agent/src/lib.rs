@@ -40,15 +40,13 @@ use std::time::Duration;
 use axum::Router;
 use fapiao_crypto::{Certificate, PrivateKey};
 use fapiao_issuer::{IssuingDevice, NumberBlock};
-use fapiao_model::red::{
-    Confirmation, Initiator, RedLetterForm, RedLetterFormNumber, RedReason, plan_red,
-};
+use fapiao_model::red::{RedLetterForm, RedLetterFormNumber, RedReason, plan_red};
 use fapiao_model::{Amount, Invoice, InvoiceDraft, InvoiceKind, Order, OrderId, TaxCatalog};
 use fapiao_protocol::client::{CallError, china_now, now, refusal_code};
 use fapiao_protocol::wire::{
     BlockRequest, FormWire, IssueOrder, Issued, LeasedOrders, OrderAck, OrderAcks, OrderOutcome,
     PullOrders, QueuedOrder, QuotaGrant, QuotaRequest, RangeGrant, RedOrder, Refusal, Report,
-    SignedReceipt, StatusNotice, TaxStatus, Upload, UploadStatus, WireInvoice, message_type,
+    SignedReceipt, StatusNotice, TaxStatus, Upload, WireInvoice, message_type,
 };
 use fapiao_protocol::{Code, EnvelopeClient, HttpsClient};
 use fapiao_service::Material;
@@ -674,36 +672,19 @@ impl Agent {
         for r in &prior {
             prior_invoices.push(self.read_record(r).await?.invoice);
         }
-        let at = china_now();
-        let (day, seq) = self.next_form(at).await?;
-        let county = self
-            .inner
-            .enterprise
-            .get(2..8)
-            .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
-            .unwrap_or("000000");
-        let form_number = RedLetterFormNumber::parse(&format!("{county}{day}{seq:08}"))
+        let prefix = RedLetterFormNumber::day_prefix(&self.inner.enterprise, china_now().date());
+        // The forms table counts per day (`YYMMDD`, the prefix's last six digits).
+        let day = prefix[6..].to_owned();
+        let seq = self.next_form(&day).await?;
+        let form_number = RedLetterFormNumber::in_day(&prefix, seq)
             .map_err(|e| AgentError::Setup(e.to_string()))?;
-        let confirmation = if o.buyer_confirmation.is_some() {
-            Confirmation::Required
-        } else {
-            Confirmation::NotRequired
-        };
-        let planned = RedLetterForm::open(
+        let planned = RedLetterForm::open_by_seller(
             form_number,
             blue.number().clone(),
             reason,
-            Initiator::Seller,
-            confirmation,
             scope,
+            o.buyer_confirmation.is_some(),
         )
-        .and_then(|f| {
-            if confirmation == Confirmation::Required {
-                f.confirm()
-            } else {
-                Ok(f)
-            }
-        })
         .and_then(|form| {
             plan_red(
                 &blue,
@@ -718,29 +699,19 @@ impl Agent {
             Ok(x) => x,
             Err(e) => return refuse(Code::RedInvalid, e.to_string()),
         };
-        let form = FormWire {
-            number: form.number().as_str().to_owned(),
-            status: form.status().code().to_owned(),
-            reason: form.reason().code().to_owned(),
-        };
+        let form = FormWire::from(&form);
         self.issue_draft(&o.order_id, &o.request_hash, draft, Some((form, day, seq)))
             .await
     }
 
-    /// The next red-letter form sequence of the day (`YYMMDD`, sequence from 90000001).
-    async fn next_form(&self, at: PrimitiveDateTime) -> Result<(String, i64), AgentError> {
-        let d = at.date();
-        let day = format!(
-            "{:02}{:02}{:02}",
-            d.year() % 100,
-            u8::from(d.month()),
-            d.day()
-        );
+    /// The next red-letter form sequence of the day (`YYMMDD`): from 90000001, apart from
+    /// the platform's.
+    async fn next_form(&self, day: &str) -> Result<i64, AgentError> {
         let next: Option<i64> = sqlx::query_scalar("SELECT next FROM forms WHERE day = $1")
-            .bind(&day)
+            .bind(day)
             .fetch_optional(self.inner.db.pool())
             .await?;
-        Ok((day, next.unwrap_or(90_000_001)))
+        Ok(next.unwrap_or(90_000_001))
     }
 
     /// Quota, number, signature, and every row of the issue in one transaction.
@@ -1057,41 +1028,26 @@ impl Agent {
             let signed = wire
                 .to_signed()
                 .map_err(|e| AgentError::Setup(e.to_string()))?;
-            let hash = fapiao_protocol::erp::hex(&fapiao_crypto::primitives::sm3(
-                &fapiao_render::signed_content(&signed.invoice, signed.signature.signed_at),
-            ));
-            if let Err(e) = receipt.verify(&self.inner.material.trust, now()) {
+            if let Err(e) = receipt.verify_for(&signed, &self.inner.material.trust, now()) {
                 self.retry_later(id, attempts, &format!("receipt: {e}"))
                     .await?;
                 break;
             }
-            if receipt.receipt.number != number || receipt.receipt.content_hash != hash {
-                self.retry_later(id, attempts, "the receipt is for another invoice")
-                    .await?;
-                break;
-            }
-            let (state, reason) = match receipt.receipt.status {
-                UploadStatus::Accepted | UploadStatus::Duplicate => ("accepted", None),
-                UploadStatus::Processing => {
+            // Tax may not have recorded the block platform assigned yet: a few more tries
+            // before that refusal is taken as final.
+            let not_granted =
+                receipt.receipt.code.as_deref() == Some(Code::UploadNumberNotGranted.as_str());
+            let (state, reason) = match receipt.receipt.tax_status() {
+                None => {
                     self.retry_later(id, attempts, "tax is processing").await?;
                     break;
                 }
-                UploadStatus::Failed => {
-                    let code = receipt.receipt.code.clone().unwrap_or_default();
-                    // Tax may not have recorded the block platform assigned yet: a few more
-                    // tries before the refusal is taken as final.
-                    if code == Code::UploadNumberNotGranted.as_str() && attempts < 5 {
-                        self.retry_later(id, attempts, &code).await?;
-                        break;
-                    }
-                    (
-                        "failed",
-                        Some(format!(
-                            "{code}: {}",
-                            receipt.receipt.reason.clone().unwrap_or_default()
-                        )),
-                    )
+                Some((TaxStatus::Failed, _)) if not_granted && attempts < 5 => {
+                    self.retry_later(id, attempts, Code::UploadNumberNotGranted.as_str())
+                        .await?;
+                    break;
                 }
+                Some((status, reason)) => (status.as_str(), reason),
             };
             let mut tx = self.inner.db.begin_write().await?;
             sqlx::query(

@@ -111,6 +111,30 @@ impl RedLetterFormNumber {
     pub fn as_str(&self) -> &str {
         &self.value
     }
+
+    /// The 12-digit prefix of the forms a seller opens on `date`: its 6-digit division code
+    /// (digits 3–8 of the credit code; `000000` when those are not digits) and `YYMMDD`.
+    #[must_use]
+    pub fn day_prefix(seller: &str, date: time::Date) -> String {
+        let county = seller
+            .get(2..8)
+            .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
+            .unwrap_or("000000");
+        format!(
+            "{county}{:02}{:02}{:02}",
+            date.year() % 100,
+            u8::from(date.month()),
+            date.day()
+        )
+    }
+
+    /// The form `sequence` of a [`RedLetterFormNumber::day_prefix`].
+    ///
+    /// # Errors
+    /// [`RedError::FormNumber`] when the result is not 20 digits.
+    pub fn in_day(prefix: &str, sequence: i64) -> Result<Self, RedError> {
+        Self::parse(&format!("{prefix}{sequence:08}"))
+    }
 }
 
 impl fmt::Display for RedLetterFormNumber {
@@ -270,6 +294,38 @@ impl RedLetterForm {
             status,
             scope,
         })
+    }
+
+    /// The seller opens a form; when the buyer has confirmed it too (`buyer_confirmed`), it
+    /// is confirmed at once (04), otherwise it needs no confirmation (01, full reds only).
+    ///
+    /// # Errors
+    /// As [`RedLetterForm::open`].
+    pub fn open_by_seller(
+        number: RedLetterFormNumber,
+        blue_number: InvoiceNumber,
+        reason: RedReason,
+        scope: RedScope,
+        buyer_confirmed: bool,
+    ) -> Result<Self, RedError> {
+        let confirmation = if buyer_confirmed {
+            Confirmation::Required
+        } else {
+            Confirmation::NotRequired
+        };
+        let form = Self::open(
+            number,
+            blue_number,
+            reason,
+            Initiator::Seller,
+            confirmation,
+            scope,
+        )?;
+        if buyer_confirmed {
+            form.confirm()
+        } else {
+            Ok(form)
+        }
     }
 
     /// The other side confirms (02/03 → 04).

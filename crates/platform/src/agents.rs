@@ -26,7 +26,7 @@ use fapiao_protocol::Code;
 use fapiao_protocol::client::now;
 use fapiao_protocol::wire::{
     Ack, BlockRequest, QuotaGrant, QuotaRequest, RangeAssign, RangeGrant, Refusal, Report,
-    StatusNotice, TaxStatus, UploadStatus, WireInvoice, message_type,
+    StatusNotice, WireInvoice, content_hash, message_type,
 };
 use fapiao_service::{Incoming, Outgoing};
 use fapiao_store::Tx;
@@ -34,8 +34,8 @@ use fapiao_store::sqlx::{self, Row};
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
-use crate::issue::{Step, audit, china_now, refused};
-use crate::registry::{Enterprise, Hosting, enterprise_from_row};
+use crate::issue::{Step, audit, china_now, refused, registered};
+use crate::registry::{Enterprise, Hosting};
 use crate::{Platform, RECORD};
 
 fn rejected(message: impl Into<String>) -> Step {
@@ -114,17 +114,7 @@ impl Platform {
         enterprise: &str,
         to_grant: bool,
     ) -> Result<Enterprise, Step> {
-        let row = sqlx::query("SELECT * FROM enterprises WHERE taxpayer_id = $1")
-            .bind(enterprise)
-            .fetch_optional(&mut **tx)
-            .await?;
-        let Some(row) = row else {
-            return Err(refused(
-                Code::EnterpriseUnknown,
-                format!("enterprise {enterprise} is not registered"),
-            ));
-        };
-        let e = enterprise_from_row(&row)?;
+        let e = registered(tx, enterprise).await?;
         if e.hosting != Hosting::Enterprise {
             return Err(refused(
                 Code::InvalidRequest,
@@ -558,23 +548,11 @@ impl Platform {
         let Some(receipt) = &notice.receipt else {
             return Err(rejected("a status report carries tax's receipt"));
         };
-        receipt
-            .verify(&self.inner.material.trust, now())
-            .map_err(|e| rejected(format!("the receipt does not verify: {e}")))?;
         if receipt.receipt.number != notice.number || notice.enterprise != enterprise {
             return Err(rejected("the receipt is for another invoice"));
         }
-        let (status, reason) = match receipt.receipt.status {
-            UploadStatus::Accepted | UploadStatus::Duplicate => (TaxStatus::Accepted, None),
-            UploadStatus::Failed => (
-                TaxStatus::Failed,
-                Some(format!(
-                    "{}: {}",
-                    receipt.receipt.code.clone().unwrap_or_default(),
-                    receipt.receipt.reason.clone().unwrap_or_default()
-                )),
-            ),
-            UploadStatus::Processing => return Ok(()),
+        let Some((status, reason)) = receipt.receipt.tax_status() else {
+            return Ok(());
         };
         let mut tx = self.inner.db.begin_write().await?;
         let row = sqlx::query(
@@ -603,9 +581,9 @@ impl Platform {
         let signed = stored
             .to_signed()
             .map_err(|e| Step::Failed(e.to_string()))?;
-        if receipt.receipt.content_hash != content_hash(&signed) {
-            return Err(rejected("the receipt is for another content"));
-        }
+        receipt
+            .verify_for(&signed, &self.inner.material.trust, now())
+            .map_err(|e| rejected(format!("receipt: {e}")))?;
         if current == status.as_str() {
             return Ok(());
         }
@@ -636,13 +614,6 @@ impl Platform {
         let json = self.inner.vault.unseal_str(&RECORD.field(), sealed).await?;
         serde_json::from_str(&json).map_err(|e| Step::Failed(e.to_string()))
     }
-}
-
-/// Hex SM3 of an invoice's signed content (what tax's receipts name).
-fn content_hash(signed: &fapiao_issuer::SignedInvoice) -> String {
-    fapiao_protocol::erp::hex(&fapiao_crypto::primitives::sm3(
-        &fapiao_render::signed_content(&signed.invoice, signed.signature.signed_at),
-    ))
 }
 
 /// A block already granted under `key`, and whether tax knows it is the agent's.

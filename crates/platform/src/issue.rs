@@ -17,9 +17,7 @@
 
 use fapiao_crypto::Role;
 use fapiao_issuer::NumberBlock;
-use fapiao_model::red::{
-    Confirmation, Initiator, RedLetterForm, RedLetterFormNumber, RedReason, RedScope, plan_red,
-};
+use fapiao_model::red::{RedLetterForm, RedLetterFormNumber, RedReason, RedScope, plan_red};
 use fapiao_model::{
     Amount, Finding, FindingCode, Invoice, InvoiceDraft, InvoiceKind, InvoiceType, Order, OrderId,
     ProvinceCode, ValidationErrors,
@@ -171,17 +169,7 @@ impl Platform {
                 format!("{cloud} is not registered with this platform"),
             ));
         }
-        let row = sqlx::query("SELECT * FROM enterprises WHERE taxpayer_id = $1")
-            .bind(enterprise)
-            .fetch_optional(&mut **tx)
-            .await?;
-        let Some(row) = row else {
-            return Err(refused(
-                Code::EnterpriseUnknown,
-                format!("enterprise {enterprise} is not registered"),
-            ));
-        };
-        let e = enterprise_from_row(&row)?;
+        let e = registered(tx, enterprise).await?;
         if e.cloud != cloud {
             return Err(refused(
                 Code::EnterpriseOfAnotherCloud,
@@ -461,23 +449,14 @@ impl Platform {
         let issued_at = china_now();
         let form_number = self.next_form_number(&mut tx, &e, issued_at).await?;
         let red_err = |err: fapiao_model::red::RedError| refused(Code::RedInvalid, err.to_string());
-        let confirmation = if o.buyer_confirmation.is_some() {
-            Confirmation::Required
-        } else {
-            Confirmation::NotRequired
-        };
-        let mut form = RedLetterForm::open(
+        let form = RedLetterForm::open_by_seller(
             form_number,
             blue_invoice.number().clone(),
             reason,
-            Initiator::Seller,
-            confirmation,
             scope,
+            o.buyer_confirmation.is_some(),
         )
         .map_err(red_err)?;
-        if confirmation == Confirmation::Required {
-            form = form.confirm().map_err(red_err)?;
-        }
         let draft = plan_red(
             &blue_invoice,
             &prior,
@@ -498,11 +477,7 @@ impl Platform {
                 Err(other) => return Err(other),
             };
         self.write_quota(&mut tx, &e, quota).await?;
-        let form_wire = FormWire {
-            number: form.number().as_str().to_owned(),
-            status: form.status().code().to_owned(),
-            reason: form.reason().code().to_owned(),
-        };
+        let form_wire = FormWire::from(&form);
         sqlx::query(
             "INSERT INTO red_forms (number, blue_number, enterprise, reason, status, scope, buyer_confirmation, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -566,25 +541,13 @@ impl Platform {
         e: &Enterprise,
         at: PrimitiveDateTime,
     ) -> Result<RedLetterFormNumber, Step> {
-        let county = e
-            .taxpayer_id
-            .get(2..8)
-            .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
-            .unwrap_or("000000");
-        let d = at.date();
-        let prefix = format!(
-            "{county}{:02}{:02}{:02}",
-            d.year() % 100,
-            u8::from(d.month()),
-            d.day()
-        );
+        let prefix = RedLetterFormNumber::day_prefix(&e.taxpayer_id, at.date());
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM red_forms WHERE substr(number, 1, 12) = $1")
                 .bind(&prefix)
                 .fetch_one(&mut **tx)
                 .await?;
-        RedLetterFormNumber::parse(&format!("{prefix}{:08}", count + 1))
-            .map_err(|e| Step::Failed(e.to_string()))
+        RedLetterFormNumber::in_day(&prefix, count + 1).map_err(|e| Step::Failed(e.to_string()))
     }
 
     /// Checks the month's quota and returns `(month, used after this invoice)`; writes nothing.
@@ -957,6 +920,21 @@ impl Platform {
             form,
         }))
     }
+}
+
+/// The registered enterprise, or `enterprise_unknown`.
+pub(crate) async fn registered(tx: &mut Tx, enterprise: &str) -> Result<Enterprise, Step> {
+    let row = sqlx::query("SELECT * FROM enterprises WHERE taxpayer_id = $1")
+        .bind(enterprise)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        return Err(refused(
+            Code::EnterpriseUnknown,
+            format!("enterprise {enterprise} is not registered"),
+        ));
+    };
+    Ok(enterprise_from_row(&row)?)
 }
 
 /// Appends an audit record in the transaction.

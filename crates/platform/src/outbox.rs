@@ -14,8 +14,7 @@ use tracing::Instrument;
 
 use fapiao_protocol::client::now;
 use fapiao_protocol::wire::{
-    Ack, Issued, SignedReceipt, StatusNotice, TaxStatus, Upload, UploadStatus, WireInvoice,
-    message_type,
+    Ack, Issued, SignedReceipt, StatusNotice, Upload, WireInvoice, message_type,
 };
 use fapiao_store::sqlx::{self, Row};
 use fapiao_store::{StoreError, Tx};
@@ -291,35 +290,18 @@ impl Platform {
             Ok(r) => r,
             Err(e) => return Ok(Outcome::Retry(e.to_string())),
         };
-        if let Err(e) = receipt.verify(&self.inner.material.trust, now()) {
-            return Ok(Outcome::Retry(format!("receipt does not verify: {e}")));
-        }
         let signed = match wire.to_signed() {
             Ok(s) => s,
             Err(e) => return Ok(Outcome::Failed(e.to_string())),
         };
-        let hash = fapiao_protocol::erp::hex(&fapiao_crypto::primitives::sm3(
-            &fapiao_render::signed_content(&signed.invoice, signed.signature.signed_at),
-        ));
-        if receipt.receipt.number != number || receipt.receipt.content_hash != hash {
-            return Ok(Outcome::Retry("the receipt is for another invoice".into()));
+        if let Err(e) = receipt.verify_for(&signed, &self.inner.material.trust, now()) {
+            return Ok(Outcome::Retry(format!("receipt: {e}")));
         }
-        let (status, reason) = match receipt.receipt.status {
-            UploadStatus::Accepted | UploadStatus::Duplicate => (TaxStatus::Accepted, None),
-            UploadStatus::Failed => (
-                TaxStatus::Failed,
-                Some(format!(
-                    "{}: {}",
-                    receipt.receipt.code.clone().unwrap_or_default(),
-                    receipt.receipt.reason.clone().unwrap_or_default()
-                )),
-            ),
-            UploadStatus::Processing => {
-                return Ok(Outcome::Retry(format!(
-                    "tax is processing: {}",
-                    receipt.receipt.reason.clone().unwrap_or_default()
-                )));
-            }
+        let Some((status, reason)) = receipt.receipt.tax_status() else {
+            return Ok(Outcome::Retry(format!(
+                "tax is processing: {}",
+                receipt.receipt.reason.clone().unwrap_or_default()
+            )));
         };
         let mut tx = self.inner.db.begin_write().await?;
         sqlx::query(

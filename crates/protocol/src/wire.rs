@@ -83,6 +83,18 @@ pub enum WireError {
     /// A signature does not verify.
     #[error("the {0} signature does not verify")]
     Signature(&'static str),
+    /// A receipt names another number or another content than the invoice it answers.
+    #[error("the receipt is for another invoice")]
+    ReceiptForAnother,
+}
+
+/// Hex SM3 of an invoice's signed content (`docs/layout.md`, "signed bytes"): what tax's
+/// receipts name as `content_hash`.
+#[must_use]
+pub fn content_hash(signed: &SignedInvoice) -> String {
+    crate::erp::hex(&fapiao_crypto::primitives::sm3(
+        &fapiao_render::signed_content(&signed.invoice, signed.signature.signed_at),
+    ))
 }
 
 /// Base64 (standard alphabet, padded).
@@ -293,6 +305,16 @@ pub struct FormWire {
     pub status: String,
     /// Reason code.
     pub reason: String,
+}
+
+impl From<&fapiao_model::red::RedLetterForm> for FormWire {
+    fn from(form: &fapiao_model::red::RedLetterForm) -> Self {
+        Self {
+            number: form.number().as_str().to_owned(),
+            status: form.status().code().to_owned(),
+            reason: form.reason().code().to_owned(),
+        }
+    }
 }
 
 /// platform → cloud: the answer to an [`IssueOrder`] or [`RedOrder`].
@@ -590,6 +612,26 @@ pub struct Receipt {
     pub receipt_id: String,
 }
 
+impl Receipt {
+    /// The tax status a final receipt gives (`accepted` for accepted and duplicate, `failed`
+    /// with `"<code>: <reason>"`); `None` while tax is still processing.
+    #[must_use]
+    pub fn tax_status(&self) -> Option<(TaxStatus, Option<String>)> {
+        match self.status {
+            UploadStatus::Accepted | UploadStatus::Duplicate => Some((TaxStatus::Accepted, None)),
+            UploadStatus::Failed => Some((
+                TaxStatus::Failed,
+                Some(format!(
+                    "{}: {}",
+                    self.code.clone().unwrap_or_default(),
+                    self.reason.clone().unwrap_or_default()
+                )),
+            )),
+            UploadStatus::Processing => None,
+        }
+    }
+}
+
 /// A [`Receipt`] signed by tax's signing key, verifiable on its own (stored by platform and
 /// cloud).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -658,6 +700,26 @@ impl SignedReceipt {
             &unb64(&self.signature, "signature")?,
         )
         .map_err(|_| WireError::Signature("receipt"))
+    }
+
+    /// [`SignedReceipt::verify`], and the receipt answers `invoice`: its number and its
+    /// content hash.
+    ///
+    /// # Errors
+    /// [`WireError`]; [`WireError::ReceiptForAnother`] for another number or content.
+    pub fn verify_for(
+        &self,
+        invoice: &SignedInvoice,
+        trust: &TrustStore,
+        now: OffsetDateTime,
+    ) -> Result<(), WireError> {
+        self.verify(trust, now)?;
+        if self.receipt.number != invoice.invoice.number().as_str()
+            || self.receipt.content_hash != content_hash(invoice)
+        {
+            return Err(WireError::ReceiptForAnother);
+        }
+        Ok(())
     }
 }
 

@@ -603,9 +603,7 @@ impl Tax {
             .invoice
             .to_signed()
             .map_err(|e| (Code::UploadArithmetic, e.to_string(), String::new()))?;
-        let hash = fapiao_protocol::erp::hex(&fapiao_crypto::primitives::sm3(
-            &fapiao_render::signed_content(&signed.invoice, signed.signature.signed_at),
-        ));
+        let hash = fapiao_protocol::wire::content_hash(&signed);
         tracing::debug_span!("invoice.verify")
             .in_scope(|| fapiao_issuer::verify(&signed, &self.inner.trust, now))
             .map_err(|e| (Code::UploadSignatureInvalid, e.to_string(), hash.clone()))?;

@@ -389,3 +389,54 @@ fn invoices_round_trip_through_json_and_edits_are_caught() {
     assert!(Invoice::from_json(&edited).is_err());
     assert!(Invoice::from_json("{}").is_err());
 }
+
+#[test]
+fn a_seller_opens_forms_numbered_by_division_code_and_day() {
+    let day = time::macros::date!(2026 - 11 - 24);
+    let prefix = RedLetterFormNumber::day_prefix("91310115MA1FP0001X", day);
+    assert_eq!(prefix, "310115261124");
+    assert_eq!(
+        RedLetterFormNumber::day_prefix("9131X115MA1FP0001X", day),
+        "000000261124",
+        "a division code that is not digits"
+    );
+    let n = RedLetterFormNumber::in_day(&prefix, 90_000_001).unwrap();
+    assert_eq!(n.as_str(), "31011526112490000001");
+    assert_eq!(
+        RedLetterFormNumber::in_day(&prefix, 123_456_789),
+        Err(RedError::FormNumber)
+    );
+    let blue = issue(draft("basic.json"), 1);
+    let parts = vec![by_amount(1, "10.00")];
+    let confirmed = RedLetterForm::open_by_seller(
+        n.clone(),
+        blue.number().clone(),
+        RedReason::SalesReturn,
+        RedScope::Partial(parts.clone()),
+        true,
+    )
+    .unwrap();
+    assert_eq!(confirmed.status(), RedLetterFormStatus::Confirmed);
+    let unconfirmed = RedLetterForm::open_by_seller(
+        n.clone(),
+        blue.number().clone(),
+        RedReason::IssuingError,
+        RedScope::Full,
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        unconfirmed.status(),
+        RedLetterFormStatus::NoConfirmationNeeded
+    );
+    assert!(matches!(
+        RedLetterForm::open_by_seller(
+            n,
+            blue.number().clone(),
+            RedReason::SalesReturn,
+            RedScope::Partial(parts),
+            false,
+        ),
+        Err(RedError::PartialNotAllowed { .. })
+    ));
+}
