@@ -220,6 +220,84 @@ fn a_character_the_font_lacks_is_reported() {
     );
 }
 
+/// Every character of a legacy Chinese encoding, as Python's own codec decodes it: GB 2312's
+/// double-byte area (rows A1–F7, cells A1–FE), or GBK's (lead 81–FE, trail 40–FE) restricted
+/// to Han ideographs.
+fn characters_of(encoding: &str) -> Vec<char> {
+    let script = match encoding {
+        "gb2312" => {
+            "import sys\n\
+             out = []\n\
+             for hi in range(0xA1, 0xF8):\n\
+             \x20   for lo in range(0xA1, 0xFF):\n\
+             \x20       try: out.append(bytes([hi, lo]).decode('gb2312'))\n\
+             \x20       except UnicodeDecodeError: pass\n\
+             sys.stdout.write(''.join(out))\n"
+        }
+        "gbk-han" => {
+            "import sys, unicodedata\n\
+             out = []\n\
+             for hi in range(0x81, 0xFF):\n\
+             \x20   for lo in range(0x40, 0xFF):\n\
+             \x20       try: c = bytes([hi, lo]).decode('gbk')\n\
+             \x20       except UnicodeDecodeError: continue\n\
+             \x20       if unicodedata.name(c, '').startswith('CJK '): out.append(c)\n\
+             sys.stdout.write(''.join(out))\n"
+        }
+        other => panic!("no script for {other}"),
+    };
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("PYTHONIOENCODING", "utf-8")
+        .output()
+        .expect("python3 must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().chars().collect()
+}
+
+#[test]
+fn the_bundled_font_covers_gb2312_and_the_gbk_han_set() {
+    let gb2312 = characters_of("gb2312");
+    // GB 2312 has 7,445 graphic characters; GBK 21,003 Han ideographs (CJK Unified plus the
+    // compatibility ideographs Python's codec also maps).
+    assert_eq!(gb2312.len(), 7445, "Python's GB 2312 codec");
+    let gbk_han = characters_of("gbk-han");
+    assert!(gbk_han.len() >= 20_900, "GBK Han: {}", gbk_han.len());
+    for (set, chars) in [("GB 2312", &gb2312), ("GBK Han", &gbk_han)] {
+        let missing: Vec<char> = chars
+            .iter()
+            .copied()
+            .filter(|&c| font().missing(&c.to_string()).is_some())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{set}: the font lacks {} characters: {:?}",
+            missing.len(),
+            &missing[..missing.len().min(20)]
+        );
+    }
+
+    // Characters outside GB 2312 that are common in company and personal names are drawn, and
+    // read back from the PDF.
+    let rare = "堃喆玥赟昇旻珺琇";
+    assert!(rare.chars().all(|c| !gb2312.contains(&c) && gbk_han.contains(&c)));
+    let order = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/orders/basic.json"),
+    )
+    .unwrap()
+    .replace("北京华章商贸有限公司", &format!("北京{rare}商贸有限公司"));
+    let inv = issue(draft_from_json(&order), 998);
+    let pdf = render_pdf(&inv, &render_xml(&inv, None), font()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("rare.pdf"), pdf).unwrap();
+    let (ok, text) = run(tmp.path(), "pdftotext", &["rare.pdf", "-"]);
+    assert!(ok && text.contains(rare), "{text}");
+}
+
 #[test]
 fn the_xml_signature_verifies_with_openssl_over_the_documented_bytes() {
     let tmp = tempfile::tempdir().unwrap();

@@ -170,5 +170,38 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
         .await
         .unwrap();
     assert_eq!(json_of(&r)["result"], "valid", "{}", json_of(&r));
+
+    // Exactly those three facts: a total a cent off, or another day, is not this invoice.
+    let fields: Vec<&str> = qr.split(',').collect();
+    let (total, date) = (fields[4], fields[5]);
+    let cent_off = (fapiao_model::Amount::parse(total).unwrap()
+        + fapiao_model::Amount::parse("0.01").unwrap())
+    .to_string();
+    let next_day = format!("{}{}", &date[..6], if &date[6..] == "28" { "27" } else { "28" });
+    for (n, d, t) in [
+        (number.as_str(), date, cent_off.as_str()),
+        (number.as_str(), next_day.as_str(), total),
+    ] {
+        let r = tax
+            .request(
+                http::Method::GET,
+                &format!("/v1/verify?number={n}&date={d}&total={t}"),
+                &[],
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(json_of(&r)["result"], "unknown", "{d} {t}: {}", json_of(&r));
+    }
+    let r = tax
+        .request(
+            http::Method::GET,
+            &format!("/v1/verify?number={number}&date={date}&total={total}"),
+            &[],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(json_of(&r)["result"], "valid", "{}", json_of(&r));
     env.system.shutdown().await;
 }
