@@ -59,6 +59,9 @@ pub(crate) struct BenchOptions {
     pub(crate) suite: Suite,
     /// The async flow: the enterprise-hosted demo enterprise's orders, issued by its agent.
     pub(crate) enterprise_hosted: bool,
+    /// Orders per ERP request: 1 sends each alone (`POST /v1/invoices`), more send them
+    /// through `POST /v1/invoices/batch`.
+    pub(crate) batch: usize,
 }
 
 impl Default for BenchOptions {
@@ -70,6 +73,7 @@ impl Default for BenchOptions {
             phase: Duration::from_secs(5),
             suite: Suite::Gm,
             enterprise_hosted: false,
+            batch: 1,
         }
     }
 }
@@ -172,6 +176,8 @@ pub(crate) struct CryptoBound {
 pub(crate) struct BenchReport {
     /// Suite of the system.
     pub(crate) suite: String,
+    /// Orders per ERP request.
+    pub(crate) batch: usize,
     /// CPU cores available.
     pub(crate) cores: usize,
     /// Closed loop.
@@ -339,15 +345,42 @@ async fn start(
     Ok(system)
 }
 
-/// One issuing request (in async mode: queueing it); its latency.
-async fn issue(client: &ErpClient, e: &DemoEnterprise, id: &str) -> Result<Duration> {
+/// One issuing request (in async mode: queueing it) for the orders `ids`: alone when there is
+/// one, else as a batch; its latency.
+async fn issue(client: &ErpClient, e: &DemoEnterprise, ids: &[String]) -> Result<Duration> {
     let started = instant_now();
+    if let [id] = ids {
+        let r = client
+            .send(Method::POST, "/v1/invoices", &order(e, id))
+            .await?;
+        if r.status != 201 && r.status != 202 {
+            bail!(
+                "order {id}: HTTP {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        return Ok(started.elapsed());
+    }
+    let orders: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| serde_json::from_slice(&order(e, id)))
+        .collect::<Result<_, _>>()?;
+    let body = serde_json::to_vec(&serde_json::json!({ "orders": orders }))?;
     let r = client
-        .send(Method::POST, "/v1/invoices", &order(e, id))
+        .send(Method::POST, "/v1/invoices/batch", &body)
         .await?;
-    if r.status != 201 && r.status != 202 {
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    let ok = r.status == 200
+        && v["results"].as_array().is_some_and(|a| {
+            a.len() == ids.len()
+                && a.iter()
+                    .all(|x| matches!(x["status"].as_u64(), Some(201 | 202)))
+        });
+    if !ok {
         bail!(
-            "order {id}: HTTP {}: {}",
+            "batch {}…: HTTP {}: {}",
+            ids[0],
             r.status,
             String::from_utf8_lossy(&r.body)
         );
@@ -370,12 +403,12 @@ pub(crate) async fn run(
     let (rss_start, _) = rss_kib();
     // The crypto bound first, on a quiet machine, off the async threads.
     progress(0, 1, "crypto bound");
-    let suite = opts.suite;
+    let (suite, batch) = (opts.suite, opts.batch.clamp(1, 100));
     let crypto = tokio::task::spawn_blocking(move || -> Result<Vec<CryptoBound>> {
-        let mut v = vec![crypto_bound(suite, 100)?];
+        let mut v = vec![crypto_bound(suite, 100, batch)?];
         for s in Suite::ALL {
             if s != suite {
-                v.push(crypto_bound(s, 100)?);
+                v.push(crypto_bound(s, 100, batch)?);
             }
         }
         Ok(v)
@@ -409,7 +442,7 @@ pub(crate) async fn run(
     };
     // Warm up: connections, certificate fetches, number blocks (and the agent's quota).
     for (i, (e, c)) in clients.iter().enumerate() {
-        issue(c, e, &format!("WARM-{i}")).await?;
+        issue(c, e, &[format!("WARM-{i}")]).await?;
     }
     for _ in 0..600 {
         if pending().await? == 0 {
@@ -430,21 +463,28 @@ pub(crate) async fn run(
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0;
+            let mut issued = 0;
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
+                let i = next.fetch_add(batch, Ordering::Relaxed);
                 if i >= count {
                     break;
                 }
-                match issue(&c, e, &format!("BENCH-C-{i}")).await {
-                    Ok(d) => lat.push(d),
+                let ids: Vec<String> = (i..(i + batch).min(count))
+                    .map(|k| format!("BENCH-C-{k}"))
+                    .collect();
+                match issue(&c, e, &ids).await {
+                    Ok(d) => {
+                        lat.push(d);
+                        issued += ids.len();
+                    }
                     Err(err) => {
-                        errors += 1;
+                        errors += ids.len();
                         tracing::warn!(error = %err, "bench request failed");
                     }
                 }
-                done.fetch_add(1, Ordering::Relaxed);
+                done.fetch_add(ids.len(), Ordering::Relaxed);
             }
-            (lat, errors)
+            (lat, issued, errors)
         }));
     }
     let ticker = {
@@ -459,15 +499,16 @@ pub(crate) async fn run(
     };
     let joined = async {
         let mut lat = Vec::new();
-        let mut errors = 0;
+        let (mut issued, mut errors) = (0, 0);
         for t in tasks {
-            let (l, e) = t.await?;
+            let (l, i, e) = t.await?;
             lat.extend(l);
+            issued += i;
             errors += e;
         }
-        Ok::<_, anyhow::Error>((lat, errors))
+        Ok::<_, anyhow::Error>((lat, issued, errors))
     };
-    let (mut lat, errors) = tokio::select! {
+    let (mut lat, invoices, errors) = tokio::select! {
         r = joined => r?,
         () = ticker => unreachable!("the ticker never ends"),
     };
@@ -496,7 +537,6 @@ pub(crate) async fn run(
     let seconds = t0.elapsed().as_secs_f64();
     let cpu = (cpu_time() - cpu0).as_secs_f64();
     let after = timer.snapshot();
-    let invoices = lat.len();
     if invoices == 0 || errors > invoices {
         bail!("{errors} of {} requests failed", opts.count);
     }
@@ -536,7 +576,7 @@ pub(crate) async fn run(
     };
     let mut open = Vec::new();
     for (phase, rate) in rates.into_iter().enumerate() {
-        open.push(open_loop(&clients, rate, opts.phase, phase, progress).await);
+        open.push(open_loop(&clients, rate, batch, opts.phase, phase, progress).await);
     }
 
     let ratio = closed.cpu_ms_per_invoice / crypto[0].ms_per_invoice;
@@ -546,6 +586,7 @@ pub(crate) async fn run(
     system.shutdown().await;
     Ok(BenchReport {
         suite: opts.suite.to_string(),
+        batch,
         cores: std::thread::available_parallelism().map_or(1, usize::from),
         closed,
         open,
@@ -561,17 +602,21 @@ pub(crate) async fn run(
 async fn open_loop(
     clients: &[(&'static DemoEnterprise, Arc<ErpClient>)],
     rate: f64,
+    batch: usize,
     length: Duration,
     phase: usize,
     progress: &(dyn Fn(usize, usize, &str) + Sync),
 ) -> OpenLoop {
+    // One request every `batch / rate` seconds, each of `batch` orders.
     #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
         reason = "a positive count of a few thousand"
     )]
-    let total = (rate * length.as_secs_f64()).max(1.0) as usize;
-    let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let total = (rate * length.as_secs_f64() / batch as f64).max(1.0) as usize;
+    #[expect(clippy::cast_precision_loss, reason = "a batch of at most 100")]
+    let interval = Duration::from_secs_f64(batch as f64 / rate.max(0.001));
     let label = format!("open loop at {rate:.0}/s");
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(total);
@@ -581,7 +626,10 @@ async fn open_loop(
         tokio::time::sleep_until(due).await;
         let (e, c) = clients[i % clients.len()].clone();
         tasks.push(tokio::spawn(async move {
-            let r = issue(&c, e, &format!("BENCH-O{phase}-{i}")).await;
+            let ids: Vec<String> = (0..batch)
+                .map(|k| format!("BENCH-O{phase}-{i}-{k}"))
+                .collect();
+            let r = issue(&c, e, &ids).await;
             r.map(|_| due.elapsed())
         }));
         if i % 50 == 0 {
@@ -598,7 +646,7 @@ async fn open_loop(
     }
     let secs = start.elapsed().as_secs_f64();
     #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
-    let achieved = lat.len() as f64 / secs;
+    let achieved = (lat.len() * batch) as f64 / secs;
     OpenLoop {
         target_per_second: rate,
         achieved_per_second: achieved,
@@ -615,10 +663,12 @@ async fn open_loop(
 /// (unwrap, decrypt, verify, validate the signer's certificate path); the issuing device
 /// signs the invoice and tax signs the receipt (2 signatures); cloud and tax verify the
 /// invoice and platform and cloud the receipt, each with the signer's path (4 verifications).
+/// With orders sent `batch` at a time, the order's request and answer envelopes carry `batch`
+/// invoices each and count for `1 / batch` of an invoice.
 ///
 /// # Errors
 /// Key generation or a cryptographic step fails.
-pub(crate) fn crypto_bound(suite: Suite, iterations: u32) -> Result<CryptoBound> {
+pub(crate) fn crypto_bound(suite: Suite, iterations: u32, batch: usize) -> Result<CryptoBound> {
     let now = time::macros::datetime!(2026-11-20 10:00:00 UTC);
     let day = time::Duration::days(1);
     let root = Subject {
@@ -665,28 +715,40 @@ pub(crate) fn crypto_bound(suite: Suite, iterations: u32) -> Result<CryptoBound>
     trust.add_crl(ca.crl(&none, 1, now - time::Duration::hours(1), now + day * 7)?);
     // An invoice-sized payload: a signed invoice record is about 3 KB of JSON.
     let payload = vec![b'x'; 3000];
-    let message = |i: u32| Message {
+    let batch_payload = vec![b'x'; 3000 * batch];
+    let message = |id: String, payload: &[u8]| Message {
         header: Header {
             protocol_version: 1,
             sender: a.identity().into(),
             recipient: b.identity().into(),
             message_type: "order.issue".into(),
-            message_id: format!("m{i}"),
+            message_id: id,
             created_at: now,
         },
-        payload: payload.clone(),
+        payload: payload.to_vec(),
     };
     let guard = MemoryReplayGuard::new();
+    let exchange = |id: String, payload: &[u8]| -> Result<()> {
+        let sealed = seal(
+            &a,
+            b.encryption_certificate(),
+            &message(id, payload),
+            &mut system_rng(),
+        )?;
+        Opener::new(&b, &trust, &guard).open(&sealed, now)?;
+        Ok(())
+    };
     let started = cpu_thread_time();
     for i in 0..iterations {
-        for k in 0..6 {
-            let sealed = seal(
-                &a,
-                b.encryption_certificate(),
-                &message(i * 6 + k),
-                &mut system_rng(),
-            )?;
-            Opener::new(&b, &trust, &guard).open(&sealed, now)?;
+        // The order and its answer: one pair of envelopes per batch.
+        if i as usize % batch == 0 {
+            for k in 0..2 {
+                exchange(format!("o{i}-{k}"), &batch_payload)?;
+            }
+        }
+        // The upload and the status notice, each a request and an answer.
+        for k in 0..4 {
+            exchange(format!("m{i}-{k}"), &payload)?;
         }
         for _ in 0..2 {
             let signature = device_key.sign(&payload)?;
@@ -781,14 +843,22 @@ fn render(r: &BenchReport, opts: &BenchOptions) -> String {
     let c = &r.closed;
     let _ = writeln!(
         s,
-        "Fapiao bench — {} mode, suite {}, {} cores, all roles in this process (mutual TLS, envelopes, durable SQLite)\n",
+        "Fapiao bench — {} mode, suite {}, {} cores, {}, all roles in this process (mutual TLS, envelopes, durable SQLite)\n",
         if opts.enterprise_hosted {
             "async (enterprise-hosted: cloud queue, agent, reports through platform)"
         } else {
             "sync"
         },
         r.suite,
-        r.cores
+        r.cores,
+        if r.batch > 1 {
+            format!(
+                "{} orders per ERP request (POST /v1/invoices/batch)",
+                r.batch
+            )
+        } else {
+            "one order per ERP request".to_owned()
+        }
     );
     let _ = writeln!(
         s,

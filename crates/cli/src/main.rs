@@ -137,6 +137,10 @@ struct BenchArgs {
     /// the run ends when cloud has every invoice accepted by tax; no open loop).
     #[arg(long, default_value = "sync")]
     mode: String,
+    /// Orders per ERP request: 1 sends each alone, 2 to 100 send them together through
+    /// `POST /v1/invoices/batch` (each still individually numbered, signed and uploaded).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    batch: u32,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -597,6 +601,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 phase: std::time::Duration::from_secs(u64::from(a.phase_seconds)),
                 suite: a.suite,
                 enterprise_hosted,
+                batch: a.batch as usize,
             };
             bench::main(&opts, a.json.as_deref(), now).map(|()| ExitCode::SUCCESS)
         }

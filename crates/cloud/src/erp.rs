@@ -12,8 +12,8 @@ use fapiao_protocol::Code;
 use fapiao_protocol::client::{CallError, now};
 use fapiao_protocol::erp::{self, hex};
 use fapiao_protocol::wire::{
-    FormWire, IssueOrder, OrderAnswer, QueuedOrder, RedOrder, RedScopeWire, Refusal, SignedReceipt,
-    TaxStatus, WireInvoice, message_type,
+    BatchAnswer, FormWire, IssueBatch, IssueOrder, OrderAnswer, QueuedOrder, RedOrder,
+    RedScopeWire, Refusal, SignedReceipt, TaxStatus, WireInvoice, message_type,
 };
 use fapiao_service::ApiError;
 use fapiao_service::error::request_id;
@@ -32,6 +32,7 @@ pub(crate) fn routes(cloud: Cloud) -> Router {
     Router::new()
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/invoices", post(issue).get(list))
+        .route("/v1/invoices/batch", post(batch))
         .route("/v1/invoices/{number}", get(get_one))
         .route("/v1/invoices/{number}/red", post(red))
         .route("/v1/invoices/{number}/xml", get(xml))
@@ -342,6 +343,67 @@ impl Cloud {
         form: Option<FormWire>,
         rid: &str,
     ) -> Result<InvoiceView, ApiError> {
+        let issued = Issued {
+            order_id: order_id.to_owned(),
+            request_hash: request_hash.to_owned(),
+            invoice: invoice.clone(),
+            tax_status,
+            form,
+        };
+        let mut views = self.store_invoices(enterprise, vec![issued], rid).await?;
+        views
+            .pop()
+            .ok_or_else(|| internal(rid, &"stored invoice vanished"))
+    }
+
+    /// Verifies issued invoices (device signature and certificate path, seller) and stores
+    /// them with their orders in one transaction; their stored views, in order. Storing the
+    /// same invoice again changes nothing.
+    pub(crate) async fn store_invoices(
+        &self,
+        enterprise: &str,
+        issued: Vec<Issued>,
+        rid: &str,
+    ) -> Result<Vec<InvoiceView>, ApiError> {
+        let mut signed = Vec::with_capacity(issued.len());
+        for i in &issued {
+            signed.push(self.check_issued(enterprise, &i.invoice, rid)?);
+        }
+        let mut tx = self
+            .inner
+            .db
+            .begin_write()
+            .await
+            .map_err(|e| internal(rid, &e))?;
+        for (i, s) in issued.iter().zip(&signed) {
+            self.insert_issued(&mut tx, enterprise, i, &s.invoice, rid)
+                .await?;
+        }
+        tx.commit()
+            .instrument(tracing::debug_span!("db.commit"))
+            .await
+            .map_err(|e| internal(rid, &e))?;
+        self.inner.wake.notify_one();
+        let mut views = Vec::with_capacity(signed.len());
+        for s in &signed {
+            views.push(
+                self.invoice(enterprise, s.invoice.number().as_str())
+                    .await
+                    .map_err(|e| internal(rid, &e))?
+                    .ok_or_else(|| internal(rid, &"stored invoice vanished"))?,
+            );
+        }
+        Ok(views)
+    }
+
+    /// An issued invoice checked: it parses, its device signature and certificate path
+    /// verify, and its seller is the enterprise.
+    fn check_issued(
+        &self,
+        enterprise: &str,
+        invoice: &WireInvoice,
+        rid: &str,
+    ) -> Result<fapiao_issuer::SignedInvoice, ApiError> {
         let bad = |m: String| {
             tracing::error!(request_id = %rid, %m, "issued invoice unusable");
             ApiError::new(
@@ -354,28 +416,40 @@ impl Cloud {
         tracing::debug_span!("invoice.verify")
             .in_scope(|| verify(&signed, &self.inner.material.trust, now()))
             .map_err(|e| bad(e.to_string()))?;
-        let inv = &signed.invoice;
-        let d = inv.draft();
-        if d.seller().taxpayer_id.as_str() != enterprise {
+        if signed.invoice.draft().seller().taxpayer_id.as_str() != enterprise {
             return Err(bad("invoice of another seller".into()));
         }
+        Ok(signed)
+    }
+
+    /// Inserts one checked invoice with its order (and its webhook and audit entry when new)
+    /// in the caller's transaction.
+    async fn insert_issued(
+        &self,
+        tx: &mut fapiao_store::Tx,
+        enterprise: &str,
+        issued: &Issued,
+        inv: &fapiao_model::Invoice,
+        rid: &str,
+    ) -> Result<(), ApiError> {
+        let Issued {
+            order_id,
+            request_hash,
+            invoice,
+            tax_status,
+            form,
+        } = issued;
+        let d = inv.draft();
         let blue_number = match d.kind() {
             InvoiceKind::Red(r) => Some(r.blue_number.as_str().to_owned()),
             InvoiceKind::Blue => None,
         };
-        let mut tx = self
-            .inner
-            .db
-            .begin_write()
-            .await
-            .map_err(|e| internal(rid, &e))?;
-        let json = zeroize::Zeroizing::new(
-            serde_json::to_string(&invoice).map_err(|e| internal(rid, &e))?,
-        );
+        let json =
+            zeroize::Zeroizing::new(serde_json::to_string(invoice).map_err(|e| internal(rid, &e))?);
         let record = self
             .inner
             .vault
-            .seal_str(&mut tx, &crate::RECORD.field(), &json)
+            .seal_str(tx, &crate::RECORD.field(), &json)
             .await
             .map_err(|e| internal(rid, &e))?;
         let buyer = d.buyer();
@@ -405,7 +479,7 @@ impl Cloud {
         .bind(tax_status.as_str())
         .bind(record)
         .bind(buyer_index)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(|e| internal(rid, &e))?
         .rows_affected();
@@ -418,15 +492,15 @@ impl Cloud {
         .bind(order_id)
         .bind(inv.number().as_str())
         .bind(now().unix_timestamp())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await
         .map_err(|e| internal(rid, &e))?;
         if inserted == 1 {
-            crate::webhook::enqueue(&mut tx, enterprise, "invoice.issued", inv.number().as_str())
+            crate::webhook::enqueue(tx, enterprise, "invoice.issued", inv.number().as_str())
                 .await
                 .map_err(|e| internal(rid, &e))?;
             fapiao_store::audit::append(
-                &mut tx,
+                tx,
                 now(),
                 &format!("erp:{enterprise}"),
                 "invoice.stored",
@@ -436,16 +510,17 @@ impl Cloud {
             .await
             .map_err(|e| internal(rid, &e))?;
         }
-        tx.commit()
-            .instrument(tracing::debug_span!("db.commit"))
-            .await
-            .map_err(|e| internal(rid, &e))?;
-        self.inner.wake.notify_one();
-        self.invoice(enterprise, inv.number().as_str())
-            .await
-            .map_err(|e| internal(rid, &e))?
-            .ok_or_else(|| internal(rid, &"stored invoice vanished"))
+        Ok(())
     }
+}
+
+/// An invoice platform issued for an order, as cloud stores it.
+pub(crate) struct Issued {
+    pub(crate) order_id: String,
+    pub(crate) request_hash: String,
+    pub(crate) invoice: WireInvoice,
+    pub(crate) tax_status: TaxStatus,
+    pub(crate) form: Option<FormWire>,
 }
 
 impl Cloud {
@@ -530,13 +605,14 @@ async fn issue_inner(
         });
         return Err(e);
     };
-    let hash = body_hash(body);
+    let hash = order_hash(&order, rid)?;
     if let Some((h, v)) = cloud
         .stored(&enterprise, &order_id)
         .await
         .map_err(|e| internal(rid, &e))?
     {
-        return if h == hash {
+        // Orders stored before the canonical hash carry the hash of the raw body.
+        return if h == hash || h == body_hash(body) {
             Ok((StatusCode::OK, to_json(&v, rid)?))
         } else {
             Err(ApiError::new(
@@ -576,6 +652,263 @@ async fn issue_inner(
         .await?;
     tracing::info!(request_id = %rid, number = %v.number, "invoice issued");
     Ok((StatusCode::CREATED, to_json(&v, rid)?))
+}
+
+/// The idempotency hash of an order: hex SHA-256 of its canonical JSON (keys sorted, no
+/// whitespace), so the same order sent alone or in a batch, re-indented or with its keys
+/// reordered, is the same request.
+fn order_hash(order: &serde_json::Value, rid: &str) -> Result<String, ApiError> {
+    Ok(body_hash(
+        &serde_json::to_vec(order).map_err(|e| internal(rid, &e))?,
+    ))
+}
+
+/// The body of `POST /v1/invoices/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    orders: Vec<serde_json::Value>,
+}
+
+async fn batch(
+    State(cloud): State<Cloud>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let rid = request_id(&headers);
+    match batch_inner(&cloud, &method, &uri, &headers, &body, &rid).await {
+        Ok(v) => (
+            StatusCode::OK,
+            [(fapiao_service::error::REQUEST_ID_HEADER, rid)],
+            axum::Json(v),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// One order's result in a batch answer: its HTTP status as if sent alone, and the invoice
+/// (201 issued, 200 issued before), the queued order (202) or the error.
+fn batch_item(
+    order_id: Option<&str>,
+    outcome: Result<(StatusCode, serde_json::Value), ApiError>,
+) -> serde_json::Value {
+    match outcome {
+        Ok((status, v)) => {
+            let key = if status == StatusCode::ACCEPTED {
+                "order"
+            } else {
+                "invoice"
+            };
+            serde_json::json!({"order_id": order_id, "status": status.as_u16(), key: v})
+        }
+        Err(e) => serde_json::json!({"order_id": order_id, "status": e.status(), "error": e}),
+    }
+}
+
+/// Many blue orders in one signed request (at most [`IssueBatch::MAX`]). Every order is
+/// treated as if it came alone — its own idempotency by `order_id`, validation, number,
+/// device signature and upload to tax — but the batch travels to platform in one envelope and
+/// is committed once on each side. The answer is `200` with one result per order, in order.
+async fn batch_inner(
+    cloud: &Cloud,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    rid: &str,
+) -> Result<serde_json::Value, ApiError> {
+    let enterprise = cloud.authenticate(method, uri, headers, body, rid).await?;
+    let batch: BatchBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            Code::InvalidRequest,
+            format!("body: not a batch ({{\"orders\": [...]}}): {e}"),
+            rid,
+        )
+    })?;
+    if batch.orders.is_empty() || batch.orders.len() > IssueBatch::MAX {
+        return Err(ApiError::new(
+            Code::InvalidRequest,
+            format!(
+                "orders: a batch holds 1 to {} orders, not {}",
+                IssueBatch::MAX,
+                batch.orders.len()
+            ),
+            rid,
+        ));
+    }
+    let hosted = cloud
+        .enterprise_hosted(&enterprise)
+        .await
+        .map_err(|e| internal(rid, &e))?;
+    let mut results: Vec<Option<serde_json::Value>> = vec![None; batch.orders.len()];
+    let mut pending: Vec<(usize, IssueOrder)> = Vec::new();
+    for (i, order) in batch.orders.into_iter().enumerate() {
+        let Some(order_id) = order
+            .get("order_id")
+            .and_then(|o| o.as_str())
+            .map(str::to_owned)
+        else {
+            let mut e = ApiError::new(Code::InvalidOrder, "the order has 1 problem(s)", rid);
+            e.findings.push(fapiao_protocol::wire::FindingWire {
+                path: format!("orders[{i}].order_id"),
+                code: "required".into(),
+                message: "order_id is required: it identifies the order for retries".into(),
+            });
+            results[i] = Some(batch_item(None, Err(e)));
+            continue;
+        };
+        let hash = order_hash(&order, rid)?;
+        let stored = cloud
+            .stored(&enterprise, &order_id)
+            .await
+            .map_err(|e| internal(rid, &e))?;
+        if let Some((h, v)) = stored {
+            let outcome = if h == hash {
+                to_json(&v, rid).map(|v| (StatusCode::OK, v))
+            } else {
+                Err(ApiError::new(
+                    Code::OrderConflict,
+                    format!(
+                        "order_id {order_id} was already used with a different request; invoice {} stands",
+                        v.number
+                    ),
+                    rid,
+                ))
+            };
+            results[i] = Some(batch_item(Some(&order_id), outcome));
+            continue;
+        }
+        let req = IssueOrder {
+            enterprise: enterprise.clone(),
+            order_id: order_id.clone(),
+            order,
+            request_hash: hash,
+        };
+        if hosted {
+            let outcome = cloud
+                .enqueue_order(&enterprise, QueuedOrder::Blue(req), rid)
+                .await;
+            results[i] = Some(batch_item(Some(&order_id), outcome));
+            continue;
+        }
+        pending.push((i, req));
+    }
+    if !pending.is_empty() {
+        let (slots, orders): (Vec<usize>, Vec<IssueOrder>) = pending.into_iter().unzip();
+        let outcomes = cloud.forward_batch(&enterprise, orders, rid).await?;
+        let issued = outcomes.iter().filter(|(_, o)| o.is_ok()).count();
+        for (slot, (order_id, outcome)) in slots.into_iter().zip(outcomes) {
+            let outcome = outcome.and_then(|v| to_json(&v, rid).map(|v| (StatusCode::CREATED, v)));
+            results[slot] = Some(batch_item(Some(&order_id), outcome));
+        }
+        tracing::info!(request_id = %rid, issued, "batch issued");
+    }
+    Ok(serde_json::json!({ "results": results }))
+}
+
+impl Cloud {
+    /// Sends orders to platform in one envelope and stores every issued invoice in one
+    /// transaction; per order its id and its stored view or error. A platform that does not
+    /// answer fails the whole batch (retry it: every order is idempotent).
+    async fn forward_batch(
+        &self,
+        enterprise: &str,
+        orders: Vec<IssueOrder>,
+        rid: &str,
+    ) -> Result<Vec<(String, Result<InvoiceView, ApiError>)>, ApiError> {
+        let batch = IssueBatch { orders };
+        let answer = self
+            .inner
+            .platform
+            .call_as(message_type::ORDER_BATCH, &batch, Some(rid))
+            .await
+            .map_err(|e| {
+                tracing::warn!(request_id = %rid, error = %e, "platform call failed");
+                match e {
+                    CallError::Local(_) => internal(rid, &e),
+                    _ => ApiError::new(
+                        Code::PlatformUnavailable,
+                        "the e-invoice service platform did not answer; retry the batch as it was",
+                        rid,
+                    ),
+                }
+            })?;
+        let peer = self.inner.platform.peer_identity().to_owned();
+        let bad = |m: String| {
+            tracing::error!(request_id = %rid, %m, "platform answer unusable");
+            ApiError::new(
+                Code::PlatformUnavailable,
+                "the platform's answer was unusable; retry",
+                rid,
+            )
+        };
+        let answers = match answer.message_type.as_str() {
+            message_type::ORDER_BATCH_ANSWER => {
+                answer
+                    .parse::<BatchAnswer>(&peer)
+                    .map_err(|e| bad(e.to_string()))?
+                    .answers
+            }
+            message_type::REFUSAL => {
+                let r: Refusal = answer.parse(&peer).map_err(|e| bad(e.to_string()))?;
+                return Err(ApiError::from_refusal(r, rid));
+            }
+            other => return Err(bad(format!("answer type {other}"))),
+        };
+        if answers.len() != batch.orders.len() {
+            return Err(bad(format!(
+                "{} answers to {} orders",
+                answers.len(),
+                batch.orders.len()
+            )));
+        }
+        let mut out: Vec<(String, Result<InvoiceView, ApiError>)> = Vec::new();
+        let mut issued: Vec<(usize, Issued)> = Vec::new();
+        for (o, a) in batch.orders.into_iter().zip(answers) {
+            match a {
+                OrderAnswer::Refused(r) => {
+                    out.push((o.order_id, Err(ApiError::from_refusal(r, rid))))
+                }
+                OrderAnswer::Issued {
+                    order_id,
+                    invoice,
+                    tax_status,
+                    form,
+                } => {
+                    if order_id != o.order_id {
+                        return Err(bad(format!(
+                            "answer for order {order_id} in place of {}",
+                            o.order_id
+                        )));
+                    }
+                    issued.push((
+                        out.len(),
+                        Issued {
+                            order_id: o.order_id.clone(),
+                            request_hash: o.request_hash,
+                            invoice,
+                            tax_status,
+                            form,
+                        },
+                    ));
+                    // Filled in once stored, below.
+                    out.push((
+                        o.order_id,
+                        Err(ApiError::new(Code::Internal, "internal error", rid)),
+                    ));
+                }
+            }
+        }
+        let (slots, issued): (Vec<usize>, Vec<Issued>) = issued.into_iter().unzip();
+        let views = self.store_invoices(enterprise, issued, rid).await?;
+        for (slot, view) in slots.into_iter().zip(views) {
+            out[slot].1 = Ok(view);
+        }
+        Ok(out)
+    }
 }
 
 pub(crate) fn to_json<T: Serialize>(v: &T, rid: &str) -> Result<serde_json::Value, ApiError> {

@@ -25,8 +25,8 @@ use fapiao_model::{
 use fapiao_protocol::Code;
 use fapiao_protocol::client::now;
 use fapiao_protocol::wire::{
-    FormWire, IssueOrder, OrderAnswer, RangeGrant, RangeRequest, RedOrder, Refusal, SignedReceipt,
-    TaxStatus, WireInvoice, message_type,
+    BatchAnswer, FormWire, IssueBatch, IssueOrder, OrderAnswer, RangeGrant, RangeRequest, RedOrder,
+    Refusal, SignedReceipt, TaxStatus, WireInvoice, message_type,
 };
 use fapiao_service::{EnvelopeHandler, Incoming, Outgoing};
 use fapiao_store::sqlx::{self, Row};
@@ -123,6 +123,27 @@ impl EnvelopeHandler for Platform {
                 Ok(o) => self.issue_blue(&cloud, &o, &rid).await,
                 Err(out) => return out,
             },
+            message_type::ORDER_BATCH => match incoming.body::<IssueBatch>() {
+                Ok(b) if b.orders.is_empty() || b.orders.len() > IssueBatch::MAX => {
+                    return Outgoing::refusal(&Refusal::new(
+                        Code::InvalidRequest,
+                        format!("a batch holds 1 to {} orders", IssueBatch::MAX),
+                    ));
+                }
+                Ok(b) => {
+                    let answers = self
+                        .issue_batch(&cloud, &b.orders, &rid)
+                        .await
+                        .into_iter()
+                        .map(|r| answer_of(r, &cloud, &rid))
+                        .collect();
+                    return Outgoing::json(
+                        message_type::ORDER_BATCH_ANSWER,
+                        &BatchAnswer { answers },
+                    );
+                }
+                Err(out) => return out,
+            },
             message_type::ORDER_RED => match incoming.body::<RedOrder>() {
                 Ok(o) => self.issue_red(&cloud, &o, &rid).await,
                 Err(out) => return out,
@@ -134,25 +155,29 @@ impl EnvelopeHandler for Platform {
                 ));
             }
         };
-        let answer = match result {
-            Ok(a) => a,
-            Err(Step::Refused(r)) => {
-                tracing::info!(request_id = %rid, %cloud, code = %r.code, "order refused");
-                OrderAnswer::Refused(r)
-            }
-            Err(Step::NeedNumbers { year, province }) => {
-                tracing::warn!(request_id = %rid, year, province, "no invoice numbers available");
-                OrderAnswer::Refused(Refusal::new(
-                    Code::NumbersExhausted,
-                    "no invoice number is available; retry shortly",
-                ))
-            }
-            Err(Step::Failed(e) | Step::Voided(e)) => {
-                tracing::error!(request_id = %rid, error = %e, "order failed");
-                OrderAnswer::Refused(Refusal::new(Code::Internal, "internal error"))
-            }
-        };
-        Outgoing::json(message_type::ORDER_ANSWER, &answer)
+        Outgoing::json(message_type::ORDER_ANSWER, &answer_of(result, &cloud, &rid))
+    }
+}
+
+/// The answer to an order from the outcome of its steps.
+fn answer_of(result: Result<OrderAnswer, Step>, cloud: &str, rid: &str) -> OrderAnswer {
+    match result {
+        Ok(a) => a,
+        Err(Step::Refused(r)) => {
+            tracing::info!(request_id = %rid, %cloud, code = %r.code, "order refused");
+            OrderAnswer::Refused(r)
+        }
+        Err(Step::NeedNumbers { year, province }) => {
+            tracing::warn!(request_id = %rid, year, province, "no invoice numbers available");
+            OrderAnswer::Refused(Refusal::new(
+                Code::NumbersExhausted,
+                "no invoice number is available; retry shortly",
+            ))
+        }
+        Err(Step::Failed(e) | Step::Voided(e)) => {
+            tracing::error!(request_id = %rid, error = %e, "order failed");
+            OrderAnswer::Refused(Refusal::new(Code::Internal, "internal error"))
+        }
     }
 }
 
@@ -247,27 +272,9 @@ impl Platform {
                 return Ok(a);
             }
         }
-        let order = Order::from_json(&o.order.to_string())
-            .map_err(|e| Step::Refused(Refusal::invalid(&e)))?;
-        let draft = tracing::debug_span!("order.validate")
-            .in_scope(|| order.validate(&self.inner.catalog))
-            .map_err(|e| Step::Refused(Refusal::invalid(&e)))?;
-        if draft.order_id().map(OrderId::as_str) != Some(o.order_id.as_str()) {
-            return Err(Step::Refused(one_finding(
-                "order_id",
-                FindingCode::InvalidText,
-                format!("the order's order_id must be {}", o.order_id),
-            )));
-        }
-        if draft.seller().taxpayer_id.as_str() != o.enterprise {
-            return Err(Step::Refused(one_finding(
-                "seller.taxpayer_id",
-                FindingCode::InvalidText,
-                format!("the seller must be the enterprise {}", o.enterprise),
-            )));
-        }
+        let draft = Ok(prepare_blue(&self.inner.catalog, o).map_err(Step::Refused)?);
         for attempt in 0..2 {
-            match self.issue_blue_tx(cloud, o, draft.clone(), rid).await {
+            match self.issue_blue_tx(cloud, o, &draft, rid).await {
                 Err(Step::NeedNumbers { year, province }) if attempt == 0 => {
                     self.ensure_range(year, province).await?;
                 }
@@ -284,17 +291,151 @@ impl Platform {
         &self,
         cloud: &str,
         o: &IssueOrder,
-        draft: InvoiceDraft,
+        draft: &Result<InvoiceDraft, Refusal>,
         rid: &str,
     ) -> Result<OrderAnswer, Step> {
         let mut tx = self.inner.db.begin_write().await?;
-        let e = self.admit(&mut tx, cloud, &o.enterprise).await?;
+        let (answer, new) = match self.issue_blue_in(&mut tx, cloud, o, draft, rid).await {
+            Ok(x) => x,
+            Err(Step::Voided(m)) => {
+                tx.commit().await?;
+                return Err(Step::Failed(m));
+            }
+            Err(other) => return Err(other),
+        };
+        tx.commit()
+            .instrument(tracing::debug_span!("db.commit"))
+            .await?;
+        if new {
+            self.inner.wake.notify_one();
+            self.count_issued("blue");
+        }
+        Ok(answer)
+    }
+
+    /// Many blue orders, each issued exactly as alone (admission, idempotency, validation,
+    /// qualification, quota, number, signature), in one write transaction with a savepoint per
+    /// order: a refused order leaves nothing behind, and the whole batch costs one durable
+    /// commit, made before anything is answered. When numbers run out mid-batch, what was
+    /// issued so far is committed, a range is asked of tax, and the batch goes on.
+    pub(crate) async fn issue_batch(
+        &self,
+        cloud: &str,
+        orders: &[IssueOrder],
+        rid: &str,
+    ) -> Vec<Result<OrderAnswer, Step>> {
+        let drafts: Vec<Result<InvoiceDraft, Refusal>> = orders
+            .iter()
+            .map(|o| prepare_blue(&self.inner.catalog, o))
+            .collect();
+        let mut results: Vec<Result<OrderAnswer, Step>> = Vec::with_capacity(orders.len());
+        let mut issued = 0usize;
+        let mut tx: Option<Tx> = None;
+        let mut ranged = false;
+        let mut i = 0;
+        while i < orders.len() {
+            let t = match tx.as_mut() {
+                Some(t) => t,
+                None => match self.inner.db.begin_write().await {
+                    Ok(t) => tx.insert(t),
+                    Err(e) => {
+                        results.push(Err(e.into()));
+                        i += 1;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = savepoint(t, "SAVEPOINT batch_order").await {
+                results.push(Err(e));
+                i += 1;
+                continue;
+            }
+            let outcome = self
+                .issue_blue_in(t, cloud, &orders[i], &drafts[i], rid)
+                .await;
+            let kept = matches!(outcome, Ok(_) | Err(Step::Voided(_)));
+            let end = if kept {
+                savepoint(t, "RELEASE batch_order").await
+            } else {
+                match savepoint(t, "ROLLBACK TO batch_order").await {
+                    Ok(()) => savepoint(t, "RELEASE batch_order").await,
+                    Err(e) => Err(e),
+                }
+            };
+            if let Err(e) = end {
+                results.push(Err(e));
+                i += 1;
+                continue;
+            }
+            match outcome {
+                Err(Step::NeedNumbers { year, province }) if !ranged => {
+                    ranged = true;
+                    if let Some(t) = tx.take()
+                        && let Err(e) = t.commit().await
+                    {
+                        // Nothing of the batch so far is durable: every earlier answer fails.
+                        let e = e.to_string();
+                        for r in &mut results {
+                            *r = Err(Step::Failed(e.clone()));
+                        }
+                        issued = 0;
+                    }
+                    if let Err(e) = self.ensure_range(year, province).await {
+                        results.push(Err(e));
+                        i += 1;
+                    }
+                    continue;
+                }
+                Ok((answer, new)) => {
+                    issued += usize::from(new);
+                    results.push(Ok(answer));
+                }
+                Err(Step::Voided(m)) => results.push(Err(Step::Failed(m))),
+                Err(other) => results.push(Err(other)),
+            }
+            i += 1;
+        }
+        if let Some(t) = tx
+            && let Err(e) = t
+                .commit()
+                .instrument(tracing::debug_span!("db.commit"))
+                .await
+        {
+            let e = e.to_string();
+            for r in &mut results {
+                if r.is_ok() {
+                    *r = Err(Step::Failed(e.clone()));
+                }
+            }
+            return results;
+        }
+        if issued > 0 {
+            self.inner.wake.notify_one();
+            for _ in 0..issued {
+                self.count_issued("blue");
+            }
+        }
+        results
+    }
+
+    /// One blue order inside the caller's write transaction: the answer, and whether a new
+    /// invoice was issued (not the earlier answer to the same order).
+    async fn issue_blue_in(
+        &self,
+        tx: &mut Tx,
+        cloud: &str,
+        o: &IssueOrder,
+        draft: &Result<InvoiceDraft, Refusal>,
+        rid: &str,
+    ) -> Result<(OrderAnswer, bool), Step> {
+        let e = self.admit(tx, cloud, &o.enterprise).await?;
         if let Some(a) = self
-            .existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash)
+            .existing(tx, &o.enterprise, &o.order_id, &o.request_hash)
             .await?
         {
-            return Ok(a);
+            return Ok((a, false));
         }
+        let draft = draft.clone().map_err(Step::Refused)?;
         let t = type_name(draft.invoice_type());
         if !e.allowed_types.iter().any(|a| a == t) {
             return Err(refused(
@@ -313,19 +454,11 @@ impl Platform {
             ));
         }
         let issued_at = china_now();
-        let quota = self.check_quota(&mut tx, &e, issued_at, total).await?;
-        let (signed, block_id, block) =
-            match self.number_and_sign(&mut tx, &e, draft, issued_at).await {
-                Ok(x) => x,
-                Err(Step::Voided(m)) => {
-                    tx.commit().await?;
-                    return Err(Step::Failed(m));
-                }
-                Err(other) => return Err(other),
-            };
-        self.write_quota(&mut tx, &e, quota).await?;
+        let quota = self.check_quota(tx, &e, issued_at, total).await?;
+        let (signed, block_id, block) = self.number_and_sign(tx, &e, draft, issued_at).await?;
+        self.write_quota(tx, &e, quota).await?;
         self.store_issued(
-            &mut tx,
+            tx,
             &e,
             &o.order_id,
             &o.request_hash,
@@ -337,24 +470,23 @@ impl Platform {
         )
         .await?;
         audit(
-            &mut tx,
+            tx,
             cloud,
             "invoice.issued",
             signed.invoice.number().as_str(),
             &serde_json::json!({"enterprise": e.taxpayer_id, "order_id": o.order_id, "total": total.to_string(), "request_id": rid}),
         )
         .await?;
-        tx.commit()
-            .instrument(tracing::debug_span!("db.commit"))
-            .await?;
-        self.inner.wake.notify_one();
-        self.count_issued("blue");
-        Ok(OrderAnswer::Issued {
-            order_id: o.order_id.clone(),
-            invoice: WireInvoice::from_signed(&signed).map_err(|e| Step::Failed(e.to_string()))?,
-            tax_status: TaxStatus::Pending,
-            form: None,
-        })
+        Ok((
+            OrderAnswer::Issued {
+                order_id: o.order_id.clone(),
+                invoice: WireInvoice::from_signed(&signed)
+                    .map_err(|e| Step::Failed(e.to_string()))?,
+                tax_status: TaxStatus::Pending,
+                form: None,
+            },
+            true,
+        ))
     }
 
     async fn issue_red(&self, cloud: &str, o: &RedOrder, rid: &str) -> Result<OrderAnswer, Step> {
@@ -967,4 +1099,37 @@ impl Platform {
             .map_err(|e| Step::Failed(e.to_string()))?
             .invoice)
     }
+}
+
+/// Parses and validates a blue order; checks it names its own order_id and the enterprise as
+/// seller.
+fn prepare_blue(
+    catalog: &fapiao_model::TaxCatalog,
+    o: &IssueOrder,
+) -> Result<InvoiceDraft, Refusal> {
+    let order = Order::from_json(&o.order.to_string()).map_err(|e| Refusal::invalid(&e))?;
+    let draft = tracing::debug_span!("order.validate")
+        .in_scope(|| order.validate(catalog))
+        .map_err(|e| Refusal::invalid(&e))?;
+    if draft.order_id().map(OrderId::as_str) != Some(o.order_id.as_str()) {
+        return Err(one_finding(
+            "order_id",
+            FindingCode::InvalidText,
+            format!("the order's order_id must be {}", o.order_id),
+        ));
+    }
+    if draft.seller().taxpayer_id.as_str() != o.enterprise {
+        return Err(one_finding(
+            "seller.taxpayer_id",
+            FindingCode::InvalidText,
+            format!("the seller must be the enterprise {}", o.enterprise),
+        ));
+    }
+    Ok(draft)
+}
+
+/// A savepoint statement (`SAVEPOINT`, `RELEASE`, `ROLLBACK TO`) on the batch's transaction.
+async fn savepoint(tx: &mut Tx, statement: &'static str) -> Result<(), Step> {
+    sqlx::query(statement).execute(&mut **tx).await?;
+    Ok(())
 }

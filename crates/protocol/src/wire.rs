@@ -27,6 +27,10 @@ pub mod message_type {
     pub const ORDER_RED: &str = "order.red";
     /// platform → cloud: the answer to an order ([`super::OrderAnswer`]).
     pub const ORDER_ANSWER: &str = "order.answer";
+    /// cloud → platform: issue many blue invoices in one exchange ([`super::IssueBatch`]).
+    pub const ORDER_BATCH: &str = "order.batch";
+    /// platform → cloud: one answer per order of a batch ([`super::BatchAnswer`]).
+    pub const ORDER_BATCH_ANSWER: &str = "order.batch_answer";
     /// platform → cloud: an invoice's tax status changed ([`super::StatusNotice`]).
     pub const INVOICE_STATUS: &str = "invoice.status";
     /// Any answer that only acknowledges ([`super::Ack`]).
@@ -158,6 +162,27 @@ pub struct IssueOrder {
     /// Hex SHA-256 of the ERP's request body: the same order_id with another hash is a
     /// conflict.
     pub request_hash: String,
+}
+
+/// cloud → platform: many blue orders in one envelope. Each is issued exactly as if it came
+/// alone (its own number, device signature, upload and idempotency by `order_id`); the
+/// platform commits them together, so the batch costs one exchange and one durable commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IssueBatch {
+    /// The orders, at most [`IssueBatch::MAX`], all of one enterprise.
+    pub orders: Vec<IssueOrder>,
+}
+
+impl IssueBatch {
+    /// Most orders in one batch (also the ERP API's limit).
+    pub const MAX: usize = 100;
+}
+
+/// platform → cloud: the answers to an [`IssueBatch`], one per order, in its order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchAnswer {
+    /// `answers[i]` answers `orders[i]`.
+    pub answers: Vec<OrderAnswer>,
 }
 
 /// What a red reverses, on the wire.

@@ -284,7 +284,10 @@ fn the_bundled_font_covers_gb2312_and_the_gbk_han_set() {
     // Characters outside GB 2312 that are common in company and personal names are drawn, and
     // read back from the PDF.
     let rare = "堃喆玥赟昇旻珺琇";
-    assert!(rare.chars().all(|c| !gb2312.contains(&c) && gbk_han.contains(&c)));
+    assert!(
+        rare.chars()
+            .all(|c| !gb2312.contains(&c) && gbk_han.contains(&c))
+    );
     let order = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/orders/basic.json"),
     )

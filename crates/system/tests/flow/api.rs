@@ -177,7 +177,11 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
     let cent_off = (fapiao_model::Amount::parse(total).unwrap()
         + fapiao_model::Amount::parse("0.01").unwrap())
     .to_string();
-    let next_day = format!("{}{}", &date[..6], if &date[6..] == "28" { "27" } else { "28" });
+    let next_day = format!(
+        "{}{}",
+        &date[..6],
+        if &date[6..] == "28" { "27" } else { "28" }
+    );
     for (n, d, t) in [
         (number.as_str(), date, cent_off.as_str()),
         (number.as_str(), next_day.as_str(), total),

@@ -6,6 +6,7 @@ mod admin;
 mod agent;
 mod agreement;
 mod api;
+mod batch;
 mod helpers;
 mod issue;
 mod keys;
