@@ -741,7 +741,7 @@ pub(crate) fn crypto_bound(suite: Suite, iterations: u32, batch: usize) -> Resul
     let started = cpu_thread_time();
     for i in 0..iterations {
         // The order and its answer: one pair of envelopes per batch.
-        if i as usize % batch == 0 {
+        if (i as usize).is_multiple_of(batch) {
             for k in 0..2 {
                 exchange(format!("o{i}-{k}"), &batch_payload)?;
             }

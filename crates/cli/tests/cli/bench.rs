@@ -122,6 +122,65 @@ fn an_async_bench_measures_the_agent_path() {
     assert!((stage("tax.upload") - 1.0).abs() < 0.01, "{}", r["stages"]);
 }
 
+/// Orders sent ten at a time through the batch endpoint: every invoice still issued, signed and
+/// uploaded once, but the order's envelope pair is paid once per batch — 4.2 envelopes sealed
+/// per invoice instead of 6 — and the crypto bound counts it the same way.
+#[test]
+fn a_batched_bench_pays_the_order_exchange_once_per_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let o = fapiao(&[
+        "bench",
+        "--count",
+        "40",
+        "--concurrency",
+        "2",
+        "--batch",
+        "10",
+        "--phase-seconds",
+        "1",
+        "--rate",
+        "20",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("10 orders per ERP request"),
+        "{}",
+        stdout(&o)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(
+        (r["batch"].as_u64(), r["closed"]["invoices"].as_u64()),
+        (Some(10), Some(40))
+    );
+    assert_eq!(r["closed"]["errors"], 0);
+    assert_eq!(r["open"][0]["errors"], 0);
+    let stage = |name: &str| {
+        r["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()["per_invoice"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        (stage("envelope.seal") - 4.2).abs() < 0.3,
+        "{}",
+        r["stages"]
+    );
+    assert!(
+        (stage("invoice.sign") - 1.0).abs() < 0.01,
+        "{}",
+        r["stages"]
+    );
+    assert!((stage("tax.upload") - 1.0).abs() < 0.3, "{}", r["stages"]);
+    assert!(stage("db.commit") < 2.0, "grouped commits: {}", r["stages"]);
+}
+
 #[test]
 fn bad_bench_flags_are_named() {
     let o = fapiao(&["bench", "--mode", "batch"]);
@@ -134,4 +193,7 @@ fn bad_bench_flags_are_named() {
     let o = fapiao(&["bench", "--rate", "0"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--rate"), "{}", stderr(&o));
+    let o = fapiao(&["bench", "--batch", "101"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--batch"), "{}", stderr(&o));
 }

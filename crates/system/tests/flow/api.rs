@@ -67,7 +67,7 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
             }
         }
     }
-    assert_eq!(operations, 8);
+    assert_eq!(operations, 9);
     let r = erp
         .send_raw(http::Method::GET, "/v1/nothing-here", &[], b"")
         .await

@@ -77,12 +77,11 @@ async fn a_batch_issues_every_order_as_if_it_came_alone() {
         let n = x["invoice"]["number"].as_str().unwrap();
         let one = json_of(&get(&erp, &format!("/v1/invoices/{n}")).await);
         assert_eq!(one, x["invoice"], "{n}");
-        let signed = serde_json::from_value::<fapiao_protocol::wire::WireInvoice>(
-            one["invoice"].clone(),
-        )
-        .unwrap()
-        .to_signed()
-        .unwrap();
+        let signed =
+            serde_json::from_value::<fapiao_protocol::wire::WireInvoice>(one["invoice"].clone())
+                .unwrap()
+                .to_signed()
+                .unwrap();
         fapiao_issuer::verify(&signed, &env.trust(), crate::now()).unwrap();
     }
     let s = snapshot(&env.system).await;
@@ -130,16 +129,16 @@ async fn a_batch_issues_every_order_as_if_it_came_alone() {
     // Every invoice reaches tax once, and the quota counts each once.
     settle(&env).await;
     let s = snapshot(&env.system).await;
-    assert_eq!((s.platform[0], s.cloud_invoices, s.tax_invoices), (20, 20, 20));
+    assert_eq!(
+        (s.platform[0], s.cloud_invoices, s.tax_invoices),
+        (20, 20, 20)
+    );
     let sum: fapiao_model::Amount = res
         .iter()
         .take(20)
-        .map(|x| {
-            fapiao_model::Amount::parse(x["invoice"]["total"].as_str().unwrap()).unwrap()
-        })
+        .map(|x| fapiao_model::Amount::parse(x["invoice"]["total"].as_str().unwrap()).unwrap())
         .sum();
-    let used: Vec<&(String, String, String)> =
-        s.quota.iter().filter(|(e, _, _)| e == SH).collect();
+    let used: Vec<&(String, String, String)> = s.quota.iter().filter(|(e, _, _)| e == SH).collect();
     assert_eq!(used.len(), 1);
     assert_eq!(fapiao_model::Amount::parse(&used[0].2).unwrap(), sum);
     env.system.shutdown().await;
