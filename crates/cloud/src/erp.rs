@@ -111,6 +111,16 @@ pub struct InvoicePage {
 /// The blind-index label of buyer identifiers.
 const BUYER_INDEX: &str = "invoices.buyer_index";
 
+/// An answer from platform that cannot be used (logged; the ERP may retry).
+fn unusable(rid: &str, m: &dyn std::fmt::Display) -> ApiError {
+    tracing::error!(request_id = %rid, m = %m, "platform answer unusable");
+    ApiError::new(
+        Code::PlatformUnavailable,
+        "the platform's answer was unusable; retry",
+        rid,
+    )
+}
+
 pub(crate) fn internal(rid: &str, e: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(request_id = %rid, error = %e, "request failed");
     ApiError::new(Code::Internal, "internal error", rid)
@@ -273,34 +283,9 @@ impl Cloud {
         body: &T,
         rid: &str,
     ) -> Result<InvoiceView, ApiError> {
-        let answer = self.inner.platform.call_as(kind, body, Some(rid)).await.map_err(|e| {
-            tracing::warn!(request_id = %rid, error = %e, "platform call failed");
-            match e {
-                CallError::Local(_) => internal(rid, &e),
-                _ => ApiError::new(
-                    Code::PlatformUnavailable,
-                    "the e-invoice service platform did not answer; retry with the same order_id",
-                    rid,
-                ),
-            }
-        })?;
-        let peer = self.inner.platform.peer_identity().to_owned();
-        let bad = |m: String| {
-            tracing::error!(request_id = %rid, %m, "platform answer unusable");
-            ApiError::new(
-                Code::PlatformUnavailable,
-                "the platform's answer was unusable; retry",
-                rid,
-            )
-        };
-        let answer: OrderAnswer = match answer.message_type.as_str() {
-            message_type::ORDER_ANSWER => answer.parse(&peer).map_err(|e| bad(e.to_string()))?,
-            message_type::REFUSAL => {
-                let r: Refusal = answer.parse(&peer).map_err(|e| bad(e.to_string()))?;
-                return Err(ApiError::from_refusal(r, rid));
-            }
-            other => return Err(bad(format!("answer type {other}"))),
-        };
+        let answer: OrderAnswer = self
+            .ask_platform(kind, body, message_type::ORDER_ANSWER, rid)
+            .await?;
         let (invoice, tax_status, form) = match answer {
             OrderAnswer::Refused(r) => return Err(ApiError::from_refusal(r, rid)),
             OrderAnswer::Issued {
@@ -310,7 +295,7 @@ impl Cloud {
                 form,
             } => {
                 if o != order_id {
-                    return Err(bad(format!("answer for order {o}")));
+                    return Err(unusable(rid, &format!("answer for order {o}")));
                 }
                 (invoice, tax_status, form)
             }
@@ -325,6 +310,38 @@ impl Cloud {
             rid,
         )
         .await
+    }
+
+    /// Sends a message to platform and reads its answer of type `expected`: a refusal becomes
+    /// the ERP's error, no answer or an unusable one `platform_unavailable` (retryable: every
+    /// order is idempotent).
+    async fn ask_platform<T: Serialize, A: serde::de::DeserializeOwned>(
+        &self,
+        kind: &str,
+        body: &T,
+        expected: &str,
+        rid: &str,
+    ) -> Result<A, ApiError> {
+        let answer = self.inner.platform.call_as(kind, body, Some(rid)).await.map_err(|e| {
+            tracing::warn!(request_id = %rid, error = %e, "platform call failed");
+            match e {
+                CallError::Local(_) => internal(rid, &e),
+                _ => ApiError::new(
+                    Code::PlatformUnavailable,
+                    "the e-invoice service platform did not answer; retry with the same order_id",
+                    rid,
+                ),
+            }
+        })?;
+        let peer = self.inner.platform.peer_identity().to_owned();
+        match answer.message_type.as_str() {
+            t if t == expected => answer.parse(&peer).map_err(|e| unusable(rid, &e)),
+            message_type::REFUSAL => {
+                let r: Refusal = answer.parse(&peer).map_err(|e| unusable(rid, &e))?;
+                Err(ApiError::from_refusal(r, rid))
+            }
+            other => Err(unusable(rid, &format!("answer type {other}"))),
+        }
     }
 
     /// Verifies an issued invoice (device signature and certificate path, seller) and stores
@@ -404,14 +421,7 @@ impl Cloud {
         invoice: &WireInvoice,
         rid: &str,
     ) -> Result<fapiao_issuer::SignedInvoice, ApiError> {
-        let bad = |m: String| {
-            tracing::error!(request_id = %rid, %m, "issued invoice unusable");
-            ApiError::new(
-                Code::PlatformUnavailable,
-                "the platform's answer was unusable; retry",
-                rid,
-            )
-        };
+        let bad = |m: String| unusable(rid, &format!("issued invoice: {m}"));
         let signed = invoice.to_signed().map_err(|e| bad(e.to_string()))?;
         tracing::debug_span!("invoice.verify")
             .in_scope(|| verify(&signed, &self.inner.material.trust, now()))
@@ -820,50 +830,20 @@ impl Cloud {
         rid: &str,
     ) -> Result<Vec<(String, Result<InvoiceView, ApiError>)>, ApiError> {
         let batch = IssueBatch { orders };
-        let answer = self
-            .inner
-            .platform
-            .call_as(message_type::ORDER_BATCH, &batch, Some(rid))
-            .await
-            .map_err(|e| {
-                tracing::warn!(request_id = %rid, error = %e, "platform call failed");
-                match e {
-                    CallError::Local(_) => internal(rid, &e),
-                    _ => ApiError::new(
-                        Code::PlatformUnavailable,
-                        "the e-invoice service platform did not answer; retry the batch as it was",
-                        rid,
-                    ),
-                }
-            })?;
-        let peer = self.inner.platform.peer_identity().to_owned();
-        let bad = |m: String| {
-            tracing::error!(request_id = %rid, %m, "platform answer unusable");
-            ApiError::new(
-                Code::PlatformUnavailable,
-                "the platform's answer was unusable; retry",
+        let answers = self
+            .ask_platform::<_, BatchAnswer>(
+                message_type::ORDER_BATCH,
+                &batch,
+                message_type::ORDER_BATCH_ANSWER,
                 rid,
             )
-        };
-        let answers = match answer.message_type.as_str() {
-            message_type::ORDER_BATCH_ANSWER => {
-                answer
-                    .parse::<BatchAnswer>(&peer)
-                    .map_err(|e| bad(e.to_string()))?
-                    .answers
-            }
-            message_type::REFUSAL => {
-                let r: Refusal = answer.parse(&peer).map_err(|e| bad(e.to_string()))?;
-                return Err(ApiError::from_refusal(r, rid));
-            }
-            other => return Err(bad(format!("answer type {other}"))),
-        };
+            .await?
+            .answers;
         if answers.len() != batch.orders.len() {
-            return Err(bad(format!(
-                "{} answers to {} orders",
-                answers.len(),
-                batch.orders.len()
-            )));
+            return Err(unusable(
+                rid,
+                &format!("{} answers to {} orders", answers.len(), batch.orders.len()),
+            ));
         }
         let mut out: Vec<(String, Result<InvoiceView, ApiError>)> = Vec::new();
         let mut issued: Vec<(usize, Issued)> = Vec::new();
@@ -879,10 +859,10 @@ impl Cloud {
                     form,
                 } => {
                     if order_id != o.order_id {
-                        return Err(bad(format!(
-                            "answer for order {order_id} in place of {}",
-                            o.order_id
-                        )));
+                        return Err(unusable(
+                            rid,
+                            &format!("answer for order {order_id} in place of {}", o.order_id),
+                        ));
                     }
                     issued.push((
                         out.len(),

@@ -3,6 +3,18 @@
 
 use crate::{fapiao, stderr, stdout};
 
+/// Spans of a stage per invoice, from a bench's JSON report.
+fn stage(report: &serde_json::Value, name: &str) -> f64 {
+    report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("stage {name}"))["per_invoice"]
+        .as_f64()
+        .unwrap()
+}
+
 #[test]
 fn a_small_bench_reports_every_figure() {
     let dir = tempfile::tempdir().unwrap();
@@ -48,16 +60,7 @@ fn a_small_bench_reports_every_figure() {
     assert_eq!(suites, ["intl", "gm"]);
     // Every invoice went through every stage: 3 exchanges × (request + answer) envelopes,
     // one device signature, two verifications, tax's upload.
-    let stage = |name: &str| {
-        r["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap_or_else(|| panic!("stage {name}"))["per_invoice"]
-            .as_f64()
-            .unwrap()
-    };
+    let stage = |name: &str| stage(&r, name);
     assert!(
         (stage("envelope.seal") - 6.0).abs() < 0.5,
         "{}",
@@ -103,16 +106,7 @@ fn an_async_bench_measures_the_agent_path() {
     assert_eq!(r["closed"]["invoices"], 12);
     assert_eq!(r["closed"]["errors"], 0);
     assert!(r["open"].as_array().unwrap().is_empty());
-    let stage = |name: &str| {
-        r["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap()["per_invoice"]
-            .as_f64()
-            .unwrap()
-    };
+    let stage = |name: &str| stage(&r, name);
     // The agent signed each invoice once and uploaded it to tax once.
     assert!(
         (stage("invoice.sign") - 1.0).abs() < 0.01,
@@ -157,16 +151,7 @@ fn a_batched_bench_pays_the_order_exchange_once_per_batch() {
     );
     assert_eq!(r["closed"]["errors"], 0);
     assert_eq!(r["open"][0]["errors"], 0);
-    let stage = |name: &str| {
-        r["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap()["per_invoice"]
-            .as_f64()
-            .unwrap()
-    };
+    let stage = |name: &str| stage(&r, name);
     assert!(
         (stage("envelope.seal") - 4.2).abs() < 0.3,
         "{}",
