@@ -580,7 +580,13 @@ async fn issue(
     body: Bytes,
 ) -> Response {
     let rid = request_id(&headers);
-    match issue_inner(&cloud, &method, &uri, &headers, &body, &rid).await {
+    let outcome = issue_inner(&cloud, &method, &uri, &headers, &body, &rid).await;
+    answer(outcome, rid)
+}
+
+/// A JSON answer with its status and the request id, or the error.
+fn answer(outcome: Result<(StatusCode, serde_json::Value), ApiError>, rid: String) -> Response {
+    match outcome {
         Ok((status, v)) => (
             status,
             [(fapiao_service::error::REQUEST_ID_HEADER, rid)],
@@ -688,15 +694,8 @@ async fn batch(
     body: Bytes,
 ) -> Response {
     let rid = request_id(&headers);
-    match batch_inner(&cloud, &method, &uri, &headers, &body, &rid).await {
-        Ok(v) => (
-            StatusCode::OK,
-            [(fapiao_service::error::REQUEST_ID_HEADER, rid)],
-            axum::Json(v),
-        )
-            .into_response(),
-        Err(e) => e.into_response(),
-    }
+    let outcome = batch_inner(&cloud, &method, &uri, &headers, &body, &rid).await;
+    answer(outcome.map(|v| (StatusCode::OK, v)), rid)
 }
 
 /// One order's result in a batch answer: its HTTP status as if sent alone, and the invoice
