@@ -19,7 +19,9 @@ use std::time::Duration;
 use axum::Router;
 use fapiao_crypto::Role;
 use fapiao_protocol::client::now;
-use fapiao_protocol::wire::{Ack, Refusal, StatusNotice, message_type};
+use fapiao_protocol::wire::{
+    Ack, NoticeResults, Refusal, StatusNotice, StatusNotices, message_type,
+};
 use fapiao_protocol::{Code, EnvelopeClient, HttpsClient};
 use fapiao_render::PdfFont;
 use fapiao_service::{EnvelopeHandler, Envelopes, Incoming, Material, Outgoing};
@@ -312,6 +314,46 @@ impl Cloud {
         &self,
         notice: &StatusNotice,
     ) -> Result<Result<(), Refusal>, StoreError> {
+        if let Err(r) = self.check_notice(notice).await? {
+            return Ok(Err(r));
+        }
+        let mut tx = self.inner.db.begin_write().await?;
+        self.apply_notice_in(&mut tx, notice).await?;
+        tx.commit().await?;
+        self.inner.wake.notify_one();
+        Ok(Ok(()))
+    }
+
+    /// Many notices, each checked and answered as if it came alone; those that check out are
+    /// applied in one commit.
+    async fn status_notices(
+        &self,
+        batch: &StatusNotices,
+    ) -> Result<Result<NoticeResults, Refusal>, StoreError> {
+        if batch.notices.is_empty() || batch.notices.len() > StatusNotices::MAX {
+            return Ok(Err(Refusal::new(
+                Code::InvalidRequest,
+                format!("a notice batch holds 1 to {} notices", StatusNotices::MAX),
+            )));
+        }
+        let mut results = Vec::with_capacity(batch.notices.len());
+        for notice in &batch.notices {
+            results.push(self.check_notice(notice).await?.err());
+        }
+        let mut tx = self.inner.db.begin_write().await?;
+        for (notice, refused) in batch.notices.iter().zip(&results) {
+            if refused.is_none() {
+                self.apply_notice_in(&mut tx, notice).await?;
+            }
+        }
+        tx.commit().await?;
+        self.inner.wake.notify_one();
+        Ok(Ok(NoticeResults { results }))
+    }
+
+    /// What needs no write transaction of its own: tax's receipt verifies, and an invoice an
+    /// agent issued (new to cloud) is stored.
+    async fn check_notice(&self, notice: &StatusNotice) -> Result<Result<(), Refusal>, StoreError> {
         if let Some(r) = &notice.receipt
             && r.verify(&self.inner.material.trust, now()).is_err()
         {
@@ -348,13 +390,22 @@ impl Cloud {
                 }
             }
         }
-        let mut tx = self.inner.db.begin_write().await?;
+        Ok(Ok(()))
+    }
+
+    /// Records a checked notice's status in `tx`, queueing the enterprise's webhook when the
+    /// status changed.
+    async fn apply_notice_in(
+        &self,
+        tx: &mut fapiao_store::Tx,
+        notice: &StatusNotice,
+    ) -> Result<(), StoreError> {
         let current: Option<String> = sqlx::query_scalar(
             "SELECT tax_status FROM invoices WHERE number = $1 AND enterprise = $2",
         )
         .bind(&notice.number)
         .bind(&notice.enterprise)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
         let n = sqlx::query(
             "UPDATE invoices SET tax_status = $3, tax_reason = $4, receipt = COALESCE($5, receipt)
@@ -370,29 +421,21 @@ impl Cloud {
                 .as_ref()
                 .map(|r| serde_json::to_string(r).unwrap_or_default()),
         )
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected();
         if current
             .as_deref()
             .is_some_and(|c| c != notice.tax_status.as_str())
         {
-            webhook::enqueue(
-                &mut tx,
-                &notice.enterprise,
-                "invoice.tax_status",
-                &notice.number,
-            )
-            .await?;
+            webhook::enqueue(tx, &notice.enterprise, "invoice.tax_status", &notice.number).await?;
         }
-        tx.commit().await?;
-        self.inner.wake.notify_one();
         if n == 0 {
             // Not stored here yet (the ERP's answer was lost between platform and cloud): the
             // status arrives again with the invoice when the ERP retries the order.
             tracing::info!(number = %notice.number, "status notice for an invoice not stored here");
         }
-        Ok(Ok(()))
+        Ok(())
     }
 }
 
@@ -436,6 +479,17 @@ impl EnvelopeHandler for Cloud {
                     Ok(Err(r)) => Outgoing::refusal(&r),
                     Err(e) => {
                         tracing::error!(error = %e, "storing a status notice failed");
+                        Outgoing::refusal(&Refusal::new(Code::Internal, "internal error"))
+                    }
+                },
+                Err(o) => o,
+            },
+            message_type::INVOICE_STATUS_BATCH => match incoming.body::<StatusNotices>() {
+                Ok(b) => match self.status_notices(&b).await {
+                    Ok(Ok(r)) => Outgoing::json(message_type::NOTICE_RESULTS, &r),
+                    Ok(Err(r)) => Outgoing::refusal(&r),
+                    Err(e) => {
+                        tracing::error!(error = %e, "storing status notices failed");
                         Outgoing::refusal(&Refusal::new(Code::Internal, "internal error"))
                     }
                 },

@@ -14,7 +14,8 @@ use tracing::Instrument;
 
 use fapiao_protocol::client::now;
 use fapiao_protocol::wire::{
-    Ack, Issued, SignedReceipt, StatusNotice, Upload, WireInvoice, message_type,
+    Issued, NoticeResults, Receipts, SignedReceipt, StatusNotice, StatusNotices, TaxStatus,
+    UploadBatch, WireInvoice, message_type,
 };
 use fapiao_store::sqlx::{self, Row};
 use fapiao_store::{StoreError, Tx};
@@ -58,10 +59,16 @@ pub(crate) async fn enqueue(tx: &mut Tx, kind: &str, number: &str) -> Result<(),
 /// The role's background worker.
 pub type Workers = fapiao_service::Worker;
 
-/// Outbox entries in flight at once.
-const OUTBOX_PARALLEL: usize = 16;
+/// Batches in flight at once.
+const OUTBOX_PARALLEL: usize = 8;
 
-/// An entry's result; a panic in its task goes on unwinding here, as it would have inline.
+/// Due entries one round takes on.
+const ROUND: i64 = 256;
+
+/// Most bytes of invoice records in one upload batch (the envelope limit is 4 MiB).
+const UPLOAD_BATCH_BYTES: usize = 1024 * 1024;
+
+/// A batch's result; a panic in its task goes on unwinding here, as it would have inline.
 fn joined(r: Result<Result<(), StoreError>, tokio::task::JoinError>) -> Result<(), StoreError> {
     match r {
         Ok(r) => r,
@@ -78,10 +85,30 @@ struct Entry {
     attempts: i64,
 }
 
+/// What became of an entry.
 enum Outcome {
-    Done,
+    /// Cloud stored the notice.
+    Notified,
+    /// tax answered the upload with a status (`reason` when it refused the invoice).
+    Receipt {
+        receipt: Box<SignedReceipt>,
+        status: TaxStatus,
+        reason: Option<String>,
+    },
+    /// Definitely not deliverable; listed for operators.
     Failed(String),
+    /// Try again after a backoff.
     Retry(String),
+}
+
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Notified | Self::Receipt { reason: None, .. } => "done",
+            Self::Receipt { .. } | Self::Failed(_) => "failed",
+            Self::Retry(_) => "retry",
+        }
+    }
 }
 
 impl Platform {
@@ -100,14 +127,17 @@ impl Platform {
         )
     }
 
-    /// Works off the due entries (at most 64); returns how many it handled.
+    /// Works off the due entries (at most 256): uploads go to tax in batches of up to
+    /// [`UploadBatch::MAX`], notices to each cloud in batches of up to
+    /// [`StatusNotices::MAX`]; each batch is one exchange and one commit. Returns how many
+    /// entries it handled.
     ///
     /// # Errors
     /// [`StoreError`].
     pub async fn work_once(&self) -> Result<usize, StoreError> {
         // A red's upload is held back while an earlier upload of its chain (the blue, or
         // another red of the same blue) is pending: tax checks each red against the blue and
-        // the reds it already holds, so a chain reaches tax in issue order even with entries
+        // the reds it already holds, so a chain reaches tax in issue order even with batches
         // in flight side by side. Blues and notices are never held back.
         let due = sqlx::query(
             "SELECT o.id, o.kind, o.number, o.attempts FROM outbox o
@@ -118,33 +148,56 @@ impl Platform {
                        AND (p.number = r.blue_number OR p.number IN
                             (SELECT number FROM invoices WHERE blue_number = r.blue_number))
                    WHERE r.number = o.number AND r.blue_number IS NOT NULL))
-             ORDER BY o.id LIMIT 64",
+             ORDER BY o.id LIMIT $2",
         )
         .bind(now().unix_timestamp())
+        .bind(ROUND)
         .fetch_all(self.inner.db.pool())
         .await?;
-        let mut entries = Vec::with_capacity(due.len());
+        let (mut uploads, mut notices) = (Vec::new(), Vec::new());
         for row in &due {
-            entries.push(Entry {
+            let entry = Entry {
                 id: row.try_get("id")?,
                 kind: row.try_get("kind")?,
                 number: row.try_get("number")?,
                 attempts: row.try_get("attempts")?,
-            });
+            };
+            if entry.kind == "upload" {
+                uploads.push(entry);
+            } else {
+                notices.push(entry);
+            }
         }
-        // The entries chosen are independent (each its own transactions, no two of one red
-        // chain), so up to OUTBOX_PARALLEL of them are in flight at once: a round trip to tax
-        // is mostly waiting.
-        let handled = entries.len();
+        let handled = due.len();
+        // The entries chosen are independent (no two of one red chain), so the batches go
+        // out side by side: a round trip is mostly waiting.
+        let mut batches: Vec<(bool, Vec<Entry>)> = Vec::new();
+        while !uploads.is_empty() {
+            let rest = uploads.split_off(uploads.len().min(UploadBatch::MAX));
+            batches.push((true, std::mem::replace(&mut uploads, rest)));
+        }
+        for group in self.by_cloud(notices).await? {
+            let mut group = group;
+            while !group.is_empty() {
+                let rest = group.split_off(group.len().min(StatusNotices::MAX));
+                batches.push((false, std::mem::replace(&mut group, rest)));
+            }
+        }
         let mut running = tokio::task::JoinSet::new();
-        for entry in entries {
+        for (upload, entries) in batches {
             if running.len() >= OUTBOX_PARALLEL
                 && let Some(done) = running.join_next().await
             {
                 joined(done)?;
             }
             let me = self.clone();
-            running.spawn(async move { me.handle(entry).await });
+            running.spawn(async move {
+                if upload {
+                    me.upload(entries).await
+                } else {
+                    me.notify(entries).await
+                }
+            });
         }
         while let Some(done) = running.join_next().await {
             joined(done)?;
@@ -152,64 +205,168 @@ impl Platform {
         Ok(handled)
     }
 
-    /// Sends one entry and records its outcome.
-    async fn handle(&self, entry: Entry) -> Result<(), StoreError> {
-        let Entry {
-            id,
-            kind,
-            number,
-            attempts,
-        } = entry;
-        let outcome = match kind.as_str() {
-            "upload" => self.upload(id, &number).await?,
-            _ => self.notify(&number).await?,
-        };
-        match outcome {
-            Outcome::Done => {}
-            Outcome::Failed(reason) => {
-                tracing::warn!(id, %number, %reason, "outbox entry failed definitely");
-                let mut tx = self.inner.db.begin_write().await?;
-                sqlx::query("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(&reason)
-                    .execute(&mut *tx)
-                    .await?;
-                crate::issue::audit(
-                    &mut tx,
-                    "system",
-                    &format!("{kind}.failed"),
-                    &number,
-                    &serde_json::json!({"reason": reason}),
-                )
-                .await?;
-                tx.commit().await?;
-            }
-            Outcome::Retry(reason) => {
-                let delay = self.backoff(attempts);
-                tracing::info!(id, %kind, %number, %reason, delay_ms = delay.as_millis(), "outbox entry will be retried");
-                let due = now() + delay;
-                let mut tx = self.inner.db.begin_write().await?;
-                sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1")
-                    .bind(id)
-                    .bind(&reason)
-                    .bind(due.unix_timestamp())
-                    .execute(&mut *tx)
-                    .await?;
-                crate::issue::audit(
-                    &mut tx,
-                    "system",
-                    &format!("{kind}.attempted"),
-                    &number,
-                    &serde_json::json!({"attempt": attempts + 1, "error": reason}),
-                )
-                .await?;
-                tx.commit().await?;
-                // Later entries are not held back by this one's backoff: each is due on
-                // its own schedule. A red whose blue is still pending is answered
-                // `processing` by tax and retried the same way.
+    /// Notices grouped by the cloud they go to (entries whose invoice or cloud is unknown
+    /// form groups of their own, to fail on their own).
+    async fn by_cloud(&self, notices: Vec<Entry>) -> Result<Vec<Vec<Entry>>, StoreError> {
+        let mut groups: Vec<(Option<String>, Vec<Entry>)> = Vec::new();
+        for entry in notices {
+            let cloud: Option<String> = sqlx::query_scalar(
+                "SELECT e.cloud FROM invoices i JOIN enterprises e ON e.taxpayer_id = i.enterprise
+                 WHERE i.number = $1",
+            )
+            .bind(&entry.number)
+            .fetch_optional(self.inner.db.pool())
+            .await?;
+            match groups
+                .iter_mut()
+                .find(|(c, _)| cloud.is_some() && *c == cloud)
+            {
+                Some((_, g)) => g.push(entry),
+                None => groups.push((cloud, vec![entry])),
             }
         }
+        Ok(groups.into_iter().map(|(_, g)| g).collect())
+    }
+
+    /// Records what became of a batch's entries, in one commit.
+    async fn record(&self, outcomes: Vec<(Entry, Outcome)>) -> Result<(), StoreError> {
+        let t = now().unix_timestamp();
+        let mut tx = self.inner.db.begin_write().await?;
+        let mut refused = Vec::new();
+        for (entry, outcome) in outcomes {
+            let Entry {
+                id,
+                kind,
+                number,
+                attempts,
+            } = entry;
+            match outcome {
+                Outcome::Notified => {
+                    sqlx::query(
+                        "UPDATE outbox SET state = 'done', attempts = attempts + 1, done_at = $2
+                         WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(t)
+                    .execute(&mut *tx)
+                    .await?;
+                    crate::issue::audit(
+                        &mut tx,
+                        "system",
+                        "cloud.notified",
+                        &number,
+                        &serde_json::json!({}),
+                    )
+                    .await?;
+                }
+                Outcome::Receipt {
+                    receipt,
+                    status,
+                    reason,
+                } => {
+                    sqlx::query(
+                        "UPDATE invoices SET tax_status = $2, tax_reason = $3, receipt = $4
+                         WHERE number = $1",
+                    )
+                    .bind(&number)
+                    .bind(status.as_str())
+                    .bind(&reason)
+                    .bind(serde_json::to_string(&receipt).unwrap_or_default())
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE outbox SET state = $2, last_error = $3, attempts = attempts + 1,
+                             done_at = $4 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(if reason.is_some() { "failed" } else { "done" })
+                    .bind(&reason)
+                    .bind(t)
+                    .execute(&mut *tx)
+                    .await?;
+                    enqueue(&mut tx, "notify", &number).await?;
+                    crate::issue::audit(
+                        &mut tx,
+                        self.inner.tax.peer_identity(),
+                        if reason.is_some() {
+                            "upload.refused"
+                        } else {
+                            "upload.accepted"
+                        },
+                        &number,
+                        &serde_json::json!({
+                            "receipt_id": receipt.receipt.receipt_id,
+                            "status": status.as_str(),
+                            "reason": reason,
+                        }),
+                    )
+                    .await?;
+                    if let Some(r) = reason {
+                        refused.push((number, r));
+                    }
+                }
+                Outcome::Failed(reason) => {
+                    tracing::warn!(id, %number, %reason, "outbox entry failed definitely");
+                    sqlx::query(
+                        "UPDATE outbox SET state = 'failed', attempts = attempts + 1,
+                             last_error = $2 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(&reason)
+                    .execute(&mut *tx)
+                    .await?;
+                    crate::issue::audit(
+                        &mut tx,
+                        "system",
+                        &format!("{kind}.failed"),
+                        &number,
+                        &serde_json::json!({"reason": reason}),
+                    )
+                    .await?;
+                }
+                Outcome::Retry(reason) => {
+                    // Each entry is due on its own schedule: later entries are not held back
+                    // by this one's backoff. A red whose blue is still pending is answered
+                    // `processing` by tax and retried the same way.
+                    let delay = self.backoff(attempts);
+                    tracing::info!(id, %kind, %number, %reason, delay_ms = delay.as_millis(), "outbox entry will be retried");
+                    sqlx::query(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
+                             next_attempt_at = $3 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(&reason)
+                    .bind((now() + delay).unix_timestamp())
+                    .execute(&mut *tx)
+                    .await?;
+                    crate::issue::audit(
+                        &mut tx,
+                        "system",
+                        &format!("{kind}.attempted"),
+                        &number,
+                        &serde_json::json!({"attempt": attempts + 1, "error": reason}),
+                    )
+                    .await?;
+                }
+            }
+        }
+        tx.commit()
+            .instrument(tracing::debug_span!("db.commit"))
+            .await?;
+        self.inner.wake.notify_one();
+        for (number, reason) in refused {
+            tracing::warn!(%number, %reason, "tax refused an invoice");
+        }
         Ok(())
+    }
+
+    /// Counts one outbox exchange (a batch of entries sent).
+    fn exchanged(&self, kind: &'static str) {
+        self.inner.registry.inc(
+            "fapiao_outbox_exchanges_total",
+            "Outbox batches sent (each one exchange carrying one or more entries), by kind.",
+            &[("kind", kind)],
+        );
     }
 
     fn backoff(&self, attempts: i64) -> Duration {
@@ -220,213 +377,295 @@ impl Platform {
         .delay(attempts)
     }
 
-    async fn upload(&self, id: i64, number: &str) -> Result<Outcome, StoreError> {
+    /// Uploads a batch of invoices to tax and records what tax answered.
+    async fn upload(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
         #[expect(
             clippy::disallowed_methods,
             reason = "an upload's duration, not a point in time"
         )]
         let start = std::time::Instant::now();
-        let outcome = self.upload_inner(id, number).await?;
-        let label = match &outcome {
-            Outcome::Done => "done",
-            Outcome::Failed(_) => "failed",
-            Outcome::Retry(_) => "retry",
-        };
-        self.inner.registry.inc(
-            "fapiao_tax_uploads_total",
-            "Uploads to tax by outcome.",
-            &[("outcome", label)],
-        );
-        self.inner.registry.observe(
-            "fapiao_tax_upload_duration_seconds",
-            "Upload to tax, request to recorded receipt, by outcome.",
-            &[("outcome", label)],
-            start.elapsed(),
-        );
-        Ok(outcome)
+        // Each stored record, unsealed and read; one that cannot be is failed on its own.
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut ready: Vec<(Entry, WireInvoice, usize)> = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match self.stored_record(&entry.number).await? {
+                Ok((wire, bytes)) => ready.push((entry, wire, bytes)),
+                Err(reason) => outcomes.push((entry, Outcome::Failed(reason))),
+            }
+        }
+        while !ready.is_empty() {
+            let mut bytes = 0;
+            let take = ready
+                .iter()
+                .take_while(|(_, _, b)| {
+                    bytes += b;
+                    bytes <= UPLOAD_BATCH_BYTES
+                })
+                .count()
+                .max(1);
+            let rest = ready.split_off(take);
+            let batch = std::mem::replace(&mut ready, rest);
+            outcomes.extend(self.upload_batch(batch).await);
+        }
+        for (_, outcome) in &outcomes {
+            let label = [("outcome", outcome.label())];
+            self.inner.registry.inc(
+                "fapiao_tax_uploads_total",
+                "Uploads to tax by outcome.",
+                &label,
+            );
+            self.inner.registry.observe(
+                "fapiao_tax_upload_duration_seconds",
+                "Upload to tax, request to recorded receipt, by outcome.",
+                &label,
+                start.elapsed(),
+            );
+        }
+        self.record(outcomes).await
     }
 
-    async fn upload_inner(&self, id: i64, number: &str) -> Result<Outcome, StoreError> {
+    /// An invoice's stored record and its size, or why it cannot be uploaded.
+    async fn stored_record(
+        &self,
+        number: &str,
+    ) -> Result<Result<(WireInvoice, usize), String>, StoreError> {
         let record: Option<String> =
             sqlx::query_scalar("SELECT record FROM invoices WHERE number = $1")
                 .bind(number)
                 .fetch_optional(self.inner.db.pool())
                 .await?;
         let Some(record) = record else {
-            return Ok(Outcome::Failed(format!("invoice {number} is missing")));
+            return Ok(Err(format!("invoice {number} is missing")));
         };
         let record = self
             .inner
             .vault
             .unseal_str(&crate::RECORD.field(), &record)
             .await?;
-        let wire: WireInvoice = match serde_json::from_str(&record) {
-            Ok(w) => w,
-            Err(e) => return Ok(Outcome::Failed(format!("stored record unreadable: {e}"))),
+        Ok(serde_json::from_str(&record)
+            .map(|w| (w, record.len()))
+            .map_err(|e| format!("stored record unreadable: {e}")))
+    }
+
+    /// One `invoice.upload_batch` exchange: each receipt is checked (tax's signature, the
+    /// content hash of our invoice) before it counts.
+    async fn upload_batch(&self, batch: Vec<(Entry, WireInvoice, usize)>) -> Vec<(Entry, Outcome)> {
+        let invoices: Vec<WireInvoice> = batch.iter().map(|(_, w, _)| w.clone()).collect();
+        let all = |batch: Vec<(Entry, WireInvoice, usize)>, why: String| {
+            batch
+                .into_iter()
+                .map(|(e, _, _)| (e, Outcome::Retry(why.clone())))
+                .collect()
         };
+        self.exchanged("upload");
         let answer = match self
             .inner
             .tax
             .call(
-                message_type::INVOICE_UPLOAD,
-                &Upload {
-                    invoice: wire.clone(),
-                },
+                message_type::INVOICE_UPLOAD_BATCH,
+                &UploadBatch { invoices },
             )
             .instrument(tracing::debug_span!("tax.upload"))
             .await
         {
             Ok(a) => a,
-            Err(e) => return Ok(Outcome::Retry(e.to_string())),
+            Err(e) => return all(batch, e.to_string()),
         };
-        if answer.message_type != message_type::UPLOAD_RECEIPT {
+        if answer.message_type != message_type::UPLOAD_RECEIPTS {
             let text = String::from_utf8_lossy(&answer.payload).into_owned();
-            return Ok(Outcome::Retry(format!(
-                "tax answered {}: {text}",
-                answer.message_type
-            )));
+            return all(
+                batch,
+                format!("tax answered {}: {text}", answer.message_type),
+            );
         }
-        let receipt: SignedReceipt = match answer.parse(self.inner.tax.peer_identity()) {
+        let receipts: Receipts = match answer.parse(self.inner.tax.peer_identity()) {
             Ok(r) => r,
-            Err(e) => return Ok(Outcome::Retry(e.to_string())),
+            Err(e) => return all(batch, e.to_string()),
         };
+        if receipts.receipts.len() != batch.len() {
+            let why = format!(
+                "tax answered {} receipts for {} invoices",
+                receipts.receipts.len(),
+                batch.len()
+            );
+            return all(batch, why);
+        }
+        batch
+            .into_iter()
+            .zip(receipts.receipts)
+            .map(|((entry, wire, _), receipt)| {
+                let outcome = self.receipt_outcome(&wire, receipt);
+                (entry, outcome)
+            })
+            .collect()
+    }
+
+    /// What a receipt for `wire` means.
+    fn receipt_outcome(&self, wire: &WireInvoice, receipt: SignedReceipt) -> Outcome {
         let signed = match wire.to_signed() {
             Ok(s) => s,
-            Err(e) => return Ok(Outcome::Failed(e.to_string())),
+            Err(e) => return Outcome::Failed(e.to_string()),
         };
         if let Err(e) = receipt.verify_for(&signed, &self.inner.material.trust, now()) {
-            return Ok(Outcome::Retry(format!("receipt: {e}")));
+            return Outcome::Retry(format!("receipt: {e}"));
         }
-        let Some((status, reason)) = receipt.receipt.tax_status() else {
-            return Ok(Outcome::Retry(format!(
-                "tax is processing: {}",
-                receipt.receipt.reason.clone().unwrap_or_default()
-            )));
-        };
-        let mut tx = self.inner.db.begin_write().await?;
-        sqlx::query(
-            "UPDATE invoices SET tax_status = $2, tax_reason = $3, receipt = $4 WHERE number = $1",
-        )
-        .bind(number)
-        .bind(status.as_str())
-        .bind(&reason)
-        .bind(serde_json::to_string(&receipt).unwrap_or_default())
-        .execute(&mut *tx)
-        .await?;
-        let (state, err) = match &reason {
-            Some(r) => ("failed", Some(r.clone())),
-            None => ("done", None),
-        };
-        sqlx::query("UPDATE outbox SET state = $2, last_error = $3, attempts = attempts + 1, done_at = $4 WHERE id = $1")
-            .bind(id)
-            .bind(state)
-            .bind(&err)
-            .bind(now().unix_timestamp())
-            .execute(&mut *tx)
-            .await?;
-        enqueue(&mut tx, "notify", number).await?;
-        crate::issue::audit(
-            &mut tx,
-            self.inner.tax.peer_identity(),
-            if reason.is_some() {
-                "upload.refused"
-            } else {
-                "upload.accepted"
+        match receipt.receipt.tax_status() {
+            Some((status, reason)) => Outcome::Receipt {
+                receipt: Box::new(receipt),
+                status,
+                reason,
             },
-            number,
-            &serde_json::json!({
-                "receipt_id": receipt.receipt.receipt_id,
-                "status": status.as_str(),
-                "reason": reason,
-            }),
-        )
-        .await?;
-        tx.commit().await?;
-        self.inner.wake.notify_one();
-        if let Some(r) = reason {
-            tracing::warn!(%number, reason = %r, "tax refused an invoice");
+            None => Outcome::Retry(format!(
+                "tax is processing: {}",
+                receipt.receipt.reason.unwrap_or_default()
+            )),
         }
-        Ok(Outcome::Done)
     }
 
-    async fn notify(&self, number: &str) -> Result<Outcome, StoreError> {
-        let Some(inv) = self.invoice(number).await? else {
-            return Ok(Outcome::Failed(format!("invoice {number} is missing")));
-        };
-        let url: Option<(String, String)> = sqlx::query(
-            "SELECT c.identity, c.url FROM enterprises e JOIN clouds c ON c.identity = e.cloud
-             WHERE e.taxpayer_id = $1",
+    /// Tells one cloud of a batch of status changes and records what it answered.
+    async fn notify(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut ready = Vec::with_capacity(entries.len());
+        let mut cloud = None;
+        for entry in entries {
+            match self.notice(&entry.number).await? {
+                Ok((identity, url, notice)) => {
+                    cloud = Some((identity, url));
+                    ready.push((entry, notice));
+                }
+                Err(reason) => outcomes.push((entry, Outcome::Failed(reason))),
+            }
+        }
+        if let Some((identity, url)) = cloud {
+            let (entries, notices): (Vec<Entry>, Vec<StatusNotice>) = ready.into_iter().unzip();
+            let answers = self.send_notices(&identity, &url, notices).await;
+            outcomes.extend(entries.into_iter().zip(answers));
+        }
+        self.record(outcomes).await
+    }
+
+    /// The notice for an invoice and the cloud it goes to, or why there is none.
+    async fn notice(
+        &self,
+        number: &str,
+    ) -> Result<Result<(String, String, StatusNotice), String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT i.enterprise, i.tax_status, i.tax_reason, i.receipt,
+                 i.issued_by IS NOT NULL AS by_agent, c.identity, c.url
+             FROM invoices i JOIN enterprises e ON e.taxpayer_id = i.enterprise
+                 LEFT JOIN clouds c ON c.identity = e.cloud
+             WHERE i.number = $1",
         )
-        .bind(&inv.enterprise)
+        .bind(number)
         .fetch_optional(self.inner.db.pool())
-        .await?
-        .map(|r| Ok::<_, sqlx::Error>((r.try_get("identity")?, r.try_get("url")?)))
-        .transpose()?;
-        let Some((identity, url)) = url else {
-            return Ok(Outcome::Failed(
-                "the enterprise's cloud is not registered".into(),
-            ));
+        .await?;
+        let Some(row) = row else {
+            return Ok(Err(format!("invoice {number} is missing")));
         };
-        let client = match self.cloud_client(&identity, &url) {
-            Ok(c) => c,
-            Err(e) => return Ok(Outcome::Retry(e)),
+        let (Some(identity), Some(url)) = (
+            row.try_get::<Option<String>, _>("identity")?,
+            row.try_get::<Option<String>, _>("url")?,
+        ) else {
+            return Ok(Err("the enterprise's cloud is not registered".into()));
+        };
+        let status: String = row.try_get("tax_status")?;
+        let Some(tax_status) = TaxStatus::parse(&status) else {
+            return Ok(Err(format!("unknown tax status `{status}`")));
+        };
+        let receipt: Option<String> = row.try_get("receipt")?;
+        let receipt = match receipt.map(|r| serde_json::from_str::<SignedReceipt>(&r)) {
+            Some(Ok(r)) => Some(r),
+            Some(Err(e)) => return Ok(Err(format!("stored receipt unreadable: {e}"))),
+            None => None,
         };
         // An invoice an agent issued is new to cloud: the notice carries it.
-        let by_agent: Option<String> = sqlx::query_scalar(
-            "SELECT o.request_hash FROM invoices i JOIN orders o
-                 ON o.enterprise = i.enterprise AND o.order_id = i.order_id
-             WHERE i.number = $1 AND i.issued_by IS NOT NULL",
-        )
-        .bind(number)
-        .fetch_optional(self.inner.db.pool())
-        .await?;
-        let notice = StatusNotice {
-            number: number.to_owned(),
-            enterprise: inv.enterprise.clone(),
-            tax_status: inv.tax_status,
-            reason: inv.tax_reason.clone(),
-            receipt: inv.receipt.clone(),
-            issued: by_agent.map(|request_hash| Issued {
-                order_id: inv.order_id.clone(),
+        let issued = if row.try_get::<bool, _>("by_agent")? {
+            let Some(inv) = self.invoice(number).await? else {
+                return Ok(Err(format!("invoice {number} is missing")));
+            };
+            let request_hash: Option<String> = sqlx::query_scalar(
+                "SELECT request_hash FROM orders WHERE enterprise = $1 AND order_id = $2",
+            )
+            .bind(&inv.enterprise)
+            .bind(&inv.order_id)
+            .fetch_optional(self.inner.db.pool())
+            .await?;
+            let Some(request_hash) = request_hash else {
+                return Ok(Err(format!("the order of invoice {number} is missing")));
+            };
+            Some(Issued {
+                order_id: inv.order_id,
                 request_hash,
-                invoice: inv.invoice.clone(),
-                form: inv.form.clone(),
-            }),
+                invoice: inv.invoice,
+                form: inv.form,
+            })
+        } else {
+            None
         };
-        match client.call(message_type::INVOICE_STATUS, &notice).await {
-            Ok(a) if a.message_type == message_type::ACK && a.parse::<Ack>(&identity).is_ok() => {
-                self.finish_notify(number).await?;
-                Ok(Outcome::Done)
-            }
-            Ok(a) => Ok(Outcome::Retry(format!(
-                "cloud answered {}: {}",
-                a.message_type,
-                String::from_utf8_lossy(&a.payload)
-            ))),
-            Err(e) => Ok(Outcome::Retry(e.to_string())),
-        }
+        Ok(Ok((
+            identity,
+            url,
+            StatusNotice {
+                number: number.to_owned(),
+                enterprise: row.try_get("enterprise")?,
+                tax_status,
+                reason: row.try_get("tax_reason")?,
+                receipt,
+                issued,
+            },
+        )))
     }
 
-    async fn finish_notify(&self, number: &str) -> Result<(), StoreError> {
-        let mut tx = self.inner.db.begin_write().await?;
-        sqlx::query(
-            "UPDATE outbox SET state = 'done', attempts = attempts + 1, done_at = $2
-             WHERE id = (SELECT id FROM outbox WHERE kind = 'notify' AND number = $1 AND state = 'pending' ORDER BY id LIMIT 1)",
-        )
-        .bind(number)
-        .bind(now().unix_timestamp())
-        .execute(&mut *tx)
-        .await?;
-        crate::issue::audit(
-            &mut tx,
-            "system",
-            "cloud.notified",
-            number,
-            &serde_json::json!({}),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+    /// One `invoice.status_batch` exchange; an outcome per notice.
+    async fn send_notices(
+        &self,
+        identity: &str,
+        url: &str,
+        notices: Vec<StatusNotice>,
+    ) -> Vec<Outcome> {
+        let n = notices.len();
+        let all = |why: String| (0..n).map(|_| Outcome::Retry(why.clone())).collect();
+        let client = match self.cloud_client(identity, url) {
+            Ok(c) => c,
+            Err(e) => return all(e),
+        };
+        self.exchanged("notify");
+        let answer = match client
+            .call(
+                message_type::INVOICE_STATUS_BATCH,
+                &StatusNotices { notices },
+            )
+            .instrument(tracing::debug_span!("cloud.notify"))
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => return all(e.to_string()),
+        };
+        if answer.message_type != message_type::NOTICE_RESULTS {
+            return all(format!(
+                "cloud answered {}: {}",
+                answer.message_type,
+                String::from_utf8_lossy(&answer.payload)
+            ));
+        }
+        match answer.parse::<NoticeResults>(identity) {
+            Ok(r) if r.results.len() == n => r
+                .results
+                .into_iter()
+                .map(|r| match r {
+                    None => Outcome::Notified,
+                    Some(refusal) => Outcome::Retry(format!(
+                        "cloud refused the notice: {}: {}",
+                        refusal.code, refusal.message
+                    )),
+                })
+                .collect(),
+            Ok(r) => all(format!(
+                "cloud answered {} results for {n} notices",
+                r.results.len()
+            )),
+            Err(e) => all(e.to_string()),
+        }
     }
 
     /// Outbox entries in a state, oldest first (at most 1000).

@@ -39,6 +39,14 @@ pub mod message_type {
     pub const INVOICE_UPLOAD: &str = "invoice.upload";
     /// tax → platform: the answer to an upload ([`super::SignedReceipt`]).
     pub const UPLOAD_RECEIPT: &str = "upload.receipt";
+    /// platform → tax: many issued invoices in one exchange ([`super::UploadBatch`]).
+    pub const INVOICE_UPLOAD_BATCH: &str = "invoice.upload_batch";
+    /// tax → platform: one signed receipt per invoice of a batch ([`super::Receipts`]).
+    pub const UPLOAD_RECEIPTS: &str = "upload.receipts";
+    /// platform → cloud: many status notices in one exchange ([`super::StatusNotices`]).
+    pub const INVOICE_STATUS_BATCH: &str = "invoice.status_batch";
+    /// cloud → platform: one result per notice of a batch ([`super::NoticeResults`]).
+    pub const NOTICE_RESULTS: &str = "notice.results";
     /// platform → tax: ask for a number range ([`super::RangeRequest`]).
     pub const RANGE_REQUEST: &str = "range.request";
     /// tax → platform: a granted range ([`super::RangeGrant`]).
@@ -443,6 +451,25 @@ pub struct StatusNotice {
     pub issued: Option<Issued>,
 }
 
+/// platform → cloud: many status notices in one exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusNotices {
+    /// The notices, at most [`StatusNotices::MAX`].
+    pub notices: Vec<StatusNotice>,
+}
+
+impl StatusNotices {
+    /// Most notices in one batch.
+    pub const MAX: usize = 64;
+}
+
+/// cloud → platform: the answer to [`StatusNotices`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoticeResults {
+    /// `results[i]` answers `notices[i]`: `None` when stored, else why not.
+    pub results: Vec<Option<Refusal>>,
+}
+
 /// An invoice issued by an agent, as platform passes it on to cloud.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Issued {
@@ -599,6 +626,26 @@ pub struct Ack {}
 pub struct Upload {
     /// The signed invoice.
     pub invoice: WireInvoice,
+}
+
+/// platform → tax: many issued invoices in one exchange. Each is checked, recorded and
+/// receipted exactly as if it came alone ([`Upload`]); tax records them in one durable commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadBatch {
+    /// The signed invoices, at most [`UploadBatch::MAX`]; no two of one red chain.
+    pub invoices: Vec<WireInvoice>,
+}
+
+impl UploadBatch {
+    /// Most invoices in one upload batch.
+    pub const MAX: usize = 64;
+}
+
+/// tax → platform: the answer to an [`UploadBatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipts {
+    /// `receipts[i]` answers `invoices[i]`, each signed on its own.
+    pub receipts: Vec<SignedReceipt>,
 }
 
 /// Upload status, as the real channel reports them.

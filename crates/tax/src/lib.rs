@@ -30,8 +30,8 @@ use fapiao_model::{Amount, Invoice, InvoiceKind, InvoiceNumber};
 use fapiao_protocol::Code;
 use fapiao_protocol::client::{new_id, now};
 use fapiao_protocol::wire::{
-    RangeAssign, RangeGrant, RangeRequest, Receipt, Refusal, SignedReceipt, Upload, UploadStatus,
-    message_type,
+    RangeAssign, RangeGrant, RangeRequest, Receipt, Receipts, Refusal, SignedReceipt, Upload,
+    UploadBatch, UploadStatus, message_type,
 };
 use fapiao_service::error::request_id;
 use fapiao_service::{ApiError, EnvelopeHandler, Envelopes, Incoming, Material, Outgoing};
@@ -381,54 +381,104 @@ impl Tax {
     }
 
     async fn upload(&self, uploader: &str, upload: Upload) -> Result<SignedReceipt, Refusal> {
-        let internal = |e: &dyn std::fmt::Display| {
-            tracing::error!(error = %e, "upload failed");
-            Refusal::new(Code::Internal, "internal error")
-        };
-        let number_text = upload
-            .invoice
-            .invoice
-            .get("number")
-            .and_then(|n| n.as_str())
-            .unwrap_or_default()
-            .to_owned();
         let received = now();
-        // Checks that need no database.
         let checked = self.check_upload(&upload, received);
+        let result = async {
+            let mut tx = self.inner.db.begin_write().await?;
+            let receipt = self
+                .record_in(&mut tx, uploader, &upload, checked, received)
+                .await?;
+            tx.commit()
+                .instrument(tracing::debug_span!("db.commit"))
+                .await?;
+            Ok::<_, Failure>(receipt)
+        }
+        .await;
+        result.map_err(|e| upload_failed(&*e))
+    }
+
+    /// Many uploads, each checked and answered as if it came alone, recorded in one commit:
+    /// the signature checks run first, outside the write transaction; an internal error
+    /// fails the whole batch (nothing recorded; each upload is idempotent, so the sender
+    /// resends it as is).
+    async fn upload_batch(&self, uploader: &str, batch: UploadBatch) -> Result<Receipts, Refusal> {
+        if batch.invoices.is_empty() || batch.invoices.len() > UploadBatch::MAX {
+            return Err(Refusal::new(
+                Code::InvalidRequest,
+                format!("an upload batch holds 1 to {} invoices", UploadBatch::MAX),
+            ));
+        }
+        let received = now();
+        let uploads: Vec<Upload> = batch
+            .invoices
+            .into_iter()
+            .map(|invoice| Upload { invoice })
+            .collect();
+        let checked: Vec<_> = uploads
+            .iter()
+            .map(|u| self.check_upload(u, received))
+            .collect();
+        let result = async {
+            let mut tx = self.inner.db.begin_write().await?;
+            let mut receipts = Vec::with_capacity(uploads.len());
+            for (upload, checked) in uploads.iter().zip(checked) {
+                receipts.push(
+                    self.record_in(&mut tx, uploader, upload, checked, received)
+                        .await?,
+                );
+            }
+            tx.commit()
+                .instrument(tracing::debug_span!("db.commit"))
+                .await?;
+            Ok::<_, Failure>(Receipts { receipts })
+        }
+        .await;
+        result.map_err(|e| upload_failed(&*e))
+    }
+
+    /// Records one upload in `tx` and answers it: a refusal (`checked` failed, a conflicting
+    /// or ungranted number, an invalid red), `processing` (a red whose blue is not here yet),
+    /// `duplicate` (this very invoice is on record) or `accepted` (now on record). Every
+    /// answer is logged in `tx`.
+    async fn record_in(
+        &self,
+        tx: &mut fapiao_store::Tx,
+        uploader: &str,
+        upload: &Upload,
+        checked: Result<(fapiao_issuer::SignedInvoice, String), (Code, String, String)>,
+        received: OffsetDateTime,
+    ) -> Result<SignedReceipt, Failure> {
         let (signed, content_hash) = match checked {
             Ok(ok) => ok,
             Err((code, reason, hash)) => {
+                let number = upload
+                    .invoice
+                    .invoice
+                    .get("number")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or_default();
                 return self
-                    .refuse(uploader, &number_text, code, &reason, &hash, received)
-                    .await
-                    .map_err(|e| internal(&e));
+                    .refuse(tx, uploader, number, code, &reason, &hash, received)
+                    .await;
             }
         };
         let invoice = &signed.invoice;
         let number = invoice.number().as_str().to_owned();
-        let mut tx = self
-            .inner
-            .db
-            .begin_write()
-            .await
-            .map_err(|e| internal(&e))?;
         let existing = sqlx::query("SELECT content_hash, receipt FROM invoices WHERE number = $1")
             .bind(&number)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| internal(&e))?;
+            .fetch_optional(&mut **tx)
+            .await?;
         if let Some(row) = existing {
-            let hash: String = row.try_get("content_hash").map_err(|e| internal(&e))?;
-            drop(tx);
+            let hash: String = row.try_get("content_hash")?;
             if hash == content_hash {
-                let original: String = row.try_get("receipt").map_err(|e| internal(&e))?;
-                let original: SignedReceipt =
-                    serde_json::from_str(&original).map_err(|e| internal(&e))?;
+                let original: String = row.try_get("receipt")?;
+                let original: SignedReceipt = serde_json::from_str(&original)?;
                 let receipt = Receipt {
                     status: UploadStatus::Duplicate,
                     ..original.receipt
                 };
-                self.log(
+                log_in(
+                    tx,
                     uploader,
                     &number,
                     "duplicate",
@@ -436,12 +486,12 @@ impl Tax {
                     &content_hash,
                     received,
                 )
-                .await
-                .map_err(|e| internal(&e))?;
-                return self.sign(receipt).map_err(|e| internal(&e));
+                .await?;
+                return Ok(self.sign(receipt)?);
             }
             return self
                 .refuse(
+                    tx,
                     uploader,
                     &number,
                     Code::UploadConflict,
@@ -449,8 +499,7 @@ impl Tax {
                     &content_hash,
                     received,
                 )
-                .await
-                .map_err(|e| internal(&e));
+                .await;
         }
         let granted: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM ranges WHERE uploader = $1 AND year = $2 AND province = $3
@@ -461,13 +510,12 @@ impl Tax {
         .bind(i64::from(invoice.number().province().code()))
         .bind(i64::from(invoice.number().channel()))
         .bind(i64::try_from(invoice.number().sequence()).unwrap_or(-1))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| internal(&e))?;
+        .fetch_one(&mut **tx)
+        .await?;
         if granted == 0 {
-            drop(tx);
             return self
                 .refuse(
+                    tx,
                     uploader,
                     &number,
                     Code::UploadNumberNotGranted,
@@ -475,23 +523,18 @@ impl Tax {
                     &content_hash,
                     received,
                 )
-                .await
-                .map_err(|e| internal(&e));
+                .await;
         }
         let blue_number = match invoice.draft().kind() {
             InvoiceKind::Red(r) => Some(r.blue_number.as_str().to_owned()),
             InvoiceKind::Blue => None,
         };
         if let Some(blue) = &blue_number {
-            match self
-                .red_check(&mut tx, invoice, blue)
-                .await
-                .map_err(|e| internal(&e))?
-            {
+            match self.red_check(tx, invoice, blue).await? {
                 RedCheck::Ok => {}
                 RedCheck::BlueMissing => {
-                    drop(tx);
-                    self.log(
+                    log_in(
+                        tx,
                         uploader,
                         &number,
                         "processing",
@@ -499,24 +542,21 @@ impl Tax {
                         &content_hash,
                         received,
                     )
-                    .await
-                    .map_err(|e| internal(&e))?;
-                    return self
-                        .sign(Receipt {
-                            number,
-                            status: UploadStatus::Processing,
-                            code: None,
-                            reason: Some(format!("blue invoice {blue} is not on record yet")),
-                            content_hash,
-                            accepted_at: None,
-                            receipt_id: new_id(),
-                        })
-                        .map_err(|e| internal(&e));
+                    .await?;
+                    return Ok(self.sign(Receipt {
+                        number,
+                        status: UploadStatus::Processing,
+                        code: None,
+                        reason: Some(format!("blue invoice {blue} is not on record yet")),
+                        content_hash,
+                        accepted_at: None,
+                        receipt_id: new_id(),
+                    })?);
                 }
                 RedCheck::Invalid(reason) => {
-                    drop(tx);
                     return self
                         .refuse(
+                            tx,
                             uploader,
                             &number,
                             Code::RedInvalid,
@@ -524,32 +564,27 @@ impl Tax {
                             &content_hash,
                             received,
                         )
-                        .await
-                        .map_err(|e| internal(&e));
+                        .await;
                 }
             }
         }
-        let accepted_at = received.format(&Rfc3339).map_err(|e| internal(&e))?;
-        let receipt = self
-            .sign(Receipt {
-                number: number.clone(),
-                status: UploadStatus::Accepted,
-                code: None,
-                reason: None,
-                content_hash: content_hash.clone(),
-                accepted_at: Some(accepted_at),
-                receipt_id: new_id(),
-            })
-            .map_err(|e| internal(&e))?;
+        let accepted_at = received.format(&Rfc3339)?;
+        let receipt = self.sign(Receipt {
+            number: number.clone(),
+            status: UploadStatus::Accepted,
+            code: None,
+            reason: None,
+            content_hash: content_hash.clone(),
+            accepted_at: Some(accepted_at),
+            receipt_id: new_id(),
+        })?;
         let date = invoice.issued_at().date();
-        let json =
-            Zeroizing::new(serde_json::to_string(&upload.invoice).map_err(|e| internal(&e))?);
+        let json = Zeroizing::new(serde_json::to_string(&upload.invoice)?);
         let record = self
             .inner
             .vault
-            .seal_str(&mut tx, &RECORD.field(), &json)
-            .await
-            .map_err(|e| internal(&e))?;
+            .seal_str(tx, &RECORD.field(), &json)
+            .await?;
         sqlx::query(
             "INSERT INTO invoices (number, uploader, seller, kind, blue_number, issued_on, total,
                 content_hash, record, receipt, accepted_at)
@@ -569,13 +604,12 @@ impl Tax {
         .bind(invoice.draft().totals().total.to_string())
         .bind(&content_hash)
         .bind(record)
-        .bind(serde_json::to_string(&receipt).map_err(|e| internal(&e))?)
+        .bind(serde_json::to_string(&receipt)?)
         .bind(received.unix_timestamp())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| internal(&e))?;
+        .execute(&mut **tx)
+        .await?;
         log_in(
-            &mut tx,
+            tx,
             uploader,
             &number,
             "accepted",
@@ -583,12 +617,7 @@ impl Tax {
             &content_hash,
             received,
         )
-        .await
-        .map_err(|e| internal(&e))?;
-        tx.commit()
-            .instrument(tracing::debug_span!("db.commit"))
-            .await
-            .map_err(|e| internal(&e))?;
+        .await?;
         Ok(receipt)
     }
 
@@ -648,18 +677,28 @@ impl Tax {
         SignedReceipt::sign(receipt, &self.inner.signing_key, &self.inner.signing_cert)
     }
 
+    #[expect(clippy::too_many_arguments, reason = "one refusal's facts")]
     async fn refuse(
         &self,
+        tx: &mut fapiao_store::Tx,
         uploader: &str,
         number: &str,
         code: Code,
         reason: &str,
         hash: &str,
         at: OffsetDateTime,
-    ) -> Result<SignedReceipt, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<SignedReceipt, Failure> {
         tracing::warn!(number, uploader, code = %code, reason, "upload refused");
-        self.log(uploader, number, "failed", Some(code.as_str()), hash, at)
-            .await?;
+        log_in(
+            tx,
+            uploader,
+            number,
+            "failed",
+            Some(code.as_str()),
+            hash,
+            at,
+        )
+        .await?;
         Ok(self.sign(Receipt {
             number: number.to_owned(),
             status: UploadStatus::Failed,
@@ -670,21 +709,15 @@ impl Tax {
             receipt_id: new_id(),
         })?)
     }
+}
 
-    async fn log(
-        &self,
-        uploader: &str,
-        number: &str,
-        status: &str,
-        code: Option<&str>,
-        hash: &str,
-        at: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.inner.db.begin_write().await?;
-        log_in(&mut tx, uploader, number, status, code, hash, at).await?;
-        tx.commit().await?;
-        Ok(())
-    }
+/// An internal failure while recording an upload.
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+/// The refusal an internal failure answers with (the failure itself is logged, not sent).
+fn upload_failed(e: &(dyn std::error::Error + Send + Sync)) -> Refusal {
+    tracing::error!(error = %e, "upload failed");
+    Refusal::new(Code::Internal, "internal error")
 }
 
 enum RedCheck {
@@ -756,6 +789,23 @@ async fn log_in(
     Ok(())
 }
 
+impl Tax {
+    /// Counts an answered upload by its status.
+    fn count(&self, r: &SignedReceipt) {
+        let status = match r.receipt.status {
+            UploadStatus::Accepted => "accepted",
+            UploadStatus::Processing => "processing",
+            UploadStatus::Failed => "failed",
+            UploadStatus::Duplicate => "duplicate",
+        };
+        self.inner.registry.inc(
+            "fapiao_tax_uploads_received_total",
+            "Uploads tax answered, by upload status.",
+            &[("status", status)],
+        );
+    }
+}
+
 impl EnvelopeHandler for Tax {
     async fn handle(&self, incoming: Incoming) -> Outgoing {
         let uploader = incoming.sender.identity();
@@ -785,18 +835,18 @@ impl EnvelopeHandler for Tax {
             message_type::INVOICE_UPLOAD => match incoming.body::<Upload>() {
                 Ok(up) => match self.upload(&uploader, up).await {
                     Ok(r) => {
-                        let status = match r.receipt.status {
-                            UploadStatus::Accepted => "accepted",
-                            UploadStatus::Processing => "processing",
-                            UploadStatus::Failed => "failed",
-                            UploadStatus::Duplicate => "duplicate",
-                        };
-                        self.inner.registry.inc(
-                            "fapiao_tax_uploads_received_total",
-                            "Uploads tax answered, by upload status.",
-                            &[("status", status)],
-                        );
+                        self.count(&r);
                         Outgoing::json(message_type::UPLOAD_RECEIPT, &r)
+                    }
+                    Err(r) => Outgoing::refusal(&r),
+                },
+                Err(o) => o,
+            },
+            message_type::INVOICE_UPLOAD_BATCH => match incoming.body::<UploadBatch>() {
+                Ok(batch) => match self.upload_batch(&uploader, batch).await {
+                    Ok(r) => {
+                        r.receipts.iter().for_each(|r| self.count(r));
+                        Outgoing::json(message_type::UPLOAD_RECEIPTS, &r)
                     }
                     Err(r) => Outgoing::refusal(&r),
                 },

@@ -141,6 +141,27 @@ async fn a_batch_issues_every_order_as_if_it_came_alone() {
     let used: Vec<&(String, String, String)> = s.quota.iter().filter(|(e, _, _)| e == SH).collect();
     assert_eq!(used.len(), 1);
     assert_eq!(fapiao_model::Amount::parse(&used[0].2).unwrap(), sum);
+
+    // The outbox carried them in batches: the 20 uploads, committed together, go to tax in
+    // one or two exchanges (two if a round was under way when they were committed), and so
+    // do their status notices to cloud.
+    let admin = client_as(&env, "platform", env.system.ports.platform_admin);
+    let r = admin
+        .request(http::Method::GET, "/metrics", &[], Vec::new())
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&r.body).into_owned();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in:\n{metrics}"))
+    };
+    assert_eq!(value("fapiao_tax_uploads_total{outcome=\"done\"}"), 20);
+    let uploads = value("fapiao_outbox_exchanges_total{kind=\"upload\"}");
+    let notices = value("fapiao_outbox_exchanges_total{kind=\"notify\"}");
+    assert!((1..=2).contains(&uploads), "{uploads} upload exchanges");
+    assert!((1..=2).contains(&notices), "{notices} notice exchanges");
     env.system.shutdown().await;
 }
 

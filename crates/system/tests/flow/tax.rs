@@ -183,3 +183,134 @@ async fn tax_checks_what_it_accepts() {
     assert!(accepted.iter().all(|a| a.acceptances == 1));
     env.system.shutdown().await;
 }
+
+/// Red `seq` reversing all of `blue`.
+fn red_of(env: &Env, blue: &fapiao_issuer::SignedInvoice, seq: u64) -> WireInvoice {
+    let form = RedLetterForm::open(
+        RedLetterFormNumber::parse("31011526112400000098").unwrap(),
+        blue.invoice.number().clone(),
+        RedReason::parse("01").unwrap(),
+        Initiator::Seller,
+        Confirmation::NotRequired,
+        RedScope::Full,
+    )
+    .unwrap();
+    let draft = plan_red(&blue.invoice, &[] as &[Invoice], &form, None, None).unwrap();
+    let at = china_now();
+    let year = u8::try_from(at.year() % 100).unwrap();
+    let mut block =
+        NumberBlock::new(year, ProvinceCode::parse("31").unwrap(), 0, seq, seq).unwrap();
+    WireInvoice::from_signed(&device(env).issue(draft, &mut block, at).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tax_answers_an_upload_batch_as_it_would_each_upload_alone() {
+    let env = Env::start().await;
+    let r = post(&env.erp(SH), "/v1/invoices", &order(SH, "TAXB-1", "10")).await;
+    assert_eq!(r.status, 201);
+    let number = json_of(&r)["number"].as_str().unwrap().to_owned();
+    settle(&env).await;
+    let original = env.system.platform.invoice(&number).await.unwrap().unwrap();
+    let tax = Sender::to(
+        &env,
+        &env.system.layout.pki_prefix("platform"),
+        "tax",
+        env.system.ports.tax,
+    );
+    let trust = env.trust();
+    let seq = fapiao_model::InvoiceNumber::parse(&number)
+        .unwrap()
+        .sequence();
+    let conflicting = signed(&env, &order(SH, "TAXB-OTHER", "11"), seq);
+    let outside = signed(&env, &order(SH, "TAXB-OUT", "12"), 900_000);
+    let blue = signed(&env, &order(SH, "TAXB-BLUE", "15"), 410);
+    let red = red_of(&env, &blue, 411);
+    let blue = WireInvoice::from_signed(&blue).unwrap();
+    let mut forged =
+        WireInvoice::from_signed(&signed(&env, &order(SH, "TAXB-SIG", "13"), 412)).unwrap();
+    forged.invoice["totals"]["total"] = json!("1.00");
+    // In order, within one commit: the red before its blue waits, the blue is accepted, the
+    // red after it is accepted, the blue again is a duplicate of what this very batch recorded.
+    let batch = [
+        original.invoice.clone(),
+        WireInvoice::from_signed(&conflicting).unwrap(),
+        WireInvoice::from_signed(&outside).unwrap(),
+        red.clone(),
+        blue.clone(),
+        red.clone(),
+        blue.clone(),
+        forged,
+    ];
+    let r = tax
+        .post(tax.seal("invoice.upload_batch", 1, &json!({ "invoices": batch })))
+        .await;
+    assert_eq!(r.status, 200, "{}", json_of(&r));
+    let (t, v) = tax.open(&r);
+    assert_eq!(t, "upload.receipts", "{v}");
+    let receipts: Vec<SignedReceipt> = serde_json::from_value(v["receipts"].clone()).unwrap();
+    let outcomes: Vec<(String, Option<String>)> = receipts.iter().map(outcome).collect();
+    let expect = |s: &str, c: Option<&str>| (s.to_owned(), c.map(str::to_owned));
+    assert_eq!(
+        outcomes,
+        [
+            expect("duplicate", None),
+            expect("failed", Some("upload_conflict")),
+            expect("failed", Some("upload_number_not_granted")),
+            expect("processing", None),
+            expect("accepted", None),
+            expect("accepted", None),
+            expect("duplicate", None),
+            expect("failed", Some("upload_arithmetic")),
+        ]
+    );
+    // Each receipt is signed by tax on its own and answers its own invoice.
+    for (receipt, wire) in receipts.iter().zip(&batch) {
+        receipt.verify(&trust, crate::now()).unwrap();
+        assert_eq!(
+            Some(receipt.receipt.number.as_str()),
+            wire.invoice["number"].as_str()
+        );
+    }
+    let red_number = red.invoice["number"].as_str().unwrap();
+    let blue_number = blue.invoice["number"].as_str().unwrap();
+    receipts[5]
+        .verify_for(&red.to_signed().unwrap(), &trust, crate::now())
+        .unwrap();
+    assert_eq!(receipts[4].receipt.number, blue_number);
+    assert_eq!(
+        receipts[6].receipt.accepted_at,
+        receipts[4].receipt.accepted_at
+    );
+
+    // On record: the first invoice, the blue and its red, each accepted once; the conflict
+    // is flagged.
+    let accepted = env.system.tax.accepted().await.unwrap();
+    let mut on_record: Vec<&str> = accepted.iter().map(|a| a.number.as_str()).collect();
+    on_record.sort_unstable();
+    let mut want = vec![number.as_str(), blue_number, red_number];
+    want.sort_unstable();
+    assert_eq!(on_record, want);
+    assert!(accepted.iter().all(|a| a.acceptances == 1));
+    assert_eq!(
+        env.system.tax.flagged().await.unwrap(),
+        vec![number.clone()]
+    );
+
+    // An empty batch and one over the limit are refused whole; nothing more is recorded.
+    for n in [0, 65] {
+        let invoices = vec![original.invoice.clone(); n];
+        let r = tax
+            .post(tax.seal("invoice.upload_batch", 1, &json!({ "invoices": invoices })))
+            .await;
+        assert_eq!(r.status, 200);
+        let (t, v) = tax.open(&r);
+        assert_eq!(
+            (t.as_str(), v["code"].as_str()),
+            ("refusal", Some("invalid_request")),
+            "{v}"
+        );
+        assert!(v["message"].as_str().unwrap().contains("1 to 64"), "{v}");
+    }
+    assert_eq!(env.system.tax.accepted().await.unwrap().len(), 3);
+    env.system.shutdown().await;
+}
