@@ -519,6 +519,47 @@ impl Cloud {
             )
             .await
             .map_err(|e| internal(rid, &e))?;
+            self.apply_early_notice(tx, enterprise, inv.number().as_str(), *tax_status)
+                .await
+                .map_err(|e| internal(rid, &e))?;
+        }
+        Ok(())
+    }
+
+    /// A status notice that came before the invoice (kept by the notice handler) applies to
+    /// it now, with the webhook its status change calls for.
+    async fn apply_early_notice(
+        &self,
+        tx: &mut fapiao_store::Tx,
+        enterprise: &str,
+        number: &str,
+        stored: TaxStatus,
+    ) -> Result<(), sqlx::Error> {
+        let early = sqlx::query(
+            "DELETE FROM early_notices WHERE number = $1 AND enterprise = $2
+             RETURNING tax_status, tax_reason, receipt",
+        )
+        .bind(number)
+        .bind(enterprise)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(early) = early else { return Ok(()) };
+        let status: String = early.try_get("tax_status")?;
+        sqlx::query(
+            "UPDATE invoices SET tax_status = $3, tax_reason = $4, receipt = COALESCE($5, receipt)
+             WHERE number = $1 AND enterprise = $2",
+        )
+        .bind(number)
+        .bind(enterprise)
+        .bind(&status)
+        .bind(early.try_get::<Option<String>, _>("tax_reason")?)
+        .bind(early.try_get::<Option<String>, _>("receipt")?)
+        .execute(&mut **tx)
+        .await?;
+        if status != stored.as_str() {
+            crate::webhook::enqueue(tx, enterprise, "invoice.tax_status", number)
+                .await
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
         }
         Ok(())
     }

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "hosting mode, orders queued for agents",
         sql: include_str!("../migrations/0004_queue.sql"),
     },
+    Migration {
+        version: 5,
+        description: "status notices that arrive before their invoice",
+        sql: include_str!("../migrations/0005_early_notices.sql"),
+    },
 ];
 
 /// Columns whose values are sealed (encryption at rest): the signed invoices (buyer phone,
@@ -339,6 +344,9 @@ impl Cloud {
         let mut results = Vec::with_capacity(batch.notices.len());
         for notice in &batch.notices {
             results.push(self.check_notice(notice).await?.err());
+            // A receipt's verification is CPU work: the runtime gets its thread back between
+            // them.
+            tokio::task::yield_now().await;
         }
         let mut tx = self.inner.db.begin_write().await?;
         for (notice, refused) in batch.notices.iter().zip(&results) {
@@ -431,9 +439,30 @@ impl Cloud {
             webhook::enqueue(tx, &notice.enterprise, "invoice.tax_status", &notice.number).await?;
         }
         if n == 0 {
-            // Not stored here yet (the ERP's answer was lost between platform and cloud): the
-            // status arrives again with the invoice when the ERP retries the order.
-            tracing::info!(number = %notice.number, "status notice for an invoice not stored here");
+            // Not stored here yet: platform's answer to the order is still on its way (the
+            // outbox can be faster), or was lost and the ERP will retry the order. Kept until
+            // the invoice is stored ([`erp`]'s `insert_issued` applies it).
+            tracing::info!(number = %notice.number, "status notice ahead of its invoice, kept");
+            sqlx::query(
+                "INSERT INTO early_notices (number, enterprise, tax_status, tax_reason, receipt,
+                     received_at) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (number) DO UPDATE SET enterprise = excluded.enterprise,
+                     tax_status = excluded.tax_status, tax_reason = excluded.tax_reason,
+                     receipt = excluded.receipt, received_at = excluded.received_at",
+            )
+            .bind(&notice.number)
+            .bind(&notice.enterprise)
+            .bind(notice.tax_status.as_str())
+            .bind(&notice.reason)
+            .bind(
+                notice
+                    .receipt
+                    .as_ref()
+                    .map(|r| serde_json::to_string(r).unwrap_or_default()),
+            )
+            .bind(now().unix_timestamp())
+            .execute(&mut **tx)
+            .await?;
         }
         Ok(())
     }

@@ -12,6 +12,7 @@ mod issue;
 mod keys;
 mod limits;
 mod masking;
+mod notices;
 mod ops;
 mod outage;
 mod portal;
