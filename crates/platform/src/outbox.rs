@@ -9,6 +9,7 @@
 //! - `notify`: tells the owning cloud (`invoice.status`), retried the same way until it
 //!   acknowledges.
 
+use std::collections::HashSet;
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -62,19 +63,26 @@ pub type Workers = fapiao_service::Worker;
 /// Batches in flight at once.
 const OUTBOX_PARALLEL: usize = 8;
 
-/// Due entries one round takes on.
-const ROUND: i64 = 256;
+/// Due entries one look at the outbox takes on.
+const ROUND: usize = 256;
+
+/// A round stops taking more entries after this many…
+const ROUND_MOST: usize = 4096;
+
+/// …or after this long.
+const ROUND_LONGEST: Duration = Duration::from_secs(2);
 
 /// Most bytes of invoice records in one upload batch (the envelope limit is 4 MiB).
 const UPLOAD_BATCH_BYTES: usize = 1024 * 1024;
 
-/// A batch's result; a panic in its task goes on unwinding here, as it would have inline.
-fn joined(r: Result<Result<(), StoreError>, tokio::task::JoinError>) -> Result<(), StoreError> {
-    match r {
-        Ok(r) => r,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(StoreError::Sqlx(sqlx::Error::Io(std::io::Error::other(e)))),
+/// `entries` in runs of at most `size`.
+fn chunks(mut entries: Vec<Entry>, size: usize) -> Vec<Vec<Entry>> {
+    let mut out = Vec::new();
+    while !entries.is_empty() {
+        let rest = entries.split_off(entries.len().min(size));
+        out.push(std::mem::replace(&mut entries, rest));
     }
+    out
 }
 
 /// A due outbox entry.
@@ -127,18 +135,79 @@ impl Platform {
         )
     }
 
-    /// Works off the due entries (at most 256): uploads go to tax in batches of up to
-    /// [`UploadBatch::MAX`], notices to each cloud in batches of up to
-    /// [`StatusNotices::MAX`]; each batch is one exchange and one commit. Returns how many
-    /// entries it handled.
+    /// Works off the due entries: uploads go to tax in batches of up to
+    /// [`UploadBatch::MAX`], notices to their cloud in batches of up to
+    /// [`StatusNotices::MAX`]; each batch is one exchange and one commit. Up to
+    /// `OUTBOX_PARALLEL` batches are in flight at once, and each one that finishes makes room
+    /// for the entries that fell due meanwhile (so a busy outbox sends bigger batches). A
+    /// round ends when nothing is due and nothing is in flight, or after a few thousand
+    /// entries or two seconds (then it stops taking more and finishes what it has, so a
+    /// shutdown never waits long). Returns how many entries it handled.
     ///
     /// # Errors
     /// [`StoreError`].
     pub async fn work_once(&self) -> Result<usize, StoreError> {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a round's length, not a point in time"
+        )]
+        let started = std::time::Instant::now();
+        let mut in_flight: HashSet<i64> = HashSet::new();
+        let mut running: tokio::task::JoinSet<(Vec<i64>, Result<(), StoreError>)> =
+            tokio::task::JoinSet::new();
+        let mut handled = 0;
+        let mut taking = true;
+        loop {
+            if taking && running.len() < OUTBOX_PARALLEL {
+                for (upload, entries) in self
+                    .due_batches(&in_flight, OUTBOX_PARALLEL - running.len())
+                    .await?
+                {
+                    let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+                    in_flight.extend(&ids);
+                    handled += ids.len();
+                    let me = self.clone();
+                    running.spawn(async move {
+                        let r = if upload {
+                            me.upload(entries).await
+                        } else {
+                            me.notify(entries).await
+                        };
+                        (ids, r)
+                    });
+                }
+                taking = handled < ROUND_MOST && started.elapsed() < ROUND_LONGEST;
+            }
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            match done {
+                Ok((ids, r)) => {
+                    for id in ids {
+                        in_flight.remove(&id);
+                    }
+                    r?;
+                }
+                // A panic in a batch goes on unwinding here, as it would have inline.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => return Err(StoreError::Sqlx(sqlx::Error::Io(std::io::Error::other(e)))),
+            }
+        }
+        Ok(handled)
+    }
+
+    /// Up to `slots` batches of due entries not already in flight, uploads and notices
+    /// taking turns.
+    async fn due_batches(
+        &self,
+        in_flight: &HashSet<i64>,
+        slots: usize,
+    ) -> Result<Vec<(bool, Vec<Entry>)>, StoreError> {
         // A red's upload is held back while an earlier upload of its chain (the blue, or
-        // another red of the same blue) is pending: tax checks each red against the blue and
-        // the reds it already holds, so a chain reaches tax in issue order even with batches
-        // in flight side by side. Blues and notices are never held back.
+        // another red of the same blue) is pending — in flight counts as pending: tax checks
+        // each red against the blue and the reds it already holds, so a chain reaches tax in
+        // issue order even with batches in flight side by side. Blues and notices are never
+        // held back.
         let due = sqlx::query(
             "SELECT o.id, o.kind, o.number, o.attempts FROM outbox o
              WHERE o.state = 'pending' AND o.next_attempt_at <= $1
@@ -151,7 +220,7 @@ impl Platform {
              ORDER BY o.id LIMIT $2",
         )
         .bind(now().unix_timestamp())
-        .bind(ROUND)
+        .bind(i64::try_from(ROUND + in_flight.len()).unwrap_or(i64::MAX))
         .fetch_all(self.inner.db.pool())
         .await?;
         let (mut uploads, mut notices) = (Vec::new(), Vec::new());
@@ -162,70 +231,28 @@ impl Platform {
                 number: row.try_get("number")?,
                 attempts: row.try_get("attempts")?,
             };
+            if in_flight.contains(&entry.id) {
+                continue;
+            }
             if entry.kind == "upload" {
                 uploads.push(entry);
             } else {
                 notices.push(entry);
             }
         }
-        let handled = due.len();
-        // The entries chosen are independent (no two of one red chain), so the batches go
-        // out side by side: a round trip is mostly waiting.
-        let mut batches: Vec<(bool, Vec<Entry>)> = Vec::new();
-        while !uploads.is_empty() {
-            let rest = uploads.split_off(uploads.len().min(UploadBatch::MAX));
-            batches.push((true, std::mem::replace(&mut uploads, rest)));
-        }
-        for group in self.by_cloud(notices).await? {
-            let mut group = group;
-            while !group.is_empty() {
-                let rest = group.split_off(group.len().min(StatusNotices::MAX));
-                batches.push((false, std::mem::replace(&mut group, rest)));
+        let mut uploads = chunks(uploads, UploadBatch::MAX).into_iter();
+        let mut notices = chunks(notices, StatusNotices::MAX).into_iter();
+        let mut batches = Vec::new();
+        while batches.len() < slots {
+            let (u, n) = (uploads.next(), notices.next());
+            if u.is_none() && n.is_none() {
+                break;
             }
+            batches.extend(u.map(|b| (true, b)));
+            batches.extend(n.map(|b| (false, b)));
         }
-        let mut running = tokio::task::JoinSet::new();
-        for (upload, entries) in batches {
-            if running.len() >= OUTBOX_PARALLEL
-                && let Some(done) = running.join_next().await
-            {
-                joined(done)?;
-            }
-            let me = self.clone();
-            running.spawn(async move {
-                if upload {
-                    me.upload(entries).await
-                } else {
-                    me.notify(entries).await
-                }
-            });
-        }
-        while let Some(done) = running.join_next().await {
-            joined(done)?;
-        }
-        Ok(handled)
-    }
-
-    /// Notices grouped by the cloud they go to (entries whose invoice or cloud is unknown
-    /// form groups of their own, to fail on their own).
-    async fn by_cloud(&self, notices: Vec<Entry>) -> Result<Vec<Vec<Entry>>, StoreError> {
-        let mut groups: Vec<(Option<String>, Vec<Entry>)> = Vec::new();
-        for entry in notices {
-            let cloud: Option<String> = sqlx::query_scalar(
-                "SELECT e.cloud FROM invoices i JOIN enterprises e ON e.taxpayer_id = i.enterprise
-                 WHERE i.number = $1",
-            )
-            .bind(&entry.number)
-            .fetch_optional(self.inner.db.pool())
-            .await?;
-            match groups
-                .iter_mut()
-                .find(|(c, _)| cloud.is_some() && *c == cloud)
-            {
-                Some((_, g)) => g.push(entry),
-                None => groups.push((cloud, vec![entry])),
-            }
-        }
-        Ok(groups.into_iter().map(|(_, g)| g).collect())
+        batches.truncate(slots);
+        Ok(batches)
     }
 
     /// Records what became of a batch's entries, in one commit.
@@ -522,22 +549,27 @@ impl Platform {
         }
     }
 
-    /// Tells one cloud of a batch of status changes and records what it answered.
+    /// Tells each cloud concerned of a batch of status changes (one exchange per cloud) and
+    /// records what they answered.
     async fn notify(&self, entries: Vec<Entry>) -> Result<(), StoreError> {
         let mut outcomes = Vec::with_capacity(entries.len());
-        let mut ready = Vec::with_capacity(entries.len());
-        let mut cloud = None;
+        // (cloud identity, its URL) → its notices.
+        type Group = ((String, String), Vec<(Entry, StatusNotice)>);
+        let mut by_cloud: Vec<Group> = Vec::new();
         for entry in entries {
             match self.notice(&entry.number).await? {
                 Ok((identity, url, notice)) => {
-                    cloud = Some((identity, url));
-                    ready.push((entry, notice));
+                    let cloud = (identity, url);
+                    match by_cloud.iter_mut().find(|(c, _)| *c == cloud) {
+                        Some((_, group)) => group.push((entry, notice)),
+                        None => by_cloud.push((cloud, vec![(entry, notice)])),
+                    }
                 }
                 Err(reason) => outcomes.push((entry, Outcome::Failed(reason))),
             }
         }
-        if let Some((identity, url)) = cloud {
-            let (entries, notices): (Vec<Entry>, Vec<StatusNotice>) = ready.into_iter().unzip();
+        for ((identity, url), group) in by_cloud {
+            let (entries, notices): (Vec<Entry>, Vec<StatusNotice>) = group.into_iter().unzip();
             let answers = self.send_notices(&identity, &url, notices).await;
             outcomes.extend(entries.into_iter().zip(answers));
         }
