@@ -408,6 +408,10 @@ impl Cloud {
         tx: &mut fapiao_store::Tx,
         notice: &StatusNotice,
     ) -> Result<(), StoreError> {
+        let receipt = notice
+            .receipt
+            .as_ref()
+            .map(|r| serde_json::to_string(r).unwrap_or_default());
         let current: Option<String> = sqlx::query_scalar(
             "SELECT tax_status FROM invoices WHERE number = $1 AND enterprise = $2",
         )
@@ -423,12 +427,7 @@ impl Cloud {
         .bind(&notice.enterprise)
         .bind(notice.tax_status.as_str())
         .bind(&notice.reason)
-        .bind(
-            notice
-                .receipt
-                .as_ref()
-                .map(|r| serde_json::to_string(r).unwrap_or_default()),
-        )
+        .bind(&receipt)
         .execute(&mut **tx)
         .await?
         .rows_affected();
@@ -454,12 +453,7 @@ impl Cloud {
             .bind(&notice.enterprise)
             .bind(notice.tax_status.as_str())
             .bind(&notice.reason)
-            .bind(
-                notice
-                    .receipt
-                    .as_ref()
-                    .map(|r| serde_json::to_string(r).unwrap_or_default()),
-            )
+            .bind(&receipt)
             .bind(now().unix_timestamp())
             .execute(&mut **tx)
             .await?;

@@ -143,27 +143,7 @@ async fn tax_checks_what_it_accepts() {
 
     // A red before its blue: processing; once the blue is on record, accepted.
     let blue = signed(&env, &order(SH, "TAX-BLUE", "15"), 402);
-    let form = RedLetterForm::open(
-        RedLetterFormNumber::parse("31011526112400000099").unwrap(),
-        blue.invoice.number().clone(),
-        RedReason::parse("01").unwrap(),
-        Initiator::Seller,
-        Confirmation::NotRequired,
-        RedScope::Full,
-    )
-    .unwrap();
-    let red_draft = plan_red(&blue.invoice, &[] as &[Invoice], &form, None, None).unwrap();
-    let at = china_now();
-    let mut block = NumberBlock::new(
-        u8::try_from(at.year() % 100).unwrap(),
-        ProvinceCode::parse("31").unwrap(),
-        0,
-        403,
-        403,
-    )
-    .unwrap();
-    let red = device(&env).issue(red_draft, &mut block, at).unwrap();
-    let red_wire = WireInvoice::from_signed(&red).unwrap();
+    let red_wire = red_of(&env, &blue, 403, "31011526112400000099");
     assert_eq!(
         outcome(&upload(&tax, &red_wire).await),
         ("processing".into(), None)
@@ -184,10 +164,10 @@ async fn tax_checks_what_it_accepts() {
     env.system.shutdown().await;
 }
 
-/// Red `seq` reversing all of `blue`.
-fn red_of(env: &Env, blue: &fapiao_issuer::SignedInvoice, seq: u64) -> WireInvoice {
+/// Red `seq` reversing all of `blue`, on red-letter form `form`.
+fn red_of(env: &Env, blue: &fapiao_issuer::SignedInvoice, seq: u64, form: &str) -> WireInvoice {
     let form = RedLetterForm::open(
-        RedLetterFormNumber::parse("31011526112400000098").unwrap(),
+        RedLetterFormNumber::parse(form).unwrap(),
         blue.invoice.number().clone(),
         RedReason::parse("01").unwrap(),
         Initiator::Seller,
@@ -224,7 +204,7 @@ async fn tax_answers_an_upload_batch_as_it_would_each_upload_alone() {
     let conflicting = signed(&env, &order(SH, "TAXB-OTHER", "11"), seq);
     let outside = signed(&env, &order(SH, "TAXB-OUT", "12"), 900_000);
     let blue = signed(&env, &order(SH, "TAXB-BLUE", "15"), 410);
-    let red = red_of(&env, &blue, 411);
+    let red = red_of(&env, &blue, 411, "31011526112400000098");
     let blue = WireInvoice::from_signed(&blue).unwrap();
     let mut forged =
         WireInvoice::from_signed(&signed(&env, &order(SH, "TAXB-SIG", "13"), 412)).unwrap();
