@@ -13,10 +13,11 @@ use fapiao_protocol::client::{CallError, now};
 use fapiao_protocol::erp::{self, hex};
 use fapiao_protocol::wire::{
     BatchAnswer, FormWire, IssueBatch, IssueOrder, OrderAnswer, QueuedOrder, RedOrder,
-    RedScopeWire, Refusal, SignedReceipt, TaxStatus, WireInvoice, message_type,
+    RedScopeWire, Refusal, SignedReceipt, StatusNotice, TaxStatus, WireInvoice, message_type,
 };
 use fapiao_service::ApiError;
 use fapiao_service::error::request_id;
+use fapiao_store::StoreError;
 use fapiao_store::sqlx::{self, QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -519,7 +520,7 @@ impl Cloud {
             )
             .await
             .map_err(|e| internal(rid, &e))?;
-            self.apply_early_notice(tx, enterprise, inv.number().as_str(), *tax_status)
+            self.apply_early_notice(tx, enterprise, inv.number().as_str())
                 .await
                 .map_err(|e| internal(rid, &e))?;
         }
@@ -527,14 +528,13 @@ impl Cloud {
     }
 
     /// A status notice that came before the invoice (kept by the notice handler) applies to
-    /// it now, with the webhook its status change calls for.
+    /// it now, exactly as it would have had it come after.
     async fn apply_early_notice(
         &self,
         tx: &mut fapiao_store::Tx,
         enterprise: &str,
         number: &str,
-        stored: TaxStatus,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), StoreError> {
         let early = sqlx::query(
             "DELETE FROM early_notices WHERE number = $1 AND enterprise = $2
              RETURNING tax_status, tax_reason, receipt",
@@ -544,24 +544,21 @@ impl Cloud {
         .fetch_optional(&mut **tx)
         .await?;
         let Some(early) = early else { return Ok(()) };
+        let unreadable = |c: &str| sqlx::Error::Decode(format!("early_notices.{c}").into());
         let status: String = early.try_get("tax_status")?;
-        sqlx::query(
-            "UPDATE invoices SET tax_status = $3, tax_reason = $4, receipt = COALESCE($5, receipt)
-             WHERE number = $1 AND enterprise = $2",
-        )
-        .bind(number)
-        .bind(enterprise)
-        .bind(&status)
-        .bind(early.try_get::<Option<String>, _>("tax_reason")?)
-        .bind(early.try_get::<Option<String>, _>("receipt")?)
-        .execute(&mut **tx)
-        .await?;
-        if status != stored.as_str() {
-            crate::webhook::enqueue(tx, enterprise, "invoice.tax_status", number)
-                .await
-                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        }
-        Ok(())
+        let receipt: Option<String> = early.try_get("receipt")?;
+        let notice = StatusNotice {
+            number: number.to_owned(),
+            enterprise: enterprise.to_owned(),
+            tax_status: TaxStatus::parse(&status).ok_or_else(|| unreadable("tax_status"))?,
+            reason: early.try_get("tax_reason")?,
+            receipt: receipt
+                .map(|r| serde_json::from_str(&r))
+                .transpose()
+                .map_err(|_| unreadable("receipt"))?,
+            issued: None,
+        };
+        self.apply_notice_in(tx, &notice).await
     }
 }
 

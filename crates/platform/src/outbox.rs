@@ -477,21 +477,20 @@ impl Platform {
     /// One `invoice.upload_batch` exchange: each receipt is checked (tax's signature, the
     /// content hash of our invoice) before it counts.
     async fn upload_batch(&self, batch: Vec<(Entry, WireInvoice, usize)>) -> Vec<(Entry, Outcome)> {
-        let invoices: Vec<WireInvoice> = batch.iter().map(|(_, w, _)| w.clone()).collect();
-        let all = |batch: Vec<(Entry, WireInvoice, usize)>, why: String| {
+        let (batch, invoices): (Vec<Entry>, Vec<WireInvoice>) =
+            batch.into_iter().map(|(e, w, _)| (e, w)).unzip();
+        let upload = UploadBatch { invoices };
+        let all = |batch: Vec<Entry>, why: String| {
             batch
                 .into_iter()
-                .map(|(e, _, _)| (e, Outcome::Retry(why.clone())))
+                .map(|e| (e, Outcome::Retry(why.clone())))
                 .collect()
         };
         self.exchanged("upload");
         let answer = match self
             .inner
             .tax
-            .call(
-                message_type::INVOICE_UPLOAD_BATCH,
-                &UploadBatch { invoices },
-            )
+            .call(message_type::INVOICE_UPLOAD_BATCH, &upload)
             .instrument(tracing::debug_span!("tax.upload"))
             .await
         {
@@ -518,8 +517,12 @@ impl Platform {
             return all(batch, why);
         }
         let mut outcomes = Vec::with_capacity(batch.len());
-        for ((entry, wire, _), receipt) in batch.into_iter().zip(receipts.receipts) {
-            outcomes.push((entry, self.receipt_outcome(&wire, receipt)));
+        for ((entry, wire), receipt) in batch
+            .into_iter()
+            .zip(&upload.invoices)
+            .zip(receipts.receipts)
+        {
+            outcomes.push((entry, self.receipt_outcome(wire, receipt)));
             // Each check is a signature verification: the runtime gets its thread back
             // between them.
             tokio::task::yield_now().await;

@@ -72,21 +72,31 @@ fn outcome(r: &SignedReceipt) -> (String, Option<String>) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tax_checks_what_it_accepts() {
-    let env = Env::start().await;
-    let r = post(&env.erp(SH), "/v1/invoices", &order(SH, "TAX-1", "10")).await;
+/// One invoice issued through the ERP API and accepted by tax, and a sender to tax as the
+/// platform.
+async fn accepted_and_tax(
+    env: &Env,
+    order_id: &str,
+) -> (String, fapiao_platform::issue::StoredInvoice, Sender) {
+    let r = post(&env.erp(SH), "/v1/invoices", &order(SH, order_id, "10")).await;
     assert_eq!(r.status, 201);
     let number = json_of(&r)["number"].as_str().unwrap().to_owned();
-    settle(&env).await;
+    settle(env).await;
     let original = env.system.platform.invoice(&number).await.unwrap().unwrap();
-    let first = original.receipt.clone().unwrap();
     let tax = Sender::to(
-        &env,
+        env,
         &env.system.layout.pki_prefix("platform"),
         "tax",
         env.system.ports.tax,
     );
+    (number, original, tax)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tax_checks_what_it_accepts() {
+    let env = Env::start().await;
+    let (number, original, tax) = accepted_and_tax(&env, "TAX-1").await;
+    let first = original.receipt.clone().unwrap();
     let trust = env.trust();
 
     // The same invoice again: duplicate, with the original acceptance.
@@ -186,17 +196,7 @@ fn red_of(env: &Env, blue: &fapiao_issuer::SignedInvoice, seq: u64, form: &str) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tax_answers_an_upload_batch_as_it_would_each_upload_alone() {
     let env = Env::start().await;
-    let r = post(&env.erp(SH), "/v1/invoices", &order(SH, "TAXB-1", "10")).await;
-    assert_eq!(r.status, 201);
-    let number = json_of(&r)["number"].as_str().unwrap().to_owned();
-    settle(&env).await;
-    let original = env.system.platform.invoice(&number).await.unwrap().unwrap();
-    let tax = Sender::to(
-        &env,
-        &env.system.layout.pki_prefix("platform"),
-        "tax",
-        env.system.ports.tax,
-    );
+    let (number, original, tax) = accepted_and_tax(&env, "TAXB-1").await;
     let trust = env.trust();
     let seq = fapiao_model::InvoiceNumber::parse(&number)
         .unwrap()
