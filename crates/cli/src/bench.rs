@@ -214,6 +214,9 @@ pub(crate) struct BenchReport {
 #[derive(Clone, Default)]
 pub(crate) struct StageTimer {
     totals: Arc<Mutex<BTreeMap<&'static str, (u64, Duration)>>>,
+    /// Stage spans opened and not yet closed: an exchange in flight has sealed (and its peer
+    /// opened and sealed) while its `tax.upload` / `cloud.notify` span is still open.
+    open: Arc<AtomicUsize>,
 }
 
 /// The spans [`StageTimer`] counts.
@@ -234,6 +237,17 @@ impl StageTimer {
     fn snapshot(&self) -> BTreeMap<&'static str, (u64, Duration)> {
         self.totals.lock().map(|t| t.clone()).unwrap_or_default()
     }
+
+    /// The totals once no stage span is open (at most `patience` later), so that every exchange
+    /// counted is counted whole: cloud stores a status notice (the run's end condition) before it
+    /// seals the answer, and platform opens the answer and closes `cloud.notify` after that.
+    async fn settled(&self, patience: Duration) -> BTreeMap<&'static str, (u64, Duration)> {
+        let t0 = instant_now();
+        while self.open.load(Ordering::Acquire) > 0 && t0.elapsed() < patience {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.snapshot()
+    }
 }
 
 impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for StageTimer {
@@ -242,6 +256,7 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for StageTimer {
             && let Some(span) = ctx.span(id)
         {
             span.extensions_mut().insert(Opened(instant_now()));
+            self.open.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -255,6 +270,7 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for StageTimer {
             e.0 += 1;
             e.1 += opened.elapsed();
         }
+        self.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -457,7 +473,7 @@ pub(crate) async fn run(
     }
 
     // Closed loop.
-    let before = timer.snapshot();
+    let before = timer.settled(Duration::from_secs(10)).await;
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let cpu0 = cpu_time();
@@ -540,8 +556,8 @@ pub(crate) async fn run(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let seconds = t0.elapsed().as_secs_f64();
+    let after = timer.settled(Duration::from_secs(10)).await;
     let cpu = (cpu_time() - cpu0).as_secs_f64();
-    let after = timer.snapshot();
     if invoices == 0 || errors > invoices {
         bail!("{errors} of {} requests failed", opts.count);
     }
