@@ -253,7 +253,7 @@ impl Platform {
     }
 
     async fn read_tx(&self) -> Result<Tx, Step> {
-        Ok(self.inner.db.pool().begin().await?)
+        Ok(self.inner.db.begin_read().await?)
     }
 
     async fn issue_blue(

@@ -305,7 +305,7 @@ impl Platform {
             )
             .await?;
         }
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         Ok(inserted == 1)
     }
 
@@ -367,7 +367,7 @@ impl Platform {
             &serde_json::to_value(patch).unwrap_or_default(),
         )
         .await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         Ok(Some(e))
     }
 

@@ -130,6 +130,78 @@ async fn write_transactions_serialize_check_then_write() {
     assert_eq!(granted, 5);
 }
 
+/// Concurrent calls share group commits: every answer belongs to its own call (each id sent
+/// twice at once is fresh exactly once), and every id is durable once answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_replay_checks_share_commits_and_answer_each_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+    let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        for _ in 0..2 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = format!("m{i}");
+                let fresh = db
+                    .remember_message("platform:p", &id, now + Duration::minutes(10), now)
+                    .await
+                    .unwrap();
+                (i, fresh)
+            }));
+        }
+    }
+    let mut fresh = vec![0; 300];
+    for t in tasks {
+        let (i, f) = t.await.unwrap();
+        fresh[i] += usize::from(f);
+    }
+    assert!(fresh.iter().all(|&n| n == 1), "{fresh:?}");
+    drop(db);
+    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM seen_messages")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 300);
+}
+
+/// Writers of another handle on the same file (another process) wait for the write lock in
+/// SQLite's busy handler, and get it once the holder commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_handle_waits_for_the_first_handles_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Db::open(&url(&dir), "r", M).await.unwrap();
+    let b = Db::open(&url(&dir), "r", M).await.unwrap();
+    let mut held = a.begin_write().await.unwrap();
+    sqlx::query("INSERT INTO t (k, v) VALUES ('a', 1)")
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(async move {
+        let mut tx = b.begin_write().await.unwrap();
+        let v: i64 = sqlx::query_scalar("SELECT v FROM t WHERE k = 'a'")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t (k, v) VALUES ('b', $1)")
+            .bind(v + 1)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished());
+    held.commit().await.unwrap();
+    waiting.await.unwrap();
+    let v: i64 = sqlx::query_scalar("SELECT v FROM t WHERE k = 'b'")
+        .fetch_one(a.pool())
+        .await
+        .unwrap();
+    assert_eq!(v, 2);
+}
+
 mod audit {
     use fapiao_store::Db;
     use fapiao_store::audit::{Verdict, append, sign_head, verify};
