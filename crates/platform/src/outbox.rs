@@ -153,19 +153,22 @@ impl Platform {
         )]
         let started = std::time::Instant::now();
         let mut in_flight: HashSet<i64> = HashSet::new();
-        let mut running: tokio::task::JoinSet<(Vec<i64>, Result<(), StoreError>)> =
+        // Batches in flight: uploads, notices.
+        let mut kinds = [0_usize; 2];
+        let mut running: tokio::task::JoinSet<(bool, Vec<i64>, Result<(), StoreError>)> =
             tokio::task::JoinSet::new();
         let mut handled = 0;
         let mut taking = true;
         loop {
             if taking && running.len() < OUTBOX_PARALLEL {
                 for (upload, entries) in self
-                    .due_batches(&in_flight, OUTBOX_PARALLEL - running.len())
+                    .due_batches(&in_flight, kinds, OUTBOX_PARALLEL - running.len())
                     .await?
                 {
                     let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
                     in_flight.extend(&ids);
                     handled += ids.len();
+                    kinds[usize::from(!upload)] += 1;
                     let me = self.clone();
                     running.spawn(async move {
                         let r = if upload {
@@ -173,7 +176,7 @@ impl Platform {
                         } else {
                             me.notify(entries).await
                         };
-                        (ids, r)
+                        (upload, ids, r)
                     });
                 }
                 taking = handled < ROUND_MOST && started.elapsed() < ROUND_LONGEST;
@@ -182,7 +185,8 @@ impl Platform {
                 break;
             };
             match done {
-                Ok((ids, r)) => {
+                Ok((upload, ids, r)) => {
+                    kinds[usize::from(!upload)] -= 1;
                     for id in ids {
                         in_flight.remove(&id);
                     }
@@ -197,10 +201,15 @@ impl Platform {
     }
 
     /// Up to `slots` batches of due entries not already in flight, uploads and notices
-    /// taking turns.
+    /// taking turns. A batch that is not full waits while a batch of its kind is in flight
+    /// (`busy`: uploads, notices), as Nagle's algorithm holds a small segment back while
+    /// data is unacknowledged: an idle outbox sends an entry at once, a busy one gathers what
+    /// falls due during an exchange into the next batch instead of paying an exchange (two
+    /// seals, two opens) for every few entries.
     async fn due_batches(
         &self,
         in_flight: &HashSet<i64>,
+        busy: [usize; 2],
         slots: usize,
     ) -> Result<Vec<(bool, Vec<Entry>)>, StoreError> {
         // A red's upload is held back while an earlier upload of its chain (the blue, or
@@ -240,8 +249,18 @@ impl Platform {
                 notices.push(entry);
             }
         }
-        let mut uploads = chunks(uploads, UploadBatch::MAX).into_iter();
-        let mut notices = chunks(notices, StatusNotices::MAX).into_iter();
+        let ready = |mut batches: Vec<Vec<Entry>>, max: usize, busy: usize| {
+            if busy > 0 && batches.last().is_some_and(|b| b.len() < max) {
+                batches.pop();
+            }
+            batches.into_iter()
+        };
+        let mut uploads = ready(chunks(uploads, UploadBatch::MAX), UploadBatch::MAX, busy[0]);
+        let mut notices = ready(
+            chunks(notices, StatusNotices::MAX),
+            StatusNotices::MAX,
+            busy[1],
+        );
         let mut batches = Vec::new();
         while batches.len() < slots {
             let (u, n) = (uploads.next(), notices.next());
