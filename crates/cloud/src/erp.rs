@@ -558,7 +558,7 @@ impl Cloud {
                 .map_err(|_| unreadable("receipt"))?,
             issued: None,
         };
-        self.apply_notice_in(tx, &notice).await
+        self.apply_notices_in(tx, &[&notice]).await
     }
 }
 

@@ -323,7 +323,7 @@ impl Cloud {
             return Ok(Err(r));
         }
         let mut tx = self.inner.db.begin_write().await?;
-        self.apply_notice_in(&mut tx, notice).await?;
+        self.apply_notices_in(&mut tx, &[notice]).await?;
         tx.commit().await?;
         self.inner.wake.notify_one();
         Ok(Ok(()))
@@ -348,12 +348,14 @@ impl Cloud {
             // them.
             tokio::task::yield_now().await;
         }
+        let checked: Vec<&StatusNotice> = batch
+            .notices
+            .iter()
+            .zip(&results)
+            .filter_map(|(notice, refused)| refused.is_none().then_some(notice))
+            .collect();
         let mut tx = self.inner.db.begin_write().await?;
-        for (notice, refused) in batch.notices.iter().zip(&results) {
-            if refused.is_none() {
-                self.apply_notice_in(&mut tx, notice).await?;
-            }
-        }
+        self.apply_notices_in(&mut tx, &checked).await?;
         tx.commit().await?;
         self.inner.wake.notify_one();
         Ok(Ok(NoticeResults { results }))
@@ -401,65 +403,112 @@ impl Cloud {
         Ok(Ok(()))
     }
 
-    /// Records a checked notice's status in `tx`, queueing the enterprise's webhook when the
-    /// status changed.
-    async fn apply_notice_in(
+    /// Records checked notices' statuses in `tx`, in order, as if each were applied alone:
+    /// the enterprise's webhook is queued when a status changes, and a notice for an invoice
+    /// not stored here yet is kept (`early_notices`) until it is. Set-based — three
+    /// statements per run of notices for distinct invoices, not three per notice — so a batch
+    /// holds the write turn (which the ERP's orders wait for) briefly.
+    async fn apply_notices_in(
         &self,
         tx: &mut fapiao_store::Tx,
-        notice: &StatusNotice,
+        notices: &[&StatusNotice],
     ) -> Result<(), StoreError> {
-        let receipt = notice
-            .receipt
-            .as_ref()
-            .map(|r| serde_json::to_string(r).unwrap_or_default());
-        let current: Option<String> = sqlx::query_scalar(
-            "SELECT tax_status FROM invoices WHERE number = $1 AND enterprise = $2",
-        )
-        .bind(&notice.number)
-        .bind(&notice.enterprise)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let n = sqlx::query(
-            "UPDATE invoices SET tax_status = $3, tax_reason = $4, receipt = COALESCE($5, receipt)
-             WHERE number = $1 AND enterprise = $2",
-        )
-        .bind(&notice.number)
-        .bind(&notice.enterprise)
-        .bind(notice.tax_status.as_str())
-        .bind(&notice.reason)
-        .bind(&receipt)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if current
-            .as_deref()
-            .is_some_and(|c| c != notice.tax_status.as_str())
-        {
-            webhook::enqueue(tx, &notice.enterprise, "invoice.tax_status", &notice.number).await?;
+        let mut run: Vec<serde_json::Value> = Vec::new();
+        let mut keys = std::collections::HashSet::new();
+        for notice in notices {
+            // A second notice for the same invoice starts a new run, so that it applies after
+            // the first (its status change, its webhook).
+            if !keys.insert((notice.number.as_str(), notice.enterprise.as_str())) {
+                apply_run(tx, &std::mem::take(&mut run)).await?;
+                keys.clear();
+                keys.insert((notice.number.as_str(), notice.enterprise.as_str()));
+            }
+            run.push(serde_json::json!({
+                "number": notice.number,
+                "enterprise": notice.enterprise,
+                "status": notice.tax_status.as_str(),
+                "reason": notice.reason,
+                "receipt": notice
+                    .receipt
+                    .as_ref()
+                    .map(|r| serde_json::to_string(r).unwrap_or_default()),
+            }));
         }
-        if n == 0 {
-            // Not stored here yet: platform's answer to the order is still on its way (the
-            // outbox can be faster), or was lost and the ERP will retry the order. Kept until
-            // the invoice is stored ([`erp`]'s `insert_issued` applies it).
-            tracing::info!(number = %notice.number, "status notice ahead of its invoice, kept");
-            sqlx::query(
-                "INSERT INTO early_notices (number, enterprise, tax_status, tax_reason, receipt,
-                     received_at) VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (number) DO UPDATE SET enterprise = excluded.enterprise,
-                     tax_status = excluded.tax_status, tax_reason = excluded.tax_reason,
-                     receipt = excluded.receipt, received_at = excluded.received_at",
-            )
-            .bind(&notice.number)
-            .bind(&notice.enterprise)
-            .bind(notice.tax_status.as_str())
-            .bind(&notice.reason)
-            .bind(&receipt)
-            .bind(now().unix_timestamp())
-            .execute(&mut **tx)
-            .await?;
-        }
-        Ok(())
+        apply_run(tx, &run).await
     }
+}
+
+/// The notices of a run (distinct invoices) as rows: `number`, `enterprise`, `status`,
+/// `reason`, `receipt` from the JSON array bound as `$1`, `k` its position.
+macro_rules! notice_rows {
+    () => {
+        "SELECT key AS k, json_extract(value, '$.number') AS number,
+             json_extract(value, '$.enterprise') AS enterprise,
+             json_extract(value, '$.status') AS status, json_extract(value, '$.reason') AS reason,
+             json_extract(value, '$.receipt') AS receipt FROM json_each($1)"
+    };
+}
+
+/// Applies a run of notices for distinct invoices (see [`Cloud::apply_notices_in`]).
+async fn apply_run(tx: &mut fapiao_store::Tx, run: &[serde_json::Value]) -> Result<(), StoreError> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    let rows = serde_json::Value::Array(run.to_vec()).to_string();
+    let t = now().unix_timestamp();
+    // Webhooks first: they compare with the status before the update.
+    sqlx::query(concat!(
+        "INSERT INTO webhooks (enterprise, event, number, state, attempts, next_attempt_at,
+             created_at)
+         SELECT e.taxpayer_id, 'invoice.tax_status', n.number, 'pending', 0, $2, $2
+         FROM (",
+        notice_rows!(),
+        ") n
+         JOIN invoices i ON i.number = n.number AND i.enterprise = n.enterprise
+         JOIN enterprises e ON e.taxpayer_id = n.enterprise AND e.webhook_url IS NOT NULL
+         WHERE i.tax_status <> n.status
+         ORDER BY n.k"
+    ))
+    .bind(&rows)
+    .bind(t)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(concat!(
+        "UPDATE invoices SET tax_status = n.status, tax_reason = n.reason,
+             receipt = COALESCE(n.receipt, invoices.receipt)
+         FROM (",
+        notice_rows!(),
+        ") n
+         WHERE invoices.number = n.number AND invoices.enterprise = n.enterprise"
+    ))
+    .bind(&rows)
+    .execute(&mut **tx)
+    .await?;
+    // Not stored here yet: platform's answer to the order is still on its way (the outbox can
+    // be faster), or was lost and the ERP will retry the order. Kept until the invoice is
+    // stored ([`erp`]'s `insert_issued` applies it).
+    let early: Vec<String> = sqlx::query_scalar(concat!(
+        "INSERT INTO early_notices (number, enterprise, tax_status, tax_reason, receipt,
+             received_at)
+         SELECT n.number, n.enterprise, n.status, n.reason, n.receipt, $2
+         FROM (",
+        notice_rows!(),
+        ") n
+         WHERE NOT EXISTS (SELECT 1 FROM invoices i
+                           WHERE i.number = n.number AND i.enterprise = n.enterprise)
+         ON CONFLICT (number) DO UPDATE SET enterprise = excluded.enterprise,
+             tax_status = excluded.tax_status, tax_reason = excluded.tax_reason,
+             receipt = excluded.receipt, received_at = excluded.received_at
+         RETURNING number"
+    ))
+    .bind(&rows)
+    .bind(t)
+    .fetch_all(&mut **tx)
+    .await?;
+    for number in early {
+        tracing::info!(%number, "status notice ahead of its invoice, kept");
+    }
+    Ok(())
 }
 
 impl fapiao_service::ops::Readiness for Cloud {

@@ -71,6 +71,50 @@ async fn a_notice_batch_is_answered_per_notice_and_an_early_notice_waits_for_its
         "the forged notice changed nothing"
     );
 
+    // Two notices for one invoice in one batch apply in order, as if each came alone: a
+    // status change each (two webhook events), the last one's status stays.
+    let db = env.system.cloud.db().clone();
+    let events = async |number: &str| -> Vec<String> {
+        fapiao_store::sqlx::query_scalar("SELECT event FROM webhooks WHERE number = $1 ORDER BY id")
+            .bind(number)
+            .fetch_all(db.pool())
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        events(&first).await,
+        ["invoice.issued", "invoice.tax_status"]
+    );
+    let notices = json!({ "notices": [
+        {"number": first, "enterprise": SH, "tax_status": "failed", "reason": "first of two"},
+        {"number": first, "enterprise": SH, "tax_status": "accepted"},
+    ]});
+    let r = cloud
+        .post(cloud.seal("invoice.status_batch", 1, &notices))
+        .await;
+    let (t, v) = cloud.open(&r);
+    assert_eq!(
+        (t.as_str(), &v["results"]),
+        ("notice.results", &json!([null, null])),
+        "{v}"
+    );
+    assert_eq!(
+        events(&first).await,
+        [
+            "invoice.issued",
+            "invoice.tax_status",
+            "invoice.tax_status",
+            "invoice.tax_status"
+        ]
+    );
+    let r = get(&erp, &format!("/v1/invoices/{first}")).await;
+    let v = json_of(&r);
+    assert_eq!(v["tax_status"], "accepted", "{v}");
+    assert!(
+        v["receipt"].is_object(),
+        "a notice without a receipt keeps the stored one: {v}"
+    );
+
     // With tax away, platform's own notice for the next invoice cannot come: what cloud
     // shows is the early notice, applied as the invoice is stored.
     env.system.stop("tax").await;
@@ -89,14 +133,10 @@ async fn a_notice_batch_is_answered_per_notice_and_an_early_notice_waits_for_its
         .await
         .unwrap();
     assert_eq!(left, 0, "applied notices are removed");
-    let events: Vec<String> = fapiao_store::sqlx::query_scalar(
-        "SELECT event FROM webhooks WHERE number = $1 ORDER BY id",
-    )
-    .bind(&next)
-    .fetch_all(env.system.cloud.db().pool())
-    .await
-    .unwrap();
-    assert_eq!(events, ["invoice.issued", "invoice.tax_status"]);
+    assert_eq!(
+        events(&next).await,
+        ["invoice.issued", "invoice.tax_status"]
+    );
 
     // Tax back: the real upload and notice settle it.
     env.system.restart("tax").await.unwrap();
