@@ -149,6 +149,8 @@ pub(crate) struct OpenLoop {
     pub(crate) errors: usize,
     /// Latency from the scheduled send time, milliseconds.
     pub(crate) latency: Latency,
+    /// Resident memory (KiB) once a minute into the phase, and at its end.
+    pub(crate) rss_kib: Vec<u64>,
 }
 
 /// One stage's spans over the closed-loop run.
@@ -667,32 +669,45 @@ async fn open_loop(
     let interval = Duration::from_secs_f64(batch as f64 / rate.max(0.001));
     let label = format!("open loop at {rate:.0}/s");
     let start = tokio::time::Instant::now();
-    let mut tasks = Vec::with_capacity(total);
+    // Finished requests are collected as the phase goes (a task's memory is freed only once
+    // its result is taken), so a long phase measures the system, not its own bookkeeping.
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut lat = Vec::with_capacity(total);
+    let mut errors = 0;
+    let mut collect = |r: Result<Result<Duration>, tokio::task::JoinError>| match r {
+        Ok(Ok(d)) => lat.push(d),
+        _ => errors += 1,
+    };
+    let mut rss = Vec::new();
+    let mut next_sample = start + RSS_SAMPLE;
     for i in 0..total {
         #[expect(clippy::cast_possible_truncation, reason = "i < total, a small count")]
         let due = start + interval * i as u32;
         tokio::time::sleep_until(due).await;
+        if due >= next_sample {
+            rss.push(rss_kib().0);
+            next_sample += RSS_SAMPLE;
+        }
         let (e, c) = clients[i % clients.len()].clone();
-        tasks.push(tokio::spawn(async move {
+        while let Some(r) = tasks.try_join_next() {
+            collect(r);
+        }
+        tasks.spawn(async move {
             let ids: Vec<String> = (0..batch)
                 .map(|k| format!("BENCH-O{phase}-{i}-{k}"))
                 .collect();
             let r = issue(&c, e, &ids).await;
             r.map(|_| due.elapsed())
-        }));
+        });
         if i % 50 == 0 {
             progress(i, total, &label);
         }
     }
-    let mut lat = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(d)) => lat.push(d),
-            _ => errors += 1,
-        }
+    while let Some(r) = tasks.join_next().await {
+        collect(r);
     }
     let secs = start.elapsed().as_secs_f64();
+    rss.push(rss_kib().0);
     #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     let achieved = (lat.len() * batch) as f64 / secs;
     OpenLoop {
@@ -701,8 +716,12 @@ async fn open_loop(
         sent: total,
         errors,
         latency: Latency::of(&mut lat),
+        rss_kib: rss,
     }
 }
+
+/// How often an open-loop phase samples resident memory.
+const RSS_SAMPLE: Duration = Duration::from_secs(60);
 
 /// The cryptography one invoice needs in the current design, back to back in one thread:
 /// CPU per invoice (ms). An invoice travels in three exchanges — cloud→platform (the order),
@@ -994,6 +1013,19 @@ fn render(r: &BenchReport, opts: &BenchOptions) -> String {
             o.latency.max,
             o.errors
         );
+        if o.rss_kib.len() > 1 {
+            let steps: Vec<String> = o
+                .rss_kib
+                .iter()
+                .map(|k| format!("{:.1}", kib_to_mib(*k)))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  {:>10} RSS each minute and at the end: {} MiB",
+                "",
+                steps.join(" → ")
+            );
+        }
     }
     let _ = writeln!(
         s,

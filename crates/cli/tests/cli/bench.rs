@@ -99,6 +99,12 @@ fn a_small_bench_reports_every_figure() {
     assert!(stage("db.commit") >= 1.0);
     let rss = r["rss_kib"].as_array().unwrap();
     assert!(rss.iter().all(|v| v.as_u64().unwrap() > 0));
+    // Each open-loop phase samples memory at least at its end (once a minute besides).
+    for phase in r["open"].as_array().unwrap() {
+        let rss = phase["rss_kib"].as_array().unwrap();
+        assert_eq!(rss.len(), 1, "{phase}");
+        assert!(rss[0].as_u64().unwrap() > 0, "{phase}");
+    }
 }
 
 /// The async flow: orders queue at cloud, the agent issues and uploads them; the run ends when
