@@ -419,7 +419,7 @@ impl Cloud {
             // A second notice for the same invoice starts a new run, so that it applies after
             // the first (its status change, its webhook).
             if !keys.insert((notice.number.as_str(), notice.enterprise.as_str())) {
-                apply_run(tx, &std::mem::take(&mut run)).await?;
+                apply_run(tx, std::mem::take(&mut run)).await?;
                 keys.clear();
                 keys.insert((notice.number.as_str(), notice.enterprise.as_str()));
             }
@@ -434,7 +434,7 @@ impl Cloud {
                     .map(|r| serde_json::to_string(r).unwrap_or_default()),
             }));
         }
-        apply_run(tx, &run).await
+        apply_run(tx, run).await
     }
 }
 
@@ -450,11 +450,14 @@ macro_rules! notice_rows {
 }
 
 /// Applies a run of notices for distinct invoices (see [`Cloud::apply_notices_in`]).
-async fn apply_run(tx: &mut fapiao_store::Tx, run: &[serde_json::Value]) -> Result<(), StoreError> {
+async fn apply_run(
+    tx: &mut fapiao_store::Tx,
+    run: Vec<serde_json::Value>,
+) -> Result<(), StoreError> {
     if run.is_empty() {
         return Ok(());
     }
-    let rows = serde_json::Value::Array(run.to_vec()).to_string();
+    let rows = serde_json::Value::Array(run).to_string();
     let t = now().unix_timestamp();
     // Webhooks first: they compare with the status before the update.
     sqlx::query(concat!(

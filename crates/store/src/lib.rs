@@ -364,8 +364,9 @@ impl Db {
     /// for its writer turn; whoever gets the turn writes every entry queued so far, in queue
     /// order, in one transaction, and answers each after the commit. So a burst of messages
     /// costs one fsync, not one each, and the same message twice in one group is fresh once.
-    /// A call abandoned while it waits leaves its entry to the next group: the id is still
-    /// consumed, never processed — the safe side for a replay guard. Needs a Tokio runtime.
+    /// A call abandoned while it waits, or whose turn cannot begin (its error is returned),
+    /// leaves its entry to the next group: the id is still consumed, never processed — the
+    /// safe side for a replay guard. Needs a Tokio runtime.
     ///
     /// # Errors
     /// [`StoreError`]; [`StoreError::Grouped`] when the group's transaction failed.
