@@ -194,8 +194,8 @@ impl Cloud {
             )
             .with_retry_after(secs.max(1)));
         }
-        let t = now().unix_timestamp();
-        if (t - ts).abs() > erp::WINDOW_SECONDS {
+        let t = now();
+        if (t.unix_timestamp() - ts).abs() > erp::WINDOW_SECONDS {
             return Err(ApiError::new(
                 Code::RequestStale,
                 format!(
@@ -205,30 +205,16 @@ impl Cloud {
                 rid,
             ));
         }
-        let mut tx = self
+        // The nonce is spent once durable; concurrent requests share that commit.
+        let expires = time::OffsetDateTime::from_unix_timestamp(ts + 2 * erp::WINDOW_SECONDS)
+            .map_err(|e| internal(rid, &e))?;
+        let fresh = self
             .inner
             .db
-            .begin_write()
+            .remember_message(&format!("erp:{key}"), nonce, expires, t)
             .await
             .map_err(|e| internal(rid, &e))?;
-        sqlx::query("DELETE FROM api_nonces WHERE expires_at <= $1")
-            .bind(t)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| internal(rid, &e))?;
-        let fresh = sqlx::query(
-            "INSERT INTO api_nonces (key_id, nonce, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT (key_id, nonce) DO NOTHING",
-        )
-        .bind(key)
-        .bind(nonce)
-        .bind(ts + 2 * erp::WINDOW_SECONDS)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| internal(rid, &e))?
-        .rows_affected();
-        tx.commit().await.map_err(|e| internal(rid, &e))?;
-        if fresh == 0 {
+        if !fresh {
             return Err(ApiError::new(
                 Code::RequestReplayed,
                 "this nonce was already used",

@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "status notices that arrive before their invoice",
         sql: include_str!("../migrations/0005_early_notices.sql"),
     },
+    Migration {
+        version: 6,
+        description: "ERP nonces in the group-committed replay guard",
+        sql: include_str!("../migrations/0006_erp_nonces.sql"),
+    },
 ];
 
 /// Columns whose values are sealed (encryption at rest): the signed invoices (buyer phone,

@@ -262,17 +262,10 @@ impl Platform {
         o: &IssueOrder,
         rid: &str,
     ) -> Result<OrderAnswer, Step> {
-        {
-            let mut tx = self.read_tx().await?;
-            self.admit(&mut tx, cloud, &o.enterprise).await?;
-            if let Some(a) = self
-                .existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash)
-                .await?
-            {
-                return Ok(a);
-            }
-        }
-        let draft = Ok(prepare_blue(&self.inner.catalog, o).map_err(Step::Refused)?);
+        // Validation needs no database; admission and the earlier answer to the same order
+        // are checked first in the write transaction, so a refused draft is reported only
+        // for an admitted, new order.
+        let draft = prepare_blue(&self.inner.catalog, o);
         for attempt in 0..2 {
             match self.issue_blue_tx(cloud, o, &draft, rid).await {
                 Err(Step::NeedNumbers { year, province }) if attempt == 0 => {
@@ -345,7 +338,7 @@ impl Platform {
                     }
                 },
             };
-            if let Err(e) = savepoint(t, "SAVEPOINT batch_order").await {
+            if let Err(e) = t.savepoint("batch_order").await.map_err(Step::from) {
                 results.push(Err(e));
                 i += 1;
                 continue;
@@ -355,10 +348,10 @@ impl Platform {
                 .await;
             let kept = matches!(outcome, Ok(_) | Err(Step::Voided(_)));
             let end = if kept {
-                savepoint(t, "RELEASE batch_order").await
+                t.release("batch_order").await.map_err(Step::from)
             } else {
-                match savepoint(t, "ROLLBACK TO batch_order").await {
-                    Ok(()) => savepoint(t, "RELEASE batch_order").await,
+                match t.rollback_to("batch_order").await.map_err(Step::from) {
+                    Ok(()) => t.release("batch_order").await.map_err(Step::from),
                     Err(e) => Err(e),
                 }
             };
@@ -1126,10 +1119,4 @@ fn prepare_blue(
         ));
     }
     Ok(draft)
-}
-
-/// A savepoint statement (`SAVEPOINT`, `RELEASE`, `ROLLBACK TO`) on the batch's transaction.
-async fn savepoint(tx: &mut Tx, statement: &'static str) -> Result<(), Step> {
-    sqlx::query(statement).execute(&mut **tx).await?;
-    Ok(())
 }

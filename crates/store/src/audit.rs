@@ -89,16 +89,21 @@ pub async fn append(
     subject: &str,
     detail: &serde_json::Value,
 ) -> Result<(), StoreError> {
-    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut **tx)
-        .await?;
-    let (seq, prev) = match last {
-        Some(r) => (
-            r.try_get::<i64, _>("seq")? + 1,
-            r.try_get::<String, _>("hash")?,
-        ),
-        None => (1, GENESIS.to_owned()),
+    // The head is read once per transaction: a write transaction holds the write lock, so
+    // no one else appends meanwhile, and later appends chain to what this one wrote.
+    let (last, prev) = match tx.audit_head.take() {
+        Some(head) => head,
+        None => {
+            let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut **tx)
+                .await?;
+            match row {
+                Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
+                None => (0, GENESIS.to_owned()),
+            }
+        }
     };
+    let seq = last + 1;
     let at = at.unix_timestamp();
     let detail = detail.to_string();
     let hash = record_hash(seq, at, actor, action, subject, &detail, &prev);
@@ -116,6 +121,7 @@ pub async fn append(
     .bind(&hash)
     .execute(&mut **tx)
     .await?;
+    tx.audit_head = Some((seq, hash));
     Ok(())
 }
 

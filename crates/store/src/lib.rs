@@ -28,11 +28,17 @@ pub use sqlx;
 /// database's in-process writer turn until it commits, rolls back or is dropped; a read
 /// transaction ([`Db::begin_read`]) holds none. Dereferences to the connection, so
 /// `&mut *tx` (or `&mut **tx` through a `&mut Tx`) is what statements execute on.
+///
+/// Savepoints go through [`Tx::savepoint`], [`Tx::release`] and [`Tx::rollback_to`], never
+/// as raw statements: the transaction remembers the audit chain head it wrote last
+/// ([`audit::append`]), and a rollback to a savepoint must forget it.
 #[derive(Debug)]
 pub struct Tx {
     inner: sqlx::Transaction<'static, sqlx::Sqlite>,
     /// Dropped after `inner` ends (fields drop in declaration order).
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// The audit chain head as of this transaction's last append: `(seq, hash)`.
+    audit_head: Option<(i64, String)>,
 }
 
 impl Tx {
@@ -50,6 +56,46 @@ impl Tx {
     /// [`StoreError::Sqlx`].
     pub async fn rollback(self) -> Result<(), StoreError> {
         Ok(self.inner.rollback().await?)
+    }
+
+    /// `SAVEPOINT name`.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlx`]; [`StoreError::Savepoint`] for a name that is not `[a-z_]+`.
+    pub async fn savepoint(&mut self, name: &'static str) -> Result<(), StoreError> {
+        self.savepoint_statement("SAVEPOINT", name).await
+    }
+
+    /// `RELEASE name`: keeps what was done since the savepoint.
+    ///
+    /// # Errors
+    /// As [`Self::savepoint`].
+    pub async fn release(&mut self, name: &'static str) -> Result<(), StoreError> {
+        self.savepoint_statement("RELEASE", name).await
+    }
+
+    /// `ROLLBACK TO name`: undoes what was done since the savepoint (which stays open).
+    ///
+    /// # Errors
+    /// As [`Self::savepoint`].
+    pub async fn rollback_to(&mut self, name: &'static str) -> Result<(), StoreError> {
+        self.audit_head = None;
+        self.savepoint_statement("ROLLBACK TO", name).await
+    }
+
+    async fn savepoint_statement(
+        &mut self,
+        verb: &'static str,
+        name: &'static str,
+    ) -> Result<(), StoreError> {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+            return Err(StoreError::Savepoint(name));
+        }
+        // `name` is checked above and `'static`: never input.
+        sqlx::query(sqlx::AssertSqlSafe(format!("{verb} {name}")))
+            .execute(&mut *self.inner)
+            .await?;
+        Ok(())
     }
 }
 
@@ -76,6 +122,9 @@ pub enum StoreError {
     /// The database said no.
     #[error("database: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// A savepoint name that is not `[a-z_]+`.
+    #[error("savepoint name `{0}`: expected [a-z_]+")]
+    Savepoint(&'static str),
     /// A write grouped with others (see [`Db::remember_message`]) failed with them.
     #[error("database: {0}")]
     Grouped(String),
@@ -210,6 +259,9 @@ impl Db {
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
+            // An embedded connection does not go stale the way a network one does; the ping
+            // before every acquire would be one more round trip to the connection's thread.
+            .test_before_acquire(false)
             .max_connections(if memory { 1 } else { 8 })
             .min_connections(if memory { 1 } else { 0 })
             .idle_timeout(if memory {
@@ -278,6 +330,7 @@ impl Db {
         Ok(Tx {
             inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
             _turn: Some(turn),
+            audit_head: None,
         })
     }
 
@@ -290,6 +343,7 @@ impl Db {
         Ok(Tx {
             inner: self.pool.begin().await?,
             _turn: None,
+            audit_head: None,
         })
     }
 
@@ -410,27 +464,16 @@ impl Db {
 
     /// Writes `group` in `tx`, commits, then answers each entry.
     async fn commit_group(mut tx: Tx, group: Vec<Remember>) {
-        let mut fresh = Vec::with_capacity(group.len());
-        let mut written = Ok(());
-        for r in &group {
-            match remember_message_in(&mut tx, &r.sender, &r.message_id, r.expires, r.now).await {
-                Ok(f) => fresh.push(f),
-                Err(e) => {
-                    written = Err(e.to_string());
-                    break;
-                }
-            }
-        }
-        let durable = match written {
-            Ok(()) => tx.commit().await.map_err(|e| e.to_string()),
+        let durable = match write_group(&mut tx, &group).await {
+            Ok(fresh) => tx.commit().await.map(|()| fresh).map_err(|e| e.to_string()),
             Err(e) => {
                 let _ = tx.rollback().await;
-                Err(e)
+                Err(e.to_string())
             }
         };
         // A caller may have gone; its entry is recorded all the same.
         match durable {
-            Ok(()) => {
+            Ok(fresh) => {
                 for (r, f) in group.into_iter().zip(fresh) {
                     let _ = r.answer.send(Ok(f));
                 }
@@ -442,6 +485,42 @@ impl Db {
             }
         }
     }
+}
+
+/// A group of replay-guard entries in two statements, whatever its size: every entry that
+/// expired by the group's earliest `now` goes (which also frees an expired id to be seen
+/// again, and keeps the table from growing), then the group's entries go in at once. Whether
+/// each is fresh, in group order: an entry is fresh when its row went in and no earlier entry
+/// of the group had the same id.
+async fn write_group(tx: &mut Tx, group: &[Remember]) -> Result<Vec<bool>, StoreError> {
+    let Some(now) = group.iter().map(|r| r.now).min() else {
+        return Ok(Vec::new());
+    };
+    sqlx::query("DELETE FROM seen_messages WHERE expires_at <= $1")
+        .bind(now.unix_timestamp())
+        .execute(&mut **tx)
+        .await?;
+    let entries = serde_json::Value::Array(
+        group
+            .iter()
+            .map(|r| serde_json::json!([r.sender, r.message_id, r.expires.unix_timestamp()]))
+            .collect(),
+    );
+    let inserted: Vec<(String, String)> = sqlx::query_as(
+        "INSERT INTO seen_messages (sender, message_id, expires_at)
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+         FROM json_each($1) WHERE true
+         ON CONFLICT (sender, message_id) DO NOTHING
+         RETURNING sender, message_id",
+    )
+    .bind(entries.to_string())
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut inserted: std::collections::HashSet<(String, String)> = inserted.into_iter().collect();
+    Ok(group
+        .iter()
+        .map(|r| inserted.remove(&(r.sender.clone(), r.message_id.clone())))
+        .collect())
 }
 
 /// [`Db::remember_message`] inside a caller's transaction, so the id is consumed together

@@ -89,7 +89,18 @@ async fn replay_guard_survives_reopening_and_forgets_expired_ids() {
             .await
             .unwrap()
     );
-    assert_eq!(fapiao_store::prune_messages(&db, later).await.unwrap(), 1);
+    // That write also pruned every entry expired by then (cloud:b's m1 with cloud:a's).
+    let left: Vec<(String, String)> =
+        sqlx::query_as("SELECT sender, message_id FROM seen_messages")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(left, [("cloud:a".to_owned(), "m1".to_owned())]);
+    let much_later = later + Duration::minutes(11);
+    assert_eq!(
+        fapiao_store::prune_messages(&db, much_later).await.unwrap(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -247,6 +258,50 @@ mod audit {
             verify(&db).await.unwrap(),
             Verdict::Intact {
                 records: 10,
+                head: None
+            }
+        );
+    }
+
+    /// Appends in one transaction chain to each other (the head is read once), and one
+    /// undone by a rollback to a savepoint leaves no gap: the next append chains to the
+    /// record before it.
+    #[tokio::test]
+    async fn appends_in_one_transaction_and_around_a_savepoint_rollback_chain() {
+        let (_d, db) = chain(2).await;
+        let t = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        let mut tx = db.begin_write().await.unwrap();
+        let add = async |tx: &mut fapiao_store::Tx, subject: &str| {
+            append(tx, t, "system", "test", subject, &json!({}))
+                .await
+                .unwrap();
+        };
+        add(&mut tx, "a").await;
+        add(&mut tx, "b").await;
+        tx.savepoint("one_order").await.unwrap();
+        add(&mut tx, "undone").await;
+        tx.rollback_to("one_order").await.unwrap();
+        tx.release("one_order").await.unwrap();
+        add(&mut tx, "c").await;
+        assert!(matches!(
+            tx.savepoint("x; DROP TABLE audit_log").await,
+            Err(fapiao_store::StoreError::Savepoint(_))
+        ));
+        tx.commit().await.unwrap();
+        let subjects: Vec<(i64, String)> =
+            sqlx::query_as("SELECT seq, subject FROM audit_log ORDER BY seq")
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        let subjects: Vec<(i64, &str)> = subjects.iter().map(|(n, s)| (*n, s.as_str())).collect();
+        assert_eq!(
+            subjects,
+            [(1, "N1"), (2, "N2"), (3, "a"), (4, "b"), (5, "c")]
+        );
+        assert_eq!(
+            verify(&db).await.unwrap(),
+            Verdict::Intact {
+                records: 5,
                 head: None
             }
         );
