@@ -183,18 +183,30 @@ fn answer_of(result: Result<OrderAnswer, Step>, cloud: &str, rid: &str) -> Order
 
 impl Platform {
     async fn admit(&self, tx: &mut Tx, cloud: &str, enterprise: &str) -> Result<Enterprise, Step> {
-        let known: Option<String> =
-            sqlx::query_scalar("SELECT identity FROM clouds WHERE identity = $1")
-                .bind(cloud)
-                .fetch_optional(&mut **tx)
-                .await?;
-        if known.is_none() {
+        // One row whatever is registered: the cloud if known, the enterprise if known.
+        let row = sqlx::query(
+            "SELECT c.identity AS known_cloud, e.*
+             FROM (SELECT $1 AS asked) q
+             LEFT JOIN clouds c ON c.identity = q.asked
+             LEFT JOIN enterprises e ON e.taxpayer_id = $2",
+        )
+        .bind(cloud)
+        .bind(enterprise)
+        .fetch_one(&mut **tx)
+        .await?;
+        if row.try_get::<Option<String>, _>("known_cloud")?.is_none() {
             return Err(refused(
                 Code::CloudNotRegistered,
                 format!("{cloud} is not registered with this platform"),
             ));
         }
-        let e = registered(tx, enterprise).await?;
+        if row.try_get::<Option<String>, _>("taxpayer_id")?.is_none() {
+            return Err(refused(
+                Code::EnterpriseUnknown,
+                format!("enterprise {enterprise} is not registered"),
+            ));
+        }
+        let e = enterprise_from_row(&row)?;
         if e.cloud != cloud {
             return Err(refused(
                 Code::EnterpriseOfAnotherCloud,

@@ -18,10 +18,22 @@ pub struct Worker {
 impl Worker {
     /// Runs `round` repeatedly: it returns how many items it handled (0: wait for `wake` or
     /// `poll`); an error is logged under `name` and counts as 0.
-    pub fn spawn<F, Fut, E>(
+    pub fn spawn<F, Fut, E>(name: &'static str, wake: Arc<Notify>, poll: Duration, round: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<usize, E>> + Send,
+        E: std::fmt::Display,
+    {
+        Self::spawn_settling(name, wake, poll, Duration::ZERO, round)
+    }
+
+    /// [`Self::spawn`], but a round that follows a wake waits `settle` first, so that a burst
+    /// of wakes (one per stored item) is handled in one round rather than one round each.
+    pub fn spawn_settling<F, Fut, E>(
         name: &'static str,
         wake: Arc<Notify>,
         poll: Duration,
+        settle: Duration,
         mut round: F,
     ) -> Self
     where
@@ -44,7 +56,14 @@ impl Worker {
                 }
                 if !worked {
                     tokio::select! {
-                        () = wake.notified() => {}
+                        () = wake.notified() => {
+                            if !settle.is_zero() {
+                                tokio::select! {
+                                    () = tokio::time::sleep(settle) => {}
+                                    _ = stopped.changed() => break,
+                                }
+                            }
+                        }
                         () = tokio::time::sleep(poll) => {}
                         _ = stopped.changed() => break,
                     }

@@ -77,7 +77,9 @@ pub fn record_hash(
     hex(&fapiao_crypto::primitives::sm3(&buf))
 }
 
-/// Appends a record in the caller's (write) transaction.
+/// Appends a record in the caller's (write) transaction: it is written when the transaction
+/// commits, with every other record appended in it, in one statement (and not at all if
+/// the transaction is rolled back, or rolled back to a savepoint set before the append).
 ///
 /// # Errors
 /// [`StoreError`].
@@ -90,8 +92,8 @@ pub async fn append(
     detail: &serde_json::Value,
 ) -> Result<(), StoreError> {
     // The head is read once per transaction: a write transaction holds the write lock, so
-    // no one else appends meanwhile, and later appends chain to what this one wrote.
-    let (last, prev) = match tx.audit_head.take() {
+    // no one else appends meanwhile, and later appends chain to what this one appended.
+    let (last, prev_hash) = match tx.audit.head.take() {
         Some(head) => head,
         None => {
             let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
@@ -106,22 +108,57 @@ pub async fn append(
     let seq = last + 1;
     let at = at.unix_timestamp();
     let detail = detail.to_string();
-    let hash = record_hash(seq, at, actor, action, subject, &detail, &prev);
+    let hash = record_hash(seq, at, actor, action, subject, &detail, &prev_hash);
+    tx.audit.head = Some((seq, hash.clone()));
+    tx.audit.pending.push(Record {
+        seq,
+        at,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        subject: subject.to_owned(),
+        detail,
+        prev_hash,
+        hash,
+    });
+    Ok(())
+}
+
+/// Writes a transaction's pending records (see [`append`]) in one statement.
+pub(crate) async fn write_pending(
+    conn: &mut sqlx::SqliteConnection,
+    pending: &[Record],
+) -> Result<(), StoreError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let rows = serde_json::Value::Array(
+        pending
+            .iter()
+            .map(|r| {
+                serde_json::json!([
+                    r.seq,
+                    r.at,
+                    r.actor,
+                    r.action,
+                    r.subject,
+                    r.detail,
+                    r.prev_hash,
+                    r.hash
+                ])
+            })
+            .collect(),
+    );
     sqlx::query(
         "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                json_extract(value, '$[6]'), json_extract(value, '$[7]')
+         FROM json_each($1)",
     )
-    .bind(seq)
-    .bind(at)
-    .bind(actor)
-    .bind(action)
-    .bind(subject)
-    .bind(&detail)
-    .bind(&prev)
-    .bind(&hash)
-    .execute(&mut **tx)
+    .bind(rows.to_string())
+    .execute(conn)
     .await?;
-    tx.audit_head = Some((seq, hash));
     Ok(())
 }
 

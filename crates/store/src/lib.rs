@@ -29,24 +29,40 @@ pub use sqlx;
 /// transaction ([`Db::begin_read`]) holds none. Dereferences to the connection, so
 /// `&mut *tx` (or `&mut **tx` through a `&mut Tx`) is what statements execute on.
 ///
-/// Savepoints go through [`Tx::savepoint`], [`Tx::release`] and [`Tx::rollback_to`], never
-/// as raw statements: the transaction remembers the audit chain head it wrote last
-/// ([`audit::append`]), and a rollback to a savepoint must forget it.
+/// Audit records appended in a transaction ([`audit::append`]) are written when it commits,
+/// all in one statement. So savepoints go through [`Tx::savepoint`], [`Tx::release`] and
+/// [`Tx::rollback_to`], never as raw statements: a rollback to a savepoint also drops the
+/// records appended since.
 #[derive(Debug)]
 pub struct Tx {
     inner: sqlx::Transaction<'static, sqlx::Sqlite>,
     /// Dropped after `inner` ends (fields drop in declaration order).
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-    /// The audit chain head as of this transaction's last append: `(seq, hash)`.
-    audit_head: Option<(i64, String)>,
+    audit: AuditBuffer,
+    /// The active data key id, once read in this transaction ([`vault::Vault::seal`]).
+    pub(crate) data_key: Option<i64>,
 }
+
+/// A transaction's audit records not yet written, and the chain head they lead to.
+#[derive(Debug, Default)]
+pub(crate) struct AuditBuffer {
+    /// The newest record, written or pending; `None` until read.
+    pub(crate) head: Option<AuditHead>,
+    pub(crate) pending: Vec<audit::Record>,
+    /// Open savepoints, oldest first: name, records pending and head when it was set.
+    savepoints: Vec<(&'static str, usize, Option<AuditHead>)>,
+}
+
+/// `(seq, hash)` of an audit record.
+pub(crate) type AuditHead = (i64, String);
 
 impl Tx {
     /// Commits (durable on return: WAL with `synchronous=FULL`), then gives up the turn.
     ///
     /// # Errors
     /// [`StoreError::Sqlx`].
-    pub async fn commit(self) -> Result<(), StoreError> {
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        audit::write_pending(&mut self.inner, &self.audit.pending).await?;
         Ok(self.inner.commit().await?)
     }
 
@@ -63,7 +79,10 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Sqlx`]; [`StoreError::Savepoint`] for a name that is not `[a-z_]+`.
     pub async fn savepoint(&mut self, name: &'static str) -> Result<(), StoreError> {
-        self.savepoint_statement("SAVEPOINT", name).await
+        self.savepoint_statement("SAVEPOINT", name).await?;
+        let a = &mut self.audit;
+        a.savepoints.push((name, a.pending.len(), a.head.clone()));
+        Ok(())
     }
 
     /// `RELEASE name`: keeps what was done since the savepoint.
@@ -71,7 +90,12 @@ impl Tx {
     /// # Errors
     /// As [`Self::savepoint`].
     pub async fn release(&mut self, name: &'static str) -> Result<(), StoreError> {
-        self.savepoint_statement("RELEASE", name).await
+        self.savepoint_statement("RELEASE", name).await?;
+        // Like SQLite: the newest savepoint of that name goes, with every one set after it.
+        if let Some(i) = self.audit.savepoints.iter().rposition(|s| s.0 == name) {
+            self.audit.savepoints.truncate(i);
+        }
+        Ok(())
     }
 
     /// `ROLLBACK TO name`: undoes what was done since the savepoint (which stays open).
@@ -79,8 +103,16 @@ impl Tx {
     /// # Errors
     /// As [`Self::savepoint`].
     pub async fn rollback_to(&mut self, name: &'static str) -> Result<(), StoreError> {
-        self.audit_head = None;
-        self.savepoint_statement("ROLLBACK TO", name).await
+        self.savepoint_statement("ROLLBACK TO", name).await?;
+        // Like SQLite: back to the newest savepoint of that name, which stays open.
+        let a = &mut self.audit;
+        if let Some(i) = a.savepoints.iter().rposition(|s| s.0 == name) {
+            a.savepoints.truncate(i + 1);
+            let (_, pending, head) = &a.savepoints[i];
+            a.pending.truncate(*pending);
+            a.head.clone_from(head);
+        }
+        Ok(())
     }
 
     async fn savepoint_statement(
@@ -330,7 +362,8 @@ impl Db {
         Ok(Tx {
             inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
             _turn: Some(turn),
-            audit_head: None,
+            audit: AuditBuffer::default(),
+            data_key: None,
         })
     }
 
@@ -343,7 +376,8 @@ impl Db {
         Ok(Tx {
             inner: self.pool.begin().await?,
             _turn: None,
-            audit_head: None,
+            audit: AuditBuffer::default(),
+            data_key: None,
         })
     }
 

@@ -36,7 +36,7 @@ use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use crate::{Db, StoreError};
+use crate::{Db, StoreError, Tx};
 
 /// The environment variable that overrides the master key file (hex).
 pub const MASTER_KEY_ENV: &str = "FAPIAO_MASTER_KEY";
@@ -329,13 +329,22 @@ impl Vault {
     /// [`StoreError`].
     pub async fn seal(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Tx,
         field: &str,
         plaintext: &[u8],
     ) -> Result<String, StoreError> {
-        let id = active_id(&mut *tx)
-            .await?
-            .ok_or_else(|| key_error("no active data key"))?;
+        // Read once per transaction: activating another key is a write transaction, which
+        // cannot happen while this one holds the write lock.
+        let id = match tx.data_key {
+            Some(id) => id,
+            None => {
+                let id = active_id(&mut **tx)
+                    .await?
+                    .ok_or_else(|| key_error("no active data key"))?;
+                tx.data_key = Some(id);
+                id
+            }
+        };
         self.seal_with(id, field, plaintext).await
     }
 
@@ -345,7 +354,7 @@ impl Vault {
     /// [`StoreError`].
     pub async fn seal_str(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Tx,
         field: &str,
         plaintext: &str,
     ) -> Result<String, StoreError> {
