@@ -17,6 +17,7 @@
 //!   fields of the QR code), or by the QR text itself → `valid`, `red_reversed` (full or
 //!   partial) or `unknown`. Any field that does not match exactly answers `unknown`.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -382,19 +383,25 @@ impl Tax {
 
     async fn upload(&self, uploader: &str, upload: Upload) -> Result<SignedReceipt, Refusal> {
         let received = now();
-        let checked = self.check_upload(&upload, received);
+        let checked = vec![self.check_upload(&upload, received)];
         let result = async {
             let mut tx = self.inner.db.begin_write().await?;
-            let receipt = self
-                .record_in(&mut tx, uploader, &upload, checked, received)
+            let mut receipts = self
+                .record_all(
+                    &mut tx,
+                    uploader,
+                    std::slice::from_ref(&upload),
+                    checked,
+                    received,
+                )
                 .await?;
             tx.commit()
                 .instrument(tracing::debug_span!("db.commit"))
                 .await?;
-            Ok::<_, Failure>(receipt)
+            receipts.pop().ok_or_else(|| "no receipt".into())
         }
         .await;
-        result.map_err(|e| upload_failed(&*e))
+        result.map_err(|e: Failure| upload_failed(&*e))
     }
 
     /// Many uploads, each checked and answered as if it came alone, recorded in one commit:
@@ -423,14 +430,9 @@ impl Tax {
         }
         let result = async {
             let mut tx = self.inner.db.begin_write().await?;
-            let mut receipts = Vec::with_capacity(uploads.len());
-            for (upload, checked) in uploads.iter().zip(checked) {
-                receipts.push(
-                    self.record_in(&mut tx, uploader, upload, checked, received)
-                        .await?,
-                );
-                tokio::task::yield_now().await;
-            }
+            let receipts = self
+                .record_all(&mut tx, uploader, &uploads, checked, received)
+                .await?;
             tx.commit()
                 .instrument(tracing::debug_span!("db.commit"))
                 .await?;
@@ -440,16 +442,44 @@ impl Tax {
         result.map_err(|e| upload_failed(&*e))
     }
 
-    /// Records one upload in `tx` and answers it: a refusal (`checked` failed, a conflicting
-    /// or ungranted number, an invalid red), `processing` (a red whose blue is not here yet),
-    /// `duplicate` (this very invoice is on record) or `accepted` (now on record). Every
-    /// answer is logged in `tx`.
-    async fn record_in(
+    /// Records uploads in `tx`, each answered as if it came alone and after the ones before
+    /// it ([`Self::record_in`]), in a few statements whatever their number: what is on record
+    /// under their numbers and which numbers were granted are read at once, and the rows
+    /// they add are written at once (before a red invoice's check reads them, and at the end).
+    async fn record_all(
         &self,
         tx: &mut fapiao_store::Tx,
         uploader: &str,
+        uploads: &[Upload],
+        checked: Vec<Checked>,
+        received: OffsetDateTime,
+    ) -> Result<Vec<SignedReceipt>, Failure> {
+        let mut batch = Batch::read(tx, uploader, &checked).await?;
+        let mut receipts = Vec::with_capacity(uploads.len());
+        for (i, (upload, checked)) in uploads.iter().zip(checked).enumerate() {
+            receipts.push(
+                self.record_in(tx, &mut batch, i, uploader, upload, checked, received)
+                    .await?,
+            );
+            tokio::task::yield_now().await;
+        }
+        batch.write(tx).await?;
+        Ok(receipts)
+    }
+
+    /// Records upload `i` of `batch` and answers it: a refusal (`checked` failed, a
+    /// conflicting or ungranted number, an invalid red), `processing` (a red whose blue is
+    /// not here yet), `duplicate` (this very invoice is on record) or `accepted` (now on
+    /// record). Every answer is logged.
+    #[expect(clippy::too_many_arguments, reason = "one upload and where it goes")]
+    async fn record_in(
+        &self,
+        tx: &mut fapiao_store::Tx,
+        batch: &mut Batch,
+        i: usize,
+        uploader: &str,
         upload: &Upload,
-        checked: Result<(fapiao_issuer::SignedInvoice, String), (Code, String, String)>,
+        checked: Checked,
         received: OffsetDateTime,
     ) -> Result<SignedReceipt, Failure> {
         let (signed, content_hash) = match checked {
@@ -462,40 +492,36 @@ impl Tax {
                     .and_then(|n| n.as_str())
                     .unwrap_or_default();
                 return self
-                    .refuse(tx, uploader, number, code, &reason, &hash, received)
+                    .refuse(tx, batch, uploader, number, code, &reason, &hash, received)
                     .await;
             }
         };
         let invoice = &signed.invoice;
         let number = invoice.number().as_str().to_owned();
-        let existing = sqlx::query("SELECT content_hash, receipt FROM invoices WHERE number = $1")
-            .bind(&number)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if let Some(row) = existing {
-            let hash: String = row.try_get("content_hash")?;
-            if hash == content_hash {
-                let original: String = row.try_get("receipt")?;
-                let original: SignedReceipt = serde_json::from_str(&original)?;
+        if let Some((hash, original)) = batch.on_record.get(&number) {
+            if *hash == content_hash {
+                let original: SignedReceipt = serde_json::from_str(original)?;
                 let receipt = Receipt {
                     status: UploadStatus::Duplicate,
                     ..original.receipt
                 };
-                log_in(
-                    tx,
-                    uploader,
-                    &number,
-                    "duplicate",
-                    None,
-                    &content_hash,
-                    received,
-                )
-                .await?;
+                batch
+                    .log(
+                        tx,
+                        uploader,
+                        &number,
+                        "duplicate",
+                        None,
+                        &content_hash,
+                        received,
+                    )
+                    .await?;
                 return Ok(self.sign(receipt)?);
             }
             return self
                 .refuse(
                     tx,
+                    batch,
                     uploader,
                     &number,
                     Code::UploadConflict,
@@ -505,21 +531,11 @@ impl Tax {
                 )
                 .await;
         }
-        let granted: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM ranges WHERE uploader = $1 AND year = $2 AND province = $3
-             AND channel = $4 AND first <= $5 AND last >= $5",
-        )
-        .bind(uploader)
-        .bind(i64::from(invoice.number().year()))
-        .bind(i64::from(invoice.number().province().code()))
-        .bind(i64::from(invoice.number().channel()))
-        .bind(i64::try_from(invoice.number().sequence()).unwrap_or(-1))
-        .fetch_one(&mut **tx)
-        .await?;
-        if granted == 0 {
+        if !batch.granted.contains(&i) {
             return self
                 .refuse(
                     tx,
+                    batch,
                     uploader,
                     &number,
                     Code::UploadNumberNotGranted,
@@ -534,19 +550,22 @@ impl Tax {
             InvoiceKind::Blue => None,
         };
         if let Some(blue) = &blue_number {
+            // The check reads invoices on record, those of this batch included.
+            batch.write(tx).await?;
             match self.red_check(tx, invoice, blue).await? {
                 RedCheck::Ok => {}
                 RedCheck::BlueMissing => {
-                    log_in(
-                        tx,
-                        uploader,
-                        &number,
-                        "processing",
-                        None,
-                        &content_hash,
-                        received,
-                    )
-                    .await?;
+                    batch
+                        .log(
+                            tx,
+                            uploader,
+                            &number,
+                            "processing",
+                            None,
+                            &content_hash,
+                            received,
+                        )
+                        .await?;
                     return Ok(self.sign(Receipt {
                         number,
                         status: UploadStatus::Processing,
@@ -561,6 +580,7 @@ impl Tax {
                     return self
                         .refuse(
                             tx,
+                            batch,
                             uploader,
                             &number,
                             Code::RedInvalid,
@@ -589,39 +609,39 @@ impl Tax {
             .vault
             .seal_str(tx, &RECORD.field(), &json)
             .await?;
-        sqlx::query(
-            "INSERT INTO invoices (number, uploader, seller, kind, blue_number, issued_on, total,
-                content_hash, record, receipt, accepted_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(&number)
-        .bind(uploader)
-        .bind(invoice.draft().seller().taxpayer_id.as_str())
-        .bind(if blue_number.is_some() { "red" } else { "blue" })
-        .bind(&blue_number)
-        .bind(format!(
-            "{:04}{:02}{:02}",
-            date.year(),
-            u8::from(date.month()),
-            date.day()
-        ))
-        .bind(invoice.draft().totals().total.to_string())
-        .bind(&content_hash)
-        .bind(record)
-        .bind(serde_json::to_string(&receipt)?)
-        .bind(received.unix_timestamp())
-        .execute(&mut **tx)
-        .await?;
-        log_in(
-            tx,
+        let receipt_json = serde_json::to_string(&receipt)?;
+        batch.invoices.push(serde_json::json!([
+            number,
             uploader,
-            &number,
-            "accepted",
-            None,
-            &content_hash,
-            received,
-        )
-        .await?;
+            invoice.draft().seller().taxpayer_id.as_str(),
+            if blue_number.is_some() { "red" } else { "blue" },
+            blue_number,
+            format!(
+                "{:04}{:02}{:02}",
+                date.year(),
+                u8::from(date.month()),
+                date.day()
+            ),
+            invoice.draft().totals().total.to_string(),
+            content_hash,
+            record,
+            receipt_json,
+            received.unix_timestamp(),
+        ]));
+        batch
+            .on_record
+            .insert(number.clone(), (content_hash.clone(), receipt_json));
+        batch
+            .log(
+                tx,
+                uploader,
+                &number,
+                "accepted",
+                None,
+                &content_hash,
+                received,
+            )
+            .await?;
         Ok(receipt)
     }
 
@@ -685,6 +705,7 @@ impl Tax {
     async fn refuse(
         &self,
         tx: &mut fapiao_store::Tx,
+        batch: &mut Batch,
         uploader: &str,
         number: &str,
         code: Code,
@@ -693,16 +714,17 @@ impl Tax {
         at: OffsetDateTime,
     ) -> Result<SignedReceipt, Failure> {
         tracing::warn!(number, uploader, code = %code, reason, "upload refused");
-        log_in(
-            tx,
-            uploader,
-            number,
-            "failed",
-            Some(code.as_str()),
-            hash,
-            at,
-        )
-        .await?;
+        batch
+            .log(
+                tx,
+                uploader,
+                number,
+                "failed",
+                Some(code.as_str()),
+                hash,
+                at,
+            )
+            .await?;
         Ok(self.sign(Receipt {
             number: number.to_owned(),
             status: UploadStatus::Failed,
@@ -760,37 +782,142 @@ impl fapiao_service::ops::Readiness for Tax {
     }
 }
 
-async fn log_in(
-    tx: &mut fapiao_store::Tx,
-    uploader: &str,
-    number: &str,
-    status: &str,
-    code: Option<&str>,
-    hash: &str,
-    at: OffsetDateTime,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO upload_log (number, uploader, status, code, content_hash, at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(number)
-    .bind(uploader)
-    .bind(status)
-    .bind(code)
-    .bind(hash)
-    .bind(at.unix_timestamp())
-    .execute(&mut **tx)
-    .await?;
-    fapiao_store::audit::append(
-        tx,
-        at,
-        uploader,
-        &format!("upload.{status}"),
-        number,
-        &serde_json::json!({"code": code, "content_hash": hash}),
-    )
-    .await?;
-    Ok(())
+/// What a check of an upload found: the invoice and its content hash, or code, reason and
+/// the content hash if known.
+type Checked = Result<(fapiao_issuer::SignedInvoice, String), (Code, String, String)>;
+
+/// A batch of uploads being recorded: what was on record under their numbers (and what the
+/// batch put there since), which of them lie in a range granted to the uploader, and the rows
+/// the batch adds, not yet written.
+#[derive(Default)]
+struct Batch {
+    /// Number → content hash and signed receipt (JSON).
+    on_record: HashMap<String, (String, String)>,
+    /// Positions (in the batch) of the uploads whose number was granted to the uploader.
+    granted: HashSet<usize>,
+    /// Rows for `invoices`, as JSON arrays in column order.
+    invoices: Vec<serde_json::Value>,
+    /// Rows for `upload_log`, as JSON arrays in column order.
+    log: Vec<serde_json::Value>,
+}
+
+impl Batch {
+    /// Reads, in two statements, what the batch's checked uploads need to know.
+    async fn read(
+        tx: &mut fapiao_store::Tx,
+        uploader: &str,
+        checked: &[Checked],
+    ) -> Result<Self, StoreError> {
+        let mut numbers = Vec::new();
+        let mut places = Vec::new();
+        for (i, c) in checked.iter().enumerate() {
+            if let Ok((signed, _)) = c {
+                let n = signed.invoice.number();
+                numbers.push(serde_json::Value::from(n.as_str()));
+                places.push(serde_json::json!([
+                    i,
+                    n.year(),
+                    n.province().code(),
+                    n.channel(),
+                    i64::try_from(n.sequence()).unwrap_or(-1)
+                ]));
+            }
+        }
+        let mut batch = Self::default();
+        if numbers.is_empty() {
+            return Ok(batch);
+        }
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT number, content_hash, receipt FROM invoices
+             WHERE number IN (SELECT value FROM json_each($1))",
+        )
+        .bind(serde_json::Value::Array(numbers).to_string())
+        .fetch_all(&mut **tx)
+        .await?;
+        batch.on_record = rows.into_iter().map(|(n, h, r)| (n, (h, r))).collect();
+        let granted: Vec<i64> = sqlx::query_scalar(
+            "SELECT json_extract(p.value, '$[0]') FROM json_each($2) p
+             WHERE EXISTS (SELECT 1 FROM ranges r WHERE r.uploader = $1
+                AND r.year = json_extract(p.value, '$[1]')
+                AND r.province = json_extract(p.value, '$[2]')
+                AND r.channel = json_extract(p.value, '$[3]')
+                AND r.first <= json_extract(p.value, '$[4]')
+                AND r.last >= json_extract(p.value, '$[4]'))",
+        )
+        .bind(uploader)
+        .bind(serde_json::Value::Array(places).to_string())
+        .fetch_all(&mut **tx)
+        .await?;
+        batch.granted = granted
+            .into_iter()
+            .filter_map(|i| usize::try_from(i).ok())
+            .collect();
+        Ok(batch)
+    }
+
+    /// Logs an answer: a row for `upload_log` (written with the batch) and an audit record.
+    #[expect(clippy::too_many_arguments, reason = "one answer's facts")]
+    async fn log(
+        &mut self,
+        tx: &mut fapiao_store::Tx,
+        uploader: &str,
+        number: &str,
+        status: &str,
+        code: Option<&str>,
+        hash: &str,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.log.push(serde_json::json!([
+            number,
+            uploader,
+            status,
+            code,
+            hash,
+            at.unix_timestamp()
+        ]));
+        fapiao_store::audit::append(
+            tx,
+            at,
+            uploader,
+            &format!("upload.{status}"),
+            number,
+            &serde_json::json!({"code": code, "content_hash": hash}),
+        )
+        .await
+    }
+
+    /// Writes the rows added so far, one statement per table.
+    async fn write(&mut self, tx: &mut fapiao_store::Tx) -> Result<(), StoreError> {
+        if !self.invoices.is_empty() {
+            sqlx::query(
+                "INSERT INTO invoices (number, uploader, seller, kind, blue_number, issued_on,
+                    total, content_hash, record, receipt, accepted_at)
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                    json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+                    json_extract(value, '$[6]'), json_extract(value, '$[7]'),
+                    json_extract(value, '$[8]'), json_extract(value, '$[9]'),
+                    json_extract(value, '$[10]')
+                 FROM json_each($1)",
+            )
+            .bind(serde_json::Value::Array(std::mem::take(&mut self.invoices)).to_string())
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !self.log.is_empty() {
+            sqlx::query(
+                "INSERT INTO upload_log (number, uploader, status, code, content_hash, at)
+                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+                    json_extract(value, '$[4]'), json_extract(value, '$[5]')
+                 FROM json_each($1)",
+            )
+            .bind(serde_json::Value::Array(std::mem::take(&mut self.log)).to_string())
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
 }
 
 impl Tax {
