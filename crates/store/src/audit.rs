@@ -95,15 +95,7 @@ pub async fn append(
     // no one else appends meanwhile, and later appends chain to what this one appended.
     let (last, prev_hash) = match tx.audit.head.take() {
         Some(head) => head,
-        None => {
-            let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                .fetch_optional(&mut **tx)
-                .await?;
-            match row {
-                Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
-                None => (0, GENESIS.to_owned()),
-            }
-        }
+        None => head(tx).await?.unwrap_or_else(|| (0, GENESIS.to_owned())),
     };
     let seq = last + 1;
     let at = at.unix_timestamp();
@@ -123,41 +115,50 @@ pub async fn append(
     Ok(())
 }
 
+/// The newest record's `(seq, hash)` as written, if any.
+async fn head(conn: &mut sqlx::SqliteConnection) -> Result<Option<(i64, String)>, StoreError> {
+    Ok(
+        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
 /// Writes a transaction's pending records (see [`append`]) in one statement.
 pub(crate) async fn write_pending(
     conn: &mut sqlx::SqliteConnection,
     pending: &[Record],
 ) -> Result<(), StoreError> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let rows = serde_json::Value::Array(
-        pending
-            .iter()
-            .map(|r| {
-                serde_json::json!([
-                    r.seq,
-                    r.at,
-                    r.actor,
-                    r.action,
-                    r.subject,
-                    r.detail,
-                    r.prev_hash,
-                    r.hash
-                ])
-            })
-            .collect(),
-    );
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash)
-         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-                json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-                json_extract(value, '$[6]'), json_extract(value, '$[7]')
-         FROM json_each($1)",
+    let rows = pending
+        .iter()
+        .map(|r| {
+            serde_json::json!([
+                r.seq,
+                r.at,
+                r.actor,
+                r.action,
+                r.subject,
+                r.detail,
+                r.prev_hash,
+                r.hash
+            ])
+        })
+        .collect();
+    crate::insert_rows(
+        conn,
+        "audit_log",
+        &[
+            "seq",
+            "at",
+            "actor",
+            "action",
+            "subject",
+            "detail",
+            "prev_hash",
+            "hash",
+        ],
+        rows,
     )
-    .bind(rows.to_string())
-    .execute(conn)
     .await?;
     Ok(())
 }
@@ -194,11 +195,9 @@ pub async fn sign_head(
     sign: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
 ) -> Result<Option<Head>, StoreError> {
     let mut tx = db.begin_write().await?;
-    let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some(last) = last else { return Ok(None) };
-    let (seq, hash): (i64, String) = (last.try_get("seq")?, last.try_get("hash")?);
+    let Some((seq, hash)) = head(&mut tx).await? else {
+        return Ok(None);
+    };
     let signed: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_heads")
         .fetch_one(&mut *tx)
         .await?;

@@ -530,10 +530,7 @@ async fn write_group(tx: &mut Tx, group: &[Remember]) -> Result<Vec<bool>, Store
     let Some(now) = group.iter().map(|r| r.now).min() else {
         return Ok(Vec::new());
     };
-    sqlx::query("DELETE FROM seen_messages WHERE expires_at <= $1")
-        .bind(now.unix_timestamp())
-        .execute(&mut **tx)
-        .await?;
+    delete_expired(&mut **tx, now).await?;
     let entries = serde_json::Value::Array(
         group
             .iter()
@@ -557,49 +554,54 @@ async fn write_group(tx: &mut Tx, group: &[Remember]) -> Result<Vec<bool>, Store
         .collect())
 }
 
-/// [`Db::remember_message`] inside a caller's transaction, so the id is consumed together
-/// with the change the message causes.
-///
-/// # Errors
-/// [`StoreError::Sqlx`].
-pub async fn remember_message_in(
-    tx: &mut Tx,
-    sender: &str,
-    message_id: &str,
-    expires: OffsetDateTime,
-    now: OffsetDateTime,
-) -> Result<bool, StoreError> {
-    sqlx::query(
-        "DELETE FROM seen_messages WHERE sender = $1 AND message_id = $2 AND expires_at <= $3",
-    )
-    .bind(sender)
-    .bind(message_id)
-    .bind(now.unix_timestamp())
-    .execute(&mut **tx)
-    .await?;
-    let inserted = sqlx::query(
-        "INSERT INTO seen_messages (sender, message_id, expires_at) VALUES ($1, $2, $3)
-         ON CONFLICT (sender, message_id) DO NOTHING",
-    )
-    .bind(sender)
-    .bind(message_id)
-    .bind(expires.unix_timestamp())
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(inserted == 1)
-}
-
 /// Deletes replay-guard entries that expired before `now`; returns how many.
 ///
 /// # Errors
 /// [`StoreError::Sqlx`].
 pub async fn prune_messages(db: &Db, now: OffsetDateTime) -> Result<u64, StoreError> {
+    delete_expired(db.pool(), now).await
+}
+
+async fn delete_expired<'e>(
+    e: impl sqlx::SqliteExecutor<'e>,
+    now: OffsetDateTime,
+) -> Result<u64, StoreError> {
     Ok(
         sqlx::query("DELETE FROM seen_messages WHERE expires_at <= $1")
             .bind(now.unix_timestamp())
-            .execute(db.pool())
+            .execute(e)
             .await?
             .rows_affected(),
     )
+}
+
+/// Inserts `rows` into `table` in one statement, whatever their number: each row a JSON
+/// array of its values in `columns` order (`INSERT … SELECT … FROM json_each`). Returns how
+/// many went in.
+///
+/// # Errors
+/// [`StoreError::Sqlx`].
+pub async fn insert_rows(
+    conn: &mut sqlx::SqliteConnection,
+    table: &'static str,
+    columns: &'static [&'static str],
+    rows: Vec<serde_json::Value>,
+) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let values: Vec<String> = (0..columns.len())
+        .map(|i| format!("json_extract(value, '$[{i}]')"))
+        .collect();
+    // `table` and `columns` are `'static` constants of the calling crate, never input.
+    let sql = format!(
+        "INSERT INTO {table} ({}) SELECT {} FROM json_each($1)",
+        columns.join(", "),
+        values.join(", ")
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(conn)
+        .await?
+        .rows_affected())
 }

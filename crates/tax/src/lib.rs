@@ -888,34 +888,32 @@ impl Batch {
 
     /// Writes the rows added so far, one statement per table.
     async fn write(&mut self, tx: &mut fapiao_store::Tx) -> Result<(), StoreError> {
-        if !self.invoices.is_empty() {
-            sqlx::query(
-                "INSERT INTO invoices (number, uploader, seller, kind, blue_number, issued_on,
-                    total, content_hash, record, receipt, accepted_at)
-                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-                    json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-                    json_extract(value, '$[6]'), json_extract(value, '$[7]'),
-                    json_extract(value, '$[8]'), json_extract(value, '$[9]'),
-                    json_extract(value, '$[10]')
-                 FROM json_each($1)",
-            )
-            .bind(serde_json::Value::Array(std::mem::take(&mut self.invoices)).to_string())
-            .execute(&mut **tx)
-            .await?;
-        }
-        if !self.log.is_empty() {
-            sqlx::query(
-                "INSERT INTO upload_log (number, uploader, status, code, content_hash, at)
-                 SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-                    json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-                    json_extract(value, '$[4]'), json_extract(value, '$[5]')
-                 FROM json_each($1)",
-            )
-            .bind(serde_json::Value::Array(std::mem::take(&mut self.log)).to_string())
-            .execute(&mut **tx)
-            .await?;
-        }
+        fapiao_store::insert_rows(
+            tx,
+            "invoices",
+            &[
+                "number",
+                "uploader",
+                "seller",
+                "kind",
+                "blue_number",
+                "issued_on",
+                "total",
+                "content_hash",
+                "record",
+                "receipt",
+                "accepted_at",
+            ],
+            std::mem::take(&mut self.invoices),
+        )
+        .await?;
+        fapiao_store::insert_rows(
+            tx,
+            "upload_log",
+            &["number", "uploader", "status", "code", "content_hash", "at"],
+            std::mem::take(&mut self.log),
+        )
+        .await?;
         Ok(())
     }
 }
