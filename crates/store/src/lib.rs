@@ -29,18 +29,91 @@ pub use sqlx;
 /// transaction ([`Db::begin_read`]) holds none. Dereferences to the connection, so
 /// `&mut *tx` (or `&mut **tx` through a `&mut Tx`) is what statements execute on.
 ///
+/// A write transaction of a file database runs on the database's own writer connection, kept
+/// out of the pool: every write transaction of the process is serialized by the writer turn
+/// anyway, and a pool connection costs a round trip to its thread on release (and a begin or
+/// commit through the pool's transaction API two more). A write transaction dropped without
+/// commit or rollback is rolled back promptly on its own task, before the next one begins.
+///
 /// Audit records appended in a transaction ([`audit::append`]) are written when it commits,
 /// all in one statement. So savepoints go through [`Tx::savepoint`], [`Tx::release`] and
 /// [`Tx::rollback_to`], never as raw statements: a rollback to a savepoint also drops the
 /// records appended since.
 #[derive(Debug)]
 pub struct Tx {
-    inner: sqlx::Transaction<'static, sqlx::Sqlite>,
-    /// Dropped after `inner` ends (fields drop in declaration order).
-    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    inner: TxInner,
     audit: AuditBuffer,
     /// The active data key id, once read in this transaction ([`vault::Vault::seal`]).
     pub(crate) data_key: Option<i64>,
+}
+
+#[derive(Debug)]
+enum TxInner {
+    /// On the database's writer connection, holding the writer turn.
+    Writer(WriterTurn),
+    /// On a pool connection: read transactions, and write transactions of a database without
+    /// a writer connection (in memory, or opened for inspection), which hold the turn.
+    Pooled {
+        tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+        /// Dropped after `tx` ends (fields drop in declaration order).
+        _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    },
+}
+
+/// The writer connection of a file database, and whether a transaction may be open on it
+/// that no [`Tx`] owns any more (begun, then abandoned): the next holder rolls it back.
+#[derive(Debug)]
+struct Writer {
+    conn: sqlx::SqliteConnection,
+    open: bool,
+}
+
+impl Writer {
+    /// Rolls back a transaction left open. "No transaction is active" is the answer when
+    /// its `BEGIN` never ran or its `COMMIT` did: nothing to undo either way.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        if !self.open {
+            return Ok(());
+        }
+        match sqlx::query("ROLLBACK").execute(&mut self.conn).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.message().contains("no transaction is active") => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.open = false;
+        Ok(())
+    }
+}
+
+/// This process's writer turn.
+#[derive(Debug)]
+enum Turn {
+    Writer(WriterTurn),
+    Shared(tokio::sync::OwnedMutexGuard<()>),
+}
+
+/// The writer turn of a file database: its writer connection, held until dropped. Dropped
+/// with a transaction open (a [`Tx`] dropped unfinished, or a `BEGIN` abandoned mid-way), it
+/// rolls that back on a task of its own, so the database's write lock is not held until the
+/// next write transaction comes.
+#[derive(Debug)]
+struct WriterTurn(tokio::sync::OwnedMutexGuard<Writer>);
+
+impl Drop for WriterTurn {
+    fn drop(&mut self) {
+        if !self.0.open {
+            return;
+        }
+        let writer = tokio::sync::OwnedMutexGuard::mutex(&self.0).clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = writer.lock().await.settle().await {
+                    tracing::warn!(error = %e, "rolling back an abandoned write transaction");
+                }
+            });
+        }
+        // Without a runtime the turn's next holder rolls it back.
+    }
 }
 
 /// A transaction's audit records not yet written, and the chain head they lead to.
@@ -62,8 +135,16 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Sqlx`].
     pub async fn commit(mut self) -> Result<(), StoreError> {
-        audit::write_pending(&mut self.inner, &self.audit.pending).await?;
-        Ok(self.inner.commit().await?)
+        let pending = std::mem::take(&mut self.audit.pending);
+        audit::write_pending(&mut self, &pending).await?;
+        match self.inner {
+            TxInner::Writer(mut turn) => {
+                sqlx::query("COMMIT").execute(&mut turn.0.conn).await?;
+                turn.0.open = false;
+            }
+            TxInner::Pooled { tx, _turn } => tx.commit().await?,
+        }
+        Ok(())
     }
 
     /// Rolls back, then gives up the turn.
@@ -71,7 +152,10 @@ impl Tx {
     /// # Errors
     /// [`StoreError::Sqlx`].
     pub async fn rollback(self) -> Result<(), StoreError> {
-        Ok(self.inner.rollback().await?)
+        match self.inner {
+            TxInner::Writer(mut turn) => turn.0.settle().await,
+            TxInner::Pooled { tx, _turn } => Ok(tx.rollback().await?),
+        }
     }
 
     /// `SAVEPOINT name`.
@@ -125,7 +209,7 @@ impl Tx {
         }
         // `name` is checked above and `'static`: never input.
         sqlx::query(sqlx::AssertSqlSafe(format!("{verb} {name}")))
-            .execute(&mut *self.inner)
+            .execute(&mut **self)
             .await?;
         Ok(())
     }
@@ -134,13 +218,19 @@ impl Tx {
 impl std::ops::Deref for Tx {
     type Target = sqlx::SqliteConnection;
     fn deref(&self) -> &Self::Target {
-        &self.inner
+        match &self.inner {
+            TxInner::Writer(turn) => &turn.0.conn,
+            TxInner::Pooled { tx, .. } => tx,
+        }
     }
 }
 
 impl std::ops::DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.inner
+        match &mut self.inner {
+            TxInner::Writer(turn) => &mut turn.0.conn,
+            TxInner::Pooled { tx, .. } => tx,
+        }
     }
 }
 
@@ -206,7 +296,10 @@ pub struct Db {
     /// SQLite for the write lock. Without it, a writer that finds the lock taken sleeps in
     /// SQLite's busy handler (1, 2, 5, 10, … 100 ms between tries) and can wait far longer
     /// than the transaction ahead of it lasts. The busy handler still covers writers in other
-    /// processes (an operator command on the same file).
+    /// processes (an operator command on the same file). A file database's turn is its
+    /// writer connection; without one (in memory, or opened for inspection), the turn is
+    /// `writers` and write transactions take a pool connection.
+    writer: Option<std::sync::Arc<tokio::sync::Mutex<Writer>>>,
     writers: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Replay-guard entries waiting for the next group commit ([`Db::remember_message`]).
     remembering: std::sync::Arc<std::sync::Mutex<Vec<Remember>>>,
@@ -306,10 +399,21 @@ impl Db {
             } else {
                 Some(Duration::from_secs(3600))
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
+        let writer = if memory {
+            // Another connection to `:memory:` would be another database.
+            None
+        } else {
+            let conn = sqlx::ConnectOptions::connect(&options).await?;
+            Some(std::sync::Arc::new(tokio::sync::Mutex::new(Writer {
+                conn,
+                open: false,
+            })))
+        };
         let db = Self {
             pool,
+            writer,
             writers: std::sync::Arc::default(),
             remembering: std::sync::Arc::default(),
             path: (!memory)
@@ -339,6 +443,7 @@ impl Db {
             .await?;
         Ok(Self {
             pool,
+            writer: None,
             path: Some(Path::new(path).to_owned()),
             writers: std::sync::Arc::default(),
             remembering: std::sync::Arc::default(),
@@ -358,10 +463,38 @@ impl Db {
     /// # Errors
     /// [`StoreError::Sqlx`].
     pub async fn begin_write(&self) -> Result<Tx, StoreError> {
-        let turn = self.writers.clone().lock_owned().await;
+        let turn = self.take_turn().await;
+        Self::begin_in(&self.pool, turn).await
+    }
+
+    /// Waits for this process's writer turn.
+    async fn take_turn(&self) -> Turn {
+        match &self.writer {
+            Some(writer) => Turn::Writer(WriterTurn(writer.clone().lock_owned().await)),
+            None => Turn::Shared(self.writers.clone().lock_owned().await),
+        }
+    }
+
+    /// Begins a write transaction in `turn`.
+    async fn begin_in(pool: &SqlitePool, turn: Turn) -> Result<Tx, StoreError> {
+        let inner = match turn {
+            Turn::Writer(mut turn) => {
+                turn.0.settle().await?;
+                // Open from before the `BEGIN` is sent: abandoned in flight, it still
+                // reaches the connection and is rolled back after.
+                turn.0.open = true;
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut turn.0.conn)
+                    .await?;
+                TxInner::Writer(turn)
+            }
+            Turn::Shared(turn) => TxInner::Pooled {
+                tx: pool.begin_with("BEGIN IMMEDIATE").await?,
+                _turn: Some(turn),
+            },
+        };
         Ok(Tx {
-            inner: self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            _turn: Some(turn),
+            inner,
             audit: AuditBuffer::default(),
             data_key: None,
         })
@@ -374,8 +507,10 @@ impl Db {
     /// [`StoreError::Sqlx`].
     pub async fn begin_read(&self) -> Result<Tx, StoreError> {
         Ok(Tx {
-            inner: self.pool.begin().await?,
-            _turn: None,
+            inner: TxInner::Pooled {
+                tx: self.pool.begin().await?,
+                _turn: None,
+            },
             audit: AuditBuffer::default(),
             data_key: None,
         })
@@ -473,12 +608,11 @@ impl Db {
             now,
             answer,
         });
-        let tx = self.begin_write().await?;
-        let group = std::mem::take(&mut *self.queue_lock());
-        if group.is_empty() {
-            // An earlier group took this entry; it answers after its commit.
-            drop(tx);
-        } else {
+        let turn = self.take_turn().await;
+        // Otherwise an earlier group took this entry; it answers after its commit.
+        if !self.queue_lock().is_empty() {
+            let tx = Self::begin_in(&self.pool, turn).await?;
+            let group = std::mem::take(&mut *self.queue_lock());
             // On its own task, so that the group is written and answered even if this
             // caller is abandoned meanwhile.
             tokio::spawn(Self::commit_group(tx, group));

@@ -213,6 +213,73 @@ async fn a_second_handle_waits_for_the_first_handles_writer() {
     assert_eq!(v, 2);
 }
 
+/// A write transaction dropped unfinished (an error path's `?`) is rolled back at once, not
+/// when this handle next writes: another handle on the file (another process) gets the write
+/// lock well within its busy timeout (30 s), and nothing of the dropped transaction remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_write_transaction_is_rolled_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Db::open(&url(&dir), "r", M).await.unwrap();
+    let b = Db::open(&url(&dir), "r", M).await.unwrap();
+    let mut tx = a.begin_write().await.unwrap();
+    sqlx::query("INSERT INTO t (k, v) VALUES ('dropped', 1)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    drop(tx);
+    let other = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut tx = b.begin_write().await.unwrap();
+        sqlx::query("INSERT INTO t (k, v) VALUES ('other', 2)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    })
+    .await;
+    assert!(
+        other.is_ok(),
+        "the dropped transaction still holds the write lock"
+    );
+    // This handle writes on afterwards, and only what was committed is there.
+    let mut tx = a.begin_write().await.unwrap();
+    sqlx::query("INSERT INTO t (k, v) VALUES ('after', 3)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let keys: Vec<String> = sqlx::query_scalar("SELECT k FROM t ORDER BY k")
+        .fetch_all(b.pool())
+        .await
+        .unwrap();
+    assert_eq!(keys, ["after", "other"]);
+}
+
+/// An explicit rollback undoes, and the next write transaction starts clean.
+#[tokio::test]
+async fn a_rolled_back_write_transaction_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+    let mut tx = db.begin_write().await.unwrap();
+    sqlx::query("INSERT INTO t (k, v) VALUES ('undone', 1)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    let mut tx = db.begin_write().await.unwrap();
+    sqlx::query("INSERT INTO t (k, v) VALUES ('kept', 2)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    drop(db);
+    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+    let keys: Vec<String> = sqlx::query_scalar("SELECT k FROM t")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(keys, ["kept"]);
+}
+
 mod audit {
     use fapiao_store::Db;
     use fapiao_store::audit::{Verdict, append, sign_head, verify};
