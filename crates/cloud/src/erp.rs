@@ -157,7 +157,7 @@ impl Cloud {
         }
         let row = sqlx::query("SELECT taxpayer_id, secret FROM enterprises WHERE key_id = $1")
             .bind(key)
-            .fetch_optional(self.inner.db.pool())
+            .fetch_optional(&mut *self.inner.db.read().await.map_err(|e| internal(rid, &e))?)
             .await
             .map_err(|e| internal(rid, &e))?;
         let Some(row) = row else {
@@ -232,7 +232,7 @@ impl Cloud {
         let row = sqlx::query("SELECT * FROM invoices WHERE enterprise = $1 AND order_id = $2")
             .bind(enterprise)
             .bind(order_id)
-            .fetch_optional(self.inner.db.pool())
+            .fetch_optional(&mut *self.inner.db.read().await?)
             .await?;
         match row {
             Some(r) => Ok(Some((r.try_get("request_hash")?, self.view(&r).await?))),
@@ -252,7 +252,7 @@ impl Cloud {
         let row = sqlx::query("SELECT * FROM invoices WHERE enterprise = $1 AND number = $2")
             .bind(enterprise)
             .bind(number)
-            .fetch_optional(self.inner.db.pool())
+            .fetch_optional(&mut *self.inner.db.read().await?)
             .await?;
         match row {
             Some(r) => Ok(Some(self.view(&r).await?)),

@@ -996,7 +996,7 @@ impl Platform {
     /// # Errors
     /// [`StoreError`].
     pub async fn invoice(&self, number: &str) -> Result<Option<StoredInvoice>, StoreError> {
-        let mut conn = self.inner.db.pool().acquire().await?;
+        let mut conn = self.inner.db.read().await?;
         self.invoice_in(&mut conn, number)
             .await
             .map_err(|e| match e {

@@ -478,7 +478,7 @@ impl Platform {
         let record: Option<String> =
             sqlx::query_scalar("SELECT record FROM invoices WHERE number = $1")
                 .bind(number)
-                .fetch_optional(self.inner.db.pool())
+                .fetch_optional(&mut *self.inner.db.read().await?)
                 .await?;
         let Some(record) = record else {
             return Ok(Err(format!("invoice {number} is missing")));
@@ -611,7 +611,7 @@ impl Platform {
              WHERE i.number = $1",
         )
         .bind(number)
-        .fetch_optional(self.inner.db.pool())
+        .fetch_optional(&mut *self.inner.db.read().await?)
         .await?;
         let Some(row) = row else {
             return Ok(Err(format!("invoice {number} is missing")));
@@ -642,7 +642,7 @@ impl Platform {
             )
             .bind(&inv.enterprise)
             .bind(&inv.order_id)
-            .fetch_optional(self.inner.db.pool())
+            .fetch_optional(&mut *self.inner.db.read().await?)
             .await?;
             let Some(request_hash) = request_hash else {
                 return Ok(Err(format!("the order of invoice {number} is missing")));

@@ -300,10 +300,61 @@ pub struct Db {
     /// writer connection; without one (in memory, or opened for inspection), the turn is
     /// `writers` and write transactions take a pool connection.
     writer: Option<std::sync::Arc<tokio::sync::Mutex<Writer>>>,
+    /// Read connections of a file database ([`Db::read`]).
+    readers: Option<std::sync::Arc<Readers>>,
     writers: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Replay-guard entries waiting for the next group commit ([`Db::remember_message`]).
     remembering: std::sync::Arc<std::sync::Mutex<Vec<Remember>>>,
 }
+
+/// A read connection ([`Db::read`]); dereferences to the connection.
+#[derive(Debug)]
+pub struct Reader(ReaderInner);
+
+#[derive(Debug)]
+enum ReaderInner {
+    /// One of a file database's read connections, and its permit (dropped after it).
+    Own {
+        conn: tokio::sync::OwnedMappedMutexGuard<
+            Option<sqlx::SqliteConnection>,
+            sqlx::SqliteConnection,
+        >,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    },
+    /// A pool connection.
+    Pooled(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+}
+
+impl std::ops::Deref for Reader {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        match &self.0 {
+            ReaderInner::Own { conn, .. } => conn,
+            ReaderInner::Pooled(conn) => conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Reader {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match &mut self.0 {
+            ReaderInner::Own { conn, .. } => conn,
+            ReaderInner::Pooled(conn) => conn,
+        }
+    }
+}
+
+/// A file database's read connections ([`Db::read`]), opened when first needed.
+#[derive(Debug)]
+struct Readers {
+    slots: Vec<std::sync::Arc<tokio::sync::Mutex<Option<sqlx::SqliteConnection>>>>,
+    /// As many permits as slots.
+    free: std::sync::Arc<tokio::sync::Semaphore>,
+    options: SqliteConnectOptions,
+}
+
+/// Read connections of a file database ([`Db::read`]).
+const READERS: usize = 4;
 
 /// A replay-guard entry waiting for its group commit, and where its answer goes.
 #[derive(Debug)]
@@ -401,19 +452,23 @@ impl Db {
             })
             .connect_with(options.clone())
             .await?;
-        let writer = if memory {
+        let (writer, readers) = if memory {
             // Another connection to `:memory:` would be another database.
-            None
+            (None, None)
         } else {
             let conn = sqlx::ConnectOptions::connect(&options).await?;
-            Some(std::sync::Arc::new(tokio::sync::Mutex::new(Writer {
-                conn,
-                open: false,
-            })))
+            let writer = std::sync::Arc::new(tokio::sync::Mutex::new(Writer { conn, open: false }));
+            let readers = Readers {
+                slots: (0..READERS).map(|_| std::sync::Arc::default()).collect(),
+                free: std::sync::Arc::new(tokio::sync::Semaphore::new(READERS)),
+                options,
+            };
+            (Some(writer), Some(std::sync::Arc::new(readers)))
         };
         let db = Self {
             pool,
             writer,
+            readers,
             writers: std::sync::Arc::default(),
             remembering: std::sync::Arc::default(),
             path: (!memory)
@@ -444,6 +499,7 @@ impl Db {
         Ok(Self {
             pool,
             writer: None,
+            readers: None,
             path: Some(Path::new(path).to_owned()),
             writers: std::sync::Arc::default(),
             remembering: std::sync::Arc::default(),
@@ -454,6 +510,42 @@ impl Db {
     #[must_use]
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// A connection for reads on the request path, held until dropped: `&mut *db.read().await?`
+    /// is what statements execute on. A file database keeps a few of these out of the pool,
+    /// since a pool connection costs one more round trip to its thread each time it goes back
+    /// (sqlx tests it on release). Outside a transaction, each statement reads the newest
+    /// commit. (In memory, a pool connection.)
+    ///
+    /// # Errors
+    /// A connection cannot be opened.
+    pub async fn read(&self) -> Result<Reader, sqlx::Error> {
+        let Some(readers) = &self.readers else {
+            return Ok(Reader(ReaderInner::Pooled(self.pool.acquire().await?)));
+        };
+        // One permit per slot, and a slot's guard goes before its permit (see `Reader`): with
+        // a permit, one slot at least is free.
+        let permit = readers
+            .free
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        let mut slot = readers
+            .slots
+            .iter()
+            .find_map(|s| s.clone().try_lock_owned().ok())
+            .ok_or(sqlx::Error::PoolTimedOut)?;
+        if slot.is_none() {
+            *slot = Some(sqlx::ConnectOptions::connect(&readers.options).await?);
+        }
+        let conn = tokio::sync::OwnedMutexGuard::try_map(slot, Option::as_mut)
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        Ok(Reader(ReaderInner::Own {
+            conn,
+            _permit: permit,
+        }))
     }
 
     /// Starts a write transaction that holds the write lock from its first statement

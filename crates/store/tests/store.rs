@@ -280,6 +280,56 @@ async fn a_rolled_back_write_transaction_leaves_nothing() {
     assert_eq!(keys, ["kept"]);
 }
 
+/// Read connections: more readers than connections wait their turn (none is lost or
+/// deadlocked), and each statement sees the newest commit of the writer connection, also on a
+/// connection that read before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_take_turns_and_see_every_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..24_i64 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = db.read().await.unwrap();
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            // Held across a pause, so that the 24 overlap.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            drop(conn);
+            let mut tx = db.begin_write().await.unwrap();
+            sqlx::query("INSERT INTO t (k, v) VALUES ($1, $2)")
+                .bind(format!("k{i}"))
+                .bind(i)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t WHERE k = $1")
+                .bind(format!("k{i}"))
+                .fetch_one(&mut *db.read().await.unwrap())
+                .await
+                .unwrap();
+            (n, seen)
+        }));
+    }
+    for t in tasks {
+        let (n, seen) = tokio::time::timeout(std::time::Duration::from_secs(10), t)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n < 24);
+        assert_eq!(seen, 1, "a reader missed a commit");
+    }
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+        .fetch_one(&mut *db.read().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(n, 24);
+}
+
 mod audit {
     use fapiao_store::Db;
     use fapiao_store::audit::{Verdict, append, sign_head, verify};
