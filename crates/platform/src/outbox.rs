@@ -57,6 +57,71 @@ pub(crate) async fn enqueue(tx: &mut Tx, kind: &str, number: &str) -> Result<(),
     Ok(())
 }
 
+/// The usual outcomes of a batch, set-based: entries notified (`[id]`), receipts (invoices:
+/// `[number, status, reason, receipt]`; their entries: `[id, state, reason]`) and the notices
+/// they queue (outbox rows).
+async fn record_usual(
+    tx: &mut Tx,
+    t: i64,
+    notified: Vec<serde_json::Value>,
+    receipts: Vec<serde_json::Value>,
+    uploaded: Vec<serde_json::Value>,
+    to_notify: Vec<serde_json::Value>,
+) -> Result<(), StoreError> {
+    if !notified.is_empty() {
+        sqlx::query(
+            "UPDATE outbox SET state = 'done', attempts = attempts + 1, done_at = $2
+             WHERE id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(serde_json::Value::Array(notified).to_string())
+        .bind(t)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !receipts.is_empty() {
+        sqlx::query(
+            "UPDATE invoices SET tax_status = r.status, tax_reason = r.reason, receipt = r.receipt
+             FROM (SELECT json_extract(value, '$[0]') AS number,
+                          json_extract(value, '$[1]') AS status,
+                          json_extract(value, '$[2]') AS reason,
+                          json_extract(value, '$[3]') AS receipt
+                   FROM json_each($1)) AS r
+             WHERE invoices.number = r.number",
+        )
+        .bind(serde_json::Value::Array(receipts).to_string())
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE outbox SET state = u.state, last_error = u.reason,
+                 attempts = attempts + 1, done_at = $2
+             FROM (SELECT json_extract(value, '$[0]') AS id,
+                          json_extract(value, '$[1]') AS state,
+                          json_extract(value, '$[2]') AS reason
+                   FROM json_each($1)) AS u
+             WHERE outbox.id = u.id",
+        )
+        .bind(serde_json::Value::Array(uploaded).to_string())
+        .bind(t)
+        .execute(&mut **tx)
+        .await?;
+        fapiao_store::insert_rows(
+            tx,
+            "outbox",
+            &[
+                "kind",
+                "number",
+                "state",
+                "attempts",
+                "next_attempt_at",
+                "created_at",
+            ],
+            to_notify,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The role's background worker.
 pub type Workers = fapiao_service::Worker;
 
@@ -279,6 +344,13 @@ impl Platform {
         let t = now().unix_timestamp();
         let mut tx = self.inner.db.begin_write().await?;
         let mut refused = Vec::new();
+        // The usual outcomes are written set-based after the loop, a few statements per
+        // batch whatever its size; the rare ones (failed, retried) one by one in it. Audit
+        // records go in entry order either way.
+        let mut notified = Vec::new();
+        let mut receipts = Vec::new();
+        let mut uploaded = Vec::new();
+        let mut to_notify = Vec::new();
         for (entry, outcome) in outcomes {
             let Entry {
                 id,
@@ -288,14 +360,7 @@ impl Platform {
             } = entry;
             match outcome {
                 Outcome::Notified => {
-                    sqlx::query(
-                        "UPDATE outbox SET state = 'done', attempts = attempts + 1, done_at = $2
-                         WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(t)
-                    .execute(&mut *tx)
-                    .await?;
+                    notified.push(serde_json::json!(id));
                     crate::issue::audit(
                         &mut tx,
                         "system",
@@ -310,27 +375,18 @@ impl Platform {
                     status,
                     reason,
                 } => {
-                    sqlx::query(
-                        "UPDATE invoices SET tax_status = $2, tax_reason = $3, receipt = $4
-                         WHERE number = $1",
-                    )
-                    .bind(&number)
-                    .bind(status.as_str())
-                    .bind(&reason)
-                    .bind(serde_json::to_string(&receipt).unwrap_or_default())
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "UPDATE outbox SET state = $2, last_error = $3, attempts = attempts + 1,
-                             done_at = $4 WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(if reason.is_some() { "failed" } else { "done" })
-                    .bind(&reason)
-                    .bind(t)
-                    .execute(&mut *tx)
-                    .await?;
-                    enqueue(&mut tx, "notify", &number).await?;
+                    receipts.push(serde_json::json!([
+                        number,
+                        status.as_str(),
+                        reason,
+                        serde_json::to_string(&receipt).unwrap_or_default(),
+                    ]));
+                    uploaded.push(serde_json::json!([
+                        id,
+                        if reason.is_some() { "failed" } else { "done" },
+                        reason,
+                    ]));
+                    to_notify.push(serde_json::json!(["notify", number, "pending", 0, t, t]));
                     crate::issue::audit(
                         &mut tx,
                         self.inner.tax.peer_identity(),
@@ -396,6 +452,7 @@ impl Platform {
                 }
             }
         }
+        record_usual(&mut tx, t, notified, receipts, uploaded, to_notify).await?;
         tx.commit()
             .instrument(tracing::debug_span!("db.commit"))
             .await?;

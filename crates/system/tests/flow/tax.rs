@@ -294,3 +294,74 @@ async fn tax_answers_an_upload_batch_as_it_would_each_upload_alone() {
     assert_eq!(env.system.tax.accepted().await.unwrap().len(), 3);
     env.system.shutdown().await;
 }
+
+/// Tax refusing what platform uploads, end to end: a different invoice is already on record
+/// under the number platform issues next, so tax refuses platform's with `upload_conflict`;
+/// platform records the refusal (invoice failed with the reason, its upload entry failed) in
+/// the same batch as an accepted one, and tells cloud, whose ERP API shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_is_recorded_by_platform_and_shown_to_the_erp() {
+    let env = Env::start().await;
+    let (number, _, tax) = accepted_and_tax(&env, "REF-1").await;
+    let n = fapiao_model::InvoiceNumber::parse(&number).unwrap();
+    let taken = signed(&env, &order(SH, "REF-OTHER", "11"), n.sequence() + 1);
+    let r = upload(&tax, &WireInvoice::from_signed(&taken).unwrap()).await;
+    assert_eq!(outcome(&r), ("accepted".into(), None));
+
+    let erp = env.erp(SH);
+    let mut numbers = Vec::new();
+    for id in ["REF-2", "REF-3"] {
+        let r = post(&erp, "/v1/invoices", &order(SH, id, "10")).await;
+        assert_eq!(r.status, 201);
+        numbers.push(json_of(&r)["number"].as_str().unwrap().to_owned());
+    }
+    let (refused, accepted) = (&numbers[0], &numbers[1]);
+    assert_eq!(refused, &taken.invoice.number().as_str());
+    settle(&env).await;
+
+    let p = env.system.platform.invoice(refused).await.unwrap().unwrap();
+    assert_eq!(p.tax_status, fapiao_protocol::wire::TaxStatus::Failed);
+    assert!(
+        p.tax_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("upload_conflict"),
+        "{:?}",
+        p.tax_reason
+    );
+    assert!(p.receipt.is_some());
+    let failed = env.system.platform.outbox("failed").await.unwrap();
+    assert!(
+        failed
+            .iter()
+            .any(|e| e.kind == "upload" && &e.number == refused && e.last_error.is_some()),
+        "{failed:?}"
+    );
+    let p = env
+        .system
+        .platform
+        .invoice(accepted)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(p.tax_status, fapiao_protocol::wire::TaxStatus::Accepted);
+    assert_eq!(p.tax_reason, None);
+
+    let erp = std::sync::Arc::new(erp);
+    for (n, status) in [(refused, "failed"), (accepted, "accepted")] {
+        let path = format!("/v1/invoices/{n}");
+        wait_for("cloud to be told", || {
+            let (erp, path) = (erp.clone(), path.clone());
+            async move { json_of(&get(&erp, &path).await)["tax_status"] == status }
+        })
+        .await;
+    }
+    let v = json_of(&get(&erp, &format!("/v1/invoices/{refused}")).await);
+    assert!(
+        v["tax_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("upload_conflict"),
+        "{v}"
+    );
+}
