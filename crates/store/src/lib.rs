@@ -305,7 +305,13 @@ pub struct Db {
     writers: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Replay-guard entries waiting for the next group commit ([`Db::remember_message`]).
     remembering: std::sync::Arc<std::sync::Mutex<Vec<Remember>>>,
+    /// When a group commit last deleted expired replay-guard entries (Unix seconds of its
+    /// `now`; `i64::MIN` before the first).
+    pruned_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
+
+/// Group commits delete expired replay-guard entries at most this often (seconds).
+const PRUNE_EVERY: i64 = 60;
 
 /// A read connection ([`Db::read`]); dereferences to the connection.
 #[derive(Debug)]
@@ -471,6 +477,7 @@ impl Db {
             readers,
             writers: std::sync::Arc::default(),
             remembering: std::sync::Arc::default(),
+            pruned_at: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
             path: (!memory)
                 .then(|| url.strip_prefix("sqlite://").map(std::path::PathBuf::from))
                 .flatten(),
@@ -503,6 +510,7 @@ impl Db {
             path: Some(Path::new(path).to_owned()),
             writers: std::sync::Arc::default(),
             remembering: std::sync::Arc::default(),
+            pruned_at: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
         })
     }
 
@@ -673,7 +681,7 @@ impl Db {
 
     /// The persistent replay guard: records `(sender, message_id)` until `expires`. Returns
     /// `false` if it is already recorded and not expired (a replay). Expired entries are
-    /// pruned as it goes. Returns once the entry is durable.
+    /// pruned as it goes (at most once a minute). Returns once the entry is durable.
     ///
     /// Concurrent calls share commits (group commit): each call queues its entry and waits
     /// for its writer turn; whoever gets the turn writes every entry queued so far, in queue
@@ -707,7 +715,7 @@ impl Db {
             let group = std::mem::take(&mut *self.queue_lock());
             // On its own task, so that the group is written and answered even if this
             // caller is abandoned meanwhile.
-            tokio::spawn(Self::commit_group(tx, group));
+            tokio::spawn(Self::commit_group(tx, group, self.pruned_at.clone()));
         }
         answered
             .await
@@ -723,8 +731,12 @@ impl Db {
     }
 
     /// Writes `group` in `tx`, commits, then answers each entry.
-    async fn commit_group(mut tx: Tx, group: Vec<Remember>) {
-        let durable = match write_group(&mut tx, &group).await {
+    async fn commit_group(
+        mut tx: Tx,
+        group: Vec<Remember>,
+        pruned_at: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    ) {
+        let durable = match write_group(&mut tx, &group, &pruned_at).await {
             Ok(fresh) => tx.commit().await.map(|()| fresh).map_err(|e| e.to_string()),
             Err(e) => {
                 let _ = tx.rollback().await;
@@ -747,16 +759,30 @@ impl Db {
     }
 }
 
-/// A group of replay-guard entries in two statements, whatever its size: every entry that
-/// expired by the group's earliest `now` goes (which also frees an expired id to be seen
-/// again, and keeps the table from growing), then the group's entries go in at once. Whether
-/// each is fresh, in group order: an entry is fresh when its row went in and no earlier entry
-/// of the group had the same id.
-async fn write_group(tx: &mut Tx, group: &[Remember]) -> Result<Vec<bool>, StoreError> {
+/// A group of replay-guard entries in one statement, whatever its size: the group's entries
+/// go in at once, an entry whose id is on record but expired by the group's earliest `now`
+/// taking its row over. Whether each is fresh, in group order: an entry is fresh when its row
+/// went in (or was taken over) and no earlier entry of the group had the same id. Once every
+/// [`PRUNE_EVERY`] seconds, a group first deletes every entry expired by then, so the table
+/// does not grow.
+async fn write_group(
+    tx: &mut Tx,
+    group: &[Remember],
+    pruned_at: &std::sync::atomic::AtomicI64,
+) -> Result<Vec<bool>, StoreError> {
+    use std::sync::atomic::Ordering;
     let Some(now) = group.iter().map(|r| r.now).min() else {
         return Ok(Vec::new());
     };
-    delete_expired(&mut **tx, now).await?;
+    let t = now.unix_timestamp();
+    if pruned_at
+        .load(Ordering::Relaxed)
+        .saturating_add(PRUNE_EVERY)
+        <= t
+    {
+        delete_expired(&mut **tx, now).await?;
+        pruned_at.store(t, Ordering::Relaxed);
+    }
     let entries = serde_json::Value::Array(
         group
             .iter()
@@ -767,10 +793,12 @@ async fn write_group(tx: &mut Tx, group: &[Remember]) -> Result<Vec<bool>, Store
         "INSERT INTO seen_messages (sender, message_id, expires_at)
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
          FROM json_each($1) WHERE true
-         ON CONFLICT (sender, message_id) DO NOTHING
+         ON CONFLICT (sender, message_id) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE seen_messages.expires_at <= $2
          RETURNING sender, message_id",
     )
     .bind(entries.to_string())
+    .bind(t)
     .fetch_all(&mut **tx)
     .await?;
     let mut inserted: std::collections::HashSet<(String, String)> = inserted.into_iter().collect();

@@ -103,6 +103,35 @@ async fn replay_guard_survives_reopening_and_forgets_expired_ids() {
     );
 }
 
+/// An id whose entry expired is fresh again even before the next pruning (which comes at most
+/// once a minute): its row is taken over, and then guards the id again.
+#[tokio::test]
+async fn an_expired_id_is_fresh_again_between_prunings() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+    let remember = |at: OffsetDateTime, ttl: i64| {
+        let db = db.clone();
+        async move {
+            db.remember_message("cloud:a", "m1", at + Duration::seconds(ttl), at)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(remember(now, 20).await);
+    assert!(!remember(now + Duration::seconds(10), 20).await);
+    // Expired 20 s after `now`; the last pruning was at `now`.
+    let later = now + Duration::seconds(30);
+    assert!(remember(later, 20).await);
+    assert!(!remember(later, 20).await);
+    assert!(!remember(later + Duration::seconds(15), 20).await);
+    let rows: Vec<i64> = sqlx::query_scalar("SELECT expires_at FROM seen_messages")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, [(later + Duration::seconds(20)).unix_timestamp()]);
+}
+
 #[tokio::test]
 async fn write_transactions_serialize_check_then_write() {
     let dir = tempfile::tempdir().unwrap();
