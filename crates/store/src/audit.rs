@@ -124,10 +124,12 @@ async fn head(conn: &mut sqlx::SqliteConnection) -> Result<Option<(i64, String)>
     )
 }
 
-/// Writes a transaction's pending records (see [`append`]) in one statement.
+/// Writes a transaction's pending records (see [`append`]) in one statement, followed by
+/// `then` in the same round trip to the connection.
 pub(crate) async fn write_pending(
     conn: &mut sqlx::SqliteConnection,
     pending: &[Record],
+    then: Option<&'static str>,
 ) -> Result<(), StoreError> {
     let rows = pending
         .iter()
@@ -144,7 +146,7 @@ pub(crate) async fn write_pending(
             ])
         })
         .collect();
-    crate::insert_rows(
+    crate::insert_rows_then(
         conn,
         "audit_log",
         &[
@@ -158,6 +160,7 @@ pub(crate) async fn write_pending(
             "hash",
         ],
         rows,
+        then,
     )
     .await?;
     Ok(())

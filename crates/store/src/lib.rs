@@ -42,7 +42,7 @@ pub use sqlx;
 #[derive(Debug)]
 pub struct Tx {
     inner: TxInner,
-    audit: AuditBuffer,
+    pub(crate) audit: AuditBuffer,
     /// The active data key id, once read in this transaction ([`vault::Vault::seal`]).
     pub(crate) data_key: Option<i64>,
 }
@@ -83,6 +83,15 @@ impl Writer {
         self.open = false;
         Ok(())
     }
+}
+
+/// What a write transaction reads with its `BEGIN` ([`Db::begin_in`]).
+#[derive(Debug, Clone, Copy)]
+enum Prefetch {
+    /// Nothing: before the shared tables exist (migrations), or not needed (replay guard).
+    Nothing,
+    /// The audit chain head and the active data key.
+    Keys,
 }
 
 /// This process's writer turn.
@@ -130,19 +139,30 @@ pub(crate) struct AuditBuffer {
 pub(crate) type AuditHead = (i64, String);
 
 impl Tx {
+    fn new(inner: TxInner) -> Self {
+        Self {
+            inner,
+            audit: AuditBuffer::default(),
+            data_key: None,
+        }
+    }
+
     /// Commits (durable on return: WAL with `synchronous=FULL`), then gives up the turn.
     ///
     /// # Errors
     /// [`StoreError::Sqlx`].
     pub async fn commit(mut self) -> Result<(), StoreError> {
         let pending = std::mem::take(&mut self.audit.pending);
-        audit::write_pending(&mut self, &pending).await?;
         match self.inner {
             TxInner::Writer(mut turn) => {
-                sqlx::query("COMMIT").execute(&mut turn.0.conn).await?;
+                // One round trip: the records, then the commit (not reached if they fail).
+                audit::write_pending(&mut turn.0.conn, &pending, Some("COMMIT")).await?;
                 turn.0.open = false;
             }
-            TxInner::Pooled { tx, _turn } => tx.commit().await?,
+            TxInner::Pooled { mut tx, _turn } => {
+                audit::write_pending(&mut tx, &pending, None).await?;
+                tx.commit().await?;
+            }
         }
         Ok(())
     }
@@ -564,7 +584,7 @@ impl Db {
     /// [`StoreError::Sqlx`].
     pub async fn begin_write(&self) -> Result<Tx, StoreError> {
         let turn = self.take_turn().await;
-        Self::begin_in(&self.pool, turn).await
+        Self::begin_in(&self.pool, turn, Prefetch::Keys).await
     }
 
     /// Waits for this process's writer turn.
@@ -575,29 +595,51 @@ impl Db {
         }
     }
 
-    /// Begins a write transaction in `turn`.
-    async fn begin_in(pool: &SqlitePool, turn: Turn) -> Result<Tx, StoreError> {
-        let inner = match turn {
-            Turn::Writer(mut turn) => {
-                turn.0.settle().await?;
-                // Open from before the `BEGIN` is sent: abandoned in flight, it still
-                // reaches the connection and is rolled back after.
-                turn.0.open = true;
-                sqlx::query("BEGIN IMMEDIATE")
-                    .execute(&mut turn.0.conn)
-                    .await?;
-                TxInner::Writer(turn)
+    /// Begins a write transaction in `turn`. On the writer connection, with
+    /// [`Prefetch::Keys`], what most write transactions read first comes back with the
+    /// `BEGIN`, in the same round trip: the audit chain head ([`audit::append`]) and the
+    /// active data key ([`vault::Vault::seal`]) — read under the write lock, so they stay
+    /// current for the whole transaction.
+    async fn begin_in(pool: &SqlitePool, turn: Turn, prefetch: Prefetch) -> Result<Tx, StoreError> {
+        let mut turn = match turn {
+            Turn::Writer(turn) => turn,
+            Turn::Shared(turn) => {
+                return Ok(Tx::new(TxInner::Pooled {
+                    tx: pool.begin_with("BEGIN IMMEDIATE").await?,
+                    _turn: Some(turn),
+                }));
             }
-            Turn::Shared(turn) => TxInner::Pooled {
-                tx: pool.begin_with("BEGIN IMMEDIATE").await?,
-                _turn: Some(turn),
-            },
         };
-        Ok(Tx {
-            inner,
-            audit: AuditBuffer::default(),
-            data_key: None,
-        })
+        turn.0.settle().await?;
+        // Open from before the `BEGIN` is sent: abandoned in flight, it still reaches the
+        // connection and is rolled back after.
+        turn.0.open = true;
+        let conn = &mut turn.0.conn;
+        let (head, key) = match prefetch {
+            Prefetch::Nothing => {
+                sqlx::query("BEGIN IMMEDIATE").execute(conn).await?;
+                (None, None)
+            }
+            Prefetch::Keys => {
+                let (seq, hash, key): (Option<i64>, Option<String>, Option<i64>) = sqlx::query_as(
+                    "BEGIN IMMEDIATE;
+                         SELECT (SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1),
+                                (SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1),
+                                (SELECT id FROM data_keys WHERE active = 1)",
+                )
+                .fetch_one(conn)
+                .await?;
+                let head = match (seq, hash) {
+                    (Some(seq), Some(hash)) => (seq, hash),
+                    _ => (0, audit::GENESIS.to_owned()),
+                };
+                (Some(head), key)
+            }
+        };
+        let mut tx = Tx::new(TxInner::Writer(turn));
+        tx.audit.head = head;
+        tx.data_key = key;
+        Ok(tx)
     }
 
     /// Starts a read transaction (`BEGIN`, deferred): a consistent snapshot for several
@@ -606,14 +648,10 @@ impl Db {
     /// # Errors
     /// [`StoreError::Sqlx`].
     pub async fn begin_read(&self) -> Result<Tx, StoreError> {
-        Ok(Tx {
-            inner: TxInner::Pooled {
-                tx: self.pool.begin().await?,
-                _turn: None,
-            },
-            audit: AuditBuffer::default(),
-            data_key: None,
-        })
+        Ok(Tx::new(TxInner::Pooled {
+            tx: self.pool.begin().await?,
+            _turn: None,
+        }))
     }
 
     /// Whether the database answers: its file is still there (open connections keep
@@ -632,7 +670,8 @@ impl Db {
     }
 
     async fn migrate(&self, role: &str, migrations: &[Migration]) -> Result<(), StoreError> {
-        let mut tx = self.begin_write().await?;
+        let turn = self.take_turn().await;
+        let mut tx = Self::begin_in(&self.pool, turn, Prefetch::Nothing).await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                 role TEXT NOT NULL,
@@ -711,7 +750,7 @@ impl Db {
         let turn = self.take_turn().await;
         // Otherwise an earlier group took this entry; it answers after its commit.
         if !self.queue_lock().is_empty() {
-            let tx = Self::begin_in(&self.pool, turn).await?;
+            let tx = Self::begin_in(&self.pool, turn, Prefetch::Nothing).await?;
             let group = std::mem::take(&mut *self.queue_lock());
             // On its own task, so that the group is written and answered even if this
             // caller is abandoned meanwhile.
@@ -841,18 +880,38 @@ pub async fn insert_rows(
     columns: &'static [&'static str],
     rows: Vec<serde_json::Value>,
 ) -> Result<u64, StoreError> {
+    insert_rows_then(conn, table, columns, rows, None).await
+}
+
+/// [`insert_rows`], then the statement `then` in the same round trip to the connection (not
+/// run if the insert fails); `then` alone when there are no rows.
+pub(crate) async fn insert_rows_then(
+    conn: &mut sqlx::SqliteConnection,
+    table: &'static str,
+    columns: &'static [&'static str],
+    rows: Vec<serde_json::Value>,
+    then: Option<&'static str>,
+) -> Result<u64, StoreError> {
     if rows.is_empty() {
+        if let Some(then) = then {
+            sqlx::query(then).execute(conn).await?;
+        }
         return Ok(0);
     }
     let values: Vec<String> = (0..columns.len())
         .map(|i| format!("json_extract(value, '$[{i}]')"))
         .collect();
-    // `table` and `columns` are `'static` constants of the calling crate, never input.
-    let sql = format!(
+    // `table`, `columns` and `then` are `'static` constants of this crate or the calling
+    // one, never input.
+    let mut sql = format!(
         "INSERT INTO {table} ({}) SELECT {} FROM json_each($1)",
         columns.join(", "),
         values.join(", ")
     );
+    if let Some(then) = then {
+        sql.push_str("; ");
+        sql.push_str(then);
+    }
     Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(serde_json::Value::Array(rows).to_string())
         .execute(conn)

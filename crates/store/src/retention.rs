@@ -190,6 +190,9 @@ impl Retention {
             .bind(through)
             .execute(&mut *tx)
             .await?;
+        // The head read with the `BEGIN` may be among the records just deleted: the next
+        // append reads it again.
+        tx.audit.head = None;
         crate::audit::append(
             &mut tx,
             now,
