@@ -18,7 +18,7 @@ use fapiao_protocol::wire::{
 use fapiao_service::ApiError;
 use fapiao_service::error::request_id;
 use fapiao_store::StoreError;
-use fapiao_store::sqlx::{self, QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
+use fapiao_store::sqlx::{self, AssertSqlSafe, QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
@@ -379,23 +379,31 @@ impl Cloud {
             .begin_write()
             .await
             .map_err(|e| internal(rid, &e))?;
+        let mut fresh = Vec::with_capacity(issued.len());
         for (i, s) in issued.iter().zip(&signed) {
-            self.insert_issued(&mut tx, enterprise, i, &s.invoice, rid)
-                .await?;
+            fresh.push(
+                self.insert_issued(&mut tx, enterprise, i, &s.invoice, rid)
+                    .await?,
+            );
         }
         tx.commit()
             .instrument(tracing::debug_span!("db.commit"))
             .await
             .map_err(|e| internal(rid, &e))?;
         self.inner.wake.notify_one();
+        // A new invoice's view is what was stored; one stored before, or that an early
+        // notice changed, is read back.
         let mut views = Vec::with_capacity(signed.len());
-        for s in &signed {
-            views.push(
-                self.invoice(enterprise, s.invoice.number().as_str())
+        for (s, view) in signed.iter().zip(fresh) {
+            let view = match view {
+                Some(v) => v,
+                None => self
+                    .invoice(enterprise, s.invoice.number().as_str())
                     .await
                     .map_err(|e| internal(rid, &e))?
                     .ok_or_else(|| internal(rid, &"stored invoice vanished"))?,
-            );
+            };
+            views.push(view);
         }
         Ok(views)
     }
@@ -428,7 +436,7 @@ impl Cloud {
         issued: &Issued,
         inv: &fapiao_model::Invoice,
         rid: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<InvoiceView>, ApiError> {
         let Issued {
             order_id,
             request_hash,
@@ -456,17 +464,19 @@ impl Cloud {
             .map(|t| t.as_str())
             .or_else(|| buyer.id_number.as_ref().map(|i| i.expose()))
             .map(|id| self.inner.vault.blind_index(BUYER_INDEX, id));
+        let number = inv.number().as_str();
+        let kind = if blue_number.is_some() { "red" } else { "blue" };
         let inserted = sqlx::query(
             "INSERT INTO invoices (number, enterprise, order_id, request_hash, kind, blue_number, form,
                 issued_at, buyer_name, buyer_id, total, tax_status, record, buyer_index)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (number) DO NOTHING",
         )
-        .bind(inv.number().as_str())
+        .bind(number)
         .bind(enterprise)
         .bind(order_id)
         .bind(request_hash)
-        .bind(if blue_number.is_some() { "red" } else { "blue" })
+        .bind(kind)
         .bind(&blue_number)
         .bind(form.as_ref().map(|f| serde_json::to_string(f).unwrap_or_default()))
         .bind(fapiao_model::datetime::format(inv.issued_at()))
@@ -480,56 +490,77 @@ impl Cloud {
         .await
         .map_err(|e| internal(rid, &e))?
         .rows_affected();
-        // An order queued for the enterprise's agent is issued now.
-        sqlx::query(
-            "UPDATE queued_orders SET state = 'issued', number = $3, updated_at = $4
-             WHERE enterprise = $1 AND order_id = $2",
+        if inserted == 0 {
+            // Stored before: only an order queued for the enterprise's agent may be new.
+            sqlx::query(ISSUED_QUEUED)
+                .bind(enterprise)
+                .bind(order_id)
+                .bind(number)
+                .bind(now().unix_timestamp())
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| internal(rid, &e))?;
+            return Ok(None);
+        }
+        fapiao_store::audit::append(
+            tx,
+            now(),
+            &format!("erp:{enterprise}"),
+            "invoice.stored",
+            number,
+            &serde_json::json!({"order_id": order_id, "kind": kind, "request_id": rid}),
         )
-        .bind(enterprise)
-        .bind(order_id)
-        .bind(inv.number().as_str())
-        .bind(now().unix_timestamp())
-        .execute(&mut **tx)
         .await
         .map_err(|e| internal(rid, &e))?;
-        if inserted == 1 {
-            crate::webhook::enqueue(tx, enterprise, "invoice.issued", inv.number().as_str())
-                .await
-                .map_err(|e| internal(rid, &e))?;
-            fapiao_store::audit::append(
-                tx,
-                now(),
-                &format!("erp:{enterprise}"),
-                "invoice.stored",
-                inv.number().as_str(),
-                &serde_json::json!({"order_id": order_id, "kind": if blue_number.is_some() { "red" } else { "blue" }, "request_id": rid}),
+        // New: the queued order (if any) is issued, its webhook queued, and a status notice
+        // that came before it (kept by the notice handler) taken — one round trip.
+        static NEW_ISSUED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "{ISSUED_QUEUED}; {}; DELETE FROM early_notices WHERE number = $3 AND enterprise = $1
+                 RETURNING tax_status, tax_reason, receipt",
+                crate::webhook::ENQUEUE
             )
+        });
+        let early = sqlx::query(AssertSqlSafe(NEW_ISSUED.as_str()))
+            .bind(enterprise)
+            .bind(order_id)
+            .bind(number)
+            .bind(now().unix_timestamp())
+            .bind("invoice.issued")
+            .fetch_optional(&mut **tx)
             .await
             .map_err(|e| internal(rid, &e))?;
-            self.apply_early_notice(tx, enterprise, inv.number().as_str())
+        if let Some(early) = early {
+            self.apply_early_notice(tx, enterprise, number, &early)
                 .await
                 .map_err(|e| internal(rid, &e))?;
+            return Ok(None);
         }
-        Ok(())
+        // What was just stored, as a read of the row would give it.
+        Ok(Some(InvoiceView {
+            number: number.to_owned(),
+            order_id: order_id.clone(),
+            kind: kind.to_owned(),
+            blue_number,
+            form: form.clone(),
+            issued_at: fapiao_model::datetime::format(inv.issued_at()),
+            total: d.totals().total.to_string(),
+            tax_status: *tax_status,
+            tax_reason: None,
+            invoice: invoice.clone(),
+            receipt: None,
+        }))
     }
 
-    /// A status notice that came before the invoice (kept by the notice handler) applies to
-    /// it now, exactly as it would have had it come after.
+    /// A status notice that came before the invoice (kept by the notice handler, taken as
+    /// the invoice is stored) applies to it now, exactly as it would have had it come after.
     async fn apply_early_notice(
         &self,
         tx: &mut fapiao_store::Tx,
         enterprise: &str,
         number: &str,
+        early: &SqliteRow,
     ) -> Result<(), StoreError> {
-        let early = sqlx::query(
-            "DELETE FROM early_notices WHERE number = $1 AND enterprise = $2
-             RETURNING tax_status, tax_reason, receipt",
-        )
-        .bind(number)
-        .bind(enterprise)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(early) = early else { return Ok(()) };
         let unreadable = |c: &str| sqlx::Error::Decode(format!("early_notices.{c}").into());
         let status: String = early.try_get("tax_status")?;
         let receipt: Option<String> = early.try_get("receipt")?;
@@ -547,6 +578,12 @@ impl Cloud {
         self.apply_notices_in(tx, &[&notice]).await
     }
 }
+
+/// An order queued for the enterprise's agent is issued now: `$1` enterprise, `$2` order id,
+/// `$3` number, `$4` now (the numbering of [`crate::webhook::ENQUEUE`], sent with it).
+const ISSUED_QUEUED: &str =
+    "UPDATE queued_orders SET state = 'issued', number = $3, updated_at = $4
+     WHERE enterprise = $1 AND order_id = $2";
 
 /// An invoice platform issued for an order, as cloud stores it.
 pub(crate) struct Issued {

@@ -17,34 +17,21 @@ use std::sync::{Arc, Mutex};
 use fapiao_protocol::HttpsClient;
 use fapiao_protocol::client::now;
 use fapiao_protocol::erp::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook};
+use fapiao_store::StoreError;
 use fapiao_store::sqlx::{self, Row};
-use fapiao_store::{StoreError, Tx};
 use http::Method;
 use serde_json::json;
 
 use crate::Cloud;
 
-/// Queues an event for the enterprise's webhook, if it has one.
-pub(crate) async fn enqueue(
-    tx: &mut Tx,
-    enterprise: &str,
-    event: &str,
-    number: &str,
-) -> Result<(), StoreError> {
-    let t = now().unix_timestamp();
-    sqlx::query(
-        "INSERT INTO webhooks (enterprise, event, number, state, attempts, next_attempt_at, created_at)
-         SELECT taxpayer_id, $2, $3, 'pending', 0, $4, $4 FROM enterprises
-         WHERE taxpayer_id = $1 AND webhook_url IS NOT NULL",
-    )
-    .bind(enterprise)
-    .bind(event)
-    .bind(number)
-    .bind(t)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
+/// Queues an event for the enterprise's webhook, if it has one: `$1` enterprise, `$3`
+/// invoice number, `$4` now (Unix seconds), `$5` event. A statement for the transaction of
+/// the change, sent with others (see `ISSUED_QUEUED` in [`crate::erp`], whose numbering it
+/// shares).
+pub(crate) const ENQUEUE: &str = "INSERT INTO webhooks
+        (enterprise, event, number, state, attempts, next_attempt_at, created_at)
+    SELECT taxpayer_id, $5, $3, 'pending', 0, $4, $4 FROM enterprises
+    WHERE taxpayer_id = $1 AND webhook_url IS NOT NULL";
 
 /// The role's background worker.
 pub type Workers = fapiao_service::Worker;
