@@ -95,7 +95,7 @@ pub async fn append(
     // no one else appends meanwhile, and later appends chain to what this one appended.
     let (last, prev_hash) = match tx.audit.head.take() {
         Some(head) => head,
-        None => head(tx).await?.unwrap_or_else(|| (0, GENESIS.to_owned())),
+        None => chain_from(head(tx).await?),
     };
     let seq = last + 1;
     let at = at.unix_timestamp();
@@ -115,13 +115,18 @@ pub async fn append(
     Ok(())
 }
 
+/// The newest record's `seq` and `hash`, as written (no row before the first record).
+pub(crate) const HEAD: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
+
 /// The newest record's `(seq, hash)` as written, if any.
 async fn head(conn: &mut sqlx::SqliteConnection) -> Result<Option<(i64, String)>, StoreError> {
-    Ok(
-        sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(conn)
-            .await?,
-    )
+    Ok(sqlx::query_as(HEAD).fetch_optional(conn).await?)
+}
+
+/// What the next record chains to: the newest record's `(seq, hash)`, or the genesis before
+/// the first.
+pub(crate) fn chain_from(head: Option<(i64, String)>) -> (i64, String) {
+    head.unwrap_or_else(|| (0, GENESIS.to_owned()))
 }
 
 /// Writes a transaction's pending records (see [`append`]) in one statement, followed by

@@ -621,19 +621,22 @@ impl Db {
                 (None, None)
             }
             Prefetch::Keys => {
-                let (seq, hash, key): (Option<i64>, Option<String>, Option<i64>) = sqlx::query_as(
-                    "BEGIN IMMEDIATE;
-                         SELECT (SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1),
-                                (SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1),
-                                (SELECT id FROM data_keys WHERE active = 1)",
-                )
-                .fetch_one(conn)
-                .await?;
-                let head = match (seq, hash) {
-                    (Some(seq), Some(hash)) => (seq, hash),
-                    _ => (0, audit::GENESIS.to_owned()),
-                };
-                (Some(head), key)
+                // The audit head and the active key, as `audit` and `vault` read them.
+                static BEGIN_WITH_KEYS: std::sync::LazyLock<String> = std::sync::LazyLock::new(
+                    || {
+                        format!(
+                            "BEGIN IMMEDIATE;
+                             SELECT h.seq, h.hash, ({}) FROM (SELECT 1) LEFT JOIN ({}) AS h ON true",
+                            vault::ACTIVE_ID,
+                            audit::HEAD
+                        )
+                    },
+                );
+                let (seq, hash, key): (Option<i64>, Option<String>, Option<i64>) =
+                    sqlx::query_as(sqlx::AssertSqlSafe(BEGIN_WITH_KEYS.as_str()))
+                        .fetch_one(conn)
+                        .await?;
+                (Some(audit::chain_from(seq.zip(hash))), key)
             }
         };
         let mut tx = Tx::new(TxInner::Writer(turn));

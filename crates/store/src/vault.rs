@@ -179,13 +179,12 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+/// The id of the data key new values are sealed with (no row before the first key).
+pub(crate) const ACTIVE_ID: &str = "SELECT id FROM data_keys WHERE active = 1";
+
 /// The id of the data key new values are sealed with.
 async fn active_id<'e>(e: impl sqlx::SqliteExecutor<'e>) -> Result<Option<i64>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT id FROM data_keys WHERE active = 1")
-            .fetch_optional(e)
-            .await?,
-    )
+    Ok(sqlx::query_scalar(ACTIVE_ID).fetch_optional(e).await?)
 }
 
 fn wrap_aad(id: i64) -> Vec<u8> {
