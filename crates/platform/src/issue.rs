@@ -201,10 +201,7 @@ impl Platform {
             ));
         }
         if row.try_get::<Option<String>, _>("taxpayer_id")?.is_none() {
-            return Err(refused(
-                Code::EnterpriseUnknown,
-                format!("enterprise {enterprise} is not registered"),
-            ));
+            return Err(unknown_enterprise(enterprise));
         }
         let e = enterprise_from_row(&row)?;
         if e.cloud != cloud {
@@ -1066,12 +1063,17 @@ pub(crate) async fn registered(tx: &mut Tx, enterprise: &str) -> Result<Enterpri
         .fetch_optional(&mut **tx)
         .await?;
     let Some(row) = row else {
-        return Err(refused(
-            Code::EnterpriseUnknown,
-            format!("enterprise {enterprise} is not registered"),
-        ));
+        return Err(unknown_enterprise(enterprise));
     };
     Ok(enterprise_from_row(&row)?)
+}
+
+/// `enterprise_unknown`: no enterprise of that taxpayer id is registered.
+fn unknown_enterprise(enterprise: &str) -> Step {
+    refused(
+        Code::EnterpriseUnknown,
+        format!("enterprise {enterprise} is not registered"),
+    )
 }
 
 /// Appends an audit record in the transaction.
