@@ -43,18 +43,26 @@ pub struct OutboxEntry {
     pub next_attempt_at: i64,
 }
 
+/// Queues a `kind` entry (`upload` or `notify`) for invoice `number`, due at once.
 pub(crate) async fn enqueue(tx: &mut Tx, kind: &str, number: &str) -> Result<(), StoreError> {
-    let t = now().unix_timestamp();
-    sqlx::query(
-        "INSERT INTO outbox (kind, number, state, attempts, next_attempt_at, created_at)
-         VALUES ($1, $2, 'pending', 0, $3, $3)",
-    )
-    .bind(kind)
-    .bind(number)
-    .bind(t)
-    .execute(&mut **tx)
-    .await?;
+    let row = queued(kind, number, now().unix_timestamp());
+    fapiao_store::insert_rows(tx, "outbox", QUEUED, vec![row]).await?;
     Ok(())
+}
+
+/// The columns of a newly queued outbox entry, in [`queued`]'s order.
+const QUEUED: &[&str] = &[
+    "kind",
+    "number",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+];
+
+/// A newly queued outbox entry (due at once), as a row for `fapiao_store::insert_rows`.
+fn queued(kind: &str, number: &str, t: i64) -> serde_json::Value {
+    serde_json::json!([kind, number, "pending", 0, t, t])
 }
 
 /// The usual outcomes of a batch, set-based: entries notified (`[id]`), receipts (invoices:
@@ -104,20 +112,7 @@ async fn record_usual(
         .bind(t)
         .execute(&mut **tx)
         .await?;
-        fapiao_store::insert_rows(
-            tx,
-            "outbox",
-            &[
-                "kind",
-                "number",
-                "state",
-                "attempts",
-                "next_attempt_at",
-                "created_at",
-            ],
-            to_notify,
-        )
-        .await?;
+        fapiao_store::insert_rows(tx, "outbox", QUEUED, to_notify).await?;
     }
     Ok(())
 }
@@ -386,7 +381,7 @@ impl Platform {
                         if reason.is_some() { "failed" } else { "done" },
                         reason,
                     ]));
-                    to_notify.push(serde_json::json!(["notify", number, "pending", 0, t, t]));
+                    to_notify.push(queued("notify", &number, t));
                     crate::issue::audit(
                         &mut tx,
                         self.inner.tax.peer_identity(),
