@@ -464,16 +464,42 @@ pub trait ReplayGuard: Send + Sync {
 }
 
 /// An in-memory [`ReplayGuard`], pruned as entries expire.
+///
+/// Expired entries are swept when the map has doubled since the last sweep (and holds at
+/// least [`Self::SWEEP_FLOOR`] entries), so a check costs amortized O(1) however many ids are
+/// live in the window, and the map holds at most about twice the live ones.
 #[derive(Debug, Default)]
 pub struct MemoryReplayGuard {
-    seen: Mutex<HashMap<(String, String), OffsetDateTime>>,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    ids: HashMap<(String, String), OffsetDateTime>,
+    /// Sweep when `ids` reaches this many entries.
+    sweep_at: usize,
 }
 
 impl MemoryReplayGuard {
+    /// No sweep below this many entries.
+    pub const SWEEP_FLOOR: usize = 4096;
+
     /// An empty guard.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How many ids it holds (live, or expired and not swept yet).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.seen.lock().map_or(0, |s| s.ids.len())
+    }
+
+    /// Whether it holds no id.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -489,14 +515,15 @@ impl ReplayGuard for MemoryReplayGuard {
             .seen
             .lock()
             .map_err(|_| "replay guard lock poisoned".to_owned())?;
-        if seen.len() > 4096 {
-            seen.retain(|_, exp| *exp > now);
+        if seen.ids.len() >= seen.sweep_at.max(Self::SWEEP_FLOOR) {
+            seen.ids.retain(|_, exp| *exp > now);
+            seen.sweep_at = 2 * seen.ids.len();
         }
         let key = (sender.to_owned(), message_id.to_owned());
-        match seen.get(&key) {
+        match seen.ids.get(&key) {
             Some(exp) if *exp > now => Ok(false),
             _ => {
-                seen.insert(key, expires);
+                seen.ids.insert(key, expires);
                 Ok(true)
             }
         }

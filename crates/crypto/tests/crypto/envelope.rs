@@ -335,6 +335,55 @@ fn unsupported_versions_stale_messages_and_replays_are_refused() {
 }
 
 #[test]
+fn the_memory_replay_guard_sweeps_expired_ids_and_stays_bounded() {
+    use fapiao_crypto::envelope::ReplayGuard;
+    let guard = MemoryReplayGuard::new();
+    let floor = MemoryReplayGuard::SWEEP_FLOOR;
+    // Ids live for the whole test: none may be swept, each stays a replay.
+    for i in 0..floor {
+        assert!(
+            guard
+                .check_and_remember(
+                    "cloud:c",
+                    &format!("live-{i}"),
+                    NOW + Duration::days(1),
+                    NOW
+                )
+                .unwrap()
+        );
+    }
+    // Ten windows of ids that expire a second after they arrive, one a second.
+    for i in 0..10 * floor {
+        let at = NOW + Duration::seconds(i64::try_from(i).unwrap());
+        assert!(
+            guard
+                .check_and_remember(
+                    "cloud:c",
+                    &format!("short-{i}"),
+                    at + Duration::seconds(1),
+                    at
+                )
+                .unwrap()
+        );
+    }
+    // Expired ids went (the map holds at most about twice the live ones, never every id
+    // ever seen), and an expired id is fresh again.
+    assert!(guard.len() <= 2 * floor + 2, "{} ids held", guard.len());
+    let late = NOW + Duration::seconds(i64::try_from(10 * floor).unwrap());
+    assert!(
+        guard
+            .check_and_remember("cloud:c", "short-0", late + Duration::seconds(1), late)
+            .unwrap()
+    );
+    // A live id is still refused after every sweep.
+    assert!(
+        !guard
+            .check_and_remember("cloud:c", "live-7", late + Duration::days(1), late)
+            .unwrap()
+    );
+}
+
+#[test]
 fn every_single_byte_change_is_rejected_without_panicking() {
     for suite in Suite::ALL {
         let pki = Pki::new(suite);
