@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use fapiao_crypto::envelope::ReplayGuard as _;
 use fapiao_issuer::verify;
 use fapiao_model::InvoiceKind;
 use fapiao_protocol::Code;
@@ -17,8 +18,8 @@ use fapiao_protocol::wire::{
 };
 use fapiao_service::ApiError;
 use fapiao_service::error::request_id;
-use fapiao_store::StoreError;
 use fapiao_store::sqlx::{self, AssertSqlSafe, QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
+use fapiao_store::{Arrival, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
@@ -122,13 +123,17 @@ fn unusable(rid: &str, m: &dyn std::fmt::Display) -> ApiError {
     )
 }
 
+pub(crate) fn replayed(rid: &str) -> ApiError {
+    ApiError::new(Code::RequestReplayed, "this nonce was already used", rid)
+}
+
 pub(crate) fn internal(rid: &str, e: &dyn std::fmt::Display) -> ApiError {
     tracing::error!(request_id = %rid, error = %e, "request failed");
     ApiError::new(Code::Internal, "internal error", rid)
 }
 
 impl Cloud {
-    /// Checks the ERP request signature and consumes its nonce; returns the enterprise.
+    /// Checks the ERP request signature and spends its nonce; returns the enterprise.
     pub(crate) async fn authenticate(
         &self,
         method: &Method,
@@ -137,6 +142,23 @@ impl Cloud {
         body: &[u8],
         rid: &str,
     ) -> Result<String, ApiError> {
+        let (enterprise, nonce) = self.signed(method, uri, headers, body, rid).await?;
+        self.spend(&nonce, rid).await?;
+        Ok(enterprise)
+    }
+
+    /// Checks the ERP request signature, its timestamp and the enterprise's rate, and that
+    /// this process has not seen its nonce; returns the enterprise and the nonce, to be spent
+    /// durably before the request is answered: by the write transaction that acts on the
+    /// request ([`fapiao_store::Db::begin_write_for`]), or by [`Self::spend`].
+    pub(crate) async fn signed(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+        rid: &str,
+    ) -> Result<(String, Arrival), ApiError> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let unauth = |m: &str| ApiError::new(Code::Unauthenticated, m, rid);
         let (Some(key), Some(ts), Some(nonce), Some(sig)) = (
@@ -205,23 +227,29 @@ impl Cloud {
                 rid,
             ));
         }
-        // The nonce is spent once durable; concurrent requests share that commit.
         let expires = time::OffsetDateTime::from_unix_timestamp(ts + 2 * erp::WINDOW_SECONDS)
             .map_err(|e| internal(rid, &e))?;
+        let nonce = Arrival::new(format!("erp:{key}"), nonce, expires, t);
         let fresh = self
             .inner
-            .db
-            .remember_message(&format!("erp:{key}"), nonce, expires, t)
-            .await
+            .nonces
+            .check_and_remember(nonce.sender(), nonce.message_id(), expires, t)
             .map_err(|e| internal(rid, &e))?;
         if !fresh {
-            return Err(ApiError::new(
-                Code::RequestReplayed,
-                "this nonce was already used",
-                rid,
-            ));
+            return Err(replayed(rid));
         }
-        row.try_get("taxpayer_id").map_err(|e| internal(rid, &e))
+        Ok((enterprise, nonce))
+    }
+
+    /// Makes sure a request's nonce is durably spent before it is answered: at once when
+    /// the request's write transaction spent it, else in a commit of its own (shared with
+    /// concurrent requests). A nonce spent before is a replay.
+    pub(crate) async fn spend(&self, nonce: &Arrival, rid: &str) -> Result<(), ApiError> {
+        match self.inner.db.remember(nonce).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(replayed(rid)),
+            Err(e) => Err(internal(rid, &e)),
+        }
     }
 
     async fn stored(
@@ -260,7 +288,12 @@ impl Cloud {
         }
     }
 
-    /// Sends an order to platform and stores the issued invoice; the ERP's answer.
+    /// Sends an order to platform and stores the issued invoice, spending the request's
+    /// nonce in that transaction; the ERP's answer.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "an order with its request's identity"
+    )]
     async fn forward<T: Serialize>(
         &self,
         enterprise: &str,
@@ -268,6 +301,7 @@ impl Cloud {
         request_hash: &str,
         kind: &str,
         body: &T,
+        nonce: &Arrival,
         rid: &str,
     ) -> Result<InvoiceView, ApiError> {
         let answer: OrderAnswer = self
@@ -294,6 +328,7 @@ impl Cloud {
             &invoice,
             tax_status,
             form,
+            Some(nonce),
             rid,
         )
         .await
@@ -332,7 +367,8 @@ impl Cloud {
     }
 
     /// Verifies an issued invoice (device signature and certificate path, seller) and stores
-    /// it with its order; the stored view. Storing the same invoice again changes nothing.
+    /// it with its order (spending `nonce`, the ERP request's, in that transaction); the
+    /// stored view. Storing the same invoice again changes nothing.
     #[expect(
         clippy::too_many_arguments,
         reason = "an invoice with its order and status"
@@ -345,6 +381,7 @@ impl Cloud {
         invoice: &WireInvoice,
         tax_status: TaxStatus,
         form: Option<FormWire>,
+        nonce: Option<&Arrival>,
         rid: &str,
     ) -> Result<InvoiceView, ApiError> {
         let issued = Issued {
@@ -354,31 +391,37 @@ impl Cloud {
             tax_status,
             form,
         };
-        let mut views = self.store_invoices(enterprise, vec![issued], rid).await?;
+        let mut views = self
+            .store_invoices(enterprise, vec![issued], nonce, rid)
+            .await?;
         views
             .pop()
             .ok_or_else(|| internal(rid, &"stored invoice vanished"))
     }
 
     /// Verifies issued invoices (device signature and certificate path, seller) and stores
-    /// them with their orders in one transaction; their stored views, in order. Storing the
-    /// same invoice again changes nothing.
+    /// them with their orders in one transaction, which spends `nonce` (the ERP request's);
+    /// their stored views, in order. Storing the same invoice again changes nothing.
     pub(crate) async fn store_invoices(
         &self,
         enterprise: &str,
         issued: Vec<Issued>,
+        nonce: Option<&Arrival>,
         rid: &str,
     ) -> Result<Vec<InvoiceView>, ApiError> {
         let mut signed = Vec::with_capacity(issued.len());
         for i in &issued {
             signed.push(self.check_issued(enterprise, &i.invoice, rid)?);
         }
-        let mut tx = self
-            .inner
-            .db
-            .begin_write()
-            .await
-            .map_err(|e| internal(rid, &e))?;
+        let db = &self.inner.db;
+        let mut tx = match nonce {
+            Some(n) => db.begin_write_for(n).await,
+            None => db.begin_write().await,
+        }
+        .map_err(|e| match e {
+            StoreError::Replayed { .. } => replayed(rid),
+            e => internal(rid, &e),
+        })?;
         let mut fresh = Vec::with_capacity(issued.len());
         for (i, s) in issued.iter().zip(&signed) {
             fresh.push(
@@ -666,7 +709,21 @@ async fn issue_inner(
     body: &[u8],
     rid: &str,
 ) -> Result<(StatusCode, serde_json::Value), ApiError> {
-    let enterprise = cloud.authenticate(method, uri, headers, body, rid).await?;
+    let (enterprise, nonce) = cloud.signed(method, uri, headers, body, rid).await?;
+    let outcome = issue_order(cloud, &enterprise, &nonce, body, rid).await;
+    cloud.spend(&nonce, rid).await?;
+    outcome
+}
+
+/// An authenticated order: stored before, queued for the enterprise's agent, or issued by
+/// platform and stored.
+async fn issue_order(
+    cloud: &Cloud,
+    enterprise: &str,
+    nonce: &Arrival,
+    body: &[u8],
+    rid: &str,
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
     let order: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(Code::InvalidRequest, format!("body is not JSON: {e}"), rid))?;
     let Some(order_id) = order
@@ -684,7 +741,7 @@ async fn issue_inner(
     };
     let hash = order_hash(&order, rid)?;
     if let Some((h, v)) = cloud
-        .stored(&enterprise, &order_id)
+        .stored(enterprise, &order_id)
         .await
         .map_err(|e| internal(rid, &e))?
     {
@@ -703,27 +760,28 @@ async fn issue_inner(
         };
     }
     let req = IssueOrder {
-        enterprise: enterprise.clone(),
+        enterprise: enterprise.to_owned(),
         order_id: order_id.clone(),
         order,
         request_hash: hash.clone(),
     };
     if cloud
-        .enterprise_hosted(&enterprise)
+        .enterprise_hosted(enterprise)
         .await
         .map_err(|e| internal(rid, &e))?
     {
         return cloud
-            .enqueue_order(&enterprise, QueuedOrder::Blue(req), rid)
+            .enqueue_order(enterprise, QueuedOrder::Blue(req), nonce, rid)
             .await;
     }
     let v = cloud
         .forward(
-            &enterprise,
+            enterprise,
             &order_id,
             &hash,
             message_type::ORDER_ISSUE,
             &req,
+            nonce,
             rid,
         )
         .await?;
@@ -790,7 +848,20 @@ async fn batch_inner(
     body: &[u8],
     rid: &str,
 ) -> Result<serde_json::Value, ApiError> {
-    let enterprise = cloud.authenticate(method, uri, headers, body, rid).await?;
+    let (enterprise, nonce) = cloud.signed(method, uri, headers, body, rid).await?;
+    let outcome = issue_batch(cloud, &enterprise, &nonce, body, rid).await;
+    cloud.spend(&nonce, rid).await?;
+    outcome
+}
+
+/// An authenticated batch: each order stored before, queued, or issued.
+async fn issue_batch(
+    cloud: &Cloud,
+    enterprise: &str,
+    nonce: &Arrival,
+    body: &[u8],
+    rid: &str,
+) -> Result<serde_json::Value, ApiError> {
     let batch: BatchBody = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             Code::InvalidRequest,
@@ -810,7 +881,7 @@ async fn batch_inner(
         ));
     }
     let hosted = cloud
-        .enterprise_hosted(&enterprise)
+        .enterprise_hosted(enterprise)
         .await
         .map_err(|e| internal(rid, &e))?;
     let mut results: Vec<Option<serde_json::Value>> = vec![None; batch.orders.len()];
@@ -832,7 +903,7 @@ async fn batch_inner(
         };
         let hash = order_hash(&order, rid)?;
         let stored = cloud
-            .stored(&enterprise, &order_id)
+            .stored(enterprise, &order_id)
             .await
             .map_err(|e| internal(rid, &e))?;
         if let Some((h, v)) = stored {
@@ -852,14 +923,14 @@ async fn batch_inner(
             continue;
         }
         let req = IssueOrder {
-            enterprise: enterprise.clone(),
+            enterprise: enterprise.to_owned(),
             order_id: order_id.clone(),
             order,
             request_hash: hash,
         };
         if hosted {
             let outcome = cloud
-                .enqueue_order(&enterprise, QueuedOrder::Blue(req), rid)
+                .enqueue_order(enterprise, QueuedOrder::Blue(req), nonce, rid)
                 .await;
             results[i] = Some(batch_item(Some(&order_id), outcome));
             continue;
@@ -868,7 +939,7 @@ async fn batch_inner(
     }
     if !pending.is_empty() {
         let (slots, orders): (Vec<usize>, Vec<IssueOrder>) = pending.into_iter().unzip();
-        let outcomes = cloud.forward_batch(&enterprise, orders, rid).await?;
+        let outcomes = cloud.forward_batch(enterprise, orders, nonce, rid).await?;
         let issued = outcomes.iter().filter(|(_, o)| o.is_ok()).count();
         for (slot, (order_id, outcome)) in slots.into_iter().zip(outcomes) {
             let outcome = outcome.and_then(|v| to_json(&v, rid).map(|v| (StatusCode::CREATED, v)));
@@ -887,6 +958,7 @@ impl Cloud {
         &self,
         enterprise: &str,
         orders: Vec<IssueOrder>,
+        nonce: &Arrival,
         rid: &str,
     ) -> Result<Vec<(String, Result<InvoiceView, ApiError>)>, ApiError> {
         let batch = IssueBatch { orders };
@@ -943,7 +1015,9 @@ impl Cloud {
             }
         }
         let (slots, issued): (Vec<usize>, Vec<Issued>) = issued.into_iter().unzip();
-        let views = self.store_invoices(enterprise, issued, rid).await?;
+        let views = self
+            .store_invoices(enterprise, issued, Some(nonce), rid)
+            .await?;
         for (slot, view) in slots.into_iter().zip(views) {
             out[slot].1 = Ok(view);
         }
@@ -983,78 +1057,92 @@ async fn red(
 ) -> Response {
     let rid = request_id(&headers);
     let result = async {
-        let enterprise = cloud
-            .authenticate(&method, &uri, &headers, &body, &rid)
-            .await?;
-        let b: RedBody = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(Code::InvalidRequest, format!("body: {e}"), &rid))?;
-        let hash = body_hash(&body);
-        if let Some((h, v)) = cloud
-            .stored(&enterprise, &b.order_id)
-            .await
-            .map_err(|e| internal(&rid, &e))?
-        {
-            return if h == hash {
-                Ok((StatusCode::OK, to_json(&v, &rid)?))
-            } else {
-                Err(ApiError::new(
-                    Code::OrderConflict,
-                    format!(
-                        "order_id {} was already used with a different request",
-                        b.order_id
-                    ),
-                    &rid,
-                ))
-            };
-        }
-        let req = RedOrder {
-            enterprise: enterprise.clone(),
-            order_id: b.order_id.clone(),
-            blue_number: number,
-            reason: b.reason,
-            scope: b.scope,
-            buyer_confirmation: b.buyer_confirmation,
-            drawer: b.drawer,
-            request_hash: hash.clone(),
-        };
-        if cloud
-            .enterprise_hosted(&enterprise)
-            .await
-            .map_err(|e| internal(&rid, &e))?
-        {
-            let blue = cloud
-                .invoice(&enterprise, &req.blue_number)
-                .await
-                .map_err(|e| internal(&rid, &e))?;
-            if blue.is_none() {
-                return Err(ApiError::new(
-                    Code::InvoiceNotFound,
-                    format!("no invoice {} of this enterprise", req.blue_number),
-                    &rid,
-                ));
-            }
-            return cloud
-                .enqueue_order(&enterprise, QueuedOrder::Red(req), &rid)
-                .await;
-        }
-        let v = cloud
-            .forward(
-                &enterprise,
-                &b.order_id,
-                &hash,
-                message_type::ORDER_RED,
-                &req,
-                &rid,
-            )
-            .await?;
-        tracing::info!(request_id = %rid, number = %v.number, "red invoice issued");
-        Ok((StatusCode::CREATED, to_json(&v, &rid)?))
+        let (enterprise, nonce) = cloud.signed(&method, &uri, &headers, &body, &rid).await?;
+        let outcome = issue_red(&cloud, &enterprise, &nonce, number, &body, &rid).await;
+        cloud.spend(&nonce, &rid).await?;
+        outcome
     }
     .await;
     match result {
         Ok((s, v)) => (s, axum::Json(v)).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// An authenticated red order: stored before, queued for the enterprise's agent, or issued
+/// by platform and stored.
+async fn issue_red(
+    cloud: &Cloud,
+    enterprise: &str,
+    nonce: &Arrival,
+    number: String,
+    body: &[u8],
+    rid: &str,
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    let b: RedBody = serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(Code::InvalidRequest, format!("body: {e}"), rid))?;
+    let hash = body_hash(body);
+    if let Some((h, v)) = cloud
+        .stored(enterprise, &b.order_id)
+        .await
+        .map_err(|e| internal(rid, &e))?
+    {
+        return if h == hash {
+            Ok((StatusCode::OK, to_json(&v, rid)?))
+        } else {
+            Err(ApiError::new(
+                Code::OrderConflict,
+                format!(
+                    "order_id {} was already used with a different request",
+                    b.order_id
+                ),
+                rid,
+            ))
+        };
+    }
+    let req = RedOrder {
+        enterprise: enterprise.to_owned(),
+        order_id: b.order_id.clone(),
+        blue_number: number,
+        reason: b.reason,
+        scope: b.scope,
+        buyer_confirmation: b.buyer_confirmation,
+        drawer: b.drawer,
+        request_hash: hash.clone(),
+    };
+    if cloud
+        .enterprise_hosted(enterprise)
+        .await
+        .map_err(|e| internal(rid, &e))?
+    {
+        let blue = cloud
+            .invoice(enterprise, &req.blue_number)
+            .await
+            .map_err(|e| internal(rid, &e))?;
+        if blue.is_none() {
+            return Err(ApiError::new(
+                Code::InvoiceNotFound,
+                format!("no invoice {} of this enterprise", req.blue_number),
+                rid,
+            ));
+        }
+        return cloud
+            .enqueue_order(enterprise, QueuedOrder::Red(req), nonce, rid)
+            .await;
+    }
+    let v = cloud
+        .forward(
+            enterprise,
+            &b.order_id,
+            &hash,
+            message_type::ORDER_RED,
+            &req,
+            nonce,
+            rid,
+        )
+        .await?;
+    tracing::info!(request_id = %rid, number = %v.number, "red invoice issued");
+    Ok((StatusCode::CREATED, to_json(&v, rid)?))
 }
 
 async fn authed_invoice(

@@ -163,6 +163,8 @@ struct Inner {
     font: OnceLock<Result<PdfFont, String>>,
     options: Options,
     per_enterprise: fapiao_service::RateLimiter,
+    /// The ERP nonces this process has seen (the persistent guard is the database's).
+    nonces: fapiao_crypto::envelope::MemoryReplayGuard,
     wake: Arc<tokio::sync::Notify>,
     webhook_clients: webhook::Clients,
 }
@@ -223,6 +225,7 @@ impl Cloud {
                     options.enterprise_burst,
                 ),
                 options,
+                nonces: fapiao_crypto::envelope::MemoryReplayGuard::new(),
                 wake: Arc::new(tokio::sync::Notify::new()),
                 webhook_clients: webhook::Clients::default(),
             }),
@@ -386,6 +389,7 @@ impl Cloud {
                     &issued.invoice,
                     notice.tax_status,
                     issued.form.clone(),
+                    None,
                     "notice",
                 )
                 .await;

@@ -25,12 +25,12 @@ use fapiao_protocol::wire::{
 };
 use fapiao_service::error::request_id;
 use fapiao_service::{ApiError, Incoming, Outgoing};
-use fapiao_store::StoreError;
 use fapiao_store::sqlx::{self, Row};
+use fapiao_store::{Arrival, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::Cloud;
-use crate::erp::internal;
+use crate::erp::{internal, replayed};
 
 /// An order's status as the ERP API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,12 +61,21 @@ impl Cloud {
         &self,
         enterprise: &str,
         order: QueuedOrder,
+        nonce: &Arrival,
         rid: &str,
     ) -> Result<(StatusCode, serde_json::Value), ApiError> {
         let order_id = order.order_id().to_owned();
         let hash = order.request_hash().to_owned();
         let fail = |e: &dyn std::fmt::Display| internal(rid, e);
-        let mut tx = self.inner.db.begin_write().await.map_err(|e| fail(&e))?;
+        let mut tx = self
+            .inner
+            .db
+            .begin_write_for(nonce)
+            .await
+            .map_err(|e| match e {
+                StoreError::Replayed { .. } => replayed(rid),
+                e => fail(&e),
+            })?;
         let existing: Option<String> = sqlx::query_scalar(
             "SELECT request_hash FROM queued_orders WHERE enterprise = $1 AND order_id = $2",
         )

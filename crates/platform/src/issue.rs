@@ -30,7 +30,7 @@ use fapiao_protocol::wire::{
 };
 use fapiao_service::{EnvelopeHandler, Incoming, Outgoing};
 use fapiao_store::sqlx::{self, Row};
-use fapiao_store::{StoreError, Tx};
+use fapiao_store::{Arrival, StoreError, Tx};
 use serde::Serialize;
 use time::PrimitiveDateTime;
 use tracing::Instrument;
@@ -75,7 +75,11 @@ pub(crate) enum Step {
 
 impl From<StoreError> for Step {
     fn from(e: StoreError) -> Self {
-        Self::Failed(e.to_string())
+        match e {
+            // The envelope layer refuses the message itself; this answer is not sent.
+            StoreError::Replayed { .. } => refused(Code::RequestReplayed, e.to_string()),
+            e => Self::Failed(e.to_string()),
+        }
     }
 }
 
@@ -106,6 +110,16 @@ fn type_name(t: InvoiceType) -> &'static str {
 }
 
 impl EnvelopeHandler for Platform {
+    /// Orders: the message id is remembered in the transaction that issues.
+    fn remembers_in_transaction(&self, message_type: &str) -> bool {
+        [
+            message_type::ORDER_ISSUE,
+            message_type::ORDER_BATCH,
+            message_type::ORDER_RED,
+        ]
+        .contains(&message_type)
+    }
+
     async fn handle(&self, incoming: Incoming) -> Outgoing {
         let rid = incoming.request_id.clone();
         if crate::agents::is_agent(incoming.sender.role) {
@@ -120,7 +134,7 @@ impl EnvelopeHandler for Platform {
         let cloud = incoming.sender.identity();
         let result = match incoming.message.header.message_type.as_str() {
             message_type::ORDER_ISSUE => match incoming.body::<IssueOrder>() {
-                Ok(o) => self.issue_blue(&cloud, &o, &rid).await,
+                Ok(o) => self.issue_blue(&cloud, &o, &incoming.arrival, &rid).await,
                 Err(out) => return out,
             },
             message_type::ORDER_BATCH => match incoming.body::<IssueBatch>() {
@@ -132,7 +146,7 @@ impl EnvelopeHandler for Platform {
                 }
                 Ok(b) => {
                     let answers = self
-                        .issue_batch(&cloud, &b.orders, &rid)
+                        .issue_batch(&cloud, &b.orders, &incoming.arrival, &rid)
                         .await
                         .into_iter()
                         .map(|r| answer_of(r, &cloud, &rid))
@@ -145,7 +159,7 @@ impl EnvelopeHandler for Platform {
                 Err(out) => return out,
             },
             message_type::ORDER_RED => match incoming.body::<RedOrder>() {
-                Ok(o) => self.issue_red(&cloud, &o, &rid).await,
+                Ok(o) => self.issue_red(&cloud, &o, &incoming.arrival, &rid).await,
                 Err(out) => return out,
             },
             other => {
@@ -269,6 +283,7 @@ impl Platform {
         &self,
         cloud: &str,
         o: &IssueOrder,
+        arrival: &Arrival,
         rid: &str,
     ) -> Result<OrderAnswer, Step> {
         // Validation needs no database; admission and the earlier answer to the same order
@@ -276,7 +291,7 @@ impl Platform {
         // for an admitted, new order.
         let draft = prepare_blue(&self.inner.catalog, o);
         for attempt in 0..2 {
-            match self.issue_blue_tx(cloud, o, &draft, rid).await {
+            match self.issue_blue_tx(cloud, o, &draft, arrival, rid).await {
                 Err(Step::NeedNumbers { year, province }) if attempt == 0 => {
                     self.ensure_range(year, province).await?;
                 }
@@ -294,9 +309,10 @@ impl Platform {
         cloud: &str,
         o: &IssueOrder,
         draft: &Result<InvoiceDraft, Refusal>,
+        arrival: &Arrival,
         rid: &str,
     ) -> Result<OrderAnswer, Step> {
-        let mut tx = self.inner.db.begin_write().await?;
+        let mut tx = self.inner.db.begin_write_for(arrival).await?;
         let (answer, new) = match self.issue_blue_in(&mut tx, cloud, o, draft, rid).await {
             Ok(x) => x,
             Err(Step::Voided(m)) => {
@@ -324,6 +340,7 @@ impl Platform {
         &self,
         cloud: &str,
         orders: &[IssueOrder],
+        arrival: &Arrival,
         rid: &str,
     ) -> Vec<Result<OrderAnswer, Step>> {
         let drafts: Vec<Result<InvoiceDraft, Refusal>> = orders
@@ -338,7 +355,7 @@ impl Platform {
         while i < orders.len() {
             let t = match tx.as_mut() {
                 Some(t) => t,
-                None => match self.inner.db.begin_write().await {
+                None => match self.inner.db.begin_write_for(arrival).await {
                     Ok(t) => tx.insert(t),
                     Err(e) => {
                         results.push(Err(e.into()));
@@ -491,7 +508,13 @@ impl Platform {
         ))
     }
 
-    async fn issue_red(&self, cloud: &str, o: &RedOrder, rid: &str) -> Result<OrderAnswer, Step> {
+    async fn issue_red(
+        &self,
+        cloud: &str,
+        o: &RedOrder,
+        arrival: &Arrival,
+        rid: &str,
+    ) -> Result<OrderAnswer, Step> {
         {
             let mut tx = self.read_tx().await?;
             self.admit(&mut tx, cloud, &o.enterprise).await?;
@@ -522,7 +545,7 @@ impl Platform {
             .map_err(|e| Step::Refused(Refusal::invalid(&e)))?;
         for attempt in 0..2 {
             match self
-                .issue_red_tx(cloud, o, &order_id, reason, scope.clone(), rid)
+                .issue_red_tx(cloud, o, &order_id, reason, scope.clone(), arrival, rid)
                 .await
             {
                 Err(Step::NeedNumbers { year, province }) if attempt == 0 => {
@@ -537,6 +560,10 @@ impl Platform {
         ))
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a red order with its parsed parts and its message"
+    )]
     async fn issue_red_tx(
         &self,
         cloud: &str,
@@ -544,9 +571,10 @@ impl Platform {
         order_id: &OrderId,
         reason: RedReason,
         scope: RedScope,
+        arrival: &Arrival,
         rid: &str,
     ) -> Result<OrderAnswer, Step> {
-        let mut tx = self.inner.db.begin_write().await?;
+        let mut tx = self.inner.db.begin_write_for(arrival).await?;
         let e = self.admit(&mut tx, cloud, &o.enterprise).await?;
         if let Some(a) = self
             .existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash)

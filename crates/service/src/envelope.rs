@@ -4,11 +4,17 @@
 //! publishes the role's encryption certificate.
 //!
 //! Checks, in order, before the handler runs: the envelope opens (`fapiao_crypto` Opener: the
-//! ten checks of `docs/security.md`); the message id was not seen before, persistently (the
-//! role's store); the TLS client certificate names the same holder as the envelope's signer;
-//! the reply certificate is valid for encryption and names the signer. A failure there is an
-//! HTTP error with the envelope's peer code (there is no one to seal to). An unsupported
-//! protocol version, and every refusal by the handler, is a sealed, signed answer.
+//! ten checks of `docs/security.md`, the replay check against the ids this process has seen);
+//! the message id was not seen before, persistently (the role's store); the TLS client
+//! certificate names the same holder as the envelope's signer; the reply certificate is valid
+//! for encryption and names the signer. A failure there is an HTTP error with the envelope's
+//! peer code (there is no one to seal to). An unsupported protocol version, and every refusal
+//! by the handler, is a sealed, signed answer.
+//!
+//! A handler may take the persistent replay check upon its own first write transaction
+//! ([`EnvelopeHandler::remembers_in_transaction`]): the id is then remembered in the commit
+//! that records what the message did, or, when nothing was written, in a commit of its own
+//! before the answer is sealed. A replay is refused either way.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,7 +33,7 @@ use fapiao_protocol::client::{
     ENCRYPTION_CERTIFICATE_PATH, ENVELOPE_CONTENT_TYPE, ENVELOPE_PATH, answer_header, now,
 };
 use fapiao_protocol::wire::{PROTOCOL_VERSION, Refusal, Request, message_type};
-use fapiao_store::Db;
+use fapiao_store::{Arrival, Db};
 use serde::Serialize;
 
 use crate::PeerIdentity;
@@ -49,6 +55,10 @@ pub struct Incoming {
     pub body: serde_json::Value,
     /// The request id.
     pub request_id: String,
+    /// The message as the replay guard remembers it. When the handler takes it upon itself
+    /// ([`EnvelopeHandler::remembers_in_transaction`]), its first write transaction for the
+    /// message is begun with [`Db::begin_write_for`] on it.
+    pub arrival: Arrival,
 }
 
 impl Incoming {
@@ -96,6 +106,18 @@ impl Outgoing {
 pub trait EnvelopeHandler: Send + Sync + 'static {
     /// Handles it and returns the answer.
     fn handle(&self, incoming: Incoming) -> impl Future<Output = Outgoing> + Send;
+
+    /// Whether the handler remembers messages of `message_type` in its own first write
+    /// transaction for them ([`Db::begin_write_for`] with [`Incoming::arrival`]), so that the
+    /// id becomes durable in the same commit as what the message did. Otherwise (the
+    /// default) the id is remembered before the handler runs, in a commit of its own. Either
+    /// way a message is answered only once its id is durably remembered — after the handler,
+    /// in a commit of its own, when no transaction of the handler remembered it — and a
+    /// replay is refused.
+    fn remembers_in_transaction(&self, message_type: &str) -> bool {
+        let _ = message_type;
+        false
+    }
 }
 
 /// A role's envelope material and persistent replay guard.
@@ -190,23 +212,10 @@ impl Envelopes {
         };
         let header = &opened.message.header;
         let expires = header.created_at + Opener::DEFAULT_FRESHNESS + Opener::DEFAULT_FRESHNESS;
-        match self
-            .db
-            .remember_message(&header.sender, &header.message_id, expires, now)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                let e = OpenError::Replayed {
-                    sender: header.sender.clone(),
-                    message_id: header.message_id.clone(),
-                };
-                return self.refuse_unopened(&e, &peer, &rid);
-            }
-            Err(e) => {
-                tracing::error!(request_id = %rid, error = %e, "replay guard unavailable");
-                return ApiError::new(Code::EnvelopeUnavailable, "try again", rid).into_response();
-            }
+        let arrival = Arrival::new(&header.sender, &header.message_id, expires, now);
+        let in_transaction = handler.remembers_in_transaction(&header.message_type);
+        if !in_transaction && let Err(refused) = self.remember(&arrival, &peer, &rid).await {
+            return refused;
         }
         if peer.identity() != opened.signer_subject.identity() {
             tracing::warn!(request_id = %rid, tls = %peer.identity(), signer = %opened.signer_subject.identity(),
@@ -241,6 +250,7 @@ impl Envelopes {
                     body: request.body,
                     request_id: rid.clone(),
                     message: opened.message.clone(),
+                    arrival: arrival.clone(),
                 })
                 .await
         } else {
@@ -253,6 +263,9 @@ impl Envelopes {
                 ),
             ))
         };
+        if in_transaction && let Err(refused) = self.remember(&arrival, &peer, &rid).await {
+            return refused;
+        }
         let message = Message {
             header: answer_header(&self.me, header, &answer.message_type),
             payload: answer.payload,
@@ -269,6 +282,30 @@ impl Envelopes {
             Err(e) => {
                 tracing::error!(request_id = %rid, error = %e, "sealing the answer failed");
                 ApiError::new(Code::Internal, "internal error", rid).into_response()
+            }
+        }
+    }
+
+    /// Makes sure `arrival` is remembered ([`Db::remember`]); the refusal to answer with
+    /// when it is a replay or the guard cannot be consulted.
+    async fn remember(
+        &self,
+        arrival: &Arrival,
+        peer: &PeerIdentity,
+        rid: &str,
+    ) -> Result<(), Response> {
+        match self.db.remember(arrival).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let e = OpenError::Replayed {
+                    sender: arrival.sender().to_owned(),
+                    message_id: arrival.message_id().to_owned(),
+                };
+                Err(self.refuse_unopened(&e, peer, rid))
+            }
+            Err(e) => {
+                tracing::error!(request_id = %rid, error = %e, "replay guard unavailable");
+                Err(ApiError::new(Code::EnvelopeUnavailable, "try again", rid).into_response())
             }
         }
     }

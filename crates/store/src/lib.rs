@@ -45,6 +45,126 @@ pub struct Tx {
     pub(crate) audit: AuditBuffer,
     /// The active data key id, once read in this transaction ([`vault::Vault::seal`]).
     pub(crate) data_key: Option<i64>,
+    /// The arrival whose id this transaction wrote ([`Db::begin_write_for`]).
+    held: Held,
+}
+
+/// The arrival a write transaction remembers: [`ArrivalState::Remembered`] once it commits,
+/// [`ArrivalState::Pending`] again if it is rolled back or dropped.
+#[derive(Debug, Default)]
+struct Held(Option<Arrival>);
+
+impl Held {
+    fn committed(&mut self) {
+        if let Some(a) = self.0.take() {
+            a.set(ArrivalState::Remembered);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(a) = self.0.take() {
+            a.set(ArrivalState::Pending);
+        }
+    }
+}
+
+/// A received message — an envelope, or a signed ERP request — whose id the replay guard is
+/// to remember before what it asks for is acknowledged, so a second arrival of the same id is
+/// refused. A handler that writes remembers it in its own first write transaction
+/// ([`Db::begin_write_for`]): the id becomes durable in the same commit as what the message
+/// did, at no cost of its own, and a replay is refused under the write lock before anything
+/// is written. Whoever answers then makes sure with [`Db::remember`], which costs a commit
+/// of its own (grouped with others) only when no transaction remembered the id: the message
+/// was refused, or asked only to read.
+///
+/// Clones share their state; an arrival is meant for the one request it came with.
+#[derive(Debug, Clone)]
+pub struct Arrival(std::sync::Arc<ArrivalInner>);
+
+#[derive(Debug)]
+struct ArrivalInner {
+    sender: String,
+    message_id: String,
+    expires: OffsetDateTime,
+    now: OffsetDateTime,
+    state: std::sync::atomic::AtomicU8,
+}
+
+/// Where an [`Arrival`]'s id stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ArrivalState {
+    /// Not on record (yet, or its transaction did not commit).
+    Pending,
+    /// Written in a write transaction that has not committed yet.
+    Held,
+    /// Durably on record, first: this arrival is the message's first.
+    Remembered,
+    /// Already on record and not expired: a replay.
+    Replayed,
+}
+
+impl ArrivalState {
+    const ALL: [Self; 4] = [Self::Pending, Self::Held, Self::Remembered, Self::Replayed];
+}
+
+impl Arrival {
+    /// `(sender, message_id)` received at `now`, to be remembered until `expires`.
+    #[must_use]
+    pub fn new(
+        sender: impl Into<String>,
+        message_id: impl Into<String>,
+        expires: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self(std::sync::Arc::new(ArrivalInner {
+            sender: sender.into(),
+            message_id: message_id.into(),
+            expires,
+            now,
+            state: std::sync::atomic::AtomicU8::new(0),
+        }))
+    }
+
+    /// The sender.
+    #[must_use]
+    pub fn sender(&self) -> &str {
+        &self.0.sender
+    }
+
+    /// The message id.
+    #[must_use]
+    pub fn message_id(&self) -> &str {
+        &self.0.message_id
+    }
+
+    /// Where its id stands.
+    #[must_use]
+    pub fn state(&self) -> ArrivalState {
+        let i = self.0.state.load(std::sync::atomic::Ordering::Acquire);
+        ArrivalState::ALL[usize::from(i).min(3)]
+    }
+
+    fn set(&self, state: ArrivalState) {
+        let i = ArrivalState::ALL
+            .iter()
+            .position(|s| *s == state)
+            .unwrap_or(0);
+        self.0.state.store(
+            u8::try_from(i).unwrap_or(0),
+            std::sync::atomic::Ordering::Release,
+        );
+    }
+
+    fn replayed(&self) -> StoreError {
+        self.set(ArrivalState::Replayed);
+        StoreError::Replayed {
+            sender: self.0.sender.clone(),
+            message_id: self.0.message_id.clone(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -85,13 +205,15 @@ impl Writer {
     }
 }
 
-/// What a write transaction reads with its `BEGIN` ([`Db::begin_in`]).
+/// What a write transaction does and reads with its `BEGIN` ([`Db::begin_in`]).
 #[derive(Debug, Clone, Copy)]
-enum Prefetch {
+enum Prefetch<'a> {
     /// Nothing: before the shared tables exist (migrations), or not needed (replay guard).
     Nothing,
     /// The audit chain head and the active data key.
     Keys,
+    /// Remembers an arrival's id, then reads as [`Prefetch::Keys`].
+    Remember(&'a Arrival),
 }
 
 /// This process's writer turn.
@@ -144,6 +266,15 @@ impl Tx {
             inner,
             audit: AuditBuffer::default(),
             data_key: None,
+            held: Held::default(),
+        }
+    }
+
+    /// Holds `arrival` if its id went in.
+    fn hold(&mut self, arrival: &Arrival, went_in: bool) {
+        if went_in {
+            arrival.set(ArrivalState::Held);
+            self.held.0 = Some(arrival.clone());
         }
     }
 
@@ -164,6 +295,7 @@ impl Tx {
                 tx.commit().await?;
             }
         }
+        self.held.committed();
         Ok(())
     }
 
@@ -267,6 +399,14 @@ pub enum StoreError {
     /// A savepoint name that is not `[a-z_]+`.
     #[error("savepoint name `{0}`: expected [a-z_]+")]
     Savepoint(&'static str),
+    /// The message was received before (see [`Arrival`]); nothing was written.
+    #[error("message {message_id} from {sender} was already received")]
+    Replayed {
+        /// Its sender.
+        sender: String,
+        /// Its id.
+        message_id: String,
+    },
     /// A write grouped with others (see [`Db::remember_message`]) failed with them.
     #[error("database: {0}")]
     Grouped(String),
@@ -332,6 +472,13 @@ pub struct Db {
 
 /// Group commits delete expired replay-guard entries at most this often (seconds).
 const PRUNE_EVERY: i64 = 60;
+
+/// Writes one replay-guard entry (`$1` sender, `$2` message id, `$3` expiry, `$4` now): it
+/// goes in unless its id is on record and not expired by `$4`. One row changed when it went in.
+const REMEMBER_ONE: &str = "INSERT INTO seen_messages (sender, message_id, expires_at)
+     VALUES ($1, $2, $3)
+     ON CONFLICT (sender, message_id) DO UPDATE SET expires_at = excluded.expires_at
+         WHERE seen_messages.expires_at <= $4";
 
 /// A read connection ([`Db::read`]); dereferences to the connection.
 #[derive(Debug)]
@@ -587,6 +734,57 @@ impl Db {
         Self::begin_in(&self.pool, turn, Prefetch::Keys).await
     }
 
+    /// [`Db::begin_write`] for what `arrival` asks: unless its id is remembered already, the
+    /// transaction writes it first, in the same round trip as its `BEGIN`, and it is
+    /// remembered when the transaction commits ([`Arrival`]). Expired ids are deleted on the
+    /// way at most once every minute, as by [`Db::remember_message`].
+    ///
+    /// # Errors
+    /// [`StoreError::Replayed`] when the id is on record and not expired (the transaction is
+    /// rolled back and the arrival is [`ArrivalState::Replayed`]); [`StoreError::Sqlx`].
+    pub async fn begin_write_for(&self, arrival: &Arrival) -> Result<Tx, StoreError> {
+        match arrival.state() {
+            ArrivalState::Remembered => return self.begin_write().await,
+            ArrivalState::Replayed => return Err(arrival.replayed()),
+            ArrivalState::Pending | ArrivalState::Held => {}
+        }
+        let turn = self.take_turn().await;
+        let mut tx = Self::begin_in(&self.pool, turn, Prefetch::Remember(arrival)).await?;
+        if tx.held.0.is_none() {
+            let _ = tx.rollback().await;
+            return Err(arrival.replayed());
+        }
+        let t = arrival.0.now.unix_timestamp();
+        if prune_due(&self.pruned_at, t) {
+            delete_expired(&mut *tx, arrival.0.now).await?;
+        }
+        Ok(tx)
+    }
+
+    /// Makes sure `arrival`'s id is remembered: at once when a committed write transaction
+    /// wrote it ([`Db::begin_write_for`]), else with [`Db::remember_message`] (a group
+    /// commit). Whether it was the first arrival of its id.
+    ///
+    /// # Errors
+    /// As [`Db::remember_message`].
+    pub async fn remember(&self, arrival: &Arrival) -> Result<bool, StoreError> {
+        match arrival.state() {
+            ArrivalState::Remembered => return Ok(true),
+            ArrivalState::Replayed => return Ok(false),
+            ArrivalState::Pending | ArrivalState::Held => {}
+        }
+        let a = &arrival.0;
+        let fresh = self
+            .remember_message(&a.sender, &a.message_id, a.expires, a.now)
+            .await?;
+        arrival.set(if fresh {
+            ArrivalState::Remembered
+        } else {
+            ArrivalState::Replayed
+        });
+        Ok(fresh)
+    }
+
     /// Waits for this process's writer turn.
     async fn take_turn(&self) -> Turn {
         match &self.writer {
@@ -599,15 +797,35 @@ impl Db {
     /// [`Prefetch::Keys`], what most write transactions read first comes back with the
     /// `BEGIN`, in the same round trip: the audit chain head ([`audit::append`]) and the
     /// active data key ([`vault::Vault::seal`]) — read under the write lock, so they stay
-    /// current for the whole transaction.
-    async fn begin_in(pool: &SqlitePool, turn: Turn, prefetch: Prefetch) -> Result<Tx, StoreError> {
+    /// current for the whole transaction. With [`Prefetch::Remember`], the arrival's id is
+    /// written first, in that round trip too; the transaction holds the arrival only if the
+    /// id went in (it was not on record, or had expired).
+    async fn begin_in(
+        pool: &SqlitePool,
+        turn: Turn,
+        prefetch: Prefetch<'_>,
+    ) -> Result<Tx, StoreError> {
         let mut turn = match turn {
             Turn::Writer(turn) => turn,
             Turn::Shared(turn) => {
-                return Ok(Tx::new(TxInner::Pooled {
+                let mut tx = Tx::new(TxInner::Pooled {
                     tx: pool.begin_with("BEGIN IMMEDIATE").await?,
                     _turn: Some(turn),
-                }));
+                });
+                if let Prefetch::Remember(arrival) = prefetch {
+                    let a = &arrival.0;
+                    let went_in = sqlx::query(REMEMBER_ONE)
+                        .bind(&a.sender)
+                        .bind(&a.message_id)
+                        .bind(a.expires.unix_timestamp())
+                        .bind(a.now.unix_timestamp())
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                        > 0;
+                    tx.hold(arrival, went_in);
+                }
+                return Ok(tx);
             }
         };
         turn.0.settle().await?;
@@ -615,33 +833,56 @@ impl Db {
         // connection and is rolled back after.
         turn.0.open = true;
         let conn = &mut turn.0.conn;
-        let (head, key) = match prefetch {
+        // The audit head and the active key, as `audit` and `vault` read them, and after a
+        // remembering insert, whether it changed a row.
+        static KEYS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT h.seq, h.hash, ({}), changes() FROM (SELECT 1) LEFT JOIN ({}) AS h ON true",
+                vault::ACTIVE_ID,
+                audit::HEAD
+            )
+        });
+        static BEGIN_WITH_KEYS: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| format!("BEGIN IMMEDIATE; {}", KEYS.as_str()));
+        static BEGIN_REMEMBERING: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!("BEGIN IMMEDIATE; {REMEMBER_ONE}; {}", KEYS.as_str())
+        });
+        type Keys = (Option<i64>, Option<String>, Option<i64>, i64);
+        let (head, key, went_in) = match prefetch {
             Prefetch::Nothing => {
                 sqlx::query("BEGIN IMMEDIATE").execute(conn).await?;
-                (None, None)
+                (None, None, None)
             }
             Prefetch::Keys => {
-                // The audit head and the active key, as `audit` and `vault` read them.
-                static BEGIN_WITH_KEYS: std::sync::LazyLock<String> = std::sync::LazyLock::new(
-                    || {
-                        format!(
-                            "BEGIN IMMEDIATE;
-                             SELECT h.seq, h.hash, ({}) FROM (SELECT 1) LEFT JOIN ({}) AS h ON true",
-                            vault::ACTIVE_ID,
-                            audit::HEAD
-                        )
-                    },
-                );
-                let (seq, hash, key): (Option<i64>, Option<String>, Option<i64>) =
+                let (seq, hash, key, _): Keys =
                     sqlx::query_as(sqlx::AssertSqlSafe(BEGIN_WITH_KEYS.as_str()))
                         .fetch_one(conn)
                         .await?;
-                (Some(audit::chain_from(seq.zip(hash))), key)
+                (Some(audit::chain_from(seq.zip(hash))), key, None)
+            }
+            Prefetch::Remember(arrival) => {
+                let a = &arrival.0;
+                let (seq, hash, key, changed): Keys =
+                    sqlx::query_as(sqlx::AssertSqlSafe(BEGIN_REMEMBERING.as_str()))
+                        .bind(&a.sender)
+                        .bind(&a.message_id)
+                        .bind(a.expires.unix_timestamp())
+                        .bind(a.now.unix_timestamp())
+                        .fetch_one(conn)
+                        .await?;
+                (
+                    Some(audit::chain_from(seq.zip(hash))),
+                    key,
+                    Some((arrival, changed > 0)),
+                )
             }
         };
         let mut tx = Tx::new(TxInner::Writer(turn));
         tx.audit.head = head;
         tx.data_key = key;
+        if let Some((arrival, went_in)) = went_in {
+            tx.hold(arrival, went_in);
+        }
         Ok(tx)
     }
 
@@ -812,18 +1053,12 @@ async fn write_group(
     group: &[Remember],
     pruned_at: &std::sync::atomic::AtomicI64,
 ) -> Result<Vec<bool>, StoreError> {
-    use std::sync::atomic::Ordering;
     let Some(now) = group.iter().map(|r| r.now).min() else {
         return Ok(Vec::new());
     };
     let t = now.unix_timestamp();
-    if pruned_at
-        .load(Ordering::Relaxed)
-        .saturating_add(PRUNE_EVERY)
-        <= t
-    {
+    if prune_due(pruned_at, t) {
         delete_expired(&mut **tx, now).await?;
-        pruned_at.store(t, Ordering::Relaxed);
     }
     let entries = serde_json::Value::Array(
         group
@@ -848,6 +1083,18 @@ async fn write_group(
         .iter()
         .map(|r| inserted.remove(&(r.sender.clone(), r.message_id.clone())))
         .collect())
+}
+
+/// Whether expired replay-guard entries are due for deletion at `t` (Unix seconds), the last
+/// deletion being at `pruned_at`: at most once every [`PRUNE_EVERY`] seconds. If so, the
+/// caller deletes them in its transaction and `pruned_at` says `t` from now on.
+fn prune_due(pruned_at: &std::sync::atomic::AtomicI64, t: i64) -> bool {
+    use std::sync::atomic::Ordering;
+    let last = pruned_at.load(Ordering::Relaxed);
+    last.saturating_add(PRUNE_EVERY) <= t
+        && pruned_at
+            .compare_exchange(last, t, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// Deletes replay-guard entries that expired before `now`; returns how many.

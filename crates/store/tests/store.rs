@@ -1,7 +1,7 @@
 //! The store on a real SQLite file.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-use fapiao_store::{Db, Migration, StoreError};
+use fapiao_store::{Arrival, ArrivalState, Db, Migration, StoreError};
 use time::{Duration, OffsetDateTime};
 
 pub(crate) const M: &[Migration] = &[
@@ -130,6 +130,113 @@ async fn an_expired_id_is_fresh_again_between_prunings() {
         .await
         .unwrap();
     assert_eq!(rows, [(later + Duration::seconds(20)).unix_timestamp()]);
+}
+
+/// An arrival remembered by the write transaction that acts on it: durable with that
+/// transaction's commit, refused under the write lock when it comes again, pending again when
+/// its transaction is rolled back or dropped, and then remembered on its own. On a file
+/// database (the writer connection) and in memory (a pool connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_arrival_is_remembered_by_the_transaction_that_acts_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in [
+        Db::open(&url(&dir), "r", M).await.unwrap(),
+        Db::open("sqlite::memory:", "r", M).await.unwrap(),
+    ] {
+        let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        let arrival = |id: &str, at: OffsetDateTime| {
+            Arrival::new("cloud:a", id, at + Duration::minutes(10), at)
+        };
+        let seen = |id: &'static str| {
+            let db = db.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM seen_messages WHERE sender = 'cloud:a' AND message_id = $1",
+                )
+                .bind(id)
+                .fetch_one(db.pool())
+                .await
+                .unwrap()
+            }
+        };
+
+        // First arrival: held while the transaction is open, remembered with its commit,
+        // together with what it wrote.
+        let first = arrival("m1", now);
+        let mut tx = db.begin_write_for(&first).await.unwrap();
+        assert_eq!(first.state(), ArrivalState::Held);
+        sqlx::query("INSERT INTO t (k, v) VALUES ('m1', 1)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(first.state(), ArrivalState::Remembered);
+        assert_eq!(seen("m1").await, 1);
+        // Remembered: no more to do, and a later transaction of the same arrival is plain.
+        assert!(db.remember(&first).await.unwrap());
+        db.begin_write_for(&first)
+            .await
+            .unwrap()
+            .commit()
+            .await
+            .unwrap();
+
+        // The same id again: refused before anything is written, in a transaction or alone.
+        let again = arrival("m1", now + Duration::seconds(5));
+        let err = db.begin_write_for(&again).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Replayed { sender, message_id } if sender == "cloud:a" && message_id == "m1"),
+            "{err}"
+        );
+        assert_eq!(again.state(), ArrivalState::Replayed);
+        assert!(!db.remember(&again).await.unwrap());
+        assert!(!db.remember(&arrival("m1", now)).await.unwrap());
+        // The refusal left the writer free.
+        db.begin_write().await.unwrap().commit().await.unwrap();
+
+        // Rolled back, then dropped: pending again each time, and nothing on record.
+        let second = arrival("m2", now);
+        db.begin_write_for(&second)
+            .await
+            .unwrap()
+            .rollback()
+            .await
+            .unwrap();
+        assert_eq!(second.state(), ArrivalState::Pending);
+        drop(db.begin_write_for(&second).await.unwrap());
+        assert_eq!(second.state(), ArrivalState::Pending);
+        assert_eq!(seen("m2").await, 0);
+        // A message that wrote nothing is remembered on its own.
+        assert!(db.remember(&second).await.unwrap());
+        assert_eq!(second.state(), ArrivalState::Remembered);
+        assert_eq!(seen("m2").await, 1);
+        assert!(matches!(
+            db.begin_write_for(&arrival("m2", now)).await,
+            Err(StoreError::Replayed { .. })
+        ));
+
+        // Once expired, an id is fresh again and its row is taken over.
+        let later = now + Duration::minutes(11);
+        let third = arrival("m1", later);
+        db.begin_write_for(&third)
+            .await
+            .unwrap()
+            .commit()
+            .await
+            .unwrap();
+        assert_eq!(third.state(), ArrivalState::Remembered);
+        let expiry: i64 =
+            sqlx::query_scalar("SELECT expires_at FROM seen_messages WHERE message_id = 'm1'")
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(expiry, (later + Duration::minutes(10)).unix_timestamp());
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
 }
 
 #[tokio::test]

@@ -206,7 +206,7 @@ async fn two_orders_racing_for_the_last_of_the_quota_get_one_invoice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelope_and_sender_refusals_change_nothing() {
-    let env = Env::start().await;
+    let mut env = Env::start().await;
     let before = warm(&env).await;
     let layout = env.system.layout.clone();
     let now = crate::now();
@@ -242,11 +242,29 @@ async fn envelope_and_sender_refusals_change_nothing() {
     );
     settle(&env).await;
     let after_first = snapshot(&env.system).await;
-    let r = cloud.post(e).await;
+    let r = cloud.post(e.clone()).await;
     assert_eq!(
         (r.status, json_of(&r)["code"].as_str().unwrap()),
         (403, "envelope_rejected")
     );
+    // An order platform refuses writes nothing; its id is remembered all the same.
+    let mut bad = issue_body(SH, "REPLAY-BAD");
+    bad["order"] = json!({});
+    let refused = cloud.seal("order.issue", 1, &bad);
+    let (_, v) = cloud.open(&cloud.post(refused.clone()).await);
+    assert_eq!(v["outcome"], "refused", "{v}");
+    // With platform restarted (its memory of the ids it has seen is gone), both replays
+    // are still refused: the issued order's id went to disk in the commit that issued it,
+    // the refused one's in a commit of its own.
+    env.system.stop("platform").await;
+    env.system.restart("platform").await.unwrap();
+    for e in [e, refused] {
+        let r = cloud.post(e).await;
+        assert_eq!(
+            (r.status, json_of(&r)["code"].as_str().unwrap()),
+            (403, "envelope_rejected")
+        );
+    }
     assert_eq!(snapshot(&env.system).await, after_first);
     let before = after_first;
 
@@ -477,7 +495,7 @@ async fn envelope_and_sender_refusals_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erp_requests_must_be_signed_fresh_and_new() {
-    let env = Env::start().await;
+    let mut env = Env::start().await;
     let erp = env.erp(SH);
     let creds = erp.credentials().clone();
     let body = order(SH, "AUTH-1", "100").to_string();
@@ -542,6 +560,53 @@ async fn erp_requests_must_be_signed_fresh_and_new() {
         (r.status, json_of(&r)["code"].as_str().unwrap()),
         (401, "request_replayed")
     );
+    // An order platform refuses writes nothing at cloud; its nonce is spent all the same.
+    let bad = json!({"order_id": "AUTH-BAD"}).to_string();
+    let nonce = "nonce-aaaaaaaaaaaa4";
+    let hb = vec![
+        ("x-fapiao-key", creds.key_id.clone()),
+        ("x-fapiao-timestamp", t.to_string()),
+        ("x-fapiao-nonce", nonce.to_owned()),
+        (
+            "x-fapiao-signature",
+            fapiao_protocol::erp::sign(
+                creds.secret.as_bytes(),
+                "POST",
+                "/v1/invoices",
+                t,
+                nonce,
+                bad.as_bytes(),
+            ),
+        ),
+    ];
+    let r = erp
+        .send_raw(http::Method::POST, "/v1/invoices", &hb, bad.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, json_of(&r)["code"].as_str().unwrap()),
+        (422, "invalid_order"),
+        "{}",
+        json_of(&r)
+    );
+    // With cloud restarted (its memory of the nonces it has seen is gone), both replays are
+    // still refused: the issued order's nonce went to disk in the commit that stored the
+    // invoice, the refused one's in a commit of its own.
+    env.system.stop("cloud").await;
+    env.system.restart("cloud").await.unwrap();
+    let erp = env.erp(SH);
+    for (headers, body) in [(&h, &body), (&hb, &bad)] {
+        let r = erp
+            .send_raw(http::Method::POST, "/v1/invoices", headers, body.as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, json_of(&r)["code"].as_str().unwrap()),
+            (401, "request_replayed"),
+            "{}",
+            json_of(&r)
+        );
+    }
     // Another enterprise cannot read this one's invoice.
     let number = json_of(&get(&erp, "/v1/invoices?limit=1").await)["items"][0]["number"]
         .as_str()
