@@ -61,12 +61,67 @@ fn sm2_signature_example_of_gb_t_32918_5_annex_a() {
     )));
     let r = unhex("F5A03B0648D2C4630EEAC513E1BB81A15944DA3827D5B74143AC7EACEEE720B3");
     let s = unhex("B1B6AA29DF212FD8763182BC0D421CA1BB9038FD1F7F42D4840B69C485BBC1AA");
-    let der = sm2::dsa::Signature::from_slice(&[r, s].concat())
+    let der = sm2::dsa::Signature::from_slice(&[r.as_slice(), &s].concat())
         .unwrap()
         .to_der();
     // Our verification, with the standard distinguishing ID 1234567812345678.
     key.verify(b"message digest", der.as_bytes()).unwrap();
     assert!(key.verify(b"message digesT", der.as_bytes()).is_err());
+    // r or s changed, or swapped: refused.
+    let mut r1 = r.clone();
+    r1[31] ^= 1;
+    let mut s1 = s.clone();
+    s1[31] ^= 1;
+    for (r, s) in [(&r1, &s), (&r, &s1), (&s, &r)] {
+        let der = sm2::dsa::Signature::from_slice(&[r.as_slice(), s.as_slice()].concat())
+            .unwrap()
+            .to_der();
+        assert!(key.verify(b"message digest", der.as_bytes()).is_err());
+    }
+}
+
+/// Our SM2 verification (variable time) against the `sm2` crate's own (constant time, its
+/// own code): the same verdict on genuine signatures and on tampered ones, over many keys.
+#[test]
+fn sm2_verification_agrees_with_the_sm2_crate() {
+    use fapiao_crypto::{KeyAlgorithm, PrivateKey, SM2_DISTID};
+    use sm2::dsa::signature::Verifier as _;
+    use sm2::pkcs8::DecodePublicKey as _;
+    let mut rng = fapiao_crypto::rng::system_rng();
+    for i in 0..64_u8 {
+        let key = PrivateKey::generate(KeyAlgorithm::Sm2, &mut rng);
+        let public = key.public_key();
+        let theirs = sm2::dsa::VerifyingKey::new(
+            SM2_DISTID,
+            sm2::PublicKey::from_public_key_der(&public.to_spki_der().unwrap()).unwrap(),
+        )
+        .unwrap();
+        let message = [b"invoice ".as_slice(), &[i; 40]].concat();
+        let der = key.sign(&message).unwrap();
+        let sig = sm2::dsa::Signature::from_der(&der).unwrap();
+        assert!(public.verify(&message, &der).is_ok());
+        assert!(theirs.verify(&message, &sig).is_ok());
+        let mut bytes = sig.to_bytes().to_vec();
+        bytes[usize::from(i % 64)] ^= 1 << (i % 8);
+        let mut other = message.clone();
+        other[usize::from(i) % message.len()] ^= 0x20;
+        let cases = [
+            (
+                message.as_slice(),
+                sm2::dsa::Signature::from_slice(&bytes).ok(),
+            ),
+            (other.as_slice(), Some(sig)),
+        ];
+        for (m, s) in cases {
+            let Some(s) = s else { continue };
+            assert_eq!(
+                public.verify(m, s.to_der().as_bytes()).is_ok(),
+                theirs.verify(m, &s).is_ok(),
+                "key {i}"
+            );
+            assert!(public.verify(m, s.to_der().as_bytes()).is_err(), "key {i}");
+        }
+    }
 }
 
 #[test]
