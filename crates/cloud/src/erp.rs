@@ -241,6 +241,22 @@ impl Cloud {
         Ok((enterprise, nonce))
     }
 
+    /// Checks a request that may write ([`Self::signed`]), runs `act` on its enterprise and
+    /// nonce, and answers once the nonce is durably spent ([`Self::spend`]) — by `act`'s write
+    /// transaction, or after it.
+    pub(crate) async fn signed_then<T>(
+        &self,
+        request: (&Method, &Uri, &HeaderMap, &[u8]),
+        rid: &str,
+        act: impl AsyncFnOnce(&str, &Arrival) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let (method, uri, headers, body) = request;
+        let (enterprise, nonce) = self.signed(method, uri, headers, body, rid).await?;
+        let outcome = act(&enterprise, &nonce).await;
+        self.spend(&nonce, rid).await?;
+        outcome
+    }
+
     /// Makes sure a request's nonce is durably spent before it is answered: at once when
     /// the request's write transaction spent it, else in a commit of its own (shared with
     /// concurrent requests). A nonce spent before is a replay.
@@ -709,10 +725,13 @@ async fn issue_inner(
     body: &[u8],
     rid: &str,
 ) -> Result<(StatusCode, serde_json::Value), ApiError> {
-    let (enterprise, nonce) = cloud.signed(method, uri, headers, body, rid).await?;
-    let outcome = issue_order(cloud, &enterprise, &nonce, body, rid).await;
-    cloud.spend(&nonce, rid).await?;
-    outcome
+    cloud
+        .signed_then(
+            (method, uri, headers, body),
+            rid,
+            async |enterprise, nonce| issue_order(cloud, enterprise, nonce, body, rid).await,
+        )
+        .await
 }
 
 /// An authenticated order: stored before, queued for the enterprise's agent, or issued by
@@ -848,10 +867,13 @@ async fn batch_inner(
     body: &[u8],
     rid: &str,
 ) -> Result<serde_json::Value, ApiError> {
-    let (enterprise, nonce) = cloud.signed(method, uri, headers, body, rid).await?;
-    let outcome = issue_batch(cloud, &enterprise, &nonce, body, rid).await;
-    cloud.spend(&nonce, rid).await?;
-    outcome
+    cloud
+        .signed_then(
+            (method, uri, headers, body),
+            rid,
+            async |enterprise, nonce| issue_batch(cloud, enterprise, nonce, body, rid).await,
+        )
+        .await
 }
 
 /// An authenticated batch: each order stored before, queued, or issued.
@@ -1056,13 +1078,15 @@ async fn red(
     body: Bytes,
 ) -> Response {
     let rid = request_id(&headers);
-    let result = async {
-        let (enterprise, nonce) = cloud.signed(&method, &uri, &headers, &body, &rid).await?;
-        let outcome = issue_red(&cloud, &enterprise, &nonce, number, &body, &rid).await;
-        cloud.spend(&nonce, &rid).await?;
-        outcome
-    }
-    .await;
+    let result = cloud
+        .signed_then(
+            (&method, &uri, &headers, &body),
+            &rid,
+            async |enterprise, nonce| {
+                issue_red(&cloud, enterprise, nonce, number, &body, &rid).await
+            },
+        )
+        .await;
     match result {
         Ok((s, v)) => (s, axum::Json(v)).into_response(),
         Err(e) => e.into_response(),
