@@ -467,7 +467,9 @@ pub trait ReplayGuard: Send + Sync {
 ///
 /// Expired entries are swept when the map has doubled since the last sweep (and holds at
 /// least [`Self::SWEEP_FLOOR`] entries), so a check costs amortized O(1) however many ids are
-/// live in the window, and the map holds at most about twice the live ones.
+/// live in the window, and the map holds at most about twice the live ones. An id is held as
+/// 128 bits of SHA-256 over its sender and message id (32 bytes an entry with its expiry, no
+/// allocation), so a busy window of ids costs a few MiB, not tens.
 #[derive(Debug, Default)]
 pub struct MemoryReplayGuard {
     seen: Mutex<Seen>,
@@ -475,9 +477,28 @@ pub struct MemoryReplayGuard {
 
 #[derive(Debug, Default)]
 struct Seen {
-    ids: HashMap<(String, String), OffsetDateTime>,
+    ids: HashMap<[u8; 16], OffsetDateTime>,
     /// Sweep when `ids` reaches this many entries.
     sweep_at: usize,
+}
+
+/// The first 128 bits of SHA-256 over `sender` (length-prefixed) and `message_id`: two
+/// different ids collide with probability 2^-128, and a guard holding 2^32 ids sees a
+/// collision with probability 2^-64.
+fn id_key(sender: &str, message_id: &str) -> [u8; 16] {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(
+            u64::try_from(sender.len())
+                .unwrap_or(u64::MAX)
+                .to_be_bytes(),
+        )
+        .chain_update(sender.as_bytes())
+        .chain_update(message_id.as_bytes())
+        .finalize();
+    let mut key = [0_u8; 16];
+    key.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+    key
 }
 
 impl MemoryReplayGuard {
@@ -519,7 +540,7 @@ impl ReplayGuard for MemoryReplayGuard {
             seen.ids.retain(|_, exp| *exp > now);
             seen.sweep_at = 2 * seen.ids.len();
         }
-        let key = (sender.to_owned(), message_id.to_owned());
+        let key = id_key(sender, message_id);
         match seen.ids.get(&key) {
             Some(exp) if *exp > now => Ok(false),
             _ => {
