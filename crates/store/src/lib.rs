@@ -743,12 +743,14 @@ impl Db {
     /// [`StoreError::Replayed`] when the id is on record and not expired (the transaction is
     /// rolled back and the arrival is [`ArrivalState::Replayed`]); [`StoreError::Sqlx`].
     pub async fn begin_write_for(&self, arrival: &Arrival) -> Result<Tx, StoreError> {
-        match arrival.state() {
-            ArrivalState::Remembered => return self.begin_write().await,
-            ArrivalState::Replayed => return Err(arrival.replayed()),
-            ArrivalState::Pending | ArrivalState::Held => {}
+        if arrival.state() == ArrivalState::Replayed {
+            return Err(arrival.replayed());
         }
         let turn = self.take_turn().await;
+        // Read in the turn: a transaction that held the arrival has ended by now.
+        if arrival.state() == ArrivalState::Remembered {
+            return Self::begin_in(&self.pool, turn, Prefetch::Keys).await;
+        }
         let mut tx = Self::begin_in(&self.pool, turn, Prefetch::Remember(arrival)).await?;
         if tx.held.0.is_none() {
             let _ = tx.rollback().await;
