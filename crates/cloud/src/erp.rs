@@ -700,7 +700,13 @@ async fn issue(
     body: Bytes,
 ) -> Response {
     let rid = request_id(&headers);
-    let outcome = issue_inner(&cloud, &method, &uri, &headers, &body, &rid).await;
+    let outcome = cloud
+        .signed_then(
+            (&method, &uri, &headers, &body),
+            &rid,
+            async |enterprise, nonce| issue_order(&cloud, enterprise, nonce, &body, &rid).await,
+        )
+        .await;
     answer(outcome, rid)
 }
 
@@ -715,23 +721,6 @@ fn answer(outcome: Result<(StatusCode, serde_json::Value), ApiError>, rid: Strin
             .into_response(),
         Err(e) => e.into_response(),
     }
-}
-
-async fn issue_inner(
-    cloud: &Cloud,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-    rid: &str,
-) -> Result<(StatusCode, serde_json::Value), ApiError> {
-    cloud
-        .signed_then(
-            (method, uri, headers, body),
-            rid,
-            async |enterprise, nonce| issue_order(cloud, enterprise, nonce, body, rid).await,
-        )
-        .await
 }
 
 /// An authenticated order: stored before, queued for the enterprise's agent, or issued by
@@ -832,7 +821,13 @@ async fn batch(
     body: Bytes,
 ) -> Response {
     let rid = request_id(&headers);
-    let outcome = batch_inner(&cloud, &method, &uri, &headers, &body, &rid).await;
+    let outcome = cloud
+        .signed_then(
+            (&method, &uri, &headers, &body),
+            &rid,
+            async |enterprise, nonce| issue_batch(&cloud, enterprise, nonce, &body, &rid).await,
+        )
+        .await;
     answer(outcome.map(|v| (StatusCode::OK, v)), rid)
 }
 
@@ -858,25 +853,8 @@ fn batch_item(
 /// Many blue orders in one signed request (at most [`IssueBatch::MAX`]). Every order is
 /// treated as if it came alone — its own idempotency by `order_id`, validation, number,
 /// device signature and upload to tax — but the batch travels to platform in one envelope and
-/// is committed once on each side. The answer is `200` with one result per order, in order.
-async fn batch_inner(
-    cloud: &Cloud,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-    rid: &str,
-) -> Result<serde_json::Value, ApiError> {
-    cloud
-        .signed_then(
-            (method, uri, headers, body),
-            rid,
-            async |enterprise, nonce| issue_batch(cloud, enterprise, nonce, body, rid).await,
-        )
-        .await
-}
-
-/// An authenticated batch: each order stored before, queued, or issued.
+/// is committed once on each side. The answer is `200` with one result per order, in order:
+/// each order stored before, queued, or issued.
 async fn issue_batch(
     cloud: &Cloud,
     enterprise: &str,
