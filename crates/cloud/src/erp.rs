@@ -123,8 +123,17 @@ fn unusable(rid: &str, m: &dyn std::fmt::Display) -> ApiError {
     )
 }
 
-pub(crate) fn replayed(rid: &str) -> ApiError {
+fn replayed(rid: &str) -> ApiError {
     ApiError::new(Code::RequestReplayed, "this nonce was already used", rid)
+}
+
+/// A write transaction that could not begin for an ERP request: its nonce spent before
+/// (`request_replayed`), or an internal error.
+pub(crate) fn not_begun(rid: &str, e: &StoreError) -> ApiError {
+    match e {
+        StoreError::Replayed { .. } => replayed(rid),
+        e => internal(rid, e),
+    }
 }
 
 pub(crate) fn internal(rid: &str, e: &dyn std::fmt::Display) -> ApiError {
@@ -434,10 +443,7 @@ impl Cloud {
             Some(n) => db.begin_write_for(n).await,
             None => db.begin_write().await,
         }
-        .map_err(|e| match e {
-            StoreError::Replayed { .. } => replayed(rid),
-            e => internal(rid, &e),
-        })?;
+        .map_err(|e| not_begun(rid, &e))?;
         let mut fresh = Vec::with_capacity(issued.len());
         for (i, s) in issued.iter().zip(&signed) {
             fresh.push(

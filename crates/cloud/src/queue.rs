@@ -30,7 +30,7 @@ use fapiao_store::{Arrival, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::Cloud;
-use crate::erp::{internal, replayed};
+use crate::erp::{internal, not_begun};
 
 /// An order's status as the ERP API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,10 +72,7 @@ impl Cloud {
             .db
             .begin_write_for(nonce)
             .await
-            .map_err(|e| match e {
-                StoreError::Replayed { .. } => replayed(rid),
-                e => fail(&e),
-            })?;
+            .map_err(|e| not_begun(rid, &e))?;
         let existing: Option<String> = sqlx::query_scalar(
             "SELECT request_hash FROM queued_orders WHERE enterprise = $1 AND order_id = $2",
         )
