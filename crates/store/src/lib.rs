@@ -95,6 +95,7 @@ struct ArrivalInner {
 /// Where an [`Arrival`]'s id stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[repr(u8)]
 pub enum ArrivalState {
     /// Not on record (yet, or its transaction did not commit).
     Pending,
@@ -104,10 +105,6 @@ pub enum ArrivalState {
     Remembered,
     /// Already on record and not expired: a replay.
     Replayed,
-}
-
-impl ArrivalState {
-    const ALL: [Self; 4] = [Self::Pending, Self::Held, Self::Remembered, Self::Replayed];
 }
 
 impl Arrival {
@@ -124,7 +121,7 @@ impl Arrival {
             message_id: message_id.into(),
             expires,
             now,
-            state: std::sync::atomic::AtomicU8::new(0),
+            state: std::sync::atomic::AtomicU8::new(ArrivalState::Pending as u8),
         }))
     }
 
@@ -143,19 +140,18 @@ impl Arrival {
     /// Where its id stands.
     #[must_use]
     pub fn state(&self) -> ArrivalState {
-        let i = self.0.state.load(std::sync::atomic::Ordering::Acquire);
-        ArrivalState::ALL[usize::from(i).min(3)]
+        match self.0.state.load(std::sync::atomic::Ordering::Acquire) {
+            s if s == ArrivalState::Held as u8 => ArrivalState::Held,
+            s if s == ArrivalState::Remembered as u8 => ArrivalState::Remembered,
+            s if s == ArrivalState::Replayed as u8 => ArrivalState::Replayed,
+            _ => ArrivalState::Pending,
+        }
     }
 
     fn set(&self, state: ArrivalState) {
-        let i = ArrivalState::ALL
-            .iter()
-            .position(|s| *s == state)
-            .unwrap_or(0);
-        self.0.state.store(
-            u8::try_from(i).unwrap_or(0),
-            std::sync::atomic::Ordering::Release,
-        );
+        self.0
+            .state
+            .store(state as u8, std::sync::atomic::Ordering::Release);
     }
 
     fn replayed(&self) -> StoreError {
