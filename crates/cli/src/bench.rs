@@ -32,8 +32,8 @@ use anyhow::{Context, Result, bail};
 use fapiao_crypto::envelope::{Header, LocalParty, MemoryReplayGuard, Message, Opener, seal};
 use fapiao_crypto::rng::system_rng;
 use fapiao_crypto::{
-    Ca, CertificateRequest, PrivateKey, Profile, Purpose, Revocation, Role, Subject, Suite,
-    TrustStore,
+    Ca, CertificateRequest, KeyAlgorithm, PrivateKey, Profile, Purpose, Revocation, Role, Subject,
+    Suite, TrustStore,
 };
 use http::Method;
 use serde::Serialize;
@@ -730,9 +730,9 @@ const RSS_SAMPLE: Duration = Duration::from_secs(60);
 /// (unwrap, decrypt, verify, validate the signer's certificate path) each. A batch of `k`
 /// invoices shares one exchange whose envelopes carry the `k` invoices' bytes, so an invoice
 /// pays `exchanges` of each (`1/k`) plus its own bytes. Every invoice also has its own two
-/// signatures (the issuing device's on the invoice, tax's on the receipt) and four
-/// verifications with the signer's path (cloud and tax verify the invoice, platform and cloud
-/// the receipt).
+/// signatures (the issuing device's on the invoice, SM2 in both suites as every device key
+/// is; tax's on the receipt, in the suite) and four verifications with the signer's path
+/// (cloud and tax verify the invoice, platform and cloud the receipt).
 ///
 /// # Errors
 /// Key generation or a cryptographic step fails.
@@ -743,20 +743,36 @@ pub(crate) fn crypto_bound(
 ) -> Result<CryptoBound> {
     let now = time::macros::datetime!(2026-11-20 10:00:00 UTC);
     let day = time::Duration::days(1);
-    let root = Subject {
-        role: Role::Ca,
-        name: "Bench Root".into(),
-        taxpayer_id: None,
-    };
-    let ca = Ca::create_root(
-        &root,
-        PrivateKey::generate(suite.key_algorithm(), &mut system_rng()),
-        now - day,
-        now + day * 3650,
-        &mut system_rng(),
-    )?;
-    let issue = |role: Role, name: &str, profile: Profile| -> Result<_> {
+    let root = |suite: Suite| -> Result<Ca> {
+        let subject = Subject {
+            role: Role::Ca,
+            name: format!("Bench Root {suite}"),
+            taxpayer_id: None,
+        };
         let key = PrivateKey::generate(suite.key_algorithm(), &mut system_rng());
+        Ok(Ca::create_root(
+            &subject,
+            key,
+            now - day,
+            now + day * 3650,
+            &mut system_rng(),
+        )?)
+    };
+    let ca = root(suite)?;
+    // Devices sign with SM2 under the GM root whatever the message suite.
+    let gm_ca = if suite == Suite::Gm {
+        None
+    } else {
+        Some(root(Suite::Gm)?)
+    };
+    let device_ca = gm_ca.as_ref().unwrap_or(&ca);
+    let issue = |ca: &Ca, role: Role, name: &str, profile: Profile| -> Result<_> {
+        let algorithm = if role == Role::Device {
+            KeyAlgorithm::Sm2
+        } else {
+            suite.key_algorithm()
+        };
+        let key = PrivateKey::generate(algorithm, &mut system_rng());
         let taxpayer_id = (role == Role::Device).then(|| DEMO_ENTERPRISES[0].taxpayer_id.into());
         let req = CertificateRequest {
             subject: Subject {
@@ -773,18 +789,25 @@ pub(crate) fn crypto_bound(
         Ok((key, cert))
     };
     let party = |role: Role, name: &str| -> Result<LocalParty> {
-        let (sk, sc) = issue(role, name, Profile::Signing)?;
-        let (ek, ec) = issue(role, name, Profile::Encryption)?;
+        let (sk, sc) = issue(&ca, role, name, Profile::Signing)?;
+        let (ek, ec) = issue(&ca, role, name, Profile::Encryption)?;
         Ok(LocalParty::new(suite, sk, sc, ek, ec, Vec::new())?)
     };
     let (a, b) = (
         party(Role::Cloud, "cloud-1")?,
         party(Role::Platform, "platform-1")?,
     );
-    let (device_key, device_cert) = issue(Role::Device, "device", Profile::Signing)?;
-    let mut trust = TrustStore::new(vec![ca.certificate().clone()])?;
+    let signers = [
+        issue(device_ca, Role::Device, "device", Profile::Signing)?,
+        issue(&ca, Role::Tax, "tax", Profile::Signing)?,
+    ];
     let none: [Revocation; 0] = [];
-    trust.add_crl(ca.crl(&none, 1, now - time::Duration::hours(1), now + day * 7)?);
+    let mut roots = vec![ca.certificate().clone()];
+    roots.extend(gm_ca.iter().map(|c| c.certificate().clone()));
+    let mut trust = TrustStore::new(roots)?;
+    for ca in std::iter::once(&ca).chain(&gm_ca) {
+        trust.add_crl(ca.crl(&none, 1, now - time::Duration::hours(1), now + day * 7)?);
+    }
     // A signed invoice record is about 3 KB of JSON, a signed receipt about 700 B, an order
     // about 1 KB; an acknowledgement is nearly empty. Bytes per invoice, request and answer:
     let kinds = [
@@ -836,11 +859,11 @@ pub(crate) fn crypto_bound(
                 exchange(format!("x{i}-{k}-a"), &bytes(answer))?;
             }
         }
-        for _ in 0..2 {
-            let signature = device_key.sign(&payload)?;
+        for (key, cert) in &signers {
+            let signature = key.sign(&payload)?;
             for _ in 0..2 {
-                trust.validate(&device_cert, &[], Purpose::Signing, now)?;
-                device_cert.public_key()?.verify(&payload, &signature)?;
+                trust.validate(cert, &[], Purpose::Signing, now)?;
+                cert.public_key()?.verify(&payload, &signature)?;
             }
         }
     }

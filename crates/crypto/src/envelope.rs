@@ -250,7 +250,8 @@ pub enum SealError {
 }
 
 /// Seals a message: signs it with `me`'s signing key, then encrypts it to the recipient's
-/// encryption certificate.
+/// encryption certificate. `rng` draws the content key, the IV and the SM2 encryption; a P-256
+/// signature nonce and the ECDH ephemeral key come from the system RNG (`ring`).
 ///
 /// # Errors
 /// [`SealError`].
@@ -308,22 +309,12 @@ fn encrypt_to<R: CryptoRng>(
             rng.fill_bytes(cek.as_mut());
             rng.fill_bytes(&mut iv);
             let ct = primitives::aes_cbc_encrypt(cek.as_ref(), &iv, signed).map_err(encoding)?;
-            let ephemeral = PrivateKey::generate(KeyAlgorithm::P256, rng);
             let wrap_alg = alg(oid::AES256_WRAP, None);
             let shared_info = shared_info(&wrap_alg, 256, None)?;
-            let kek = primitives::ecdh_kek(
-                &ephemeral,
-                &recipient_key,
-                KdfHash::Sha256,
-                &shared_info,
-                32,
-            )
-            .map_err(encoding)?;
+            let (point, kek) =
+                primitives::ephemeral_ecdh_kek(&recipient_key, KdfHash::Sha256, &shared_info, 32)
+                    .map_err(encoding)?;
             let wrapped = primitives::aes_key_wrap(&kek, cek.as_ref()).map_err(encoding)?;
-            let PublicKey::P256(eph_pub) = ephemeral.public_key() else {
-                return Err(SealError::Encoding);
-            };
-            let point = eph_pub.to_sec1_bytes();
             let ri = RecipientInfo::Kari(KeyAgreeRecipientInfo {
                 version: CmsVersion::V3,
                 originator: OriginatorIdentifierOrKey::OriginatorKey(OriginatorPublicKey {

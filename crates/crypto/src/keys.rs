@@ -2,9 +2,10 @@
 //! [`PublicKey`] over SM2 and P-256, signatures in DER, keys as encrypted PKCS#8.
 
 use std::fmt;
+use std::sync::Arc;
 
 use der::{Decode, Encode};
-use p256::ecdsa::signature::{Signer as _, Verifier as _};
+use p256::ecdsa::signature::Signer as _;
 use pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rand_core::CryptoRng;
 use sm2::elliptic_curve::Generate;
@@ -113,11 +114,13 @@ pub struct PrivateKey {
 }
 
 /// The secret and its ready signer (building a signer derives the public key, a scalar
-/// multiplication, so it is done once per key rather than per signature).
+/// multiplication, so it is done once per key rather than per signature). P-256 signs with
+/// `ring` (assembly field arithmetic, about five times faster here than the portable `p256`
+/// crate, which keeps the key itself: encoding, ECDH, certificates).
 #[derive(Clone)]
 enum PrivateInner {
     Sm2(sm2::SecretKey, Box<sm2::dsa::SigningKey>),
-    P256(p256::SecretKey, Box<p256::ecdsa::SigningKey>),
+    P256(p256::SecretKey, Arc<ring::signature::EcdsaKeyPair>),
 }
 
 impl PrivateInner {
@@ -128,8 +131,14 @@ impl PrivateInner {
     }
 
     fn p256(secret: p256::SecretKey) -> Self {
-        let signer = p256::ecdsa::SigningKey::from(&secret);
-        Self::P256(secret, Box::new(signer))
+        let signer = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            secret.to_bytes().as_slice(),
+            &secret.public_key().to_sec1_bytes(),
+            &ring::rand::SystemRandom::new(),
+        )
+        .expect("a valid P-256 secret key and its own public key make a signer");
+        Self::P256(secret, Arc::new(signer))
     }
 }
 
@@ -168,8 +177,9 @@ impl PrivateKey {
     }
 
     /// Signs a message: SM2 with SM3 and [`SM2_DISTID`], or ECDSA P-256 with SHA-256. The
-    /// signature is DER `SEQUENCE { r, s }`, as X.509, CMS and OpenSSL expect. Nonces are
-    /// derived deterministically (RFC 6979).
+    /// signature is DER `SEQUENCE { r, s }`, as X.509, CMS and OpenSSL expect. SM2 nonces are
+    /// derived deterministically (RFC 6979); P-256 nonces come from the system RNG hedged with
+    /// the key and the message digest (`ring`), so a failing RNG does not reveal the key.
     ///
     /// # Errors
     /// [`CryptoError::Signing`] if the signer fails (it does not for valid keys).
@@ -180,11 +190,10 @@ impl PrivateKey {
                     signer.try_sign(message).map_err(|_| CryptoError::Signing)?;
                 Ok(sig.to_der().to_vec())
             }
-            PrivateInner::P256(_, signer) => {
-                let sig: p256::ecdsa::Signature =
-                    signer.try_sign(message).map_err(|_| CryptoError::Signing)?;
-                Ok(sig.to_der().to_bytes().to_vec())
-            }
+            PrivateInner::P256(_, signer) => signer
+                .sign(&ring::rand::SystemRandom::new(), message)
+                .map(|sig| sig.as_ref().to_vec())
+                .map_err(|_| CryptoError::Signing),
         }
     }
 
@@ -377,13 +386,13 @@ impl PublicKey {
                     .map_err(|_| CryptoError::BadSignature)?;
                 sm2_verify(k, message, &sig)
             }
-            Self::P256(k) => {
-                let sig = p256::ecdsa::Signature::from_der(signature_der)
-                    .map_err(|_| CryptoError::BadSignature)?;
-                p256::ecdsa::VerifyingKey::from(k)
-                    .verify(message, &sig)
-                    .is_ok()
-            }
+            // `ring`: strict DER, r and s in [1, n), the point on the curve.
+            Self::P256(k) => ring::signature::UnparsedPublicKey::new(
+                &ring::signature::ECDSA_P256_SHA256_ASN1,
+                k.to_sec1_bytes(),
+            )
+            .verify(message, signature_der)
+            .is_ok(),
         };
         if ok {
             Ok(())

@@ -133,7 +133,8 @@ pub enum KdfHash {
     Sha1,
 }
 
-/// ECDH(P-256) then the ANSI X9.63 KDF: the key-encryption key of RFC 5753 (`kek_len` bytes).
+/// ECDH(P-256) with a static private key, then the ANSI X9.63 KDF: the key-encryption key of
+/// RFC 5753 (`kek_len` bytes). The recipient's side of an envelope.
 ///
 /// # Errors
 /// [`PrimitiveError`] for non-P-256 keys.
@@ -148,8 +149,50 @@ pub fn ecdh_kek(
         return Err(PrimitiveError);
     };
     let shared = p256::ecdh::diffie_hellman(sk.to_nonzero_scalar(), pk.as_affine());
+    x963_kdf(shared.raw_secret_bytes(), hash, shared_info, kek_len)
+}
+
+/// ECDH(P-256) with a fresh ephemeral key from the system RNG, then the ANSI X9.63 KDF: the
+/// sender's side of an envelope. Returns the ephemeral public key (uncompressed SEC1 point)
+/// and the key-encryption key. The ephemeral key exists only inside this call (`ring`, whose
+/// agreement keys cannot be kept or reused).
+///
+/// # Errors
+/// [`PrimitiveError`] for a non-P-256 peer key or a failing RNG.
+pub fn ephemeral_ecdh_kek(
+    peer: &PublicKey,
+    hash: KdfHash,
+    shared_info: &[u8],
+    kek_len: usize,
+) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), PrimitiveError> {
+    use ring::agreement;
+    let PublicKey::P256(pk) = peer else {
+        return Err(PrimitiveError);
+    };
+    let rng = ring::rand::SystemRandom::new();
+    let ephemeral = agreement::EphemeralPrivateKey::generate(&agreement::ECDH_P256, &rng)
+        .map_err(|_| PrimitiveError)?;
+    let point = ephemeral
+        .compute_public_key()
+        .map_err(|_| PrimitiveError)?
+        .as_ref()
+        .to_vec();
+    let peer = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, pk.to_sec1_bytes());
+    let kek = agreement::agree_ephemeral(ephemeral, &peer, |shared| {
+        x963_kdf(shared, hash, shared_info, kek_len)
+    })
+    .map_err(|_| PrimitiveError)??;
+    Ok((point, kek))
+}
+
+/// The ANSI X9.63 KDF over an ECDH shared secret.
+fn x963_kdf(
+    secret: &[u8],
+    hash: KdfHash,
+    shared_info: &[u8],
+    kek_len: usize,
+) -> Result<Zeroizing<Vec<u8>>, PrimitiveError> {
     let mut kek = Zeroizing::new(vec![0_u8; kek_len]);
-    let secret = shared.raw_secret_bytes();
     match hash {
         KdfHash::Sha256 => {
             ansi_x963_kdf::derive_key_into::<sha2::Sha256>(secret, shared_info, &mut kek)

@@ -124,6 +124,64 @@ fn sm2_verification_agrees_with_the_sm2_crate() {
     }
 }
 
+/// RFC 6979 A.2.5: the P-256 key and its deterministic SHA-256 signatures of `"sample"` and
+/// `"test"`. Our signer uses hedged random nonces, so the vector checks key import and
+/// verification; a signature made here is checked by the `p256` crate's verifier.
+#[test]
+fn p256_ecdsa_examples_of_rfc_6979_a_2_5() {
+    use p256::ecdsa::signature::{Signer as _, Verifier as _};
+    use p256::pkcs8::EncodePrivateKey as _;
+    let secret = p256::SecretKey::from_slice(&unhex(
+        "C9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721",
+    ))
+    .unwrap();
+    let key = fapiao_crypto::PrivateKey::from_pkcs8_der(secret.to_pkcs8_der().unwrap().as_bytes())
+        .unwrap();
+    let public = key.public_key();
+    assert!(public.to_spki_der().unwrap().ends_with(&unhex(
+        "04 60FED4BA255A9D31C961EB74C6356D68C049B8923B61FA6CE669622E60F29FB6
+            7903FE1008B8BC99A41AE9E95628BC64F2F1B20C2D7E9F5177A3C294D4462299"
+    )));
+    let der = |r: &[u8], s: &[u8]| {
+        p256::ecdsa::Signature::from_slice(&[r, s].concat())
+            .unwrap()
+            .to_der()
+            .as_bytes()
+            .to_vec()
+    };
+    for (message, r, s) in [
+        (
+            b"sample".as_slice(),
+            "EFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716",
+            "F7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8",
+        ),
+        (
+            b"test".as_slice(),
+            "F1ABB023518351CD71D881567B1EA663ED3EFCF6C5132B354F28D3B0B7D38367",
+            "019F4113742A2B14BD25926B49C649155F267E60D3814B4C0CC84250E46F0083",
+        ),
+    ] {
+        let (r, s) = (unhex(r), unhex(s));
+        public.verify(message, &der(&r, &s)).unwrap();
+        assert!(public.verify(b"tesT", &der(&r, &s)).is_err());
+        let mut r1 = r.clone();
+        r1[31] ^= 1;
+        let mut s1 = s.clone();
+        s1[31] ^= 1;
+        for (r, s) in [(&r1, &s), (&r, &s1), (&s, &r)] {
+            assert!(public.verify(message, &der(r, s)).is_err());
+        }
+        // Ours, checked by the other implementation; and theirs (RFC 6979) by ours.
+        let ours = key.sign(message).unwrap();
+        let verifier = p256::ecdsa::VerifyingKey::from(secret.public_key());
+        let sig = p256::ecdsa::Signature::from_der(&ours).unwrap();
+        assert!(verifier.verify(message, &sig).is_ok());
+        assert_ne!(ours, key.sign(message).unwrap(), "nonces are not reused");
+        let theirs: p256::ecdsa::Signature = p256::ecdsa::SigningKey::from(&secret).sign(message);
+        assert_eq!(theirs.to_der().as_bytes(), der(&r, &s), "RFC 6979 nonce");
+    }
+}
+
 #[test]
 fn sm2_encryption_example_of_gb_t_32918_5_annex_a() {
     // GM/T 0009 ASN.1 form of the annex's C1, C3, C2.
