@@ -384,7 +384,7 @@ impl PublicKey {
             Self::Sm2(k) => {
                 let sig = sm2::dsa::Signature::from_der(signature_der)
                     .map_err(|_| CryptoError::BadSignature)?;
-                sm2_verify(k, message, &sig)
+                crate::sm2_verify::verify(k, message, &sig)
             }
             // `ring`: strict DER, r and s in [1, n), the point on the curve.
             Self::P256(k) => ring::signature::UnparsedPublicKey::new(
@@ -400,70 +400,6 @@ impl PublicKey {
             Err(CryptoError::BadSignature)
         }
     }
-}
-
-/// `ENTL ‖ ID ‖ a ‖ b ‖ xG ‖ yG`: what every SM2 `Z` hash starts with for [`SM2_DISTID`]
-/// (GB/T 32918.2-2016 §5.5), with the curve parameters of GB/T 32918.5-2017.
-static SM2_Z_PREFIX: std::sync::LazyLock<Vec<u8>> =
-    std::sync::LazyLock::new(|| {
-        const CURVE: [&str; 4] = [
-            // a
-            "FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFC",
-            // b
-            "28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93",
-            // xG
-            "32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7",
-            // yG
-            "BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0",
-        ];
-        let id = SM2_DISTID.as_bytes();
-        let entl = u16::try_from(id.len() * 8).unwrap_or(u16::MAX);
-        let mut prefix = entl.to_be_bytes().to_vec();
-        prefix.extend_from_slice(id);
-        for hex in CURVE {
-            prefix.extend(hex.as_bytes().chunks(2).map(|d| {
-                u8::from_str_radix(std::str::from_utf8(d).unwrap_or(""), 16).unwrap_or(0)
-            }));
-        }
-        prefix
-    });
-
-/// SM2 signature verification (GB/T 32918.2-2016 §7.1, with [`SM2_DISTID`]) in variable
-/// time. The key, the message and the signature are all public, so timing leaks nothing
-/// secret; the joint multiplication `[s]G + [t]P` by wNAF (the generator's precomputed
-/// table helping) costs about a quarter less than the constant-time one of the `sm2` crate's
-/// verifier. Signing keeps the constant-time arithmetic.
-fn sm2_verify(key: &sm2::PublicKey, message: &[u8], signature: &sm2::dsa::Signature) -> bool {
-    use sm2::elliptic_curve::Group as _;
-    use sm2::elliptic_curve::ops::{MulByGeneratorVartime as _, Reduce as _};
-    use sm2::elliptic_curve::point::AffineCoordinates as _;
-    use sm2::elliptic_curve::sec1::ToSec1Point as _;
-    use sm3::Digest as _;
-    let point = key.to_sec1_point(false);
-    let z = sm3::Sm3::new()
-        .chain_update(SM2_Z_PREFIX.as_slice())
-        .chain_update(point.as_bytes().get(1..).unwrap_or_default())
-        .finalize();
-    let e = sm2::Scalar::reduce(
-        &sm3::Sm3::new()
-            .chain_update(z)
-            .chain_update(message)
-            .finalize(),
-    );
-    let (r, s) = (signature.r(), signature.s());
-    let t = *r + *s;
-    if bool::from(t.is_zero()) {
-        return false;
-    }
-    let sum = sm2::ProjectivePoint::mul_by_generator_and_mul_add_vartime(
-        &s,
-        &t,
-        &sm2::ProjectivePoint::from(*key.as_affine()),
-    );
-    if bool::from(sum.is_identity()) {
-        return false;
-    }
-    *r == e + sm2::Scalar::reduce(&sum.to_affine().x())
 }
 
 #[cfg(test)]

@@ -80,8 +80,9 @@ fn sm2_signature_example_of_gb_t_32918_5_annex_a() {
     }
 }
 
-/// Our SM2 verification (variable time) against the `sm2` crate's own (constant time, its
-/// own code): the same verdict on genuine signatures and on tampered ones, over many keys.
+/// Our SM2 verification (variable time, fixed-base tables) against the `sm2` crate's own
+/// (constant time, its own code): the same verdict on genuine signatures and on tampered
+/// ones, over many keys, each used often enough to get its table.
 #[test]
 fn sm2_verification_agrees_with_the_sm2_crate() {
     use fapiao_crypto::{KeyAlgorithm, PrivateKey, SM2_DISTID};
@@ -120,6 +121,13 @@ fn sm2_verification_agrees_with_the_sm2_crate() {
                 "key {i}"
             );
             assert!(public.verify(m, s.to_der().as_bytes()).is_err(), "key {i}");
+        }
+        // From its second use a key verifies with its own table: fresh genuine signatures
+        // still verify, and both verifiers still refuse a tampered one.
+        for _ in 0..3 {
+            let der = key.sign(&message).unwrap();
+            assert!(public.verify(&message, &der).is_ok(), "key {i}");
+            assert!(public.verify(&other, &der).is_err(), "key {i}");
         }
     }
 }
