@@ -16,6 +16,7 @@ pub mod oid;
 mod path;
 pub mod primitives;
 pub mod rng;
+mod sm2_pke;
 mod sm2_verify;
 pub mod tls;
 

@@ -91,11 +91,14 @@ pub fn aes_cbc_decrypt(
     plain.map(Zeroizing::new).map_err(|_| PrimitiveError)
 }
 
-/// SM2 public-key encryption, GM/T 0009 ASN.1 ciphertext (what `openssl pkeyutl -encrypt`
-/// produces for SM2 keys).
+/// SM2 public-key encryption (GB/T 32918.4-2016 §6.1), GM/T 0009 ASN.1 ciphertext (what
+/// `openssl pkeyutl -encrypt` produces for SM2 keys): `[k]G` from the generator's
+/// constant-time table, `[k]P` in constant time, nothing else (the `sm2` crate's encryptor
+/// also multiplies `P` by the cofactor, which is 1 on this curve, at the cost of a third
+/// scalar multiplication).
 ///
 /// # Errors
-/// [`PrimitiveError`] for a key that is not SM2.
+/// [`PrimitiveError`] for a key that is not SM2 or an empty message.
 pub fn sm2_encrypt<R: CryptoRng>(
     key: &PublicKey,
     message: &[u8],
@@ -104,12 +107,17 @@ pub fn sm2_encrypt<R: CryptoRng>(
     let PublicKey::Sm2(pk) = key else {
         return Err(PrimitiveError);
     };
-    sm2::pke::EncryptingKey::new(*pk)
-        .encrypt_der(rng, message)
-        .map_err(|_| PrimitiveError)
+    loop {
+        use sm2::elliptic_curve::Generate as _;
+        let k = sm2::NonZeroScalar::try_generate_from_rng(rng).map_err(|_| PrimitiveError)?;
+        if let Some(ct) = crate::sm2_pke::encrypt_with(pk, &k, message)? {
+            return Ok(ct);
+        }
+    }
 }
 
-/// SM2 decryption of a GM/T 0009 ASN.1 ciphertext.
+/// SM2 decryption (GB/T 32918.4-2016 §7.1) of a GM/T 0009 ASN.1 ciphertext: one
+/// constant-time scalar multiplication `[d]C1`.
 ///
 /// # Errors
 /// [`PrimitiveError`] for a key that is not SM2 or a ciphertext that does not decrypt.
@@ -118,10 +126,7 @@ pub fn sm2_decrypt(
     ciphertext: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, PrimitiveError> {
     let sk = key.sm2().ok_or(PrimitiveError)?;
-    sm2::pke::DecryptingKey::new(sk.clone())
-        .decrypt_der(ciphertext)
-        .map(Zeroizing::new)
-        .map_err(|_| PrimitiveError)
+    crate::sm2_pke::decrypt(sk, ciphertext)
 }
 
 /// The hash of the X9.63 KDF in an ECDH key-agreement scheme.
