@@ -322,7 +322,8 @@ fn publish_crl(
         let cols: Vec<&str> = line.split('\t').collect();
         if cols.len() >= 6 && cols[4] == "R" {
             revoked.push(Revocation {
-                serial: unhex(cols[0])
+                serial: fapiao_crypto::hex::decode(cols[0])
+                    .map(|s| s.to_vec())
                     .with_context(|| format!("bad serial in index: {}", cols[0]))?,
                 revoked_at: OffsetDateTime::parse(cols[5], &Rfc3339)
                     .context("bad revocation time in index")?,
@@ -344,16 +345,6 @@ fn publish_crl(
     replace(&sdir.join("crl.pem"), crl.to_pem()?.as_bytes())?;
     replace(&number_path, format!("{number}\n").as_bytes())?;
     Ok(crl)
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }
 
 /// `pki show`: a certificate or CRL, human-readable.

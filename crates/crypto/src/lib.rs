@@ -11,6 +11,7 @@ mod cert;
 mod crl;
 pub mod envelope;
 mod error;
+pub mod hex;
 mod keys;
 pub mod oid;
 mod path;

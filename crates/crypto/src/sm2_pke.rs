@@ -130,11 +130,7 @@ mod tests {
     use super::*;
 
     fn unhex(s: &str) -> Vec<u8> {
-        let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        crate::hex::decode(s).unwrap().to_vec()
     }
 
     /// GB/T 32918.5-2017 Annex A.3: with the annex's `k`, exactly the annex's ciphertext

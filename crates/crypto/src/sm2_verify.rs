@@ -40,29 +40,26 @@ const SEEN_KEPT: usize = 4096;
 
 /// `ENTL ‖ ID ‖ a ‖ b ‖ xG ‖ yG`: what every SM2 `Z` hash starts with for [`SM2_DISTID`]
 /// (GB/T 32918.2-2016 §5.5), with the curve parameters of GB/T 32918.5-2017.
-static Z_PREFIX: LazyLock<Vec<u8>> =
-    LazyLock::new(|| {
-        const CURVE: [&str; 4] = [
-            // a
-            "FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFC",
-            // b
-            "28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93",
-            // xG
-            "32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7",
-            // yG
-            "BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0",
-        ];
-        let id = SM2_DISTID.as_bytes();
-        let entl = u16::try_from(id.len() * 8).unwrap_or(u16::MAX);
-        let mut prefix = entl.to_be_bytes().to_vec();
-        prefix.extend_from_slice(id);
-        for hex in CURVE {
-            prefix.extend(hex.as_bytes().chunks(2).map(|d| {
-                u8::from_str_radix(std::str::from_utf8(d).unwrap_or(""), 16).unwrap_or(0)
-            }));
-        }
-        prefix
-    });
+static Z_PREFIX: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    const CURVE: [&str; 4] = [
+        // a
+        "FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00000000FFFFFFFFFFFFFFFC",
+        // b
+        "28E9FA9E9D9F5E344D5A9E4BCF6509A7F39789F515AB8F92DDBCBD414D940E93",
+        // xG
+        "32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7",
+        // yG
+        "BC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0",
+    ];
+    let id = SM2_DISTID.as_bytes();
+    let entl = u16::try_from(id.len() * 8).unwrap_or(u16::MAX);
+    let mut prefix = entl.to_be_bytes().to_vec();
+    prefix.extend_from_slice(id);
+    for hex in CURVE {
+        prefix.extend_from_slice(&crate::hex::decode(hex).unwrap_or_default());
+    }
+    prefix
+});
 
 /// The generator's table.
 static GENERATOR: LazyLock<Table> = LazyLock::new(|| Table::new(ProjectivePoint::GENERATOR));

@@ -63,19 +63,8 @@ impl MasterKey {
     /// # Errors
     /// [`StoreError::Key`] naming what is wrong (never the key).
     pub fn from_hex(algorithm: AeadAlgorithm, text: &str) -> Result<Self, StoreError> {
-        let clean: Zeroizing<String> =
-            Zeroizing::new(text.chars().filter(|c| !c.is_whitespace()).collect());
-        let bytes = Zeroizing::new(
-            (0..clean.len())
-                .step_by(2)
-                .map(|i| {
-                    clean
-                        .get(i..i + 2)
-                        .and_then(|h| u8::from_str_radix(h, 16).ok())
-                })
-                .collect::<Option<Vec<u8>>>()
-                .ok_or_else(|| key_error("master key: not hex"))?,
-        );
+        let bytes =
+            fapiao_crypto::hex::decode(text).ok_or_else(|| key_error("master key: not hex"))?;
         AeadKey::new(algorithm, &bytes).map(Self).map_err(|_| {
             key_error(format!(
                 "master key: {} needs {} bytes ({} hex digits), found {}",

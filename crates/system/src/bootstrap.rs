@@ -551,10 +551,7 @@ impl Layout {
             .lines()
             .filter_map(|l| {
                 let (s, t) = l.split_once('\t')?;
-                let bytes = (0..s.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-                    .collect::<Option<Vec<u8>>>()?;
+                let bytes = fapiao_crypto::hex::decode(s)?.to_vec();
                 Some((bytes, t.parse().ok()?))
             })
             .collect();
