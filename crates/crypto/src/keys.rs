@@ -133,7 +133,7 @@ impl PrivateInner {
     fn p256(secret: p256::SecretKey) -> Self {
         let signer = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
             &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-            secret.to_bytes().as_slice(),
+            Zeroizing::new(secret.to_bytes()).as_slice(),
             &secret.public_key().to_sec1_bytes(),
             &ring::rand::SystemRandom::new(),
         )

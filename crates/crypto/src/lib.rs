@@ -2,8 +2,10 @@
 //! the CA and its certificates and CRLs, certificate path validation, signed-and-encrypted
 //! envelopes with replay protection, and mutual-TLS configurations.
 //!
-//! Depends on no other Fapiao crate. Time (`now`) and randomness are always arguments; the
-//! one module that reads the system RNG is [`rng`].
+//! Depends on no other Fapiao crate. Time (`now`) and randomness are arguments, with one
+//! exception: P-256 signature nonces and ECDH ephemeral keys are drawn by `ring` from the
+//! system RNG itself (its RNG trait is sealed). Otherwise the one module that reads the system
+//! RNG is [`rng`].
 
 pub mod aead;
 mod ca;
