@@ -3,11 +3,7 @@
 use fapiao_crypto::primitives;
 
 fn unhex(s: &str) -> Vec<u8> {
-    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    fapiao_crypto::hex::decode(s).unwrap().to_vec()
 }
 
 #[test]
