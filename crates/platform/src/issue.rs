@@ -196,16 +196,31 @@ fn answer_of(result: Result<OrderAnswer, Step>, cloud: &str, rid: &str) -> Order
 }
 
 impl Platform {
-    async fn admit(&self, tx: &mut Tx, cloud: &str, enterprise: &str) -> Result<Enterprise, Step> {
-        // One row whatever is registered: the cloud if known, the enterprise if known.
+    /// Admits an order of `enterprise` sent by `cloud` (both registered, the enterprise
+    /// active, hosted here and of that cloud) and finds the earlier answer to the same order:
+    /// `Some` when `order_id` was issued before with this request, a conflict when with
+    /// another, `None` when it is new. One query.
+    async fn admit(
+        &self,
+        tx: &mut Tx,
+        cloud: &str,
+        enterprise: &str,
+        order_id: &str,
+        request_hash: &str,
+    ) -> Result<(Enterprise, Option<OrderAnswer>), Step> {
+        // One row whatever is registered: the cloud if known, the enterprise if known, the
+        // order if known.
         let row = sqlx::query(
-            "SELECT c.identity AS known_cloud, e.*
+            "SELECT c.identity AS known_cloud, o.request_hash AS order_hash,
+                    o.number AS order_number, e.*
              FROM (SELECT $1 AS asked) q
              LEFT JOIN clouds c ON c.identity = q.asked
-             LEFT JOIN enterprises e ON e.taxpayer_id = $2",
+             LEFT JOIN enterprises e ON e.taxpayer_id = $2
+             LEFT JOIN orders o ON o.enterprise = $2 AND o.order_id = $3",
         )
         .bind(cloud)
         .bind(enterprise)
+        .bind(order_id)
         .fetch_one(&mut **tx)
         .await?;
         if row.try_get::<Option<String>, _>("known_cloud")?.is_none() {
@@ -236,43 +251,26 @@ impl Platform {
                 format!("enterprise {enterprise} issues on its own premises (hosting: enterprise)"),
             ));
         }
-        Ok(e)
-    }
-
-    /// The original answer when the order was issued before, a conflict when the order_id was
-    /// used with another body, `None` when it is new.
-    async fn existing(
-        &self,
-        tx: &mut Tx,
-        enterprise: &str,
-        order_id: &str,
-        request_hash: &str,
-    ) -> Result<Option<OrderAnswer>, Step> {
-        let row = sqlx::query(
-            "SELECT request_hash, number FROM orders WHERE enterprise = $1 AND order_id = $2",
-        )
-        .bind(enterprise)
-        .bind(order_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let hash: String = row.try_get("request_hash")?;
+        let Some(hash) = row.try_get::<Option<String>, _>("order_hash")? else {
+            return Ok((e, None));
+        };
         if hash != request_hash {
             return Err(refused(
                 Code::OrderConflict,
                 format!("order_id {order_id} was already used with a different request"),
             ));
         }
-        let number: String = row.try_get("number")?;
+        let number: String = row.try_get("order_number")?;
         let stored = self.invoice_in(tx, &number).await?.ok_or_else(|| {
             Step::Failed(format!("order {order_id} names missing invoice {number}"))
         })?;
-        Ok(Some(OrderAnswer::Issued {
+        let earlier = OrderAnswer::Issued {
             order_id: order_id.to_owned(),
             invoice: stored.invoice,
             tax_status: stored.tax_status,
             form: stored.form,
-        }))
+        };
+        Ok((e, Some(earlier)))
     }
 
     async fn read_tx(&self) -> Result<Tx, Step> {
@@ -447,11 +445,10 @@ impl Platform {
         draft: &Result<InvoiceDraft, Refusal>,
         rid: &str,
     ) -> Result<(OrderAnswer, bool), Step> {
-        let e = self.admit(tx, cloud, &o.enterprise).await?;
-        if let Some(a) = self
-            .existing(tx, &o.enterprise, &o.order_id, &o.request_hash)
-            .await?
-        {
+        let (e, earlier) = self
+            .admit(tx, cloud, &o.enterprise, &o.order_id, &o.request_hash)
+            .await?;
+        if let Some(a) = earlier {
             return Ok((a, false));
         }
         let draft = draft.clone().map_err(Step::Refused)?;
@@ -475,16 +472,14 @@ impl Platform {
         let issued_at = china_now();
         let quota = self.check_quota(tx, &e, issued_at, total).await?;
         let (signed, block_id, block) = self.number_and_sign(tx, &e, draft, issued_at).await?;
-        self.write_quota(tx, &e, quota).await?;
         self.store_issued(
             tx,
             &e,
             &o.order_id,
             &o.request_hash,
-            &signed.invoice,
             &signed,
-            block_id,
-            &block,
+            (block_id, &block),
+            quota,
             None,
         )
         .await?;
@@ -517,11 +512,10 @@ impl Platform {
     ) -> Result<OrderAnswer, Step> {
         {
             let mut tx = self.read_tx().await?;
-            self.admit(&mut tx, cloud, &o.enterprise).await?;
-            if let Some(a) = self
-                .existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash)
-                .await?
-            {
+            let (_, earlier) = self
+                .admit(&mut tx, cloud, &o.enterprise, &o.order_id, &o.request_hash)
+                .await?;
+            if let Some(a) = earlier {
                 return Ok(a);
             }
         }
@@ -575,11 +569,10 @@ impl Platform {
         rid: &str,
     ) -> Result<OrderAnswer, Step> {
         let mut tx = self.inner.db.begin_write_for(arrival).await?;
-        let e = self.admit(&mut tx, cloud, &o.enterprise).await?;
-        if let Some(a) = self
-            .existing(&mut tx, &o.enterprise, &o.order_id, &o.request_hash)
-            .await?
-        {
+        let (e, earlier) = self
+            .admit(&mut tx, cloud, &o.enterprise, &o.order_id, &o.request_hash)
+            .await?;
+        if let Some(a) = earlier {
             return Ok(a);
         }
         let blue = self
@@ -638,7 +631,6 @@ impl Platform {
                 }
                 Err(other) => return Err(other),
             };
-        self.write_quota(&mut tx, &e, quota).await?;
         let form_wire = FormWire::from(&form);
         sqlx::query(
             "INSERT INTO red_forms (number, blue_number, enterprise, reason, status, scope, buyer_confirmation, created_at)
@@ -659,10 +651,9 @@ impl Platform {
             &e,
             &o.order_id,
             &o.request_hash,
-            &signed.invoice,
             &signed,
-            block_id,
-            &block,
+            (block_id, &block),
+            quota,
             Some(&form_wire.number),
         )
         .await?;
@@ -886,9 +877,12 @@ impl Platform {
         Ok(Some((id, block)))
     }
 
+    /// Everything an issued invoice writes, in one round trip to the database: the block's
+    /// next number, the month's quota, the invoice (record sealed), its order, and its upload
+    /// queued. See [`STORE_ISSUED`].
     #[expect(
         clippy::too_many_arguments,
-        reason = "one insert of everything an issue writes"
+        reason = "one write of everything an issue changes"
     )]
     async fn store_issued(
         &self,
@@ -896,19 +890,17 @@ impl Platform {
         e: &Enterprise,
         order_id: &str,
         request_hash: &str,
-        invoice: &Invoice,
         signed: &fapiao_issuer::SignedInvoice,
-        block_id: i64,
-        block: &NumberBlock,
+        (block_id, block): (i64, &NumberBlock),
+        (month, used): (String, Amount),
         form_number: Option<&str>,
     ) -> Result<(), Step> {
-        save_block(tx, block_id, block).await?;
+        let invoice = &signed.invoice;
         let wire = WireInvoice::from_signed(signed).map_err(|e| Step::Failed(e.to_string()))?;
         let blue_number = match invoice.draft().kind() {
             InvoiceKind::Red(r) => Some(r.blue_number.as_str().to_owned()),
             InvoiceKind::Blue => None,
         };
-        let number = invoice.number().as_str();
         let json =
             Zeroizing::new(serde_json::to_string(&wire).map_err(|e| Step::Failed(e.to_string()))?);
         let record = self
@@ -916,29 +908,24 @@ impl Platform {
             .vault
             .seal_str(tx, &RECORD.field(), &json)
             .await?;
-        sqlx::query(
-            "INSERT INTO invoices (number, enterprise, order_id, kind, blue_number, form_number, issued_at, total, record, tax_status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending')",
-        )
-        .bind(number)
-        .bind(&e.taxpayer_id)
-        .bind(order_id)
-        .bind(if blue_number.is_some() { "red" } else { "blue" })
-        .bind(&blue_number)
-        .bind(form_number)
-        .bind(fapiao_model::datetime::format(invoice.issued_at()))
-        .bind(invoice.draft().totals().total.to_string())
-        .bind(record)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query("INSERT INTO orders (enterprise, order_id, request_hash, number) VALUES ($1, $2, $3, $4)")
+        sqlx::query(STORE_ISSUED)
+            .bind(invoice.number().as_str())
             .bind(&e.taxpayer_id)
             .bind(order_id)
+            .bind(if blue_number.is_some() { "red" } else { "blue" })
+            .bind(&blue_number)
+            .bind(form_number)
+            .bind(fapiao_model::datetime::format(invoice.issued_at()))
+            .bind(invoice.draft().totals().total.to_string())
+            .bind(record)
             .bind(request_hash)
-            .bind(number)
+            .bind(block_id)
+            .bind(i64::try_from(block.next_sequence()).map_err(|e| Step::Failed(e.to_string()))?)
+            .bind(month)
+            .bind(used.to_string())
+            .bind(now().unix_timestamp())
             .execute(&mut **tx)
             .await?;
-        crate::outbox::enqueue(tx, "upload", number).await?;
         Ok(())
     }
 
@@ -1114,6 +1101,21 @@ pub(crate) async fn audit(
 ) -> Result<(), StoreError> {
     fapiao_store::audit::append(tx, now(), actor, action, subject, detail).await
 }
+
+/// What [`Platform::store_issued`] writes, statement after statement in one round trip (a
+/// failing statement stops the rest, and the caller's transaction or savepoint is rolled
+/// back): `$1` number, `$2` enterprise, `$3` order id, `$4` kind, `$5` blue number, `$6` red
+/// form number, `$7` issued at, `$8` total, `$9` sealed record, `$10` request hash, `$11`
+/// block id, `$12` the block's next sequence, `$13` month, `$14` quota used after this
+/// invoice, `$15` now.
+const STORE_ISSUED: &str = "UPDATE blocks SET next = $12 WHERE id = $11;
+    INSERT INTO invoices (number, enterprise, order_id, kind, blue_number, form_number, issued_at, total, record, tax_status)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending');
+    INSERT INTO orders (enterprise, order_id, request_hash, number) VALUES ($2, $3, $10, $1);
+    INSERT INTO quota_usage (enterprise, month, used) VALUES ($2, $13, $14)
+        ON CONFLICT (enterprise, month) DO UPDATE SET used = excluded.used;
+    INSERT INTO outbox (kind, number, state, attempts, next_attempt_at, created_at)
+        VALUES ('upload', $1, 'pending', 0, $15, $15)";
 
 async fn save_block(tx: &mut Tx, id: i64, block: &NumberBlock) -> Result<(), Step> {
     sqlx::query("UPDATE blocks SET next = $2 WHERE id = $1")
