@@ -1,5 +1,7 @@
 //! The ERP API (`/v1`), see `docs/openapi.json`.
 
+use std::collections::HashMap;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -277,20 +279,37 @@ impl Cloud {
         }
     }
 
+    /// Whether the enterprise issues on its own premises (its orders wait for its agent),
+    /// and the invoices stored for `order_ids`, by order id with their request hash: one
+    /// query.
     async fn stored(
         &self,
         enterprise: &str,
-        order_id: &str,
-    ) -> Result<Option<(String, InvoiceView)>, sqlx::Error> {
-        let row = sqlx::query("SELECT * FROM invoices WHERE enterprise = $1 AND order_id = $2")
-            .bind(enterprise)
-            .bind(order_id)
-            .fetch_optional(&mut *self.inner.db.read().await?)
-            .await?;
-        match row {
-            Some(r) => Ok(Some((r.try_get("request_hash")?, self.view(&r).await?))),
-            None => Ok(None),
+        order_ids: &[&str],
+    ) -> Result<(bool, HashMap<String, (String, InvoiceView)>), sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT e.hosting AS enterprise_hosting, i.*
+             FROM enterprises e
+             LEFT JOIN invoices i ON i.enterprise = e.taxpayer_id
+                 AND i.order_id IN (SELECT value FROM json_each($2))
+             WHERE e.taxpayer_id = $1",
+        )
+        .bind(enterprise)
+        .bind(serde_json::Value::from(order_ids).to_string())
+        .fetch_all(&mut *self.inner.db.read().await?)
+        .await?;
+        let mut hosted = false;
+        let mut stored = HashMap::new();
+        for r in rows {
+            hosted = r.try_get::<String, _>("enterprise_hosting")? == "enterprise";
+            if r.try_get::<Option<String>, _>("number")?.is_some() {
+                stored.insert(
+                    r.try_get("order_id")?,
+                    (r.try_get("request_hash")?, self.view(&r).await?),
+                );
+            }
         }
+        Ok((hosted, stored))
     }
 
     /// One invoice of an enterprise.
@@ -754,11 +773,11 @@ async fn issue_order(
         return Err(e);
     };
     let hash = order_hash(&order, rid)?;
-    if let Some((h, v)) = cloud
-        .stored(enterprise, &order_id)
+    let (hosted, mut stored) = cloud
+        .stored(enterprise, &[&order_id])
         .await
-        .map_err(|e| internal(rid, &e))?
-    {
+        .map_err(|e| internal(rid, &e))?;
+    if let Some((h, v)) = stored.remove(&order_id) {
         // Orders stored before the canonical hash carry the hash of the raw body.
         return if h == hash || h == body_hash(body) {
             Ok((StatusCode::OK, to_json(&v, rid)?))
@@ -779,11 +798,7 @@ async fn issue_order(
         order,
         request_hash: hash.clone(),
     };
-    if cloud
-        .enterprise_hosted(enterprise)
-        .await
-        .map_err(|e| internal(rid, &e))?
-    {
+    if hosted {
         return cloud
             .enqueue_order(enterprise, QueuedOrder::Blue(req), nonce, rid)
             .await;
@@ -886,8 +901,13 @@ async fn issue_batch(
             rid,
         ));
     }
-    let hosted = cloud
-        .enterprise_hosted(enterprise)
+    let order_ids: Vec<&str> = batch
+        .orders
+        .iter()
+        .filter_map(|o| o.get("order_id").and_then(|o| o.as_str()))
+        .collect();
+    let (hosted, stored) = cloud
+        .stored(enterprise, &order_ids)
         .await
         .map_err(|e| internal(rid, &e))?;
     let mut results: Vec<Option<serde_json::Value>> = vec![None; batch.orders.len()];
@@ -908,12 +928,8 @@ async fn issue_batch(
             continue;
         };
         let hash = order_hash(&order, rid)?;
-        let stored = cloud
-            .stored(enterprise, &order_id)
-            .await
-            .map_err(|e| internal(rid, &e))?;
-        if let Some((h, v)) = stored {
-            let outcome = if h == hash {
+        if let Some((h, v)) = stored.get(&order_id) {
+            let outcome = if *h == hash {
                 to_json(&v, rid).map(|v| (StatusCode::OK, v))
             } else {
                 Err(ApiError::new(
@@ -1090,11 +1106,11 @@ async fn issue_red(
     let b: RedBody = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(Code::InvalidRequest, format!("body: {e}"), rid))?;
     let hash = body_hash(body);
-    if let Some((h, v)) = cloud
-        .stored(enterprise, &b.order_id)
+    let (hosted, mut stored) = cloud
+        .stored(enterprise, &[&b.order_id])
         .await
-        .map_err(|e| internal(rid, &e))?
-    {
+        .map_err(|e| internal(rid, &e))?;
+    if let Some((h, v)) = stored.remove(&b.order_id) {
         return if h == hash {
             Ok((StatusCode::OK, to_json(&v, rid)?))
         } else {
@@ -1118,11 +1134,7 @@ async fn issue_red(
         drawer: b.drawer,
         request_hash: hash.clone(),
     };
-    if cloud
-        .enterprise_hosted(enterprise)
-        .await
-        .map_err(|e| internal(rid, &e))?
-    {
+    if hosted {
         let blue = cloud
             .invoice(enterprise, &req.blue_number)
             .await

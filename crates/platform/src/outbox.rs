@@ -9,7 +9,7 @@
 //! - `notify`: tells the owning cloud (`invoice.status`), retried the same way until it
 //!   acknowledges.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -18,6 +18,7 @@ use fapiao_protocol::wire::{
     Issued, NoticeResults, Receipts, SignedReceipt, StatusNotice, StatusNotices, TaxStatus,
     UploadBatch, WireInvoice, message_type,
 };
+use fapiao_store::sqlx::sqlite::SqliteRow;
 use fapiao_store::sqlx::{self, Row};
 use fapiao_store::{StoreError, Tx};
 use serde::Serialize;
@@ -151,6 +152,17 @@ struct Entry {
     kind: String,
     number: String,
     attempts: i64,
+}
+
+/// The entries' invoice numbers as a JSON array, for `json_each`.
+fn numbers_json(entries: &[Entry]) -> String {
+    serde_json::Value::from(
+        entries
+            .iter()
+            .map(|e| e.number.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .to_string()
 }
 
 /// What became of an entry.
@@ -485,8 +497,11 @@ impl Platform {
         // Each stored record, unsealed and read; one that cannot be is failed on its own.
         let mut outcomes = Vec::with_capacity(entries.len());
         let mut ready: Vec<(Entry, WireInvoice, usize)> = Vec::with_capacity(entries.len());
+        // Two entries may name one invoice: each reads its record.
+        let records = self.stored_records(&entries).await?;
         for entry in entries {
-            match self.stored_record(&entry.number).await? {
+            let record = records.get(&entry.number).map(String::as_str);
+            match self.stored_record(&entry.number, record).await? {
                 Ok((wire, bytes)) => ready.push((entry, wire, bytes)),
                 Err(reason) => outcomes.push((entry, Outcome::Failed(reason))),
             }
@@ -522,23 +537,35 @@ impl Platform {
         self.record(outcomes).await
     }
 
-    /// An invoice's stored record and its size, or why it cannot be uploaded.
+    /// The stored (sealed) records of the entries' invoices, by number: one query.
+    async fn stored_records(
+        &self,
+        entries: &[Entry],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT number, record FROM invoices
+             WHERE number IN (SELECT value FROM json_each($1))",
+        )
+        .bind(numbers_json(entries))
+        .fetch_all(&mut *self.inner.db.read().await?)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// An invoice's stored record (as [`Self::stored_records`] read it) unsealed, and its
+    /// size, or why it cannot be uploaded.
     async fn stored_record(
         &self,
         number: &str,
+        record: Option<&str>,
     ) -> Result<Result<(WireInvoice, usize), String>, StoreError> {
-        let record: Option<String> =
-            sqlx::query_scalar("SELECT record FROM invoices WHERE number = $1")
-                .bind(number)
-                .fetch_optional(&mut *self.inner.db.read().await?)
-                .await?;
         let Some(record) = record else {
             return Ok(Err(format!("invoice {number} is missing")));
         };
         let record = self
             .inner
             .vault
-            .unseal_str(&crate::RECORD.field(), &record)
+            .unseal_str(&crate::RECORD.field(), record)
             .await?;
         Ok(serde_json::from_str(&record)
             .map(|w| (w, record.len()))
@@ -630,8 +657,10 @@ impl Platform {
         // (cloud identity, its URL) → its notices.
         type Group = ((String, String), Vec<(Entry, StatusNotice)>);
         let mut by_cloud: Vec<Group> = Vec::new();
+        // Two entries may name one invoice: each reads its row.
+        let rows = self.notice_rows(&entries).await?;
         for entry in entries {
-            match self.notice(&entry.number).await? {
+            match self.notice(&entry.number, rows.get(&entry.number)).await? {
                 Ok((identity, url, notice)) => {
                     let cloud = (identity, url);
                     match by_cloud.iter_mut().find(|(c, _)| *c == cloud) {
@@ -650,21 +679,33 @@ impl Platform {
         self.record(outcomes).await
     }
 
-    /// The notice for an invoice and the cloud it goes to, or why there is none.
-    async fn notice(
+    /// What the notices of the entries' invoices are made of, by number: one query.
+    async fn notice_rows(
         &self,
-        number: &str,
-    ) -> Result<Result<(String, String, StatusNotice), String>, StoreError> {
-        let row = sqlx::query(
-            "SELECT i.enterprise, i.tax_status, i.tax_reason, i.receipt,
+        entries: &[Entry],
+    ) -> Result<HashMap<String, SqliteRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT i.number, i.enterprise, i.tax_status, i.tax_reason, i.receipt,
                  i.issued_by IS NOT NULL AS by_agent, c.identity, c.url
              FROM invoices i JOIN enterprises e ON e.taxpayer_id = i.enterprise
                  LEFT JOIN clouds c ON c.identity = e.cloud
-             WHERE i.number = $1",
+             WHERE i.number IN (SELECT value FROM json_each($1))",
         )
-        .bind(number)
-        .fetch_optional(&mut *self.inner.db.read().await?)
+        .bind(numbers_json(entries))
+        .fetch_all(&mut *self.inner.db.read().await?)
         .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("number")?, r)))
+            .collect()
+    }
+
+    /// The notice for an invoice (its row as [`Self::notice_rows`] read it) and the cloud it
+    /// goes to, or why there is none.
+    async fn notice(
+        &self,
+        number: &str,
+        row: Option<&SqliteRow>,
+    ) -> Result<Result<(String, String, StatusNotice), String>, StoreError> {
         let Some(row) = row else {
             return Ok(Err(format!("invoice {number} is missing")));
         };
