@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "ERP nonces in the group-committed replay guard",
         sql: include_str!("../migrations/0006_erp_nonces.sql"),
     },
+    Migration {
+        version: 7,
+        description: "webhooks by state in id order (due ones without a sort)",
+        sql: include_str!("../migrations/0007_webhooks_order.sql"),
+    },
 ];
 
 /// Columns whose values are sealed (encryption at rest): the signed invoices (buyer phone,

@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "agents: number blocks, quota shares, reported invoices",
         sql: include_str!("../migrations/0003_agents.sql"),
     },
+    Migration {
+        version: 4,
+        description: "outbox entries by state in id order (due entries without a sort)",
+        sql: include_str!("../migrations/0004_outbox_order.sql"),
+    },
 ];
 
 /// Tunables.

@@ -288,10 +288,11 @@ impl Platform {
         // another red of the same blue) is pending — in flight counts as pending: tax checks
         // each red against the blue and the reds it already holds, so a chain reaches tax in
         // issue order even with batches in flight side by side. Blues and notices are never
-        // held back.
+        // held back. (The unary `+` keeps SQLite from ranging over the due time: it walks the
+        // pending entries in id order and stops at the limit; see migration 4.)
         let due = sqlx::query(
             "SELECT o.id, o.kind, o.number, o.attempts FROM outbox o
-             WHERE o.state = 'pending' AND o.next_attempt_at <= $1
+             WHERE o.state = 'pending' AND +o.next_attempt_at <= $1
                AND NOT (o.kind = 'upload' AND EXISTS (
                    SELECT 1 FROM invoices r JOIN outbox p ON p.kind = 'upload'
                        AND p.state = 'pending' AND p.id < o.id
@@ -302,7 +303,7 @@ impl Platform {
         )
         .bind(now().unix_timestamp())
         .bind(i64::try_from(ROUND + in_flight.len()).unwrap_or(i64::MAX))
-        .fetch_all(self.inner.db.pool())
+        .fetch_all(&mut *self.inner.db.read().await?)
         .await?;
         let (mut uploads, mut notices) = (Vec::new(), Vec::new());
         for row in &due {
