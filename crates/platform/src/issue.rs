@@ -1107,7 +1107,8 @@ pub(crate) async fn audit(
 /// back): `$1` number, `$2` enterprise, `$3` order id, `$4` kind, `$5` blue number, `$6` red
 /// form number, `$7` issued at, `$8` total, `$9` sealed record, `$10` request hash, `$11`
 /// block id, `$12` the block's next sequence, `$13` month, `$14` quota used after this
-/// invoice, `$15` now.
+/// invoice, `$15` now. Its last statement queues the upload as `crate::outbox::enqueue` queues
+/// an entry (the same columns and initial values): a change to one is a change to both.
 const STORE_ISSUED: &str = "UPDATE blocks SET next = $12 WHERE id = $11;
     INSERT INTO invoices (number, enterprise, order_id, kind, blue_number, form_number, issued_at, total, record, tax_status)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending');
