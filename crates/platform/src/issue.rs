@@ -36,6 +36,7 @@ use time::PrimitiveDateTime;
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
+use crate::issuing::{Earlier, Issuing, Known, Staged};
 use crate::registry::{Enterprise, EnterpriseStatus, Hosting, enterprise_from_row};
 use crate::{Platform, RECORD};
 
@@ -199,40 +200,31 @@ impl Platform {
     /// Admits an order of `enterprise` sent by `cloud` (both registered, the enterprise
     /// active, hosted here and of that cloud) and finds the earlier answer to the same order:
     /// `Some` when `order_id` was issued before with this request, a conflict when with
-    /// another, `None` when it is new. One query.
+    /// another, `None` when it is new. Reads the admission unless `known` has it (one query).
     async fn admit(
         &self,
-        tx: &mut Tx,
+        conn: &mut sqlx::SqliteConnection,
+        known: &mut Known,
         cloud: &str,
         enterprise: &str,
         order_id: &str,
         request_hash: &str,
     ) -> Result<(Enterprise, Option<OrderAnswer>), Step> {
-        // One row whatever is registered: the cloud if known, the enterprise if known, the
-        // order if known.
-        let row = sqlx::query(
-            "SELECT c.identity AS known_cloud, o.request_hash AS order_hash,
-                    o.number AS order_number, e.*
-             FROM (SELECT $1 AS asked) q
-             LEFT JOIN clouds c ON c.identity = q.asked
-             LEFT JOIN enterprises e ON e.taxpayer_id = $2
-             LEFT JOIN orders o ON o.enterprise = $2 AND o.order_id = $3",
-        )
-        .bind(cloud)
-        .bind(enterprise)
-        .bind(order_id)
-        .fetch_one(&mut **tx)
-        .await?;
-        if row.try_get::<Option<String>, _>("known_cloud")?.is_none() {
+        known
+            .read_admissions(conn, cloud, &[(enterprise, order_id)])
+            .await?;
+        let a = known
+            .admission(enterprise, order_id)
+            .ok_or_else(|| Step::Failed(format!("no admission read for order {order_id}")))?;
+        if !a.cloud_known {
             return Err(refused(
                 Code::CloudNotRegistered,
                 format!("{cloud} is not registered with this platform"),
             ));
         }
-        if row.try_get::<Option<String>, _>("taxpayer_id")?.is_none() {
+        let Some(e) = &a.enterprise else {
             return Err(unknown_enterprise(enterprise));
-        }
-        let e = enterprise_from_row(&row)?;
+        };
         if e.cloud != cloud {
             return Err(refused(
                 Code::EnterpriseOfAnotherCloud,
@@ -251,32 +243,38 @@ impl Platform {
                 format!("enterprise {enterprise} issues on its own premises (hosting: enterprise)"),
             ));
         }
-        let Some(hash) = row.try_get::<Option<String>, _>("order_hash")? else {
+        let e = e.clone();
+        let Some(earlier) = a.earlier.clone() else {
             return Ok((e, None));
         };
-        if hash != request_hash {
+        if earlier.hash() != request_hash {
             return Err(refused(
                 Code::OrderConflict,
                 format!("order_id {order_id} was already used with a different request"),
             ));
         }
-        let number: String = row.try_get("order_number")?;
-        let stored = self.invoice_in(tx, &number).await?.ok_or_else(|| {
-            Step::Failed(format!("order {order_id} names missing invoice {number}"))
-        })?;
-        let earlier = OrderAnswer::Issued {
-            order_id: order_id.to_owned(),
-            invoice: stored.invoice,
-            tax_status: stored.tax_status,
-            form: stored.form,
+        let answer = match earlier {
+            Earlier::Here { answer, .. } => *answer,
+            Earlier::Stored { number, .. } => {
+                let stored = self.invoice_in(conn, &number).await?.ok_or_else(|| {
+                    Step::Failed(format!("order {order_id} names missing invoice {number}"))
+                })?;
+                OrderAnswer::Issued {
+                    order_id: order_id.to_owned(),
+                    invoice: stored.invoice,
+                    tax_status: stored.tax_status,
+                    form: stored.form,
+                }
+            }
         };
-        Ok((e, Some(earlier)))
+        Ok((e, Some(answer)))
     }
 
     async fn read_tx(&self) -> Result<Tx, Step> {
         Ok(self.inner.db.begin_read().await?)
     }
 
+    /// One blue order: a batch of one.
     async fn issue_blue(
         &self,
         cloud: &str,
@@ -284,56 +282,21 @@ impl Platform {
         arrival: &Arrival,
         rid: &str,
     ) -> Result<OrderAnswer, Step> {
-        // Validation needs no database; admission and the earlier answer to the same order
-        // are checked first in the write transaction, so a refused draft is reported only
-        // for an admitted, new order.
-        let draft = prepare_blue(&self.inner.catalog, o);
-        for attempt in 0..2 {
-            match self.issue_blue_tx(cloud, o, &draft, arrival, rid).await {
-                Err(Step::NeedNumbers { year, province }) if attempt == 0 => {
-                    self.ensure_range(year, province).await?;
-                }
-                other => return other,
-            }
-        }
-        Err(refused(
-            Code::NumbersExhausted,
-            "no invoice number is available",
-        ))
-    }
-
-    async fn issue_blue_tx(
-        &self,
-        cloud: &str,
-        o: &IssueOrder,
-        draft: &Result<InvoiceDraft, Refusal>,
-        arrival: &Arrival,
-        rid: &str,
-    ) -> Result<OrderAnswer, Step> {
-        let mut tx = self.inner.db.begin_write_for(arrival).await?;
-        let (answer, new) = match self.issue_blue_in(&mut tx, cloud, o, draft, rid).await {
-            Ok(x) => x,
-            Err(Step::Voided(m)) => {
-                tx.commit().await?;
-                return Err(Step::Failed(m));
-            }
-            Err(other) => return Err(other),
-        };
-        tx.commit()
-            .instrument(tracing::debug_span!("db.commit"))
-            .await?;
-        if new {
-            self.inner.wake.notify_one();
-            self.count_issued("blue");
-        }
-        Ok(answer)
+        self.issue_batch(cloud, std::slice::from_ref(o), arrival, rid)
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(Step::Failed("a batch of one answered nothing".into())))
     }
 
     /// Many blue orders, each issued exactly as alone (admission, idempotency, validation,
-    /// qualification, quota, number, signature), in one write transaction with a savepoint per
-    /// order: a refused order leaves nothing behind, and the whole batch costs one durable
-    /// commit, made before anything is answered. When numbers run out mid-batch, what was
-    /// issued so far is committed, a range is asked of tax, and the batch goes on.
+    /// qualification, quota, number, signature), in one write transaction ([`Issuing`]): the
+    /// admission of every order is read in one query, and the invoices are written together
+    /// just before the one durable commit, made before anything is answered. A refused order
+    /// has written nothing. When numbers run out mid-batch, what was issued so far is
+    /// committed, a range is asked of tax, and the batch goes on in a new transaction. An
+    /// order that fails (the database or the device, not the order) fails the transaction it
+    /// is in: nothing issued in it is kept and each of its orders is answered with the
+    /// failure, so the ERP retries them; the batch goes on in a new transaction.
     pub(crate) async fn issue_batch(
         &self,
         cloud: &str,
@@ -346,107 +309,111 @@ impl Platform {
             .map(|o| prepare_blue(&self.inner.catalog, o))
             .collect();
         let mut results: Vec<Result<OrderAnswer, Step>> = Vec::with_capacity(orders.len());
-        let mut issued = 0usize;
-        let mut tx: Option<Tx> = None;
         let mut ranged = false;
-        let mut i = 0;
-        while i < orders.len() {
-            let t = match tx.as_mut() {
-                Some(t) => t,
-                None => match self.inner.db.begin_write_for(arrival).await {
-                    Ok(t) => tx.insert(t),
-                    Err(e) => {
-                        results.push(Err(e.into()));
-                        i += 1;
-                        continue;
-                    }
-                },
-            };
-            if let Err(e) = t.savepoint("batch_order").await.map_err(Step::from) {
-                results.push(Err(e));
-                i += 1;
-                continue;
-            }
-            let outcome = self
-                .issue_blue_in(t, cloud, &orders[i], &drafts[i], rid)
-                .await;
-            let kept = matches!(outcome, Ok(_) | Err(Step::Voided(_)));
-            let end = if kept {
-                t.release("batch_order").await.map_err(Step::from)
-            } else {
-                match t.rollback_to("batch_order").await.map_err(Step::from) {
-                    Ok(()) => t.release("batch_order").await.map_err(Step::from),
-                    Err(e) => Err(e),
-                }
-            };
-            if let Err(e) = end {
-                results.push(Err(e));
-                i += 1;
-                continue;
-            }
-            match outcome {
-                Err(Step::NeedNumbers { year, province }) if !ranged => {
-                    ranged = true;
-                    if let Some(t) = tx.take()
-                        && let Err(e) = t.commit().await
-                    {
-                        // Nothing of the batch so far is durable: every earlier answer fails.
-                        let e = e.to_string();
-                        for r in &mut results {
-                            *r = Err(Step::Failed(e.clone()));
-                        }
-                        issued = 0;
-                    }
-                    if let Err(e) = self.ensure_range(year, province).await {
-                        results.push(Err(e));
-                        i += 1;
-                    }
+        while results.len() < orders.len() {
+            let from = results.len();
+            let mut run = match self.begin_issuing(arrival, cloud, &orders[from..]).await {
+                Ok(run) => run,
+                Err(e) => {
+                    results.push(Err(e));
                     continue;
                 }
-                Ok((answer, new)) => {
-                    issued += usize::from(new);
-                    results.push(Ok(answer));
+            };
+            let mut issued = 0usize;
+            let mut need = None;
+            let mut failed = None;
+            for (o, draft) in orders[from..].iter().zip(&drafts[from..]) {
+                match self.issue_blue_in(&mut run, cloud, o, draft, rid).await {
+                    Ok((answer, new)) => {
+                        issued += usize::from(new);
+                        results.push(Ok(answer));
+                    }
+                    Err(Step::NeedNumbers { year, province }) if !ranged => {
+                        need = Some((year, province));
+                        break;
+                    }
+                    Err(Step::Voided(m)) => results.push(Err(Step::Failed(m))),
+                    Err(Step::Failed(m)) => {
+                        failed = Some(m);
+                        break;
+                    }
+                    Err(refusal) => results.push(Err(refusal)),
                 }
-                Err(Step::Voided(m)) => results.push(Err(Step::Failed(m))),
-                Err(other) => results.push(Err(other)),
             }
-            i += 1;
-        }
-        if let Some(t) = tx
-            && let Err(e) = t
-                .commit()
-                .instrument(tracing::debug_span!("db.commit"))
-                .await
-        {
-            let e = e.to_string();
-            for r in &mut results {
-                if r.is_ok() {
-                    *r = Err(Step::Failed(e.clone()));
+            let failing = failed.is_some();
+            let kept = match failed {
+                Some(m) => {
+                    drop(run); // rolled back
+                    Err(m)
+                }
+                None => run
+                    .commit()
+                    .instrument(tracing::debug_span!("db.commit"))
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(m) = kept {
+                for r in &mut results[from..] {
+                    *r = Err(Step::Failed(m.clone()));
+                }
+                if failing {
+                    results.push(Err(Step::Failed(m)));
+                }
+                issued = 0;
+            }
+            if issued > 0 {
+                self.inner.wake.notify_one();
+                for _ in 0..issued {
+                    self.count_issued("blue");
                 }
             }
-            return results;
-        }
-        if issued > 0 {
-            self.inner.wake.notify_one();
-            for _ in 0..issued {
-                self.count_issued("blue");
+            if let Some((year, province)) = need {
+                ranged = true;
+                if let Err(e) = self.ensure_range(year, province).await {
+                    results.push(Err(e));
+                }
             }
         }
         results
+    }
+
+    /// Begins a write transaction for `orders` and reads their admissions.
+    async fn begin_issuing(
+        &self,
+        arrival: &Arrival,
+        cloud: &str,
+        orders: &[IssueOrder],
+    ) -> Result<Issuing, Step> {
+        let mut run = Issuing::new(self.inner.db.begin_write_for(arrival).await?);
+        let asked: Vec<(&str, &str)> = orders
+            .iter()
+            .map(|o| (o.enterprise.as_str(), o.order_id.as_str()))
+            .collect();
+        run.known
+            .read_admissions(&mut run.tx, cloud, &asked)
+            .await?;
+        Ok(run)
     }
 
     /// One blue order inside the caller's write transaction: the answer, and whether a new
     /// invoice was issued (not the earlier answer to the same order).
     async fn issue_blue_in(
         &self,
-        tx: &mut Tx,
+        run: &mut Issuing,
         cloud: &str,
         o: &IssueOrder,
         draft: &Result<InvoiceDraft, Refusal>,
         rid: &str,
     ) -> Result<(OrderAnswer, bool), Step> {
         let (e, earlier) = self
-            .admit(tx, cloud, &o.enterprise, &o.order_id, &o.request_hash)
+            .admit(
+                &mut run.tx,
+                &mut run.known,
+                cloud,
+                &o.enterprise,
+                &o.order_id,
+                &o.request_hash,
+            )
             .await?;
         if let Some(a) = earlier {
             return Ok((a, false));
@@ -470,37 +437,36 @@ impl Platform {
             ));
         }
         let issued_at = china_now();
-        let quota = self.check_quota(tx, &e, issued_at, total).await?;
-        let (signed, block_id, block) = self.number_and_sign(tx, &e, draft, issued_at).await?;
-        self.store_issued(
-            tx,
+        let quota = self.check_quota(run, &e, issued_at, total).await?;
+        let signed = self.number_and_sign(run, &e, draft, issued_at).await?;
+        let wire = WireInvoice::from_signed(&signed).map_err(|e| Step::Failed(e.to_string()))?;
+        self.stage_issued(
+            run,
             &e,
             &o.order_id,
             &o.request_hash,
             &signed,
-            (block_id, &block),
+            &wire,
             quota,
             None,
         )
         .await?;
         audit(
-            tx,
+            &mut run.tx,
             cloud,
             "invoice.issued",
             signed.invoice.number().as_str(),
             &serde_json::json!({"enterprise": e.taxpayer_id, "order_id": o.order_id, "total": total.to_string(), "request_id": rid}),
         )
         .await?;
-        Ok((
-            OrderAnswer::Issued {
-                order_id: o.order_id.clone(),
-                invoice: WireInvoice::from_signed(&signed)
-                    .map_err(|e| Step::Failed(e.to_string()))?,
-                tax_status: TaxStatus::Pending,
-                form: None,
-            },
-            true,
-        ))
+        let answer = OrderAnswer::Issued {
+            order_id: o.order_id.clone(),
+            invoice: wire,
+            tax_status: TaxStatus::Pending,
+            form: None,
+        };
+        run.known.issued(&e, &o.order_id, &o.request_hash, &answer);
+        Ok((answer, true))
     }
 
     async fn issue_red(
@@ -513,7 +479,14 @@ impl Platform {
         {
             let mut tx = self.read_tx().await?;
             let (_, earlier) = self
-                .admit(&mut tx, cloud, &o.enterprise, &o.order_id, &o.request_hash)
+                .admit(
+                    &mut tx,
+                    &mut Known::default(),
+                    cloud,
+                    &o.enterprise,
+                    &o.order_id,
+                    &o.request_hash,
+                )
                 .await?;
             if let Some(a) = earlier {
                 return Ok(a);
@@ -568,15 +541,22 @@ impl Platform {
         arrival: &Arrival,
         rid: &str,
     ) -> Result<OrderAnswer, Step> {
-        let mut tx = self.inner.db.begin_write_for(arrival).await?;
+        let mut run = Issuing::new(self.inner.db.begin_write_for(arrival).await?);
         let (e, earlier) = self
-            .admit(&mut tx, cloud, &o.enterprise, &o.order_id, &o.request_hash)
+            .admit(
+                &mut run.tx,
+                &mut run.known,
+                cloud,
+                &o.enterprise,
+                &o.order_id,
+                &o.request_hash,
+            )
             .await?;
         if let Some(a) = earlier {
             return Ok(a);
         }
         let blue = self
-            .invoice_in(&mut tx, &o.blue_number)
+            .invoice_in(&mut run.tx, &o.blue_number)
             .await?
             .filter(|b| b.enterprise == o.enterprise)
             .ok_or_else(|| {
@@ -594,7 +574,7 @@ impl Platform {
             "SELECT record FROM invoices WHERE blue_number = $1 ORDER BY issued_at, number",
         )
         .bind(&o.blue_number)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *run.tx)
         .await?;
         let mut prior_invoices = Vec::with_capacity(prior.len());
         for r in &prior {
@@ -602,7 +582,7 @@ impl Platform {
         }
         let prior = prior_invoices;
         let issued_at = china_now();
-        let form_number = self.next_form_number(&mut tx, &e, issued_at).await?;
+        let form_number = self.next_form_number(&mut run.tx, &e, issued_at).await?;
         let red_err = |err: fapiao_model::red::RedError| refused(Code::RedInvalid, err.to_string());
         let form = RedLetterForm::open_by_seller(
             form_number,
@@ -621,16 +601,15 @@ impl Platform {
         )
         .map_err(red_err)?;
         let total = draft.totals().total;
-        let quota = self.check_quota(&mut tx, &e, issued_at, total).await?;
-        let (signed, block_id, block) =
-            match self.number_and_sign(&mut tx, &e, draft, issued_at).await {
-                Ok(x) => x,
-                Err(Step::Voided(m)) => {
-                    tx.commit().await?;
-                    return Err(Step::Failed(m));
-                }
-                Err(other) => return Err(other),
-            };
+        let quota = self.check_quota(&mut run, &e, issued_at, total).await?;
+        let signed = match self.number_and_sign(&mut run, &e, draft, issued_at).await {
+            Ok(x) => x,
+            Err(Step::Voided(m)) => {
+                run.commit().await?;
+                return Err(Step::Failed(m));
+            }
+            Err(other) => return Err(other),
+        };
         let form_wire = FormWire::from(&form);
         sqlx::query(
             "INSERT INTO red_forms (number, blue_number, enterprise, reason, status, scope, buyer_confirmation, created_at)
@@ -644,21 +623,22 @@ impl Platform {
         .bind(serde_json::to_string(form.scope()).unwrap_or_default())
         .bind(&o.buyer_confirmation)
         .bind(now().unix_timestamp())
-        .execute(&mut *tx)
+        .execute(&mut *run.tx)
         .await?;
-        self.store_issued(
-            &mut tx,
+        let wire = WireInvoice::from_signed(&signed).map_err(|e| Step::Failed(e.to_string()))?;
+        self.stage_issued(
+            &mut run,
             &e,
             &o.order_id,
             &o.request_hash,
             &signed,
-            (block_id, &block),
+            &wire,
             quota,
             Some(&form_wire.number),
         )
         .await?;
         audit(
-            &mut tx,
+            &mut run.tx,
             cloud,
             "red.issued",
             signed.invoice.number().as_str(),
@@ -669,12 +649,12 @@ impl Platform {
             }),
         )
         .await?;
-        tx.commit().await?;
+        run.commit().await?;
         self.inner.wake.notify_one();
         self.count_issued("red");
         Ok(OrderAnswer::Issued {
             order_id: o.order_id.clone(),
-            invoice: WireInvoice::from_signed(&signed).map_err(|e| Step::Failed(e.to_string()))?,
+            invoice: wire,
             tax_status: TaxStatus::Pending,
             form: Some(form_wire),
         })
@@ -704,25 +684,36 @@ impl Platform {
     }
 
     /// Checks the month's quota and returns `(month, used after this invoice)`; writes nothing.
-    pub(crate) async fn check_quota(
+    /// The quota used is read once per transaction; what it issues is counted in `run`.
+    async fn check_quota(
         &self,
-        tx: &mut Tx,
+        run: &mut Issuing,
         e: &Enterprise,
         at: PrimitiveDateTime,
         total: Amount,
     ) -> Result<(String, Amount), Step> {
         let month = format!("{:04}-{:02}", at.year(), u8::from(at.month()));
-        let used: Option<String> =
-            sqlx::query_scalar("SELECT used FROM quota_usage WHERE enterprise = $1 AND month = $2")
-                .bind(&e.taxpayer_id)
-                .bind(&month)
-                .fetch_optional(&mut **tx)
+        let key = (e.taxpayer_id.clone(), month);
+        let used = match run.known.quotas.get(&key) {
+            Some(used) => *used,
+            None => {
+                let used: Option<String> = sqlx::query_scalar(
+                    "SELECT used FROM quota_usage WHERE enterprise = $1 AND month = $2",
+                )
+                .bind(&key.0)
+                .bind(&key.1)
+                .fetch_optional(&mut *run.tx)
                 .await?;
-        let used = used
-            .map(|u| Amount::parse(&u))
-            .transpose()
-            .map_err(|err| Step::Failed(err.to_string()))?
-            .unwrap_or_default();
+                let used = used
+                    .map(|u| Amount::parse(&u))
+                    .transpose()
+                    .map_err(|err| Step::Failed(err.to_string()))?
+                    .unwrap_or_default();
+                run.known.quotas.insert(key.clone(), used);
+                used
+            }
+        };
+        let month = key.1;
         let after = used + total;
         if !total.is_negative() && after > e.monthly_quota {
             return Err(refused(
@@ -756,25 +747,36 @@ impl Platform {
 
     /// Takes the next number of the enterprise's block (carving a block from a range when
     /// needed) and has the device sign. A number consumed by a failed signature is recorded
-    /// void, committed, and the order refused.
+    /// void (committed by the caller) and the order refused.
     async fn number_and_sign(
         &self,
-        tx: &mut Tx,
+        run: &mut Issuing,
         e: &Enterprise,
         draft: InvoiceDraft,
         issued_at: PrimitiveDateTime,
-    ) -> Result<(fapiao_issuer::SignedInvoice, i64, NumberBlock), Step> {
+    ) -> Result<fapiao_issuer::SignedInvoice, Step> {
         let device = self.device(&e.taxpayer_id).map_err(Step::Failed)?;
         let year = u8::try_from(issued_at.year() % 100).unwrap_or(0);
         let province = e.province_code();
-        let (block_id, mut block) = self
-            .block(tx, &e.taxpayer_id, year, province)
-            .await?
-            .ok_or(Step::NeedNumbers { year, province })?;
+        let key = (e.taxpayer_id.clone(), year, province);
+        let (block_id, mut block) = match run.known.blocks.remove(&key) {
+            Some(b) => b,
+            None => self
+                .block(&mut run.tx, &e.taxpayer_id, year, province)
+                .await?
+                .ok_or(Step::NeedNumbers { year, province })?,
+        };
         let issued = tracing::debug_span!("invoice.sign")
             .in_scope(|| device.issue_or_void(draft, &mut block, issued_at));
+        if block.remaining() > 0 {
+            run.block_moved(block_id, &block)?;
+            run.known.blocks.insert(key, (block_id, block));
+        } else {
+            // Written now: the next block is looked for in the database.
+            run.block_spent(block_id, &block).await?;
+        }
         match issued {
-            Ok(signed) => Ok((signed, block_id, block)),
+            Ok(signed) => Ok(signed),
             Err((err, void)) => {
                 if let Some(v) = void {
                     sqlx::query("INSERT INTO void_numbers (number, enterprise, reason, at) VALUES ($1, $2, $3, $4)")
@@ -782,11 +784,10 @@ impl Platform {
                         .bind(&e.taxpayer_id)
                         .bind(&v.reason)
                         .bind(now().unix_timestamp())
-                        .execute(&mut **tx)
+                        .execute(&mut *run.tx)
                         .await?;
-                    save_block(tx, block_id, &block).await?;
                     audit(
-                        tx,
+                        &mut run.tx,
                         "system",
                         "number.voided",
                         v.number.as_str(),
@@ -877,55 +878,47 @@ impl Platform {
         Ok(Some((id, block)))
     }
 
-    /// Everything an issued invoice writes, in one round trip to the database: the block's
-    /// next number, the month's quota, the invoice (record sealed), its order, and its upload
-    /// queued. See [`STORE_ISSUED`].
+    /// Keeps everything an issued invoice writes (its record sealed, its order, its upload,
+    /// the month's quota) to be written as `run` commits.
     #[expect(
         clippy::too_many_arguments,
         reason = "one write of everything an issue changes"
     )]
-    async fn store_issued(
+    async fn stage_issued(
         &self,
-        tx: &mut Tx,
+        run: &mut Issuing,
         e: &Enterprise,
         order_id: &str,
         request_hash: &str,
         signed: &fapiao_issuer::SignedInvoice,
-        (block_id, block): (i64, &NumberBlock),
-        (month, used): (String, Amount),
+        wire: &WireInvoice,
+        quota: (String, Amount),
         form_number: Option<&str>,
     ) -> Result<(), Step> {
         let invoice = &signed.invoice;
-        let wire = WireInvoice::from_signed(signed).map_err(|e| Step::Failed(e.to_string()))?;
         let blue_number = match invoice.draft().kind() {
-            InvoiceKind::Red(r) => Some(r.blue_number.as_str().to_owned()),
+            InvoiceKind::Red(r) => Some(r.blue_number.as_str()),
             InvoiceKind::Blue => None,
         };
         let json =
-            Zeroizing::new(serde_json::to_string(&wire).map_err(|e| Step::Failed(e.to_string()))?);
+            Zeroizing::new(serde_json::to_string(wire).map_err(|e| Step::Failed(e.to_string()))?);
         let record = self
             .inner
             .vault
-            .seal_str(tx, &RECORD.field(), &json)
+            .seal_str(&mut run.tx, &RECORD.field(), &json)
             .await?;
-        sqlx::query(STORE_ISSUED)
-            .bind(invoice.number().as_str())
-            .bind(&e.taxpayer_id)
-            .bind(order_id)
-            .bind(if blue_number.is_some() { "red" } else { "blue" })
-            .bind(&blue_number)
-            .bind(form_number)
-            .bind(fapiao_model::datetime::format(invoice.issued_at()))
-            .bind(invoice.draft().totals().total.to_string())
-            .bind(record)
-            .bind(request_hash)
-            .bind(block_id)
-            .bind(i64::try_from(block.next_sequence()).map_err(|e| Step::Failed(e.to_string()))?)
-            .bind(month)
-            .bind(used.to_string())
-            .bind(now().unix_timestamp())
-            .execute(&mut **tx)
-            .await?;
+        run.stage(Staged {
+            number: invoice.number().as_str(),
+            enterprise: &e.taxpayer_id,
+            order_id,
+            request_hash,
+            blue_number,
+            form_number,
+            issued_at: fapiao_model::datetime::format(invoice.issued_at()),
+            total: invoice.draft().totals().total,
+            record,
+            quota,
+        });
         Ok(())
     }
 
@@ -1100,31 +1093,6 @@ pub(crate) async fn audit(
     detail: &serde_json::Value,
 ) -> Result<(), StoreError> {
     fapiao_store::audit::append(tx, now(), actor, action, subject, detail).await
-}
-
-/// What [`Platform::store_issued`] writes, statement after statement in one round trip (a
-/// failing statement stops the rest, and the caller's transaction or savepoint is rolled
-/// back): `$1` number, `$2` enterprise, `$3` order id, `$4` kind, `$5` blue number, `$6` red
-/// form number, `$7` issued at, `$8` total, `$9` sealed record, `$10` request hash, `$11`
-/// block id, `$12` the block's next sequence, `$13` month, `$14` quota used after this
-/// invoice, `$15` now. Its last statement queues the upload as `crate::outbox::enqueue` queues
-/// an entry (the same columns and initial values): a change to one is a change to both.
-const STORE_ISSUED: &str = "UPDATE blocks SET next = $12 WHERE id = $11;
-    INSERT INTO invoices (number, enterprise, order_id, kind, blue_number, form_number, issued_at, total, record, tax_status)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending');
-    INSERT INTO orders (enterprise, order_id, request_hash, number) VALUES ($2, $3, $10, $1);
-    INSERT INTO quota_usage (enterprise, month, used) VALUES ($2, $13, $14)
-        ON CONFLICT (enterprise, month) DO UPDATE SET used = excluded.used;
-    INSERT INTO outbox (kind, number, state, attempts, next_attempt_at, created_at)
-        VALUES ('upload', $1, 'pending', 0, $15, $15)";
-
-async fn save_block(tx: &mut Tx, id: i64, block: &NumberBlock) -> Result<(), Step> {
-    sqlx::query("UPDATE blocks SET next = $2 WHERE id = $1")
-        .bind(id)
-        .bind(i64::try_from(block.next_sequence()).map_err(|e| Step::Failed(e.to_string()))?)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 impl Platform {

@@ -32,6 +32,7 @@ use zeroize::Zeroizing;
 
 pub mod agents;
 pub mod issue;
+mod issuing;
 pub mod outbox;
 pub mod registry;
 

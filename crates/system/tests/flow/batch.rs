@@ -222,3 +222,82 @@ async fn batch_limits_and_the_enterprise_hosted_queue() {
     }
     env.system.shutdown().await;
 }
+
+/// A batch counts the month's quota order by order (a refused order takes none, a later
+/// smaller one may still fit) and goes from one number block to the next mid-batch; what it
+/// wrote is where the next order finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_counts_quota_order_by_order_and_crosses_number_blocks() {
+    use fapiao_store::sqlx;
+    let env = Env::start().await;
+    let erp = env.erp(SH);
+    let r = post(&erp, "/v1/invoices", &order(SH, "Q-0", "10")).await;
+    assert_eq!(r.status, 201, "{}", json_of(&r));
+    // 127.20 per order ("10": 2 × 10 + 100 at 6 %), 107.06 for "0.50"; room for 60 more
+    // 127.20 orders and then 110.00.
+    admin_patch(&env, SH, json!({"monthly_quota": "7869.20"})).await;
+    let mut orders: Vec<Value> = (1..=60)
+        .map(|i| order(SH, &format!("Q-{i}"), "10"))
+        .collect();
+    orders.push(order(SH, "Q-61", "10"));
+    orders.push(order(SH, "Q-62", "0.50"));
+    orders.push(order(SH, "Q-63", "10"));
+    let r = post(&erp, "/v1/invoices/batch", &json!({ "orders": orders })).await;
+    let v = json_of(&r);
+    assert_eq!(r.status, 200, "{v}");
+    let res = results(&v);
+    let codes: Vec<(u64, &str)> = res
+        .iter()
+        .map(|x| {
+            (
+                x["status"].as_u64().unwrap(),
+                x["error"]["code"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let mut expected = vec![(201, ""); 60];
+    expected.extend([(422, "over_quota"), (201, ""), (422, "over_quota")]);
+    assert_eq!(codes, expected);
+    let mut numbers: Vec<String> = res
+        .iter()
+        .filter_map(|x| x["invoice"]["number"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(numbers.len(), 61);
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 61, "61 distinct numbers");
+
+    // The next order takes the number after the batch's last, from the second block.
+    admin_patch(&env, SH, json!({"monthly_quota": "100000.00"})).await;
+    let r = post(&erp, "/v1/invoices", &order(SH, "Q-64", "10")).await;
+    let after = json_of(&r)["number"].as_str().unwrap().to_owned();
+    assert_eq!(r.status, 201);
+    assert!(
+        numbers.iter().all(|n| *n < after),
+        "{after} after {numbers:?}"
+    );
+    let p = env.system.platform.db().pool();
+    let blocks: Vec<(i64, i64, i64)> =
+        sqlx::query_as("SELECT first, last, next FROM blocks ORDER BY id")
+            .fetch_all(p)
+            .await
+            .unwrap();
+    assert_eq!(blocks.len(), 2, "{blocks:?}");
+    assert_eq!(
+        blocks[0].2,
+        blocks[0].1 + 1,
+        "the first block spent: {blocks:?}"
+    );
+    let taken: i64 = blocks.iter().map(|(first, _, next)| next - first).sum();
+    assert_eq!(taken, 63, "Q-0, 61 of the batch and Q-64: {blocks:?}");
+    let s = snapshot(&env.system).await;
+    assert_eq!(s.platform[..3], [63, 63, 0]);
+    let used = s.quota.iter().find(|(e, _, _)| e == SH).unwrap();
+    assert_eq!(
+        used.2, "7993.46",
+        "Q-0, 60 of the batch and Q-64 at 127.20, Q-62 at 107.06"
+    );
+    settle(&env).await;
+    assert_eq!(snapshot(&env.system).await.tax_invoices, 63);
+    env.system.shutdown().await;
+}

@@ -1,0 +1,312 @@
+//! The write transaction that issues invoices: what it has read, and what it will write.
+//!
+//! An [`Issuing`] holds the write lock from `BEGIN IMMEDIATE` to `COMMIT`, so whatever it
+//! reads stays true until it commits — except what it changes itself, which it keeps in step.
+//! It reads each thing once: the admission of every order of a batch in one query
+//! ([`Issuing::admit_all`]; the registered cloud, each order's enterprise and the order's
+//! earlier request), a month's quota used and an enterprise's number block when first needed.
+//! Orders issued here are remembered, so the same order twice in one batch gets the first
+//! answer. What the invoices write — each invoice with its order and its queued upload, the
+//! blocks' next numbers and the months' quota used — is kept and written in one round trip
+//! just before the commit ([`Issuing::commit`]). A refused order has written nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use fapiao_issuer::NumberBlock;
+use fapiao_model::Amount;
+use fapiao_protocol::client::now;
+use fapiao_protocol::wire::OrderAnswer;
+use fapiao_store::sqlx::{self, Row as _};
+use fapiao_store::{StoreError, Tx};
+
+use crate::registry::{Enterprise, enterprise_from_row};
+
+/// A write transaction issuing invoices (see the module).
+pub(crate) struct Issuing {
+    pub(crate) tx: Tx,
+    pub(crate) known: Known,
+    writes: Writes,
+}
+
+/// What a transaction has read, and changed, of orders, quotas and blocks.
+#[derive(Default)]
+pub(crate) struct Known {
+    /// Admissions read, by `(enterprise, order_id)`.
+    admissions: HashMap<(String, String), Admission>,
+    /// Quota used per `(enterprise, month)`, counting what this transaction issued.
+    pub(crate) quotas: HashMap<(String, String), Amount>,
+    /// Each `(enterprise, year, province)`'s current block: its id and where it stands.
+    pub(crate) blocks: HashMap<(String, u8, u8), (i64, NumberBlock)>,
+}
+
+/// What one row of the admission query says about an order.
+#[derive(Clone)]
+pub(crate) struct Admission {
+    /// The sending cloud is registered.
+    pub(crate) cloud_known: bool,
+    /// The order's enterprise, if registered.
+    pub(crate) enterprise: Option<Enterprise>,
+    /// The order's earlier request, if the order_id was used before.
+    pub(crate) earlier: Option<Earlier>,
+}
+
+/// An order_id used before, with the hash of the request that used it.
+#[derive(Clone)]
+pub(crate) enum Earlier {
+    /// Stored before this transaction: its invoice's number.
+    Stored { hash: String, number: String },
+    /// Issued in this transaction: its answer.
+    Here {
+        hash: String,
+        answer: Box<OrderAnswer>,
+    },
+}
+
+impl Earlier {
+    pub(crate) fn hash(&self) -> &str {
+        match self {
+            Self::Stored { hash, .. } | Self::Here { hash, .. } => hash,
+        }
+    }
+}
+
+fn sequence(block: &NumberBlock) -> Result<i64, StoreError> {
+    i64::try_from(block.next_sequence())
+        .map_err(|e| StoreError::Sqlx(sqlx::Error::Protocol(e.to_string())))
+}
+
+/// One row per asked `[enterprise, order_id]` (`$2`, a JSON array), whatever is registered:
+/// whether the cloud `$1` is, the enterprise if it is, the order if it is.
+const ADMISSIONS: &str = "SELECT json_extract(q.value, '$[0]') AS asked_enterprise,
+        json_extract(q.value, '$[1]') AS asked_order, c.identity AS known_cloud,
+        o.request_hash AS order_hash, o.number AS order_number, e.*
+    FROM json_each($2) q
+    LEFT JOIN clouds c ON c.identity = $1
+    LEFT JOIN enterprises e ON e.taxpayer_id = json_extract(q.value, '$[0]')
+    LEFT JOIN orders o ON o.enterprise = json_extract(q.value, '$[0]')
+        AND o.order_id = json_extract(q.value, '$[1]')";
+
+impl Known {
+    /// Reads the admission of every `(enterprise, order_id)` not read yet, in one query.
+    pub(crate) async fn read_admissions(
+        &mut self,
+        conn: &mut sqlx::SqliteConnection,
+        cloud: &str,
+        orders: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        let asked: Vec<serde_json::Value> = orders
+            .iter()
+            .filter(|(e, o)| {
+                !self
+                    .admissions
+                    .contains_key(&((*e).to_owned(), (*o).to_owned()))
+            })
+            .map(|(e, o)| serde_json::json!([e, o]))
+            .collect();
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let rows = sqlx::query(ADMISSIONS)
+            .bind(cloud)
+            .bind(serde_json::Value::Array(asked).to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut enterprises: HashMap<String, Enterprise> = HashMap::new();
+        for row in rows {
+            let enterprise: String = row.try_get("asked_enterprise")?;
+            let order: String = row.try_get("asked_order")?;
+            let registered = match enterprises.get(&enterprise) {
+                Some(e) => Some(e.clone()),
+                None if row.try_get::<Option<String>, _>("taxpayer_id")?.is_some() => {
+                    let e = enterprise_from_row(&row)?;
+                    enterprises.insert(enterprise.clone(), e.clone());
+                    Some(e)
+                }
+                None => None,
+            };
+            let earlier = match row.try_get::<Option<String>, _>("order_hash")? {
+                Some(hash) => Some(Earlier::Stored {
+                    hash,
+                    number: row.try_get("order_number")?,
+                }),
+                None => None,
+            };
+            self.admissions.insert(
+                (enterprise, order),
+                Admission {
+                    cloud_known: row.try_get::<Option<String>, _>("known_cloud")?.is_some(),
+                    enterprise: registered,
+                    earlier,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The admission read for an order ([`Self::read_admissions`] first).
+    pub(crate) fn admission(&self, enterprise: &str, order_id: &str) -> Option<&Admission> {
+        self.admissions
+            .get(&(enterprise.to_owned(), order_id.to_owned()))
+    }
+
+    /// Remembers an order issued in this transaction, for the same order again.
+    pub(crate) fn issued(
+        &mut self,
+        enterprise: &Enterprise,
+        order_id: &str,
+        hash: &str,
+        answer: &OrderAnswer,
+    ) {
+        self.admissions.insert(
+            (enterprise.taxpayer_id.clone(), order_id.to_owned()),
+            Admission {
+                cloud_known: true,
+                enterprise: Some(enterprise.clone()),
+                earlier: Some(Earlier::Here {
+                    hash: hash.to_owned(),
+                    answer: Box::new(answer.clone()),
+                }),
+            },
+        );
+    }
+}
+
+/// What the invoices of a transaction write, kept until it commits.
+#[derive(Default)]
+struct Writes {
+    /// `[number, enterprise, order_id, kind, blue_number, form_number, issued_at, total,
+    /// record, request_hash]` per invoice.
+    invoices: Vec<serde_json::Value>,
+    /// Each block's next sequence.
+    blocks: BTreeMap<i64, i64>,
+    /// Each `(enterprise, month)`'s quota used.
+    quotas: BTreeMap<(String, String), String>,
+}
+
+/// An issued invoice as [`Issuing::stage`] keeps it.
+pub(crate) struct Staged<'a> {
+    pub(crate) number: &'a str,
+    pub(crate) enterprise: &'a str,
+    pub(crate) order_id: &'a str,
+    pub(crate) request_hash: &'a str,
+    pub(crate) blue_number: Option<&'a str>,
+    pub(crate) form_number: Option<&'a str>,
+    pub(crate) issued_at: String,
+    pub(crate) total: Amount,
+    /// The sealed record.
+    pub(crate) record: String,
+    /// `(month, used after this invoice)`.
+    pub(crate) quota: (String, Amount),
+}
+
+/// What [`Issuing::commit`] writes, statement after statement in one round trip (a failing
+/// statement stops the rest, and the commit does not happen): `$1` the invoices (JSON rows
+/// as [`Writes::invoices`]) with their orders and their queued uploads, `$2` the blocks'
+/// next sequences (`[id, next]`), `$3` the months' quota used (`[enterprise, month, used]`),
+/// `$4` now. The upload is queued as `crate::outbox::enqueue` queues an entry (the same
+/// columns and initial values): a change to one is a change to both.
+const WRITE_ISSUED: &str = "INSERT INTO invoices (number, enterprise, order_id, kind, blue_number,
+        form_number, issued_at, total, record, tax_status)
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+        json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+        json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
+        'pending'
+    FROM json_each($1) ORDER BY key;
+    INSERT INTO orders (enterprise, order_id, request_hash, number)
+    SELECT json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[9]'),
+        json_extract(value, '$[0]')
+    FROM json_each($1) ORDER BY key;
+    INSERT INTO outbox (kind, number, state, attempts, next_attempt_at, created_at)
+    SELECT 'upload', json_extract(value, '$[0]'), 'pending', 0, $4, $4
+    FROM json_each($1) ORDER BY key;
+    UPDATE blocks SET next = json_extract(b.value, '$[1]')
+    FROM json_each($2) b WHERE blocks.id = json_extract(b.value, '$[0]');
+    INSERT INTO quota_usage (enterprise, month, used)
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+    FROM json_each($3) WHERE true
+    ON CONFLICT (enterprise, month) DO UPDATE SET used = excluded.used";
+
+impl Issuing {
+    /// Begins the write transaction.
+    pub(crate) fn new(tx: Tx) -> Self {
+        Self {
+            tx,
+            known: Known::default(),
+            writes: Writes::default(),
+        }
+    }
+
+    /// Keeps a block's next sequence to write.
+    pub(crate) fn block_moved(&mut self, id: i64, block: &NumberBlock) -> Result<(), StoreError> {
+        self.writes.blocks.insert(id, sequence(block)?);
+        Ok(())
+    }
+
+    /// Writes a block's next sequence now (it has no numbers left).
+    pub(crate) async fn block_spent(
+        &mut self,
+        id: i64,
+        block: &NumberBlock,
+    ) -> Result<(), StoreError> {
+        self.writes.blocks.remove(&id);
+        sqlx::query("UPDATE blocks SET next = $2 WHERE id = $1")
+            .bind(id)
+            .bind(sequence(block)?)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps an issued invoice to write, with its order, its upload and the quota it used.
+    pub(crate) fn stage(&mut self, s: Staged<'_>) {
+        let kind = if s.blue_number.is_some() {
+            "red"
+        } else {
+            "blue"
+        };
+        self.writes.invoices.push(serde_json::json!([
+            s.number,
+            s.enterprise,
+            s.order_id,
+            kind,
+            s.blue_number,
+            s.form_number,
+            s.issued_at,
+            s.total.to_string(),
+            s.record,
+            s.request_hash,
+        ]));
+        let (month, used) = s.quota;
+        self.writes
+            .quotas
+            .insert((s.enterprise.to_owned(), month.clone()), used.to_string());
+        self.known
+            .quotas
+            .insert((s.enterprise.to_owned(), month), used);
+    }
+
+    /// Writes what was kept, then commits (with the audit records).
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        let w = std::mem::take(&mut self.writes);
+        if !(w.invoices.is_empty() && w.blocks.is_empty() && w.quotas.is_empty()) {
+            let blocks: Vec<serde_json::Value> = w
+                .blocks
+                .into_iter()
+                .map(|(id, next)| serde_json::json!([id, next]))
+                .collect();
+            let quotas: Vec<serde_json::Value> = w
+                .quotas
+                .into_iter()
+                .map(|((e, m), used)| serde_json::json!([e, m, used]))
+                .collect();
+            sqlx::query(WRITE_ISSUED)
+                .bind(serde_json::Value::Array(w.invoices).to_string())
+                .bind(serde_json::Value::Array(blocks).to_string())
+                .bind(serde_json::Value::Array(quotas).to_string())
+                .bind(now().unix_timestamp())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await
+    }
+}
