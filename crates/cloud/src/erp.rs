@@ -463,13 +463,9 @@ impl Cloud {
             None => db.begin_write().await,
         }
         .map_err(|e| not_begun(rid, &e))?;
-        let mut fresh = Vec::with_capacity(issued.len());
-        for (i, s) in issued.iter().zip(&signed) {
-            fresh.push(
-                self.insert_issued(&mut tx, enterprise, i, &s.invoice, rid)
-                    .await?,
-            );
-        }
+        let fresh = self
+            .insert_issued(&mut tx, enterprise, &issued, &signed, rid)
+            .await?;
         tx.commit()
             .instrument(tracing::debug_span!("db.commit"))
             .await
@@ -511,30 +507,93 @@ impl Cloud {
         Ok(signed)
     }
 
-    /// Inserts one checked invoice with its order (and its webhook and audit entry when new)
-    /// in the caller's transaction.
+    /// Inserts checked invoices with their orders in the caller's transaction, in two round
+    /// trips whatever their number: the invoices not stored before, then their orders queued
+    /// for the agent marked issued, their webhooks queued, their audit entries, and the
+    /// status notices that came before them taken. Per invoice, the view of what was just
+    /// stored; `None` for one stored before (or repeated) or that an early notice changed.
     async fn insert_issued(
+        &self,
+        tx: &mut fapiao_store::Tx,
+        enterprise: &str,
+        issued: &[Issued],
+        signed: &[fapiao_issuer::SignedInvoice],
+        rid: &str,
+    ) -> Result<Vec<Option<InvoiceView>>, ApiError> {
+        let mut rows = Vec::with_capacity(issued.len());
+        for (i, s) in issued.iter().zip(signed) {
+            rows.push(self.invoice_row(tx, enterprise, i, &s.invoice, rid).await?);
+        }
+        let inserted: std::collections::HashSet<String> = sqlx::query_scalar(INSERT_ISSUED)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| internal(rid, &e))?
+            .into_iter()
+            .collect();
+        let mut fresh: Vec<Option<InvoiceView>> = Vec::with_capacity(issued.len());
+        let mut new_numbers = Vec::new();
+        let mut orders = Vec::with_capacity(issued.len());
+        for (i, s) in issued.iter().zip(signed) {
+            let inv = &s.invoice;
+            let number = inv.number().as_str();
+            orders.push(serde_json::json!([i.order_id, number]));
+            // The first of an invoice repeated in one batch is the one inserted.
+            if !inserted.contains(number) || new_numbers.contains(&number) {
+                fresh.push(None);
+                continue;
+            }
+            new_numbers.push(number);
+            let view = issued_view(i, inv);
+            fapiao_store::audit::append(
+                tx,
+                now(),
+                &format!("erp:{enterprise}"),
+                "invoice.stored",
+                number,
+                &serde_json::json!({"order_id": i.order_id, "kind": view.kind, "request_id": rid}),
+            )
+            .await
+            .map_err(|e| internal(rid, &e))?;
+            fresh.push(Some(view));
+        }
+        let early = sqlx::query(AssertSqlSafe(STORED.as_str()))
+            .bind(enterprise)
+            .bind(serde_json::Value::Array(orders).to_string())
+            .bind(now().unix_timestamp())
+            .bind(serde_json::json!(new_numbers).to_string())
+            .bind("invoice.issued")
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| internal(rid, &e))?;
+        for row in &early {
+            let number: String = row.try_get("number").map_err(|e| internal(rid, &e))?;
+            self.apply_early_notice(tx, enterprise, &number, row)
+                .await
+                .map_err(|e| internal(rid, &e))?;
+            // Changed by the notice: read back.
+            for (s, view) in signed.iter().zip(fresh.iter_mut()) {
+                if s.invoice.number().as_str() == number {
+                    *view = None;
+                }
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// An invoice as a row of [`INSERT_ISSUED`], its record sealed.
+    async fn invoice_row(
         &self,
         tx: &mut fapiao_store::Tx,
         enterprise: &str,
         issued: &Issued,
         inv: &fapiao_model::Invoice,
         rid: &str,
-    ) -> Result<Option<InvoiceView>, ApiError> {
-        let Issued {
-            order_id,
-            request_hash,
-            invoice,
-            tax_status,
-            form,
-        } = issued;
+    ) -> Result<serde_json::Value, ApiError> {
         let d = inv.draft();
-        let blue_number = match d.kind() {
-            InvoiceKind::Red(r) => Some(r.blue_number.as_str().to_owned()),
-            InvoiceKind::Blue => None,
-        };
-        let json =
-            zeroize::Zeroizing::new(serde_json::to_string(invoice).map_err(|e| internal(rid, &e))?);
+        let json = zeroize::Zeroizing::new(
+            serde_json::to_string(&issued.invoice).map_err(|e| internal(rid, &e))?,
+        );
         let record = self
             .inner
             .vault
@@ -548,92 +607,26 @@ impl Cloud {
             .map(|t| t.as_str())
             .or_else(|| buyer.id_number.as_ref().map(|i| i.expose()))
             .map(|id| self.inner.vault.blind_index(BUYER_INDEX, id));
-        let number = inv.number().as_str();
-        let kind = if blue_number.is_some() { "red" } else { "blue" };
-        let inserted = sqlx::query(
-            "INSERT INTO invoices (number, enterprise, order_id, request_hash, kind, blue_number, form,
-                issued_at, buyer_name, buyer_id, total, tax_status, record, buyer_index)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-             ON CONFLICT (number) DO NOTHING",
-        )
-        .bind(number)
-        .bind(enterprise)
-        .bind(order_id)
-        .bind(request_hash)
-        .bind(kind)
-        .bind(&blue_number)
-        .bind(form.as_ref().map(|f| serde_json::to_string(f).unwrap_or_default()))
-        .bind(fapiao_model::datetime::format(inv.issued_at()))
-        .bind(fapiao_model::mask::buyer_name(buyer))
-        .bind(fapiao_model::mask::buyer_id(buyer))
-        .bind(d.totals().total.to_string())
-        .bind(tax_status.as_str())
-        .bind(record)
-        .bind(buyer_index)
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| internal(rid, &e))?
-        .rows_affected();
-        if inserted == 0 {
-            // Stored before: only an order queued for the enterprise's agent may be new.
-            sqlx::query(ISSUED_QUEUED)
-                .bind(enterprise)
-                .bind(order_id)
-                .bind(number)
-                .bind(now().unix_timestamp())
-                .execute(&mut **tx)
-                .await
-                .map_err(|e| internal(rid, &e))?;
-            return Ok(None);
-        }
-        fapiao_store::audit::append(
-            tx,
-            now(),
-            &format!("erp:{enterprise}"),
-            "invoice.stored",
-            number,
-            &serde_json::json!({"order_id": order_id, "kind": kind, "request_id": rid}),
-        )
-        .await
-        .map_err(|e| internal(rid, &e))?;
-        // New: the queued order (if any) is issued, its webhook queued, and a status notice
-        // that came before it (kept by the notice handler) taken — one round trip.
-        static NEW_ISSUED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!(
-                "{ISSUED_QUEUED}; {}; DELETE FROM early_notices WHERE number = $3 AND enterprise = $1
-                 RETURNING tax_status, tax_reason, receipt",
-                crate::webhook::ENQUEUE
-            )
-        });
-        let early = sqlx::query(AssertSqlSafe(NEW_ISSUED.as_str()))
-            .bind(enterprise)
-            .bind(order_id)
-            .bind(number)
-            .bind(now().unix_timestamp())
-            .bind("invoice.issued")
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(|e| internal(rid, &e))?;
-        if let Some(early) = early {
-            self.apply_early_notice(tx, enterprise, number, &early)
-                .await
-                .map_err(|e| internal(rid, &e))?;
-            return Ok(None);
-        }
-        // What was just stored, as a read of the row would give it.
-        Ok(Some(InvoiceView {
-            number: number.to_owned(),
-            order_id: order_id.clone(),
-            kind: kind.to_owned(),
+        let blue_number = red_of(inv);
+        Ok(serde_json::json!([
+            inv.number().as_str(),
+            enterprise,
+            issued.order_id,
+            issued.request_hash,
+            if blue_number.is_some() { "red" } else { "blue" },
             blue_number,
-            form: form.clone(),
-            issued_at: fapiao_model::datetime::format(inv.issued_at()),
-            total: d.totals().total.to_string(),
-            tax_status: *tax_status,
-            tax_reason: None,
-            invoice: invoice.clone(),
-            receipt: None,
-        }))
+            issued
+                .form
+                .as_ref()
+                .map(|f| serde_json::to_string(f).unwrap_or_default()),
+            fapiao_model::datetime::format(inv.issued_at()),
+            fapiao_model::mask::buyer_name(buyer),
+            fapiao_model::mask::buyer_id(buyer),
+            d.totals().total.to_string(),
+            issued.tax_status.as_str(),
+            record,
+            buyer_index,
+        ]))
     }
 
     /// A status notice that came before the invoice (kept by the notice handler, taken as
@@ -663,11 +656,66 @@ impl Cloud {
     }
 }
 
-/// An order queued for the enterprise's agent is issued now: `$1` enterprise, `$2` order id,
-/// `$3` number, `$4` now (the numbering of [`crate::webhook::ENQUEUE`], sent with it).
-const ISSUED_QUEUED: &str =
-    "UPDATE queued_orders SET state = 'issued', number = $3, updated_at = $4
-     WHERE enterprise = $1 AND order_id = $2";
+/// Inserts invoices not stored before, from the JSON array `$1` of rows `[number,
+/// enterprise, order_id, request_hash, kind, blue_number, form, issued_at, buyer_name,
+/// buyer_id, total, tax_status, record, buyer_index]`; the numbers inserted.
+const INSERT_ISSUED: &str = "INSERT INTO invoices (number, enterprise, order_id, request_hash,
+        kind, blue_number, form, issued_at, buyer_name, buyer_id, total, tax_status, record,
+        buyer_index)
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
+        json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+        json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
+        json_extract(value, '$[9]'), json_extract(value, '$[10]'), json_extract(value, '$[11]'),
+        json_extract(value, '$[12]'), json_extract(value, '$[13]')
+    FROM json_each($1) WHERE true ORDER BY key
+    ON CONFLICT (number) DO NOTHING
+    RETURNING number";
+
+/// Orders queued for the enterprise's agent are issued now: `$1` enterprise, `$2` JSON array
+/// of `[order_id, number]`, `$3` now (the numbering of [`crate::webhook::ENQUEUE`], sent with
+/// it).
+const ISSUED_QUEUED: &str = "UPDATE queued_orders SET state = 'issued',
+        number = json_extract(q.value, '$[1]'), updated_at = $3
+    FROM json_each($2) q
+    WHERE queued_orders.enterprise = $1 AND queued_orders.order_id = json_extract(q.value, '$[0]')";
+
+/// After [`INSERT_ISSUED`], one round trip: the orders queued for the agent (`$2`, every
+/// invoice) marked issued, the new invoices' (`$4`) webhooks queued, and status notices that
+/// came before them (kept by the notice handler) taken, returned.
+static STORED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "{ISSUED_QUEUED}; {}; DELETE FROM early_notices
+         WHERE enterprise = $1 AND number IN (SELECT value FROM json_each($4))
+         RETURNING number, tax_status, tax_reason, receipt",
+        crate::webhook::ENQUEUE
+    )
+});
+
+/// The blue number a red invoice reverses.
+fn red_of(inv: &fapiao_model::Invoice) -> Option<String> {
+    match inv.draft().kind() {
+        InvoiceKind::Red(r) => Some(r.blue_number.as_str().to_owned()),
+        InvoiceKind::Blue => None,
+    }
+}
+
+/// What was just stored for an invoice, as a read of the row would give it.
+fn issued_view(issued: &Issued, inv: &fapiao_model::Invoice) -> InvoiceView {
+    let blue_number = red_of(inv);
+    InvoiceView {
+        number: inv.number().as_str().to_owned(),
+        order_id: issued.order_id.clone(),
+        kind: if blue_number.is_some() { "red" } else { "blue" }.to_owned(),
+        blue_number,
+        form: issued.form.clone(),
+        issued_at: fapiao_model::datetime::format(inv.issued_at()),
+        total: inv.draft().totals().total.to_string(),
+        tax_status: issued.tax_status,
+        tax_reason: None,
+        invoice: issued.invoice.clone(),
+        receipt: None,
+    }
+}
 
 /// An invoice platform issued for an order, as cloud stores it.
 pub(crate) struct Issued {

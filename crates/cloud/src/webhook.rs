@@ -24,14 +24,15 @@ use serde_json::json;
 
 use crate::Cloud;
 
-/// Queues an event for the enterprise's webhook, if it has one: `$1` enterprise, `$3`
-/// invoice number, `$4` now (Unix seconds), `$5` event. A statement for the transaction of
-/// the change, sent with others (see `ISSUED_QUEUED` in [`crate::erp`], whose numbering it
-/// shares).
+/// Queues an event for the enterprise's webhook, if it has one: `$1` enterprise, `$3` now
+/// (Unix seconds), `$4` JSON array of invoice numbers (one event each, in order), `$5` event.
+/// A statement for the transaction of the change, sent with others (see `ISSUED_QUEUED` in
+/// [`crate::erp`], whose numbering it shares).
 pub(crate) const ENQUEUE: &str = "INSERT INTO webhooks
         (enterprise, event, number, state, attempts, next_attempt_at, created_at)
-    SELECT taxpayer_id, $5, $3, 'pending', 0, $4, $4 FROM enterprises
-    WHERE taxpayer_id = $1 AND webhook_url IS NOT NULL";
+    SELECT e.taxpayer_id, $5, n.value, 'pending', 0, $3, $3
+    FROM json_each($4) n JOIN enterprises e ON e.taxpayer_id = $1 AND e.webhook_url IS NOT NULL
+    ORDER BY n.key";
 
 /// The role's background worker.
 pub type Workers = fapiao_service::Worker;
