@@ -291,7 +291,7 @@ impl Cloud {
             "SELECT e.hosting AS enterprise_hosting, i.*
              FROM enterprises e
              LEFT JOIN invoices i ON i.enterprise = e.taxpayer_id
-                 AND i.order_id IN (SELECT value FROM json_each($2))
+                 AND i.order_id IN (SELECT value FROM jsonb_each($2))
              WHERE e.taxpayer_id = $1",
         )
         .bind(enterprise)
@@ -667,7 +667,7 @@ const INSERT_ISSUED: &str = "INSERT INTO invoices (number, enterprise, order_id,
         json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
         json_extract(value, '$[9]'), json_extract(value, '$[10]'), json_extract(value, '$[11]'),
         json_extract(value, '$[12]'), json_extract(value, '$[13]')
-    FROM json_each($1) WHERE true ORDER BY key
+    FROM jsonb_each($1) WHERE true ORDER BY key
     ON CONFLICT (number) DO NOTHING
     RETURNING number";
 
@@ -676,7 +676,7 @@ const INSERT_ISSUED: &str = "INSERT INTO invoices (number, enterprise, order_id,
 /// it).
 const ISSUED_QUEUED: &str = "UPDATE queued_orders SET state = 'issued',
         number = json_extract(q.value, '$[1]'), updated_at = $3
-    FROM json_each($2) q
+    FROM jsonb_each($2) q
     WHERE queued_orders.enterprise = $1 AND queued_orders.order_id = json_extract(q.value, '$[0]')";
 
 /// After [`INSERT_ISSUED`], one round trip: the orders queued for the agent (`$2`, every
@@ -685,7 +685,7 @@ const ISSUED_QUEUED: &str = "UPDATE queued_orders SET state = 'issued',
 static STORED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "{ISSUED_QUEUED}; {}; DELETE FROM early_notices
-         WHERE enterprise = $1 AND number IN (SELECT value FROM json_each($4))
+         WHERE enterprise = $1 AND number IN (SELECT value FROM jsonb_each($4))
          RETURNING number, tax_status, tax_reason, receipt",
         crate::webhook::ENQUEUE
     )

@@ -459,7 +459,7 @@ macro_rules! notice_rows {
         "SELECT key AS k, json_extract(value, '$.number') AS number,
              json_extract(value, '$.enterprise') AS enterprise,
              json_extract(value, '$.status') AS status, json_extract(value, '$.reason') AS reason,
-             json_extract(value, '$.receipt') AS receipt FROM json_each($1)"
+             json_extract(value, '$.receipt') AS receipt FROM jsonb_each($1)"
     };
 }
 

@@ -31,7 +31,7 @@ use crate::Cloud;
 pub(crate) const ENQUEUE: &str = "INSERT INTO webhooks
         (enterprise, event, number, state, attempts, next_attempt_at, created_at)
     SELECT e.taxpayer_id, $5, n.value, 'pending', 0, $3, $3
-    FROM json_each($4) n JOIN enterprises e ON e.taxpayer_id = $1 AND e.webhook_url IS NOT NULL
+    FROM jsonb_each($4) n JOIN enterprises e ON e.taxpayer_id = $1 AND e.webhook_url IS NOT NULL
     ORDER BY n.key";
 
 /// The role's background worker.

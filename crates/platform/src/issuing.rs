@@ -80,7 +80,7 @@ fn sequence(block: &NumberBlock) -> Result<i64, StoreError> {
 const ADMISSIONS: &str = "SELECT json_extract(q.value, '$[0]') AS asked_enterprise,
         json_extract(q.value, '$[1]') AS asked_order, c.identity AS known_cloud,
         o.request_hash AS order_hash, o.number AS order_number, e.*
-    FROM json_each($2) q
+    FROM jsonb_each($2) q
     LEFT JOIN clouds c ON c.identity = $1
     LEFT JOIN enterprises e ON e.taxpayer_id = json_extract(q.value, '$[0]')
     LEFT JOIN orders o ON o.enterprise = json_extract(q.value, '$[0]')
@@ -211,19 +211,19 @@ const WRITE_ISSUED: &str = "INSERT INTO invoices (number, enterprise, order_id, 
         json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
         json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
         'pending'
-    FROM json_each($1) ORDER BY key;
+    FROM jsonb_each($1) ORDER BY key;
     INSERT INTO orders (enterprise, order_id, request_hash, number)
     SELECT json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[9]'),
         json_extract(value, '$[0]')
-    FROM json_each($1) ORDER BY key;
+    FROM jsonb_each($1) ORDER BY key;
     INSERT INTO outbox (kind, number, state, attempts, next_attempt_at, created_at)
     SELECT 'upload', json_extract(value, '$[0]'), 'pending', 0, $4, $4
-    FROM json_each($1) ORDER BY key;
+    FROM jsonb_each($1) ORDER BY key;
     UPDATE blocks SET next = json_extract(b.value, '$[1]')
-    FROM json_each($2) b WHERE blocks.id = json_extract(b.value, '$[0]');
+    FROM jsonb_each($2) b WHERE blocks.id = json_extract(b.value, '$[0]');
     INSERT INTO quota_usage (enterprise, month, used)
     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
-    FROM json_each($3) WHERE true
+    FROM jsonb_each($3) WHERE true
     ON CONFLICT (enterprise, month) DO UPDATE SET used = excluded.used";
 
 impl Issuing {

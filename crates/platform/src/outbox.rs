@@ -80,7 +80,7 @@ async fn record_usual(
     if !notified.is_empty() {
         sqlx::query(
             "UPDATE outbox SET state = 'done', attempts = attempts + 1, done_at = $2
-             WHERE id IN (SELECT value FROM json_each($1))",
+             WHERE id IN (SELECT value FROM jsonb_each($1))",
         )
         .bind(serde_json::Value::Array(notified).to_string())
         .bind(t)
@@ -94,7 +94,7 @@ async fn record_usual(
                           json_extract(value, '$[1]') AS status,
                           json_extract(value, '$[2]') AS reason,
                           json_extract(value, '$[3]') AS receipt
-                   FROM json_each($1)) AS r
+                   FROM jsonb_each($1)) AS r
              WHERE invoices.number = r.number",
         )
         .bind(serde_json::Value::Array(receipts).to_string())
@@ -106,7 +106,7 @@ async fn record_usual(
              FROM (SELECT json_extract(value, '$[0]') AS id,
                           json_extract(value, '$[1]') AS state,
                           json_extract(value, '$[2]') AS reason
-                   FROM json_each($1)) AS u
+                   FROM jsonb_each($1)) AS u
              WHERE outbox.id = u.id",
         )
         .bind(serde_json::Value::Array(uploaded).to_string())
@@ -154,7 +154,7 @@ struct Entry {
     attempts: i64,
 }
 
-/// The entries' invoice numbers as a JSON array, for `json_each`.
+/// The entries' invoice numbers as a JSON array, for `jsonb_each`.
 fn numbers_json(entries: &[Entry]) -> String {
     serde_json::Value::from(
         entries
@@ -545,7 +545,7 @@ impl Platform {
     ) -> Result<HashMap<String, String>, StoreError> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT number, record FROM invoices
-             WHERE number IN (SELECT value FROM json_each($1))",
+             WHERE number IN (SELECT value FROM jsonb_each($1))",
         )
         .bind(numbers_json(entries))
         .fetch_all(&mut *self.inner.db.read().await?)
@@ -690,7 +690,7 @@ impl Platform {
                  i.issued_by IS NOT NULL AS by_agent, c.identity, c.url
              FROM invoices i JOIN enterprises e ON e.taxpayer_id = i.enterprise
                  LEFT JOIN clouds c ON c.identity = e.cloud
-             WHERE i.number IN (SELECT value FROM json_each($1))",
+             WHERE i.number IN (SELECT value FROM jsonb_each($1))",
         )
         .bind(numbers_json(entries))
         .fetch_all(&mut *self.inner.db.read().await?)

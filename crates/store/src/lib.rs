@@ -1067,7 +1067,7 @@ async fn write_group(
     let inserted: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO seen_messages (sender, message_id, expires_at)
          SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
-         FROM json_each($1) WHERE true
+         FROM jsonb_each($1) WHERE true
          ON CONFLICT (sender, message_id) DO UPDATE SET expires_at = excluded.expires_at
              WHERE seen_messages.expires_at <= $2
          RETURNING sender, message_id",
@@ -1117,7 +1117,7 @@ async fn delete_expired<'e>(
 }
 
 /// Inserts `rows` into `table` in one statement, whatever their number: each row a JSON
-/// array of its values in `columns` order (`INSERT … SELECT … FROM json_each`). Returns how
+/// array of its values in `columns` order (`INSERT … SELECT … FROM jsonb_each`). Returns how
 /// many went in.
 ///
 /// # Errors
@@ -1152,7 +1152,7 @@ pub(crate) async fn insert_rows_then(
     // `table`, `columns` and `then` are `'static` constants of this crate or the calling
     // one, never input.
     let mut sql = format!(
-        "INSERT INTO {table} ({}) SELECT {} FROM json_each($1)",
+        "INSERT INTO {table} ({}) SELECT {} FROM jsonb_each($1)",
         columns.join(", "),
         values.join(", ")
     );

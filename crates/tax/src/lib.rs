@@ -829,14 +829,14 @@ impl Batch {
         }
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT number, content_hash, receipt FROM invoices
-             WHERE number IN (SELECT value FROM json_each($1))",
+             WHERE number IN (SELECT value FROM jsonb_each($1))",
         )
         .bind(serde_json::Value::Array(numbers).to_string())
         .fetch_all(&mut **tx)
         .await?;
         batch.on_record = rows.into_iter().map(|(n, h, r)| (n, (h, r))).collect();
         let granted: Vec<i64> = sqlx::query_scalar(
-            "SELECT json_extract(p.value, '$[0]') FROM json_each($2) p
+            "SELECT json_extract(p.value, '$[0]') FROM jsonb_each($2) p
              WHERE EXISTS (SELECT 1 FROM ranges r WHERE r.uploader = $1
                 AND r.year = json_extract(p.value, '$[1]')
                 AND r.province = json_extract(p.value, '$[2]')
