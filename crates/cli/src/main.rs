@@ -25,6 +25,12 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use fapiao_crypto::Suite;
 
+/// mimalloc, not glibc's allocator: batched orders move buffers of hundreds of KB, whose
+/// frees make glibc consolidate its free lists (a fifth of the CPU of `fapiao bench --batch
+/// 100` in glibc's `malloc`/`free`; half that with mimalloc, for about 35 MiB more resident).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Fapiao issues Chinese electronic VAT invoices (数电票) secured with SM2/SM3/SM4.
 #[derive(Debug, Parser)]
 #[command(name = "fapiao", version, about, long_about = None)]
