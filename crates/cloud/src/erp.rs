@@ -784,7 +784,7 @@ async fn issue(
 }
 
 /// A JSON answer with its status and the request id, or the error.
-fn answer(outcome: Result<(StatusCode, serde_json::Value), ApiError>, rid: String) -> Response {
+fn answer(outcome: Result<(StatusCode, Json), ApiError>, rid: String) -> Response {
     match outcome {
         Ok((status, v)) => (
             status,
@@ -804,7 +804,7 @@ async fn issue_order(
     nonce: &Arrival,
     body: &[u8],
     rid: &str,
-) -> Result<(StatusCode, serde_json::Value), ApiError> {
+) -> Result<(StatusCode, Json), ApiError> {
     let order: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(Code::InvalidRequest, format!("body is not JSON: {e}"), rid))?;
     let Some(order_id) = order
@@ -902,21 +902,47 @@ async fn batch(
 
 /// One order's result in a batch answer: its HTTP status as if sent alone, and the invoice
 /// (201 issued, 200 issued before), the queued order (202) or the error.
-fn batch_item(
-    order_id: Option<&str>,
-    outcome: Result<(StatusCode, serde_json::Value), ApiError>,
-) -> serde_json::Value {
+#[derive(Serialize)]
+struct BatchItem {
+    order_id: Option<String>,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invoice: Option<Json>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order: Option<Json>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ApiError>,
+}
+
+/// The answer to a batch: one result per order, in order.
+#[derive(Serialize)]
+struct BatchResults {
+    results: Vec<Option<BatchItem>>,
+}
+
+fn batch_item(order_id: Option<&str>, outcome: Result<(StatusCode, Json), ApiError>) -> BatchItem {
+    let mut item = BatchItem {
+        order_id: order_id.map(str::to_owned),
+        status: 0,
+        invoice: None,
+        order: None,
+        error: None,
+    };
     match outcome {
         Ok((status, v)) => {
-            let key = if status == StatusCode::ACCEPTED {
-                "order"
+            item.status = status.as_u16();
+            if status == StatusCode::ACCEPTED {
+                item.order = Some(v);
             } else {
-                "invoice"
-            };
-            serde_json::json!({"order_id": order_id, "status": status.as_u16(), key: v})
+                item.invoice = Some(v);
+            }
         }
-        Err(e) => serde_json::json!({"order_id": order_id, "status": e.status(), "error": e}),
+        Err(e) => {
+            item.status = e.status();
+            item.error = Some(e);
+        }
     }
+    item
 }
 
 /// Many blue orders in one signed request (at most [`IssueBatch::MAX`]). Every order is
@@ -930,7 +956,7 @@ async fn issue_batch(
     nonce: &Arrival,
     body: &[u8],
     rid: &str,
-) -> Result<serde_json::Value, ApiError> {
+) -> Result<Json, ApiError> {
     let batch: BatchBody = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             Code::InvalidRequest,
@@ -958,7 +984,7 @@ async fn issue_batch(
         .stored(enterprise, &order_ids)
         .await
         .map_err(|e| internal(rid, &e))?;
-    let mut results: Vec<Option<serde_json::Value>> = vec![None; batch.orders.len()];
+    let mut results: Vec<Option<BatchItem>> = (0..batch.orders.len()).map(|_| None).collect();
     let mut pending: Vec<(usize, IssueOrder)> = Vec::new();
     for (i, order) in batch.orders.into_iter().enumerate() {
         let Some(order_id) = order
@@ -1017,7 +1043,7 @@ async fn issue_batch(
         }
         tracing::info!(request_id = %rid, issued, "batch issued");
     }
-    Ok(serde_json::json!({ "results": results }))
+    to_json(&BatchResults { results }, rid)
 }
 
 impl Cloud {
@@ -1095,9 +1121,12 @@ impl Cloud {
     }
 }
 
-pub(crate) fn to_json<T: Serialize>(v: &T, rid: &str) -> Result<serde_json::Value, ApiError> {
-    serde_json::to_value(v).map_err(|e| internal(rid, &e))
+pub(crate) fn to_json<T: Serialize>(v: &T, rid: &str) -> Result<Json, ApiError> {
+    serde_json::value::to_raw_value(v).map_err(|e| internal(rid, &e))
 }
+
+/// A JSON answer body, serialized once (not a `serde_json::Value` tree).
+pub(crate) type Json = Box<serde_json::value::RawValue>;
 
 /// The body of a red request.
 #[derive(Debug, Deserialize)]
@@ -1150,7 +1179,7 @@ async fn issue_red(
     number: String,
     body: &[u8],
     rid: &str,
-) -> Result<(StatusCode, serde_json::Value), ApiError> {
+) -> Result<(StatusCode, Json), ApiError> {
     let b: RedBody = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(Code::InvalidRequest, format!("body: {e}"), rid))?;
     let hash = body_hash(body);

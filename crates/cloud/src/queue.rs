@@ -63,7 +63,7 @@ impl Cloud {
         order: QueuedOrder,
         nonce: &Arrival,
         rid: &str,
-    ) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    ) -> Result<(StatusCode, crate::erp::Json), ApiError> {
         let order_id = order.order_id().to_owned();
         let hash = order.request_hash().to_owned();
         let fail = |e: &dyn std::fmt::Display| internal(rid, e);

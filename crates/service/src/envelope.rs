@@ -67,7 +67,7 @@ impl Incoming {
     /// # Errors
     /// The refusal to answer with.
     pub fn body<T: serde::de::DeserializeOwned>(&self) -> Result<T, Outgoing> {
-        serde_json::from_value(self.body.clone()).map_err(|e| {
+        T::deserialize(&self.body).map_err(|e| {
             Outgoing::refusal(&Refusal::new(
                 Code::InvalidRequest,
                 format!("{} body: {e}", self.message.header.message_type),
