@@ -479,6 +479,18 @@ pub(crate) async fn run(
         .await
         .context("counting cloud's pending invoices")
     };
+    // What platform's outbox still has to upload or tell cloud, from an index: polled while
+    // uploads catch up, where `pending` reads every row of cloud's invoices (a scan that, every
+    // 100 ms over tens of thousands of invoices, costs more CPU than the uploads themselves).
+    // `pending` has the last word.
+    let outbox = || async {
+        fapiao_store::sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM outbox WHERE state = 'pending'",
+        )
+        .fetch_one(system.platform.db().pool())
+        .await
+        .context("counting platform's outbox")
+    };
     // Warm up: connections, certificate fetches, number blocks (and the agent's quota).
     for (i, (e, c)) in clients.iter().enumerate() {
         issue(c, e, &[format!("WARM-{i}")]).await?;
@@ -555,10 +567,24 @@ pub(crate) async fn run(
     // The run ends when tax has every invoice on record and cloud knows it (the upload and the
     // status notice run behind the answers, from platform's outbox; async: the agent's work).
     let backlog = pending().await?;
+    let mut left = backlog;
+    let mut confirmed = instant_now();
+    let mut drained = false;
     loop {
-        let left = pending().await?;
-        if left == 0 {
-            break;
+        let queued = outbox().await?;
+        if queued < left {
+            left = queued;
+        }
+        // Cloud's count as the outbox empties, and once a second (async orders reach the
+        // outbox only when the agent reports them).
+        let emptied = queued == 0 && !drained;
+        drained = queued == 0;
+        if emptied || confirmed.elapsed() >= Duration::from_secs(1) {
+            left = pending().await?;
+            confirmed = instant_now();
+            if left == 0 {
+                break;
+            }
         }
         // Uploads may trail the answers, but not forever: as long again as the answers took,
         // and at least two minutes.
