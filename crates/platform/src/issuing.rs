@@ -3,7 +3,7 @@
 //! An [`Issuing`] holds the write lock from `BEGIN IMMEDIATE` to `COMMIT`, so whatever it
 //! reads stays true until it commits — except what it changes itself, which it keeps in step.
 //! It reads each thing once: the admission of every order of a batch in one query
-//! ([`Issuing::admit_all`]; the registered cloud, each order's enterprise and the order's
+//! ([`Known::read_admissions`]; the registered cloud, each order's enterprise and the order's
 //! earlier request), a month's quota used and an enterprise's number block when first needed.
 //! Orders issued here are remembered, so the same order twice in one batch gets the first
 //! answer. What the invoices write — each invoice with its order and its queued upload, the
