@@ -37,7 +37,13 @@ pub struct DeviceSignature {
 #[must_use]
 pub fn signed_content(invoice: &Invoice, signature_time: PrimitiveDateTime) -> Vec<u8> {
     let parts = Parts::of(invoice);
-    let mut out = String::new();
+    let mut out = String::with_capacity(
+        parts.header.len()
+            + parts.data.len()
+            + parts.authentication.len()
+            + parts.supervision.len()
+            + 128,
+    );
     out.push_str(&parts.header);
     out.push_str(&parts.data);
     out.push_str(&parts.authentication);
@@ -238,14 +244,30 @@ fn signature_time_element(t: PrimitiveDateTime) -> String {
 }
 
 fn label(out: &mut String, name: &str, code: &str, label_name: &str) {
-    let _ = write!(out, "<{name}>");
+    open_tag(out, name);
     elem(out, "LabelCode", code);
     elem(out, "LabelName", label_name);
-    let _ = write!(out, "</{name}>");
+    close_tag(out, name);
 }
 
+fn open_tag(out: &mut String, name: &str) {
+    out.push('<');
+    out.push_str(name);
+    out.push('>');
+}
+
+fn close_tag(out: &mut String, name: &str) {
+    out.push_str("</");
+    out.push_str(name);
+    out.push('>');
+}
+
+/// `<name>value</name>`, the value escaped, appended to `out` (no intermediate strings: the
+/// signed content is rendered on every signature and every verification).
 fn elem(out: &mut String, name: &str, value: &str) {
-    let _ = write!(out, "<{name}>{}</{name}>", escape(value));
+    open_tag(out, name);
+    escape_into(out, value);
+    close_tag(out, name);
 }
 
 fn opt(out: &mut String, name: &str, value: Option<&str>) {
@@ -258,17 +280,28 @@ fn opt(out: &mut String, name: &str, value: Option<&str>) {
 #[must_use]
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
+    escape_into(&mut out, s);
     out
+}
+
+/// [`escape`], appended to `out`. The five characters are ASCII, never part of a multi-byte
+/// UTF-8 sequence, so the text between them is copied as it is.
+fn escape_into(out: &mut String, s: &str) {
+    let mut from = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let entity = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            b'\'' => "&apos;",
+            _ => continue,
+        };
+        out.push_str(&s[from..i]);
+        out.push_str(entity);
+        from = i + 1;
+    }
+    out.push_str(&s[from..]);
 }
 
 /// Standard base64 with padding (RFC 4648 §4).
@@ -312,5 +345,16 @@ mod tests {
     #[test]
     fn escaping_covers_markup_characters() {
         assert_eq!(escape("a<b>&\"'"), "a&lt;b&gt;&amp;&quot;&apos;");
+        // Multi-byte text around and between them is kept as it is.
+        assert_eq!(
+            escape("上海<云帆>&'科技'有限公司"),
+            "上海&lt;云帆&gt;&amp;&apos;科技&apos;有限公司"
+        );
+        assert_eq!(escape(""), "");
+        assert_eq!(escape("&"), "&amp;");
+        assert_eq!(escape("发票"), "发票");
+        let mut out = String::from("<x>");
+        elem(&mut out, "Name", "A&B 公司");
+        assert_eq!(out, "<x><Name>A&amp;B 公司</Name>");
     }
 }
