@@ -1,8 +1,10 @@
 //! Certificates: who a holder is ([`Subject`], [`Role`]), what it may do ([`Profile`]), and the
 //! parsed [`Certificate`] with the accessors path validation and the CLI need.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use const_oid::db::rfc4519::{
     COMMON_NAME, COUNTRY_NAME, ORGANIZATION_NAME, ORGANIZATIONAL_UNIT_NAME,
@@ -323,12 +325,21 @@ pub enum CertError {
     Time,
 }
 
-/// A parsed X.509 certificate with its DER.
+/// A parsed X.509 certificate with its DER (shared: a clone is two reference counts).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Certificate {
-    der: Vec<u8>,
-    inner: x509_cert::Certificate,
+    der: Arc<[u8]>,
+    inner: Arc<x509_cert::Certificate>,
 }
+
+/// Certificates parsed from DER, by their DER: every invoice and every receipt carries its
+/// signer's certificate, and a system sees few signers (a device per enterprise, one tax).
+/// At most [`PARSED_KEPT`] (forgotten all together when full).
+static PARSED: LazyLock<Mutex<HashMap<Arc<[u8]>, Certificate>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Parsed certificates kept.
+const PARSED_KEPT: usize = 256;
 
 impl fmt::Debug for Certificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -347,11 +358,21 @@ impl Certificate {
     /// # Errors
     /// [`CertError::Malformed`].
     pub fn from_der(der: &[u8]) -> Result<Self, CertError> {
+        let parsed = || PARSED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = parsed().get(der) {
+            return Ok(c.clone());
+        }
         let inner = x509_cert::Certificate::from_der(der).map_err(|_| CertError::Malformed)?;
-        Ok(Self {
-            der: der.to_vec(),
-            inner,
-        })
+        let c = Self {
+            der: Arc::from(der),
+            inner: Arc::new(inner),
+        };
+        let mut kept = parsed();
+        if kept.len() >= PARSED_KEPT {
+            kept.clear();
+        }
+        kept.insert(Arc::clone(&c.der), c.clone());
+        Ok(c)
     }
 
     /// Parses one PEM certificate.
@@ -378,7 +399,10 @@ impl Certificate {
 
     pub(crate) fn from_inner(inner: x509_cert::Certificate) -> Result<Self, CertError> {
         let der = inner.to_der().map_err(|_| CertError::Malformed)?;
-        Ok(Self { der, inner })
+        Ok(Self {
+            der: der.into(),
+            inner: Arc::new(inner),
+        })
     }
 
     /// The DER encoding.

@@ -267,3 +267,37 @@ fn subjects_round_trip_with_role_and_taxpayer_id() {
         );
     }
 }
+
+/// Parsing the same DER again gives the same certificate (from the parsed cache); a DER
+/// altered by one byte is parsed on its own — to another certificate, or refused — and a
+/// malformed one is refused every time.
+#[test]
+fn certificates_parsed_again_are_the_same_and_altered_ones_are_not() {
+    use fapiao_crypto::Certificate;
+    let pki = Pki::new(Suite::Gm);
+    let (_, cert) = pki.issue(Role::Device, "device-cache", Profile::Signing);
+    let der = cert.der().to_vec();
+    let (a, b) = (
+        Certificate::from_der(&der).unwrap(),
+        Certificate::from_der(&der).unwrap(),
+    );
+    assert_eq!(a, cert);
+    assert_eq!(a, b);
+    assert_eq!(a.subject().unwrap().name, "device-cache");
+    // The subject's last byte of the common name, altered.
+    let at = der
+        .windows(b"device-cache".len())
+        .position(|w| w == b"device-cache")
+        .unwrap()
+        + b"device-cache".len()
+        - 1;
+    let mut altered = der.clone();
+    altered[at] = b'X';
+    let other = Certificate::from_der(&altered).unwrap();
+    assert_ne!(other, cert);
+    assert_eq!(other.subject().unwrap().name, "device-cachX");
+    assert_eq!(Certificate::from_der(&der).unwrap(), cert);
+    for _ in 0..2 {
+        assert!(Certificate::from_der(&der[..der.len() - 1]).is_err());
+    }
+}
