@@ -769,7 +769,6 @@ impl Platform {
         let issued = tracing::debug_span!("invoice.sign")
             .in_scope(|| device.issue_or_void(draft, &mut block, issued_at));
         if block.remaining() > 0 {
-            run.block_moved(block_id, &block)?;
             run.known.blocks.insert(key, (block_id, block));
         } else {
             // Written now: the next block is looked for in the database.

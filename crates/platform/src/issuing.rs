@@ -10,7 +10,7 @@
 //! blocks' next numbers and the months' quota used — is kept and written in one round trip
 //! just before the commit ([`Issuing::commit`]). A refused order has written nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use fapiao_issuer::NumberBlock;
 use fapiao_model::Amount;
@@ -35,7 +35,9 @@ pub(crate) struct Known {
     admissions: HashMap<(String, String), Admission>,
     /// Quota used per `(enterprise, month)`, counting what this transaction issued.
     pub(crate) quotas: HashMap<(String, String), Amount>,
-    /// Each `(enterprise, year, province)`'s current block: its id and where it stands.
+    /// Each `(enterprise, year, province)`'s current block: its id and where it stands. A
+    /// block is kept here once it has given a number, and its next sequence is written at the
+    /// commit; one with none left is written at once and dropped ([`Issuing::block_spent`]).
     pub(crate) blocks: HashMap<(String, u8, u8), (i64, NumberBlock)>,
 }
 
@@ -177,10 +179,8 @@ struct Writes {
     /// `[number, enterprise, order_id, kind, blue_number, form_number, issued_at, total,
     /// record, request_hash]` per invoice.
     invoices: Vec<serde_json::Value>,
-    /// Each block's next sequence.
-    blocks: BTreeMap<i64, i64>,
-    /// Each `(enterprise, month)`'s quota used.
-    quotas: BTreeMap<(String, String), String>,
+    /// The `(enterprise, month)`s whose quota used ([`Known::quotas`]) an invoice changed.
+    quotas: BTreeSet<(String, String)>,
 }
 
 /// An issued invoice as [`Issuing::stage`] keeps it.
@@ -236,19 +236,12 @@ impl Issuing {
         }
     }
 
-    /// Keeps a block's next sequence to write.
-    pub(crate) fn block_moved(&mut self, id: i64, block: &NumberBlock) -> Result<(), StoreError> {
-        self.writes.blocks.insert(id, sequence(block)?);
-        Ok(())
-    }
-
     /// Writes a block's next sequence now (it has no numbers left).
     pub(crate) async fn block_spent(
         &mut self,
         id: i64,
         block: &NumberBlock,
     ) -> Result<(), StoreError> {
-        self.writes.blocks.remove(&id);
         sqlx::query("UPDATE blocks SET next = $2 WHERE id = $1")
             .bind(id)
             .bind(sequence(block)?)
@@ -277,27 +270,27 @@ impl Issuing {
             s.request_hash,
         ]));
         let (month, used) = s.quota;
-        self.writes
-            .quotas
-            .insert((s.enterprise.to_owned(), month.clone()), used.to_string());
-        self.known
-            .quotas
-            .insert((s.enterprise.to_owned(), month), used);
+        let key = (s.enterprise.to_owned(), month);
+        self.known.quotas.insert(key.clone(), used);
+        self.writes.quotas.insert(key);
     }
 
     /// Writes what was kept, then commits (with the audit records).
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
         let w = std::mem::take(&mut self.writes);
-        if !(w.invoices.is_empty() && w.blocks.is_empty() && w.quotas.is_empty()) {
-            let blocks: Vec<serde_json::Value> = w
-                .blocks
-                .into_iter()
-                .map(|(id, next)| serde_json::json!([id, next]))
-                .collect();
+        let blocks = &self.known.blocks;
+        if !(w.invoices.is_empty() && blocks.is_empty() && w.quotas.is_empty()) {
+            let blocks: Vec<serde_json::Value> = blocks
+                .values()
+                .map(|(id, block)| Ok(serde_json::json!([id, sequence(block)?])))
+                .collect::<Result<_, StoreError>>()?;
             let quotas: Vec<serde_json::Value> = w
                 .quotas
                 .into_iter()
-                .map(|((e, m), used)| serde_json::json!([e, m, used]))
+                .filter_map(|key| {
+                    let used = self.known.quotas.get(&key)?.to_string();
+                    Some(serde_json::json!([key.0, key.1, used]))
+                })
                 .collect();
             sqlx::query(WRITE_ISSUED)
                 .bind(serde_json::Value::Array(w.invoices).to_string())
