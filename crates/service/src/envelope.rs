@@ -51,8 +51,9 @@ pub struct Incoming {
     pub signer: Certificate,
     /// The sender.
     pub sender: Subject,
-    /// The request body (the `body` of the [`Request`] payload).
-    pub body: serde_json::Value,
+    /// The request body (the `body` of the [`Request`] payload), as the JSON text it came
+    /// in: read once, into the type the handler asks for ([`Incoming::body`]).
+    pub body: Box<serde_json::value::RawValue>,
     /// The request id.
     pub request_id: String,
     /// The message as the replay guard remembers it. When the handler takes it upon itself
@@ -67,7 +68,7 @@ impl Incoming {
     /// # Errors
     /// The refusal to answer with.
     pub fn body<T: serde::de::DeserializeOwned>(&self) -> Result<T, Outgoing> {
-        T::deserialize(&self.body).map_err(|e| {
+        serde_json::from_str(self.body.get()).map_err(|e| {
             Outgoing::refusal(&Refusal::new(
                 Code::InvalidRequest,
                 format!("{} body: {e}", self.message.header.message_type),
@@ -223,7 +224,7 @@ impl Envelopes {
             self.failure("signer_not_tls_peer");
             return ApiError::new(Code::EnvelopeRejected, "envelope rejected", rid).into_response();
         }
-        let request: Request<serde_json::Value> =
+        let request: Request<Box<serde_json::value::RawValue>> =
             match serde_json::from_slice(&opened.message.payload) {
                 Ok(r) => r,
                 Err(e) => {

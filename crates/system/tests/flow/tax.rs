@@ -291,6 +291,21 @@ async fn tax_answers_an_upload_batch_as_it_would_each_upload_alone() {
         );
         assert!(v["message"].as_str().unwrap().contains("1 to 64"), "{v}");
     }
+    // A body of the wrong shape is refused naming the message type and what is wrong.
+    let r = tax
+        .post(tax.seal("invoice.upload_batch", 1, &json!({ "invoices": "none" })))
+        .await;
+    let (t, v) = tax.open(&r);
+    assert_eq!(
+        (t.as_str(), v["code"].as_str()),
+        ("refusal", Some("invalid_request")),
+        "{v}"
+    );
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("invoice.upload_batch body: invalid type: string \"none\""),
+        "{v}"
+    );
     assert_eq!(env.system.tax.accepted().await.unwrap().len(), 3);
     env.system.shutdown().await;
 }
