@@ -12,6 +12,7 @@ use fapiao_issuer::SignedInvoice;
 use fapiao_model::{Invoice, ValidationErrors, datetime};
 use fapiao_render::DeviceSignature;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use crate::codes::Code;
@@ -350,8 +351,11 @@ impl From<&fapiao_model::red::RedLetterForm> for FormWire {
     }
 }
 
-/// platform → cloud: the answer to an [`IssueOrder`] or [`RedOrder`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// platform → cloud: the answer to an [`IssueOrder`] or [`RedOrder`]. Read by
+/// [`OrderAnswerVisitor`]: serde's derived reading of an internally tagged enum buffers the
+/// fields before it knows the variant, and the buffered form cannot give the invoice's record
+/// as text ([`WireInvoice::invoice`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum OrderAnswer {
     /// Issued (or issued before: the same invoice again).
@@ -368,6 +372,67 @@ pub enum OrderAnswer {
     },
     /// Refused; nothing was issued or consumed.
     Refused(Refusal),
+}
+
+impl<'de> Deserialize<'de> for OrderAnswer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(OrderAnswerVisitor)
+    }
+}
+
+/// Reads an [`OrderAnswer`] field by field, in any order: the fields of `issued` as they come
+/// (the invoice straight from the text), any other into a map that becomes the [`Refusal`]
+/// of `refused`.
+struct OrderAnswerVisitor;
+
+impl<'de> serde::de::Visitor<'de> for OrderAnswerVisitor {
+    type Value = OrderAnswer;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an order answer")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<OrderAnswer, A::Error> {
+        use serde::de::Error as _;
+        let mut outcome: Option<String> = None;
+        let mut order_id: Option<String> = None;
+        let mut invoice: Option<WireInvoice> = None;
+        let mut tax_status: Option<TaxStatus> = None;
+        let mut form: Option<FormWire> = None;
+        let mut rest = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let twice = |field: &'static str| A::Error::duplicate_field(field);
+            match key.as_str() {
+                "outcome" if outcome.is_some() => return Err(twice("outcome")),
+                "outcome" => outcome = Some(map.next_value()?),
+                "order_id" if order_id.is_some() => return Err(twice("order_id")),
+                "order_id" => order_id = Some(map.next_value()?),
+                "invoice" if invoice.is_some() => return Err(twice("invoice")),
+                "invoice" => invoice = Some(map.next_value()?),
+                "tax_status" if tax_status.is_some() => return Err(twice("tax_status")),
+                "tax_status" => tax_status = Some(map.next_value()?),
+                "form" if form.is_some() => return Err(twice("form")),
+                "form" => form = map.next_value()?,
+                _ => {
+                    let value = map.next_value()?;
+                    rest.insert(key, value);
+                }
+            }
+        }
+        match outcome.as_deref() {
+            Some("issued") => Ok(OrderAnswer::Issued {
+                order_id: order_id.ok_or_else(|| A::Error::missing_field("order_id"))?,
+                invoice: invoice.ok_or_else(|| A::Error::missing_field("invoice"))?,
+                tax_status: tax_status.ok_or_else(|| A::Error::missing_field("tax_status"))?,
+                form,
+            }),
+            Some("refused") => Refusal::deserialize(serde_json::Value::Object(rest))
+                .map(OrderAnswer::Refused)
+                .map_err(A::Error::custom),
+            Some(other) => Err(A::Error::unknown_variant(other, &["issued", "refused"])),
+            None => Err(A::Error::missing_field("outcome")),
+        }
+    }
 }
 
 /// A refusal with a stable code.
@@ -823,12 +888,25 @@ pub struct RangeGrant {
 
 /// A signed invoice as JSON: the invoice record (`fapiao_model::Invoice` serialized) and the
 /// device signature.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireInvoice {
-    /// The invoice record.
-    pub invoice: serde_json::Value,
+    /// The invoice record, as the JSON text it came in: it passes through roles as it is and
+    /// is read (every derived value re-checked) only where it is checked,
+    /// [`WireInvoice::to_signed`].
+    pub invoice: Box<RawValue>,
     /// The issuing device's signature.
     pub signature: WireSignature,
+}
+
+/// The same signature and the same record: the same JSON, however it is spaced or its keys
+/// ordered.
+impl PartialEq for WireInvoice {
+    fn eq(&self, other: &Self) -> bool {
+        let value = |raw: &RawValue| serde_json::from_str::<serde_json::Value>(raw.get()).ok();
+        self.signature == other.signature
+            && (self.invoice.get() == other.invoice.get()
+                || value(&self.invoice).is_some_and(|v| Some(v) == value(&other.invoice)))
+    }
 }
 
 /// The issuing device's signature on the wire.
@@ -849,7 +927,7 @@ impl WireInvoice {
     /// [`WireError::Json`] (not for a valid invoice).
     pub fn from_signed(signed: &SignedInvoice) -> Result<Self, WireError> {
         Ok(Self {
-            invoice: serde_json::to_value(&signed.invoice)?,
+            invoice: serde_json::value::to_raw_value(&signed.invoice)?,
             signature: WireSignature {
                 signed_at: datetime::format(signed.signature.signed_at),
                 value: b64(&signed.signature.value),
@@ -864,7 +942,7 @@ impl WireInvoice {
     /// # Errors
     /// [`WireError`].
     pub fn to_signed(&self) -> Result<SignedInvoice, WireError> {
-        let invoice = Invoice::from_json(&self.invoice.to_string()).map_err(WireError::Invoice)?;
+        let invoice = Invoice::from_json(self.invoice.get()).map_err(WireError::Invoice)?;
         let signed_at =
             datetime::parse(&self.signature.signed_at).map_err(|_| WireError::Time("signed_at"))?;
         Ok(SignedInvoice {
@@ -875,5 +953,142 @@ impl WireInvoice {
                 certificate: unb64(&self.signature.certificate, "signature.certificate")?,
             },
         })
+    }
+
+    /// The record's `number` field as it stands, unchecked (to name an invoice that cannot be
+    /// read whole); `None` when there is none.
+    #[must_use]
+    pub fn number(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Numbered {
+            number: Option<String>,
+        }
+        serde_json::from_str::<Numbered>(self.invoice.get())
+            .ok()
+            .and_then(|n| n.number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issued(form: Option<FormWire>) -> OrderAnswer {
+        OrderAnswer::Issued {
+            order_id: "ORD-1".into(),
+            invoice: WireInvoice {
+                invoice: RawValue::from_string(
+                    r#"{"number":"25312000000000000001","lines":[1,2]}"#.into(),
+                )
+                .unwrap(),
+                signature: WireSignature {
+                    signed_at: "2026-11-25 10:00:00".into(),
+                    value: "c2ln".into(),
+                    certificate: "Y2VydA==".into(),
+                },
+            },
+            tax_status: TaxStatus::Pending,
+            form,
+        }
+    }
+
+    /// Every shape of answer reads back as it was written, alone and inside a batch, and the
+    /// record inside comes back as the very text that was sent.
+    #[test]
+    fn order_answers_read_back_as_written() {
+        let refused = OrderAnswer::Refused(Refusal {
+            code: "invalid_order".into(),
+            message: "the order has 1 problem(s)".into(),
+            findings: vec![FindingWire {
+                path: "items[0].tax_rate".into(),
+                code: "invalid_choice".into(),
+                message: "not a rate".into(),
+            }],
+        });
+        let form = FormWire {
+            number: "31011526112400000098".into(),
+            status: "01".into(),
+            reason: "01".into(),
+        };
+        let answers = vec![
+            issued(None),
+            issued(Some(form)),
+            refused,
+            OrderAnswer::Refused(Refusal::new(Code::Internal, "internal error")),
+        ];
+        for answer in &answers {
+            let text = serde_json::to_string(answer).unwrap();
+            let back: OrderAnswer = serde_json::from_str(&text).unwrap();
+            assert_eq!(&back, answer, "{text}");
+            assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        }
+        let batch = BatchAnswer { answers };
+        let text = serde_json::to_string(&batch).unwrap();
+        assert_eq!(serde_json::from_str::<BatchAnswer>(&text).unwrap(), batch);
+        let OrderAnswer::Issued { invoice, .. } = &batch.answers[0] else {
+            unreachable!()
+        };
+        assert_eq!(
+            invoice.invoice.get(),
+            r#"{"number":"25312000000000000001","lines":[1,2]}"#
+        );
+        assert_eq!(invoice.number().as_deref(), Some("25312000000000000001"));
+    }
+
+    /// Two wire invoices are equal when their records are the same JSON, whatever its
+    /// spacing and key order, and their signatures the same.
+    #[test]
+    fn wire_invoices_compare_by_their_json() {
+        let OrderAnswer::Issued { invoice, .. } = issued(None) else {
+            unreachable!()
+        };
+        let with = |record: &str| WireInvoice {
+            invoice: RawValue::from_string(record.into()).unwrap(),
+            ..invoice.clone()
+        };
+        assert_eq!(
+            invoice,
+            with(r#"{ "lines": [1, 2], "number": "25312000000000000001" }"#)
+        );
+        assert_ne!(
+            invoice,
+            with(r#"{"number":"25312000000000000001","lines":[2,1]}"#)
+        );
+        let mut other = invoice.clone();
+        other.signature.value = "b3RoZXI=".into();
+        assert_ne!(invoice, other);
+    }
+
+    /// The tag may come anywhere; a missing or unknown tag, a missing or repeated field is an
+    /// error naming it.
+    #[test]
+    fn order_answers_are_read_in_any_field_order_and_refused_when_malformed() {
+        let text = serde_json::to_string(&issued(None)).unwrap();
+        let rest = text.strip_prefix(r#"{"outcome":"issued","#).unwrap();
+        let moved = format!(
+            r#"{{{},"outcome":"issued"}}"#,
+            rest.strip_suffix('}').unwrap()
+        );
+        assert_eq!(
+            serde_json::from_str::<OrderAnswer>(&moved).unwrap(),
+            issued(None)
+        );
+
+        let error = |text: &str| {
+            serde_json::from_str::<OrderAnswer>(text)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error(&format!("{{{rest}")).contains("missing field `outcome`"));
+        assert!(error(r#"{"outcome":"lost"}"#).contains("unknown variant `lost`"));
+        assert!(
+            error(r#"{"outcome":"issued","order_id":"A"}"#).contains("missing field `invoice`")
+        );
+        assert!(error(r#"{"outcome":"refused","code":"x"}"#).contains("missing field `message`"));
+        assert!(
+            error(r#"{"outcome":"refused","outcome":"refused"}"#)
+                .contains("duplicate field `outcome`")
+        );
+        assert!(error(r#"["issued"]"#).contains("expected an order answer"));
     }
 }

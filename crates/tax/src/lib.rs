@@ -485,14 +485,9 @@ impl Tax {
         let (signed, content_hash) = match checked {
             Ok(ok) => ok,
             Err((code, reason, hash)) => {
-                let number = upload
-                    .invoice
-                    .invoice
-                    .get("number")
-                    .and_then(|n| n.as_str())
-                    .unwrap_or_default();
+                let number = upload.invoice.number().unwrap_or_default();
                 return self
-                    .refuse(tx, batch, uploader, number, code, &reason, &hash, received)
+                    .refuse(tx, batch, uploader, &number, code, &reason, &hash, received)
                     .await;
             }
         };
