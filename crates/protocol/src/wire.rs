@@ -351,8 +351,8 @@ impl From<&fapiao_model::red::RedLetterForm> for FormWire {
     }
 }
 
-/// platform → cloud: the answer to an [`IssueOrder`] or [`RedOrder`]. Read by
-/// [`OrderAnswerVisitor`]: serde's derived reading of an internally tagged enum buffers the
+/// platform → cloud: the answer to an [`IssueOrder`] or [`RedOrder`]. Read field by field
+/// rather than by serde's derived reading of an internally tagged enum, which buffers the
 /// fields before it knows the variant, and the buffered form cannot give the invoice's record
 /// as text ([`WireInvoice::invoice`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
