@@ -39,17 +39,26 @@ fn spawn(args: &[&str]) -> Proc {
     )
 }
 
-/// Reads the child's `stream` until a line contains `marker`; returns what was read. The
-/// rest of the stream is drained in the background, so the child never writes to a closed
-/// pipe.
-fn wait_for_line(stream: impl std::io::Read + Send + 'static, marker: &str) -> String {
+/// Reads the child's output, both streams, until a line contains `marker`; returns what was
+/// read. Both streams go on being drained in the background, so the child never blocks on a
+/// full pipe; if it ends (or stays silent for a minute) first, the failure shows everything
+/// it wrote, its error output included.
+fn wait_for_line(p: &mut Proc, marker: &str) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
+    let streams: [Box<dyn std::io::Read + Send>; 2] = [
+        Box::new(p.0.stdout.take().unwrap()),
+        Box::new(p.0.stderr.take().unwrap()),
+    ];
+    for stream in streams {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+    }
+    drop(tx);
     let mut seen = String::new();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
         seen.push_str(&line);
@@ -58,7 +67,8 @@ fn wait_for_line(stream: impl std::io::Read + Send + 'static, marker: &str) -> S
             return seen;
         }
     }
-    panic!("the process ended before printing `{marker}`:\n{seen}");
+    let status = p.0.try_wait().ok().flatten();
+    panic!("no `{marker}` from the process (exit: {status:?}); it wrote:\n{seen}");
 }
 
 fn number_in(text: &str) -> String {
@@ -97,7 +107,7 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
         "--tax-admin-port",
         &ports[5],
     ]);
-    let banner = wait_for_line(up.0.stdout.take().unwrap(), "Ctrl-C stops.");
+    let banner = wait_for_line(&mut up, "Ctrl-C stops.");
     assert!(banner.contains("first run"), "{banner}");
     assert!(
         banner.contains("cargo run --release -- issue examples/orders/basic.json"),
@@ -172,7 +182,7 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
     for role in ["cloud", "platform", "tax"] {
         let cfg = data.join(format!("{role}.toml"));
         let mut p = spawn(&["serve", role, "--config", cfg.to_str().unwrap()]);
-        wait_for_line(p.0.stderr.take().unwrap(), "serving on");
+        wait_for_line(&mut p, "serving on");
         procs.push(p);
     }
     let special = fapiao(&["issue", "examples/orders/special.json", "--data", d]);
@@ -293,7 +303,7 @@ fn up_enterprise_hosted_issues_through_the_agent() {
         "--tax-admin-port",
         &ports[5],
     ]);
-    let banner = wait_for_line(up.0.stdout.take().unwrap(), "agent status");
+    let banner = wait_for_line(&mut up, "agent status");
     assert!(
         banner.contains("cargo run --release -- issue examples/orders/agent.json"),
         "{banner}"
