@@ -7,6 +7,14 @@ use fapiao_crypto::{
 
 use crate::helpers::{NOW, Pki, openssl, subject, write};
 
+/// `openssl verify` at the tests' fixed time, which their certificates and CRLs are made for
+/// (OpenSSL otherwise checks them against the wall clock: the CRL's next update is a week
+/// after [`NOW`]).
+fn verify_at_now(args: &[&str]) -> (bool, String) {
+    let at = NOW.unix_timestamp().to_string();
+    openssl(&[&["verify", "-attime", &at], args].concat())
+}
+
 #[test]
 fn p256_chain_is_accepted_by_openssl_for_each_purpose() {
     let pki = Pki::new(Suite::Intl);
@@ -28,13 +36,13 @@ fn p256_chain_is_accepted_by_openssl_for_each_purpose() {
     ] {
         let (_, cert) = pki.issue(Role::Platform, "platform-1", profile);
         let leaf = write(dir.path(), "leaf.pem", cert.to_pem().unwrap());
-        let (ok, out) = openssl(&["verify", "-purpose", purpose, "-CAfile", &root, &leaf]);
+        let (ok, out) = verify_at_now(&["-purpose", purpose, "-CAfile", &root, &leaf]);
         assert!(ok, "{purpose}: {out}");
     }
     // A client certificate is not a server certificate.
     let (_, client) = pki.issue(Role::Cloud, "cloud-1", Profile::TlsClient);
     let leaf = write(dir.path(), "client.pem", client.to_pem().unwrap());
-    assert!(!openssl(&["verify", "-purpose", "sslserver", "-CAfile", &root, &leaf]).0);
+    assert!(!verify_at_now(&["-purpose", "sslserver", "-CAfile", &root, &leaf]).0);
 }
 
 #[test]
@@ -49,12 +57,11 @@ fn sm2_certificates_verify_in_openssl_with_the_standard_distinguishing_id() {
     let (_, cert) = pki.issue(Role::Device, "device-1", Profile::Signing);
     let leaf = write(dir.path(), "leaf.pem", cert.to_pem().unwrap());
     let distid = format!("distid:{SM2_DISTID}");
-    let (ok, out) = openssl(&["verify", "-vfyopt", &distid, "-CAfile", &root, &leaf]);
+    let (ok, out) = verify_at_now(&["-vfyopt", &distid, "-CAfile", &root, &leaf]);
     assert!(ok, "{out}");
     // The wrong ID fails: the ID really is bound into the signature.
     assert!(
-        !openssl(&[
-            "verify",
+        !verify_at_now(&[
             "-vfyopt",
             "distid:0000000000000000",
             "-CAfile",
@@ -92,25 +99,9 @@ fn openssl_reports_a_revoked_p256_certificate_from_our_crl() {
     assert!(openssl(&["crl", "-in", &crl, "-CAfile", &root, "-noout", "-verify"]).0);
     let good = write(dir.path(), "good.pem", good.to_pem().unwrap());
     let bad = write(dir.path(), "bad.pem", bad.to_pem().unwrap());
-    let (ok, out) = openssl(&[
-        "verify",
-        "-crl_check",
-        "-CRLfile",
-        &crl,
-        "-CAfile",
-        &root,
-        &good,
-    ]);
+    let (ok, out) = verify_at_now(&["-crl_check", "-CRLfile", &crl, "-CAfile", &root, &good]);
     assert!(ok, "{out}");
-    let (ok, out) = openssl(&[
-        "verify",
-        "-crl_check",
-        "-CRLfile",
-        &crl,
-        "-CAfile",
-        &root,
-        &bad,
-    ]);
+    let (ok, out) = verify_at_now(&["-crl_check", "-CRLfile", &crl, "-CAfile", &root, &bad]);
     assert!(!ok && out.contains("certificate revoked"), "{out}");
 }
 
