@@ -5,7 +5,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use der::{Decode, Encode};
-use p256::ecdsa::signature::Signer as _;
 use pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rand_core::CryptoRng;
 use sm2::elliptic_curve::Generate;
@@ -119,15 +118,15 @@ pub struct PrivateKey {
 /// crate, which keeps the key itself: encoding, ECDH, certificates).
 #[derive(Clone)]
 enum PrivateInner {
-    Sm2(sm2::SecretKey, Box<sm2::dsa::SigningKey>),
+    Sm2(sm2::SecretKey, Box<crate::sm2_sign::Signer>),
     P256(p256::SecretKey, Arc<ring::signature::EcdsaKeyPair>),
 }
 
 impl PrivateInner {
-    fn sm2(secret: sm2::SecretKey) -> Self {
-        let signer = sm2::dsa::SigningKey::new(SM2_DISTID, &secret)
-            .expect("a valid SM2 secret key makes a signer");
-        Self::Sm2(secret, Box::new(signer))
+    /// `None` for `d = n − 1`, which GB/T 32918.1 excludes (it has no signer).
+    fn sm2(secret: sm2::SecretKey) -> Option<Self> {
+        let signer = crate::sm2_sign::Signer::new(&secret)?;
+        Some(Self::Sm2(secret, Box::new(signer)))
     }
 
     fn p256(secret: p256::SecretKey) -> Self {
@@ -152,7 +151,11 @@ impl PrivateKey {
     /// Generates a fresh key.
     pub fn generate<R: CryptoRng + ?Sized>(algorithm: KeyAlgorithm, rng: &mut R) -> Self {
         let inner = match algorithm {
-            KeyAlgorithm::Sm2 => PrivateInner::sm2(sm2::SecretKey::generate_from_rng(rng)),
+            KeyAlgorithm::Sm2 => loop {
+                if let Some(inner) = PrivateInner::sm2(sm2::SecretKey::generate_from_rng(rng)) {
+                    break inner;
+                }
+            },
             KeyAlgorithm::P256 => PrivateInner::p256(p256::SecretKey::generate_from_rng(rng)),
         };
         Self { inner }
@@ -185,11 +188,7 @@ impl PrivateKey {
     /// [`CryptoError::Signing`] if the signer fails (it does not for valid keys).
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
         match &self.inner {
-            PrivateInner::Sm2(_, signer) => {
-                let sig: sm2::dsa::Signature =
-                    signer.try_sign(message).map_err(|_| CryptoError::Signing)?;
-                Ok(sig.to_der().to_vec())
-            }
+            PrivateInner::Sm2(_, signer) => Ok(signer.sign(message).to_der().to_vec()),
             PrivateInner::P256(_, signer) => signer
                 .sign(&ring::rand::SystemRandom::new(), message)
                 .map(|sig| sig.as_ref().to_vec())
@@ -277,6 +276,7 @@ impl PrivateKey {
             PrivateInner::sm2(
                 sm2::SecretKey::from_pkcs8_der(der).map_err(|_| CryptoError::UnsupportedKey)?,
             )
+            .ok_or(CryptoError::UnsupportedKey)?
         } else if curve == oid::P256_CURVE {
             PrivateInner::p256(
                 p256::SecretKey::from_pkcs8_der(der).map_err(|_| CryptoError::UnsupportedKey)?,

@@ -20,6 +20,7 @@ mod path;
 pub mod primitives;
 pub mod rng;
 mod sm2_pke;
+mod sm2_sign;
 mod sm2_verify;
 pub mod tls;
 

@@ -170,7 +170,8 @@ impl Cache {
     }
 }
 
-fn z_digest(point: &[u8]) -> [u8; 32] {
+/// `Z` of an uncompressed public point (`04 ‖ x ‖ y`) with [`SM2_DISTID`].
+pub(crate) fn z_digest(point: &[u8]) -> [u8; 32] {
     sm3::Sm3::new()
         .chain_update(Z_PREFIX.as_slice())
         .chain_update(point.get(1..).unwrap_or_default())
