@@ -18,15 +18,24 @@
 //!   invoice). The same report again is acknowledged again.
 //! - `invoice.status` → `ack`: tax's signed receipt for an agent's upload (verified, and for
 //!   this very invoice); the new status goes on to cloud.
+//! - `invoice.report_batch` → `report.results`: up to 64 of the two above, in the agent's
+//!   queue order, each checked and answered as if it came alone after the ones before it (a
+//!   red after its blue, a receipt after its invoice), all recorded in one commit; an invoice
+//!   changed by several items gets one notice to cloud. The single messages are batches of
+//!   one.
 
 use fapiao_crypto::Role;
 use fapiao_model::red::check_red;
 use fapiao_model::{Amount, InvoiceKind};
 use fapiao_protocol::Code;
 use fapiao_protocol::client::now;
+use std::collections::HashSet;
+
+use fapiao_issuer::SignedInvoice;
 use fapiao_protocol::wire::{
-    Ack, BlockRequest, QuotaGrant, QuotaRequest, RangeAssign, RangeGrant, Refusal, Report,
-    StatusNotice, WireInvoice, content_hash, message_type,
+    Ack, BlockRequest, Issued, QuotaGrant, QuotaRequest, RangeAssign, RangeGrant, Refusal, Report,
+    ReportBatch, ReportItem, ReportResults, SignedReceipt, StatusNotice, TaxStatus, WireInvoice,
+    content_hash, message_type,
 };
 use fapiao_service::{Incoming, Outgoing};
 use fapiao_store::Tx;
@@ -40,6 +49,50 @@ use crate::{Platform, RECORD};
 
 fn rejected(message: impl Into<String>) -> Step {
     refused(Code::ReportRejected, message)
+}
+
+/// An item of a report batch after the checks that need nothing on record.
+enum Checked<'a> {
+    /// An invoice whose device signature and arithmetic checked out.
+    Invoice(&'a Issued, Box<SignedInvoice>),
+    /// A receipt that checked out.
+    Status(Box<CheckedReceipt<'a>>),
+    /// Nothing to record (a receipt of an upload tax is still processing).
+    Nothing,
+    /// Refused already.
+    Refused(Refusal),
+}
+
+/// A receipt verified against the invoice it names: as on record, or (`from_batch`) as an
+/// earlier item of the same batch reported it.
+struct CheckedReceipt<'a> {
+    notice: &'a StatusNotice,
+    receipt: &'a SignedReceipt,
+    status: TaxStatus,
+    reason: Option<String>,
+    from_batch: bool,
+}
+
+/// What a report batch's transaction wrote so far.
+#[derive(Default)]
+struct Written {
+    /// Invoices recorded in it.
+    recorded: HashSet<String>,
+    /// Invoices whose notice to cloud it queued: one notice carries an invoice and its
+    /// latest status, however many of the batch's items changed it.
+    notified: HashSet<String>,
+    /// The kind of each invoice recorded, for the metrics.
+    kinds: Vec<&'static str>,
+}
+
+impl Written {
+    /// Queues the invoice's notice to cloud, once per transaction.
+    async fn notify(&mut self, tx: &mut Tx, number: &str) -> Result<(), Step> {
+        if self.notified.insert(number.to_owned()) {
+            crate::outbox::enqueue(tx, "notify", number).await?;
+        }
+        Ok(())
+    }
 }
 
 impl Platform {
@@ -69,17 +122,32 @@ impl Platform {
                 Err(o) => return o,
             },
             message_type::INVOICE_REPORT => match incoming.body::<Report>() {
-                Ok(r) => self
-                    .record_report(&agent, &enterprise, &r, &rid)
-                    .await
-                    .map(|()| Outgoing::json(message_type::ACK, &Ack {})),
+                Ok(r) if r.enterprise != enterprise => Err(rejected(format!(
+                    "an agent of {enterprise} reports for {enterprise} only"
+                ))),
+                Ok(r) => {
+                    self.record_one(&agent, &enterprise, ReportItem::Invoice(r.issued), &rid)
+                        .await
+                }
                 Err(o) => return o,
             },
             message_type::INVOICE_STATUS => match incoming.body::<StatusNotice>() {
-                Ok(n) => self
-                    .record_status(&agent, &enterprise, &n)
+                Ok(n) => {
+                    self.record_one(&agent, &enterprise, ReportItem::Status(Box::new(n)), &rid)
+                        .await
+                }
+                Err(o) => return o,
+            },
+            message_type::INVOICE_REPORT_BATCH => match incoming.body::<ReportBatch>() {
+                Ok(b) if b.enterprise != enterprise => Err(rejected(format!(
+                    "an agent of {enterprise} reports for {enterprise} only"
+                ))),
+                Ok(b) => self
+                    .record_items(&agent, &enterprise, &b.items, &rid)
                     .await
-                    .map(|()| Outgoing::json(message_type::ACK, &Ack {})),
+                    .map(|results| {
+                        Outgoing::json(message_type::REPORT_RESULTS, &ReportResults { results })
+                    }),
                 Err(o) => return o,
             },
             other => {
@@ -103,6 +171,24 @@ impl Platform {
                 tracing::error!(request_id = %rid, error = %e, "agent request failed");
                 Outgoing::refusal(&Refusal::new(Code::Internal, "internal error"))
             }
+        }
+    }
+
+    /// A report batch of one item (`invoice.report`, `invoice.status`), answered `ack` or
+    /// with its refusal.
+    async fn record_one(
+        &self,
+        agent: &str,
+        enterprise: &str,
+        item: ReportItem,
+        rid: &str,
+    ) -> Result<Outgoing, Step> {
+        let mut results = self
+            .record_items(agent, enterprise, std::slice::from_ref(&item), rid)
+            .await?;
+        match results.pop().flatten() {
+            None => Ok(Outgoing::json(message_type::ACK, &Ack {})),
+            Some(r) => Ok(Outgoing::refusal(&r)),
         }
     }
 
@@ -349,19 +435,87 @@ impl Platform {
         })
     }
 
-    async fn record_report(
+    /// Checks and records a report batch's items in order, in one write transaction; one
+    /// result per item (`None`: recorded, or on record already). The checks that need nothing
+    /// on record (signatures, certificate paths, arithmetic) run first, outside the write
+    /// turn. A refused item writes nothing; a failure fails the whole batch (nothing is
+    /// recorded, and the agent sends it again).
+    async fn record_items(
         &self,
         agent: &str,
         enterprise: &str,
-        report: &Report,
+        items: &[ReportItem],
         rid: &str,
-    ) -> Result<(), Step> {
-        if report.enterprise != enterprise {
-            return Err(rejected(format!(
-                "an agent of {enterprise} reports for {enterprise} only"
-            )));
+    ) -> Result<Vec<Option<Refusal>>, Step> {
+        if items.is_empty() || items.len() > ReportBatch::MAX {
+            return Err(refused(
+                Code::InvalidRequest,
+                format!("a report batch holds 1 to {} items", ReportBatch::MAX),
+            ));
         }
-        let issued = &report.issued;
+        let mut checked = Vec::with_capacity(items.len());
+        for item in items {
+            let c = match item {
+                ReportItem::Invoice(issued) => match self.check_invoice(enterprise, issued) {
+                    Ok(signed) => Checked::Invoice(issued, Box::new(signed)),
+                    Err(r) => Checked::Refused(r),
+                },
+                ReportItem::Status(notice) => {
+                    self.check_receipt(enterprise, notice, &checked).await?
+                }
+            };
+            checked.push(c);
+            // A verification is a fraction of a millisecond: the runtime gets its thread back
+            // between them.
+            tokio::task::yield_now().await;
+        }
+        let mut tx = self.inner.db.begin_write().await?;
+        let e = self.agent_enterprise(&mut tx, enterprise, false).await?;
+        let mut written = Written::default();
+        let mut results = Vec::with_capacity(checked.len());
+        for c in checked {
+            let result = match c {
+                Checked::Invoice(issued, signed) => {
+                    self.record_invoice(&mut tx, agent, &e, issued, &signed, rid, &mut written)
+                        .await
+                }
+                Checked::Status(receipt) => {
+                    self.record_receipt(&mut tx, agent, enterprise, &receipt, &mut written)
+                        .await
+                }
+                Checked::Nothing => Ok(()),
+                Checked::Refused(r) => Err(Step::Refused(r)),
+            };
+            results.push(match result {
+                Ok(()) => None,
+                Err(Step::Refused(r)) => {
+                    tracing::warn!(request_id = %rid, %agent, code = %r.code, message = %r.message, "agent report refused");
+                    Some(r)
+                }
+                Err(other) => return Err(other),
+            });
+        }
+        tx.commit()
+            .instrument(tracing::debug_span!("db.commit"))
+            .await?;
+        if !written.notified.is_empty() {
+            self.inner.wake.notify_one();
+        }
+        for kind in written.kinds {
+            self.inner.registry.inc(
+                "fapiao_invoices_issued_total",
+                "Invoices issued, by kind and hosting mode.",
+                &[("kind", kind), ("mode", "enterprise")],
+            );
+        }
+        Ok(results)
+    }
+
+    /// An agent's invoice, checked against nothing on record: the device signature and
+    /// certificate path, the arithmetic (the record re-read with every derived value
+    /// recomputed), the seller and the order.
+    fn check_invoice(&self, enterprise: &str, issued: &Issued) -> Result<SignedInvoice, Refusal> {
+        let rejected = |m: String| Refusal::new(Code::ReportRejected, m);
         let signed = issued
             .invoice
             .to_signed()
@@ -369,17 +523,104 @@ impl Platform {
         tracing::debug_span!("invoice.verify")
             .in_scope(|| fapiao_issuer::verify(&signed, &self.inner.material.trust, now()))
             .map_err(|e| rejected(e.to_string()))?;
-        let invoice = &signed.invoice;
-        let d = invoice.draft();
+        let d = signed.invoice.draft();
         if d.seller().taxpayer_id.as_str() != enterprise {
-            return Err(rejected("the seller is not the agent's enterprise"));
+            return Err(rejected("the seller is not the agent's enterprise".into()));
         }
         if d.order_id().map(fapiao_model::OrderId::as_str) != Some(issued.order_id.as_str()) {
-            return Err(rejected("the invoice names another order"));
+            return Err(rejected("the invoice names another order".into()));
         }
+        Ok(signed)
+    }
+
+    /// Tax's receipt for an agent's upload, verified (tax's signature, this number, this
+    /// content hash) against the invoice as it is on record, or else as an earlier item of
+    /// the batch reported it.
+    async fn check_receipt<'a>(
+        &self,
+        enterprise: &str,
+        notice: &'a StatusNotice,
+        before: &[Checked<'_>],
+    ) -> Result<Checked<'a>, Step> {
+        let refuse = |code: Code, m: String| Ok(Checked::Refused(Refusal::new(code, m)));
+        let Some(receipt) = &notice.receipt else {
+            return refuse(
+                Code::ReportRejected,
+                "a status report carries tax's receipt".into(),
+            );
+        };
+        if receipt.receipt.number != notice.number || notice.enterprise != enterprise {
+            return refuse(
+                Code::ReportRejected,
+                "the receipt is for another invoice".into(),
+            );
+        }
+        let Some((status, reason)) = receipt.receipt.tax_status() else {
+            return Ok(Checked::Nothing);
+        };
+        let stored = {
+            let mut reader = self.inner.db.read().await?;
+            self.invoice_in(&mut reader, &notice.number).await?
+        }
+        .filter(|s| s.enterprise == enterprise);
+        let (signed, from_batch) = match stored {
+            Some(s) => (
+                std::borrow::Cow::Owned(
+                    s.invoice
+                        .to_signed()
+                        .map_err(|e| Step::Failed(e.to_string()))?,
+                ),
+                false,
+            ),
+            None => {
+                let earlier = before.iter().rev().find_map(|c| match c {
+                    Checked::Invoice(_, signed)
+                        if signed.invoice.number().as_str() == notice.number =>
+                    {
+                        Some(&**signed)
+                    }
+                    _ => None,
+                });
+                let Some(signed) = earlier else {
+                    return refuse(
+                        Code::ReportOutOfOrder,
+                        format!("invoice {} has not been reported", notice.number),
+                    );
+                };
+                (std::borrow::Cow::Borrowed(signed), true)
+            }
+        };
+        if let Err(e) = receipt.verify_for(&signed, &self.inner.material.trust, now()) {
+            return refuse(Code::ReportRejected, format!("receipt: {e}"));
+        }
+        Ok(Checked::Status(Box::new(CheckedReceipt {
+            notice,
+            receipt,
+            status,
+            reason,
+            from_batch,
+        })))
+    }
+
+    /// Records a checked invoice of the agent's: the number lies in a block granted to this
+    /// agent, neither the number nor the order is on record with another invoice, a red keeps
+    /// the red rules against its blue and the reds before it (those of this transaction
+    /// included). The same report again is recorded already.
+    #[expect(clippy::too_many_arguments, reason = "one report and where it goes")]
+    async fn record_invoice(
+        &self,
+        tx: &mut Tx,
+        agent: &str,
+        e: &Enterprise,
+        issued: &Issued,
+        signed: &SignedInvoice,
+        rid: &str,
+        written: &mut Written,
+    ) -> Result<(), Step> {
+        let enterprise = e.taxpayer_id.as_str();
+        let invoice = &signed.invoice;
+        let d = invoice.draft();
         let number = invoice.number();
-        let mut tx = self.inner.db.begin_write().await?;
-        let e = self.agent_enterprise(&mut tx, enterprise, false).await?;
         let in_block: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM agent_grants WHERE agent = $1 AND kind = 'block' AND year = $2
              AND province = $3 AND channel = $4 AND first <= $5 AND last >= $5",
@@ -389,21 +630,20 @@ impl Platform {
         .bind(i64::from(number.province().code()))
         .bind(i64::from(number.channel()))
         .bind(i64::try_from(number.sequence()).unwrap_or(-1))
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         if in_block == 0 {
             return Err(rejected(format!(
                 "number {number} lies in no block granted to {agent}"
             )));
         }
-        if let Some(known) = self.invoice_in(&mut tx, number.as_str()).await? {
+        if let Some(known) = self.invoice_in(tx, number.as_str()).await? {
             // The same report again (its acknowledgement was lost): the same signed content.
             let known = known
                 .invoice
                 .to_signed()
                 .map_err(|e| Step::Failed(e.to_string()))?;
-            if content_hash(&known) == content_hash(&signed) && known.signature == signed.signature
-            {
+            if content_hash(&known) == content_hash(signed) && known.signature == signed.signature {
                 return Ok(());
             }
             return Err(rejected(format!(
@@ -414,7 +654,7 @@ impl Platform {
             sqlx::query_scalar("SELECT number FROM orders WHERE enterprise = $1 AND order_id = $2")
                 .bind(enterprise)
                 .bind(&issued.order_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
         if prior_order.is_some() {
             return Err(rejected(format!(
@@ -428,7 +668,7 @@ impl Platform {
         };
         if let Some(blue) = &blue_number {
             let Some(blue_stored) = self
-                .invoice_in(&mut tx, blue)
+                .invoice_in(tx, blue)
                 .await?
                 .filter(|b| b.enterprise == enterprise)
             else {
@@ -446,7 +686,7 @@ impl Platform {
                 "SELECT record FROM invoices WHERE blue_number = $1 ORDER BY issued_at, number",
             )
             .bind(blue)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
             let mut prior_invoices = Vec::with_capacity(prior.len());
             for r in &prior {
@@ -458,6 +698,7 @@ impl Platform {
                 .form
                 .as_ref()
                 .ok_or_else(|| rejected("a red names its red-letter form"))?;
+            // A refusal here writes nothing: the failed statement alone is undone.
             sqlx::query(
                 "INSERT INTO red_forms (number, blue_number, enterprise, reason, status, scope, buyer_confirmation, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
@@ -469,22 +710,23 @@ impl Platform {
             .bind(&form.status)
             .bind(serde_json::json!({"opened_by": agent}).to_string())
             .bind(now().unix_timestamp())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(|err| rejected(format!("red-letter form {}: {err}", form.number)))?;
         }
         let json = Zeroizing::new(
             serde_json::to_string(
-                &WireInvoice::from_signed(&signed).map_err(|err| Step::Failed(err.to_string()))?,
+                &WireInvoice::from_signed(signed).map_err(|err| Step::Failed(err.to_string()))?,
             )
             .map_err(|err| Step::Failed(err.to_string()))?,
         );
         let record = self
             .inner
             .vault
-            .seal_str(&mut tx, &RECORD.field(), &json)
+            .seal_str(tx, &RECORD.field(), &json)
             .await?;
         let total = d.totals().total;
+        let kind = if blue_number.is_some() { "red" } else { "blue" };
         sqlx::query(
             "INSERT INTO invoices (number, enterprise, order_id, kind, blue_number, form_number, issued_at, total, record, tax_status, issued_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10)",
@@ -492,14 +734,14 @@ impl Platform {
         .bind(number.as_str())
         .bind(enterprise)
         .bind(&issued.order_id)
-        .bind(if blue_number.is_some() { "red" } else { "blue" })
+        .bind(kind)
         .bind(&blue_number)
         .bind(issued.form.as_ref().map(|f| f.number.clone()))
         .bind(fapiao_model::datetime::format(invoice.issued_at()))
         .bind(total.to_string())
         .bind(record)
         .bind(agent)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         sqlx::query(
             "INSERT INTO orders (enterprise, order_id, request_hash, number) VALUES ($1, $2, $3, $4)",
@@ -508,11 +750,13 @@ impl Platform {
         .bind(&issued.order_id)
         .bind(&issued.request_hash)
         .bind(number.as_str())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        crate::outbox::enqueue(&mut tx, "notify", number.as_str()).await?;
+        written.notify(tx, number.as_str()).await?;
+        written.recorded.insert(number.as_str().to_owned());
+        written.kinds.push(kind);
         audit(
-            &mut tx,
+            tx,
             agent,
             if blue_number.is_some() {
                 "red.reported"
@@ -520,99 +764,75 @@ impl Platform {
                 "invoice.reported"
             },
             number.as_str(),
-            &serde_json::json!({"enterprise": e.taxpayer_id, "order_id": issued.order_id,
+            &serde_json::json!({"enterprise": enterprise, "order_id": issued.order_id,
                                 "total": total.to_string(), "request_id": rid}),
         )
         .await?;
-        tx.commit()
-            .instrument(tracing::debug_span!("db.commit"))
-            .await?;
-        self.inner.wake.notify_one();
-        self.inner.registry.inc(
-            "fapiao_invoices_issued_total",
-            "Invoices issued, by kind and hosting mode.",
-            &[
-                ("kind", if blue_number.is_some() { "red" } else { "blue" }),
-                ("mode", "enterprise"),
-            ],
-        );
         Ok(())
     }
 
-    async fn record_status(
+    /// Records a verified receipt of the agent's upload: the invoice is on record, issued by
+    /// this agent; its new status goes on to cloud.
+    async fn record_receipt(
         &self,
+        tx: &mut Tx,
         agent: &str,
         enterprise: &str,
-        notice: &StatusNotice,
+        checked: &CheckedReceipt<'_>,
+        written: &mut Written,
     ) -> Result<(), Step> {
-        let Some(receipt) = &notice.receipt else {
-            return Err(rejected("a status report carries tax's receipt"));
-        };
-        if receipt.receipt.number != notice.number || notice.enterprise != enterprise {
-            return Err(rejected("the receipt is for another invoice"));
-        }
-        let Some((status, reason)) = receipt.receipt.tax_status() else {
-            return Ok(());
-        };
-        let mut tx = self.inner.db.begin_write().await?;
+        let number = checked.notice.number.as_str();
         let row = sqlx::query(
-            "SELECT issued_by, record, tax_status FROM invoices WHERE number = $1 AND enterprise = $2",
+            "SELECT issued_by, tax_status FROM invoices WHERE number = $1 AND enterprise = $2",
         )
-        .bind(&notice.number)
+        .bind(number)
         .bind(enterprise)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut **tx)
         .await?;
         let Some(row) = row else {
             return Err(refused(
                 Code::ReportOutOfOrder,
-                format!("invoice {} has not been reported", notice.number),
+                format!("invoice {number} has not been reported"),
             ));
         };
+        // Checked against this batch's invoice: it must be the one recorded just now (one
+        // on record since the check was not what the receipt was checked against).
+        if checked.from_batch && !written.recorded.contains(number) {
+            return Err(refused(
+                Code::ReportOutOfOrder,
+                format!("invoice {number} was reported meanwhile; send its receipt again"),
+            ));
+        }
         let by: Option<String> = row.try_get("issued_by")?;
         if by.as_deref() != Some(agent) {
             return Err(rejected(format!(
-                "invoice {} was not issued by {agent}",
-                notice.number
+                "invoice {number} was not issued by {agent}"
             )));
         }
         let current: String = row.try_get("tax_status")?;
-        let record: String = row.try_get("record")?;
-        let stored = self.read_wire(&record).await?;
-        let signed = stored
-            .to_signed()
-            .map_err(|e| Step::Failed(e.to_string()))?;
-        receipt
-            .verify_for(&signed, &self.inner.material.trust, now())
-            .map_err(|e| rejected(format!("receipt: {e}")))?;
-        if current == status.as_str() {
+        if current == checked.status.as_str() {
             return Ok(());
         }
+        let receipt = checked.receipt;
         sqlx::query(
             "UPDATE invoices SET tax_status = $2, tax_reason = $3, receipt = $4 WHERE number = $1",
         )
-        .bind(&notice.number)
-        .bind(status.as_str())
-        .bind(&reason)
+        .bind(number)
+        .bind(checked.status.as_str())
+        .bind(&checked.reason)
         .bind(serde_json::to_string(receipt).unwrap_or_default())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        crate::outbox::enqueue(&mut tx, "notify", &notice.number).await?;
+        written.notify(tx, number).await?;
         audit(
-            &mut tx,
+            tx,
             agent,
             "upload.reported",
-            &notice.number,
-            &serde_json::json!({"receipt_id": receipt.receipt.receipt_id, "status": status.as_str(), "reason": reason}),
+            number,
+            &serde_json::json!({"receipt_id": receipt.receipt.receipt_id, "status": checked.status.as_str(), "reason": checked.reason}),
         )
         .await?;
-        tx.commit().await?;
-        self.inner.wake.notify_one();
         Ok(())
-    }
-
-    async fn read_wire(&self, sealed: &str) -> Result<WireInvoice, Step> {
-        let json = self.inner.vault.unseal_str(&RECORD.field(), sealed).await?;
-        serde_json::from_str(&json).map_err(|e| Step::Failed(e.to_string()))
     }
 }
 

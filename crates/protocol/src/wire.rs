@@ -70,6 +70,11 @@ pub mod message_type {
     pub const QUOTA_GRANT: &str = "quota.grant";
     /// agent → platform: an invoice issued on the enterprise's premises ([`super::Report`]).
     pub const INVOICE_REPORT: &str = "invoice.report";
+    /// agent → platform: invoices issued on the premises and tax's receipts for them, many in
+    /// one exchange ([`super::ReportBatch`]).
+    pub const INVOICE_REPORT_BATCH: &str = "invoice.report_batch";
+    /// platform → agent: one result per item of a report batch ([`super::ReportResults`]).
+    pub const REPORT_RESULTS: &str = "report.results";
     /// platform → tax: numbers of a platform range now used by an agent ([`super::RangeAssign`]).
     pub const RANGE_ASSIGN: &str = "range.assign";
 }
@@ -672,6 +677,42 @@ pub struct Report {
     pub issued: Issued,
 }
 
+/// agent → platform: what the agent has to tell platform, in the order of its queue: the
+/// invoices it issued (each with its order, as in [`Report`]) and tax's receipts for its
+/// uploads (as in an agent's [`StatusNotice`]). Each item is checked and answered as if it
+/// came alone, after the ones before it (a red after its blue, a receipt after its invoice);
+/// platform records them all in one durable commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportBatch {
+    /// The enterprise (seller) of every item.
+    pub enterprise: String,
+    /// The items, 1 to [`ReportBatch::MAX`].
+    pub items: Vec<ReportItem>,
+}
+
+impl ReportBatch {
+    /// Most items in one report batch.
+    pub const MAX: usize = 64;
+}
+
+/// One item of a [`ReportBatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportItem {
+    /// An invoice the agent issued, with its order.
+    Invoice(Issued),
+    /// Tax's receipt for the agent's upload of an invoice reported before.
+    Status(Box<StatusNotice>),
+}
+
+/// platform → agent: the answer to a [`ReportBatch`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportResults {
+    /// `results[i]` answers `items[i]`: `None` when recorded (or on record already), else
+    /// why not.
+    pub results: Vec<Option<Refusal>>,
+}
+
 /// platform → tax: `first..=last` of a range granted to the platform is now used by
 /// `uploader` (an agent); tax accepts that agent's uploads in it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1033,6 +1074,56 @@ mod tests {
             r#"{"number":"25312000000000000001","lines":[1,2]}"#
         );
         assert_eq!(invoice.number().as_deref(), Some("25312000000000000001"));
+    }
+
+    /// A report batch reads back as written, the records inside as the very text sent;
+    /// an item of an unknown kind is an error naming it.
+    #[test]
+    fn report_batches_read_back_as_written() {
+        let OrderAnswer::Issued { invoice, form, .. } = issued(None) else {
+            unreachable!()
+        };
+        let batch = ReportBatch {
+            enterprise: "91330106MA2B2C3D4E".into(),
+            items: vec![
+                ReportItem::Invoice(Issued {
+                    order_id: "ORD-1".into(),
+                    request_hash: "ab".repeat(32),
+                    invoice,
+                    form,
+                }),
+                ReportItem::Status(Box::new(StatusNotice {
+                    number: "25312000000000000001".into(),
+                    enterprise: "91330106MA2B2C3D4E".into(),
+                    tax_status: TaxStatus::Accepted,
+                    reason: None,
+                    receipt: None,
+                    issued: None,
+                })),
+            ],
+        };
+        let text = serde_json::to_string(&batch).unwrap();
+        let back: ReportBatch = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, batch);
+        let ReportItem::Invoice(issued) = &back.items[0] else {
+            panic!("{text}")
+        };
+        assert_eq!(
+            issued.invoice.invoice.get(),
+            r#"{"number":"25312000000000000001","lines":[1,2]}"#
+        );
+        assert!(text.contains(r#"{"invoice":{"order_id":"ORD-1""#), "{text}");
+        let unknown = r#"{"enterprise":"x","items":[{"receipt":{}}]}"#;
+        let e = serde_json::from_str::<ReportBatch>(unknown).unwrap_err();
+        assert!(e.to_string().contains("unknown variant `receipt`"), "{e}");
+        let results = ReportResults {
+            results: vec![None, Some(Refusal::new(Code::ReportRejected, "no"))],
+        };
+        let text = serde_json::to_string(&results).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ReportResults>(&text).unwrap(),
+            results
+        );
     }
 
     /// Two wire invoices are equal when their records are the same JSON, whatever its
