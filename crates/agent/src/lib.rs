@@ -45,8 +45,9 @@ use fapiao_model::{Amount, Invoice, InvoiceDraft, InvoiceKind, Order, OrderId, T
 use fapiao_protocol::client::{CallError, china_now, now, refusal_code};
 use fapiao_protocol::wire::{
     BlockRequest, FormWire, IssueOrder, Issued, LeasedOrders, OrderAck, OrderAcks, OrderOutcome,
-    PullOrders, QueuedOrder, QuotaGrant, QuotaRequest, RangeGrant, RedOrder, Refusal, Report,
-    SignedReceipt, StatusNotice, TaxStatus, Upload, WireInvoice, message_type,
+    PullOrders, QueuedOrder, QuotaGrant, QuotaRequest, RangeGrant, Receipts, RedOrder, Refusal,
+    Report, ReportBatch, ReportItem, ReportResults, SignedReceipt, StatusNotice, TaxStatus,
+    UploadBatch, WireInvoice, message_type,
 };
 use fapiao_protocol::{Code, EnvelopeClient, HttpsClient};
 use fapiao_service::Material;
@@ -200,6 +201,20 @@ fn month_of(at: PrimitiveDateTime) -> String {
 
 fn amount(text: &str) -> Result<Amount, AgentError> {
     Amount::parse(text).map_err(|e| AgentError::Setup(format!("stored amount `{text}`: {e}")))
+}
+
+/// Most bytes of invoice records in one upload or report batch (an envelope holds at most
+/// 4 MiB).
+const BATCH_BYTES: usize = 1024 * 1024;
+
+/// An entry of the work queue.
+#[derive(Debug)]
+struct Entry {
+    id: i64,
+    kind: String,
+    /// The invoice number (an order id for `ack`).
+    subject: String,
+    attempts: i64,
 }
 
 /// What an order came to, before it is stored.
@@ -534,6 +549,7 @@ impl Agent {
                 },
                 message_type::ORDERS_LEASED,
             )
+            .instrument(tracing::debug_span!("cloud.pull"))
             .await?;
         self.inner.resumed.store(true, Ordering::SeqCst);
         if leased.orders.is_empty() {
@@ -567,26 +583,186 @@ impl Agent {
 
     // ---- issue ------------------------------------------------------------------------
 
-    /// Issues the stored orders, oldest first; stops at the first that must wait (numbers or
-    /// quota not to be had now).
+    /// Issues the stored orders, oldest first: runs of them together where it can
+    /// ([`Self::issue_run`]), the others one by one; stops at the first that must wait
+    /// (numbers or quota not to be had now).
     async fn issue_pulled(&self) -> Result<usize, AgentError> {
         let rows = sqlx::query("SELECT order_id, body FROM pulled ORDER BY seq LIMIT 100")
             .fetch_all(self.inner.db.pool())
             .await?;
-        let mut handled = 0;
+        let mut orders = Vec::with_capacity(rows.len());
         for r in &rows {
             let order_id: String = r.try_get("order_id")?;
             let body: String = r.try_get("body")?;
             let json = self.inner.vault.unseal_str(&PULLED.field(), &body).await?;
             let order: QueuedOrder = serde_json::from_str(&json)
                 .map_err(|e| AgentError::Setup(format!("stored order {order_id}: {e}")))?;
-            self.handle_order(&order).await?;
-            handled += 1;
+            orders.push(order);
+        }
+        let mut handled = 0;
+        while handled < orders.len() {
+            let rest = &orders[handled..];
+            handled += match self.issue_run(rest).await? {
+                0 => {
+                    self.handle_order(&rest[0]).await?;
+                    1
+                }
+                n => n,
+            };
         }
         if handled > 0 {
             self.inner.wake.notify_one();
         }
         Ok(handled)
+    }
+
+    /// Handles the longest run at the head of `orders` that needs nothing from a peer, in one
+    /// write transaction: blue orders the numbers and quota in hand cover (each numbered and
+    /// signed on its own, in order, all at one issue time; the blocks' next numbers and the
+    /// month's quota written once), orders handled before (acknowledged again) and invalid
+    /// ones (refused). It ends before a red order (which reads the invoices before it) and
+    /// before a blue one that needs more numbers or quota. How many it handled (0: the first
+    /// order must be handled alone).
+    async fn issue_run(&self, orders: &[QueuedOrder]) -> Result<usize, AgentError> {
+        let mut run = Vec::with_capacity(orders.len());
+        for order in orders {
+            match order {
+                QueuedOrder::Blue(o) => run.push((order, self.blue_draft(o))),
+                QueuedOrder::Red(_) => break,
+            }
+        }
+        if run.is_empty() {
+            return Ok(0);
+        }
+        let ids = serde_json::to_string(&run.iter().map(|(o, _)| o.order_id()).collect::<Vec<_>>())
+            .map_err(|e| AgentError::Setup(e.to_string()))?;
+        let issued_at = china_now();
+        let month = month_of(issued_at);
+        let (year, province) = self.year_province(issued_at);
+        let mut tx = self.inner.db.begin_write().await?;
+        let known: std::collections::HashSet<String> = sqlx::query_scalar(
+            "SELECT order_id FROM orders WHERE order_id IN (SELECT value FROM jsonb_each($1))",
+        )
+        .bind(ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let mut blocks = self.blocks_in_hand(&mut tx, year, province).await?;
+        let (granted, mut used) =
+            match sqlx::query("SELECT granted, used FROM quota WHERE month = $1")
+                .bind(&month)
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                Some(r) => (
+                    amount(&r.try_get::<String, _>("granted")?)?,
+                    amount(&r.try_get::<String, _>("used")?)?,
+                ),
+                None => (Amount::default(), Amount::default()),
+            };
+        let mut done = 0;
+        let mut issued = Vec::new();
+        let mut refused = Vec::new();
+        for (order, draft) in run {
+            let order_id = order.order_id();
+            if known.contains(order_id) {
+                // Pulled again (a lease ran out before cloud heard of it): acknowledge again.
+                enqueue_once(&mut tx, "ack", order_id).await?;
+                forget_pulled(&mut tx, order_id).await?;
+                done += 1;
+                continue;
+            }
+            let draft = match draft {
+                Ok(d) => d,
+                Err(r) => {
+                    self.write_refused(&mut tx, order, &r).await?;
+                    refused.push((order_id, r));
+                    done += 1;
+                    continue;
+                }
+            };
+            let total = draft.totals().total;
+            let Some(block) = blocks.iter_mut().find(|(_, b)| b.remaining() > 0) else {
+                break;
+            };
+            if used + total > granted {
+                break;
+            }
+            let signed = tracing::debug_span!("invoice.sign")
+                .in_scope(|| self.inner.device.issue(draft, &mut block.1, issued_at))
+                .map_err(|e| AgentError::Setup(format!("issuing failed: {e}")))?;
+            used = used + total;
+            let QueuedOrder::Blue(o) = order else {
+                unreachable!("a run holds blue orders only")
+            };
+            let number = self
+                .write_issued(&mut tx, order_id, &o.request_hash, &signed, None)
+                .await?;
+            issued.push((number, order_id));
+            done += 1;
+        }
+        if done == 0 {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        for (id, block) in &blocks {
+            sqlx::query("UPDATE blocks SET next = $2 WHERE id = $1 AND next <> $2")
+                .bind(id)
+                .bind(i64::try_from(block.next_sequence()).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !issued.is_empty() {
+            set_quota_used(&mut tx, &month, used).await?;
+        }
+        tx.commit()
+            .instrument(tracing::debug_span!("db.commit"))
+            .await?;
+        for (number, order_id) in &issued {
+            self.issued_now(number, order_id, "blue");
+        }
+        for (order_id, r) in &refused {
+            tracing::info!(%order_id, code = %r.code, "agent: order refused");
+        }
+        Ok(done)
+    }
+
+    /// The usable blocks of `(year, province)` in `tx`, oldest first, with their ids.
+    async fn blocks_in_hand(
+        &self,
+        tx: &mut Tx,
+        year: u8,
+        province: u8,
+    ) -> Result<Vec<(i64, NumberBlock)>, AgentError> {
+        let rows = sqlx::query(
+            "SELECT id, channel, first, last, next FROM blocks
+             WHERE year = $1 AND province = $2 AND next <= last ORDER BY id",
+        )
+        .bind(i64::from(year))
+        .bind(i64::from(province))
+        .fetch_all(&mut **tx)
+        .await?;
+        let pc = fapiao_model::ProvinceCode::parse(&format!("{province:02}"))
+            .map_err(|e| AgentError::Setup(e.to_string()))?;
+        let mut blocks = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let get = |c: &str| -> Result<u64, AgentError> {
+                u64::try_from(row.try_get::<i64, _>(c)?)
+                    .map_err(|_| AgentError::Setup(format!("blocks.{c}")))
+            };
+            let block = NumberBlock::resume(
+                year,
+                pc,
+                u8::try_from(get("channel")?).map_err(|_| AgentError::Setup("channel".into()))?,
+                get("first")?,
+                get("last")?,
+                get("next")?,
+            )
+            .map_err(|e| AgentError::Setup(e.to_string()))?;
+            blocks.push((row.try_get("id")?, block));
+        }
+        Ok(blocks)
     }
 
     async fn handle_order(&self, order: &QueuedOrder) -> Result<(), AgentError> {
@@ -615,32 +791,36 @@ impl Agent {
     }
 
     async fn issue_blue(&self, o: &IssueOrder) -> Result<Handled, AgentError> {
+        match self.blue_draft(o) {
+            Ok(draft) => {
+                self.issue_draft(&o.order_id, &o.request_hash, draft, None)
+                    .await
+            }
+            Err(r) => Ok(Handled::Refused(r)),
+        }
+    }
+
+    /// A blue order validated into a draft, or why it cannot be issued.
+    fn blue_draft(&self, o: &IssueOrder) -> Result<InvoiceDraft, Refusal> {
         if o.enterprise != self.inner.enterprise {
-            return Ok(Handled::Refused(Refusal::new(
+            return Err(Refusal::new(
                 Code::EnterpriseOfAnotherCloud,
                 "the order is for another enterprise",
-            )));
+            ));
         }
-        let order = match Order::from_json(&o.order.to_string()) {
-            Ok(order) => order,
-            Err(e) => return Ok(Handled::Refused(Refusal::invalid(&e))),
-        };
-        let draft = match tracing::debug_span!("order.validate")
+        let order = Order::from_json(&o.order.to_string()).map_err(|e| Refusal::invalid(&e))?;
+        let draft = tracing::debug_span!("order.validate")
             .in_scope(|| order.validate(&self.inner.catalog))
-        {
-            Ok(d) => d,
-            Err(e) => return Ok(Handled::Refused(Refusal::invalid(&e))),
-        };
+            .map_err(|e| Refusal::invalid(&e))?;
         if draft.order_id().map(OrderId::as_str) != Some(o.order_id.as_str())
             || draft.seller().taxpayer_id.as_str() != self.inner.enterprise
         {
-            return Ok(Handled::Refused(Refusal::new(
+            return Err(Refusal::new(
                 Code::InvalidOrder,
                 "the order's order_id and seller must be this order's and this enterprise's",
-            )));
+            ));
         }
-        self.issue_draft(&o.order_id, &o.request_hash, draft, None)
-            .await
+        Ok(draft)
     }
 
     async fn issue_red(&self, o: &RedOrder) -> Result<Handled, AgentError> {
@@ -744,31 +924,12 @@ impl Agent {
             self.request_block().await?;
         }
         let mut tx = self.inner.db.begin_write().await?;
-        let row = sqlx::query(
-            "SELECT id, channel, first, last, next FROM blocks
-             WHERE year = $1 AND province = $2 AND next <= last ORDER BY id LIMIT 1",
-        )
-        .bind(i64::from(year))
-        .bind(i64::from(province))
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| AgentError::Peer("no invoice number in hand".into()))?;
-        let get = |c: &str| -> Result<u64, AgentError> {
-            u64::try_from(row.try_get::<i64, _>(c)?)
-                .map_err(|_| AgentError::Setup(format!("blocks.{c}")))
-        };
-        let block_id: i64 = row.try_get("id")?;
-        let pc = fapiao_model::ProvinceCode::parse(&format!("{province:02}"))
-            .map_err(|e| AgentError::Setup(e.to_string()))?;
-        let mut block = NumberBlock::resume(
-            year,
-            pc,
-            u8::try_from(get("channel")?).map_err(|_| AgentError::Setup("channel".into()))?,
-            get("first")?,
-            get("last")?,
-            get("next")?,
-        )
-        .map_err(|e| AgentError::Setup(e.to_string()))?;
+        let (block_id, mut block) = self
+            .blocks_in_hand(&mut tx, year, province)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| AgentError::Peer("no invoice number in hand".into()))?;
         let signed = tracing::debug_span!("invoice.sign")
             .in_scope(|| self.inner.device.issue(draft, &mut block, issued_at))
             .map_err(|e| AgentError::Setup(format!("issuing failed: {e}")))?;
@@ -777,17 +938,65 @@ impl Agent {
             .bind(i64::try_from(block.next_sequence()).unwrap_or(i64::MAX))
             .execute(&mut *tx)
             .await?;
+        let number = self
+            .write_issued(
+                &mut tx,
+                order_id,
+                request_hash,
+                &signed,
+                form.as_ref().map(|(f, _, _)| f),
+            )
+            .await?;
+        let used: Option<String> = sqlx::query_scalar("SELECT used FROM quota WHERE month = $1")
+            .bind(&month)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let used = used.as_deref().map(amount).transpose()?.unwrap_or_default();
+        set_quota_used(&mut tx, &month, used + total).await?;
+        if let Some((_, day, seq)) = &form {
+            sqlx::query(
+                "INSERT INTO forms (day, next) VALUES ($1, $2)
+                 ON CONFLICT (day) DO UPDATE SET next = $2",
+            )
+            .bind(day)
+            .bind(seq + 1)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit()
+            .instrument(tracing::debug_span!("db.commit"))
+            .await?;
+        self.issued_now(
+            &number,
+            order_id,
+            if form.is_some() { "red" } else { "blue" },
+        );
+        Ok(Handled::Issued)
+    }
+
+    /// Writes a signed invoice and what goes with it in `tx`: the invoice (sealed), the
+    /// order's outcome, the queue entries `upload`, `report` and `ack`, the `pulled` row gone,
+    /// an audit record. Its number.
+    async fn write_issued(
+        &self,
+        tx: &mut Tx,
+        order_id: &str,
+        request_hash: &str,
+        signed: &fapiao_issuer::SignedInvoice,
+        form: Option<&FormWire>,
+    ) -> Result<String, AgentError> {
         let wire =
-            WireInvoice::from_signed(&signed).map_err(|e| AgentError::Setup(e.to_string()))?;
+            WireInvoice::from_signed(signed).map_err(|e| AgentError::Setup(e.to_string()))?;
         let json = Zeroizing::new(
             serde_json::to_string(&wire).map_err(|e| AgentError::Setup(e.to_string()))?,
         );
         let record = self
             .inner
             .vault
-            .seal_str(&mut tx, &RECORD.field(), &json)
+            .seal_str(tx, &RECORD.field(), &json)
             .await?;
         let inv = &signed.invoice;
+        let total = inv.draft().totals().total;
         let number = inv.number().as_str().to_owned();
         let blue_number = match inv.draft().kind() {
             InvoiceKind::Red(r) => Some(r.blue_number.as_str().to_owned()),
@@ -803,14 +1012,11 @@ impl Agent {
         .bind(request_hash)
         .bind(kind)
         .bind(&blue_number)
-        .bind(
-            form.as_ref()
-                .map(|(f, _, _)| serde_json::to_string(f).unwrap_or_default()),
-        )
+        .bind(form.map(|f| serde_json::to_string(f).unwrap_or_default()))
         .bind(fapiao_model::datetime::format(inv.issued_at()))
         .bind(total.to_string())
         .bind(record)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         sqlx::query(
             "INSERT INTO orders (order_id, kind, request_hash, outcome, number, handled_at)
@@ -821,37 +1027,14 @@ impl Agent {
         .bind(request_hash)
         .bind(&number)
         .bind(now().unix_timestamp())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        let used: Option<String> = sqlx::query_scalar("SELECT used FROM quota WHERE month = $1")
-            .bind(&month)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let used = used.as_deref().map(amount).transpose()?.unwrap_or_default();
-        sqlx::query(
-            "INSERT INTO quota (month, granted, used, requests) VALUES ($1, '0.00', $2, 0)
-             ON CONFLICT (month) DO UPDATE SET used = $2",
-        )
-        .bind(&month)
-        .bind((used + total).to_string())
-        .execute(&mut *tx)
-        .await?;
-        if let Some((_, day, seq)) = &form {
-            sqlx::query(
-                "INSERT INTO forms (day, next) VALUES ($1, $2)
-                 ON CONFLICT (day) DO UPDATE SET next = $2",
-            )
-            .bind(day)
-            .bind(seq + 1)
-            .execute(&mut *tx)
-            .await?;
-        }
         for k in ["upload", "report", "ack"] {
-            enqueue(&mut tx, k, if k == "ack" { order_id } else { &number }).await?;
+            enqueue(tx, k, if k == "ack" { order_id } else { &number }).await?;
         }
-        forget_pulled(&mut tx, order_id).await?;
+        forget_pulled(tx, order_id).await?;
         audit(
-            &mut tx,
+            tx,
             &self.inner.enterprise,
             if blue_number.is_some() {
                 "red.issued"
@@ -862,21 +1045,36 @@ impl Agent {
             &serde_json::json!({"order_id": order_id, "total": total.to_string()}),
         )
         .await?;
-        tx.commit()
-            .instrument(tracing::debug_span!("db.commit"))
-            .await?;
+        Ok(number)
+    }
+
+    /// Counts and logs an invoice once its transaction committed.
+    fn issued_now(&self, number: &str, order_id: &str, kind: &'static str) {
         self.inner.registry.inc(
             "fapiao_agent_invoices_issued_total",
             "Invoices issued on the enterprise's premises, by kind.",
             &[("kind", kind)],
         );
         tracing::info!(%number, %order_id, "agent: invoice issued");
-        Ok(Handled::Issued)
     }
 
     async fn refuse(&self, order: &QueuedOrder, r: &Refusal) -> Result<(), AgentError> {
-        let order_id = order.order_id();
         let mut tx = self.inner.db.begin_write().await?;
+        self.write_refused(&mut tx, order, r).await?;
+        tx.commit().await?;
+        tracing::info!(order_id = %order.order_id(), code = %r.code, "agent: order refused");
+        Ok(())
+    }
+
+    /// Records an order refused with why, in `tx`: its outcome, its `ack`, the `pulled` row
+    /// gone, an audit record.
+    async fn write_refused(
+        &self,
+        tx: &mut Tx,
+        order: &QueuedOrder,
+        r: &Refusal,
+    ) -> Result<(), AgentError> {
+        let order_id = order.order_id();
         sqlx::query(
             "INSERT INTO orders (order_id, kind, request_hash, outcome, refusal, handled_at)
              VALUES ($1, $2, $3, 'refused', $4, $5) ON CONFLICT (order_id) DO NOTHING",
@@ -889,20 +1087,18 @@ impl Agent {
         .bind(order.request_hash())
         .bind(serde_json::to_string(r).unwrap_or_default())
         .bind(now().unix_timestamp())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        enqueue(&mut tx, "ack", order_id).await?;
-        forget_pulled(&mut tx, order_id).await?;
+        enqueue(tx, "ack", order_id).await?;
+        forget_pulled(tx, order_id).await?;
         audit(
-            &mut tx,
+            tx,
             &self.inner.enterprise,
             "order.refused",
             order_id,
             &serde_json::json!({"code": r.code, "message": r.message}),
         )
         .await?;
-        tx.commit().await?;
-        tracing::info!(%order_id, code = %r.code, "agent: order refused");
         Ok(())
     }
 
@@ -932,135 +1128,180 @@ impl Agent {
 
     // ---- queues -----------------------------------------------------------------------
 
-    /// The first pending upload (or report/status when `reports`), if due.
-    async fn head(&self, reports: bool) -> Result<Option<(i64, String, String, i64)>, AgentError> {
-        let row = sqlx::query(if reports {
+    /// The run of due entries at the head of a queue (uploads; or, when `reports`, reports
+    /// and status reports), in id order, at most `max`: it starts at the first pending entry,
+    /// only when that one is due, and ends before the first that is not — an entry that must
+    /// wait holds back every one behind it.
+    async fn due_run(&self, reports: bool, max: usize) -> Result<Vec<Entry>, AgentError> {
+        let rows = sqlx::query(if reports {
             "SELECT id, kind, subject, attempts, next_attempt_at FROM queue
-             WHERE state = 'pending' AND kind IN ('report', 'status') ORDER BY id LIMIT 1"
+             WHERE state = 'pending' AND kind IN ('report', 'status') ORDER BY id LIMIT $1"
         } else {
             "SELECT id, kind, subject, attempts, next_attempt_at FROM queue
-             WHERE state = 'pending' AND kind = 'upload' ORDER BY id LIMIT 1"
+             WHERE state = 'pending' AND kind = 'upload' ORDER BY id LIMIT $1"
         })
-        .fetch_optional(self.inner.db.pool())
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(self.inner.db.pool())
         .await?;
-        let Some(r) = row else { return Ok(None) };
-        let due: i64 = r.try_get("next_attempt_at")?;
-        if due > now().unix_timestamp() {
-            return Ok(None);
+        let t = now().unix_timestamp();
+        let mut run = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if r.try_get::<i64, _>("next_attempt_at")? > t {
+                break;
+            }
+            run.push(Entry {
+                id: r.try_get("id")?,
+                kind: r.try_get("kind")?,
+                subject: r.try_get("subject")?,
+                attempts: r.try_get("attempts")?,
+            });
         }
-        Ok(Some((
-            r.try_get("id")?,
-            r.try_get("kind")?,
-            r.try_get("subject")?,
-            r.try_get("attempts")?,
-        )))
+        Ok(run)
     }
 
-    async fn retry_later(&self, id: i64, attempts: i64, why: &str) -> Result<(), AgentError> {
-        let delay = self.inner.options.backoff.delay(attempts);
-        let due = now() + delay;
-        let mut tx = self.inner.db.begin_write().await?;
+    /// Puts an entry off with backoff, in `tx`; the delay.
+    async fn retry_in(
+        &self,
+        tx: &mut Tx,
+        entry: &Entry,
+        why: &str,
+    ) -> Result<Duration, AgentError> {
+        let delay = self.inner.options.backoff.delay(entry.attempts);
         sqlx::query(
             "UPDATE queue SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1",
         )
-        .bind(id)
+        .bind(entry.id)
         .bind(why)
-        .bind(due.unix_timestamp())
-        .execute(&mut *tx)
+        .bind((now() + delay).unix_timestamp())
+        .execute(&mut **tx)
         .await?;
+        tracing::info!(id = entry.id, kind = %entry.kind, error = %why, delay_ms = delay.as_millis(), "agent: will retry");
+        Ok(delay)
+    }
+
+    /// Puts an entry off with backoff, in a transaction of its own.
+    async fn retry_later(&self, entry: &Entry, why: &str) -> Result<(), AgentError> {
+        let mut tx = self.inner.db.begin_write().await?;
+        self.retry_in(&mut tx, entry, why).await?;
         tx.commit().await?;
-        tracing::info!(id, error = %why, delay_ms = delay.as_millis(), "agent: will retry");
         Ok(())
     }
 
-    async fn invoice_row(&self, number: &str) -> Result<sqlx::sqlite::SqliteRow, AgentError> {
-        sqlx::query("SELECT * FROM invoices WHERE number = $1")
-            .bind(number)
-            .fetch_optional(self.inner.db.pool())
-            .await?
-            .ok_or_else(|| AgentError::Setup(format!("queued invoice {number} is missing")))
+    /// The rows of the entries' invoices, by number: one query.
+    async fn invoice_rows(
+        &self,
+        entries: &[Entry],
+    ) -> Result<std::collections::HashMap<String, sqlx::sqlite::SqliteRow>, AgentError> {
+        let numbers = serde_json::to_string(
+            &entries
+                .iter()
+                .map(|e| e.subject.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| AgentError::Setup(e.to_string()))?;
+        let rows = sqlx::query(
+            "SELECT * FROM invoices WHERE number IN (SELECT value FROM jsonb_each($1))",
+        )
+        .bind(numbers)
+        .fetch_all(self.inner.db.pool())
+        .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("number")?, r)))
+            .collect()
     }
 
-    /// Uploads to tax in issue order; stops at the first that must be retried.
+    /// Uploads to tax in issue order, a run of due uploads ([`Self::due_run`]) at a time in
+    /// one `invoice.upload_batch` (tax checks each invoice after the ones before it, so a
+    /// red after its blue in the same batch finds it). Each receipt is verified; the outcomes
+    /// are recorded in one transaction. An upload that must wait (transport errors,
+    /// `processing`, `upload_number_not_granted` the first few times) is retried with backoff
+    /// and, at the head of the queue, holds back the uploads behind it.
     async fn upload_due(&self) -> Result<usize, AgentError> {
-        let mut handled = 0;
-        while handled < 64 {
-            let Some((id, _, number, attempts)) = self.head(false).await? else {
-                break;
-            };
-            let row = self.invoice_row(&number).await?;
-            let wire = self.read_wire(&row.try_get::<String, _>("record")?).await?;
-            let answer = self
-                .inner
-                .tax
-                .call(
-                    message_type::INVOICE_UPLOAD,
-                    &Upload {
-                        invoice: wire.clone(),
-                    },
-                )
-                .instrument(tracing::debug_span!("tax.upload"))
-                .await;
-            let receipt = match answer {
-                Ok(a) if a.message_type == message_type::UPLOAD_RECEIPT => {
-                    match a.parse::<SignedReceipt>(self.inner.tax.peer_identity()) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            self.retry_later(id, attempts, &e.to_string()).await?;
-                            break;
-                        }
-                    }
-                }
-                Ok(a) => {
-                    let why = format!(
-                        "tax answered {}: {}",
-                        a.message_type,
-                        String::from_utf8_lossy(&a.payload)
-                    );
-                    self.retry_later(id, attempts, &why).await?;
-                    break;
-                }
-                Err(e) => {
-                    self.retry_later(id, attempts, &e.to_string()).await?;
-                    break;
-                }
-            };
-            let signed = wire
-                .to_signed()
-                .map_err(|e| AgentError::Setup(e.to_string()))?;
-            if let Err(e) = receipt.verify_for(&signed, &self.inner.material.trust, now()) {
-                self.retry_later(id, attempts, &format!("receipt: {e}"))
-                    .await?;
+        let run = self.due_run(false, UploadBatch::MAX).await?;
+        let Some(head) = run.first() else {
+            return Ok(0);
+        };
+        let rows = self.invoice_rows(&run).await?;
+        let mut entries = Vec::with_capacity(run.len());
+        let mut invoices = Vec::with_capacity(run.len());
+        let mut bytes = 0;
+        for entry in &run {
+            let row = rows.get(&entry.subject).ok_or_else(|| {
+                AgentError::Setup(format!("queued invoice {} is missing", entry.subject))
+            })?;
+            let record: String = row.try_get("record")?;
+            bytes += record.len();
+            if bytes > BATCH_BYTES && !invoices.is_empty() {
                 break;
             }
-            // Tax may not have recorded the block platform assigned yet: a few more tries
-            // before that refusal is taken as final.
-            let not_granted =
-                receipt.receipt.code.as_deref() == Some(Code::UploadNumberNotGranted.as_str());
-            let (state, reason) = match receipt.receipt.tax_status() {
-                None => {
-                    self.retry_later(id, attempts, "tax is processing").await?;
-                    break;
+            invoices.push(self.read_wire(&record).await?);
+            entries.push(entry);
+        }
+        let upload = UploadBatch { invoices };
+        let answer = self
+            .inner
+            .tax
+            .call(message_type::INVOICE_UPLOAD_BATCH, &upload)
+            .instrument(tracing::debug_span!("tax.upload"))
+            .await;
+        let receipts = match answer {
+            Ok(a) if a.message_type == message_type::UPLOAD_RECEIPTS => a
+                .parse::<Receipts>(self.inner.tax.peer_identity())
+                .map_err(|e| e.to_string())
+                .and_then(|r| {
+                    if r.receipts.len() == entries.len() {
+                        Ok(r.receipts)
+                    } else {
+                        Err(format!(
+                            "tax answered {} receipts for {} invoices",
+                            r.receipts.len(),
+                            entries.len()
+                        ))
+                    }
+                }),
+            Ok(a) => Err(format!(
+                "tax answered {}: {}",
+                a.message_type,
+                String::from_utf8_lossy(&a.payload)
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        let receipts = match receipts {
+            Ok(r) => r,
+            Err(why) => {
+                self.retry_later(head, &why).await?;
+                return Ok(0);
+            }
+        };
+        let mut outcomes = Vec::with_capacity(receipts.len());
+        for ((entry, wire), receipt) in entries.iter().zip(&upload.invoices).zip(receipts) {
+            outcomes.push(self.upload_outcome(entry, wire, receipt));
+            // Each check is a signature verification: the runtime gets its thread back
+            // between them.
+            tokio::task::yield_now().await;
+        }
+        let mut tx = self.inner.db.begin_write().await?;
+        let mut handled = 0;
+        for (entry, outcome) in entries.iter().zip(outcomes) {
+            let (receipt, state, reason) = match outcome {
+                Ok(o) => o,
+                Err(why) => {
+                    self.retry_in(&mut tx, entry, &why).await?;
+                    continue;
                 }
-                Some((TaxStatus::Failed, _)) if not_granted && attempts < 5 => {
-                    self.retry_later(id, attempts, Code::UploadNumberNotGranted.as_str())
-                        .await?;
-                    break;
-                }
-                Some((status, reason)) => (status.as_str(), reason),
             };
-            let mut tx = self.inner.db.begin_write().await?;
+            let number = &entry.subject;
             sqlx::query(
                 "UPDATE invoices SET upload = $2, upload_reason = $3, receipt = $4 WHERE number = $1",
             )
-            .bind(&number)
+            .bind(number)
             .bind(state)
             .bind(&reason)
             .bind(serde_json::to_string(&receipt).unwrap_or_default())
             .execute(&mut *tx)
             .await?;
-            finish(&mut tx, id).await?;
-            enqueue(&mut tx, "status", &number).await?;
+            finish(&mut tx, entry.id).await?;
+            enqueue(&mut tx, "status", number).await?;
             audit(
                 &mut tx,
                 self.inner.tax.peer_identity(),
@@ -1069,105 +1310,249 @@ impl Agent {
                 } else {
                     "upload.accepted"
                 },
-                &number,
+                number,
                 &serde_json::json!({"receipt_id": receipt.receipt.receipt_id, "reason": reason}),
             )
             .await?;
-            tx.commit().await?;
-            if let Some(r) = reason {
+            if let Some(r) = &reason {
                 tracing::warn!(%number, reason = %r, "agent: tax refused an invoice");
             }
             handled += 1;
         }
+        tx.commit().await?;
         Ok(handled)
     }
 
-    /// Reports invoices and receipts to platform in id order; stops at the first that must
-    /// be retried.
+    /// What tax's receipt for an upload settles: the verified receipt, the upload state
+    /// (`accepted` or `failed`) and tax's reason; or why the upload must be tried again.
+    fn upload_outcome(
+        &self,
+        entry: &Entry,
+        wire: &WireInvoice,
+        receipt: SignedReceipt,
+    ) -> Result<(SignedReceipt, &'static str, Option<String>), String> {
+        let signed = wire.to_signed().map_err(|e| e.to_string())?;
+        receipt
+            .verify_for(&signed, &self.inner.material.trust, now())
+            .map_err(|e| format!("receipt: {e}"))?;
+        // Tax may not have recorded the block platform assigned yet: a few more tries
+        // before that refusal is taken as final.
+        let not_granted =
+            receipt.receipt.code.as_deref() == Some(Code::UploadNumberNotGranted.as_str());
+        match receipt.receipt.tax_status() {
+            None => Err(format!(
+                "tax is processing: {}",
+                receipt.receipt.reason.unwrap_or_default()
+            )),
+            Some((TaxStatus::Failed, _)) if not_granted && entry.attempts < 5 => {
+                Err(Code::UploadNumberNotGranted.as_str().to_owned())
+            }
+            Some((status, reason)) => Ok((receipt, status.as_str(), reason)),
+        }
+    }
+
+    /// Reports invoices and tax's receipts to platform in queue order, a run of due entries
+    /// ([`Self::due_run`]) at a time in one `invoice.report_batch`; platform answers each
+    /// item, and the answers are recorded in one transaction: recorded → done, a refusal
+    /// that is final → failed (counted in `agent status`), any other → retried with backoff.
+    /// A batch refused as a whole with a final code (a platform that does not take report
+    /// batches) is sent again item by item.
     async fn report_due(&self) -> Result<usize, AgentError> {
-        let mut handled = 0;
-        while handled < 64 {
-            let Some((id, kind, number, attempts)) = self.head(true).await? else {
+        let run = self.due_run(true, ReportBatch::MAX).await?;
+        let Some(head) = run.first() else {
+            return Ok(0);
+        };
+        let rows = self.invoice_rows(&run).await?;
+        let mut entries = Vec::with_capacity(run.len());
+        let mut items = Vec::with_capacity(run.len());
+        let mut bytes = 0;
+        for entry in &run {
+            let row = rows.get(&entry.subject).ok_or_else(|| {
+                AgentError::Setup(format!("queued invoice {} is missing", entry.subject))
+            })?;
+            let (item, size) = self.report_item(entry, row).await?;
+            bytes += size;
+            if bytes > BATCH_BYTES && !items.is_empty() {
                 break;
-            };
-            let row = self.invoice_row(&number).await?;
-            let result = if kind == "report" {
-                let wire = self.read_wire(&row.try_get::<String, _>("record")?).await?;
-                let form: Option<String> = row.try_get("form")?;
-                let report = Report {
-                    enterprise: self.inner.enterprise.clone(),
-                    issued: Issued {
-                        order_id: row.try_get("order_id")?,
-                        request_hash: row.try_get("request_hash")?,
-                        invoice: wire,
-                        form: form.and_then(|f| serde_json::from_str(&f).ok()),
-                    },
-                };
-                self.inner
-                    .platform
-                    .call(message_type::INVOICE_REPORT, &report)
-                    .await
-            } else {
-                let upload: String = row.try_get("upload")?;
-                let receipt: Option<String> = row.try_get("receipt")?;
-                let notice = StatusNotice {
-                    number: number.clone(),
-                    enterprise: self.inner.enterprise.clone(),
-                    tax_status: if upload == "failed" {
-                        TaxStatus::Failed
+            }
+            items.push(item);
+            entries.push(entry);
+        }
+        let batch = ReportBatch {
+            enterprise: self.inner.enterprise.clone(),
+            items,
+        };
+        let answer = self
+            .inner
+            .platform
+            .call(message_type::INVOICE_REPORT_BATCH, &batch)
+            .instrument(tracing::debug_span!("platform.report"))
+            .await;
+        let results = match answer {
+            Ok(a) if a.message_type == message_type::REPORT_RESULTS => a
+                .parse::<ReportResults>(self.inner.platform.peer_identity())
+                .map_err(|e| e.to_string())
+                .and_then(|r| {
+                    if r.results.len() == entries.len() {
+                        Ok(r.results)
                     } else {
-                        TaxStatus::Accepted
-                    },
-                    reason: row.try_get("upload_reason")?,
-                    receipt: receipt.and_then(|r| serde_json::from_str(&r).ok()),
-                    issued: None,
-                };
-                self.inner
-                    .platform
-                    .call(message_type::INVOICE_STATUS, &notice)
-                    .await
-            };
-            match result {
-                Ok(a) if a.message_type == message_type::ACK => {
-                    let mut tx = self.inner.db.begin_write().await?;
-                    finish(&mut tx, id).await?;
-                    tx.commit().await?;
-                    handled += 1;
-                }
-                Ok(a) => {
-                    let code = refusal_code(&a);
-                    let text = String::from_utf8_lossy(&a.payload).into_owned();
-                    if code.is_some_and(|c| !c.retryable()) {
-                        tracing::error!(%number, %kind, answer = %text, "agent: platform refused a report");
-                        let mut tx = self.inner.db.begin_write().await?;
-                        sqlx::query(
-                            "UPDATE queue SET state = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1",
-                        )
-                        .bind(id)
-                        .bind(&text)
-                        .execute(&mut *tx)
-                        .await?;
-                        audit(
-                            &mut tx,
-                            self.inner.platform.peer_identity(),
-                            "report.refused",
-                            &number,
-                            &serde_json::json!({"kind": kind, "answer": text}),
-                        )
-                        .await?;
-                        tx.commit().await?;
-                        handled += 1;
-                    } else {
-                        self.retry_later(id, attempts, &format!("platform answered {text}"))
-                            .await?;
-                        break;
+                        Err(format!(
+                            "platform answered {} results for {} items",
+                            r.results.len(),
+                            entries.len()
+                        ))
                     }
+                }),
+            Ok(a) if refusal_code(&a).is_some_and(|c| !c.retryable()) => {
+                tracing::warn!(answer = %String::from_utf8_lossy(&a.payload), "agent: platform refused a report batch; reporting item by item");
+                return self.report_each(&entries, batch.items).await;
+            }
+            Ok(a) => Err(format!(
+                "platform answered {}: {}",
+                a.message_type,
+                String::from_utf8_lossy(&a.payload)
+            )),
+            Err(e) => Err(e.to_string()),
+        };
+        let results = match results {
+            Ok(r) => r,
+            Err(why) => {
+                self.retry_later(head, &why).await?;
+                return Ok(0);
+            }
+        };
+        let mut tx = self.inner.db.begin_write().await?;
+        let mut handled = 0;
+        for (entry, result) in entries.iter().zip(results) {
+            handled += self.record_report(&mut tx, entry, result).await?;
+        }
+        tx.commit().await?;
+        Ok(handled)
+    }
+
+    /// A report batch's item for a queue entry (an invoice with its order, or tax's receipt
+    /// for it), and the bytes of invoice record it carries.
+    async fn report_item(
+        &self,
+        entry: &Entry,
+        row: &sqlx::sqlite::SqliteRow,
+    ) -> Result<(ReportItem, usize), AgentError> {
+        if entry.kind == "report" {
+            let record: String = row.try_get("record")?;
+            let form: Option<String> = row.try_get("form")?;
+            let item = ReportItem::Invoice(Issued {
+                order_id: row.try_get("order_id")?,
+                request_hash: row.try_get("request_hash")?,
+                invoice: self.read_wire(&record).await?,
+                form: form.and_then(|f| serde_json::from_str(&f).ok()),
+            });
+            return Ok((item, record.len()));
+        }
+        let upload: String = row.try_get("upload")?;
+        let receipt: Option<String> = row.try_get("receipt")?;
+        let size = receipt.as_ref().map_or(0, String::len);
+        let item = ReportItem::Status(Box::new(StatusNotice {
+            number: entry.subject.clone(),
+            enterprise: self.inner.enterprise.clone(),
+            tax_status: if upload == "failed" {
+                TaxStatus::Failed
+            } else {
+                TaxStatus::Accepted
+            },
+            reason: row.try_get("upload_reason")?,
+            receipt: receipt.and_then(|r| serde_json::from_str(&r).ok()),
+            issued: None,
+        }));
+        Ok((item, size))
+    }
+
+    /// Records platform's answer to one reported entry in `tx` (`None`: recorded); 1 when
+    /// the entry is settled, 0 when it is retried.
+    async fn record_report(
+        &self,
+        tx: &mut Tx,
+        entry: &Entry,
+        result: Option<Refusal>,
+    ) -> Result<usize, AgentError> {
+        let Some(refusal) = result else {
+            finish(tx, entry.id).await?;
+            return Ok(1);
+        };
+        let text = serde_json::to_string(&refusal).unwrap_or_default();
+        if refusal.code().is_some_and(Code::retryable) || refusal.code().is_none() {
+            self.retry_in(tx, entry, &format!("platform answered {text}"))
+                .await?;
+            return Ok(0);
+        }
+        tracing::error!(number = %entry.subject, kind = %entry.kind, answer = %text, "agent: platform refused a report");
+        sqlx::query(
+            "UPDATE queue SET state = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1",
+        )
+        .bind(entry.id)
+        .bind(&text)
+        .execute(&mut **tx)
+        .await?;
+        audit(
+            tx,
+            self.inner.platform.peer_identity(),
+            "report.refused",
+            &entry.subject,
+            &serde_json::json!({"kind": entry.kind, "answer": text}),
+        )
+        .await?;
+        Ok(1)
+    }
+
+    /// Reports entries one message each (`invoice.report`, `invoice.status`), in order,
+    /// until one must be retried.
+    async fn report_each(
+        &self,
+        entries: &[&Entry],
+        items: Vec<ReportItem>,
+    ) -> Result<usize, AgentError> {
+        let mut handled = 0;
+        for (entry, item) in entries.iter().zip(items) {
+            let answer = match item {
+                ReportItem::Invoice(issued) => {
+                    let report = Report {
+                        enterprise: self.inner.enterprise.clone(),
+                        issued,
+                    };
+                    self.inner
+                        .platform
+                        .call(message_type::INVOICE_REPORT, &report)
+                        .instrument(tracing::debug_span!("platform.report"))
+                        .await
                 }
+                ReportItem::Status(notice) => {
+                    self.inner
+                        .platform
+                        .call(message_type::INVOICE_STATUS, &*notice)
+                        .instrument(tracing::debug_span!("platform.report"))
+                        .await
+                }
+            };
+            let result = match answer {
+                Ok(a) if a.message_type == message_type::ACK => None,
+                Ok(a) if a.message_type == message_type::REFUSAL => {
+                    serde_json::from_slice::<Refusal>(&a.payload).ok()
+                }
+                Ok(a) => Some(Refusal::new(
+                    Code::Internal,
+                    format!("platform answered {}", a.message_type),
+                )),
                 Err(e) => {
-                    self.retry_later(id, attempts, &e.to_string()).await?;
+                    self.retry_later(entry, &e.to_string()).await?;
                     break;
                 }
+            };
+            let mut tx = self.inner.db.begin_write().await?;
+            let settled = self.record_report(&mut tx, entry, result).await?;
+            tx.commit().await?;
+            if settled == 0 {
+                break;
             }
+            handled += 1;
         }
         Ok(handled)
     }
@@ -1182,17 +1567,20 @@ impl Agent {
         .fetch_all(self.inner.db.pool())
         .await?;
         let t = now().unix_timestamp();
-        let mut ids = Vec::new();
+        let mut entries = Vec::new();
         let mut acks = Vec::new();
-        let mut attempts = 0;
         for r in &rows {
             if r.try_get::<i64, _>("next_attempt_at")? > t {
                 continue;
             }
             let outcome: String = r.try_get("outcome")?;
             let refusal: Option<String> = r.try_get("refusal")?;
-            ids.push(r.try_get::<i64, _>("id")?);
-            attempts = attempts.max(r.try_get::<i64, _>("attempts")?);
+            entries.push(Entry {
+                id: r.try_get("id")?,
+                kind: "ack".to_owned(),
+                subject: r.try_get("order_id")?,
+                attempts: r.try_get("attempts")?,
+            });
             acks.push(OrderAck {
                 order_id: r.try_get("order_id")?,
                 outcome: if outcome == "issued" {
@@ -1217,24 +1605,27 @@ impl Agent {
             .inner
             .cloud
             .call(message_type::ORDERS_ACK, &OrderAcks { acks })
+            .instrument(tracing::debug_span!("cloud.ack"))
             .await;
         match answer {
             Ok(a) if a.message_type == message_type::ACK => {
                 let mut tx = self.inner.db.begin_write().await?;
-                for id in &ids {
-                    finish(&mut tx, *id).await?;
+                for e in &entries {
+                    finish(&mut tx, e.id).await?;
                 }
                 tx.commit().await?;
-                Ok(ids.len())
+                Ok(entries.len())
             }
             other => {
                 let why = match other {
                     Ok(a) => String::from_utf8_lossy(&a.payload).into_owned(),
                     Err(e) => e.to_string(),
                 };
-                for id in &ids {
-                    self.retry_later(*id, attempts, &why).await?;
+                let mut tx = self.inner.db.begin_write().await?;
+                for e in &entries {
+                    self.retry_in(&mut tx, e, &why).await?;
                 }
+                tx.commit().await?;
                 Ok(0)
             }
         }
@@ -1388,6 +1779,19 @@ impl fapiao_service::ops::Readiness for Agent {
             },
         ]
     }
+}
+
+/// Sets the quota used in `month` (a row for the month if there is none yet).
+async fn set_quota_used(tx: &mut Tx, month: &str, used: Amount) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO quota (month, granted, used, requests) VALUES ($1, '0.00', $2, 0)
+         ON CONFLICT (month) DO UPDATE SET used = $2",
+    )
+    .bind(month)
+    .bind(used.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn enqueue(tx: &mut Tx, kind: &str, subject: &str) -> Result<(), StoreError> {
