@@ -10,12 +10,13 @@
 //!   a stall is not hidden by clients waiting for it), p50/p95/p99/max;
 //! - **stages** from `tracing` spans the roles open around each stage (`envelope.seal`,
 //!   `envelope.open`, `order.validate`, `invoice.sign`, `invoice.verify`, `db.commit` on the
-//!   issuing path, `tax.upload` round trips): count and wall time per invoice;
+//!   issuing path, and the round trips `tax.upload`, `cloud.notify`, and in async mode the
+//!   agent's `cloud.pull`, `platform.report`, `cloud.ack`): count and wall time per invoice;
 //! - **crypto bound**: the signatures, verifications, key wraps/unwraps and content
-//!   encryptions one invoice needs in the current design, back to back in one thread, for both
-//!   suites ([`crypto_bound`]); the exchanges batches share are counted as the closed loop
-//!   made them (orders per ERP request; invoices per upload and per notice exchange, from the
-//!   `tax.upload` and `cloud.notify` spans);
+//!   encryptions one invoice needs in the current design of its flow, back to back in one
+//!   thread, for both suites ([`crypto_bound`]); the exchanges batches share are counted as
+//!   the closed loop made them (orders per ERP request; invoices per exchange of each kind,
+//!   from the round trips' spans);
 //! - resident memory at the start, the end, and its peak.
 //!
 //! The rate limits of the roles' `[limits]` and the demo enterprises' monthly quota are lifted
@@ -170,12 +171,73 @@ pub(crate) struct Stage {
 /// invoices shares one exchange, so each pays `1/k`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub(crate) struct Exchanges {
-    /// cloud → platform orders.
+    /// The flow: `sync` (platform-hosted) or `async` (enterprise-hosted, through the agent).
+    pub(crate) flow: &'static str,
+    /// ERP requests (each opens the ERP key's stored secret).
+    pub(crate) erp: f64,
+    /// cloud → platform orders (sync).
     pub(crate) order: f64,
-    /// platform → tax uploads.
+    /// agent → cloud pulls of queued orders (async).
+    pub(crate) pull: f64,
+    /// Uploads to tax: platform's (sync), the agent's (async).
     pub(crate) upload: f64,
-    /// platform → cloud status notices.
+    /// agent → platform reports of invoices and receipts (async).
+    pub(crate) report: f64,
+    /// platform → cloud status notices (async: carrying the agent's invoice).
     pub(crate) notice: f64,
+    /// agent → cloud acknowledgements of handled orders (async).
+    pub(crate) ack: f64,
+}
+
+impl Exchanges {
+    /// The exchanges an invoice's flow makes: share per invoice, then the bytes per invoice
+    /// of the request and of the answer. A signed invoice record is about 3 KB of JSON, a
+    /// signed receipt about 700 B, an order about 1 KB; an acknowledgement is nearly empty.
+    fn kinds(&self) -> Vec<(f64, f64, f64)> {
+        if self.flow == "async" {
+            vec![
+                (self.pull, 50.0, 1000.0),
+                (self.upload, 3000.0, 700.0),
+                (self.report, 3700.0, 50.0),
+                (self.notice, 3700.0, 50.0),
+                (self.ack, 100.0, 50.0),
+            ]
+        } else {
+            vec![
+                (self.order, 1000.0, 3000.0),
+                (self.upload, 3000.0, 700.0),
+                (self.notice, 700.0, 50.0),
+            ]
+        }
+    }
+
+    /// Verifications of each signature (the device's on the invoice, tax's on the receipt)
+    /// with the signer's path: sync, cloud and tax check the invoice, platform and cloud the
+    /// receipt; async, tax, platform and cloud check the invoice, the agent, platform and
+    /// cloud the receipt.
+    fn checks(&self) -> u32 {
+        if self.flow == "async" { 3 } else { 2 }
+    }
+
+    /// Values sealed at rest per invoice: their bytes and how often each is opened again.
+    /// Sync: the signed invoice at platform (opened to upload it), cloud and tax. Async: the
+    /// order queued at cloud (opened to lease it) and pulled by the agent (opened to issue
+    /// it); the signed invoice at the agent (opened to upload it and to report it), platform
+    /// (opened for the notice that carries it to cloud), tax and cloud.
+    fn at_rest(&self) -> Vec<(usize, u32)> {
+        if self.flow == "async" {
+            vec![
+                (1000, 1),
+                (1000, 1),
+                (3000, 2),
+                (3000, 1),
+                (3000, 0),
+                (3000, 0),
+            ]
+        } else {
+            vec![(3000, 1), (3000, 0), (3000, 0)]
+        }
+    }
 }
 
 /// The crypto bound of one suite.
@@ -224,15 +286,18 @@ pub(crate) struct StageTimer {
 }
 
 /// The spans [`StageTimer`] counts.
-pub(crate) const STAGES: [&str; 8] = [
+pub(crate) const STAGES: [&str; 11] = [
     "envelope.seal",
     "envelope.open",
     "order.validate",
     "invoice.sign",
     "invoice.verify",
     "db.commit",
+    "cloud.pull",
     "tax.upload",
+    "platform.report",
     "cloud.notify",
+    "cloud.ack",
 ];
 
 struct Opened(Instant);
@@ -640,10 +705,29 @@ pub(crate) async fn run(
             .map_or(1.0, |s| s.per_invoice.min(1.0))
     };
     #[expect(clippy::cast_precision_loss, reason = "at most 100")]
-    let exchanges = Exchanges {
-        order: 1.0 / batch as f64,
-        upload: per_invoice("tax.upload"),
-        notice: per_invoice("cloud.notify"),
+    let erp = 1.0 / batch as f64;
+    let exchanges = if opts.enterprise_hosted {
+        Exchanges {
+            flow: "async",
+            erp,
+            order: 0.0,
+            pull: per_invoice("cloud.pull"),
+            upload: per_invoice("tax.upload"),
+            report: per_invoice("platform.report"),
+            notice: per_invoice("cloud.notify"),
+            ack: per_invoice("cloud.ack"),
+        }
+    } else {
+        Exchanges {
+            flow: "sync",
+            erp,
+            order: erp,
+            pull: 0.0,
+            upload: per_invoice("tax.upload"),
+            report: 0.0,
+            notice: per_invoice("cloud.notify"),
+            ack: 0.0,
+        }
     };
     let suite = opts.suite;
     let crypto = tokio::task::spawn_blocking(move || -> Result<Vec<CryptoBound>> {
@@ -766,18 +850,21 @@ async fn open_loop(
 const RSS_SAMPLE: Duration = Duration::from_secs(60);
 
 /// The cryptography one invoice needs in the current design, back to back in one thread:
-/// CPU per invoice (ms). An invoice travels in three exchanges — cloud→platform (the order),
-/// platform→tax (the upload), platform→cloud (the status notice) — each a request and an
+/// CPU per invoice (ms). An invoice travels in the exchanges of its flow ([`Exchanges`]) —
+/// sync: cloud→platform (the order), platform→tax (the upload), platform→cloud (the status
+/// notice); async: agent→cloud (the pull of its queued order), agent→tax (the upload),
+/// agent→platform (the report of the invoice and of tax's receipt), platform→cloud (the
+/// notice carrying the invoice), agent→cloud (the acknowledgement) — each a request and an
 /// answer envelope: a seal (sign, wrap the content key to the recipient, encrypt) and an open
 /// (unwrap, decrypt, verify, validate the signer's certificate path) each. A batch of `k`
 /// invoices shares one exchange whose envelopes carry the `k` invoices' bytes, so an invoice
 /// pays `exchanges` of each (`1/k`) plus its own bytes. Every invoice also has its own two
 /// signatures (the issuing device's on the invoice, SM2 in both suites as every device key
-/// is; tax's on the receipt, in the suite) and four verifications with the signer's path
-/// (cloud and tax verify the invoice, platform and cloud the receipt). And data at rest:
-/// platform, cloud and tax each store the signed invoice sealed under their data key (SM4-GCM
-/// or AES-256-GCM, the suite's), platform opens it once to upload it, and cloud opens the ERP
-/// key's stored secret once per order request to check the request's MAC.
+/// is; tax's on the receipt, in the suite) and their verifications with the signer's path
+/// ([`Exchanges::checks`]). And data at rest ([`Exchanges::at_rest`]): each value sealed
+/// under its role's data key (SM4-GCM or AES-256-GCM, the suite's) and opened where the flow
+/// reads it again, and the ERP key's stored secret opened once per ERP request to check the
+/// request's MAC.
 ///
 /// # Errors
 /// Key generation or a cryptographic step fails.
@@ -853,13 +940,8 @@ pub(crate) fn crypto_bound(
     for ca in std::iter::once(&ca).chain(&gm_ca) {
         trust.add_crl(ca.crl(&none, 1, now - time::Duration::hours(1), now + day * 7)?);
     }
-    // A signed invoice record is about 3 KB of JSON, a signed receipt about 700 B, an order
-    // about 1 KB; an acknowledgement is nearly empty. Bytes per invoice, request and answer:
-    let kinds = [
-        (exchanges.order, 1000.0, 3000.0),
-        (exchanges.upload, 3000.0, 700.0),
-        (exchanges.notice, 700.0, 50.0),
-    ];
+    let kinds = exchanges.kinds();
+    let at_rest_values = exchanges.at_rest();
     let payload = vec![b'x'; 3000];
     let message = |id: String, payload: &[u8]| Message {
         header: Header {
@@ -879,12 +961,12 @@ pub(crate) fn crypto_bound(
         AeadKey::new(algorithm, &raw)?
     };
     // A value sealed at rest, as the vault does it: a fresh nonce, the column as associated
-    // data; then opened again when `open` is set.
-    let at_rest = |value: &[u8], open: bool| -> Result<()> {
+    // data; then opened again `opens` times.
+    let at_rest = |value: &[u8], opens: u32| -> Result<()> {
         let mut nonce = [0_u8; NONCE_LEN];
         system_rng().fill_bytes(&mut nonce);
         let sealed = data_key.seal(&nonce, b"invoices.record|k1", value);
-        if open {
+        for _ in 0..opens {
             data_key.open(&nonce, b"invoices.record|k1", &sealed)?;
         }
         Ok(())
@@ -902,8 +984,9 @@ pub(crate) fn crypto_bound(
         Ok(())
     };
     let started = cpu_thread_time();
-    // The exchanges owed so far, per kind: one is made each time a whole one is owed.
-    let mut owed = [0.0_f64; 3];
+    // The exchanges owed so far, per kind (and ERP requests, last): one is made each time a
+    // whole one is owed.
+    let mut owed = vec![0.0_f64; kinds.len() + 1];
     for i in 0..iterations {
         for (k, &(share, request, answer)) in kinds.iter().enumerate() {
             if share <= 0.0 {
@@ -920,18 +1003,21 @@ pub(crate) fn crypto_bound(
                 let bytes = |per_invoice: f64| vec![b'x'; (per_invoice / share) as usize];
                 exchange(format!("x{i}-{k}-q"), &bytes(request))?;
                 exchange(format!("x{i}-{k}-a"), &bytes(answer))?;
-                if k == 0 {
-                    // The ERP request's MAC key, opened from cloud's store.
-                    at_rest(&secret, true)?;
-                }
             }
         }
-        for open in [true, false, false] {
-            at_rest(&payload, open)?;
+        // The ERP request's MAC key, opened from cloud's store.
+        let requests = owed.len() - 1;
+        owed[requests] += exchanges.erp;
+        while owed[requests] >= 1.0 - 1e-9 {
+            owed[requests] -= 1.0;
+            at_rest(&secret, 1)?;
+        }
+        for &(bytes, opens) in &at_rest_values {
+            at_rest(&payload[..bytes.min(payload.len())], opens)?;
         }
         for (key, cert) in &signers {
             let signature = key.sign(&payload)?;
-            for _ in 0..2 {
+            for _ in 0..exchanges.checks() {
                 trust.validate(cert, &[], Purpose::Signing, now)?;
                 cert.public_key()?.verify(&payload, &signature)?;
             }
@@ -1069,13 +1155,26 @@ fn render(r: &BenchReport, opts: &BenchOptions) -> String {
     }
     if let Some(b) = r.crypto_bound.first() {
         let per = |share: f64| if share > 0.0 { 1.0 / share } else { 0.0 };
-        let _ = writeln!(
-            s,
-            "                 (invoices per exchange, as the closed loop batched them: order {:.1}, upload {:.1}, notice {:.1})",
-            per(b.exchanges.order),
-            per(b.exchanges.upload),
-            per(b.exchanges.notice)
-        );
+        let x = &b.exchanges;
+        let _ = if x.flow == "async" {
+            writeln!(
+                s,
+                "                 (invoices per exchange, as the closed loop batched them: pull {:.1}, upload {:.1}, report {:.1}, notice {:.1}, ack {:.1})",
+                per(x.pull),
+                per(x.upload),
+                per(x.report),
+                per(x.notice),
+                per(x.ack)
+            )
+        } else {
+            writeln!(
+                s,
+                "                 (invoices per exchange, as the closed loop batched them: order {:.1}, upload {:.1}, notice {:.1})",
+                per(x.order),
+                per(x.upload),
+                per(x.notice)
+            )
+        };
     }
     let _ = writeln!(
         s,
@@ -1125,7 +1224,8 @@ fn render(r: &BenchReport, opts: &BenchOptions) -> String {
         "\nstages (closed loop; wall time per invoice, all roles)\n  {:<16} {:>8} {:>10}",
         "span", "count", "time"
     );
-    for st in &r.stages {
+    // A span of the other flow never opens.
+    for st in r.stages.iter().filter(|st| st.per_invoice > 0.0) {
         let _ = writeln!(
             s,
             "  {:<16} {:>8.1} {:>7.2} ms",

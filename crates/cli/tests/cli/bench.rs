@@ -135,13 +135,55 @@ fn an_async_bench_measures_the_agent_path() {
     assert_eq!(r["closed"]["errors"], 0);
     assert!(r["open"].as_array().unwrap().is_empty());
     let stage = |name: &str| stage(&r, name);
-    // The agent signed each invoice once and uploaded it to tax once.
+    // The agent signed each invoice once; tax, platform and cloud each verified it.
     assert!(
         (stage("invoice.sign") - 1.0).abs() < 0.01,
         "{}",
         r["stages"]
     );
-    assert!((stage("tax.upload") - 1.0).abs() < 0.01, "{}", r["stages"]);
+    assert!(
+        (3.0 - 0.01..=4.0).contains(&stage("invoice.verify")),
+        "{}",
+        r["stages"]
+    );
+    // Envelopes add up over the agent path's exchanges, each shared by the invoices it
+    // carries (batches: at most one exchange of each kind per invoice), plus the agent's
+    // few supply exchanges (a block, its assignment at tax, quota) at the start.
+    let kinds = [
+        "cloud.pull",
+        "tax.upload",
+        "platform.report",
+        "cloud.notify",
+        "cloud.ack",
+    ];
+    for name in kinds {
+        let share = stage(name);
+        assert!(share > 0.0 && share <= 1.0, "{name}: {}", r["stages"]);
+    }
+    let expected: f64 = kinds.iter().map(|k| 2.0 * stage(k)).sum();
+    for name in ["envelope.seal", "envelope.open"] {
+        let extra = stage(name) - expected;
+        assert!(
+            (0.0..=8.0 / 12.0 + 1e-9).contains(&extra),
+            "{name}: {} for {expected} in exchanges: {}",
+            stage(name),
+            r["stages"]
+        );
+    }
+    for b in r["crypto_bound"].as_array().unwrap() {
+        let x = &b["exchanges"];
+        assert_eq!(x["flow"], "async", "{b}");
+        for (field, name) in ["pull", "upload", "report", "notice", "ack"]
+            .iter()
+            .zip(kinds)
+        {
+            assert!(
+                (x[field].as_f64().unwrap() - stage(name)).abs() < 1e-9,
+                "{field}: {b}"
+            );
+        }
+        assert_eq!(x["order"], 0.0, "{b}");
+    }
 }
 
 /// Orders sent ten at a time through the batch endpoint: every invoice still issued, signed and
