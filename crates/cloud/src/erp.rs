@@ -490,7 +490,7 @@ impl Cloud {
 
     /// An issued invoice checked: it parses, its device signature and certificate path
     /// verify, and its seller is the enterprise.
-    fn check_issued(
+    pub(crate) fn check_issued(
         &self,
         enterprise: &str,
         invoice: &WireInvoice,
@@ -512,7 +512,7 @@ impl Cloud {
     /// for the agent marked issued, their webhooks queued, their audit entries, and the
     /// status notices that came before them taken. Per invoice, the view of what was just
     /// stored; `None` for one stored before (or repeated) or that an early notice changed.
-    async fn insert_issued(
+    pub(crate) async fn insert_issued(
         &self,
         tx: &mut fapiao_store::Tx,
         enterprise: &str,

@@ -332,14 +332,10 @@ impl Cloud {
         &self,
         notice: &StatusNotice,
     ) -> Result<Result<(), Refusal>, StoreError> {
-        if let Err(r) = self.check_notice(notice).await? {
-            return Ok(Err(r));
-        }
-        let mut tx = self.inner.db.begin_write().await?;
-        self.apply_notices_in(&mut tx, &[notice]).await?;
-        tx.commit().await?;
-        self.inner.wake.notify_one();
-        Ok(Ok(()))
+        Ok(self
+            .apply_notices(std::slice::from_ref(notice))
+            .await?
+            .and_then(|mut results| results.pop().flatten().map_or(Ok(()), Err)))
     }
 
     /// Many notices, each checked and answered as if it came alone; those that check out are
@@ -354,67 +350,125 @@ impl Cloud {
                 format!("a notice batch holds 1 to {} notices", StatusNotices::MAX),
             )));
         }
-        let mut results = Vec::with_capacity(batch.notices.len());
-        for notice in &batch.notices {
-            results.push(self.check_notice(notice).await?.err());
-            // A receipt's verification is CPU work: the runtime gets its thread back between
-            // them.
+        Ok(self
+            .apply_notices(&batch.notices)
+            .await?
+            .map(|results| NoticeResults { results }))
+    }
+
+    /// Checks notices (tax's receipt verifies; an invoice an agent issued, which the notice
+    /// brings, verifies and is the one the notice names), then in one transaction stores the
+    /// invoices they bring and applies their statuses, in order: one result per notice
+    /// (`None`: applied). A database failure storing the invoices refuses the whole batch
+    /// (nothing is stored; platform sends it again).
+    async fn apply_notices(
+        &self,
+        notices: &[StatusNotice],
+    ) -> Result<Result<Vec<Option<Refusal>>, Refusal>, StoreError> {
+        let mut results = Vec::with_capacity(notices.len());
+        // (notice index, the invoice it brings, checked), by enterprise.
+        let mut bring: Vec<(&str, Vec<Brought>)> = Vec::new();
+        for (i, notice) in notices.iter().enumerate() {
+            let checked = self.check_notice(notice);
+            // A verification is CPU work: the runtime gets its thread back between them.
             tokio::task::yield_now().await;
+            match checked {
+                Err(r) => results.push(Some(r)),
+                Ok(None) => results.push(None),
+                Ok(Some((issued, signed))) => {
+                    results.push(None);
+                    let e = notice.enterprise.as_str();
+                    let b = Brought {
+                        at: i,
+                        issued,
+                        signed,
+                    };
+                    match bring.iter_mut().find(|(x, _)| *x == e) {
+                        Some((_, group)) => group.push(b),
+                        None => bring.push((e, vec![b])),
+                    }
+                }
+            }
         }
-        let checked: Vec<&StatusNotice> = batch
-            .notices
+        let mut tx = self.inner.db.begin_write().await?;
+        for (enterprise, group) in bring {
+            let at: Vec<usize> = group.iter().map(|b| b.at).collect();
+            let (issued, signed): (Vec<erp::Issued>, Vec<_>) =
+                group.into_iter().map(|b| (b.issued, b.signed)).unzip();
+            let fresh = match self
+                .insert_issued(&mut tx, enterprise, &issued, &signed, "notice")
+                .await
+            {
+                Ok(f) => f,
+                Err(e) => return Ok(Err(Refusal::new(Code::Internal, e.message))),
+            };
+            // One not inserted now is on record already, unless its order is on record with
+            // another invoice.
+            for ((i, s), f) in at.iter().zip(&signed).zip(fresh) {
+                if f.is_none()
+                    && sqlx::query_scalar::<_, i64>(
+                        "SELECT COUNT(*) FROM invoices WHERE enterprise = $1 AND number = $2",
+                    )
+                    .bind(enterprise)
+                    .bind(s.invoice.number().as_str())
+                    .fetch_one(&mut *tx)
+                    .await?
+                        == 0
+                {
+                    results[*i] = Some(Refusal::new(
+                        Code::InvalidRequest,
+                        "the notice's order is on record with another invoice",
+                    ));
+                }
+            }
+        }
+        let applied: Vec<&StatusNotice> = notices
             .iter()
             .zip(&results)
             .filter_map(|(notice, refused)| refused.is_none().then_some(notice))
             .collect();
-        let mut tx = self.inner.db.begin_write().await?;
-        self.apply_notices_in(&mut tx, &checked).await?;
+        self.apply_notices_in(&mut tx, &applied).await?;
         tx.commit().await?;
         self.inner.wake.notify_one();
-        Ok(Ok(NoticeResults { results }))
+        Ok(Ok(results))
     }
 
-    /// What needs no write transaction of its own: tax's receipt verifies, and an invoice an
-    /// agent issued (new to cloud) is stored.
-    async fn check_notice(&self, notice: &StatusNotice) -> Result<Result<(), Refusal>, StoreError> {
+    /// What needs nothing on record: tax's receipt verifies, and an invoice an agent issued
+    /// (new to cloud) verifies and is the one the notice names — that invoice, to be stored.
+    fn check_notice(
+        &self,
+        notice: &StatusNotice,
+    ) -> Result<Option<(erp::Issued, fapiao_issuer::SignedInvoice)>, Refusal> {
         if let Some(r) = &notice.receipt
             && r.verify(&self.inner.material.trust, now()).is_err()
         {
-            return Ok(Err(Refusal::new(
+            return Err(Refusal::new(
                 Code::InvalidRequest,
                 "the tax receipt does not verify",
-            )));
+            ));
         }
-        if let Some(issued) = &notice.issued {
-            let stored = self
-                .store_invoice(
-                    &notice.enterprise,
-                    &issued.order_id,
-                    &issued.request_hash,
-                    &issued.invoice,
-                    notice.tax_status,
-                    issued.form.clone(),
-                    None,
-                    "notice",
-                )
-                .await;
-            match stored {
-                Ok(v) if v.number == notice.number => {}
-                Ok(_) => {
-                    return Ok(Err(Refusal::new(
-                        Code::InvalidRequest,
-                        "the notice's invoice has another number",
-                    )));
-                }
-                Err(e) => {
-                    return Ok(Err(Refusal::new(
-                        Code::parse(e.code).unwrap_or(Code::Internal),
-                        e.message,
-                    )));
-                }
-            }
+        let Some(issued) = &notice.issued else {
+            return Ok(None);
+        };
+        let signed = self
+            .check_issued(&notice.enterprise, &issued.invoice, "notice")
+            .map_err(|e| Refusal::new(Code::parse(e.code).unwrap_or(Code::Internal), e.message))?;
+        if signed.invoice.number().as_str() != notice.number {
+            return Err(Refusal::new(
+                Code::InvalidRequest,
+                "the notice's invoice has another number",
+            ));
         }
-        Ok(Ok(()))
+        Ok(Some((
+            erp::Issued {
+                order_id: issued.order_id.clone(),
+                request_hash: issued.request_hash.clone(),
+                invoice: issued.invoice.clone(),
+                tax_status: notice.tax_status,
+                form: issued.form.clone(),
+            },
+            signed,
+        )))
     }
 
     /// Records checked notices' statuses in `tx`, in order, as if each were applied alone:
@@ -450,6 +504,13 @@ impl Cloud {
         }
         apply_run(tx, run).await
     }
+}
+
+/// An invoice a notice brings (an agent's), checked, and the notice's place in its batch.
+struct Brought {
+    at: usize,
+    issued: erp::Issued,
+    signed: fapiao_issuer::SignedInvoice,
 }
 
 /// The notices of a run (distinct invoices) as rows: `number`, `enterprise`, `status`,
