@@ -112,7 +112,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             poll: Duration::from_secs(1),
-            pull_max: 20,
+            pull_max: 64,
             lease_seconds: 60,
             backoff: fapiao_service::Backoff {
                 base: Duration::from_secs(1),
@@ -395,6 +395,22 @@ impl Agent {
         }
     }
 
+    /// Asks for what `count` invoices of `total` together need beyond the numbers and the
+    /// month's quota in hand.
+    async fn supply_for(&self, count: u64, total: Amount, month: &str) -> Result<(), AgentError> {
+        let (granted, used, _) = self.quota(month).await?;
+        if used + total > granted {
+            let short = used + total - granted;
+            let step = self.inner.options.quota_step;
+            self.request_quota(month, if short > step { short } else { step })
+                .await?;
+        }
+        if self.numbers_left().await? < count {
+            self.request_block().await?;
+        }
+        Ok(())
+    }
+
     /// Keeps numbers and quota in hand before they run out.
     async fn supply(&self) -> Result<(), AgentError> {
         // Another block when a quarter of the last one (at most `numbers_low`) is left.
@@ -639,6 +655,19 @@ impl Agent {
         let issued_at = china_now();
         let month = month_of(issued_at);
         let (year, province) = self.year_province(issued_at);
+        // Numbers and quota for the whole run asked for before its transaction (as a single
+        // order asks for its own); without them the run ends where what is in hand does.
+        let (count, total) = run
+            .iter()
+            .filter_map(|(_, d)| d.as_ref().ok())
+            .fold((0_u64, Amount::default()), |(n, t), d| {
+                (n + 1, t + d.totals().total)
+            });
+        if count > 0
+            && let Err(e) = self.supply_for(count, total, &month).await
+        {
+            tracing::info!(error = %e, "agent: topping up numbers or quota for a run failed");
+        }
         let mut tx = self.inner.db.begin_write().await?;
         let known: std::collections::HashSet<String> = sqlx::query_scalar(
             "SELECT order_id FROM orders WHERE order_id IN (SELECT value FROM jsonb_each($1))",

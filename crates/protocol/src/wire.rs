@@ -691,8 +691,8 @@ pub struct ReportBatch {
 }
 
 impl ReportBatch {
-    /// Most items in one report batch.
-    pub const MAX: usize = 64;
+    /// Most items in one report batch: a full upload batch's invoices and their receipts.
+    pub const MAX: usize = 2 * UploadBatch::MAX;
 }
 
 /// One item of a [`ReportBatch`].
