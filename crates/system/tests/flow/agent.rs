@@ -309,3 +309,47 @@ async fn the_agent_works_through_tax_platform_and_cloud_outages() {
     assert_eq!(distinct.len(), 18);
     env.system.shutdown().await;
 }
+
+/// Orders that wait while the agent is stopped are pulled many at a time and issued together
+/// in runs: a run goes on from one number block into the next (blocks of 50 here) and refuses
+/// the invalid order among them in its own transaction; every invoice is numbered once, in
+/// the order the orders came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_orders_are_issued_in_runs_across_number_blocks() {
+    let mut env = Env::start().await;
+    let erp = env.erp(HZ);
+    let mut ids = post_orders(&env, "RUN-A", 30).await;
+    let mut bad = order(HZ, "RUN-BAD", "10");
+    bad["items"][0]["tax_rate"] = json!("7%");
+    assert_eq!(post(&erp, "/v1/invoices", &bad).await.status, 202);
+    ids.extend(post_orders(&env, "RUN-B", 40).await);
+    env.system.start_agent().await.unwrap();
+    let numbers = issued(&env, &ids).await;
+    wait_for("the bad order refused", || async {
+        json_of(&get(&erp, "/v1/orders/RUN-BAD").await)["status"] == "refused"
+    })
+    .await;
+    assert_eq!(
+        json_of(&get(&erp, "/v1/orders/RUN-BAD").await)["error"]["code"],
+        "invalid_order"
+    );
+    assert!(
+        numbers.windows(2).all(|w| w[0] < w[1]),
+        "numbered in order: {numbers:?}"
+    );
+    accepted(&env, &numbers).await;
+    agree(&env, &numbers).await;
+    let agent = env.system.agent.clone().unwrap();
+    let used: Vec<(i64, i64, i64)> =
+        fapiao_store::sqlx::query_as("SELECT first, last, next FROM blocks ORDER BY id")
+            .fetch_all(agent.db().pool())
+            .await
+            .unwrap();
+    assert!(
+        used.iter().filter(|(first, _, next)| next > first).count() >= 2,
+        "70 invoices from blocks of 50: {used:?}"
+    );
+    let issued_in_blocks: i64 = used.iter().map(|(first, _, next)| next - first).sum();
+    assert_eq!(issued_in_blocks, 70, "{used:?}");
+    env.system.shutdown().await;
+}

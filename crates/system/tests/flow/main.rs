@@ -17,6 +17,7 @@ mod ops;
 mod outage;
 mod portal;
 mod refusals;
+mod reports;
 mod tax;
 mod webhook;
 
