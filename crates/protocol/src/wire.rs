@@ -40,7 +40,7 @@ pub mod message_type {
     pub const INVOICE_UPLOAD: &str = "invoice.upload";
     /// tax → platform: the answer to an upload ([`super::SignedReceipt`]).
     pub const UPLOAD_RECEIPT: &str = "upload.receipt";
-    /// platform → tax: many issued invoices in one exchange ([`super::UploadBatch`]).
+    /// platform or agent → tax: many issued invoices in one exchange ([`super::UploadBatch`]).
     pub const INVOICE_UPLOAD_BATCH: &str = "invoice.upload_batch";
     /// tax → platform: one signed receipt per invoice of a batch ([`super::Receipts`]).
     pub const UPLOAD_RECEIPTS: &str = "upload.receipts";
@@ -734,11 +734,13 @@ pub struct Upload {
     pub invoice: WireInvoice,
 }
 
-/// platform → tax: many issued invoices in one exchange. Each is checked, recorded and
-/// receipted exactly as if it came alone ([`Upload`]); tax records them in one durable commit.
+/// platform or agent → tax: many issued invoices in one exchange. Each is checked, recorded
+/// and receipted exactly as if it came alone ([`Upload`]), after the ones before it (a red
+/// finds its blue earlier in the same batch); tax records them in one durable commit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UploadBatch {
-    /// The signed invoices, at most [`UploadBatch::MAX`]; no two of one red chain.
+    /// The signed invoices, at most [`UploadBatch::MAX`]; a red never before its blue (nor in
+    /// a batch sent while its blue's is unanswered).
     pub invoices: Vec<WireInvoice>,
 }
 
