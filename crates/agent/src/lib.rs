@@ -1274,20 +1274,12 @@ impl Agent {
             .instrument(tracing::debug_span!("tax.upload"))
             .await;
         let receipts = match answer {
-            Ok(a) if a.message_type == message_type::UPLOAD_RECEIPTS => a
-                .parse::<Receipts>(self.inner.tax.peer_identity())
-                .map_err(|e| e.to_string())
-                .and_then(|r| {
-                    if r.receipts.len() == entries.len() {
-                        Ok(r.receipts)
-                    } else {
-                        Err(format!(
-                            "tax answered {} receipts for {} invoices",
-                            r.receipts.len(),
-                            entries.len()
-                        ))
-                    }
-                }),
+            Ok(a) if a.message_type == message_type::UPLOAD_RECEIPTS => one_each(
+                &a,
+                self.inner.tax.peer_identity(),
+                entries.len(),
+                |r: Receipts| r.receipts,
+            ),
             Ok(a) => Err(format!(
                 "tax answered {}: {}",
                 a.message_type,
@@ -1418,20 +1410,12 @@ impl Agent {
             .instrument(tracing::debug_span!("platform.report"))
             .await;
         let results = match answer {
-            Ok(a) if a.message_type == message_type::REPORT_RESULTS => a
-                .parse::<ReportResults>(self.inner.platform.peer_identity())
-                .map_err(|e| e.to_string())
-                .and_then(|r| {
-                    if r.results.len() == entries.len() {
-                        Ok(r.results)
-                    } else {
-                        Err(format!(
-                            "platform answered {} results for {} items",
-                            r.results.len(),
-                            entries.len()
-                        ))
-                    }
-                }),
+            Ok(a) if a.message_type == message_type::REPORT_RESULTS => one_each(
+                &a,
+                self.inner.platform.peer_identity(),
+                entries.len(),
+                |r: ReportResults| r.results,
+            ),
             Ok(a) if refusal_code(&a).is_some_and(|c| !c.retryable()) => {
                 tracing::warn!(answer = %String::from_utf8_lossy(&a.payload), "agent: platform refused a report batch; reporting item by item");
                 return self.report_each(&entries, batch.items).await;
@@ -1807,6 +1791,26 @@ impl fapiao_service::ops::Readiness for Agent {
                 value: s.numbers_left as f64,
             },
         ]
+    }
+}
+
+/// A batch's answer read as `A`, whose items (`items` of it) answer the `sent` items of the
+/// batch one to one; otherwise why not.
+fn one_each<A: serde::de::DeserializeOwned, T>(
+    answer: &fapiao_protocol::client::Answer,
+    peer: &str,
+    sent: usize,
+    items: impl FnOnce(A) -> Vec<T>,
+) -> Result<Vec<T>, String> {
+    let got = items(answer.parse::<A>(peer).map_err(|e| e.to_string())?);
+    if got.len() == sent {
+        Ok(got)
+    } else {
+        Err(format!(
+            "{peer} answered {} {} for {sent} items",
+            got.len(),
+            answer.message_type
+        ))
     }
 }
 
