@@ -36,9 +36,11 @@ fn openssl_cms_decrypts_and_verifies_our_intl_envelope() {
     assert!(ok, "decrypt: {out}");
     let root = write(d, "root.pem", pki.ca.certificate().to_pem().unwrap());
     let content = d.join("content.der").to_str().unwrap().to_owned();
+    // At the tests' fixed time, which the certificates are made for (not the wall clock).
+    let at = NOW.unix_timestamp().to_string();
     let (ok, out) = openssl(&[
         "cms", "-verify", "-binary", "-inform", "DER", "-in", &inner, "-CAfile", &root, "-purpose",
-        "any", "-out", &content,
+        "any", "-attime", &at, "-out", &content,
     ]);
     assert!(
         ok && out.contains("Verification successful"),

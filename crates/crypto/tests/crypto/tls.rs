@@ -135,8 +135,10 @@ fn openssl_speaks_tls_1_2_and_1_3_to_us_but_not_1_1() {
         .unwrap();
         let (port, handle) = serve_once(server);
         let connect = format!("127.0.0.1:{port}");
+        // The server's certificate checked at the tests' fixed time, not the wall clock.
+        let at = crate::helpers::NOW.unix_timestamp();
         let script = format!(
-            "printf ping! | timeout 10 openssl s_client -connect {connect} {flag} -CAfile {root} -cert {cert} -key {key} -verify_return_error -ign_eof"
+            "printf ping! | timeout 10 openssl s_client -connect {connect} {flag} -CAfile {root} -cert {cert} -key {key} -attime {at} -verify_return_error -ign_eof"
         );
         let (_, out) = run("bash", &["-c", &script]);
         let served = handle.join().unwrap();
