@@ -217,6 +217,18 @@ struct Entry {
     attempts: i64,
 }
 
+/// Invoice rows by number ([`Agent::invoice_rows`]).
+struct InvoiceRows(std::collections::HashMap<String, sqlx::sqlite::SqliteRow>);
+
+impl InvoiceRows {
+    /// The row of the invoice `entry` names.
+    fn of(&self, entry: &Entry) -> Result<&sqlx::sqlite::SqliteRow, AgentError> {
+        self.0.get(&entry.subject).ok_or_else(|| {
+            AgentError::Setup(format!("queued invoice {} is missing", entry.subject))
+        })
+    }
+}
+
 /// What an order came to, before it is stored.
 enum Handled {
     Issued,
@@ -381,18 +393,7 @@ impl Agent {
 
     /// `(granted, used)` of a month.
     async fn quota(&self, month: &str) -> Result<(Amount, Amount, i64), AgentError> {
-        let row = sqlx::query("SELECT granted, used, requests FROM quota WHERE month = $1")
-            .bind(month)
-            .fetch_optional(self.inner.db.pool())
-            .await?;
-        match row {
-            Some(r) => Ok((
-                amount(&r.try_get::<String, _>("granted")?)?,
-                amount(&r.try_get::<String, _>("used")?)?,
-                r.try_get("requests")?,
-            )),
-            None => Ok((Amount::default(), Amount::default(), 0)),
-        }
+        quota_in(&mut *self.inner.db.pool().acquire().await?, month).await
     }
 
     /// Asks for what `count` invoices of `total` together need beyond the numbers and the
@@ -643,15 +644,16 @@ impl Agent {
         let mut run = Vec::with_capacity(orders.len());
         for order in orders {
             match order {
-                QueuedOrder::Blue(o) => run.push((order, self.blue_draft(o))),
+                QueuedOrder::Blue(o) => run.push((order, o, self.blue_draft(o))),
                 QueuedOrder::Red(_) => break,
             }
         }
         if run.is_empty() {
             return Ok(0);
         }
-        let ids = serde_json::to_string(&run.iter().map(|(o, _)| o.order_id()).collect::<Vec<_>>())
-            .map_err(|e| AgentError::Setup(e.to_string()))?;
+        let ids =
+            serde_json::to_string(&run.iter().map(|(o, _, _)| o.order_id()).collect::<Vec<_>>())
+                .map_err(|e| AgentError::Setup(e.to_string()))?;
         let issued_at = china_now();
         let month = month_of(issued_at);
         let (year, province) = self.year_province(issued_at);
@@ -659,7 +661,7 @@ impl Agent {
         // order asks for its own); without them the run ends where what is in hand does.
         let (count, total) = run
             .iter()
-            .filter_map(|(_, d)| d.as_ref().ok())
+            .filter_map(|(_, _, d)| d.as_ref().ok())
             .fold((0_u64, Amount::default()), |(n, t), d| {
                 (n + 1, t + d.totals().total)
             });
@@ -678,22 +680,11 @@ impl Agent {
         .into_iter()
         .collect();
         let mut blocks = self.blocks_in_hand(&mut tx, year, province).await?;
-        let (granted, mut used) =
-            match sqlx::query("SELECT granted, used FROM quota WHERE month = $1")
-                .bind(&month)
-                .fetch_optional(&mut *tx)
-                .await?
-            {
-                Some(r) => (
-                    amount(&r.try_get::<String, _>("granted")?)?,
-                    amount(&r.try_get::<String, _>("used")?)?,
-                ),
-                None => (Amount::default(), Amount::default()),
-            };
+        let (granted, mut used, _) = quota_in(&mut tx, &month).await?;
         let mut done = 0;
         let mut issued = Vec::new();
         let mut refused = Vec::new();
-        for (order, draft) in run {
+        for (order, o, draft) in run {
             let order_id = order.order_id();
             if known.contains(order_id) {
                 // Pulled again (a lease ran out before cloud heard of it): acknowledge again.
@@ -722,9 +713,6 @@ impl Agent {
                 .in_scope(|| self.inner.device.issue(draft, &mut block.1, issued_at))
                 .map_err(|e| AgentError::Setup(format!("issuing failed: {e}")))?;
             used = used + total;
-            let QueuedOrder::Blue(o) = order else {
-                unreachable!("a run holds blue orders only")
-            };
             let number = self
                 .write_issued(&mut tx, order_id, &o.request_hash, &signed, None)
                 .await?;
@@ -976,11 +964,7 @@ impl Agent {
                 form.as_ref().map(|(f, _, _)| f),
             )
             .await?;
-        let used: Option<String> = sqlx::query_scalar("SELECT used FROM quota WHERE month = $1")
-            .bind(&month)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let used = used.as_deref().map(amount).transpose()?.unwrap_or_default();
+        let (_, used, _) = quota_in(&mut tx, &month).await?;
         set_quota_used(&mut tx, &month, used + total).await?;
         if let Some((_, day, seq)) = &form {
             sqlx::query(
@@ -1216,11 +1200,8 @@ impl Agent {
         Ok(())
     }
 
-    /// The rows of the entries' invoices, by number: one query.
-    async fn invoice_rows(
-        &self,
-        entries: &[Entry],
-    ) -> Result<std::collections::HashMap<String, sqlx::sqlite::SqliteRow>, AgentError> {
+    /// The rows of the entries' invoices: one query.
+    async fn invoice_rows(&self, entries: &[Entry]) -> Result<InvoiceRows, AgentError> {
         let numbers = serde_json::to_string(
             &entries
                 .iter()
@@ -1234,9 +1215,11 @@ impl Agent {
         .bind(numbers)
         .fetch_all(self.inner.db.pool())
         .await?;
-        rows.into_iter()
-            .map(|r| Ok((r.try_get("number")?, r)))
-            .collect()
+        let mut by_number = std::collections::HashMap::with_capacity(rows.len());
+        for r in rows {
+            by_number.insert(r.try_get::<String, _>("number")?, r);
+        }
+        Ok(InvoiceRows(by_number))
     }
 
     /// Uploads to tax in issue order, a run of due uploads ([`Self::due_run`]) at a time in
@@ -1255,10 +1238,7 @@ impl Agent {
         let mut invoices = Vec::with_capacity(run.len());
         let mut bytes = 0;
         for entry in &run {
-            let row = rows.get(&entry.subject).ok_or_else(|| {
-                AgentError::Setup(format!("queued invoice {} is missing", entry.subject))
-            })?;
-            let record: String = row.try_get("record")?;
+            let record: String = rows.of(entry)?.try_get("record")?;
             bytes += record.len();
             if bytes > BATCH_BYTES && !invoices.is_empty() {
                 break;
@@ -1388,10 +1368,7 @@ impl Agent {
         let mut items = Vec::with_capacity(run.len());
         let mut bytes = 0;
         for entry in &run {
-            let row = rows.get(&entry.subject).ok_or_else(|| {
-                AgentError::Setup(format!("queued invoice {} is missing", entry.subject))
-            })?;
-            let (item, size) = self.report_item(entry, row).await?;
+            let (item, size) = self.report_item(entry, rows.of(entry)?).await?;
             bytes += size;
             if bytes > BATCH_BYTES && !items.is_empty() {
                 break;
@@ -1811,6 +1788,25 @@ fn one_each<A: serde::de::DeserializeOwned, T>(
             got.len(),
             answer.message_type
         ))
+    }
+}
+
+/// `(granted, used, requests)` of a month, read on `conn` (a transaction's, to count on it).
+async fn quota_in(
+    conn: &mut sqlx::SqliteConnection,
+    month: &str,
+) -> Result<(Amount, Amount, i64), AgentError> {
+    let row = sqlx::query("SELECT granted, used, requests FROM quota WHERE month = $1")
+        .bind(month)
+        .fetch_optional(conn)
+        .await?;
+    match row {
+        Some(r) => Ok((
+            amount(&r.try_get::<String, _>("granted")?)?,
+            amount(&r.try_get::<String, _>("used")?)?,
+            r.try_get("requests")?,
+        )),
+        None => Ok((Amount::default(), Amount::default(), 0)),
     }
 }
 
