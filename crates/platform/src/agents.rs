@@ -18,20 +18,20 @@
 //!   invoice). The same report again is acknowledged again.
 //! - `invoice.status` → `ack`: tax's signed receipt for an agent's upload (verified, and for
 //!   this very invoice); the new status goes on to cloud.
-//! - `invoice.report_batch` → `report.results`: up to 64 of the two above, in the agent's
+//! - `invoice.report_batch` → `report.results`: up to 128 of the two above, in the agent's
 //!   queue order, each checked and answered as if it came alone after the ones before it (a
 //!   red after its blue, a receipt after its invoice), all recorded in one commit; an invoice
 //!   changed by several items gets one notice to cloud. The single messages are batches of
 //!   one.
 
+use std::collections::HashSet;
+
 use fapiao_crypto::Role;
+use fapiao_issuer::SignedInvoice;
 use fapiao_model::red::check_red;
 use fapiao_model::{Amount, InvoiceKind};
 use fapiao_protocol::Code;
 use fapiao_protocol::client::now;
-use std::collections::HashSet;
-
-use fapiao_issuer::SignedInvoice;
 use fapiao_protocol::wire::{
     Ack, BlockRequest, Issued, QuotaGrant, QuotaRequest, RangeAssign, RangeGrant, Refusal, Report,
     ReportBatch, ReportItem, ReportResults, SignedReceipt, StatusNotice, TaxStatus, WireInvoice,
@@ -49,6 +49,13 @@ use crate::{Platform, RECORD};
 
 fn rejected(message: impl Into<String>) -> Step {
     refused(Code::ReportRejected, message)
+}
+
+/// A report that names another enterprise than the agent's.
+fn reports_for_another(enterprise: &str) -> Step {
+    rejected(format!(
+        "an agent of {enterprise} reports for {enterprise} only"
+    ))
 }
 
 /// An item of a report batch after the checks that need nothing on record.
@@ -122,9 +129,7 @@ impl Platform {
                 Err(o) => return o,
             },
             message_type::INVOICE_REPORT => match incoming.body::<Report>() {
-                Ok(r) if r.enterprise != enterprise => Err(rejected(format!(
-                    "an agent of {enterprise} reports for {enterprise} only"
-                ))),
+                Ok(r) if r.enterprise != enterprise => Err(reports_for_another(&enterprise)),
                 Ok(r) => {
                     self.record_one(&agent, &enterprise, ReportItem::Invoice(r.issued), &rid)
                         .await
@@ -139,9 +144,7 @@ impl Platform {
                 Err(o) => return o,
             },
             message_type::INVOICE_REPORT_BATCH => match incoming.body::<ReportBatch>() {
-                Ok(b) if b.enterprise != enterprise => Err(rejected(format!(
-                    "an agent of {enterprise} reports for {enterprise} only"
-                ))),
+                Ok(b) if b.enterprise != enterprise => Err(reports_for_another(&enterprise)),
                 Ok(b) => self
                     .record_items(&agent, &enterprise, &b.items, &rid)
                     .await
