@@ -167,12 +167,22 @@ pub(crate) struct Stage {
     pub(crate) ms_per_invoice: f64,
 }
 
+/// How invoices are issued, as the bench drives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Flow {
+    /// Platform-hosted: cloud asks platform, whose device issues.
+    Sync,
+    /// Enterprise-hosted: cloud queues, the enterprise's agent issues.
+    Async,
+}
+
 /// The envelope exchanges (a request and its answer) one invoice pays for: a batch of `k`
 /// invoices shares one exchange, so each pays `1/k`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub(crate) struct Exchanges {
-    /// The flow: `sync` (platform-hosted) or `async` (enterprise-hosted, through the agent).
-    pub(crate) flow: &'static str,
+    /// The flow the exchanges belong to.
+    pub(crate) flow: Flow,
     /// ERP requests (each opens the ERP key's stored secret).
     pub(crate) erp: f64,
     /// cloud → platform orders (sync).
@@ -194,7 +204,7 @@ impl Exchanges {
     /// of the request and of the answer. A signed invoice record is about 3 KB of JSON, a
     /// signed receipt about 700 B, an order about 1 KB; an acknowledgement is nearly empty.
     fn kinds(&self) -> Vec<(f64, f64, f64)> {
-        if self.flow == "async" {
+        if self.flow == Flow::Async {
             vec![
                 (self.pull, 50.0, 1000.0),
                 (self.upload, 3000.0, 700.0),
@@ -216,7 +226,7 @@ impl Exchanges {
     /// receipt; async, tax, platform and cloud check the invoice, the agent, platform and
     /// cloud the receipt.
     fn checks(&self) -> u32 {
-        if self.flow == "async" { 3 } else { 2 }
+        if self.flow == Flow::Async { 3 } else { 2 }
     }
 
     /// Values sealed at rest per invoice: their bytes and how often each is opened again.
@@ -225,7 +235,7 @@ impl Exchanges {
     /// it); the signed invoice at the agent (opened to upload it and to report it), platform
     /// (opened for the notice that carries it to cloud), tax and cloud.
     fn at_rest(&self) -> Vec<(usize, u32)> {
-        if self.flow == "async" {
+        if self.flow == Flow::Async {
             vec![
                 (1000, 1),
                 (1000, 1),
@@ -708,7 +718,7 @@ pub(crate) async fn run(
     let erp = 1.0 / batch as f64;
     let exchanges = if opts.enterprise_hosted {
         Exchanges {
-            flow: "async",
+            flow: Flow::Async,
             erp,
             order: 0.0,
             pull: per_invoice("cloud.pull"),
@@ -719,7 +729,7 @@ pub(crate) async fn run(
         }
     } else {
         Exchanges {
-            flow: "sync",
+            flow: Flow::Sync,
             erp,
             order: erp,
             pull: 0.0,
@@ -1156,7 +1166,7 @@ fn render(r: &BenchReport, opts: &BenchOptions) -> String {
     if let Some(b) = r.crypto_bound.first() {
         let per = |share: f64| if share > 0.0 { 1.0 / share } else { 0.0 };
         let x = &b.exchanges;
-        let _ = if x.flow == "async" {
+        let _ = if x.flow == Flow::Async {
             writeln!(
                 s,
                 "                 (invoices per exchange, as the closed loop batched them: pull {:.1}, upload {:.1}, report {:.1}, notice {:.1}, ack {:.1})",
