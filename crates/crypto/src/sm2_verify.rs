@@ -341,7 +341,7 @@ pub(crate) fn verify(
                 &t,
                 &ProjectivePoint::from(*key.as_affine()),
             );
-            !bool::from(sum.is_identity()) && *r == e + Scalar::reduce(&sum.to_affine().x())
+            !bool::from(sum.is_identity()) && Scalar::reduce(&sum.to_affine().x()) == v
         }
     }
 }
