@@ -21,7 +21,7 @@ use fapiao_protocol::wire::{
 use fapiao_service::ApiError;
 use fapiao_service::error::request_id;
 use fapiao_store::sqlx::{self, AssertSqlSafe, QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
-use fapiao_store::{Arrival, StoreError};
+use fapiao_store::{Arrival, Joined, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
@@ -435,12 +435,126 @@ impl Cloud {
             tax_status,
             form,
         };
-        let mut views = self
-            .store_invoices(enterprise, vec![issued], nonce, rid)
-            .await?;
-        views
-            .pop()
-            .ok_or_else(|| internal(rid, &"stored invoice vanished"))
+        let signed = self.check_issued(enterprise, &issued.invoice, rid)?;
+        let number = signed.invoice.number().as_str().to_owned();
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let storing = Storing {
+            enterprise: enterprise.to_owned(),
+            issued,
+            signed,
+            nonce: nonce.cloned(),
+            rid: rid.to_owned(),
+            answer,
+        };
+        let db = &self.inner.db;
+        match db
+            .begin_group(&self.inner.storing, storing, |s| s.nonce.as_ref())
+            .await
+        {
+            Ok(Joined::Lead(tx, group)) => {
+                // On a task of its own: the group is stored and answered even if this
+                // request is abandoned meanwhile.
+                let cloud = self.clone();
+                tokio::spawn(async move { cloud.store_group(tx, group).await }.in_current_span());
+            }
+            Ok(Joined::Taken) => {}
+            Err((e, group)) => {
+                for s in group {
+                    let _ = s.answer.send(Err(not_begun(&s.rid, &e)));
+                }
+            }
+        }
+        let stored = answered
+            .await
+            .unwrap_or_else(|_| Err(internal(rid, &"the invoice's group ended unanswered")))?;
+        match stored {
+            Some(view) => Ok(view),
+            None => self
+                .invoice(enterprise, &number)
+                .await
+                .map_err(|e| internal(rid, &e))?
+                .ok_or_else(|| internal(rid, &"stored invoice vanished")),
+        }
+    }
+
+    /// Stores a group of single invoices in `tx` ([`Self::insert_issued`], per enterprise),
+    /// commits, and answers each: the view of what was stored, `None` to read it back, or
+    /// the error. A replayed request's invoice is not stored.
+    async fn store_group(&self, mut tx: fapiao_store::Tx, group: Vec<Storing>) {
+        let db = &self.inner.db;
+        let nonces: Vec<&Arrival> = group.iter().filter_map(|s| s.nonce.as_ref()).collect();
+        let fresh = match db.remember_in(&mut tx, &nonces).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                for s in group {
+                    let _ = s.answer.send(Err(internal(&s.rid, &e)));
+                }
+                return;
+            }
+        };
+        let mut fresh = fresh.into_iter();
+        // Per invoice: where its answer goes, its request id, whether its request is a replay.
+        let mut answers: Vec<(tokio::sync::oneshot::Sender<_>, String, bool)> =
+            Vec::with_capacity(group.len());
+        // Per enterprise, in order of first appearance: where its invoices' answers go.
+        let mut by_enterprise: Vec<(String, Vec<usize>, Vec<Issued>, Vec<_>)> = Vec::new();
+        for s in group {
+            let at = answers.len();
+            let replay = s.nonce.is_some() && fresh.next() == Some(false);
+            answers.push((s.answer, s.rid, replay));
+            if replay {
+                continue;
+            }
+            match by_enterprise.iter_mut().find(|(e, ..)| *e == s.enterprise) {
+                Some((_, ats, issued, signed)) => {
+                    ats.push(at);
+                    issued.push(s.issued);
+                    signed.push(s.signed);
+                }
+                None => {
+                    by_enterprise.push((s.enterprise, vec![at], vec![s.issued], vec![s.signed]))
+                }
+            }
+        }
+        let mut views: Vec<Option<InvoiceView>> = (0..answers.len()).map(|_| None).collect();
+        let mut failed = None;
+        for (enterprise, ats, issued, signed) in &by_enterprise {
+            let rids: Vec<&str> = ats.iter().map(|at| answers[*at].1.as_str()).collect();
+            match self
+                .insert_issued(&mut tx, enterprise, issued, signed, &rids)
+                .await
+            {
+                Ok(fresh) => {
+                    for (at, view) in ats.iter().zip(fresh) {
+                        views[*at] = view;
+                    }
+                }
+                Err(e) => {
+                    failed = Some(e.message);
+                    break;
+                }
+            }
+        }
+        let failed = match failed {
+            Some(m) => Some(m),
+            None => tx
+                .commit()
+                .instrument(tracing::debug_span!("db.commit"))
+                .await
+                .err()
+                .map(|e| e.to_string()),
+        };
+        if failed.is_none() {
+            self.inner.wake.notify_one();
+        }
+        for ((answer, rid, replay), view) in answers.into_iter().zip(views) {
+            let outcome = match (replay, &failed) {
+                (true, _) => Err(replayed(&rid)),
+                (false, Some(m)) => Err(internal(&rid, m)),
+                (false, None) => Ok(view),
+            };
+            let _ = answer.send(outcome);
+        }
     }
 
     /// Verifies issued invoices (device signature and certificate path, seller) and stores
@@ -464,7 +578,7 @@ impl Cloud {
         }
         .map_err(|e| not_begun(rid, &e))?;
         let fresh = self
-            .insert_issued(&mut tx, enterprise, &issued, &signed, rid)
+            .insert_issued(&mut tx, enterprise, &issued, &signed, &[rid])
             .await?;
         tx.commit()
             .instrument(tracing::debug_span!("db.commit"))
@@ -518,8 +632,11 @@ impl Cloud {
         enterprise: &str,
         issued: &[Issued],
         signed: &[fapiao_issuer::SignedInvoice],
-        rid: &str,
+        rids: &[&str],
     ) -> Result<Vec<Option<InvoiceView>>, ApiError> {
+        // Each invoice's request id, or one for all; errors name the first.
+        let rid_of = |k: usize| rids.get(k).or(rids.first()).copied().unwrap_or_default();
+        let rid = rid_of(0);
         let mut rows = Vec::with_capacity(issued.len());
         for (i, s) in issued.iter().zip(signed) {
             rows.push(self.invoice_row(tx, enterprise, i, &s.invoice, rid).await?);
@@ -534,7 +651,7 @@ impl Cloud {
         let mut fresh: Vec<Option<InvoiceView>> = Vec::with_capacity(issued.len());
         let mut new_numbers = Vec::new();
         let mut orders = Vec::with_capacity(issued.len());
-        for (i, s) in issued.iter().zip(signed) {
+        for (k, (i, s)) in issued.iter().zip(signed).enumerate() {
             let inv = &s.invoice;
             let number = inv.number().as_str();
             orders.push(serde_json::json!([i.order_id, number]));
@@ -551,7 +668,7 @@ impl Cloud {
                 &format!("erp:{enterprise}"),
                 "invoice.stored",
                 number,
-                &serde_json::json!({"order_id": i.order_id, "kind": view.kind, "request_id": rid}),
+                &serde_json::json!({"order_id": i.order_id, "kind": view.kind, "request_id": rid_of(k)}),
             )
             .await
             .map_err(|e| internal(rid, &e))?;
@@ -715,6 +832,17 @@ fn issued_view(issued: &Issued, inv: &fapiao_model::Invoice) -> InvoiceView {
         invoice: issued.invoice.clone(),
         receipt: None,
     }
+}
+
+/// A single issued invoice waiting for its group's transaction ([`Cloud::store_invoice`]),
+/// checked, and where its answer goes: the stored view, `None` to read it back, or the error.
+pub(crate) struct Storing {
+    enterprise: String,
+    issued: Issued,
+    signed: fapiao_issuer::SignedInvoice,
+    nonce: Option<Arrival>,
+    rid: String,
+    answer: tokio::sync::oneshot::Sender<Result<Option<InvoiceView>, ApiError>>,
 }
 
 /// An invoice platform issued for an order, as cloud stores it.

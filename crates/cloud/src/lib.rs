@@ -172,6 +172,9 @@ struct Inner {
     nonces: fapiao_crypto::envelope::MemoryReplayGuard,
     wake: Arc<tokio::sync::Notify>,
     webhook_clients: webhook::Clients,
+    /// Single issued invoices waiting to share a write transaction (`erp`'s
+    /// `Cloud::store_invoice`).
+    storing: fapiao_store::Group<erp::Storing>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -233,6 +236,7 @@ impl Cloud {
                 nonces: fapiao_crypto::envelope::MemoryReplayGuard::new(),
                 wake: Arc::new(tokio::sync::Notify::new()),
                 webhook_clients: webhook::Clients::default(),
+                storing: fapiao_store::Group::default(),
             }),
         })
     }
@@ -396,7 +400,7 @@ impl Cloud {
             let (issued, signed): (Vec<erp::Issued>, Vec<_>) =
                 group.into_iter().map(|b| (b.issued, b.signed)).unzip();
             let fresh = match self
-                .insert_issued(&mut tx, enterprise, &issued, &signed, "notice")
+                .insert_issued(&mut tx, enterprise, &issued, &signed, &["notice"])
                 .await
             {
                 Ok(f) => f,

@@ -30,7 +30,7 @@ use fapiao_protocol::wire::{
 };
 use fapiao_service::{EnvelopeHandler, Incoming, Outgoing};
 use fapiao_store::sqlx::{self, Row};
-use fapiao_store::{Arrival, StoreError, Tx};
+use fapiao_store::{Arrival, Joined, StoreError, Tx};
 use serde::Serialize;
 use time::PrimitiveDateTime;
 use tracing::Instrument;
@@ -214,7 +214,7 @@ impl Platform {
             .read_admissions(conn, cloud, &[(enterprise, order_id)])
             .await?;
         let a = known
-            .admission(enterprise, order_id)
+            .admission(cloud, enterprise, order_id)
             .ok_or_else(|| Step::Failed(format!("no admission read for order {order_id}")))?;
         if !a.cloud_known {
             return Err(refused(
@@ -274,7 +274,10 @@ impl Platform {
         Ok(self.inner.db.begin_read().await?)
     }
 
-    /// One blue order: a batch of one.
+    /// One blue order (`order.issue`). Orders that come while other transactions hold the
+    /// writer turn share one transaction and its commit ([`fapiao_store::Db::begin_group`]);
+    /// each is issued exactly as alone, and answered after that commit. Validation is done
+    /// before the order queues, outside the turn.
     async fn issue_blue(
         &self,
         cloud: &str,
@@ -282,21 +285,52 @@ impl Platform {
         arrival: &Arrival,
         rid: &str,
     ) -> Result<OrderAnswer, Step> {
-        self.issue_batch(cloud, std::slice::from_ref(o), arrival, rid)
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let queued = Queued {
+            cloud: cloud.to_owned(),
+            draft: prepare_blue(&self.inner.catalog, o),
+            order: o.clone(),
+            arrival: arrival.clone(),
+            rid: rid.to_owned(),
+            answer,
+        };
+        let db = &self.inner.db;
+        match db
+            .begin_group(&self.inner.singles, queued, |q| Some(&q.arrival))
             .await
-            .pop()
-            .unwrap_or_else(|| Err(Step::Failed("a batch of one answered nothing".into())))
+        {
+            Ok(Joined::Lead(tx, group)) => {
+                // On a task of its own: the group is issued and answered even if this
+                // request is abandoned meanwhile.
+                let platform = self.clone();
+                tokio::spawn(
+                    async move { platform.issue_group(tx, group).await }.in_current_span(),
+                );
+            }
+            Ok(Joined::Taken) => {}
+            Err((e, group)) => {
+                let failed = e.to_string();
+                for q in group {
+                    let _ = q.answer.send(Err(Step::Failed(failed.clone())));
+                }
+            }
+        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err(Step::Failed("the order's group ended unanswered".into())))
     }
 
-    /// Many blue orders, each issued exactly as alone (admission, idempotency, validation,
-    /// qualification, quota, number, signature), in one write transaction ([`Issuing`]): the
-    /// admission of every order is read in one query, and the invoices are written together
-    /// just before the one durable commit, made before anything is answered. A refused order
-    /// has written nothing. When numbers run out mid-batch, what was issued so far is
-    /// committed, a range is asked of tax, and the batch goes on in a new transaction. An
-    /// order that fails (the database or the device, not the order) fails the transaction it
-    /// is in: nothing issued in it is kept and each of its orders is answered with the
-    /// failure, so the ERP retries them; the batch goes on in a new transaction.
+    /// Issues a group of single orders in `tx` (and after it, as [`Self::issue_jobs`] goes
+    /// on) and answers each.
+    async fn issue_group(&self, tx: Tx, group: Vec<Queued>) {
+        let jobs: Vec<Job<'_>> = group.iter().map(Queued::job).collect();
+        let results = self.issue_jobs(&jobs, Some(tx)).await;
+        for (q, r) in group.into_iter().zip(results) {
+            let _ = q.answer.send(r);
+        }
+    }
+
+    /// Many blue orders of one message ([`Self::issue_jobs`]).
     pub(crate) async fn issue_batch(
         &self,
         cloud: &str,
@@ -308,12 +342,44 @@ impl Platform {
             .iter()
             .map(|o| prepare_blue(&self.inner.catalog, o))
             .collect();
-        let mut results: Vec<Result<OrderAnswer, Step>> = Vec::with_capacity(orders.len());
-        let mut ranged = false;
-        while results.len() < orders.len() {
+        let jobs: Vec<Job<'_>> = orders
+            .iter()
+            .zip(&drafts)
+            .map(|(order, draft)| Job {
+                cloud,
+                order,
+                draft,
+                arrival,
+                rid,
+            })
+            .collect();
+        self.issue_jobs(&jobs, None).await
+    }
+
+    /// Blue orders, each issued exactly as alone (admission, idempotency, validation,
+    /// qualification, quota, number, signature), in one write transaction ([`Issuing`]) —
+    /// `tx` if given (its jobs' arrivals remembered, as by
+    /// [`fapiao_store::Db::begin_group`]): the admission of every order is read in one query
+    /// per cloud, and the invoices are written together just before the one durable commit,
+    /// made before anything is answered. A refused order has written nothing; an order whose
+    /// message is a replay is refused. When numbers run out, what was issued so far is
+    /// committed, a range is asked of tax (once per year and province), and the orders go on
+    /// in a new transaction. An
+    /// order that fails (the database or the device, not the order) fails the transaction it
+    /// is in: nothing issued in it is kept and each of its orders is answered with the
+    /// failure, so the ERP retries them; the rest go on in a new transaction.
+    async fn issue_jobs(
+        &self,
+        jobs: &[Job<'_>],
+        mut tx: Option<Tx>,
+    ) -> Vec<Result<OrderAnswer, Step>> {
+        let mut results: Vec<Result<OrderAnswer, Step>> = Vec::with_capacity(jobs.len());
+        // The `(year, province)`s a range was asked for: once each.
+        let mut ranged: Vec<(u8, u8)> = Vec::new();
+        while results.len() < jobs.len() {
             let from = results.len();
-            let mut run = match self.begin_issuing(arrival, cloud, &orders[from..]).await {
-                Ok(run) => run,
+            let (mut run, fresh) = match self.begin_issuing(tx.take(), &jobs[from..]).await {
+                Ok(begun) => begun,
                 Err(e) => {
                     results.push(Err(e));
                     continue;
@@ -322,13 +388,23 @@ impl Platform {
             let mut issued = 0usize;
             let mut need = None;
             let mut failed = None;
-            for (o, draft) in orders[from..].iter().zip(&drafts[from..]) {
-                match self.issue_blue_in(&mut run, cloud, o, draft, rid).await {
+            for (job, fresh) in jobs[from..].iter().zip(fresh) {
+                if !fresh {
+                    // The envelope layer refuses the message itself; this answer is not sent.
+                    results.push(Err(refused(
+                        Code::RequestReplayed,
+                        "the message was received before",
+                    )));
+                    continue;
+                }
+                match self.issue_blue_in(&mut run, job).await {
                     Ok((answer, new)) => {
                         issued += usize::from(new);
                         results.push(Ok(answer));
                     }
-                    Err(Step::NeedNumbers { year, province }) if !ranged => {
+                    Err(Step::NeedNumbers { year, province })
+                        if !ranged.contains(&(year, province)) =>
+                    {
                         need = Some((year, province));
                         break;
                     }
@@ -368,7 +444,7 @@ impl Platform {
                 }
             }
             if let Some((year, province)) = need {
-                ranged = true;
+                ranged.push((year, province));
                 if let Err(e) = self.ensure_range(year, province).await {
                     results.push(Err(e));
                 }
@@ -377,22 +453,43 @@ impl Platform {
         results
     }
 
-    /// Begins a write transaction for `orders` and reads their admissions.
+    /// Begins a write transaction for `jobs` — `tx` if given — remembering their arrivals,
+    /// and reads their admissions (one query per cloud); per job, whether its arrival may
+    /// go on ([`fapiao_store::Db::remember_in`]). The jobs of one message alone write its id
+    /// with the `BEGIN`.
     async fn begin_issuing(
         &self,
-        arrival: &Arrival,
-        cloud: &str,
-        orders: &[IssueOrder],
-    ) -> Result<Issuing, Step> {
-        let mut run = Issuing::new(self.inner.db.begin_write_for(arrival).await?);
-        let asked: Vec<(&str, &str)> = orders
-            .iter()
-            .map(|o| (o.enterprise.as_str(), o.order_id.as_str()))
-            .collect();
-        run.known
-            .read_admissions(&mut run.tx, cloud, &asked)
-            .await?;
-        Ok(run)
+        tx: Option<Tx>,
+        jobs: &[Job<'_>],
+    ) -> Result<(Issuing, Vec<bool>), Step> {
+        let db = &self.inner.db;
+        let one_message = jobs
+            .first()
+            .map(|j| j.arrival)
+            .filter(|a| jobs.iter().all(|j| std::ptr::eq(j.arrival, *a)));
+        let mut tx = match (tx, one_message) {
+            (Some(tx), _) => tx,
+            (None, Some(arrival)) => db.begin_write_for(arrival).await?,
+            (None, None) => db.begin_write().await?,
+        };
+        let arrivals: Vec<&Arrival> = jobs.iter().map(|j| j.arrival).collect();
+        let fresh = db.remember_in(&mut tx, &arrivals).await?;
+        let mut run = Issuing::new(tx);
+        let mut clouds: Vec<&str> = jobs.iter().map(|j| j.cloud).collect();
+        clouds.sort_unstable();
+        clouds.dedup();
+        for cloud in clouds {
+            let asked: Vec<(&str, &str)> = jobs
+                .iter()
+                .zip(&fresh)
+                .filter(|(j, fresh)| **fresh && j.cloud == cloud)
+                .map(|(j, _)| (j.order.enterprise.as_str(), j.order.order_id.as_str()))
+                .collect();
+            run.known
+                .read_admissions(&mut run.tx, cloud, &asked)
+                .await?;
+        }
+        Ok((run, fresh))
     }
 
     /// One blue order inside the caller's write transaction: the answer, and whether a new
@@ -400,11 +497,15 @@ impl Platform {
     async fn issue_blue_in(
         &self,
         run: &mut Issuing,
-        cloud: &str,
-        o: &IssueOrder,
-        draft: &Result<InvoiceDraft, Refusal>,
-        rid: &str,
+        job: &Job<'_>,
     ) -> Result<(OrderAnswer, bool), Step> {
+        let Job {
+            cloud,
+            order: o,
+            draft,
+            rid,
+            ..
+        } = *job;
         let (e, earlier) = self
             .admit(
                 &mut run.tx,
@@ -465,7 +566,8 @@ impl Platform {
             tax_status: TaxStatus::Pending,
             form: None,
         };
-        run.known.issued(&e, &o.order_id, &o.request_hash, &answer);
+        run.known
+            .issued(cloud, &e, &o.order_id, &o.request_hash, &answer);
         Ok((answer, true))
     }
 
@@ -1103,6 +1205,41 @@ impl Platform {
             .to_signed()
             .map_err(|e| Step::Failed(e.to_string()))?
             .invoice)
+    }
+}
+
+/// A blue order as the transaction that issues it takes it: the order, who sent it and in
+/// which message.
+#[derive(Clone, Copy)]
+pub(crate) struct Job<'a> {
+    cloud: &'a str,
+    order: &'a IssueOrder,
+    /// The order validated and priced, or why not ([`prepare_blue`]).
+    draft: &'a Result<InvoiceDraft, Refusal>,
+    arrival: &'a Arrival,
+    rid: &'a str,
+}
+
+/// A single blue order waiting for its group's transaction ([`Platform::issue_blue`]), and
+/// where its answer goes.
+pub(crate) struct Queued {
+    cloud: String,
+    order: IssueOrder,
+    draft: Result<InvoiceDraft, Refusal>,
+    arrival: Arrival,
+    rid: String,
+    answer: tokio::sync::oneshot::Sender<Result<OrderAnswer, Step>>,
+}
+
+impl Queued {
+    fn job(&self) -> Job<'_> {
+        Job {
+            cloud: &self.cloud,
+            order: &self.order,
+            draft: &self.draft,
+            arrival: &self.arrival,
+            rid: &self.rid,
+        }
     }
 }
 

@@ -31,8 +31,8 @@ pub(crate) struct Issuing {
 /// What a transaction has read, and changed, of orders, quotas and blocks.
 #[derive(Default)]
 pub(crate) struct Known {
-    /// Admissions read, by `(enterprise, order_id)`.
-    admissions: HashMap<(String, String), Admission>,
+    /// Admissions read, by `(cloud, enterprise, order_id)`.
+    admissions: HashMap<(String, String, String), Admission>,
     /// Quota used per `(enterprise, month)`, counting what this transaction issued.
     pub(crate) quotas: HashMap<(String, String), Amount>,
     /// Each `(enterprise, year, province)`'s current block: its id and where it stands. A
@@ -89,7 +89,8 @@ const ADMISSIONS: &str = "SELECT json_extract(q.value, '$[0]') AS asked_enterpri
         AND o.order_id = json_extract(q.value, '$[1]')";
 
 impl Known {
-    /// Reads the admission of every `(enterprise, order_id)` not read yet, in one query.
+    /// Reads the admission of every `(enterprise, order_id)` that `cloud` sends and that is
+    /// not read yet, in one query.
     pub(crate) async fn read_admissions(
         &mut self,
         conn: &mut sqlx::SqliteConnection,
@@ -101,7 +102,7 @@ impl Known {
             .filter(|(e, o)| {
                 !self
                     .admissions
-                    .contains_key(&((*e).to_owned(), (*o).to_owned()))
+                    .contains_key(&(cloud.to_owned(), (*e).to_owned(), (*o).to_owned()))
             })
             .map(|(e, o)| serde_json::json!([e, o]))
             .collect();
@@ -134,7 +135,7 @@ impl Known {
                 None => None,
             };
             self.admissions.insert(
-                (enterprise, order),
+                (cloud.to_owned(), enterprise, order),
                 Admission {
                     cloud_known: row.try_get::<Option<String>, _>("known_cloud")?.is_some(),
                     enterprise: registered,
@@ -145,22 +146,32 @@ impl Known {
         Ok(())
     }
 
-    /// The admission read for an order ([`Self::read_admissions`] first).
-    pub(crate) fn admission(&self, enterprise: &str, order_id: &str) -> Option<&Admission> {
+    /// The admission read for an order of `cloud` ([`Self::read_admissions`] first).
+    pub(crate) fn admission(
+        &self,
+        cloud: &str,
+        enterprise: &str,
+        order_id: &str,
+    ) -> Option<&Admission> {
         self.admissions
-            .get(&(enterprise.to_owned(), order_id.to_owned()))
+            .get(&(cloud.to_owned(), enterprise.to_owned(), order_id.to_owned()))
     }
 
-    /// Remembers an order issued in this transaction, for the same order again.
+    /// Remembers an order of `cloud` issued in this transaction, for the same order again.
     pub(crate) fn issued(
         &mut self,
+        cloud: &str,
         enterprise: &Enterprise,
         order_id: &str,
         hash: &str,
         answer: &OrderAnswer,
     ) {
         self.admissions.insert(
-            (enterprise.taxpayer_id.clone(), order_id.to_owned()),
+            (
+                cloud.to_owned(),
+                enterprise.taxpayer_id.clone(),
+                order_id.to_owned(),
+            ),
             Admission {
                 cloud_known: true,
                 enterprise: Some(enterprise.clone()),

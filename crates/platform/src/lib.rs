@@ -150,6 +150,8 @@ struct Inner {
     clouds: Mutex<HashMap<String, Arc<EnvelopeClient>>>,
     wake: Arc<tokio::sync::Notify>,
     range_lock: tokio::sync::Mutex<()>,
+    /// Single blue orders waiting to share a write transaction (`issue::Platform::issue_blue`).
+    singles: fapiao_store::Group<issue::Queued>,
     options: Options,
 }
 
@@ -208,6 +210,7 @@ impl Platform {
                 clouds: Mutex::new(HashMap::new()),
                 wake: Arc::new(tokio::sync::Notify::new()),
                 range_lock: tokio::sync::Mutex::new(()),
+                singles: fapiao_store::Group::default(),
                 options,
             }),
         })

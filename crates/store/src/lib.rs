@@ -45,18 +45,19 @@ pub struct Tx {
     pub(crate) audit: AuditBuffer,
     /// The active data key id, once read in this transaction ([`vault::Vault::seal`]).
     pub(crate) data_key: Option<i64>,
-    /// The arrival whose id this transaction wrote ([`Db::begin_write_for`]).
+    /// The arrivals whose ids this transaction wrote ([`Db::begin_write_for`],
+    /// [`Tx::remember_all`]).
     held: Held,
 }
 
-/// The arrival a write transaction remembers: [`ArrivalState::Remembered`] once it commits,
+/// The arrivals a write transaction remembers: [`ArrivalState::Remembered`] once it commits,
 /// [`ArrivalState::Pending`] again if it is rolled back or dropped.
 #[derive(Debug, Default)]
-struct Held(Option<Arrival>);
+struct Held(Vec<Arrival>);
 
 impl Held {
     fn committed(&mut self) {
-        if let Some(a) = self.0.take() {
+        for a in self.0.drain(..) {
             a.set(ArrivalState::Remembered);
         }
     }
@@ -64,7 +65,7 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some(a) = self.0.take() {
+        for a in self.0.drain(..) {
             a.set(ArrivalState::Pending);
         }
     }
@@ -270,7 +271,7 @@ impl Tx {
     fn hold(&mut self, arrival: &Arrival, went_in: bool) {
         if went_in {
             arrival.set(ArrivalState::Held);
-            self.held.0 = Some(arrival.clone());
+            self.held.0.push(arrival.clone());
         }
     }
 
@@ -475,6 +476,50 @@ const REMEMBER_ONE: &str = "INSERT INTO seen_messages (sender, message_id, expir
      VALUES ($1, $2, $3)
      ON CONFLICT (sender, message_id) DO UPDATE SET expires_at = excluded.expires_at
          WHERE seen_messages.expires_at <= $4";
+
+/// [`REMEMBER_ONE`] for many entries in one statement (`$1` a JSON array of `[sender,
+/// message_id, expires_at]`, `$2` now): each goes in unless its id is on record and not
+/// expired by `$2`, or an earlier entry of `$1` has the same id. Returns the ids that went in.
+const REMEMBER_ALL: &str = "INSERT INTO seen_messages (sender, message_id, expires_at)
+     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+     FROM jsonb_each($1) WHERE true
+     ON CONFLICT (sender, message_id) DO UPDATE SET expires_at = excluded.expires_at
+         WHERE seen_messages.expires_at <= $2
+     RETURNING sender, message_id";
+
+/// Jobs waiting to share a write transaction ([`Db::begin_group`]).
+#[derive(Debug)]
+pub struct Group<J>(std::sync::Mutex<Vec<J>>);
+
+impl<J> Default for Group<J> {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(Vec::new()))
+    }
+}
+
+impl<J> Group<J> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<J>> {
+        // A panic while pushing or taking leaves the vector whole.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// What [`Db::begin_group`] gives its caller.
+#[derive(Debug)]
+#[must_use = "the jobs of a group led are answered by its leader"]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per request and moved at once into the leader's task"
+)]
+pub enum Joined<J> {
+    /// This caller leads a group: its write transaction, and its jobs in queue order (the
+    /// caller's among them).
+    Lead(Tx, Vec<J>),
+    /// An earlier caller's group took the job and answers it.
+    Taken,
+}
 
 /// A read connection ([`Db::read`]); dereferences to the connection.
 #[derive(Debug)]
@@ -748,7 +793,7 @@ impl Db {
             return Self::begin_in(&self.pool, turn, Prefetch::Keys).await;
         }
         let mut tx = Self::begin_in(&self.pool, turn, Prefetch::Remember(arrival)).await?;
-        if tx.held.0.is_none() {
+        if tx.held.0.is_empty() {
             let _ = tx.rollback().await;
             return Err(arrival.replayed());
         }
@@ -757,6 +802,77 @@ impl Db {
             delete_expired(&mut *tx, arrival.0.now).await?;
         }
         Ok(tx)
+    }
+
+    /// Remembers the ids of `arrivals` in the write transaction `tx`, in one statement however
+    /// many they are, as [`Db::begin_write_for`] does for one: per arrival, in order, whether
+    /// what it asks for may go on — its id went in now (it is remembered when this transaction
+    /// commits), is held by this transaction already, or was remembered by an earlier commit —
+    /// or not: its id is on record and not expired, or an earlier arrival of `arrivals` has the
+    /// same sender and id. Those are [`ArrivalState::Replayed`]. An arrival listed twice (the
+    /// same [`Arrival`], one message asking for several things) may go on both times.
+    ///
+    /// Expired ids are deleted on the way at most once every minute, as by
+    /// [`Db::remember_message`].
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlx`]; the transaction should then be dropped.
+    pub async fn remember_in(
+        &self,
+        tx: &mut Tx,
+        arrivals: &[&Arrival],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut pending: Vec<&Arrival> = Vec::new();
+        for a in arrivals {
+            if a.state() == ArrivalState::Pending
+                && !pending.iter().any(|p| std::sync::Arc::ptr_eq(&p.0, &a.0))
+            {
+                pending.push(a);
+            }
+        }
+        if let Some(now) = arrivals.iter().map(|a| a.0.now).min()
+            && prune_due(&self.pruned_at, now.unix_timestamp())
+        {
+            delete_expired(&mut **tx, now).await?;
+        }
+        if let Some(now) = pending.iter().map(|a| a.0.now).min() {
+            let entries = serde_json::Value::Array(
+                pending
+                    .iter()
+                    .map(|a| {
+                        serde_json::json!([
+                            a.0.sender,
+                            a.0.message_id,
+                            a.0.expires.unix_timestamp()
+                        ])
+                    })
+                    .collect(),
+            );
+            let mut went_in: std::collections::HashSet<(String, String)> =
+                sqlx::query_as(REMEMBER_ALL)
+                    .bind(entries.to_string())
+                    .bind(now.unix_timestamp())
+                    .fetch_all(&mut **tx)
+                    .await?
+                    .into_iter()
+                    .collect();
+            for a in pending {
+                let key = (a.0.sender.clone(), a.0.message_id.clone());
+                if went_in.remove(&key) {
+                    tx.hold(a, true);
+                } else {
+                    a.set(ArrivalState::Replayed);
+                }
+            }
+        }
+        Ok(arrivals
+            .iter()
+            .map(|a| match a.state() {
+                ArrivalState::Held => tx.held.0.iter().any(|h| std::sync::Arc::ptr_eq(&h.0, &a.0)),
+                ArrivalState::Remembered => true,
+                ArrivalState::Pending | ArrivalState::Replayed => false,
+            })
+            .collect())
     }
 
     /// Makes sure `arrival`'s id is remembered: at once when a committed write transaction
@@ -781,6 +897,67 @@ impl Db {
             ArrivalState::Replayed
         });
         Ok(fresh)
+    }
+
+    /// Group commit for work that would otherwise take a write transaction — and a durable
+    /// commit — each: queues `job` in `group`, waits for this database's writer turn, and, if
+    /// jobs are still queued then, begins one write transaction for them all and hands them
+    /// over in queue order: `job` and whatever queued up while earlier transactions held the
+    /// turn. The transaction has remembered each job's `arrival` already, as
+    /// [`Db::remember_in`] does (a job whose arrival is then [`ArrivalState::Replayed`] is a
+    /// replay). [`Joined::Taken`] when an earlier caller's group took `job`.
+    ///
+    /// Whoever leads does every job of the group in the transaction, commits, and answers
+    /// each job after the commit — best on a task of its own, so that the group is finished
+    /// even if the leading caller is abandoned. Under load a burst of requests costs one
+    /// transaction and one `fsync` instead of one each; a job alone costs what
+    /// [`Db::begin_write_for`] would (its arrival written with the `BEGIN`).
+    ///
+    /// A caller abandoned while it waits for the turn leaves its job queued: the next group
+    /// does it, unanswered.
+    ///
+    /// # Errors
+    /// The transaction cannot begin or remember the arrivals: the error, and the jobs taken
+    /// to be answered with it.
+    pub async fn begin_group<J>(
+        &self,
+        group: &Group<J>,
+        job: J,
+        arrival: impl Fn(&J) -> Option<&Arrival>,
+    ) -> Result<Joined<J>, (StoreError, Vec<J>)> {
+        group.lock().push(job);
+        let turn = self.take_turn().await;
+        let alone = {
+            let mut queue = group.lock();
+            match queue.len() {
+                0 => return Ok(Joined::Taken),
+                1 => queue.pop(),
+                _ => None,
+            }
+        };
+        let (mut tx, jobs) = match alone {
+            Some(job) => {
+                let prefetch = match arrival(&job) {
+                    Some(a) if a.state() == ArrivalState::Pending => Prefetch::Remember(a),
+                    _ => Prefetch::Keys,
+                };
+                match Self::begin_in(&self.pool, turn, prefetch).await {
+                    Ok(tx) => (tx, vec![job]),
+                    Err(e) => return Err((e, vec![job])),
+                }
+            }
+            // Taken once begun: jobs queued meanwhile join this transaction too.
+            None => match Self::begin_in(&self.pool, turn, Prefetch::Keys).await {
+                Ok(tx) => (tx, std::mem::take(&mut *group.lock())),
+                Err(e) => return Err((e, std::mem::take(&mut *group.lock()))),
+            },
+        };
+        let arrivals: Vec<&Arrival> = jobs.iter().filter_map(&arrival).collect();
+        if let Err(e) = self.remember_in(&mut tx, &arrivals).await {
+            drop(tx);
+            return Err((e, jobs));
+        }
+        Ok(Joined::Lead(tx, jobs))
     }
 
     /// Waits for this process's writer turn.
@@ -1064,18 +1241,11 @@ async fn write_group(
             .map(|r| serde_json::json!([r.sender, r.message_id, r.expires.unix_timestamp()]))
             .collect(),
     );
-    let inserted: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO seen_messages (sender, message_id, expires_at)
-         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
-         FROM jsonb_each($1) WHERE true
-         ON CONFLICT (sender, message_id) DO UPDATE SET expires_at = excluded.expires_at
-             WHERE seen_messages.expires_at <= $2
-         RETURNING sender, message_id",
-    )
-    .bind(entries.to_string())
-    .bind(t)
-    .fetch_all(&mut **tx)
-    .await?;
+    let inserted: Vec<(String, String)> = sqlx::query_as(REMEMBER_ALL)
+        .bind(entries.to_string())
+        .bind(t)
+        .fetch_all(&mut **tx)
+        .await?;
     let mut inserted: std::collections::HashSet<(String, String)> = inserted.into_iter().collect();
     Ok(group
         .iter()

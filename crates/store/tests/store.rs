@@ -1,7 +1,7 @@
 //! The store on a real SQLite file.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-use fapiao_store::{Arrival, ArrivalState, Db, Migration, StoreError};
+use fapiao_store::{Arrival, ArrivalState, Db, Group, Joined, Migration, StoreError};
 use time::{Duration, OffsetDateTime};
 
 pub(crate) const M: &[Migration] = &[
@@ -311,6 +311,175 @@ async fn concurrent_replay_checks_share_commits_and_answer_each_call() {
         .await
         .unwrap();
     assert_eq!(n, 300);
+}
+
+/// One transaction remembers many arrivals in one statement: a fresh id goes in and is held
+/// until the commit, the same arrival listed twice goes on twice, a second message with an id
+/// already in the list or on record is a replay, one remembered before goes on without a
+/// write; a rollback makes them pending again.
+#[tokio::test]
+async fn a_transaction_remembers_many_arrivals_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for db in [
+        Db::open(&url(&dir), "r", M).await.unwrap(),
+        Db::open("sqlite::memory:", "r", M).await.unwrap(),
+    ] {
+        let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        let arrival = |id: &str| Arrival::new("cloud:a", id, now + Duration::minutes(10), now);
+        let before = arrival("old");
+        assert!(db.remember(&before).await.unwrap());
+        let (a, b, b_again, old_again) = (arrival("a"), arrival("b"), arrival("b"), arrival("old"));
+
+        let mut tx = db.begin_write().await.unwrap();
+        let fresh = db
+            .remember_in(&mut tx, &[&a, &b, &a, &b_again, &old_again, &before])
+            .await
+            .unwrap();
+        assert_eq!(fresh, [true, true, true, false, false, true]);
+        assert_eq!(a.state(), ArrivalState::Held);
+        assert_eq!(b_again.state(), ArrivalState::Replayed);
+        assert_eq!(old_again.state(), ArrivalState::Replayed);
+        assert_eq!(before.state(), ArrivalState::Remembered);
+        // Asked again in the same transaction: the same answers, nothing written twice.
+        let again = db.remember_in(&mut tx, &[&b, &a]).await.unwrap();
+        assert_eq!(again, [true, true]);
+        tx.rollback().await.unwrap();
+        assert_eq!(a.state(), ArrivalState::Pending);
+        assert_eq!(b.state(), ArrivalState::Pending);
+
+        let mut tx = db.begin_write().await.unwrap();
+        assert_eq!(
+            db.remember_in(&mut tx, &[&b, &a]).await.unwrap(),
+            [true, true]
+        );
+        tx.commit().await.unwrap();
+        assert_eq!(a.state(), ArrivalState::Remembered);
+        assert_eq!(b.state(), ArrivalState::Remembered);
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT message_id FROM seen_messages ORDER BY message_id")
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(ids, ["a", "b", "old"]);
+        // An arrival of another transaction, held and not committed, does not go on here.
+        let c = arrival("c");
+        let mut holder = db.begin_write_for(&c).await.unwrap();
+        assert_eq!(db.remember_in(&mut holder, &[&c]).await.unwrap(), [true]);
+        holder.commit().await.unwrap();
+        assert!(!db.remember(&arrival("c")).await.unwrap());
+    }
+}
+
+/// Concurrent jobs share group transactions: every job is done once and answered after its
+/// group's commit, an id sent twice at once goes on exactly once, each group remembers its
+/// jobs' ids with what they wrote, and far fewer transactions than jobs are begun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_jobs_share_group_transactions() {
+    struct Job {
+        id: usize,
+        arrival: Arrival,
+        answer: tokio::sync::oneshot::Sender<Result<bool, String>>,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+    let group = std::sync::Arc::new(Group::<Job>::default());
+    let groups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        for _ in 0..2 {
+            let (db, group, groups) = (db.clone(), group.clone(), groups.clone());
+            tasks.push(tokio::spawn(async move {
+                let (answer, answered) = tokio::sync::oneshot::channel();
+                let job = Job {
+                    id: i,
+                    arrival: Arrival::new(
+                        "cloud:a",
+                        format!("m{i}"),
+                        now + Duration::minutes(10),
+                        now,
+                    ),
+                    answer,
+                };
+                match db.begin_group(&group, job, |j| Some(&j.arrival)).await {
+                    Ok(Joined::Lead(mut tx, jobs)) => {
+                        groups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tokio::spawn(async move {
+                            let mut done = Vec::new();
+                            for j in jobs {
+                                let fresh = j.arrival.state() == ArrivalState::Held;
+                                if fresh {
+                                    sqlx::query("INSERT INTO t (k, v) VALUES ($1, 1)")
+                                        .bind(format!("m{}", j.id))
+                                        .execute(&mut *tx)
+                                        .await
+                                        .unwrap();
+                                }
+                                done.push((j, fresh));
+                            }
+                            tx.commit().await.unwrap();
+                            for (j, fresh) in done {
+                                assert_eq!(j.arrival.state() == ArrivalState::Remembered, fresh);
+                                let _ = j.answer.send(Ok(fresh));
+                            }
+                        });
+                    }
+                    Ok(Joined::Taken) => {}
+                    Err((e, _)) => panic!("{e}"),
+                }
+                (i, answered.await.unwrap().unwrap())
+            }));
+        }
+    }
+    let mut fresh = vec![0; 200];
+    for t in tasks {
+        let (i, f) = t.await.unwrap();
+        fresh[i] += usize::from(f);
+    }
+    assert!(fresh.iter().all(|&n| n == 1), "{fresh:?}");
+    let groups = groups.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((1..=100).contains(&groups), "{groups} groups for 400 jobs");
+    drop(db);
+    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+    for table in ["t", "seen_messages"] {
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(n, 200, "{table}");
+    }
+}
+
+/// A job alone writes its arrival's id with the `BEGIN`; one whose id is on record leads a
+/// group all the same, its arrival a replay, and nothing of it is written.
+#[tokio::test]
+async fn a_job_alone_is_a_group_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+    let group = Group::<Arrival>::default();
+    let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+    let arrival = || Arrival::new("cloud:a", "m1", now + Duration::minutes(10), now);
+    let first = arrival();
+    let Ok(Joined::Lead(tx, jobs)) = db.begin_group(&group, first.clone(), |a| Some(a)).await
+    else {
+        panic!("a job alone leads");
+    };
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(first.state(), ArrivalState::Held);
+    tx.commit().await.unwrap();
+    assert_eq!(first.state(), ArrivalState::Remembered);
+    let again = arrival();
+    let Ok(Joined::Lead(tx, _)) = db.begin_group(&group, again.clone(), |a| Some(a)).await else {
+        panic!("a job alone leads");
+    };
+    assert_eq!(again.state(), ArrivalState::Replayed);
+    tx.commit().await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM seen_messages")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
 }
 
 /// Writers of another handle on the same file (another process) wait for the write lock in

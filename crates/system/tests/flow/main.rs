@@ -7,6 +7,7 @@ mod agent;
 mod agreement;
 mod api;
 mod batch;
+mod groups;
 mod helpers;
 mod issue;
 mod keys;
