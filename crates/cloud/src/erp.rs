@@ -125,7 +125,7 @@ fn unusable(rid: &str, m: &dyn std::fmt::Display) -> ApiError {
     )
 }
 
-fn replayed(rid: &str) -> ApiError {
+pub(crate) fn replayed(rid: &str) -> ApiError {
     ApiError::new(Code::RequestReplayed, "this nonce was already used", rid)
 }
 

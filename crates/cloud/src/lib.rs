@@ -175,6 +175,9 @@ struct Inner {
     /// Single issued invoices waiting to share a write transaction (`erp`'s
     /// `Cloud::store_invoice`).
     storing: fapiao_store::Group<erp::Storing>,
+    /// Orders of enterprise-hosted tenants waiting to share a write transaction
+    /// (`queue`'s `Cloud::enqueue_order`).
+    enqueuing: fapiao_store::Group<queue::Enqueuing>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -237,6 +240,7 @@ impl Cloud {
                 wake: Arc::new(tokio::sync::Notify::new()),
                 webhook_clients: webhook::Clients::default(),
                 storing: fapiao_store::Group::default(),
+                enqueuing: fapiao_store::Group::default(),
             }),
         })
     }

@@ -26,11 +26,22 @@ use fapiao_protocol::wire::{
 use fapiao_service::error::request_id;
 use fapiao_service::{ApiError, Incoming, Outgoing};
 use fapiao_store::sqlx::{self, Row};
-use fapiao_store::{Arrival, StoreError};
+use fapiao_store::{Arrival, Joined, StoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::Cloud;
-use crate::erp::{internal, not_begun};
+use crate::erp::{internal, not_begun, replayed};
+use tracing::Instrument as _;
+
+/// An order waiting for its group's transaction to queue it ([`Cloud::enqueue_order`]), and
+/// where its answer goes: whether it was queued now, or its refusal.
+pub(crate) struct Enqueuing {
+    enterprise: String,
+    order: QueuedOrder,
+    nonce: Arrival,
+    rid: String,
+    answer: tokio::sync::oneshot::Sender<Result<bool, ApiError>>,
+}
 
 /// An order's status as the ERP API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +67,10 @@ impl Cloud {
         Ok(hosting.as_deref() == Some("enterprise"))
     }
 
-    /// Queues an order for the enterprise's agent; `202` with its status.
+    /// Queues an order for the enterprise's agent; `202` with its status. Orders that come
+    /// while another transaction holds the writer turn are queued in one shared transaction
+    /// (group commit, [`fapiao_store::Db::begin_group`]), each exactly as alone and answered
+    /// after that commit.
     pub(crate) async fn enqueue_order(
         &self,
         enterprise: &str,
@@ -65,77 +79,165 @@ impl Cloud {
         rid: &str,
     ) -> Result<(StatusCode, crate::erp::Json), ApiError> {
         let order_id = order.order_id().to_owned();
-        let hash = order.request_hash().to_owned();
-        let fail = |e: &dyn std::fmt::Display| internal(rid, e);
-        let mut tx = self
-            .inner
-            .db
-            .begin_write_for(nonce)
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let queued = Enqueuing {
+            enterprise: enterprise.to_owned(),
+            order,
+            nonce: nonce.clone(),
+            rid: rid.to_owned(),
+            answer,
+        };
+        let db = &self.inner.db;
+        match db
+            .begin_group(&self.inner.enqueuing, queued, |q| Some(&q.nonce))
             .await
-            .map_err(|e| not_begun(rid, &e))?;
+        {
+            Ok(Joined::Lead(tx, group)) => {
+                // On a task of its own: the group is queued and answered even if this
+                // request is abandoned meanwhile.
+                let cloud = self.clone();
+                tokio::spawn(async move { cloud.enqueue_group(tx, group).await }.in_current_span());
+            }
+            Ok(Joined::Taken) => {}
+            Err((e, group)) => {
+                for q in group {
+                    let _ = q.answer.send(Err(not_begun(&q.rid, &e)));
+                }
+            }
+        }
+        let new = answered
+            .await
+            .unwrap_or_else(|_| Err(internal(rid, &"the order's group ended unanswered")))?;
+        let status = if new {
+            // What was just written: nothing has leased it yet.
+            OrderStatus {
+                order_id,
+                status: "queued".into(),
+                number: None,
+                error: None,
+            }
+        } else {
+            self.order_status(enterprise, &order_id)
+                .await
+                .map_err(|e| internal(rid, &e))?
+                .ok_or_else(|| internal(rid, &"queued order vanished"))?
+        };
+        Ok((StatusCode::ACCEPTED, crate::erp::to_json(&status, rid)?))
+    }
+
+    /// Queues a group of orders in `tx`, commits, and answers each: whether it was queued now
+    /// (`false`: queued before with the same request), or its refusal. A replayed request's
+    /// order is not queued; a database failure fails the whole group.
+    async fn enqueue_group(&self, mut tx: fapiao_store::Tx, group: Vec<Enqueuing>) {
+        let nonces: Vec<&Arrival> = group.iter().map(|q| &q.nonce).collect();
+        let fresh = match self.inner.db.remember_in(&mut tx, &nonces).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                for q in group {
+                    let _ = q.answer.send(Err(internal(&q.rid, &e)));
+                }
+                return;
+            }
+        };
+        // The outcome of each order that is not a replay, in order.
+        let mut outcomes: Vec<Result<bool, ApiError>> = Vec::with_capacity(group.len());
+        let mut failed = None;
+        for (q, fresh) in group.iter().zip(&fresh) {
+            if !fresh {
+                continue;
+            }
+            match self.enqueue_in(&mut tx, q).await {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let failed = match failed {
+            Some(e) => Some(e),
+            None => tx.commit().await.err().map(|e| e.to_string()),
+        };
+        let mut outcomes = outcomes.into_iter();
+        for (q, fresh) in group.into_iter().zip(fresh) {
+            let outcome = match (fresh, &failed) {
+                (false, _) => Err(replayed(&q.rid)),
+                (true, Some(e)) => Err(internal(&q.rid, e)),
+                (true, None) => outcomes
+                    .next()
+                    .unwrap_or_else(|| Err(internal(&q.rid, &"order left unqueued"))),
+            };
+            if let Ok(true) = outcome {
+                tracing::info!(request_id = %q.rid, order_id = %q.order.order_id(), "order queued for the enterprise's agent");
+            }
+            let _ = q.answer.send(outcome);
+        }
+    }
+
+    /// One order of a group in its transaction: `Ok(true)` queued now, `Ok(false)` queued
+    /// before with the same request, or `order_conflict`; the outer error is the database's.
+    async fn enqueue_in(
+        &self,
+        tx: &mut fapiao_store::Tx,
+        q: &Enqueuing,
+    ) -> Result<Result<bool, ApiError>, String> {
+        let (enterprise, order, rid) = (q.enterprise.as_str(), &q.order, q.rid.as_str());
+        let order_id = order.order_id();
         let existing: Option<String> = sqlx::query_scalar(
             "SELECT request_hash FROM queued_orders WHERE enterprise = $1 AND order_id = $2",
         )
         .bind(enterprise)
-        .bind(&order_id)
-        .fetch_optional(&mut *tx)
+        .bind(order_id)
+        .fetch_optional(&mut **tx)
         .await
-        .map_err(|e| fail(&e))?;
+        .map_err(|e| e.to_string())?;
         match existing {
-            Some(h) if h != hash => {
-                return Err(ApiError::new(
+            Some(h) if h != order.request_hash() => {
+                return Ok(Err(ApiError::new(
                     Code::OrderConflict,
                     format!("order_id {order_id} was already used with a different request"),
                     rid,
-                ));
+                )));
             }
-            Some(_) => drop(tx),
-            None => {
-                let json =
-                    zeroize::Zeroizing::new(serde_json::to_string(&order).map_err(|e| fail(&e))?);
-                let body = self
-                    .inner
-                    .vault
-                    .seal_str(&mut tx, &crate::QUEUED.field(), &json)
-                    .await
-                    .map_err(|e| fail(&e))?;
-                let t = now().unix_timestamp();
-                sqlx::query(
-                    "INSERT INTO queued_orders (enterprise, order_id, kind, request_hash, body, state, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6)",
-                )
-                .bind(enterprise)
-                .bind(&order_id)
-                .bind(match order {
-                    QueuedOrder::Blue(_) => "blue",
-                    QueuedOrder::Red(_) => "red",
-                })
-                .bind(&hash)
-                .bind(body)
-                .bind(t)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| fail(&e))?;
-                fapiao_store::audit::append(
-                    &mut tx,
-                    now(),
-                    &format!("erp:{enterprise}"),
-                    "order.queued",
-                    &order_id,
-                    &serde_json::json!({"request_id": rid}),
-                )
-                .await
-                .map_err(|e| fail(&e))?;
-                tx.commit().await.map_err(|e| fail(&e))?;
-                tracing::info!(request_id = %rid, %order_id, "order queued for the enterprise's agent");
-            }
+            Some(_) => return Ok(Ok(false)),
+            None => {}
         }
-        let status = self
-            .order_status(enterprise, &order_id)
+        let json =
+            zeroize::Zeroizing::new(serde_json::to_string(order).map_err(|e| e.to_string())?);
+        let body = self
+            .inner
+            .vault
+            .seal_str(tx, &crate::QUEUED.field(), &json)
             .await
-            .map_err(|e| fail(&e))?
-            .ok_or_else(|| fail(&"queued order vanished"))?;
-        Ok((StatusCode::ACCEPTED, crate::erp::to_json(&status, rid)?))
+            .map_err(|e| e.to_string())?;
+        let t = now().unix_timestamp();
+        sqlx::query(
+            "INSERT INTO queued_orders (enterprise, order_id, kind, request_hash, body, state, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6)",
+        )
+        .bind(enterprise)
+        .bind(order_id)
+        .bind(match order {
+            QueuedOrder::Blue(_) => "blue",
+            QueuedOrder::Red(_) => "red",
+        })
+        .bind(order.request_hash())
+        .bind(body)
+        .bind(t)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| e.to_string())?;
+        fapiao_store::audit::append(
+            tx,
+            now(),
+            &format!("erp:{enterprise}"),
+            "order.queued",
+            order_id,
+            &serde_json::json!({"request_id": rid}),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(Ok(true))
     }
 
     /// An order's status, if the order is known.

@@ -123,3 +123,64 @@ async fn single_orders_sent_together_are_each_answered_as_alone() {
     assert_eq!(after.cloud_invoices - before.cloud_invoices, 62);
     assert_eq!(after.tax_invoices - before.tax_invoices, 62);
 }
+
+/// An enterprise-hosted tenant's single orders sent together are queued for its agent in
+/// shared transactions, each answered as if alone: queued once per order, the same order
+/// again answered with the same status, another body under an order_id a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_orders_sent_together_are_each_answered_as_alone() {
+    let env = Env::start().await;
+    let mut requests: Vec<Value> = (0..20)
+        .map(|i| order(HZ, &format!("GQ-{i:02}"), &format!("{}.00", 10 + i)))
+        .collect();
+    for _ in 0..3 {
+        requests.push(order(HZ, "GQ-SAME", "66.00"));
+    }
+    requests.push(order(HZ, "GQ-TWICE", "10.00"));
+    requests.push(order(HZ, "GQ-TWICE", "20.00"));
+    let mut tasks = Vec::new();
+    for body in requests {
+        let erp = env.erp(HZ);
+        tasks.push(tokio::spawn(async move {
+            let r = post(&erp, "/v1/invoices", &body).await;
+            (body, r)
+        }));
+    }
+    let mut twice = Vec::new();
+    for t in tasks {
+        let (body, r) = t.await.unwrap();
+        let v = json_of(&r);
+        let id = body["order_id"].as_str().unwrap();
+        if id == "GQ-TWICE" {
+            twice.push(r.status);
+            if r.status != 202 {
+                assert_eq!(v["code"], "order_conflict", "{v}");
+                continue;
+            }
+        }
+        assert_eq!(r.status, 202, "{id}: {v}");
+        assert_eq!(
+            (v["order_id"].as_str(), v["status"].as_str()),
+            (Some(id), Some("queued")),
+            "{v}"
+        );
+    }
+    twice.sort_unstable();
+    assert_eq!(twice, [202, 409]);
+    use fapiao_store::sqlx;
+    let cloud = env.system.cloud.db().pool();
+    let queued: Vec<(String, String)> =
+        sqlx::query_as("SELECT order_id, state FROM queued_orders ORDER BY order_id")
+            .fetch_all(cloud)
+            .await
+            .unwrap();
+    assert_eq!(queued.len(), 22, "{queued:?}");
+    assert!(queued.iter().all(|(_, state)| state == "queued"));
+    let audited: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'order.queued'")
+            .fetch_one(cloud)
+            .await
+            .unwrap();
+    assert_eq!(audited, 22, "one audit record per order queued");
+    env.system.shutdown().await;
+}
