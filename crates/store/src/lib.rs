@@ -646,6 +646,9 @@ impl Db {
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
+        // Statement journals (a multi-row statement inside a transaction) and sorts stay in
+        // memory instead of spilling to temporary files created and deleted as they go.
+        .pragma("temp_store", "memory")
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
