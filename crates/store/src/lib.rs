@@ -46,7 +46,7 @@ pub struct Tx {
     /// The active data key id, once read in this transaction ([`vault::Vault::seal`]).
     pub(crate) data_key: Option<i64>,
     /// The arrivals whose ids this transaction wrote ([`Db::begin_write_for`],
-    /// [`Tx::remember_all`]).
+    /// [`Db::remember_in`]).
     held: Held,
 }
 
