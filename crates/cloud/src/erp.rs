@@ -21,7 +21,7 @@ use fapiao_protocol::wire::{
 use fapiao_service::ApiError;
 use fapiao_service::error::request_id;
 use fapiao_store::sqlx::{self, AssertSqlSafe, QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
-use fapiao_store::{Arrival, Joined, StoreError};
+use fapiao_store::{Answer, Arrival, StoreError, Waiting};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
@@ -437,36 +437,26 @@ impl Cloud {
         };
         let signed = self.check_issued(enterprise, &issued.invoice, rid)?;
         let number = signed.invoice.number().as_str().to_owned();
-        let (answer, answered) = tokio::sync::oneshot::channel();
         let storing = Storing {
             enterprise: enterprise.to_owned(),
             issued,
             signed,
             nonce: nonce.cloned(),
             rid: rid.to_owned(),
-            answer,
         };
-        let db = &self.inner.db;
-        match db
-            .begin_group(&self.inner.storing, storing, |s| s.nonce.as_ref())
+        let cloud = self.clone();
+        let stored = self
+            .inner
+            .db
+            .grouped(
+                &self.inner.storing,
+                storing,
+                |s| s.nonce.as_ref(),
+                move |tx, group| async move { cloud.store_group(tx, group).await },
+                |s, e| Err(not_begun(&s.rid, e)),
+            )
             .await
-        {
-            Ok(Joined::Lead(tx, group)) => {
-                // On a task of its own: the group is stored and answered even if this
-                // request is abandoned meanwhile.
-                let cloud = self.clone();
-                tokio::spawn(async move { cloud.store_group(tx, group).await }.in_current_span());
-            }
-            Ok(Joined::Taken) => {}
-            Err((e, group)) => {
-                for s in group {
-                    let _ = s.answer.send(Err(not_begun(&s.rid, &e)));
-                }
-            }
-        }
-        let stored = answered
-            .await
-            .unwrap_or_else(|_| Err(internal(rid, &"the invoice's group ended unanswered")))?;
+            .unwrap_or_else(|| Err(internal(rid, &"the invoice's group ended unanswered")))?;
         match stored {
             Some(view) => Ok(view),
             None => self
@@ -480,28 +470,28 @@ impl Cloud {
     /// Stores a group of single invoices in `tx` ([`Self::insert_issued`], per enterprise),
     /// commits, and answers each: the view of what was stored, `None` to read it back, or
     /// the error. A replayed request's invoice is not stored.
-    async fn store_group(&self, mut tx: fapiao_store::Tx, group: Vec<Storing>) {
+    async fn store_group(&self, mut tx: fapiao_store::Tx, group: Vec<Waiting<Storing, Stored>>) {
         let db = &self.inner.db;
-        let nonces: Vec<&Arrival> = group.iter().filter_map(|s| s.nonce.as_ref()).collect();
+        let nonces: Vec<&Arrival> = group.iter().filter_map(|w| w.job.nonce.as_ref()).collect();
         let fresh = match db.remember_in(&mut tx, &nonces).await {
             Ok(fresh) => fresh,
             Err(e) => {
-                for s in group {
-                    let _ = s.answer.send(Err(internal(&s.rid, &e)));
+                for w in group {
+                    let answer = Err(internal(&w.job.rid, &e));
+                    w.answer.send(answer);
                 }
                 return;
             }
         };
         let mut fresh = fresh.into_iter();
         // Per invoice: where its answer goes, its request id, whether its request is a replay.
-        let mut answers: Vec<(tokio::sync::oneshot::Sender<_>, String, bool)> =
-            Vec::with_capacity(group.len());
+        let mut answers: Vec<(Answer<Stored>, String, bool)> = Vec::with_capacity(group.len());
         // Per enterprise, in order of first appearance: where its invoices' answers go.
         let mut by_enterprise: Vec<(String, Vec<usize>, Vec<Issued>, Vec<_>)> = Vec::new();
-        for s in group {
+        for Waiting { job: s, answer } in group {
             let at = answers.len();
             let replay = s.nonce.is_some() && fresh.next() == Some(false);
-            answers.push((s.answer, s.rid, replay));
+            answers.push((answer, s.rid, replay));
             if replay {
                 continue;
             }
@@ -553,7 +543,7 @@ impl Cloud {
                 (false, Some(m)) => Err(internal(&rid, m)),
                 (false, None) => Ok(view),
             };
-            let _ = answer.send(outcome);
+            answer.send(outcome);
         }
     }
 
@@ -835,15 +825,17 @@ fn issued_view(issued: &Issued, inv: &fapiao_model::Invoice) -> InvoiceView {
 }
 
 /// A single issued invoice waiting for its group's transaction ([`Cloud::store_invoice`]),
-/// checked, and where its answer goes: the stored view, `None` to read it back, or the error.
+/// checked.
 pub(crate) struct Storing {
     enterprise: String,
     issued: Issued,
     signed: fapiao_issuer::SignedInvoice,
     nonce: Option<Arrival>,
     rid: String,
-    answer: tokio::sync::oneshot::Sender<Result<Option<InvoiceView>, ApiError>>,
 }
+
+/// What storing an invoice answers: the stored view, `None` to read it back, or the error.
+pub(crate) type Stored = Result<Option<InvoiceView>, ApiError>;
 
 /// An invoice platform issued for an order, as cloud stores it.
 pub(crate) struct Issued {

@@ -174,10 +174,10 @@ struct Inner {
     webhook_clients: webhook::Clients,
     /// Single issued invoices waiting to share a write transaction (`erp`'s
     /// `Cloud::store_invoice`).
-    storing: fapiao_store::Group<erp::Storing>,
+    storing: fapiao_store::Group<fapiao_store::Waiting<erp::Storing, erp::Stored>>,
     /// Orders of enterprise-hosted tenants waiting to share a write transaction
     /// (`queue`'s `Cloud::enqueue_order`).
-    enqueuing: fapiao_store::Group<queue::Enqueuing>,
+    enqueuing: fapiao_store::Group<fapiao_store::Waiting<queue::Enqueuing, queue::Queued>>,
 }
 
 impl std::fmt::Debug for Inner {

@@ -26,22 +26,23 @@ use fapiao_protocol::wire::{
 use fapiao_service::error::request_id;
 use fapiao_service::{ApiError, Incoming, Outgoing};
 use fapiao_store::sqlx::{self, Row};
-use fapiao_store::{Arrival, Joined, StoreError};
+use fapiao_store::{Arrival, StoreError, Waiting};
 use serde::{Deserialize, Serialize};
 
 use crate::Cloud;
 use crate::erp::{internal, not_begun, replayed};
-use tracing::Instrument as _;
 
-/// An order waiting for its group's transaction to queue it ([`Cloud::enqueue_order`]), and
-/// where its answer goes: whether it was queued now, or its refusal.
+/// An order waiting for its group's transaction to queue it ([`Cloud::enqueue_order`]).
 pub(crate) struct Enqueuing {
     enterprise: String,
     order: QueuedOrder,
     nonce: Arrival,
     rid: String,
-    answer: tokio::sync::oneshot::Sender<Result<bool, ApiError>>,
 }
+
+/// What queueing an order answers: whether it was queued now (`false`: queued before with
+/// the same request), or its refusal.
+pub(crate) type Queued = Result<bool, ApiError>;
 
 /// An order's status as the ERP API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,35 +80,25 @@ impl Cloud {
         rid: &str,
     ) -> Result<(StatusCode, crate::erp::Json), ApiError> {
         let order_id = order.order_id().to_owned();
-        let (answer, answered) = tokio::sync::oneshot::channel();
         let queued = Enqueuing {
             enterprise: enterprise.to_owned(),
             order,
             nonce: nonce.clone(),
             rid: rid.to_owned(),
-            answer,
         };
-        let db = &self.inner.db;
-        match db
-            .begin_group(&self.inner.enqueuing, queued, |q| Some(&q.nonce))
+        let cloud = self.clone();
+        let new = self
+            .inner
+            .db
+            .grouped(
+                &self.inner.enqueuing,
+                queued,
+                |q| Some(&q.nonce),
+                move |tx, group| async move { cloud.enqueue_group(tx, group).await },
+                |q, e| Err(not_begun(&q.rid, e)),
+            )
             .await
-        {
-            Ok(Joined::Lead(tx, group)) => {
-                // On a task of its own: the group is queued and answered even if this
-                // request is abandoned meanwhile.
-                let cloud = self.clone();
-                tokio::spawn(async move { cloud.enqueue_group(tx, group).await }.in_current_span());
-            }
-            Ok(Joined::Taken) => {}
-            Err((e, group)) => {
-                for q in group {
-                    let _ = q.answer.send(Err(not_begun(&q.rid, &e)));
-                }
-            }
-        }
-        let new = answered
-            .await
-            .unwrap_or_else(|_| Err(internal(rid, &"the order's group ended unanswered")))?;
+            .unwrap_or_else(|| Err(internal(rid, &"the order's group ended unanswered")))?;
         let status = if new {
             // What was just written: nothing has leased it yet.
             OrderStatus {
@@ -128,13 +119,18 @@ impl Cloud {
     /// Queues a group of orders in `tx`, commits, and answers each: whether it was queued now
     /// (`false`: queued before with the same request), or its refusal. A replayed request's
     /// order is not queued; a database failure fails the whole group.
-    async fn enqueue_group(&self, mut tx: fapiao_store::Tx, group: Vec<Enqueuing>) {
-        let nonces: Vec<&Arrival> = group.iter().map(|q| &q.nonce).collect();
+    async fn enqueue_group(
+        &self,
+        mut tx: fapiao_store::Tx,
+        group: Vec<Waiting<Enqueuing, Queued>>,
+    ) {
+        let nonces: Vec<&Arrival> = group.iter().map(|w| &w.job.nonce).collect();
         let fresh = match self.inner.db.remember_in(&mut tx, &nonces).await {
             Ok(fresh) => fresh,
             Err(e) => {
-                for q in group {
-                    let _ = q.answer.send(Err(internal(&q.rid, &e)));
+                for w in group {
+                    let answer = Err(internal(&w.job.rid, &e));
+                    w.answer.send(answer);
                 }
                 return;
             }
@@ -142,11 +138,11 @@ impl Cloud {
         // The outcome of each order that is not a replay, in order.
         let mut outcomes: Vec<Result<bool, ApiError>> = Vec::with_capacity(group.len());
         let mut failed = None;
-        for (q, fresh) in group.iter().zip(&fresh) {
+        for (w, fresh) in group.iter().zip(&fresh) {
             if !fresh {
                 continue;
             }
-            match self.enqueue_in(&mut tx, q).await {
+            match self.enqueue_in(&mut tx, &w.job).await {
                 Ok(outcome) => outcomes.push(outcome),
                 Err(e) => {
                     failed = Some(e);
@@ -159,7 +155,7 @@ impl Cloud {
             None => tx.commit().await.err().map(|e| e.to_string()),
         };
         let mut outcomes = outcomes.into_iter();
-        for (q, fresh) in group.into_iter().zip(fresh) {
+        for (Waiting { job: q, answer }, fresh) in group.into_iter().zip(fresh) {
             let outcome = match (fresh, &failed) {
                 (false, _) => Err(replayed(&q.rid)),
                 (true, Some(e)) => Err(internal(&q.rid, e)),
@@ -170,7 +166,7 @@ impl Cloud {
             if let Ok(true) = outcome {
                 tracing::info!(request_id = %q.rid, order_id = %q.order.order_id(), "order queued for the enterprise's agent");
             }
-            let _ = q.answer.send(outcome);
+            answer.send(outcome);
         }
     }
 

@@ -30,7 +30,7 @@ use fapiao_protocol::wire::{
 };
 use fapiao_service::{EnvelopeHandler, Incoming, Outgoing};
 use fapiao_store::sqlx::{self, Row};
-use fapiao_store::{Arrival, Joined, StoreError, Tx};
+use fapiao_store::{Arrival, StoreError, Tx, Waiting};
 use serde::Serialize;
 use time::PrimitiveDateTime;
 use tracing::Instrument;
@@ -285,48 +285,34 @@ impl Platform {
         arrival: &Arrival,
         rid: &str,
     ) -> Result<OrderAnswer, Step> {
-        let (answer, answered) = tokio::sync::oneshot::channel();
         let queued = Queued {
             cloud: cloud.to_owned(),
             draft: prepare_blue(&self.inner.catalog, o),
             order: o.clone(),
             arrival: arrival.clone(),
             rid: rid.to_owned(),
-            answer,
         };
-        let db = &self.inner.db;
-        match db
-            .begin_group(&self.inner.singles, queued, |q| Some(&q.arrival))
+        let platform = self.clone();
+        self.inner
+            .db
+            .grouped(
+                &self.inner.singles,
+                queued,
+                |q| Some(&q.arrival),
+                move |tx, group| async move { platform.issue_group(tx, group).await },
+                |_, e| Err(Step::Failed(e.to_string())),
+            )
             .await
-        {
-            Ok(Joined::Lead(tx, group)) => {
-                // On a task of its own: the group is issued and answered even if this
-                // request is abandoned meanwhile.
-                let platform = self.clone();
-                tokio::spawn(
-                    async move { platform.issue_group(tx, group).await }.in_current_span(),
-                );
-            }
-            Ok(Joined::Taken) => {}
-            Err((e, group)) => {
-                let failed = e.to_string();
-                for q in group {
-                    let _ = q.answer.send(Err(Step::Failed(failed.clone())));
-                }
-            }
-        }
-        answered
-            .await
-            .unwrap_or_else(|_| Err(Step::Failed("the order's group ended unanswered".into())))
+            .unwrap_or_else(|| Err(Step::Failed("the order's group ended unanswered".into())))
     }
 
     /// Issues a group of single orders in `tx` (and after it, as [`Self::issue_jobs`] goes
     /// on) and answers each.
-    async fn issue_group(&self, tx: Tx, group: Vec<Queued>) {
-        let jobs: Vec<Job<'_>> = group.iter().map(Queued::job).collect();
+    async fn issue_group(&self, tx: Tx, group: Vec<Waiting<Queued, Answer>>) {
+        let jobs: Vec<Job<'_>> = group.iter().map(|w| w.job.job()).collect();
         let results = self.issue_jobs(&jobs, Some(tx)).await;
-        for (q, r) in group.into_iter().zip(results) {
-            let _ = q.answer.send(r);
+        for (w, r) in group.into_iter().zip(results) {
+            w.answer.send(r);
         }
     }
 
@@ -1220,15 +1206,16 @@ pub(crate) struct Job<'a> {
     rid: &'a str,
 }
 
-/// A single blue order waiting for its group's transaction ([`Platform::issue_blue`]), and
-/// where its answer goes.
+/// What an order is answered with: the answer, or the step that stopped it.
+pub(crate) type Answer = Result<OrderAnswer, Step>;
+
+/// A single blue order waiting for its group's transaction ([`Platform::issue_blue`]).
 pub(crate) struct Queued {
     cloud: String,
     order: IssueOrder,
     draft: Result<InvoiceDraft, Refusal>,
     arrival: Arrival,
     rid: String,
-    answer: tokio::sync::oneshot::Sender<Result<OrderAnswer, Step>>,
 }
 
 impl Queued {

@@ -151,7 +151,7 @@ struct Inner {
     wake: Arc<tokio::sync::Notify>,
     range_lock: tokio::sync::Mutex<()>,
     /// Single blue orders waiting to share a write transaction (`issue::Platform::issue_blue`).
-    singles: fapiao_store::Group<issue::Queued>,
+    singles: fapiao_store::Group<fapiao_store::Waiting<issue::Queued, issue::Answer>>,
     options: Options,
 }
 

@@ -506,6 +506,26 @@ impl<J> Group<J> {
     }
 }
 
+/// A job of a group ([`Db::grouped`]), and where its answer goes.
+#[derive(Debug)]
+pub struct Waiting<J, R> {
+    /// The job.
+    pub job: J,
+    /// Where its answer goes.
+    pub answer: Answer<R>,
+}
+
+/// Where the answer to a job of a group goes ([`Waiting`]).
+#[derive(Debug)]
+pub struct Answer<R>(tokio::sync::oneshot::Sender<R>);
+
+impl<R> Answer<R> {
+    /// Answers the job's caller (gone already: nothing happens).
+    pub fn send(self, answer: R) {
+        let _ = self.0.send(answer);
+    }
+}
+
 /// What [`Db::begin_group`] gives its caller.
 #[derive(Debug)]
 #[must_use = "the jobs of a group led are answered by its leader"]
@@ -961,6 +981,46 @@ impl Db {
             return Err((e, jobs));
         }
         Ok(Joined::Lead(tx, jobs))
+    }
+
+    /// [`Db::begin_group`] with the discipline every group follows: `job` waits in `group`
+    /// with a channel for its answer; if this caller leads, `lead` gets the transaction and
+    /// the jobs and runs on a task of its own (so the group is finished and answered even if
+    /// this caller is abandoned meanwhile), committing before it answers each job with
+    /// [`Answer::send`]; if the transaction cannot begin, each job taken is answered with
+    /// `failed`. Returns this job's answer, whoever gave it; `None` if its group ended without
+    /// answering it (its leader panicked).
+    pub async fn grouped<J, R, L, Fut>(
+        &self,
+        group: &Group<Waiting<J, R>>,
+        job: J,
+        arrival: impl Fn(&J) -> Option<&Arrival>,
+        lead: L,
+        failed: impl Fn(&J, &StoreError) -> R,
+    ) -> Option<R>
+    where
+        L: FnOnce(Tx, Vec<Waiting<J, R>>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        use tracing::Instrument as _;
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let waiting = Waiting {
+            job,
+            answer: Answer(answer),
+        };
+        match self.begin_group(group, waiting, |w| arrival(&w.job)).await {
+            Ok(Joined::Lead(tx, jobs)) => {
+                tokio::spawn(lead(tx, jobs).in_current_span());
+            }
+            Ok(Joined::Taken) => {}
+            Err((e, jobs)) => {
+                for w in jobs {
+                    let answer = failed(&w.job, &e);
+                    w.answer.send(answer);
+                }
+            }
+        }
+        answered.await.ok()
     }
 
     /// Waits for this process's writer turn.

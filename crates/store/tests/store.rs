@@ -1,7 +1,7 @@
 //! The store on a real SQLite file.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-use fapiao_store::{Arrival, ArrivalState, Db, Group, Joined, Migration, StoreError};
+use fapiao_store::{Arrival, ArrivalState, Db, Group, Joined, Migration, StoreError, Waiting};
 use time::{Duration, OffsetDateTime};
 
 pub(crate) const M: &[Migration] = &[
@@ -378,11 +378,10 @@ async fn concurrent_jobs_share_group_transactions() {
     struct Job {
         id: usize,
         arrival: Arrival,
-        answer: tokio::sync::oneshot::Sender<Result<bool, String>>,
     }
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&url(&dir), "r", M).await.unwrap();
-    let group = std::sync::Arc::new(Group::<Job>::default());
+    let group = std::sync::Arc::new(Group::<Waiting<Job, bool>>::default());
     let groups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
     let mut tasks = Vec::new();
@@ -390,7 +389,6 @@ async fn concurrent_jobs_share_group_transactions() {
         for _ in 0..2 {
             let (db, group, groups) = (db.clone(), group.clone(), groups.clone());
             tasks.push(tokio::spawn(async move {
-                let (answer, answered) = tokio::sync::oneshot::channel();
                 let job = Job {
                     id: i,
                     arrival: Arrival::new(
@@ -399,35 +397,32 @@ async fn concurrent_jobs_share_group_transactions() {
                         now + Duration::minutes(10),
                         now,
                     ),
-                    answer,
                 };
-                match db.begin_group(&group, job, |j| Some(&j.arrival)).await {
-                    Ok(Joined::Lead(mut tx, jobs)) => {
-                        groups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tokio::spawn(async move {
-                            let mut done = Vec::new();
-                            for j in jobs {
-                                let fresh = j.arrival.state() == ArrivalState::Held;
-                                if fresh {
-                                    sqlx::query("INSERT INTO t (k, v) VALUES ($1, 1)")
-                                        .bind(format!("m{}", j.id))
-                                        .execute(&mut *tx)
-                                        .await
-                                        .unwrap();
-                                }
-                                done.push((j, fresh));
-                            }
-                            tx.commit().await.unwrap();
-                            for (j, fresh) in done {
-                                assert_eq!(j.arrival.state() == ArrivalState::Remembered, fresh);
-                                let _ = j.answer.send(Ok(fresh));
-                            }
-                        });
+                let lead = move |mut tx: fapiao_store::Tx, jobs: Vec<Waiting<Job, bool>>| async move {
+                    groups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut done = Vec::new();
+                    for w in jobs {
+                        let fresh = w.job.arrival.state() == ArrivalState::Held;
+                        if fresh {
+                            sqlx::query("INSERT INTO t (k, v) VALUES ($1, 1)")
+                                .bind(format!("m{}", w.job.id))
+                                .execute(&mut *tx)
+                                .await
+                                .unwrap();
+                        }
+                        done.push((w, fresh));
                     }
-                    Ok(Joined::Taken) => {}
-                    Err((e, _)) => panic!("{e}"),
-                }
-                (i, answered.await.unwrap().unwrap())
+                    tx.commit().await.unwrap();
+                    for (w, fresh) in done {
+                        assert_eq!(w.job.arrival.state() == ArrivalState::Remembered, fresh);
+                        w.answer.send(fresh);
+                    }
+                };
+                let fresh = db
+                    .grouped(&group, job, |j| Some(&j.arrival), lead, |_, e| panic!("{e}"))
+                    .await
+                    .unwrap();
+                (i, fresh)
             }));
         }
     }
