@@ -275,7 +275,7 @@ impl Platform {
     }
 
     /// One blue order (`order.issue`). Orders that come while other transactions hold the
-    /// writer turn share one transaction and its commit ([`fapiao_store::Db::begin_group`]);
+    /// writer turn share one transaction and its commit ([`fapiao_store::Db::grouped`]);
     /// each is issued exactly as alone, and answered after that commit. Validation is done
     /// before the order queues, outside the turn.
     async fn issue_blue(
@@ -350,10 +350,10 @@ impl Platform {
     /// made before anything is answered. A refused order has written nothing; an order whose
     /// message is a replay is refused. When numbers run out, what was issued so far is
     /// committed, a range is asked of tax (once per year and province), and the orders go on
-    /// in a new transaction. An
-    /// order that fails (the database or the device, not the order) fails the transaction it
-    /// is in: nothing issued in it is kept and each of its orders is answered with the
-    /// failure, so the ERP retries them; the rest go on in a new transaction.
+    /// in a new transaction. An order that fails (the database or the device, not the order)
+    /// fails the transaction it is in: nothing issued in it is kept and each of its orders is
+    /// answered with the failure, so the ERP retries them; the rest go on in a new
+    /// transaction.
     async fn issue_jobs(
         &self,
         jobs: &[Job<'_>],
