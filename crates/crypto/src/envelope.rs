@@ -456,9 +456,11 @@ pub trait ReplayGuard: Send + Sync {
 
 /// An in-memory [`ReplayGuard`], pruned as entries expire.
 ///
-/// Expired entries are swept when the map has doubled since the last sweep (and holds at
-/// least [`Self::SWEEP_FLOOR`] entries), so a check costs amortized O(1) however many ids are
-/// live in the window, and the map holds at most about twice the live ones. An id is held as
+/// Expired entries are swept when the map has doubled since the last sweep, or a minute
+/// after it ([`Self::SWEEP_EVERY`]), once it holds at least [`Self::SWEEP_FLOOR`] entries: a
+/// check costs amortized O(1) however many ids are live in the window, and the map holds at
+/// most the live ones and a minute's more, never more than about twice the live ones — so
+/// its size settles as soon as the window has filled. An id is held as
 /// 128 bits of SHA-256 over its sender and message id (32 bytes an entry with its expiry, no
 /// allocation), so a busy window of ids costs a few MiB, not tens.
 #[derive(Debug, Default)]
@@ -471,6 +473,8 @@ struct Seen {
     ids: HashMap<[u8; 16], OffsetDateTime>,
     /// Sweep when `ids` reaches this many entries.
     sweep_at: usize,
+    /// When the last sweep was.
+    swept_at: Option<OffsetDateTime>,
 }
 
 /// The first 128 bits of SHA-256 over `sender` (length-prefixed) and `message_id`: two
@@ -495,6 +499,9 @@ fn id_key(sender: &str, message_id: &str) -> [u8; 16] {
 impl MemoryReplayGuard {
     /// No sweep below this many entries.
     pub const SWEEP_FLOOR: usize = 4096;
+
+    /// A sweep at the latest this long after the last one (given the floor).
+    pub const SWEEP_EVERY: Duration = Duration::minutes(1);
 
     /// An empty guard.
     #[must_use]
@@ -527,9 +534,12 @@ impl ReplayGuard for MemoryReplayGuard {
             .seen
             .lock()
             .map_err(|_| "replay guard lock poisoned".to_owned())?;
-        if seen.ids.len() >= seen.sweep_at.max(Self::SWEEP_FLOOR) {
+        let due = seen.ids.len() >= seen.sweep_at
+            || seen.swept_at.is_none_or(|t| now - t >= Self::SWEEP_EVERY);
+        if due && seen.ids.len() >= Self::SWEEP_FLOOR {
             seen.ids.retain(|_, exp| *exp > now);
             seen.sweep_at = 2 * seen.ids.len();
+            seen.swept_at = Some(now);
         }
         let key = id_key(sender, message_id);
         match seen.ids.get(&key) {

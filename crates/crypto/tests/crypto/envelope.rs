@@ -334,6 +334,48 @@ fn unsupported_versions_stale_messages_and_replays_are_refused() {
     }
 }
 
+/// A guard whose ids expire long before the map could double sweeps them a minute after its
+/// last sweep all the same: its size follows the live ids, not twice them.
+#[test]
+fn the_memory_replay_guard_sweeps_at_least_every_minute() {
+    use fapiao_crypto::envelope::ReplayGuard;
+    let guard = MemoryReplayGuard::new();
+    let floor = MemoryReplayGuard::SWEEP_FLOOR;
+    let remember = |id: String, expires, now| {
+        guard
+            .check_and_remember("cloud:c", &id, expires, now)
+            .unwrap()
+    };
+    for i in 0..floor {
+        assert!(remember(format!("live-{i}"), NOW + Duration::days(1), NOW));
+    }
+    // At the floor: swept (nothing expired), the next sweep due at twice this or a minute on.
+    let at = NOW + Duration::seconds(1);
+    assert!(remember("first".into(), NOW + Duration::days(1), at));
+    for i in 0..floor / 2 {
+        assert!(remember(
+            format!("short-{i}"),
+            at + Duration::seconds(1),
+            at
+        ));
+    }
+    assert_eq!(guard.len(), floor + 1 + floor / 2);
+    // Far below twice the live ids, but a minute later: the expired ones go.
+    let later = at + MemoryReplayGuard::SWEEP_EVERY;
+    assert!(remember(
+        "later".into(),
+        later + Duration::seconds(1),
+        later
+    ));
+    assert_eq!(guard.len(), floor + 2, "the live ids and the new one");
+    assert!(!remember("live-1".into(), later + Duration::days(1), later));
+    assert!(remember(
+        "short-1".into(),
+        later + Duration::seconds(1),
+        later
+    ));
+}
+
 #[test]
 fn the_memory_replay_guard_sweeps_expired_ids_and_stays_bounded() {
     use fapiao_crypto::envelope::ReplayGuard;
