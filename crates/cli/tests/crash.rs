@@ -22,6 +22,8 @@ use fapiao_system::{AGENT_ENTERPRISE, ErpClient, Layout, RoleConfig};
 use http::Method;
 
 const ORDERS: usize = 500;
+/// Orders submitted only after the fifth kill.
+const HELD_BACK: usize = 25;
 /// [`ORDERS`] as SQLite counts it.
 const ORDERS_I64: i64 = 500;
 const HZ: &str = AGENT_ENTERPRISE.taxpayer_id;
@@ -233,11 +235,17 @@ fn killing_agent_platform_and_tax_at_random_loses_and_duplicates_nothing() {
     let erp = Arc::new(ErpClient::new(&cloud_url, &trust, creds).unwrap());
 
     // Submit the orders in the background, a few at a time (cloud stays up: the ERP's side).
+    // The last of them wait for the fifth kill, so that at least five kills come while the
+    // agent has work left, however fast the system runs through the rest.
     let submitted = Arc::new(AtomicUsize::new(0));
+    let kills = Arc::new(AtomicUsize::new(0));
     let submitter = {
-        let submitted = submitted.clone();
+        let (submitted, kills) = (submitted.clone(), kills.clone());
         rt.spawn(async move {
             for i in 0..ORDERS {
+                while i >= ORDERS - HELD_BACK && kills.load(Ordering::SeqCst) < 5 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 loop {
                     match erp.send(Method::POST, "/v1/invoices", &order(i)).await {
                         Ok(r) if r.status == 202 || r.status == 200 => break,
@@ -287,6 +295,7 @@ fn killing_agent_platform_and_tax_at_random_loses_and_duplicates_nothing() {
         role.kill9();
         std::thread::sleep(Duration::from_millis(rng.next(800)));
         role.start();
+        kills.fetch_add(1, Ordering::SeqCst);
     }
     assert!(
         mid_work >= 5,
