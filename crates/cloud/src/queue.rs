@@ -70,7 +70,7 @@ impl Cloud {
 
     /// Queues an order for the enterprise's agent; `202` with its status. Orders that come
     /// while another transaction holds the writer turn are queued in one shared transaction
-    /// (group commit, [`fapiao_store::Db::begin_group`]), each exactly as alone and answered
+    /// (group commit, [`fapiao_store::Db::grouped`]), each exactly as alone and answered
     /// after that commit.
     pub(crate) async fn enqueue_order(
         &self,
