@@ -21,7 +21,7 @@ use fapiao_protocol::wire::{
 use fapiao_service::ApiError;
 use fapiao_service::error::request_id;
 use fapiao_store::sqlx::{self, AssertSqlSafe, QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
-use fapiao_store::{Answer, Arrival, StoreError, Waiting};
+use fapiao_store::{Answer, Arrival, ArrivalState, StoreError, Waiting};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
@@ -469,28 +469,20 @@ impl Cloud {
 
     /// Stores a group of single invoices in `tx` ([`Self::insert_issued`], per enterprise),
     /// commits, and answers each: the view of what was stored, `None` to read it back, or
-    /// the error. A replayed request's invoice is not stored.
+    /// the error. A replayed request's invoice (its nonce found on record as the group began)
+    /// is not stored.
     async fn store_group(&self, mut tx: fapiao_store::Tx, group: Vec<Waiting<Storing, Stored>>) {
-        let db = &self.inner.db;
-        let nonces: Vec<&Arrival> = group.iter().filter_map(|w| w.job.nonce.as_ref()).collect();
-        let fresh = match db.remember_in(&mut tx, &nonces).await {
-            Ok(fresh) => fresh,
-            Err(e) => {
-                for w in group {
-                    let answer = Err(internal(&w.job.rid, &e));
-                    w.answer.send(answer);
-                }
-                return;
-            }
-        };
-        let mut fresh = fresh.into_iter();
         // Per invoice: where its answer goes, its request id, whether its request is a replay.
         let mut answers: Vec<(Answer<Stored>, String, bool)> = Vec::with_capacity(group.len());
         // Per enterprise, in order of first appearance: where its invoices' answers go.
         let mut by_enterprise: Vec<(String, Vec<usize>, Vec<Issued>, Vec<_>)> = Vec::new();
         for Waiting { job: s, answer } in group {
             let at = answers.len();
-            let replay = s.nonce.is_some() && fresh.next() == Some(false);
+            // The group's transaction remembered every nonce it could (`Db::grouped`).
+            let replay = s
+                .nonce
+                .as_ref()
+                .is_some_and(|n| n.state() == ArrivalState::Replayed);
             answers.push((answer, s.rid, replay));
             if replay {
                 continue;

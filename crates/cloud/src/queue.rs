@@ -26,7 +26,7 @@ use fapiao_protocol::wire::{
 use fapiao_service::error::request_id;
 use fapiao_service::{ApiError, Incoming, Outgoing};
 use fapiao_store::sqlx::{self, Row};
-use fapiao_store::{Arrival, StoreError, Waiting};
+use fapiao_store::{Arrival, ArrivalState, StoreError, Waiting};
 use serde::{Deserialize, Serialize};
 
 use crate::Cloud;
@@ -118,23 +118,18 @@ impl Cloud {
 
     /// Queues a group of orders in `tx`, commits, and answers each: whether it was queued now
     /// (`false`: queued before with the same request), or its refusal. A replayed request's
-    /// order is not queued; a database failure fails the whole group.
+    /// order (its nonce found on record as the group began) is not queued; a database failure
+    /// fails the whole group.
     async fn enqueue_group(
         &self,
         mut tx: fapiao_store::Tx,
         group: Vec<Waiting<Enqueuing, Queued>>,
     ) {
-        let nonces: Vec<&Arrival> = group.iter().map(|w| &w.job.nonce).collect();
-        let fresh = match self.inner.db.remember_in(&mut tx, &nonces).await {
-            Ok(fresh) => fresh,
-            Err(e) => {
-                for w in group {
-                    let answer = Err(internal(&w.job.rid, &e));
-                    w.answer.send(answer);
-                }
-                return;
-            }
-        };
+        // The group's transaction remembered every nonce it could (`Db::grouped`).
+        let fresh: Vec<bool> = group
+            .iter()
+            .map(|w| w.job.nonce.state() != ArrivalState::Replayed)
+            .collect();
         // The outcome of each order that is not a replay, in order.
         let mut outcomes: Vec<Result<bool, ApiError>> = Vec::with_capacity(group.len());
         let mut failed = None;
