@@ -51,20 +51,17 @@ use fapiao_protocol::wire::{
 };
 use fapiao_protocol::{Code, EnvelopeClient, HttpsClient};
 use fapiao_service::Material;
-use fapiao_store::sqlx::{self, Row};
 use fapiao_store::vault::{SealedColumn, Vault};
-use fapiao_store::{Db, Migration, StoreError, Tx};
+use fapiao_store::{Db, Executor, Migration, Row, Sql, StoreError, Tx, query, query_scalar};
 use serde::{Deserialize, Serialize};
 use time::PrimitiveDateTime;
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
 /// The agent's schema.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "orders, invoices, blocks, quota, red forms, work queue",
-    sql: include_str!("../migrations/0001_agent.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
+    1 "0001_agent" "orders, invoices, blocks, quota, red forms, work queue",
+];
 
 /// Columns whose values are sealed (encryption at rest): the signed invoices and the orders
 /// waiting to be issued (buyer data).
@@ -72,10 +69,12 @@ pub const SEALED: &[SealedColumn] = &[RECORD, PULLED];
 const RECORD: SealedColumn = SealedColumn {
     table: "invoices",
     column: "record",
+    key: "number",
 };
 const PULLED: SealedColumn = SealedColumn {
     table: "pulled",
     column: "body",
+    key: "order_id",
 };
 
 /// Where the agent finds its peers: `(base URL, identity)` of each.
@@ -138,12 +137,6 @@ pub enum AgentError {
     /// A peer could not be reached or answered unusably; the step is retried.
     #[error("{0}")]
     Peer(String),
-}
-
-impl From<sqlx::Error> for AgentError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Store(StoreError::Sqlx(e))
-    }
 }
 
 /// The issuing device on the enterprise's premises, from `<prefix>.crt.pem` and
@@ -218,11 +211,11 @@ struct Entry {
 }
 
 /// Invoice rows by number ([`Agent::invoice_rows`]).
-struct InvoiceRows(std::collections::HashMap<String, sqlx::sqlite::SqliteRow>);
+struct InvoiceRows(std::collections::HashMap<String, Row>);
 
 impl InvoiceRows {
     /// The row of the invoice `entry` names.
-    fn of(&self, entry: &Entry) -> Result<&sqlx::sqlite::SqliteRow, AgentError> {
+    fn of(&self, entry: &Entry) -> Result<&Row, AgentError> {
         self.0.get(&entry.subject).ok_or_else(|| {
             AgentError::Setup(format!("queued invoice {} is missing", entry.subject))
         })
@@ -381,8 +374,9 @@ impl Agent {
     /// Numbers left in blocks for the current year and province.
     async fn numbers_left(&self) -> Result<u64, AgentError> {
         let (year, province) = self.year_province(china_now());
-        let left: Option<i64> = sqlx::query_scalar(
-            "SELECT SUM(last - next + 1) FROM blocks WHERE year = $1 AND province = $2 AND next <= last",
+        let left: Option<i64> = query_scalar(
+            "SELECT CAST(SUM(last - next + 1) AS BIGINT) FROM blocks
+             WHERE year = $1 AND province = $2 AND next <= last",
         )
         .bind(i64::from(year))
         .bind(i64::from(province))
@@ -393,7 +387,7 @@ impl Agent {
 
     /// `(granted, used)` of a month.
     async fn quota(&self, month: &str) -> Result<(Amount, Amount, i64), AgentError> {
-        quota_in(&mut *self.inner.db.pool().acquire().await?, month).await
+        quota_in(&mut *self.inner.db.read().await?, month).await
     }
 
     /// Asks for what `count` invoices of `total` together need beyond the numbers and the
@@ -416,7 +410,7 @@ impl Agent {
     async fn supply(&self) -> Result<(), AgentError> {
         // Another block when a quarter of the last one (at most `numbers_low`) is left.
         let last_size: Option<i64> =
-            sqlx::query_scalar("SELECT last - first + 1 FROM blocks ORDER BY id DESC LIMIT 1")
+            query_scalar("SELECT last - first + 1 FROM blocks ORDER BY id DESC LIMIT 1")
                 .fetch_optional(self.inner.db.pool())
                 .await?;
         let low = last_size.map_or(1, |s| {
@@ -436,7 +430,7 @@ impl Agent {
     }
 
     async fn request_block(&self) -> Result<(), AgentError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blocks")
+        let count: i64 = query_scalar("SELECT COUNT(*) FROM blocks")
             .fetch_one(self.inner.db.pool())
             .await?;
         let (year, province) = self.year_province(china_now());
@@ -459,7 +453,7 @@ impl Agent {
             )));
         }
         let mut tx = self.inner.db.begin_write().await?;
-        sqlx::query(
+        query(
             "INSERT INTO blocks (key, year, province, channel, first, last, next)
              VALUES ($1, $2, $3, $4, $5, $6, $5) ON CONFLICT (key) DO NOTHING",
         )
@@ -512,7 +506,7 @@ impl Agent {
             )));
         }
         let mut tx = self.inner.db.begin_write().await?;
-        let row = sqlx::query("SELECT granted, requests FROM quota WHERE month = $1")
+        let row = query("SELECT granted, requests FROM quota WHERE month = $1")
             .bind(month)
             .fetch_optional(&mut *tx)
             .await?;
@@ -524,7 +518,7 @@ impl Agent {
             None => (Amount::default(), 0),
         };
         if n == requests {
-            sqlx::query(
+            query(
                 "INSERT INTO quota (month, granted, used, requests) VALUES ($1, $2, '0.00', 1)
                  ON CONFLICT (month) DO UPDATE SET granted = $2, requests = requests + 1",
             )
@@ -549,7 +543,7 @@ impl Agent {
 
     /// Leases orders from cloud and stores them; how many are new here.
     async fn pull(&self) -> Result<usize, AgentError> {
-        let waiting: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pulled")
+        let waiting: i64 = query_scalar("SELECT COUNT(*) FROM pulled")
             .fetch_one(self.inner.db.pool())
             .await?;
         if waiting >= i64::from(self.inner.options.pull_max) {
@@ -583,7 +577,7 @@ impl Agent {
                 .vault
                 .seal_str(&mut tx, &PULLED.field(), &json)
                 .await?;
-            new += sqlx::query(
+            new += query(
                 "INSERT INTO pulled (order_id, body, pulled_at) VALUES ($1, $2, $3)
                  ON CONFLICT (order_id) DO NOTHING",
             )
@@ -604,7 +598,7 @@ impl Agent {
     /// ([`Self::issue_run`]), the others one by one; stops at the first that must wait
     /// (numbers or quota not to be had now).
     async fn issue_pulled(&self) -> Result<usize, AgentError> {
-        let rows = sqlx::query("SELECT order_id, body FROM pulled ORDER BY seq LIMIT 100")
+        let rows = query("SELECT order_id, body FROM pulled ORDER BY seq LIMIT 100")
             .fetch_all(self.inner.db.pool())
             .await?;
         let mut orders = Vec::with_capacity(rows.len());
@@ -671,9 +665,11 @@ impl Agent {
             tracing::info!(error = %e, "agent: topping up numbers or quota for a run failed");
         }
         let mut tx = self.inner.db.begin_write().await?;
-        let known: std::collections::HashSet<String> = sqlx::query_scalar(
+        let known: std::collections::HashSet<String> = query_scalar(Sql::dialects(
             "SELECT order_id FROM orders WHERE order_id IN (SELECT value FROM jsonb_each($1))",
-        )
+            "SELECT order_id FROM orders
+             WHERE order_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
+        ))
         .bind(ids)
         .fetch_all(&mut *tx)
         .await?
@@ -724,7 +720,7 @@ impl Agent {
             return Ok(0);
         }
         for (id, block) in &blocks {
-            sqlx::query("UPDATE blocks SET next = $2 WHERE id = $1 AND next <> $2")
+            query("UPDATE blocks SET next = $2 WHERE id = $1 AND next <> $2")
                 .bind(id)
                 .bind(i64::try_from(block.next_sequence()).unwrap_or(i64::MAX))
                 .execute(&mut *tx)
@@ -752,7 +748,7 @@ impl Agent {
         year: u8,
         province: u8,
     ) -> Result<Vec<(i64, NumberBlock)>, AgentError> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT id, channel, first, last, next FROM blocks
              WHERE year = $1 AND province = $2 AND next <= last ORDER BY id",
         )
@@ -784,11 +780,10 @@ impl Agent {
 
     async fn handle_order(&self, order: &QueuedOrder) -> Result<(), AgentError> {
         let order_id = order.order_id();
-        let known: Option<String> =
-            sqlx::query_scalar("SELECT outcome FROM orders WHERE order_id = $1")
-                .bind(order_id)
-                .fetch_optional(self.inner.db.pool())
-                .await?;
+        let known: Option<String> = query_scalar("SELECT outcome FROM orders WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(self.inner.db.pool())
+            .await?;
         if known.is_some() {
             // Pulled again (a lease ran out before cloud heard of it): acknowledge again.
             let mut tx = self.inner.db.begin_write().await?;
@@ -861,7 +856,7 @@ impl Agent {
             Err(e) => return Ok(Handled::Refused(Refusal::invalid(&e))),
         };
         let prior: Vec<String> =
-            sqlx::query_scalar("SELECT record FROM invoices WHERE blue_number = $1 ORDER BY seq")
+            query_scalar("SELECT record FROM invoices WHERE blue_number = $1 ORDER BY seq")
                 .bind(&o.blue_number)
                 .fetch_all(self.inner.db.pool())
                 .await?;
@@ -904,7 +899,7 @@ impl Agent {
     /// The next red-letter form sequence of the day (`YYMMDD`): from 90000001, apart from
     /// the platform's.
     async fn next_form(&self, day: &str) -> Result<i64, AgentError> {
-        let next: Option<i64> = sqlx::query_scalar("SELECT next FROM forms WHERE day = $1")
+        let next: Option<i64> = query_scalar("SELECT next FROM forms WHERE day = $1")
             .bind(day)
             .fetch_optional(self.inner.db.pool())
             .await?;
@@ -950,7 +945,7 @@ impl Agent {
         let signed = tracing::debug_span!("invoice.sign")
             .in_scope(|| self.inner.device.issue(draft, &mut block, issued_at))
             .map_err(|e| AgentError::Setup(format!("issuing failed: {e}")))?;
-        sqlx::query("UPDATE blocks SET next = $2 WHERE id = $1")
+        query("UPDATE blocks SET next = $2 WHERE id = $1")
             .bind(block_id)
             .bind(i64::try_from(block.next_sequence()).unwrap_or(i64::MAX))
             .execute(&mut *tx)
@@ -967,7 +962,7 @@ impl Agent {
         let (_, used, _) = quota_in(&mut tx, &month).await?;
         set_quota_used(&mut tx, &month, used + total).await?;
         if let Some((_, day, seq)) = &form {
-            sqlx::query(
+            query(
                 "INSERT INTO forms (day, next) VALUES ($1, $2)
                  ON CONFLICT (day) DO UPDATE SET next = $2",
             )
@@ -1016,7 +1011,7 @@ impl Agent {
             InvoiceKind::Blue => None,
         };
         let kind = if blue_number.is_some() { "red" } else { "blue" };
-        sqlx::query(
+        query(
             "INSERT INTO invoices (number, order_id, request_hash, kind, blue_number, form, issued_at, total, record, upload)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending')",
         )
@@ -1031,7 +1026,7 @@ impl Agent {
         .bind(record)
         .execute(&mut **tx)
         .await?;
-        sqlx::query(
+        query(
             "INSERT INTO orders (order_id, kind, request_hash, outcome, number, handled_at)
              VALUES ($1, $2, $3, 'issued', $4, $5)",
         )
@@ -1088,7 +1083,7 @@ impl Agent {
         r: &Refusal,
     ) -> Result<(), AgentError> {
         let order_id = order.order_id();
-        sqlx::query(
+        query(
             "INSERT INTO orders (order_id, kind, request_hash, outcome, refusal, handled_at)
              VALUES ($1, $2, $3, 'refused', $4, $5) ON CONFLICT (order_id) DO NOTHING",
         )
@@ -1116,11 +1111,10 @@ impl Agent {
     }
 
     async fn local_invoice(&self, number: &str) -> Result<Option<Invoice>, AgentError> {
-        let record: Option<String> =
-            sqlx::query_scalar("SELECT record FROM invoices WHERE number = $1")
-                .bind(number)
-                .fetch_optional(self.inner.db.pool())
-                .await?;
+        let record: Option<String> = query_scalar("SELECT record FROM invoices WHERE number = $1")
+            .bind(number)
+            .fetch_optional(self.inner.db.pool())
+            .await?;
         match record {
             Some(r) => Ok(Some(self.read_record(&r).await?.invoice)),
             None => Ok(None),
@@ -1146,7 +1140,7 @@ impl Agent {
     /// only when that one is due, and ends before the first that is not — an entry that must
     /// wait holds back every one behind it.
     async fn due_run(&self, reports: bool, max: usize) -> Result<Vec<Entry>, AgentError> {
-        let rows = sqlx::query(if reports {
+        let rows = query(if reports {
             "SELECT id, kind, subject, attempts, next_attempt_at FROM queue
              WHERE state = 'pending' AND kind IN ('report', 'status') ORDER BY id LIMIT $1"
         } else {
@@ -1180,7 +1174,7 @@ impl Agent {
         why: &str,
     ) -> Result<Duration, AgentError> {
         let delay = self.inner.options.backoff.delay(entry.attempts);
-        sqlx::query(
+        query(
             "UPDATE queue SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1",
         )
         .bind(entry.id)
@@ -1209,9 +1203,10 @@ impl Agent {
                 .collect::<Vec<_>>(),
         )
         .map_err(|e| AgentError::Setup(e.to_string()))?;
-        let rows = sqlx::query(
+        let rows = query(Sql::dialects(
             "SELECT * FROM invoices WHERE number IN (SELECT value FROM jsonb_each($1))",
-        )
+            "SELECT * FROM invoices WHERE number IN (SELECT jsonb_array_elements_text($1::jsonb))",
+        ))
         .bind(numbers)
         .fetch_all(self.inner.db.pool())
         .await?;
@@ -1292,7 +1287,7 @@ impl Agent {
                 }
             };
             let number = &entry.subject;
-            sqlx::query(
+            query(
                 "UPDATE invoices SET upload = $2, upload_reason = $3, receipt = $4 WHERE number = $1",
             )
             .bind(number)
@@ -1425,7 +1420,7 @@ impl Agent {
     async fn report_item(
         &self,
         entry: &Entry,
-        row: &sqlx::sqlite::SqliteRow,
+        row: &Row,
     ) -> Result<(ReportItem, usize), AgentError> {
         if entry.kind == "report" {
             let record: String = row.try_get("record")?;
@@ -1475,7 +1470,7 @@ impl Agent {
             return Ok(0);
         }
         tracing::error!(number = %entry.subject, kind = %entry.kind, answer = %text, "agent: platform refused a report");
-        sqlx::query(
+        query(
             "UPDATE queue SET state = 'failed', attempts = attempts + 1, last_error = $2 WHERE id = $1",
         )
         .bind(entry.id)
@@ -1549,7 +1544,7 @@ impl Agent {
 
     /// Acknowledges handled orders to cloud, up to 100 at once.
     async fn ack_due(&self) -> Result<usize, AgentError> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT q.id, q.attempts, q.next_attempt_at, o.order_id, o.outcome, o.number, o.refusal
              FROM queue q JOIN orders o ON o.order_id = q.subject
              WHERE q.state = 'pending' AND q.kind = 'ack' ORDER BY q.id LIMIT 100",
@@ -1691,13 +1686,13 @@ pub struct Status {
 pub async fn status(db: &Db) -> Result<Status, AgentError> {
     let pool = db.pool();
     let count = |sql: &'static str| async move {
-        sqlx::query_scalar::<_, i64>(sql)
+        query_scalar::<i64>(sql)
             .fetch_one(pool)
             .await
             .map_err(AgentError::from)
     };
     let month = month_of(china_now());
-    let quota = sqlx::query("SELECT granted, used FROM quota WHERE month = $1")
+    let quota = query("SELECT granted, used FROM quota WHERE month = $1")
         .bind(&month)
         .fetch_optional(pool)
         .await?;
@@ -1705,7 +1700,7 @@ pub async fn status(db: &Db) -> Result<Status, AgentError> {
         Some(r) => (r.try_get("granted")?, r.try_get("used")?),
         None => ("0.00".to_owned(), "0.00".to_owned()),
     };
-    let oldest: Option<i64> = sqlx::query_scalar(
+    let oldest: Option<i64> = query_scalar(
         "SELECT MIN(t) FROM (SELECT MIN(created_at) AS t FROM queue WHERE state = 'pending'
                              UNION ALL SELECT MIN(pulled_at) FROM pulled)",
     )
@@ -1726,7 +1721,7 @@ pub async fn status(db: &Db) -> Result<Status, AgentError> {
         issued: count("SELECT COUNT(*) FROM orders WHERE outcome = 'issued'").await?,
         refused: count("SELECT COUNT(*) FROM orders WHERE outcome = 'refused'").await?,
         numbers_left: count(
-            "SELECT COALESCE(SUM(last - next + 1), 0) FROM blocks WHERE next <= last",
+            "SELECT CAST(COALESCE(SUM(last - next + 1), 0) AS BIGINT) FROM blocks WHERE next <= last",
         )
         .await?,
         month,
@@ -1793,10 +1788,10 @@ fn one_each<A: serde::de::DeserializeOwned, T>(
 
 /// `(granted, used, requests)` of a month, read on `conn` (a transaction's, to count on it).
 async fn quota_in(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut dyn Executor,
     month: &str,
 ) -> Result<(Amount, Amount, i64), AgentError> {
-    let row = sqlx::query("SELECT granted, used, requests FROM quota WHERE month = $1")
+    let row = query("SELECT granted, used, requests FROM quota WHERE month = $1")
         .bind(month)
         .fetch_optional(conn)
         .await?;
@@ -1812,7 +1807,7 @@ async fn quota_in(
 
 /// Sets the quota used in `month` (a row for the month if there is none yet).
 async fn set_quota_used(tx: &mut Tx, month: &str, used: Amount) -> Result<(), StoreError> {
-    sqlx::query(
+    query(
         "INSERT INTO quota (month, granted, used, requests) VALUES ($1, '0.00', $2, 0)
          ON CONFLICT (month) DO UPDATE SET used = $2",
     )
@@ -1825,7 +1820,7 @@ async fn set_quota_used(tx: &mut Tx, month: &str, used: Amount) -> Result<(), St
 
 async fn enqueue(tx: &mut Tx, kind: &str, subject: &str) -> Result<(), StoreError> {
     let t = now().unix_timestamp();
-    sqlx::query(
+    query(
         "INSERT INTO queue (kind, subject, state, attempts, next_attempt_at, created_at)
          VALUES ($1, $2, 'pending', 0, $3, $3)",
     )
@@ -1838,7 +1833,7 @@ async fn enqueue(tx: &mut Tx, kind: &str, subject: &str) -> Result<(), StoreErro
 }
 
 async fn enqueue_once(tx: &mut Tx, kind: &str, subject: &str) -> Result<(), StoreError> {
-    let pending: i64 = sqlx::query_scalar(
+    let pending: i64 = query_scalar(
         "SELECT COUNT(*) FROM queue WHERE kind = $1 AND subject = $2 AND state = 'pending'",
     )
     .bind(kind)
@@ -1852,18 +1847,16 @@ async fn enqueue_once(tx: &mut Tx, kind: &str, subject: &str) -> Result<(), Stor
 }
 
 async fn finish(tx: &mut Tx, id: i64) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE queue SET state = 'done', attempts = attempts + 1, done_at = $2 WHERE id = $1",
-    )
-    .bind(id)
-    .bind(now().unix_timestamp())
-    .execute(&mut **tx)
-    .await?;
+    query("UPDATE queue SET state = 'done', attempts = attempts + 1, done_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(now().unix_timestamp())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
 async fn forget_pulled(tx: &mut Tx, order_id: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM pulled WHERE order_id = $1")
+    query("DELETE FROM pulled WHERE order_id = $1")
         .bind(order_id)
         .execute(&mut **tx)
         .await?;

@@ -546,7 +546,7 @@ pub(crate) async fn run(
         .collect::<Result<_>>()?;
     // Not done until cloud has every invoice accepted by tax (and, async, every order issued).
     let pending = || async {
-        fapiao_store::sqlx::query_scalar::<_, i64>(
+        fapiao_store::query_scalar::<i64>(
             "SELECT (SELECT count(*) FROM invoices WHERE tax_status = 'pending')
                   + (SELECT count(*) FROM queued_orders WHERE state <> 'issued')",
         )
@@ -559,12 +559,10 @@ pub(crate) async fn run(
     // 100 ms over tens of thousands of invoices, costs more CPU than the uploads themselves).
     // `pending` has the last word.
     let outbox = || async {
-        fapiao_store::sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM outbox WHERE state = 'pending'",
-        )
-        .fetch_one(system.platform.db().pool())
-        .await
-        .context("counting platform's outbox")
+        fapiao_store::query_scalar::<i64>("SELECT count(*) FROM outbox WHERE state = 'pending'")
+            .fetch_one(system.platform.db().pool())
+            .await
+            .context("counting platform's outbox")
     };
     // Warm up: connections, certificate fetches, number blocks (and the agent's quota).
     for (i, (e, c)) in clients.iter().enumerate() {

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use fapiao_model::Amount;
 use fapiao_store::Db;
-use fapiao_store::sqlx::{self, Row};
 use fapiao_system::{AGENT_ENTERPRISE, ErpClient, Layout, RoleConfig};
 use http::Method;
 
@@ -134,7 +133,10 @@ async fn db(data: &Path, role: &str) -> Db {
 }
 
 async fn count(db: &Db, sql: &'static str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(db.pool()).await.unwrap()
+    fapiao_store::query_scalar(sql)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
 }
 
 #[test]
@@ -347,7 +349,7 @@ fn killing_agent_platform_and_tax_at_random_loses_and_duplicates_nothing() {
         let set = |db: &Db, sql: &'static str| {
             let db = db.clone();
             async move {
-                let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(db.pool()).await.unwrap();
+                let rows: Vec<String> = fapiao_store::query_scalar(sql).fetch_all(db.pool()).await.unwrap();
                 let n = rows.len();
                 let s: BTreeSet<String> = rows.into_iter().collect();
                 assert_eq!(s.len(), n, "no number twice: {sql}");
@@ -393,14 +395,14 @@ fn killing_agent_platform_and_tax_at_random_loses_and_duplicates_nothing() {
             0
         );
         // Numbers inside the blocks platform granted this agent.
-        let blocks: Vec<(i64, i64)> = sqlx::query(
+        let blocks: Vec<(i64, i64)> = fapiao_store::query(
             "SELECT first, last FROM agent_grants WHERE kind = 'block' AND enterprise = '91330106MA2H00003L'",
         )
         .fetch_all(platform.pool())
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get("first"), r.get("last")))
+        .map(|r| (r.try_get("first").unwrap(), r.try_get("last").unwrap()))
         .collect();
         for n in &at_cloud {
             let seq: i64 = n[5..].parse().unwrap();
@@ -410,14 +412,14 @@ fn killing_agent_platform_and_tax_at_random_loses_and_duplicates_nothing() {
             );
         }
         // Quota consumed = Σ totals.
-        let totals: Vec<String> = sqlx::query_scalar(
+        let totals: Vec<String> = fapiao_store::query_scalar(
             "SELECT total FROM invoices WHERE enterprise = '91330106MA2H00003L'",
         )
         .fetch_all(cloud.pool())
         .await
         .unwrap();
         let sum: Amount = totals.iter().map(|t| Amount::parse(t).unwrap()).sum();
-        let used: Vec<String> = sqlx::query_scalar("SELECT used FROM quota")
+        let used: Vec<String> = fapiao_store::query_scalar("SELECT used FROM quota")
             .fetch_all(agent.pool())
             .await
             .unwrap();

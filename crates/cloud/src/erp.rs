@@ -20,8 +20,9 @@ use fapiao_protocol::wire::{
 };
 use fapiao_service::ApiError;
 use fapiao_service::error::request_id;
-use fapiao_store::sqlx::{self, AssertSqlSafe, QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
-use fapiao_store::{Answer, Arrival, ArrivalState, StoreError, Waiting};
+use fapiao_store::{
+    Answer, Arrival, ArrivalState, Row, Sql, StoreError, Waiting, query, query_scalar,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
@@ -188,7 +189,7 @@ impl Cloud {
         if !erp::nonce_is_valid(nonce) {
             return Err(unauth("X-Fapiao-Nonce: 16 to 64 of [A-Za-z0-9_-]"));
         }
-        let row = sqlx::query("SELECT taxpayer_id, secret FROM enterprises WHERE key_id = $1")
+        let row = query("SELECT taxpayer_id, secret FROM enterprises WHERE key_id = $1")
             .bind(key)
             .fetch_optional(&mut *self.inner.db.read().await.map_err(|e| internal(rid, &e))?)
             .await
@@ -286,14 +287,19 @@ impl Cloud {
         &self,
         enterprise: &str,
         order_ids: &[&str],
-    ) -> Result<(bool, HashMap<String, (String, InvoiceView)>), sqlx::Error> {
-        let rows = sqlx::query(
+    ) -> Result<(bool, HashMap<String, (String, InvoiceView)>), StoreError> {
+        let rows = query(Sql::dialects(
             "SELECT e.hosting AS enterprise_hosting, i.*
              FROM enterprises e
              LEFT JOIN invoices i ON i.enterprise = e.taxpayer_id
                  AND i.order_id IN (SELECT value FROM jsonb_each($2))
              WHERE e.taxpayer_id = $1",
-        )
+            "SELECT e.hosting AS enterprise_hosting, i.*
+             FROM enterprises e
+             LEFT JOIN invoices i ON i.enterprise = e.taxpayer_id
+                 AND i.order_id IN (SELECT jsonb_array_elements_text($2::jsonb))
+             WHERE e.taxpayer_id = $1",
+        ))
         .bind(enterprise)
         .bind(serde_json::Value::from(order_ids).to_string())
         .fetch_all(&mut *self.inner.db.read().await?)
@@ -320,8 +326,8 @@ impl Cloud {
         &self,
         enterprise: &str,
         number: &str,
-    ) -> Result<Option<InvoiceView>, sqlx::Error> {
-        let row = sqlx::query("SELECT * FROM invoices WHERE enterprise = $1 AND number = $2")
+    ) -> Result<Option<InvoiceView>, StoreError> {
+        let row = query("SELECT * FROM invoices WHERE enterprise = $1 AND number = $2")
             .bind(enterprise)
             .bind(number)
             .fetch_optional(&mut *self.inner.db.read().await?)
@@ -499,8 +505,12 @@ impl Cloud {
             }
         }
         let mut views: Vec<Option<InvoiceView>> = (0..answers.len()).map(|_| None).collect();
-        let mut failed = None;
-        for (enterprise, ats, issued, signed) in &by_enterprise {
+        let mut failed =
+            crate::lock_enterprises(&mut tx, by_enterprise.iter().map(|(e, ..)| e.as_str()))
+                .await
+                .err()
+                .map(|e| e.to_string());
+        for (enterprise, ats, issued, signed) in by_enterprise.iter().filter(|_| failed.is_none()) {
             let rids: Vec<&str> = ats.iter().map(|at| answers[*at].1.as_str()).collect();
             match self
                 .insert_issued(&mut tx, enterprise, issued, signed, &rids)
@@ -559,6 +569,9 @@ impl Cloud {
             None => db.begin_write().await,
         }
         .map_err(|e| not_begun(rid, &e))?;
+        crate::lock_enterprises(&mut tx, [enterprise])
+            .await
+            .map_err(|e| internal(rid, &e))?;
         let fresh = self
             .insert_issued(&mut tx, enterprise, &issued, &signed, &[rid])
             .await?;
@@ -623,7 +636,7 @@ impl Cloud {
         for (i, s) in issued.iter().zip(signed) {
             rows.push(self.invoice_row(tx, enterprise, i, &s.invoice, rid).await?);
         }
-        let inserted: std::collections::HashSet<String> = sqlx::query_scalar(INSERT_ISSUED)
+        let inserted: std::collections::HashSet<String> = query_scalar(INSERT_ISSUED)
             .bind(serde_json::Value::Array(rows).to_string())
             .fetch_all(&mut **tx)
             .await
@@ -656,7 +669,7 @@ impl Cloud {
             .map_err(|e| internal(rid, &e))?;
             fresh.push(Some(view));
         }
-        let early = sqlx::query(AssertSqlSafe(STORED.as_str()))
+        let early = query(STORED)
             .bind(enterprise)
             .bind(serde_json::Value::Array(orders).to_string())
             .bind(now().unix_timestamp())
@@ -735,9 +748,9 @@ impl Cloud {
         tx: &mut fapiao_store::Tx,
         enterprise: &str,
         number: &str,
-        early: &SqliteRow,
+        early: &Row,
     ) -> Result<(), StoreError> {
-        let unreadable = |c: &str| sqlx::Error::Decode(format!("early_notices.{c}").into());
+        let unreadable = |c: &str| StoreError::Data(format!("early_notices.{c}"));
         let status: String = early.try_get("tax_status")?;
         let receipt: Option<String> = early.try_get("receipt")?;
         let notice = StatusNotice {
@@ -758,7 +771,8 @@ impl Cloud {
 /// Inserts invoices not stored before, from the JSON array `$1` of rows `[number,
 /// enterprise, order_id, request_hash, kind, blue_number, form, issued_at, buyer_name,
 /// buyer_id, total, tax_status, record, buyer_index]`; the numbers inserted.
-const INSERT_ISSUED: &str = "INSERT INTO invoices (number, enterprise, order_id, request_hash,
+const INSERT_ISSUED: Sql = Sql::dialects(
+    "INSERT INTO invoices (number, enterprise, order_id, request_hash,
         kind, blue_number, form, issued_at, buyer_name, buyer_id, total, tax_status, record,
         buyer_index)
     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
@@ -768,27 +782,64 @@ const INSERT_ISSUED: &str = "INSERT INTO invoices (number, enterprise, order_id,
         json_extract(value, '$[12]'), json_extract(value, '$[13]')
     FROM jsonb_each($1) WHERE true ORDER BY key
     ON CONFLICT (number) DO NOTHING
-    RETURNING number";
+    RETURNING number",
+    "INSERT INTO invoices (number, enterprise, order_id, request_hash,
+        kind, blue_number, form, issued_at, buyer_name, buyer_id, total, tax_status, record,
+        buyer_index)
+    SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8, v->>9, v->>10,
+        v->>11, v->>12, v->>13
+    FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS j(v, key) ORDER BY key
+    ON CONFLICT (number) DO NOTHING
+    RETURNING number",
+);
 
-/// Orders queued for the enterprise's agent are issued now: `$1` enterprise, `$2` JSON array
-/// of `[order_id, number]`, `$3` now (the numbering of [`crate::webhook::ENQUEUE`], sent with
-/// it).
-const ISSUED_QUEUED: &str = "UPDATE queued_orders SET state = 'issued',
-        number = json_extract(q.value, '$[1]'), updated_at = $3
-    FROM jsonb_each($2) q
-    WHERE queued_orders.enterprise = $1 AND queued_orders.order_id = json_extract(q.value, '$[0]')";
-
-/// After [`INSERT_ISSUED`], one round trip: the orders queued for the agent (`$2`, every
-/// invoice) marked issued, the new invoices' (`$4`) webhooks queued, and status notices that
-/// came before them (kept by the notice handler) taken, returned.
-static STORED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "{ISSUED_QUEUED}; {}; DELETE FROM early_notices
+/// After [`INSERT_ISSUED`], one round trip: the orders queued for the agent (`$2`, a JSON
+/// array of `[order_id, number]` for every invoice, `$1` the enterprise, `$3` now) marked
+/// issued, the new invoices' (`$4`) webhooks queued (`$5` the event, as
+/// `crate::webhook::enqueue_sqlite!`), and status notices that came before them (kept by the notice
+/// handler) taken, returned. On SQLite three statements; on PostgreSQL, which takes
+/// parameters only in single statements, one of data-modifying `WITH` clauses.
+const STORED: Sql = Sql::dialects(
+    concat!(
+        "UPDATE queued_orders SET state = 'issued',
+            number = json_extract(q.value, '$[1]'), updated_at = $3
+        FROM jsonb_each($2) q
+        WHERE queued_orders.enterprise = $1 AND queued_orders.order_id = json_extract(q.value, '$[0]');",
+        crate::webhook::enqueue_sqlite!(),
+        "; DELETE FROM early_notices
          WHERE enterprise = $1 AND number IN (SELECT value FROM jsonb_each($4))
-         RETURNING number, tax_status, tax_reason, receipt",
-        crate::webhook::ENQUEUE
-    )
-});
+         RETURNING number, tax_status, tax_reason, receipt"
+    ),
+    concat!(
+        "WITH issued_queued AS (
+            UPDATE queued_orders SET state = 'issued', number = q.value->>1, updated_at = $3
+            FROM jsonb_array_elements($2::jsonb) q
+            WHERE queued_orders.enterprise = $1 AND queued_orders.order_id = q.value->>0
+        ), webhooks_queued AS (",
+        crate::webhook::enqueue_postgres!(),
+        ") DELETE FROM early_notices
+         WHERE enterprise = $1 AND number IN (SELECT jsonb_array_elements_text($4::jsonb))
+         RETURNING number, tax_status, tax_reason, receipt"
+    ),
+);
+
+/// The invoices of enterprise `$1`, newest first, filtered by what is given (`NULL`: any):
+/// issued from `$2` to `$3`, the buyer's blind index `$4` or a part `$5` of the buyer's
+/// name, kind `$6`, tax status `$7`, older than the cursor `$8`; `$9` rows at most.
+const LIST: Sql = Sql::dialects(
+    "SELECT * FROM invoices WHERE enterprise = $1
+        AND ($2 IS NULL OR issued_at >= $2) AND ($3 IS NULL OR issued_at <= $3)
+        AND ($4 IS NULL OR buyer_index = $4 OR instr(buyer_name, $5) > 0)
+        AND ($6 IS NULL OR kind = $6) AND ($7 IS NULL OR tax_status = $7)
+        AND ($8 IS NULL OR seq < $8)
+    ORDER BY seq DESC LIMIT $9",
+    "SELECT * FROM invoices WHERE enterprise = $1
+        AND ($2::text IS NULL OR issued_at >= $2) AND ($3::text IS NULL OR issued_at <= $3)
+        AND ($4::text IS NULL OR buyer_index = $4 OR strpos(buyer_name, $5) > 0)
+        AND ($6::text IS NULL OR kind = $6) AND ($7::text IS NULL OR tax_status = $7)
+        AND ($8::bigint IS NULL OR seq < $8)
+    ORDER BY seq DESC LIMIT $9",
+);
 
 /// The blue number a red invoice reverses.
 fn red_of(inv: &fapiao_model::Invoice) -> Option<String> {
@@ -839,8 +890,8 @@ pub(crate) struct Issued {
 }
 
 impl Cloud {
-    pub(crate) async fn view(&self, r: &SqliteRow) -> Result<InvoiceView, sqlx::Error> {
-        let dec = |c: &str| sqlx::Error::Decode(format!("invoices.{c}").into());
+    pub(crate) async fn view(&self, r: &Row) -> Result<InvoiceView, StoreError> {
+        let dec = |c: &str| StoreError::Data(format!("invoices.{c}"));
         let status: String = r.try_get("tax_status")?;
         let form: Option<String> = r.try_get("form")?;
         let receipt: Option<String> = r.try_get("receipt")?;
@@ -850,7 +901,7 @@ impl Cloud {
             .vault
             .unseal_str(&crate::RECORD.field(), &record)
             .await
-            .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?;
+            .map_err(|e| StoreError::Data(e.to_string()))?;
         Ok(InvoiceView {
             number: r.try_get("number")?,
             order_id: r.try_get("order_id")?,
@@ -1511,51 +1562,40 @@ async fn list(
         if !(1..=100).contains(&limit) {
             return Err(bad("limit: 1 to 100"));
         }
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("SELECT * FROM invoices WHERE enterprise = ");
-        qb.push_bind(enterprise);
-        if let Some(f) = &q.from {
-            if !is_date(f) {
-                return Err(bad("from: YYYY-MM-DD"));
+        for (name, date) in [("from", &q.from), ("to", &q.to)] {
+            if date.as_deref().is_some_and(|d| !is_date(d)) {
+                return Err(bad(&format!("{name}: YYYY-MM-DD")));
             }
-            qb.push(" AND issued_at >= ")
-                .push_bind(format!("{f} 00:00:00"));
         }
-        if let Some(t) = &q.to {
-            if !is_date(t) {
-                return Err(bad("to: YYYY-MM-DD"));
-            }
-            qb.push(" AND issued_at <= ")
-                .push_bind(format!("{t} 23:59:59"));
+        if q.kind.as_deref().is_some_and(|k| k != "blue" && k != "red") {
+            return Err(bad("kind: blue or red"));
         }
-        if let Some(b) = &q.buyer {
-            qb.push(" AND (buyer_index = ")
-                .push_bind(cloud.inner.vault.blind_index(BUYER_INDEX, b));
-            qb.push(" OR instr(buyer_name, ")
-                .push_bind(b.clone())
-                .push(") > 0)");
+        if q.status
+            .as_deref()
+            .is_some_and(|s| TaxStatus::parse(s).is_none())
+        {
+            return Err(bad("status: pending, accepted or failed"));
         }
-        if let Some(k) = &q.kind {
-            if k != "blue" && k != "red" {
-                return Err(bad("kind: blue or red"));
-            }
-            qb.push(" AND kind = ").push_bind(k.clone());
-        }
-        if let Some(s) = &q.status {
-            if TaxStatus::parse(s).is_none() {
-                return Err(bad("status: pending, accepted or failed"));
-            }
-            qb.push(" AND tax_status = ").push_bind(s.clone());
-        }
-        if let Some(c) = &q.cursor {
-            let seq: i64 = c
-                .parse()
-                .map_err(|_| bad("cursor: as returned in next_cursor"))?;
-            qb.push(" AND seq < ").push_bind(seq);
-        }
-        qb.push(" ORDER BY seq DESC LIMIT ").push_bind(limit + 1);
-        let rows = qb
-            .build()
+        let cursor = q
+            .cursor
+            .as_deref()
+            .map(str::parse::<i64>)
+            .transpose()
+            .map_err(|_| bad("cursor: as returned in next_cursor"))?;
+        let rows = fapiao_store::query(LIST)
+            .bind(enterprise)
+            .bind(q.from.as_ref().map(|f| format!("{f} 00:00:00")))
+            .bind(q.to.as_ref().map(|t| format!("{t} 23:59:59")))
+            .bind(
+                q.buyer
+                    .as_ref()
+                    .map(|b| cloud.inner.vault.blind_index(BUYER_INDEX, b)),
+            )
+            .bind(q.buyer.clone())
+            .bind(q.kind.clone())
+            .bind(q.status.clone())
+            .bind(cursor)
+            .bind(limit + 1)
             .fetch_all(cloud.inner.db.pool())
             .await
             .map_err(|e| internal(&rid, &e))?;

@@ -25,9 +25,8 @@ use fapiao_protocol::wire::{
 use fapiao_protocol::{Code, EnvelopeClient, HttpsClient};
 use fapiao_render::PdfFont;
 use fapiao_service::{EnvelopeHandler, Envelopes, Incoming, Material, Outgoing};
-use fapiao_store::sqlx;
 use fapiao_store::vault::{SealedColumn, Vault};
-use fapiao_store::{Db, Migration, StoreError};
+use fapiao_store::{Db, Migration, Sql, StoreError, query, query_scalar};
 use serde::{Deserialize, Serialize};
 
 pub mod erp;
@@ -40,42 +39,15 @@ pub use queue::OrderStatus;
 pub use webhook::Workers;
 
 /// The cloud role's schema.
-pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "tenants, API nonces, invoices",
-        sql: include_str!("../migrations/0001_cloud.sql"),
-    },
-    Migration {
-        version: 2,
-        description: "webhook deliveries",
-        sql: include_str!("../migrations/0002_webhooks.sql"),
-    },
-    Migration {
-        version: 3,
-        description: "sealed values, buyer blind index",
-        sql: include_str!("../migrations/0003_sealed.sql"),
-    },
-    Migration {
-        version: 4,
-        description: "hosting mode, orders queued for agents",
-        sql: include_str!("../migrations/0004_queue.sql"),
-    },
-    Migration {
-        version: 5,
-        description: "status notices that arrive before their invoice",
-        sql: include_str!("../migrations/0005_early_notices.sql"),
-    },
-    Migration {
-        version: 6,
-        description: "ERP nonces in the group-committed replay guard",
-        sql: include_str!("../migrations/0006_erp_nonces.sql"),
-    },
-    Migration {
-        version: 7,
-        description: "webhooks by state in id order (due ones without a sort)",
-        sql: include_str!("../migrations/0007_webhooks_order.sql"),
-    },
+pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
+    1 "0001_cloud" "tenants, API nonces, invoices",
+    2 "0002_webhooks" "webhook deliveries",
+    3 "0003_sealed" "sealed values, buyer blind index",
+    4 "0004_queue" "hosting mode, orders queued for agents",
+    5 "0005_early_notices" "status notices that arrive before their invoice",
+    6 "0006_erp_nonces" "ERP nonces in the group-committed replay guard",
+    7 "0007_webhooks_order" "webhooks by state in id order (due ones without a sort)",
+    8 "0008_replicas" "replicas: webhook deliveries claimed",
 ];
 
 /// Columns whose values are sealed (encryption at rest): the signed invoices (buyer phone,
@@ -85,14 +57,17 @@ pub const SEALED: &[SealedColumn] = &[RECORD, SECRET, QUEUED];
 pub(crate) const RECORD: SealedColumn = SealedColumn {
     table: "invoices",
     column: "record",
+    key: "number",
 };
 pub(crate) const SECRET: SealedColumn = SealedColumn {
     table: "enterprises",
     column: "secret",
+    key: "taxpayer_id",
 };
 pub(crate) const QUEUED: SealedColumn = SealedColumn {
     table: "queued_orders",
     column: "body",
+    key: "seq",
 };
 
 /// Tunables.
@@ -170,6 +145,8 @@ struct Inner {
     per_enterprise: fapiao_service::RateLimiter,
     /// The ERP nonces this process has seen (the persistent guard is the database's).
     nonces: fapiao_crypto::envelope::MemoryReplayGuard,
+    /// This replica's name in what it claims in the database (webhook deliveries).
+    instance: String,
     wake: Arc<tokio::sync::Notify>,
     webhook_clients: webhook::Clients,
     /// Single issued invoices waiting to share a write transaction (`erp`'s
@@ -237,6 +214,7 @@ impl Cloud {
                 ),
                 options,
                 nonces: fapiao_crypto::envelope::MemoryReplayGuard::new(),
+                instance: fapiao_service::instance_id(),
                 wake: Arc::new(tokio::sync::Notify::new()),
                 webhook_clients: webhook::Clients::default(),
                 storing: fapiao_store::Group::default(),
@@ -295,7 +273,7 @@ impl Cloud {
             .vault
             .seal_str(&mut tx, &SECRET.field(), &creds.secret)
             .await?;
-        let n = sqlx::query(
+        let n = query(
             "INSERT INTO enterprises (taxpayer_id, name, key_id, secret, webhook_url, created_at, hosting)
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (taxpayer_id) DO NOTHING",
         )
@@ -399,6 +377,7 @@ impl Cloud {
             }
         }
         let mut tx = self.inner.db.begin_write().await?;
+        lock_enterprises(&mut tx, notices.iter().map(|n| n.enterprise.as_str())).await?;
         for (enterprise, group) in bring {
             let at: Vec<usize> = group.iter().map(|b| b.at).collect();
             let (issued, signed): (Vec<erp::Issued>, Vec<_>) =
@@ -414,7 +393,7 @@ impl Cloud {
             // another invoice.
             for ((i, s), f) in at.iter().zip(&signed).zip(fresh) {
                 if f.is_none()
-                    && sqlx::query_scalar::<_, i64>(
+                    && query_scalar::<i64>(
                         "SELECT COUNT(*) FROM invoices WHERE enterprise = $1 AND number = $2",
                     )
                     .bind(enterprise)
@@ -514,6 +493,24 @@ impl Cloud {
     }
 }
 
+/// Serializes `tx` with every transaction, of any replica, that stores invoices, applies
+/// notices or queues orders for one of `enterprises` (a PostgreSQL advisory lock per
+/// enterprise, taken in one order; nothing on SQLite, whose write transactions hold the
+/// database). What such a transaction checks and then writes — an order queued once, a
+/// notice kept for an invoice not stored yet and taken when it is — holds while it runs.
+pub(crate) async fn lock_enterprises<'a>(
+    tx: &mut fapiao_store::Tx,
+    enterprises: impl IntoIterator<Item = &'a str>,
+) -> Result<(), StoreError> {
+    let mut ids: Vec<&str> = enterprises.into_iter().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    for e in ids {
+        tx.lock(&format!("cloud.enterprise:{e}")).await?;
+    }
+    Ok(())
+}
+
 /// An invoice a notice brings (an agent's), checked, and the notice's place in its batch.
 struct Brought {
     at: usize,
@@ -522,13 +519,29 @@ struct Brought {
 }
 
 /// The notices of a run (distinct invoices) as rows: `number`, `enterprise`, `status`,
-/// `reason`, `receipt` from the JSON array bound as `$1`, `k` its position.
+/// `reason`, `receipt` from the JSON array bound as `$1`, `k` its position; a statement
+/// around them for each engine.
 macro_rules! notice_rows {
-    () => {
-        "SELECT key AS k, json_extract(value, '$.number') AS number,
-             json_extract(value, '$.enterprise') AS enterprise,
-             json_extract(value, '$.status') AS status, json_extract(value, '$.reason') AS reason,
-             json_extract(value, '$.receipt') AS receipt FROM jsonb_each($1)"
+    ($before:literal, $after:literal) => {
+        Sql::dialects(
+            concat!(
+                $before,
+                "SELECT key AS k, json_extract(value, '$.number') AS number,
+                     json_extract(value, '$.enterprise') AS enterprise,
+                     json_extract(value, '$.status') AS status,
+                     json_extract(value, '$.reason') AS reason,
+                     json_extract(value, '$.receipt') AS receipt FROM jsonb_each($1)",
+                $after
+            ),
+            concat!(
+                $before,
+                "SELECT key AS k, value->>'number' AS number,
+                     value->>'enterprise' AS enterprise, value->>'status' AS status,
+                     value->>'reason' AS reason, value->>'receipt' AS receipt
+                 FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS j(value, key)",
+                $after
+            ),
+        )
     };
 }
 
@@ -543,12 +556,11 @@ async fn apply_run(
     let rows = serde_json::Value::Array(run).to_string();
     let t = now().unix_timestamp();
     // Webhooks first: they compare with the status before the update.
-    sqlx::query(concat!(
+    query(notice_rows!(
         "INSERT INTO webhooks (enterprise, event, number, state, attempts, next_attempt_at,
              created_at)
          SELECT e.taxpayer_id, 'invoice.tax_status', n.number, 'pending', 0, $2, $2
          FROM (",
-        notice_rows!(),
         ") n
          JOIN invoices i ON i.number = n.number AND i.enterprise = n.enterprise
          JOIN enterprises e ON e.taxpayer_id = n.enterprise AND e.webhook_url IS NOT NULL
@@ -559,11 +571,10 @@ async fn apply_run(
     .bind(t)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(concat!(
+    query(notice_rows!(
         "UPDATE invoices SET tax_status = n.status, tax_reason = n.reason,
              receipt = COALESCE(n.receipt, invoices.receipt)
          FROM (",
-        notice_rows!(),
         ") n
          WHERE invoices.number = n.number AND invoices.enterprise = n.enterprise"
     ))
@@ -573,12 +584,11 @@ async fn apply_run(
     // Not stored here yet: platform's answer to the order is still on its way (the outbox can
     // be faster), or was lost and the ERP will retry the order. Kept until the invoice is
     // stored ([`erp`]'s `insert_issued` applies it).
-    let early: Vec<String> = sqlx::query_scalar(concat!(
+    let early: Vec<String> = query_scalar(notice_rows!(
         "INSERT INTO early_notices (number, enterprise, tax_status, tax_reason, receipt,
              received_at)
          SELECT n.number, n.enterprise, n.status, n.reason, n.receipt, $2
          FROM (",
-        notice_rows!(),
         ") n
          WHERE NOT EXISTS (SELECT 1 FROM invoices i
                            WHERE i.number = n.number AND i.enterprise = n.enterprise)
@@ -603,11 +613,10 @@ impl fapiao_service::ops::Readiness for Cloud {
     }
 
     async fn gauges(&self) -> Vec<fapiao_service::metrics::Gauge> {
-        let depth: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE state = 'pending'")
-                .fetch_one(self.inner.db.pool())
-                .await
-                .unwrap_or(0);
+        let depth: i64 = query_scalar("SELECT COUNT(*) FROM webhooks WHERE state = 'pending'")
+            .fetch_one(self.inner.db.pool())
+            .await
+            .unwrap_or(0);
         vec![fapiao_service::metrics::Gauge {
             name: "fapiao_webhook_queue_depth",
             help: "Webhook deliveries waiting.",

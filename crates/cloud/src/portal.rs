@@ -120,7 +120,7 @@ impl Cloud {
     /// The invoice the three facts identify, if all three match.
     async fn find(&self, lookup: &Lookup, rid: &str) -> Result<InvoiceView, Miss> {
         let c = lookup.check().map_err(Miss::Field)?;
-        let row = fapiao_store::sqlx::query("SELECT * FROM invoices WHERE number = $1")
+        let row = fapiao_store::query("SELECT * FROM invoices WHERE number = $1")
             .bind(&c.number)
             .fetch_optional(self.inner.db.pool())
             .await

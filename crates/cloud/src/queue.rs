@@ -25,8 +25,7 @@ use fapiao_protocol::wire::{
 };
 use fapiao_service::error::request_id;
 use fapiao_service::{ApiError, Incoming, Outgoing};
-use fapiao_store::sqlx::{self, Row};
-use fapiao_store::{Arrival, ArrivalState, StoreError, Waiting};
+use fapiao_store::{Arrival, ArrivalState, StoreError, Waiting, query, query_scalar};
 use serde::{Deserialize, Serialize};
 
 use crate::Cloud;
@@ -59,9 +58,9 @@ pub struct OrderStatus {
 
 impl Cloud {
     /// Whether the tenant issues on its own premises (its orders wait for its agent).
-    pub(crate) async fn enterprise_hosted(&self, enterprise: &str) -> Result<bool, sqlx::Error> {
+    pub(crate) async fn enterprise_hosted(&self, enterprise: &str) -> Result<bool, StoreError> {
         let hosting: Option<String> =
-            sqlx::query_scalar("SELECT hosting FROM enterprises WHERE taxpayer_id = $1")
+            query_scalar("SELECT hosting FROM enterprises WHERE taxpayer_id = $1")
                 .bind(enterprise)
                 .fetch_optional(self.inner.db.pool())
                 .await?;
@@ -132,8 +131,18 @@ impl Cloud {
             .collect();
         // The outcome of each order that is not a replay, in order.
         let mut outcomes: Vec<Result<bool, ApiError>> = Vec::with_capacity(group.len());
-        let mut failed = None;
-        for (w, fresh) in group.iter().zip(&fresh) {
+        let mut failed = crate::lock_enterprises(
+            &mut tx,
+            group
+                .iter()
+                .zip(&fresh)
+                .filter(|(_, fresh)| **fresh)
+                .map(|(w, _)| w.job.enterprise.as_str()),
+        )
+        .await
+        .err()
+        .map(|e| e.to_string());
+        for (w, fresh) in group.iter().zip(&fresh).filter(|_| failed.is_none()) {
             if !fresh {
                 continue;
             }
@@ -174,7 +183,7 @@ impl Cloud {
     ) -> Result<Result<bool, ApiError>, String> {
         let (enterprise, order, rid) = (q.enterprise.as_str(), &q.order, q.rid.as_str());
         let order_id = order.order_id();
-        let existing: Option<String> = sqlx::query_scalar(
+        let existing: Option<String> = query_scalar(
             "SELECT request_hash FROM queued_orders WHERE enterprise = $1 AND order_id = $2",
         )
         .bind(enterprise)
@@ -202,7 +211,7 @@ impl Cloud {
             .await
             .map_err(|e| e.to_string())?;
         let t = now().unix_timestamp();
-        sqlx::query(
+        query(
             "INSERT INTO queued_orders (enterprise, order_id, kind, request_hash, body, state, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6)",
         )
@@ -239,14 +248,13 @@ impl Cloud {
         &self,
         enterprise: &str,
         order_id: &str,
-    ) -> Result<Option<OrderStatus>, sqlx::Error> {
-        let issued: Option<String> = sqlx::query_scalar(
-            "SELECT number FROM invoices WHERE enterprise = $1 AND order_id = $2",
-        )
-        .bind(enterprise)
-        .bind(order_id)
-        .fetch_optional(self.inner.db.pool())
-        .await?;
+    ) -> Result<Option<OrderStatus>, StoreError> {
+        let issued: Option<String> =
+            query_scalar("SELECT number FROM invoices WHERE enterprise = $1 AND order_id = $2")
+                .bind(enterprise)
+                .bind(order_id)
+                .fetch_optional(self.inner.db.pool())
+                .await?;
         if let Some(number) = issued {
             return Ok(Some(OrderStatus {
                 order_id: order_id.to_owned(),
@@ -255,7 +263,7 @@ impl Cloud {
                 error: None,
             }));
         }
-        let row = sqlx::query(
+        let row = query(
             "SELECT state, lease_until, number, refusal FROM queued_orders
              WHERE enterprise = $1 AND order_id = $2",
         )
@@ -344,7 +352,9 @@ impl Cloud {
         }
         let t = now().unix_timestamp();
         let mut tx = self.inner.db.begin_write().await?;
-        let rows = sqlx::query(
+        // Pulls of one agent reaching two replicas lease distinct orders.
+        crate::lock_enterprises(&mut tx, [enterprise]).await?;
+        let rows = query(
             "SELECT seq, body FROM queued_orders
              WHERE enterprise = $1 AND (state = 'queued' OR (state = 'leased'
                  AND (lease_until <= $2 OR ($4 AND leased_to = $5))))
@@ -366,9 +376,9 @@ impl Cloud {
                 .vault
                 .unseal_str(&crate::QUEUED.field(), &body)
                 .await?;
-            let order: QueuedOrder = serde_json::from_str(&json)
-                .map_err(|e| StoreError::Sqlx(sqlx::Error::Decode(e.into())))?;
-            sqlx::query(
+            let order: QueuedOrder =
+                serde_json::from_str(&json).map_err(|e| StoreError::Data(e.to_string()))?;
+            query(
                 "UPDATE queued_orders SET state = 'leased', leased_to = $2, lease_until = $3,
                      leases = leases + 1, updated_at = $4 WHERE seq = $1",
             )
@@ -404,7 +414,7 @@ impl Cloud {
                     Some(serde_json::to_string(r).unwrap_or_default()),
                 ),
             };
-            let n = sqlx::query(
+            let n = query(
                 "UPDATE queued_orders SET state = $3, number = COALESCE($4, number), refusal = $5,
                      leased_to = $6, updated_at = $7
                  WHERE enterprise = $1 AND order_id = $2 AND state IN ('queued', 'leased')",

@@ -17,8 +17,7 @@ use std::sync::{Arc, Mutex};
 use fapiao_protocol::HttpsClient;
 use fapiao_protocol::client::now;
 use fapiao_protocol::erp::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_webhook};
-use fapiao_store::StoreError;
-use fapiao_store::sqlx::{self, Row};
+use fapiao_store::{Engine, Sql, StoreError, query, query_scalar};
 use http::Method;
 use serde_json::json;
 
@@ -26,16 +25,51 @@ use crate::Cloud;
 
 /// Queues an event for the enterprise's webhook, if it has one: `$1` enterprise, `$3` now
 /// (Unix seconds), `$4` JSON array of invoice numbers (one event each, in order), `$5` event.
-/// A statement for the transaction of the change, sent with others (see `ISSUED_QUEUED` in
+/// A statement for the transaction of the change, sent with others (see `STORED` in
 /// [`crate::erp`], whose numbering it shares).
-pub(crate) const ENQUEUE: &str = "INSERT INTO webhooks
-        (enterprise, event, number, state, attempts, next_attempt_at, created_at)
-    SELECT e.taxpayer_id, $5, n.value, 'pending', 0, $3, $3
-    FROM jsonb_each($4) n JOIN enterprises e ON e.taxpayer_id = $1 AND e.webhook_url IS NOT NULL
-    ORDER BY n.key";
+macro_rules! enqueue_sqlite {
+    () => {
+        "INSERT INTO webhooks
+            (enterprise, event, number, state, attempts, next_attempt_at, created_at)
+        SELECT e.taxpayer_id, $5, n.value, 'pending', 0, $3, $3
+        FROM jsonb_each($4) n JOIN enterprises e ON e.taxpayer_id = $1 AND e.webhook_url IS NOT NULL
+        ORDER BY n.key"
+    };
+}
+
+/// [`enqueue_sqlite!`] on PostgreSQL.
+macro_rules! enqueue_postgres {
+    () => {
+        "INSERT INTO webhooks
+            (enterprise, event, number, state, attempts, next_attempt_at, created_at)
+        SELECT e.taxpayer_id, $5, n.value, 'pending', 0, $3, $3
+        FROM jsonb_array_elements_text($4::jsonb) WITH ORDINALITY AS n(value, key)
+        JOIN enterprises e ON e.taxpayer_id = $1 AND e.webhook_url IS NOT NULL
+        ORDER BY n.key"
+    };
+}
+pub(crate) use {enqueue_postgres, enqueue_sqlite};
 
 /// The role's background worker.
 pub type Workers = fapiao_service::Worker;
+
+/// Claims due deliveries for this replica (`$1`) until `$2`: those of `$3` (ids, a JSON
+/// array) still pending and not claimed by a live replica at `$4`, skipping rows another
+/// replica is claiming at this moment. Returns the ids claimed.
+const CLAIM: Sql = Sql::postgres_only(
+    "UPDATE webhooks SET claimed_by = $1, claimed_until = $2
+     WHERE id IN (
+         SELECT id FROM webhooks
+         WHERE id IN (SELECT (jsonb_array_elements_text($3::jsonb))::bigint)
+           AND state = 'pending'
+           AND (claimed_until IS NULL OR claimed_until < $4 OR claimed_by = $1)
+         FOR UPDATE SKIP LOCKED)
+     RETURNING id",
+);
+
+/// How long a claim on a delivery lasts (seconds): longer than a delivery takes (its
+/// timeout is 10 s).
+const CLAIM_LEASE: i64 = 60;
 
 /// Per-URL HTTPS clients (connections kept alive).
 #[derive(Default)]
@@ -70,7 +104,7 @@ impl Cloud {
         url: Option<&str>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.inner.db.begin_write().await?;
-        let n = sqlx::query("UPDATE enterprises SET webhook_url = $2 WHERE taxpayer_id = $1")
+        let n = query("UPDATE enterprises SET webhook_url = $2 WHERE taxpayer_id = $1")
             .bind(enterprise)
             .bind(url)
             .execute(&mut *tx)
@@ -119,14 +153,39 @@ impl Cloud {
     async fn deliver_due(&self) -> Result<usize, StoreError> {
         // In id order from the index, not every due one sorted (the unary `+` keeps SQLite
         // from ranging over the due time; migration 7).
-        let due = sqlx::query(
+        let t = now().unix_timestamp();
+        let mut due = query(
             "SELECT w.id, w.event, w.number, w.attempts, e.webhook_url, e.secret
              FROM webhooks w JOIN enterprises e ON e.taxpayer_id = w.enterprise
-             WHERE w.state = 'pending' AND +w.next_attempt_at <= $1 ORDER BY w.id LIMIT 32",
+             WHERE w.state = 'pending' AND +w.next_attempt_at <= $1
+               AND (w.claimed_until IS NULL OR w.claimed_until < $1 OR w.claimed_by = $2)
+             ORDER BY w.id LIMIT 32",
         )
-        .bind(now().unix_timestamp())
+        .bind(t)
+        .bind(&self.inner.instance)
         .fetch_all(&mut *self.inner.db.read().await?)
         .await?;
+        if self.inner.db.engine() == Engine::Postgres && !due.is_empty() {
+            // Replicas share the queue: each delivers what it claimed, and a killed
+            // replica's claims run out and are taken over.
+            let ids = due
+                .iter()
+                .map(|r| r.try_get::<i64, _>("id"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let claimed: std::collections::HashSet<i64> = query_scalar::<i64>(CLAIM)
+                .bind(&self.inner.instance)
+                .bind(t + CLAIM_LEASE)
+                .bind(json!(ids).to_string())
+                .bind(t)
+                .fetch_all(self.inner.db.pool())
+                .await?
+                .into_iter()
+                .collect();
+            due.retain(|r| {
+                r.try_get::<i64, _>("id")
+                    .is_ok_and(|id| claimed.contains(&id))
+            });
+        }
         for row in &due {
             let id: i64 = row.try_get("id")?;
             let event: String = row.try_get("event")?;
@@ -158,7 +217,7 @@ impl Cloud {
             let mut tx = self.inner.db.begin_write().await?;
             match result {
                 Ok(()) => {
-                    sqlx::query("UPDATE webhooks SET state = 'done', attempts = attempts + 1, last_error = NULL WHERE id = $1")
+                    query("UPDATE webhooks SET state = 'done', attempts = attempts + 1, last_error = NULL WHERE id = $1")
                         .bind(id)
                         .execute(&mut *tx)
                         .await?;
@@ -167,8 +226,10 @@ impl Cloud {
                     let give_up = attempts + 1 >= self.inner.options.max_attempts;
                     let next = now() + self.inner.options.backoff.delay(attempts);
                     tracing::info!(id, %event, %number, error = %e, give_up, "webhook delivery failed");
-                    sqlx::query(
-                        "UPDATE webhooks SET state = $2, attempts = attempts + 1, last_error = $3, next_attempt_at = $4 WHERE id = $1",
+                    query(
+                        "UPDATE webhooks SET state = $2, attempts = attempts + 1, last_error = $3,
+                             next_attempt_at = $4, claimed_by = NULL, claimed_until = NULL
+                         WHERE id = $1",
                     )
                     .bind(id)
                     .bind(if give_up { "failed" } else { "pending" })
@@ -191,7 +252,7 @@ impl Cloud {
         url: &str,
         secret: &str,
     ) -> Result<(), String> {
-        let row = sqlx::query("SELECT order_id, kind, total, issued_at, tax_status, tax_reason FROM invoices WHERE number = $1")
+        let row = query("SELECT order_id, kind, total, issued_at, tax_status, tax_reason FROM invoices WHERE number = $1")
             .bind(number)
             .fetch_one(self.inner.db.pool())
             .await

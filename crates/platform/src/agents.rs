@@ -38,13 +38,12 @@ use fapiao_protocol::wire::{
     content_hash, message_type,
 };
 use fapiao_service::{Incoming, Outgoing};
-use fapiao_store::Tx;
-use fapiao_store::sqlx::{self, Row};
+use fapiao_store::{StoreError, Tx, query, query_scalar};
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
-use crate::issue::{Step, audit, china_now, refused, registered};
-use crate::registry::{Enterprise, Hosting};
+use crate::issue::{Carved, Step, audit, carve, china_now, refused, registered};
+use crate::registry::{Enterprise, Hosting, lock_enterprises};
 use crate::{Platform, RECORD};
 
 fn rejected(message: impl Into<String>) -> Step {
@@ -246,33 +245,20 @@ impl Platform {
                     ),
                 ));
             }
-            let range = sqlx::query(
-                "SELECT id, channel, next, last FROM ranges
-                 WHERE year = $1 AND province = $2 AND next <= last ORDER BY id LIMIT 1",
-            )
-            .bind(i64::from(req.year))
-            .bind(i64::from(req.province))
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(range) = range else {
+            let size = i64::try_from(self.inner.options.block_size).unwrap_or(1000);
+            let Some(Carved {
+                channel,
+                first,
+                last,
+            }) = carve(&mut tx, req.year, req.province, size).await?
+            else {
                 drop(tx);
                 if attempt == 0 {
                     self.ensure_range(req.year, req.province).await?;
                 }
                 continue;
             };
-            let range_id: i64 = range.try_get("id")?;
-            let channel: i64 = range.try_get("channel")?;
-            let first: i64 = range.try_get("next")?;
-            let range_last: i64 = range.try_get("last")?;
-            let size = i64::try_from(self.inner.options.block_size).unwrap_or(1000);
-            let last = (first + size - 1).min(range_last);
-            sqlx::query("UPDATE ranges SET next = $2 WHERE id = $1")
-                .bind(range_id)
-                .bind(last + 1)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
+            query(
                 "INSERT INTO agent_grants (agent, key, kind, enterprise, year, province, channel, first, last, at)
                  VALUES ($1, $2, 'block', $3, $4, $5, $6, $7, $8, $9)",
             )
@@ -345,7 +331,7 @@ impl Platform {
                 )));
             }
             let mut tx = self.inner.db.begin_write().await?;
-            sqlx::query("UPDATE agent_grants SET assigned = 1 WHERE agent = $1 AND key = $2")
+            query("UPDATE agent_grants SET assigned = 1 WHERE agent = $1 AND key = $2")
                 .bind(agent)
                 .bind(&req.key)
                 .execute(&mut *tx)
@@ -369,14 +355,16 @@ impl Platform {
             .filter(|a| !a.is_negative() && !a.is_zero())
             .ok_or_else(|| refused(Code::InvalidRequest, "amount: a positive decimal"))?;
         let mut tx = self.inner.db.begin_write().await?;
-        let existing: Option<(String, String)> = sqlx::query(
+        // The month's quota is read, then written.
+        lock_enterprises(&mut tx, &[enterprise]).await?;
+        let existing: Option<(String, String)> = query(
             "SELECT month, amount FROM agent_grants WHERE agent = $1 AND key = $2 AND kind = 'quota'",
         )
         .bind(agent)
         .bind(&req.key)
         .fetch_optional(&mut *tx)
         .await?
-        .map(|r| Ok::<_, sqlx::Error>((r.try_get("month")?, r.try_get("amount")?)))
+        .map(|r| Ok::<_, StoreError>((r.try_get("month")?, r.try_get("amount")?)))
         .transpose()?;
         if let Some((month, amount)) = existing {
             return Ok(QuotaGrant { month, amount });
@@ -391,7 +379,7 @@ impl Platform {
             ));
         }
         let used: Option<String> =
-            sqlx::query_scalar("SELECT used FROM quota_usage WHERE enterprise = $1 AND month = $2")
+            query_scalar("SELECT used FROM quota_usage WHERE enterprise = $1 AND month = $2")
                 .bind(enterprise)
                 .bind(&month)
                 .fetch_optional(&mut *tx)
@@ -411,7 +399,7 @@ impl Platform {
         };
         self.write_quota(&mut tx, &e, (month.clone(), used + grant))
             .await?;
-        sqlx::query(
+        query(
             "INSERT INTO agent_grants (agent, key, kind, enterprise, month, amount, at)
              VALUES ($1, $2, 'quota', $3, $4, $5, $6)",
         )
@@ -473,6 +461,9 @@ impl Platform {
             tokio::task::yield_now().await;
         }
         let mut tx = self.inner.db.begin_write().await?;
+        // What is on record of the enterprise is read, then written: reports of its agent
+        // reaching two replicas are recorded one after the other.
+        lock_enterprises(&mut tx, &[enterprise]).await?;
         let e = self.agent_enterprise(&mut tx, enterprise, false).await?;
         let mut written = Written::default();
         let mut results = Vec::with_capacity(checked.len());
@@ -624,7 +615,7 @@ impl Platform {
         let invoice = &signed.invoice;
         let d = invoice.draft();
         let number = invoice.number();
-        let in_block: i64 = sqlx::query_scalar(
+        let in_block: i64 = query_scalar(
             "SELECT COUNT(*) FROM agent_grants WHERE agent = $1 AND kind = 'block' AND year = $2
              AND province = $3 AND channel = $4 AND first <= $5 AND last >= $5",
         )
@@ -654,7 +645,7 @@ impl Platform {
             )));
         }
         let prior_order: Option<String> =
-            sqlx::query_scalar("SELECT number FROM orders WHERE enterprise = $1 AND order_id = $2")
+            query_scalar("SELECT number FROM orders WHERE enterprise = $1 AND order_id = $2")
                 .bind(enterprise)
                 .bind(&issued.order_id)
                 .fetch_optional(&mut **tx)
@@ -685,7 +676,7 @@ impl Platform {
                 .to_signed()
                 .map_err(|err| Step::Failed(err.to_string()))?
                 .invoice;
-            let prior: Vec<String> = sqlx::query_scalar(
+            let prior: Vec<String> = query_scalar(
                 "SELECT record FROM invoices WHERE blue_number = $1 ORDER BY issued_at, number",
             )
             .bind(blue)
@@ -701,10 +692,11 @@ impl Platform {
                 .form
                 .as_ref()
                 .ok_or_else(|| rejected("a red names its red-letter form"))?;
-            // A refusal here writes nothing: the failed statement alone is undone.
-            sqlx::query(
+            // A form number on record already is refused, and nothing is written (a failed
+            // statement would end a PostgreSQL transaction).
+            let added = query(
                 "INSERT INTO red_forms (number, blue_number, enterprise, reason, status, scope, buyer_confirmation, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, NULL, $7)",
+                 VALUES ($1, $2, $3, $4, $5, $6, NULL, $7) ON CONFLICT (number) DO NOTHING",
             )
             .bind(&form.number)
             .bind(blue)
@@ -714,8 +706,14 @@ impl Platform {
             .bind(serde_json::json!({"opened_by": agent}).to_string())
             .bind(now().unix_timestamp())
             .execute(&mut **tx)
-            .await
-            .map_err(|err| rejected(format!("red-letter form {}: {err}", form.number)))?;
+            .await?
+            .rows_affected();
+            if added == 0 {
+                return Err(rejected(format!(
+                    "red-letter form {} is on record already",
+                    form.number
+                )));
+            }
         }
         let json = Zeroizing::new(
             serde_json::to_string(
@@ -730,7 +728,7 @@ impl Platform {
             .await?;
         let total = d.totals().total;
         let kind = if blue_number.is_some() { "red" } else { "blue" };
-        sqlx::query(
+        query(
             "INSERT INTO invoices (number, enterprise, order_id, kind, blue_number, form_number, issued_at, total, record, tax_status, issued_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10)",
         )
@@ -746,7 +744,7 @@ impl Platform {
         .bind(agent)
         .execute(&mut **tx)
         .await?;
-        sqlx::query(
+        query(
             "INSERT INTO orders (enterprise, order_id, request_hash, number) VALUES ($1, $2, $3, $4)",
         )
         .bind(enterprise)
@@ -785,7 +783,7 @@ impl Platform {
         written: &mut Written,
     ) -> Result<(), Step> {
         let number = checked.notice.number.as_str();
-        let row = sqlx::query(
+        let row = query(
             "SELECT issued_by, tax_status FROM invoices WHERE number = $1 AND enterprise = $2",
         )
         .bind(number)
@@ -817,7 +815,7 @@ impl Platform {
             return Ok(());
         }
         let receipt = checked.receipt;
-        sqlx::query(
+        query(
             "UPDATE invoices SET tax_status = $2, tax_reason = $3, receipt = $4 WHERE number = $1",
         )
         .bind(number)
@@ -845,7 +843,7 @@ async fn block_grant_of(
     agent: &str,
     key: &str,
 ) -> Result<Option<(RangeGrant, bool)>, Step> {
-    let row = sqlx::query(
+    let row = query(
         "SELECT year, province, channel, first, last, assigned FROM agent_grants
          WHERE agent = $1 AND key = $2 AND kind = 'block'",
     )

@@ -29,15 +29,16 @@ use fapiao_protocol::wire::{
     Refusal, SignedReceipt, TaxStatus, WireInvoice, message_type,
 };
 use fapiao_service::{EnvelopeHandler, Incoming, Outgoing};
-use fapiao_store::sqlx::{self, Row};
-use fapiao_store::{Arrival, StoreError, Tx, Waiting};
+use fapiao_store::{Arrival, Executor, Sql, StoreError, Tx, Waiting, query, query_scalar};
 use serde::Serialize;
 use time::PrimitiveDateTime;
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
 use crate::issuing::{Earlier, Issuing, Known, Staged};
-use crate::registry::{Enterprise, EnterpriseStatus, Hosting, enterprise_from_row};
+use crate::registry::{
+    Enterprise, EnterpriseStatus, Hosting, enterprise_from_row, lock_enterprises,
+};
 use crate::{Platform, RECORD};
 
 /// An invoice as the platform holds it.
@@ -81,12 +82,6 @@ impl From<StoreError> for Step {
             StoreError::Replayed { .. } => refused(Code::RequestReplayed, e.to_string()),
             e => Self::Failed(e.to_string()),
         }
-    }
-}
-
-impl From<sqlx::Error> for Step {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Failed(e.to_string())
     }
 }
 
@@ -203,7 +198,7 @@ impl Platform {
     /// another, `None` when it is new. Reads the admission unless `known` has it (one query).
     async fn admit(
         &self,
-        conn: &mut sqlx::SqliteConnection,
+        conn: &mut dyn Executor,
         known: &mut Known,
         cloud: &str,
         enterprise: &str,
@@ -409,7 +404,7 @@ impl Platform {
                     Err(m)
                 }
                 None => run
-                    .commit()
+                    .commit(&self.inner.instance)
                     .instrument(tracing::debug_span!("db.commit"))
                     .await
                     .map_err(|e| e.to_string()),
@@ -460,6 +455,15 @@ impl Platform {
         };
         let arrivals: Vec<&Arrival> = jobs.iter().map(|j| j.arrival).collect();
         let fresh = db.remember_in(&mut tx, &arrivals).await?;
+        // Before anything of theirs is read: another replica issuing for one of them waits
+        // for this commit, and then reads what it wrote.
+        let enterprises: Vec<&str> = jobs
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, fresh)| **fresh)
+            .map(|(j, _)| j.order.enterprise.as_str())
+            .collect();
+        lock_enterprises(&mut tx, &enterprises).await?;
         let mut run = Issuing::new(tx);
         let mut clouds: Vec<&str> = jobs.iter().map(|j| j.cloud).collect();
         clouds.sort_unstable();
@@ -629,7 +633,9 @@ impl Platform {
         arrival: &Arrival,
         rid: &str,
     ) -> Result<OrderAnswer, Step> {
-        let mut run = Issuing::new(self.inner.db.begin_write_for(arrival).await?);
+        let mut tx = self.inner.db.begin_write_for(arrival).await?;
+        lock_enterprises(&mut tx, &[o.enterprise.as_str()]).await?;
+        let mut run = Issuing::new(tx);
         let (e, earlier) = self
             .admit(
                 &mut run.tx,
@@ -658,7 +664,7 @@ impl Platform {
             .to_signed()
             .map_err(|e| Step::Failed(e.to_string()))?
             .invoice;
-        let prior: Vec<String> = sqlx::query_scalar(
+        let prior: Vec<String> = query_scalar(
             "SELECT record FROM invoices WHERE blue_number = $1 ORDER BY issued_at, number",
         )
         .bind(&o.blue_number)
@@ -693,13 +699,13 @@ impl Platform {
         let signed = match self.number_and_sign(&mut run, &e, draft, issued_at).await {
             Ok(x) => x,
             Err(Step::Voided(m)) => {
-                run.commit().await?;
+                run.commit(&self.inner.instance).await?;
                 return Err(Step::Failed(m));
             }
             Err(other) => return Err(other),
         };
         let form_wire = FormWire::from(&form);
-        sqlx::query(
+        query(
             "INSERT INTO red_forms (number, blue_number, enterprise, reason, status, scope, buyer_confirmation, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
@@ -737,7 +743,7 @@ impl Platform {
             }),
         )
         .await?;
-        run.commit().await?;
+        run.commit(&self.inner.instance).await?;
         self.inner.wake.notify_one();
         self.count_issued("red");
         Ok(OrderAnswer::Issued {
@@ -764,7 +770,7 @@ impl Platform {
     ) -> Result<RedLetterFormNumber, Step> {
         let prefix = RedLetterFormNumber::day_prefix(&e.taxpayer_id, at.date());
         let count: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM red_forms WHERE substr(number, 1, 12) = $1")
+            query_scalar("SELECT COUNT(*) FROM red_forms WHERE substr(number, 1, 12) = $1")
                 .bind(&prefix)
                 .fetch_one(&mut **tx)
                 .await?;
@@ -785,7 +791,7 @@ impl Platform {
         let used = match run.known.quotas.get(&key) {
             Some(used) => *used,
             None => {
-                let used: Option<String> = sqlx::query_scalar(
+                let used: Option<String> = query_scalar(
                     "SELECT used FROM quota_usage WHERE enterprise = $1 AND month = $2",
                 )
                 .bind(&key.0)
@@ -821,7 +827,7 @@ impl Platform {
         e: &Enterprise,
         (month, after): (String, Amount),
     ) -> Result<(), Step> {
-        sqlx::query(
+        query(
             "INSERT INTO quota_usage (enterprise, month, used) VALUES ($1, $2, $3)
              ON CONFLICT (enterprise, month) DO UPDATE SET used = excluded.used",
         )
@@ -866,7 +872,7 @@ impl Platform {
             Ok(signed) => Ok(signed),
             Err((err, void)) => {
                 if let Some(v) = void {
-                    sqlx::query("INSERT INTO void_numbers (number, enterprise, reason, at) VALUES ($1, $2, $3, $4)")
+                    query("INSERT INTO void_numbers (number, enterprise, reason, at) VALUES ($1, $2, $3, $4)")
                         .bind(v.number.as_str())
                         .bind(&e.taxpayer_id)
                         .bind(&v.reason)
@@ -891,6 +897,11 @@ impl Platform {
         }
     }
 
+    /// The block `enterprise`'s device numbers from for `(year, province)` in this
+    /// replica: one it holds, else one no replica holds (free, or its holder's lease ran
+    /// out: taken over from its next number), else a new one carved from a range (`None`
+    /// when no range has numbers left). The block's row stays locked until the commit, which
+    /// writes how far it was used and renews this replica's hold.
     async fn block(
         &self,
         tx: &mut Tx,
@@ -900,15 +911,14 @@ impl Platform {
     ) -> Result<Option<(i64, NumberBlock)>, Step> {
         let pc = ProvinceCode::parse(&format!("{province:02}"))
             .map_err(|e| Step::Failed(e.to_string()))?;
-        let row = sqlx::query(
-            "SELECT id, channel, first, last, next FROM blocks
-             WHERE enterprise = $1 AND year = $2 AND province = $3 AND next <= last ORDER BY id LIMIT 1",
-        )
-        .bind(enterprise)
-        .bind(i64::from(year))
-        .bind(i64::from(province))
-        .fetch_optional(&mut **tx)
-        .await?;
+        let row = query(HELD_BLOCK)
+            .bind(enterprise)
+            .bind(i64::from(year))
+            .bind(i64::from(province))
+            .bind(&self.inner.instance)
+            .bind(now().unix_timestamp())
+            .fetch_optional(&mut **tx)
+            .await?;
         let (id, channel, first, last, next) = if let Some(r) = row {
             (
                 r.try_get::<i64, _>("id")?,
@@ -918,39 +928,25 @@ impl Platform {
                 r.try_get::<i64, _>("next")?,
             )
         } else {
-            let range = sqlx::query(
-                "SELECT id, channel, next, last FROM ranges
-                 WHERE year = $1 AND province = $2 AND next <= last ORDER BY id LIMIT 1",
-            )
-            .bind(i64::from(year))
-            .bind(i64::from(province))
-            .fetch_optional(&mut **tx)
-            .await?;
-            let Some(range) = range else { return Ok(None) };
-            let range_id: i64 = range.try_get("id")?;
-            let channel: i64 = range.try_get("channel")?;
-            let first: i64 = range.try_get("next")?;
-            let range_last: i64 = range.try_get("last")?;
             let size = i64::try_from(self.inner.options.block_size).unwrap_or(1000);
-            let last = (first + size - 1).min(range_last);
-            sqlx::query("UPDATE ranges SET next = $2 WHERE id = $1")
-                .bind(range_id)
-                .bind(last + 1)
-                .execute(&mut **tx)
-                .await?;
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO blocks (enterprise, year, province, channel, first, last, next)
-                 VALUES ($1, $2, $3, $4, $5, $6, $5) RETURNING id",
+            let Some(carved) = carve(tx, year, province, size).await? else {
+                return Ok(None);
+            };
+            let id: i64 = query_scalar(
+                "INSERT INTO blocks (enterprise, year, province, channel, first, last, next, holder, held_until)
+                 VALUES ($1, $2, $3, $4, $5, $6, $5, $7, $8) RETURNING id",
             )
             .bind(enterprise)
             .bind(i64::from(year))
             .bind(i64::from(province))
-            .bind(channel)
-            .bind(first)
-            .bind(last)
+            .bind(carved.channel)
+            .bind(carved.first)
+            .bind(carved.last)
+            .bind(&self.inner.instance)
+            .bind(now().unix_timestamp() + crate::issuing::BLOCK_LEASE)
             .fetch_one(&mut **tx)
             .await?;
-            (id, channel, first, last, first)
+            (id, carved.channel, carved.first, carved.last, carved.first)
         };
         let u = |v: i64| u64::try_from(v).map_err(|_| Step::Failed("negative sequence".into()));
         let block = NumberBlock::resume(
@@ -1012,7 +1008,7 @@ impl Platform {
     /// Asks tax for a range for `(year, province)` unless one with numbers left exists.
     pub(crate) async fn ensure_range(&self, year: u8, province: u8) -> Result<(), Step> {
         let _guard = self.inner.range_lock.lock().await;
-        let left: i64 = sqlx::query_scalar(
+        let left: i64 = query_scalar(
             "SELECT COUNT(*) FROM ranges WHERE year = $1 AND province = $2 AND next <= last",
         )
         .bind(i64::from(year))
@@ -1052,7 +1048,7 @@ impl Platform {
             return Err(Step::Failed("tax granted another range than asked".into()));
         }
         let mut tx = self.inner.db.begin_write().await?;
-        sqlx::query(
+        query(
             "INSERT INTO ranges (year, province, channel, first, last, next, granted_at)
              VALUES ($1, $2, $3, $4, $5, $4, $6)",
         )
@@ -1093,20 +1089,18 @@ impl Platform {
             .await
             .map_err(|e| match e {
                 Step::Failed(m) | Step::Voided(m) | Step::Refused(Refusal { message: m, .. }) => {
-                    StoreError::Sqlx(sqlx::Error::Protocol(m))
+                    StoreError::Data(m)
                 }
-                Step::NeedNumbers { .. } => {
-                    StoreError::Sqlx(sqlx::Error::Protocol("numbers".into()))
-                }
+                Step::NeedNumbers { .. } => StoreError::Data("numbers".into()),
             })
     }
 
     pub(crate) async fn invoice_in(
         &self,
-        conn: &mut sqlx::SqliteConnection,
+        conn: &mut dyn Executor,
         number: &str,
     ) -> Result<Option<StoredInvoice>, Step> {
-        let row = sqlx::query(
+        let row = query(
             "SELECT i.*, f.status AS form_status, f.reason AS form_reason
              FROM invoices i LEFT JOIN red_forms f ON f.number = i.form_number WHERE i.number = $1",
         )
@@ -1151,9 +1145,69 @@ impl Platform {
     }
 }
 
+/// A block with numbers left for `$1` (enterprise), `$2` (year), `$3` (province) that this
+/// replica (`$4`) may number from at `$5` (now): its own first, else one no live replica
+/// holds. On PostgreSQL its row is locked until the commit.
+const HELD_BLOCK: Sql = Sql::dialects(
+    "SELECT id, channel, first, last, next FROM blocks
+     WHERE enterprise = $1 AND year = $2 AND province = $3 AND next <= last
+       AND (holder IS NULL OR holder = $4 OR held_until < $5)
+     ORDER BY COALESCE(holder = $4, false) DESC, id LIMIT 1",
+    "SELECT id, channel, first, last, next FROM blocks
+     WHERE enterprise = $1 AND year = $2 AND province = $3 AND next <= last
+       AND (holder IS NULL OR holder = $4 OR held_until < $5)
+     ORDER BY COALESCE(holder = $4, false) DESC, id LIMIT 1 FOR UPDATE",
+);
+
+/// The first range with numbers left for `(year, province)`, its row locked on PostgreSQL.
+const OPEN_RANGE: Sql = Sql::dialects(
+    "SELECT id, channel, next, last FROM ranges
+     WHERE year = $1 AND province = $2 AND next <= last ORDER BY id LIMIT 1",
+    "SELECT id, channel, next, last FROM ranges
+     WHERE year = $1 AND province = $2 AND next <= last ORDER BY id LIMIT 1 FOR UPDATE",
+);
+
+/// Numbers carved from a range: `first..=last` of `channel`.
+pub(crate) struct Carved {
+    pub(crate) channel: i64,
+    pub(crate) first: i64,
+    pub(crate) last: i64,
+}
+
+/// Carves up to `size` numbers for `(year, province)` from this platform's first range with
+/// numbers left (its row locked until the commit, so no two transactions of any replica
+/// carve the same numbers); `None` when no range has any.
+pub(crate) async fn carve(
+    tx: &mut Tx,
+    year: u8,
+    province: u8,
+    size: i64,
+) -> Result<Option<Carved>, Step> {
+    let range = query(OPEN_RANGE)
+        .bind(i64::from(year))
+        .bind(i64::from(province))
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(range) = range else { return Ok(None) };
+    let id: i64 = range.try_get("id")?;
+    let channel: i64 = range.try_get("channel")?;
+    let first: i64 = range.try_get("next")?;
+    let last = (first + size - 1).min(range.try_get("last")?);
+    query("UPDATE ranges SET next = $2 WHERE id = $1")
+        .bind(id)
+        .bind(last + 1)
+        .execute(&mut **tx)
+        .await?;
+    Ok(Some(Carved {
+        channel,
+        first,
+        last,
+    }))
+}
+
 /// The registered enterprise, or `enterprise_unknown`.
 pub(crate) async fn registered(tx: &mut Tx, enterprise: &str) -> Result<Enterprise, Step> {
-    let row = sqlx::query("SELECT * FROM enterprises WHERE taxpayer_id = $1")
+    let row = query("SELECT * FROM enterprises WHERE taxpayer_id = $1")
         .bind(enterprise)
         .fetch_optional(&mut **tx)
         .await?;

@@ -1,7 +1,10 @@
 //! The write transaction that issues invoices: what it has read, and what it will write.
 //!
-//! An [`Issuing`] holds the write lock from `BEGIN IMMEDIATE` to `COMMIT`, so whatever it
-//! reads stays true until it commits — except what it changes itself, which it keeps in step.
+//! An [`Issuing`] holds what it reads until it commits — except what it changes itself, which
+//! it keeps in step: on SQLite the database's write lock, from `BEGIN IMMEDIATE`; on
+//! PostgreSQL the rows of the orders' enterprises ([`crate::registry::lock_enterprises`],
+//! taken before anything of theirs is read: their orders, quota and blocks) and the blocks it
+//! numbers from, so replicas issuing for one enterprise take turns.
 //! It reads each thing once: the admission of every order of a batch in one query
 //! ([`Known::read_admissions`]; the registered cloud, each order's enterprise and the order's
 //! earlier request), a month's quota used and an enterprise's number block when first needed.
@@ -16,8 +19,7 @@ use fapiao_issuer::NumberBlock;
 use fapiao_model::Amount;
 use fapiao_protocol::client::now;
 use fapiao_protocol::wire::OrderAnswer;
-use fapiao_store::sqlx::{self, Row as _};
-use fapiao_store::{StoreError, Tx};
+use fapiao_store::{Executor, Sql, StoreError, Tx, query};
 
 use crate::registry::{Enterprise, enterprise_from_row};
 
@@ -73,27 +75,34 @@ impl Earlier {
 }
 
 fn sequence(block: &NumberBlock) -> Result<i64, StoreError> {
-    i64::try_from(block.next_sequence())
-        .map_err(|e| StoreError::Sqlx(sqlx::Error::Protocol(e.to_string())))
+    i64::try_from(block.next_sequence()).map_err(|e| StoreError::Data(e.to_string()))
 }
 
 /// One row per asked `[enterprise, order_id]` (`$2`, a JSON array), whatever is registered:
 /// whether the cloud `$1` is, the enterprise if it is, the order if it is.
-const ADMISSIONS: &str = "SELECT json_extract(q.value, '$[0]') AS asked_enterprise,
+const ADMISSIONS: Sql = Sql::dialects(
+    "SELECT json_extract(q.value, '$[0]') AS asked_enterprise,
         json_extract(q.value, '$[1]') AS asked_order, c.identity AS known_cloud,
         o.request_hash AS order_hash, o.number AS order_number, e.*
     FROM jsonb_each($2) q
     LEFT JOIN clouds c ON c.identity = $1
     LEFT JOIN enterprises e ON e.taxpayer_id = json_extract(q.value, '$[0]')
     LEFT JOIN orders o ON o.enterprise = json_extract(q.value, '$[0]')
-        AND o.order_id = json_extract(q.value, '$[1]')";
+        AND o.order_id = json_extract(q.value, '$[1]')",
+    "SELECT q.value->>0 AS asked_enterprise, q.value->>1 AS asked_order,
+        c.identity AS known_cloud, o.request_hash AS order_hash, o.number AS order_number, e.*
+    FROM jsonb_array_elements($2::jsonb) q
+    LEFT JOIN clouds c ON c.identity = $1
+    LEFT JOIN enterprises e ON e.taxpayer_id = q.value->>0
+    LEFT JOIN orders o ON o.enterprise = q.value->>0 AND o.order_id = q.value->>1",
+);
 
 impl Known {
     /// Reads the admission of every `(enterprise, order_id)` that `cloud` sends and that is
     /// not read yet, in one query.
     pub(crate) async fn read_admissions(
         &mut self,
-        conn: &mut sqlx::SqliteConnection,
+        conn: &mut dyn Executor,
         cloud: &str,
         orders: &[(&str, &str)],
     ) -> Result<(), StoreError> {
@@ -109,7 +118,7 @@ impl Known {
         if asked.is_empty() {
             return Ok(());
         }
-        let rows = sqlx::query(ADMISSIONS)
+        let rows = query(ADMISSIONS)
             .bind(cloud)
             .bind(serde_json::Value::Array(asked).to_string())
             .fetch_all(&mut *conn)
@@ -210,13 +219,16 @@ pub(crate) struct Staged<'a> {
     pub(crate) quota: (String, Amount),
 }
 
-/// What [`Issuing::commit`] writes, statement after statement in one round trip (a failing
-/// statement stops the rest, and the commit does not happen): `$1` the invoices (JSON rows
-/// as [`Writes::invoices`]) with their orders and their queued uploads, `$2` the blocks'
-/// next sequences (`[id, next]`), `$3` the months' quota used (`[enterprise, month, used]`),
-/// `$4` now. The upload is queued as `crate::outbox::enqueue` queues an entry (the same
-/// columns and initial values): a change to one is a change to both.
-const WRITE_ISSUED: &str = "INSERT INTO invoices (number, enterprise, order_id, kind, blue_number,
+/// What [`Issuing::commit`] writes, in one round trip: `$1` the invoices (JSON rows as
+/// [`Writes::invoices`]) with their orders and their queued uploads, `$2` the blocks' next
+/// sequences (`[id, next]`), held by `$5` until `$6`, `$3` the months' quota used
+/// (`[enterprise, month, used]`), `$4` now. On SQLite statement after statement (a failing
+/// statement stops the rest, and the commit does not happen); on PostgreSQL, which takes
+/// parameters only in single statements, one statement of data-modifying `WITH` clauses.
+/// The upload is queued as `crate::outbox::enqueue` queues an entry (the same columns and
+/// initial values): a change to one is a change to both.
+const WRITE_ISSUED: Sql = Sql::dialects(
+    "INSERT INTO invoices (number, enterprise, order_id, kind, blue_number,
         form_number, issued_at, total, record, tax_status)
     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
         json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
@@ -230,12 +242,37 @@ const WRITE_ISSUED: &str = "INSERT INTO invoices (number, enterprise, order_id, 
     INSERT INTO outbox (kind, number, state, attempts, next_attempt_at, created_at)
     SELECT 'upload', json_extract(value, '$[0]'), 'pending', 0, $4, $4
     FROM jsonb_each($1) ORDER BY key;
-    UPDATE blocks SET next = json_extract(b.value, '$[1]')
+    UPDATE blocks SET next = json_extract(b.value, '$[1]'), holder = $5, held_until = $6
     FROM jsonb_each($2) b WHERE blocks.id = json_extract(b.value, '$[0]');
     INSERT INTO quota_usage (enterprise, month, used)
     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
     FROM jsonb_each($3) WHERE true
-    ON CONFLICT (enterprise, month) DO UPDATE SET used = excluded.used";
+    ON CONFLICT (enterprise, month) DO UPDATE SET used = excluded.used",
+    "WITH i AS (
+        SELECT value AS v, key FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS j(value, key)
+    ), invoices_added AS (
+        INSERT INTO invoices (number, enterprise, order_id, kind, blue_number,
+            form_number, issued_at, total, record, tax_status)
+        SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8, 'pending'
+        FROM i ORDER BY key
+    ), orders_added AS (
+        INSERT INTO orders (enterprise, order_id, request_hash, number)
+        SELECT v->>1, v->>2, v->>9, v->>0 FROM i ORDER BY key
+    ), uploads_queued AS (
+        INSERT INTO outbox (kind, number, state, attempts, next_attempt_at, created_at)
+        SELECT 'upload', v->>0, 'pending', 0, $4, $4 FROM i ORDER BY key
+    ), blocks_moved AS (
+        UPDATE blocks SET next = (b.value->>1)::bigint, holder = $5, held_until = $6
+        FROM jsonb_array_elements($2::jsonb) b WHERE blocks.id = (b.value->>0)::bigint
+    )
+    INSERT INTO quota_usage (enterprise, month, used)
+    SELECT value->>0, value->>1, value->>2 FROM jsonb_array_elements($3::jsonb)
+    ON CONFLICT (enterprise, month) DO UPDATE SET used = excluded.used",
+);
+
+/// How long a replica holds a block it numbers from without using it (seconds): past that,
+/// another replica may take it over from its next number.
+pub(crate) const BLOCK_LEASE: i64 = 600;
 
 impl Issuing {
     /// Begins the write transaction.
@@ -247,13 +284,13 @@ impl Issuing {
         }
     }
 
-    /// Writes a block's next sequence now (it has no numbers left).
+    /// Writes a block's next sequence now (it has no numbers left), and lets it go.
     pub(crate) async fn block_spent(
         &mut self,
         id: i64,
         block: &NumberBlock,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE blocks SET next = $2 WHERE id = $1")
+        query("UPDATE blocks SET next = $2, holder = NULL, held_until = NULL WHERE id = $1")
             .bind(id)
             .bind(sequence(block)?)
             .execute(&mut *self.tx)
@@ -286,8 +323,9 @@ impl Issuing {
         self.writes.quotas.insert(key);
     }
 
-    /// Writes what was kept, then commits (with the audit records).
-    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+    /// Writes what was kept, the blocks held by `instance` for another lease, then commits
+    /// (with the audit records).
+    pub(crate) async fn commit(mut self, instance: &str) -> Result<(), StoreError> {
         let w = std::mem::take(&mut self.writes);
         let blocks = &self.known.blocks;
         if !(w.invoices.is_empty() && blocks.is_empty() && w.quotas.is_empty()) {
@@ -303,11 +341,13 @@ impl Issuing {
                     Some(serde_json::json!([key.0, key.1, used]))
                 })
                 .collect();
-            sqlx::query(WRITE_ISSUED)
+            query(WRITE_ISSUED)
                 .bind(serde_json::Value::Array(w.invoices).to_string())
                 .bind(serde_json::Value::Array(blocks).to_string())
                 .bind(serde_json::Value::Array(quotas).to_string())
                 .bind(now().unix_timestamp())
+                .bind(instance)
+                .bind(now().unix_timestamp() + BLOCK_LEASE)
                 .execute(&mut *self.tx)
                 .await?;
         }

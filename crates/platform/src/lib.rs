@@ -40,27 +40,12 @@ pub use outbox::{OutboxEntry, Workers};
 pub use registry::{Cloud, Enterprise, EnterprisePatch, EnterpriseStatus, Hosting};
 
 /// The platform role's schema.
-pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        description: "registries, numbers, invoices, red forms, outbox",
-        sql: include_str!("../migrations/0001_platform.sql"),
-    },
-    Migration {
-        version: 2,
-        description: "outbox entries by number (red uploads in chain order)",
-        sql: include_str!("../migrations/0002_outbox_chain.sql"),
-    },
-    Migration {
-        version: 3,
-        description: "agents: number blocks, quota shares, reported invoices",
-        sql: include_str!("../migrations/0003_agents.sql"),
-    },
-    Migration {
-        version: 4,
-        description: "outbox entries by state in id order (due entries without a sort)",
-        sql: include_str!("../migrations/0004_outbox_order.sql"),
-    },
+pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
+    1 "0001_platform" "registries, numbers, invoices, red forms, outbox",
+    2 "0002_outbox_chain" "outbox entries by number (red uploads in chain order)",
+    3 "0003_agents" "agents: number blocks, quota shares, reported invoices",
+    4 "0004_outbox_order" "outbox entries by state in id order (due entries without a sort)",
+    5 "0005_replicas" "replicas: blocks held by a replica's device, outbox entries claimed",
 ];
 
 /// Tunables.
@@ -129,6 +114,7 @@ pub const SEALED: &[SealedColumn] = &[RECORD];
 pub(crate) const RECORD: SealedColumn = SealedColumn {
     table: "invoices",
     column: "record",
+    key: "number",
 };
 
 /// The platform role.
@@ -152,6 +138,9 @@ struct Inner {
     range_lock: tokio::sync::Mutex<()>,
     /// Single blue orders waiting to share a write transaction (`issue::Platform::issue_blue`).
     singles: fapiao_store::Group<fapiao_store::Waiting<issue::Queued, issue::Answer>>,
+    /// This replica's name in what it holds in the database: the number blocks its hosted
+    /// devices number from, the outbox entries it is sending.
+    instance: String,
     options: Options,
 }
 
@@ -211,6 +200,7 @@ impl Platform {
                 wake: Arc::new(tokio::sync::Notify::new()),
                 range_lock: tokio::sync::Mutex::new(()),
                 singles: fapiao_store::Group::default(),
+                instance: fapiao_service::instance_id(),
                 options,
             }),
         })

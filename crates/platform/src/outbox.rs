@@ -18,9 +18,7 @@ use fapiao_protocol::wire::{
     Issued, NoticeResults, Receipts, SignedReceipt, StatusNotice, StatusNotices, TaxStatus,
     UploadBatch, WireInvoice, message_type,
 };
-use fapiao_store::sqlx::sqlite::SqliteRow;
-use fapiao_store::sqlx::{self, Row};
-use fapiao_store::{StoreError, Tx};
+use fapiao_store::{Engine, Row, Sql, StoreError, Tx, query, query_as, query_scalar};
 use serde::Serialize;
 
 use crate::Platform;
@@ -78,17 +76,19 @@ async fn record_usual(
     to_notify: Vec<serde_json::Value>,
 ) -> Result<(), StoreError> {
     if !notified.is_empty() {
-        sqlx::query(
+        query(Sql::dialects(
             "UPDATE outbox SET state = 'done', attempts = attempts + 1, done_at = $2
              WHERE id IN (SELECT value FROM jsonb_each($1))",
-        )
+            "UPDATE outbox SET state = 'done', attempts = attempts + 1, done_at = $2
+             WHERE id IN (SELECT (jsonb_array_elements_text($1::jsonb))::bigint)",
+        ))
         .bind(serde_json::Value::Array(notified).to_string())
         .bind(t)
         .execute(&mut **tx)
         .await?;
     }
     if !receipts.is_empty() {
-        sqlx::query(
+        query(Sql::dialects(
             "UPDATE invoices SET tax_status = r.status, tax_reason = r.reason, receipt = r.receipt
              FROM (SELECT json_extract(value, '$[0]') AS number,
                           json_extract(value, '$[1]') AS status,
@@ -96,11 +96,15 @@ async fn record_usual(
                           json_extract(value, '$[3]') AS receipt
                    FROM jsonb_each($1)) AS r
              WHERE invoices.number = r.number",
-        )
+            "UPDATE invoices SET tax_status = r.value->>1, tax_reason = r.value->>2,
+                 receipt = r.value->>3
+             FROM jsonb_array_elements($1::jsonb) AS r
+             WHERE invoices.number = r.value->>0",
+        ))
         .bind(serde_json::Value::Array(receipts).to_string())
         .execute(&mut **tx)
         .await?;
-        sqlx::query(
+        query(Sql::dialects(
             "UPDATE outbox SET state = u.state, last_error = u.reason,
                  attempts = attempts + 1, done_at = $2
              FROM (SELECT json_extract(value, '$[0]') AS id,
@@ -108,7 +112,11 @@ async fn record_usual(
                           json_extract(value, '$[2]') AS reason
                    FROM jsonb_each($1)) AS u
              WHERE outbox.id = u.id",
-        )
+            "UPDATE outbox SET state = u.value->>1, last_error = u.value->>2,
+                 attempts = attempts + 1, done_at = $2
+             FROM jsonb_array_elements($1::jsonb) AS u
+             WHERE outbox.id = (u.value->>0)::bigint",
+        ))
         .bind(serde_json::Value::Array(uploaded).to_string())
         .bind(t)
         .execute(&mut **tx)
@@ -120,6 +128,24 @@ async fn record_usual(
 
 /// The role's background worker.
 pub type Workers = fapiao_service::Worker;
+
+/// Claims due entries for this replica (`$1`) until `$2`: those of `$3` (ids, a JSON array)
+/// still pending and not claimed by a live replica at `$4`, skipping rows another replica is
+/// claiming at this moment. Returns the ids claimed.
+const CLAIM: Sql = Sql::postgres_only(
+    "UPDATE outbox SET claimed_by = $1, claimed_until = $2
+     WHERE id IN (
+         SELECT id FROM outbox
+         WHERE id IN (SELECT (jsonb_array_elements_text($3::jsonb))::bigint)
+           AND state = 'pending'
+           AND (claimed_until IS NULL OR claimed_until < $4 OR claimed_by = $1)
+         FOR UPDATE SKIP LOCKED)
+     RETURNING id",
+);
+
+/// How long a claim on an outbox entry lasts (seconds): longer than any exchange with tax or
+/// a cloud takes.
+const CLAIM_LEASE: i64 = 60;
 
 /// Batches in flight at once.
 const OUTBOX_PARALLEL: usize = 8;
@@ -266,7 +292,7 @@ impl Platform {
                 }
                 // A panic in a batch goes on unwinding here, as it would have inline.
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => return Err(StoreError::Sqlx(sqlx::Error::Io(std::io::Error::other(e)))),
+                Err(e) => return Err(StoreError::Data(e.to_string())),
             }
         }
         Ok(handled)
@@ -290,9 +316,11 @@ impl Platform {
         // issue order even with batches in flight side by side. Blues and notices are never
         // held back. (The unary `+` keeps SQLite from ranging over the due time: it walks the
         // pending entries in id order and stops at the limit; see migration 4.)
-        let due = sqlx::query(
+        let t = now().unix_timestamp();
+        let due = query(
             "SELECT o.id, o.kind, o.number, o.attempts FROM outbox o
              WHERE o.state = 'pending' AND +o.next_attempt_at <= $1
+               AND (o.claimed_until IS NULL OR o.claimed_until < $1 OR o.claimed_by = $3)
                AND NOT (o.kind = 'upload' AND EXISTS (
                    SELECT 1 FROM invoices r JOIN outbox p ON p.kind = 'upload'
                        AND p.state = 'pending' AND p.id < o.id
@@ -301,21 +329,40 @@ impl Platform {
                    WHERE r.number = o.number AND r.blue_number IS NOT NULL))
              ORDER BY o.id LIMIT $2",
         )
-        .bind(now().unix_timestamp())
+        .bind(t)
         .bind(i64::try_from(ROUND + in_flight.len()).unwrap_or(i64::MAX))
+        .bind(&self.inner.instance)
         .fetch_all(&mut *self.inner.db.read().await?)
         .await?;
+        let mut due = due
+            .iter()
+            .map(|row| {
+                Ok(Entry {
+                    id: row.try_get("id")?,
+                    kind: row.try_get("kind")?,
+                    number: row.try_get("number")?,
+                    attempts: row.try_get("attempts")?,
+                })
+            })
+            .filter(|e| !matches!(e, Ok(e) if in_flight.contains(&e.id)))
+            .collect::<Result<Vec<Entry>, StoreError>>()?;
+        if self.inner.db.engine() == Engine::Postgres && !due.is_empty() {
+            // Replicas share the outbox: each sends what it claimed, and a killed replica's
+            // claims run out and are taken over.
+            let ids: Vec<i64> = due.iter().map(|e| e.id).collect();
+            let claimed: HashSet<i64> = query_scalar::<i64>(CLAIM)
+                .bind(&self.inner.instance)
+                .bind(t + CLAIM_LEASE)
+                .bind(serde_json::json!(ids).to_string())
+                .bind(t)
+                .fetch_all(self.inner.db.pool())
+                .await?
+                .into_iter()
+                .collect();
+            due.retain(|e| claimed.contains(&e.id));
+        }
         let (mut uploads, mut notices) = (Vec::new(), Vec::new());
-        for row in &due {
-            let entry = Entry {
-                id: row.try_get("id")?,
-                kind: row.try_get("kind")?,
-                number: row.try_get("number")?,
-                attempts: row.try_get("attempts")?,
-            };
-            if in_flight.contains(&entry.id) {
-                continue;
-            }
+        for entry in due {
             if entry.kind == "upload" {
                 uploads.push(entry);
             } else {
@@ -417,9 +464,10 @@ impl Platform {
                 }
                 Outcome::Failed(reason) => {
                     tracing::warn!(id, %number, %reason, "outbox entry failed definitely");
-                    sqlx::query(
+                    query(
                         "UPDATE outbox SET state = 'failed', attempts = attempts + 1,
-                             last_error = $2 WHERE id = $1",
+                             last_error = $2, claimed_by = NULL, claimed_until = NULL
+                         WHERE id = $1",
                     )
                     .bind(id)
                     .bind(&reason)
@@ -440,9 +488,10 @@ impl Platform {
                     // `processing` by tax and retried the same way.
                     let delay = self.backoff(attempts);
                     tracing::info!(id, %kind, %number, %reason, delay_ms = delay.as_millis(), "outbox entry will be retried");
-                    sqlx::query(
+                    query(
                         "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
-                             next_attempt_at = $3 WHERE id = $1",
+                             next_attempt_at = $3, claimed_by = NULL, claimed_until = NULL
+                         WHERE id = $1",
                     )
                     .bind(id)
                     .bind(&reason)
@@ -543,10 +592,12 @@ impl Platform {
         &self,
         entries: &[Entry],
     ) -> Result<HashMap<String, String>, StoreError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
+        let rows: Vec<(String, String)> = query_as(Sql::dialects(
             "SELECT number, record FROM invoices
              WHERE number IN (SELECT value FROM jsonb_each($1))",
-        )
+            "SELECT number, record FROM invoices
+             WHERE number IN (SELECT jsonb_array_elements_text($1::jsonb))",
+        ))
         .bind(numbers_json(entries))
         .fetch_all(&mut *self.inner.db.read().await?)
         .await?;
@@ -681,17 +732,19 @@ impl Platform {
     }
 
     /// What the notices of the entries' invoices are made of, by number: one query.
-    async fn notice_rows(
-        &self,
-        entries: &[Entry],
-    ) -> Result<HashMap<String, SqliteRow>, StoreError> {
-        let rows = sqlx::query(
+    async fn notice_rows(&self, entries: &[Entry]) -> Result<HashMap<String, Row>, StoreError> {
+        let rows = query(Sql::dialects(
             "SELECT i.number, i.enterprise, i.tax_status, i.tax_reason, i.receipt,
                  i.issued_by IS NOT NULL AS by_agent, c.identity, c.url
              FROM invoices i JOIN enterprises e ON e.taxpayer_id = i.enterprise
                  LEFT JOIN clouds c ON c.identity = e.cloud
              WHERE i.number IN (SELECT value FROM jsonb_each($1))",
-        )
+            "SELECT i.number, i.enterprise, i.tax_status, i.tax_reason, i.receipt,
+                 i.issued_by IS NOT NULL AS by_agent, c.identity, c.url
+             FROM invoices i JOIN enterprises e ON e.taxpayer_id = i.enterprise
+                 LEFT JOIN clouds c ON c.identity = e.cloud
+             WHERE i.number IN (SELECT jsonb_array_elements_text($1::jsonb))",
+        ))
         .bind(numbers_json(entries))
         .fetch_all(&mut *self.inner.db.read().await?)
         .await?;
@@ -705,7 +758,7 @@ impl Platform {
     async fn notice(
         &self,
         number: &str,
-        row: Option<&SqliteRow>,
+        row: Option<&Row>,
     ) -> Result<Result<(String, String, StatusNotice), String>, StoreError> {
         let Some(row) = row else {
             return Ok(Err(format!("invoice {number} is missing")));
@@ -731,7 +784,7 @@ impl Platform {
             let Some(inv) = self.invoice(number).await? else {
                 return Ok(Err(format!("invoice {number} is missing")));
             };
-            let request_hash: Option<String> = sqlx::query_scalar(
+            let request_hash: Option<String> = query_scalar(
                 "SELECT request_hash FROM orders WHERE enterprise = $1 AND order_id = $2",
             )
             .bind(&inv.enterprise)
@@ -821,15 +874,14 @@ impl Platform {
     /// # Errors
     /// [`StoreError`].
     pub async fn outbox(&self, state: &str) -> Result<Vec<OutboxEntry>, StoreError> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT id, kind, number, state, attempts, last_error, next_attempt_at FROM outbox
              WHERE state = $1 ORDER BY id LIMIT 1000",
         )
         .bind(state)
         .fetch_all(self.inner.db.pool())
         .await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
                 Ok(OutboxEntry {
                     id: r.try_get("id")?,
@@ -841,7 +893,7 @@ impl Platform {
                     next_attempt_at: r.try_get("next_attempt_at")?,
                 })
             })
-            .collect::<Result<_, sqlx::Error>>()?)
+            .collect::<Result<_, StoreError>>()
     }
 
     /// Puts a failed entry back in the queue, due now; `false` if there is no such failed
@@ -851,7 +903,7 @@ impl Platform {
     /// [`StoreError`].
     pub async fn retry_outbox(&self, actor: &str, id: i64) -> Result<bool, StoreError> {
         let mut tx = self.inner.db.begin_write().await?;
-        let n = sqlx::query(
+        let n = query(
             "UPDATE outbox SET state = 'pending', next_attempt_at = $2 WHERE id = $1 AND state = 'failed'",
         )
         .bind(id)
@@ -901,11 +953,10 @@ impl fapiao_service::ops::Readiness for Platform {
         use fapiao_service::metrics::Gauge;
         let mut out = Vec::new();
         let pool = self.inner.db.pool();
-        if let Ok(rows) = sqlx::query(
-            "SELECT kind, COUNT(*) AS n FROM outbox WHERE state = 'pending' GROUP BY kind",
-        )
-        .fetch_all(pool)
-        .await
+        if let Ok(rows) =
+            query("SELECT kind, COUNT(*) AS n FROM outbox WHERE state = 'pending' GROUP BY kind")
+                .fetch_all(pool)
+                .await
         {
             for r in rows {
                 let kind: String = r.try_get("kind").unwrap_or_default();
@@ -930,7 +981,7 @@ impl fapiao_service::ops::Readiness for Platform {
             let t = crate::issue::china_now();
             format!("{:04}-{:02}", t.year(), u8::from(t.month()))
         };
-        if let Ok(rows) = sqlx::query(
+        if let Ok(rows) = query(
             "SELECT e.taxpayer_id, e.monthly_quota, COALESCE(q.used, '0') AS used FROM enterprises e
              LEFT JOIN quota_usage q ON q.enterprise = e.taxpayer_id AND q.month = $1",
         )
@@ -955,7 +1006,7 @@ impl Platform {
     /// Seconds since the oldest pending outbox entry was written (0 when none).
     async fn oldest_pending_age(&self) -> Result<i64, StoreError> {
         let oldest: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(created_at) FROM outbox WHERE state = 'pending'")
+            query_scalar("SELECT MIN(created_at) FROM outbox WHERE state = 'pending'")
                 .fetch_one(self.inner.db.pool())
                 .await?;
         Ok(oldest.map_or(0, |t| (now().unix_timestamp() - t).max(0)))

@@ -25,8 +25,7 @@ use fapiao_protocol::Code;
 use fapiao_protocol::client::now;
 use fapiao_service::error::request_id;
 use fapiao_service::{ApiError, PeerIdentity};
-use fapiao_store::StoreError;
-use fapiao_store::sqlx::{self, Row, sqlite::SqliteRow};
+use fapiao_store::{Row, Sql, StoreError, Tx, query, query_scalar};
 use serde::{Deserialize, Serialize};
 
 use crate::Platform;
@@ -175,8 +174,35 @@ fn hosting_text(h: Hosting) -> &'static str {
     }
 }
 
-pub(crate) fn enterprise_from_row(r: &SqliteRow) -> Result<Enterprise, sqlx::Error> {
-    let bad = |c: &str| sqlx::Error::Decode(format!("enterprises.{c}").into());
+/// Locks the rows of `enterprises` until the transaction ends (PostgreSQL; on SQLite the
+/// write transaction holds the database already), in one order whatever the caller's, so
+/// two transactions locking overlapping sets never deadlock. What a transaction checks of an
+/// enterprise and then writes — an order's idempotency, the month's quota, what remains of a
+/// blue invoice, its blocks — holds while it runs: a replica issuing for the same enterprise
+/// waits, then reads what this one wrote.
+///
+/// # Errors
+/// [`StoreError`].
+pub(crate) async fn lock_enterprises(tx: &mut Tx, enterprises: &[&str]) -> Result<(), StoreError> {
+    if enterprises.is_empty() || tx.engine() == fapiao_store::Engine::Sqlite {
+        return Ok(());
+    }
+    let mut ids: Vec<&str> = enterprises.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    query(Sql::postgres_only(
+        "SELECT taxpayer_id FROM enterprises
+         WHERE taxpayer_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+         ORDER BY taxpayer_id FOR UPDATE",
+    ))
+    .bind(serde_json::json!(ids).to_string())
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) fn enterprise_from_row(r: &Row) -> Result<Enterprise, StoreError> {
+    let bad = |c: &str| StoreError::Data(format!("enterprises.{c}"));
     let status: String = r.try_get("status")?;
     let hosting: String = r.try_get("hosting")?;
     let types: String = r.try_get("allowed_types")?;
@@ -211,7 +237,7 @@ impl Platform {
     /// [`StoreError`].
     pub async fn register_cloud(&self, actor: &str, cloud: &Cloud) -> Result<(), StoreError> {
         let mut tx = self.inner.db.begin_write().await?;
-        sqlx::query(
+        query(
             "INSERT INTO clouds (identity, url, registered_at) VALUES ($1, $2, $3)
              ON CONFLICT (identity) DO UPDATE SET url = excluded.url",
         )
@@ -237,18 +263,17 @@ impl Platform {
     /// # Errors
     /// [`StoreError`].
     pub async fn clouds(&self) -> Result<Vec<Cloud>, StoreError> {
-        let rows = sqlx::query("SELECT identity, url FROM clouds ORDER BY identity")
+        let rows = query("SELECT identity, url FROM clouds ORDER BY identity")
             .fetch_all(self.inner.db.pool())
             .await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
                 Ok(Cloud {
                     identity: r.try_get("identity")?,
                     url: r.try_get("url")?,
                 })
             })
-            .collect::<Result<_, sqlx::Error>>()?)
+            .collect::<Result<_, StoreError>>()
     }
 
     /// Registers an enterprise; `Ok(false)` if it already exists (nothing changed).
@@ -263,19 +288,17 @@ impl Platform {
         e.check()
             .map_err(|(field, message)| RegistryError::Invalid { field, message })?;
         let mut tx = self.inner.db.begin_write().await?;
-        let cloud: Option<String> =
-            sqlx::query_scalar("SELECT identity FROM clouds WHERE identity = $1")
-                .bind(&e.cloud)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
+        let cloud: Option<String> = query_scalar("SELECT identity FROM clouds WHERE identity = $1")
+            .bind(&e.cloud)
+            .fetch_optional(&mut *tx)
+            .await?;
         if cloud.is_none() {
             return Err(RegistryError::Invalid {
                 field: "cloud",
                 message: format!("cloud `{}` is not registered", e.cloud),
             });
         }
-        let inserted = sqlx::query(
+        let inserted = query(
             "INSERT INTO enterprises (taxpayer_id, name, cloud, status, hosting, allowed_types,
                 invoice_limit, monthly_quota, province, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -292,8 +315,7 @@ impl Platform {
         .bind(i64::from(e.province_code()))
         .bind(now().unix_timestamp())
         .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?
+        .await?
         .rows_affected();
         if inserted == 1 {
             crate::issue::audit(
@@ -320,13 +342,12 @@ impl Platform {
         patch: &EnterprisePatch,
     ) -> Result<Option<Enterprise>, RegistryError> {
         let mut tx = self.inner.db.begin_write().await?;
-        let row = sqlx::query("SELECT * FROM enterprises WHERE taxpayer_id = $1")
+        let row = query("SELECT * FROM enterprises WHERE taxpayer_id = $1")
             .bind(taxpayer_id)
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
+            .await?;
         let Some(row) = row else { return Ok(None) };
-        let mut e = enterprise_from_row(&row).map_err(StoreError::from)?;
+        let mut e = enterprise_from_row(&row)?;
         if let Some(s) = patch.status {
             e.status = s;
         }
@@ -344,7 +365,7 @@ impl Platform {
         }
         e.check()
             .map_err(|(field, message)| RegistryError::Invalid { field, message })?;
-        sqlx::query(
+        query(
             "UPDATE enterprises SET status = $2, hosting = $3, allowed_types = $4,
                 invoice_limit = $5, monthly_quota = $6, updated_at = $7
              WHERE taxpayer_id = $1",
@@ -357,8 +378,7 @@ impl Platform {
         .bind(e.monthly_quota.to_string())
         .bind(now().unix_timestamp())
         .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
+        .await?;
         crate::issue::audit(
             &mut tx,
             actor,
@@ -376,13 +396,12 @@ impl Platform {
     /// # Errors
     /// [`StoreError`].
     pub async fn enterprises(&self) -> Result<Vec<Enterprise>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM enterprises ORDER BY taxpayer_id")
+        let rows = query("SELECT * FROM enterprises ORDER BY taxpayer_id")
             .fetch_all(self.inner.db.pool())
             .await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(enterprise_from_row)
-            .collect::<Result<_, _>>()?)
+            .collect::<Result<_, _>>()
     }
 
     /// The admin routes (separate admin port; mutual TLS, operator = role `platform`).

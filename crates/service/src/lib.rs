@@ -40,6 +40,31 @@ pub use material::{Material, MaterialConfig, MaterialError};
 pub use metrics::Registry;
 pub use worker::Worker;
 
+/// This process's name among replicas of its role, for what it holds in a shared database
+/// (number blocks, outbox claims): `<host>/<pid>/<random>`, new at every start, so a
+/// restarted replica never mistakes what its previous life held for its own.
+#[must_use]
+pub fn instance_id() -> String {
+    use rand_core::Rng as _;
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let mut r = [0_u8; 4];
+    fapiao_crypto::rng::system_rng().fill_bytes(&mut r);
+    format!(
+        "{host}/{}/{:08x}",
+        std::process::id(),
+        u32::from_be_bytes(r)
+    )
+}
+
 /// Who is on the other end of a mutually authenticated connection, from the client
 /// certificate rustls verified (chain, validity, CRL) during the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,9 +9,9 @@
 //! reordered (a gap in `seq`, or a `prev_hash` that is not its predecessor's hash); signed
 //! heads ([`sign_head`]) catch a chain rewritten or cut short after the fact.
 
-use sqlx::Row;
 use time::OffsetDateTime;
 
+use crate::engine::{Target, query, query_as, query_scalar};
 use crate::{Db, StoreError, Tx};
 
 /// The action of the record a retention cut appends (detail: `through`, `hash`, `export`).
@@ -77,9 +77,20 @@ pub fn record_hash(
     hex(&fapiao_crypto::primitives::sm3(&buf))
 }
 
-/// Appends a record in the caller's (write) transaction: it is written when the transaction
-/// commits, with every other record appended in it, in one statement (and not at all if
-/// the transaction is rolled back, or rolled back to a savepoint set before the append).
+/// A record appended in a transaction, before it joins the chain at commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    at: i64,
+    actor: String,
+    action: String,
+    subject: String,
+    detail: String,
+}
+
+/// Appends a record in the caller's (write) transaction: it joins the chain when the
+/// transaction commits, with every other record appended in it, in one statement (and not at
+/// all if the transaction is rolled back, or rolled back to a savepoint set before the
+/// append).
 ///
 /// # Errors
 /// [`StoreError`].
@@ -91,26 +102,12 @@ pub async fn append(
     subject: &str,
     detail: &serde_json::Value,
 ) -> Result<(), StoreError> {
-    // The head is read once per transaction: a write transaction holds the write lock, so
-    // no one else appends meanwhile, and later appends chain to what this one appended.
-    let (last, prev_hash) = match tx.audit.head.take() {
-        Some(head) => head,
-        None => chain_from(head(tx).await?),
-    };
-    let seq = last + 1;
-    let at = at.unix_timestamp();
-    let detail = detail.to_string();
-    let hash = record_hash(seq, at, actor, action, subject, &detail, &prev_hash);
-    tx.audit.head = Some((seq, hash.clone()));
-    tx.audit.pending.push(Record {
-        seq,
-        at,
+    tx.audit.pending.push(Entry {
+        at: at.unix_timestamp(),
         actor: actor.to_owned(),
         action: action.to_owned(),
         subject: subject.to_owned(),
-        detail,
-        prev_hash,
-        hash,
+        detail: detail.to_string(),
     });
     Ok(())
 }
@@ -118,25 +115,73 @@ pub async fn append(
 /// The newest record's `seq` and `hash`, as written (no row before the first record).
 pub(crate) const HEAD: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
 
-/// The newest record's `(seq, hash)` as written, if any.
-async fn head(conn: &mut sqlx::SqliteConnection) -> Result<Option<(i64, String)>, StoreError> {
-    Ok(sqlx::query_as(HEAD).fetch_optional(conn).await?)
+/// What PostgreSQL transactions lock, at commit, to append to the chain one after the other.
+pub(crate) const CHAIN_LOCK: &str = "fapiao.audit_chain";
+
+/// What the next record chains to: the newest record's `seq` and `hash`, or the genesis
+/// before the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChainHead {
+    seq: i64,
+    hash: String,
 }
 
-/// What the next record chains to: the newest record's `(seq, hash)`, or the genesis before
-/// the first.
-pub(crate) fn chain_from(head: Option<(i64, String)>) -> (i64, String) {
-    head.unwrap_or_else(|| (0, GENESIS.to_owned()))
+impl Default for ChainHead {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            hash: GENESIS.to_owned(),
+        }
+    }
 }
 
-/// Writes a transaction's pending records (see [`append`]) in one statement, followed by
-/// `then` in the same round trip to the connection.
-pub(crate) async fn write_pending(
-    conn: &mut sqlx::SqliteConnection,
-    pending: &[Record],
+impl ChainHead {
+    /// From the newest record's `(seq, hash)`, if any.
+    pub(crate) fn of(head: Option<(i64, String)>) -> Self {
+        head.map_or_else(Self::default, |(seq, hash)| Self { seq, hash })
+    }
+}
+
+/// The newest record as written (read under the write lock, or the chain's lock).
+pub(crate) async fn head(t: &mut Target<'_>) -> Result<ChainHead, StoreError> {
+    Ok(ChainHead::of(query_as(HEAD).fetch_optional(t).await?))
+}
+
+/// Chains `entries` after `head`.
+pub(crate) fn chain(head: ChainHead, entries: Vec<Entry>) -> Vec<Record> {
+    let ChainHead {
+        seq: mut last,
+        hash: mut prev_hash,
+    } = head;
+    entries
+        .into_iter()
+        .map(|e| {
+            last += 1;
+            let hash = record_hash(
+                last, e.at, &e.actor, &e.action, &e.subject, &e.detail, &prev_hash,
+            );
+            Record {
+                seq: last,
+                at: e.at,
+                actor: e.actor,
+                action: e.action,
+                subject: e.subject,
+                detail: e.detail,
+                prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+                hash,
+            }
+        })
+        .collect()
+}
+
+/// Writes chained records in one statement, followed on SQLite by `then` in the same round
+/// trip to the connection.
+pub(crate) async fn write(
+    t: &mut Target<'_>,
+    records: &[Record],
     then: Option<&'static str>,
 ) -> Result<(), StoreError> {
-    let rows = pending
+    let rows = records
         .iter()
         .map(|r| {
             serde_json::json!([
@@ -151,8 +196,8 @@ pub(crate) async fn write_pending(
             ])
         })
         .collect();
-    crate::insert_rows_then(
-        conn,
+    crate::batch::insert_rows_then(
+        t,
         "audit_log",
         &[
             "seq",
@@ -203,10 +248,14 @@ pub async fn sign_head(
     sign: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
 ) -> Result<Option<Head>, StoreError> {
     let mut tx = db.begin_write().await?;
-    let Some((seq, hash)) = head(&mut tx).await? else {
+    tx.lock(CHAIN_LOCK).await?;
+    let Some((seq, hash)) = query_as::<(i64, String)>(HEAD)
+        .fetch_optional(&mut tx)
+        .await?
+    else {
         return Ok(None);
     };
-    let signed: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM audit_heads")
+    let signed: Option<i64> = query_scalar("SELECT MAX(seq) FROM audit_heads")
         .fetch_one(&mut *tx)
         .await?;
     if signed == Some(seq) {
@@ -215,7 +264,7 @@ pub async fn sign_head(
     let Some(signature) = sign(&head_bytes(seq, &hash)) else {
         return Ok(None);
     };
-    sqlx::query("INSERT INTO audit_heads (seq, hash, signed_at, signature, certificate) VALUES ($1, $2, $3, $4, $5)")
+    query("INSERT INTO audit_heads (seq, hash, signed_at, signature, certificate) VALUES ($1, $2, $3, $4, $5)")
         .bind(seq)
         .bind(&hash)
         .bind(now.unix_timestamp())
@@ -257,7 +306,7 @@ pub enum Verdict {
 /// # Errors
 /// [`StoreError`].
 pub async fn verify(db: &Db) -> Result<Verdict, StoreError> {
-    let rows = sqlx::query("SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq")
+    let rows = query("SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq")
         .fetch_all(db.pool())
         .await?;
     let mut prev = GENESIS.to_owned();
@@ -338,11 +387,10 @@ pub async fn verify(db: &Db) -> Result<Verdict, StoreError> {
             ),
         });
     }
-    let heads = sqlx::query(
-        "SELECT seq, hash, signed_at, signature, certificate FROM audit_heads ORDER BY seq",
-    )
-    .fetch_all(db.pool())
-    .await?;
+    let heads =
+        query("SELECT seq, hash, signed_at, signature, certificate FROM audit_heads ORDER BY seq")
+            .fetch_all(db.pool())
+            .await?;
     let mut newest = None;
     for h in &heads {
         let head = Head {

@@ -4,9 +4,9 @@
 //!
 //! Classes: **logs** (delivery and upload logs; default 180 days) and **invoices** (invoices
 //! and the audit records of the same period; default 10 years). Exports are JSON lines, one
-//! object per row with its `rowid` and columns (BLOBs in hex), appended to
+//! object per row with its columns (BLOBs in upper-case hex), appended to
 //! `<dir>/<role>.<table>.jsonl`; a run interrupted between export and delete exports those rows
-//! again on the next run (same `rowid`: deduplicate by it).
+//! again on the next run (same key: deduplicate by it).
 //!
 //! The audit chain is cut only at a signed head, and the cut is itself recorded in the chain
 //! (`audit.pruned` with the last pruned record's seq and hash), so [`crate::audit::verify`]
@@ -15,9 +15,11 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use sqlx::{AssertSqlSafe, Row};
 use time::{Duration, OffsetDateTime, UtcOffset};
 
+// Table and column names in dynamic SQL come from `Rule`s, `'static` constants of the role
+// crates, and from the database's own catalogue; never input.
+use crate::engine::{Engine, Value, query, query_as, query_scalar, query_text};
 use crate::{Db, StoreError};
 
 /// A retention class.
@@ -46,6 +48,8 @@ pub struct Rule {
     pub class: Class,
     /// Table.
     pub table: &'static str,
+    /// Its key column (rows are exported and deleted by it).
+    pub key: &'static str,
     /// Time column.
     pub column: &'static str,
     /// How it is written.
@@ -122,11 +126,11 @@ impl Retention {
         for rule in rules {
             let cutoff = self.cutoff(rule.class, now);
             let bound = match rule.age {
-                Age::Unix => cutoff.unix_timestamp().to_string(),
+                Age::Unix => Value::from(cutoff.unix_timestamp()),
                 Age::ChinaText => {
                     let c =
                         cutoff.to_offset(UtcOffset::from_hms(8, 0, 0).unwrap_or(UtcOffset::UTC));
-                    format!(
+                    Value::from(format!(
                         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
                         c.year(),
                         u8::from(c.month()),
@@ -134,7 +138,7 @@ impl Retention {
                         c.hour(),
                         c.minute(),
                         c.second()
-                    )
+                    ))
                 }
             };
             let condition = format!(
@@ -143,8 +147,7 @@ impl Retention {
                 and = if rule.filter.is_empty() { "" } else { " AND " },
                 filter = rule.filter
             );
-            let (rows, export) =
-                export_and_delete(db, role, rule.table, &condition, &bound, dir).await?;
+            let (rows, export) = export_and_delete(db, role, rule, &condition, &bound, dir).await?;
             out.push(Pruned {
                 table: rule.table.to_owned(),
                 rows,
@@ -163,7 +166,7 @@ impl Retention {
         dir: &Path,
     ) -> Result<Pruned, StoreError> {
         let cutoff = self.cutoff(Class::Invoices, now).unix_timestamp();
-        let head: Option<(i64, String)> = sqlx::query_as(
+        let head: Option<(i64, String)> = query_as(
             "SELECT h.seq, h.hash FROM audit_heads h JOIN audit_log l ON l.seq = h.seq
              WHERE l.at < $1 ORDER BY h.seq DESC LIMIT 1",
         )
@@ -177,21 +180,21 @@ impl Retention {
                 export: None,
             });
         };
-        let bound = through.to_string();
+        let bound = Value::from(through);
         let (_, heads_file) =
             export_rows(db, role, "audit_heads", "seq <= $1", &bound, dir).await?;
         let (rows, export) = export_rows(db, role, "audit_log", "seq <= $1", &bound, dir).await?;
         let mut tx = db.begin_write().await?;
-        sqlx::query("DELETE FROM audit_heads WHERE seq <= $1")
+        query("DELETE FROM audit_heads WHERE seq <= $1")
             .bind(through)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM audit_log WHERE seq <= $1")
+        query("DELETE FROM audit_log WHERE seq <= $1")
             .bind(through)
             .execute(&mut *tx)
             .await?;
-        // The head read with the `BEGIN` may be among the records just deleted: the next
-        // append reads it again.
+        // The head read with the `BEGIN` may be among the records just deleted: the commit
+        // reads it again.
         tx.audit.head = None;
         crate::audit::append(
             &mut tx,
@@ -219,38 +222,68 @@ fn io(path: &Path, e: &std::io::Error) -> StoreError {
     StoreError::Key(format!("retention export {}: {e}", path.display()))
 }
 
-/// The JSON object of a row: `json_object('rowid', rowid, 'c', c, …)`, BLOBs as hex.
+/// The JSON object of a row of `table`: every column by name, BLOBs in upper-case hex.
 async fn json_of_row(db: &Db, table: &str) -> Result<String, StoreError> {
-    let cols = sqlx::query(AssertSqlSafe(format!("PRAGMA table_info({table})")))
-        .fetch_all(db.pool())
-        .await?;
-    let mut parts = vec!["'rowid', rowid".to_owned()];
-    for c in &cols {
-        let name: String = c.try_get("name")?;
-        parts.push(format!(
-            "'{name}', CASE WHEN typeof({name}) = 'blob' THEN hex({name}) ELSE {name} END"
-        ));
-    }
-    Ok(format!("json_object({})", parts.join(", ")))
+    Ok(match db.engine() {
+        Engine::Sqlite => {
+            let cols: Vec<String> = query_scalar("SELECT name FROM pragma_table_info($1)")
+                .bind(table)
+                .fetch_all(db.pool())
+                .await?;
+            let parts: Vec<String> = cols
+                .iter()
+                .map(|name| {
+                    format!(
+                        "'{name}', CASE WHEN typeof({name}) = 'blob' THEN hex({name}) ELSE {name} END"
+                    )
+                })
+                .collect();
+            format!("json_object({})", parts.join(", "))
+        }
+        Engine::Postgres => {
+            let cols: Vec<(String, String)> = query_as(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND table_name = $1
+                 ORDER BY ordinal_position",
+            )
+            .bind(table)
+            .fetch_all(db.pool())
+            .await?;
+            let parts: Vec<String> = cols
+                .iter()
+                .map(|(name, kind)| {
+                    if kind == "bytea" {
+                        format!("'{name}', upper(encode({name}, 'hex'))")
+                    } else {
+                        format!("'{name}', {name}")
+                    }
+                })
+                .collect();
+            format!("json_build_object({})::text", parts.join(", "))
+        }
+    })
 }
 
-/// Appends every row of `table` matching `condition` (bound `$1`) to the export file and
-/// syncs it; returns how many and the file.
+/// Appends every row of `table` (an audit table, keyed by `seq`) matching `condition`
+/// (bound `$1`) to the export file and syncs it; returns how many and the file.
 async fn export_rows(
     db: &Db,
     role: &str,
     table: &str,
     condition: &str,
-    bound: &str,
+    bound: &Value,
     dir: &Path,
 ) -> Result<(u64, Option<PathBuf>), StoreError> {
     let json = json_of_row(db, table).await?;
-    let rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT {json} FROM {table} WHERE {condition} ORDER BY rowid"
-    )))
-    .bind(bound)
+    let rows: Vec<String> = query_text(format!(
+        "SELECT {json} FROM {table} WHERE {condition} ORDER BY seq"
+    ))
+    .bind(bound.clone())
     .fetch_all(db.pool())
-    .await?;
+    .await?
+    .iter()
+    .map(|r| r.try_get(0))
+    .collect::<Result<_, _>>()?;
     if rows.is_empty() {
         return Ok((0, None));
     }
@@ -284,42 +317,48 @@ fn append_synced(path: &Path, lines: &[String]) -> Result<(), StoreError> {
 async fn export_and_delete(
     db: &Db,
     role: &str,
-    table: &str,
+    rule: &Rule,
     condition: &str,
-    bound: &str,
+    bound: &Value,
     dir: &Path,
 ) -> Result<(u64, Option<PathBuf>), StoreError> {
+    let (table, key) = (rule.table, rule.key);
     let json = json_of_row(db, table).await?;
     let path = dir.join(format!("{role}.{table}.jsonl"));
     let mut total = 0_u64;
     loop {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT rowid AS r, {json} AS j FROM {table} WHERE {condition} ORDER BY rowid LIMIT {BATCH}"
-        )))
-        .bind(bound)
+        let rows = query_text(format!(
+            "SELECT {key} AS k, {json} AS j FROM {table} WHERE {condition} ORDER BY {key} LIMIT {BATCH}"
+        ))
+        .bind(bound.clone())
         .fetch_all(db.pool())
         .await?;
         if rows.is_empty() {
             break;
         }
-        let mut ids = Vec::with_capacity(rows.len());
+        let mut keys = Vec::with_capacity(rows.len());
         let mut lines = Vec::with_capacity(rows.len());
         for r in &rows {
-            ids.push(r.try_get::<i64, _>("r")?);
+            keys.push(r.value("k")?);
             lines.push(r.try_get::<String, _>("j")?);
         }
         // The export is durable before anything is deleted.
         append_synced(&path, &lines)?;
         let mut tx = db.begin_write().await?;
-        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-        sqlx::query(AssertSqlSafe(format!(
-            "DELETE FROM {table} WHERE rowid IN ({list}) AND {condition}"
-        )))
-        .bind(bound)
-        .execute(&mut *tx)
-        .await?;
+        let list = (2..keys.len() + 2)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut delete = query_text(format!(
+            "DELETE FROM {table} WHERE {key} IN ({list}) AND {condition}"
+        ))
+        .bind(bound.clone());
+        for k in keys.iter().cloned() {
+            delete = delete.bind(k);
+        }
+        delete.execute(&mut *tx).await?;
         tx.commit().await?;
-        total += ids.len() as u64;
+        total += keys.len() as u64;
     }
     Ok((total, (total > 0).then_some(path)))
 }

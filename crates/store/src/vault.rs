@@ -30,12 +30,12 @@ use fapiao_crypto::aead::{AeadAlgorithm, AeadKey, NONCE_LEN};
 use fapiao_crypto::rng::system_rng;
 use hmac::{KeyInit, Mac};
 use rand_core::Rng;
-// Table and column names in dynamic SQL come from `SealedColumn`s, which are `'static`
-// constants of the role crates, never input.
-use sqlx::{AssertSqlSafe, Row, SqliteConnection};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+// Table and column names in dynamic SQL (`query_text`) come from `SealedColumn`s, which are
+// `'static` constants of the role crates, never input.
+use crate::engine::{Engine, Executor, query, query_scalar, query_text};
 use crate::{Db, StoreError, Tx};
 
 /// The environment variable that overrides the master key file (hex).
@@ -127,13 +127,16 @@ impl MasterKey {
     }
 }
 
-/// A column holding sealed values, addressed by `rowid`.
+/// A column holding sealed values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SealedColumn {
     /// Table.
     pub table: &'static str,
     /// Column.
     pub column: &'static str,
+    /// What identifies a row: its key column, or an expression of its key columns
+    /// (`enterprise || ':' || order_id`).
+    pub key: &'static str,
 }
 
 impl SealedColumn {
@@ -168,12 +171,15 @@ impl std::fmt::Debug for Vault {
     }
 }
 
+/// What transactions creating a data key lock, so that replicas starting together create one.
+const KEYS_LOCK: &str = "fapiao.data_keys";
+
 /// The id of the data key new values are sealed with (no row before the first key).
 pub(crate) const ACTIVE_ID: &str = "SELECT id FROM data_keys WHERE active = 1";
 
 /// The id of the data key new values are sealed with.
-async fn active_id<'e>(e: impl sqlx::SqliteExecutor<'e>) -> Result<Option<i64>, StoreError> {
-    Ok(sqlx::query_scalar(ACTIVE_ID).fetch_optional(e).await?)
+async fn active_id(e: impl Executor) -> Result<Option<i64>, StoreError> {
+    query_scalar(ACTIVE_ID).fetch_optional(e).await
 }
 
 fn wrap_aad(id: i64) -> Vec<u8> {
@@ -204,11 +210,13 @@ impl Vault {
             index_key: Arc::new(index_key),
         };
         let mut tx = db.begin_write().await?;
+        // Replicas starting together: one creates the first key, the others find it.
+        tx.lock(KEYS_LOCK).await?;
         if active_id(&mut *tx).await?.is_none() {
             vault.create_key(&mut tx, now).await?;
         }
         tx.commit().await?;
-        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM data_keys ORDER BY id")
+        let ids: Vec<i64> = query_scalar("SELECT id FROM data_keys ORDER BY id")
             .fetch_all(db.pool())
             .await?;
         for id in ids {
@@ -217,27 +225,25 @@ impl Vault {
         Ok(vault)
     }
 
-    /// Creates a data key and makes it the active one (in `tx`).
-    async fn create_key(
-        &self,
-        tx: &mut SqliteConnection,
-        now: OffsetDateTime,
-    ) -> Result<i64, StoreError> {
+    /// Creates a data key and makes it the active one (in `tx`, which holds
+    /// [`KEYS_LOCK`]).
+    async fn create_key(&self, tx: &mut Tx, now: OffsetDateTime) -> Result<i64, StoreError> {
         let algorithm = self.master.algorithm();
         let mut raw = Zeroizing::new(vec![0_u8; algorithm.key_len()]);
         system_rng().fill_bytes(&mut raw);
         let key = AeadKey::new(algorithm, &raw).map_err(|_| key_error("data key length"))?;
-        let id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM data_keys")
-            .fetch_one(&mut *tx)
-            .await?;
+        let id: i64 =
+            query_scalar("SELECT CAST(COALESCE(MAX(id), 0) + 1 AS BIGINT) FROM data_keys")
+                .fetch_one(&mut **tx)
+                .await?;
         let mut nonce = [0_u8; NONCE_LEN];
         system_rng().fill_bytes(&mut nonce);
         let mut wrapped = nonce.to_vec();
         wrapped.extend(self.master.0.seal(&nonce, &wrap_aad(id), &raw));
-        sqlx::query("UPDATE data_keys SET active = 0 WHERE active = 1")
-            .execute(&mut *tx)
+        query("UPDATE data_keys SET active = 0 WHERE active = 1")
+            .execute(&mut **tx)
             .await?;
-        sqlx::query(
+        query(
             "INSERT INTO data_keys (id, algorithm, wrapped, active, created_at)
              VALUES ($1, $2, $3, 1, $4)",
         )
@@ -245,7 +251,7 @@ impl Vault {
         .bind(algorithm.name())
         .bind(wrapped)
         .bind(now.unix_timestamp())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         self.keys
             .write()
@@ -264,7 +270,7 @@ impl Vault {
         {
             return Ok(k.clone());
         }
-        let row = sqlx::query("SELECT algorithm, wrapped FROM data_keys WHERE id = $1")
+        let row = query("SELECT algorithm, wrapped FROM data_keys WHERE id = $1")
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?
@@ -321,11 +327,14 @@ impl Vault {
         field: &str,
         plaintext: &[u8],
     ) -> Result<String, StoreError> {
-        // Read once per transaction: activating another key is a write transaction, which
-        // cannot happen while this one holds the write lock.
+        // Read once per transaction. Activating another key is a write transaction, which
+        // cannot happen while this one holds SQLite's write lock, or on PostgreSQL the keys'
+        // lock shared: a rotation's switch waits for every transaction sealing under the
+        // old key, so its pass over the rows finds what they sealed.
         let id = match tx.data_key {
             Some(id) => id,
             None => {
+                tx.lock_shared(KEYS_LOCK).await?;
                 let id = active_id(&mut **tx)
                     .await?
                     .ok_or_else(|| key_error("no active data key"))?;
@@ -422,18 +431,20 @@ impl Vault {
     /// # Errors
     /// [`StoreError`].
     pub async fn census(&self, column: SealedColumn) -> Result<Vec<(String, u64)>, StoreError> {
+        let key_id = match self.db.engine() {
+            Engine::Sqlite => "substr({c}, {p}, instr(substr({c}, {p}), ':') - 1)",
+            Engine::Postgres => "split_part(substr({c}, {p}), ':', 1)",
+        }
+        .replace("{c}", column.column)
+        .replace("{p}", &(PREFIX.len() + 1).to_string());
         let sql = format!(
-            "SELECT CASE WHEN {c} LIKE '{PREFIX}%'
-                    THEN substr({c}, {p}, instr(substr({c}, {p}), ':') - 1)
-                    ELSE 'plain' END AS k, COUNT(*) AS n
-             FROM {t} WHERE {c} IS NOT NULL GROUP BY k ORDER BY k",
+            "SELECT CASE WHEN {c} LIKE '{PREFIX}%' THEN {key_id} ELSE 'plain' END AS k,
+                 CAST(COUNT(*) AS BIGINT) AS n
+             FROM {t} WHERE {c} IS NOT NULL GROUP BY 1 ORDER BY 1",
             c = column.column,
             t = column.table,
-            p = PREFIX.len() + 1,
         );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows = query_text(sql).fetch_all(self.db.pool()).await?;
         rows.iter()
             .map(|r| {
                 let n: i64 = r.try_get("n")?;
@@ -456,6 +467,7 @@ impl Vault {
         mut progress: impl FnMut(&str, u64),
     ) -> Result<Rotation, StoreError> {
         let mut tx = self.db.begin_write().await?;
+        tx.lock(KEYS_LOCK).await?;
         let id = self.create_key(&mut tx, now).await?;
         tx.commit().await?;
         let current = format!("{PREFIX}k{id}:%");
@@ -465,12 +477,13 @@ impl Vault {
             let mut done = 0_u64;
             loop {
                 let mut tx = self.db.begin_write().await?;
-                let rows = sqlx::query(AssertSqlSafe(format!(
-                    "SELECT rowid AS r, {c} AS v FROM {t}
+                let rows = query_text(format!(
+                    "SELECT {k} AS r, {c} AS v FROM {t}
                      WHERE {c} IS NOT NULL AND {c} NOT LIKE $1 LIMIT $2",
                     c = column.column,
                     t = column.table,
-                )))
+                    k = column.key,
+                ))
                 .bind(&current)
                 .bind(i64::from(batch.max(1)))
                 .fetch_all(&mut *tx)
@@ -480,18 +493,22 @@ impl Vault {
                     break;
                 }
                 for r in &rows {
-                    let rowid: i64 = r.try_get("r")?;
+                    let key = r.value("r")?;
                     let value: String = r.try_get("v")?;
                     let plain = self.unseal(&field, &value).await?;
                     let sealed = self.seal_with(id, &field, &plain).await?;
-                    sqlx::query(AssertSqlSafe(format!(
-                        "UPDATE {t} SET {c} = $1 WHERE rowid = $2",
+                    // Unchanged since read: a value written meanwhile under the new key
+                    // stays as it is.
+                    query_text(format!(
+                        "UPDATE {t} SET {c} = $1 WHERE {k} = $2 AND {c} = $3",
                         c = column.column,
                         t = column.table,
-                    )))
+                        k = column.key,
+                    ))
                     .bind(sealed)
-                    .bind(rowid)
-                    .execute(&mut *tx)
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut tx)
                     .await?;
                 }
                 tx.commit().await?;

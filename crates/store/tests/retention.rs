@@ -1,24 +1,32 @@
-//! Retention on a real SQLite file: expired rows are exported (durably) before they are
-//! deleted, younger ones stay, and the audit chain cut at a signed head still verifies while a
-//! prefix deleted by hand does not.
+//! Retention on a real SQLite file and a real PostgreSQL database: expired rows are exported
+//! (durably) before they are deleted, younger ones stay, and the audit chain cut at a signed
+//! head still verifies while a prefix deleted by hand does not.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use fapiao_store::audit::{self, Verdict};
 use fapiao_store::retention::{Age, Class, Retention, Rule};
-use fapiao_store::{Db, Migration};
+use fapiao_store::testing::TestDb;
+use fapiao_store::{Db, Engine, Migration, Sql, engines, query, query_text};
 use time::{Duration, OffsetDateTime};
 
 const M: &[Migration] = &[Migration {
     version: 1,
     description: "log",
-    sql: "CREATE TABLE upload_log (id INTEGER PRIMARY KEY, number TEXT NOT NULL, at INTEGER NOT NULL, raw BLOB);
+    sql: Sql::dialects(
+        "CREATE TABLE upload_log (id INTEGER PRIMARY KEY, number TEXT NOT NULL, at INTEGER NOT NULL, raw BLOB);
           CREATE TABLE invoices (number TEXT PRIMARY KEY, issued_at TEXT NOT NULL);",
+        "CREATE TABLE upload_log (id BIGINT PRIMARY KEY, number TEXT NOT NULL, at BIGINT NOT NULL, raw BYTEA);
+          CREATE TABLE invoices (number TEXT PRIMARY KEY, issued_at TEXT NOT NULL);",
+    ),
 }];
+
+engines!(expired_rows_are_exported_then_deleted_and_the_audit_cut_verifies);
 
 const RULES: &[Rule] = &[
     Rule {
         class: Class::Logs,
         table: "upload_log",
+        key: "id",
         column: "at",
         age: Age::Unix,
         filter: "",
@@ -26,6 +34,7 @@ const RULES: &[Rule] = &[
     Rule {
         class: Class::Invoices,
         table: "invoices",
+        key: "number",
         column: "issued_at",
         age: Age::ChinaText,
         filter: "",
@@ -37,28 +46,25 @@ fn now() -> OffsetDateTime {
 }
 
 async fn count(db: &Db, table: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+    query_text(format!("SELECT COUNT(*) FROM {table}"))
         .fetch_one(db.pool())
         .await
         .unwrap()
+        .try_get(0)
+        .unwrap()
 }
 
-#[tokio::test]
-async fn expired_rows_are_exported_then_deleted_and_the_audit_cut_verifies() {
+async fn expired_rows_are_exported_then_deleted_and_the_audit_cut_verifies(engine: Engine) {
+    let t = TestDb::on(engine, "retention").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(
-        &format!("sqlite://{}", dir.path().join("r.sqlite").display()),
-        "r",
-        M,
-    )
-    .await
-    .unwrap();
+    let db = Db::open(&t.url, "r", M).await.unwrap();
     // 200 days old, 10 days old; invoices 11 years and 1 year old.
     for (i, age) in [(1, 200), (2, 200), (3, 10)] {
-        sqlx::query("INSERT INTO upload_log (id, number, at, raw) VALUES ($1, $2, $3, x'00ff')")
-            .bind(i)
+        query("INSERT INTO upload_log (id, number, at, raw) VALUES ($1, $2, $3, $4)")
+            .bind(i64::from(i))
             .bind(format!("N{i}"))
             .bind((now() - Duration::days(age)).unix_timestamp())
+            .bind(vec![0_u8, 0xff])
             .execute(db.pool())
             .await
             .unwrap();
@@ -67,7 +73,7 @@ async fn expired_rows_are_exported_then_deleted_and_the_audit_cut_verifies() {
         ("OLD", "2015-01-01 10:00:00"),
         ("NEW", "2026-01-01 10:00:00"),
     ] {
-        sqlx::query("INSERT INTO invoices (number, issued_at) VALUES ($1, $2)")
+        query("INSERT INTO invoices (number, issued_at) VALUES ($1, $2)")
             .bind(n)
             .bind(at)
             .execute(db.pool())
@@ -89,12 +95,14 @@ async fn expired_rows_are_exported_then_deleted_and_the_audit_cut_verifies() {
         .unwrap();
         tx.commit().await.unwrap();
     }
-    let hash2: String = sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = 2")
+    let hash2: String = fapiao_store::query_scalar("SELECT hash FROM audit_log WHERE seq = 2")
         .fetch_one(db.pool())
         .await
         .unwrap();
-    sqlx::query("INSERT INTO audit_heads (seq, hash, signed_at, signature, certificate) VALUES (2, $1, 0, x'01', x'02')")
+    query("INSERT INTO audit_heads (seq, hash, signed_at, signature, certificate) VALUES (2, $1, 0, $2, $3)")
         .bind(&hash2)
+        .bind(vec![1_u8])
+        .bind(vec![2_u8])
         .execute(db.pool())
         .await
         .unwrap();
@@ -123,7 +131,7 @@ async fn expired_rows_are_exported_then_deleted_and_the_audit_cut_verifies() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["number"], "N1");
     assert_eq!(lines[0]["raw"], "00FF");
-    assert_eq!(lines[1]["rowid"], 2);
+    assert_eq!(lines[1]["id"], 2);
     let inv = std::fs::read_to_string(export.join("tax.invoices.jsonl")).unwrap();
     assert!(inv.contains("\"OLD\"") && !inv.contains("\"NEW\""), "{inv}");
     let aud = std::fs::read_to_string(export.join("tax.audit_log.jsonl")).unwrap();
@@ -140,7 +148,7 @@ async fn expired_rows_are_exported_then_deleted_and_the_audit_cut_verifies() {
         .unwrap();
     assert!(again.iter().all(|p| p.rows == 0), "{again:?}");
     // Deleting the next record by hand is not a retention cut.
-    sqlx::query("DELETE FROM audit_log WHERE seq = 3")
+    query("DELETE FROM audit_log WHERE seq = 3")
         .execute(db.pool())
         .await
         .unwrap();

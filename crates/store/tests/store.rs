@@ -1,43 +1,65 @@
-//! The store on a real SQLite file.
+//! The store on a real SQLite file and a real PostgreSQL database: each test runs once per
+//! engine (`name::sqlite`, `name::postgres`, see `fapiao_store::engines!`) unless its doc
+//! says why it is for one engine only.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
-use fapiao_store::{Arrival, ArrivalState, Db, Group, Joined, Migration, StoreError, Waiting};
+use fapiao_store::testing::TestDb;
+use fapiao_store::{
+    Arrival, ArrivalState, Db, Engine, Group, Joined, Migration, Sql, StoreError, Waiting, engines,
+    query, query_as, query_scalar, query_text,
+};
 use time::{Duration, OffsetDateTime};
 
 pub(crate) const M: &[Migration] = &[
     Migration {
         version: 1,
         description: "t",
-        sql: "CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER NOT NULL);",
+        sql: Sql::portable("CREATE TABLE t (k TEXT PRIMARY KEY, v BIGINT NOT NULL);"),
     },
     Migration {
         version: 2,
         description: "u",
-        sql: "ALTER TABLE t ADD COLUMN w TEXT;",
+        sql: Sql::portable("ALTER TABLE t ADD COLUMN w TEXT;"),
     },
 ];
 
-pub(crate) fn url(dir: &tempfile::TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("db.sqlite").display())
+/// A fresh database of `engine` for the calling test.
+pub(crate) async fn fresh(engine: Engine) -> TestDb {
+    TestDb::on(engine, "store").await.unwrap()
 }
 
-#[tokio::test]
-async fn migrations_apply_once_and_refuse_a_newer_schema() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&url(&dir), "r", M).await.unwrap();
-    sqlx::query("INSERT INTO t (k, v, w) VALUES ('a', 1, 'x')")
+engines!(
+    migrations_apply_once_and_refuse_a_newer_schema,
+    replay_guard_survives_reopening_and_forgets_expired_ids,
+    an_expired_id_is_fresh_again_between_prunings,
+    an_arrival_is_remembered_by_the_transaction_that_acts_on_it,
+    check_then_write_under_a_lock_is_atomic_across_handles,
+    concurrent_replay_checks_share_commits_and_answer_each_call,
+    a_transaction_remembers_many_arrivals_at_once,
+    concurrent_jobs_share_group_transactions,
+    a_job_alone_is_a_group_of_one,
+    a_rolled_back_write_transaction_leaves_nothing,
+    readers_take_turns_and_see_every_commit,
+    one_message_id_at_two_handles_at_once_goes_on_once,
+);
+
+async fn migrations_apply_once_and_refuse_a_newer_schema(engine: Engine) {
+    let t = fresh(engine).await;
+    let db = Db::open(&t.url, "r", M).await.unwrap();
+    query("INSERT INTO t (k, v, w) VALUES ('a', 1, 'x')")
         .execute(db.pool())
         .await
         .unwrap();
     drop(db);
-    let db = Db::open(&url(&dir), "r", M).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+    let db = Db::open(&t.url, "r", M).await.unwrap();
+    assert_eq!(fapiao_store::schema_version(&db, "r").await.unwrap(), 2);
+    let n: i64 = query_scalar("SELECT COUNT(*) FROM t")
         .fetch_one(db.pool())
         .await
         .unwrap();
     assert_eq!(n, 1);
     drop(db);
-    let err = Db::open(&url(&dir), "r", &M[..1]).await.unwrap_err();
+    let err = Db::open(&t.url, "r", &M[..1]).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -49,18 +71,19 @@ async fn migrations_apply_once_and_refuse_a_newer_schema() {
         ),
         "{err}"
     );
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(Db::open(&url(&dir), "r", M).await.unwrap().pool())
-        .await
-        .unwrap();
-    assert_eq!(mode, "wal");
+    if engine == Engine::Sqlite {
+        let mode: String = query_scalar("PRAGMA journal_mode")
+            .fetch_one(Db::open(&t.url, "r", M).await.unwrap().pool())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
 }
 
-#[tokio::test]
-async fn replay_guard_survives_reopening_and_forgets_expired_ids() {
-    let dir = tempfile::tempdir().unwrap();
+async fn replay_guard_survives_reopening_and_forgets_expired_ids(engine: Engine) {
+    let t = fresh(engine).await;
     let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
-    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+    let db = Db::open(&t.url, "r", M).await.unwrap();
     assert!(
         db.remember_message("cloud:a", "m1", now + Duration::minutes(10), now)
             .await
@@ -77,7 +100,7 @@ async fn replay_guard_survives_reopening_and_forgets_expired_ids() {
             .unwrap()
     );
     drop(db);
-    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+    let db = Db::open(&t.url, "r", M).await.unwrap();
     assert!(
         !db.remember_message("cloud:a", "m1", now + Duration::minutes(10), now)
             .await
@@ -90,11 +113,10 @@ async fn replay_guard_survives_reopening_and_forgets_expired_ids() {
             .unwrap()
     );
     // That write also pruned every entry expired by then (cloud:b's m1 with cloud:a's).
-    let left: Vec<(String, String)> =
-        sqlx::query_as("SELECT sender, message_id FROM seen_messages")
-            .fetch_all(db.pool())
-            .await
-            .unwrap();
+    let left: Vec<(String, String)> = query_as("SELECT sender, message_id FROM seen_messages")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
     assert_eq!(left, [("cloud:a".to_owned(), "m1".to_owned())]);
     let much_later = later + Duration::minutes(11);
     assert_eq!(
@@ -105,11 +127,10 @@ async fn replay_guard_survives_reopening_and_forgets_expired_ids() {
 
 /// An id whose entry expired is fresh again even before the next pruning (which comes at most
 /// once a minute): its row is taken over, and then guards the id again.
-#[tokio::test]
-async fn an_expired_id_is_fresh_again_between_prunings() {
-    let dir = tempfile::tempdir().unwrap();
+async fn an_expired_id_is_fresh_again_between_prunings(engine: Engine) {
+    let t = fresh(engine).await;
     let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
-    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+    let db = Db::open(&t.url, "r", M).await.unwrap();
     let remember = |at: OffsetDateTime, ttl: i64| {
         let db = db.clone();
         async move {
@@ -125,7 +146,7 @@ async fn an_expired_id_is_fresh_again_between_prunings() {
     assert!(remember(later, 20).await);
     assert!(!remember(later, 20).await);
     assert!(!remember(later + Duration::seconds(15), 20).await);
-    let rows: Vec<i64> = sqlx::query_scalar("SELECT expires_at FROM seen_messages")
+    let rows: Vec<i64> = query_scalar("SELECT expires_at FROM seen_messages")
         .fetch_all(db.pool())
         .await
         .unwrap();
@@ -134,15 +155,15 @@ async fn an_expired_id_is_fresh_again_between_prunings() {
 
 /// An arrival remembered by the write transaction that acts on it: durable with that
 /// transaction's commit, refused under the write lock when it comes again, pending again when
-/// its transaction is rolled back or dropped, and then remembered on its own. On a file
-/// database (the writer connection) and in memory (a pool connection).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_arrival_is_remembered_by_the_transaction_that_acts_on_it() {
-    let dir = tempfile::tempdir().unwrap();
-    for db in [
-        Db::open(&url(&dir), "r", M).await.unwrap(),
-        Db::open("sqlite::memory:", "r", M).await.unwrap(),
-    ] {
+/// its transaction is rolled back or dropped, and then remembered on its own. On SQLite, on a
+/// file database (the writer connection) and in memory (a pool connection).
+async fn an_arrival_is_remembered_by_the_transaction_that_acts_on_it(engine: Engine) {
+    let t = fresh(engine).await;
+    let mut dbs = vec![Db::open(&t.url, "r", M).await.unwrap()];
+    if engine == Engine::Sqlite {
+        dbs.push(Db::open("sqlite::memory:", "r", M).await.unwrap());
+    }
+    for db in dbs {
         let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
         let arrival = |id: &str, at: OffsetDateTime| {
             Arrival::new("cloud:a", id, at + Duration::minutes(10), at)
@@ -150,7 +171,7 @@ async fn an_arrival_is_remembered_by_the_transaction_that_acts_on_it() {
         let seen = |id: &'static str| {
             let db = db.clone();
             async move {
-                sqlx::query_scalar::<_, i64>(
+                query_scalar::<i64>(
                     "SELECT COUNT(*) FROM seen_messages WHERE sender = 'cloud:a' AND message_id = $1",
                 )
                 .bind(id)
@@ -165,7 +186,7 @@ async fn an_arrival_is_remembered_by_the_transaction_that_acts_on_it() {
         let first = arrival("m1", now);
         let mut tx = db.begin_write_for(&first).await.unwrap();
         assert_eq!(first.state(), ArrivalState::Held);
-        sqlx::query("INSERT INTO t (k, v) VALUES ('m1', 1)")
+        query("INSERT INTO t (k, v) VALUES ('m1', 1)")
             .execute(&mut *tx)
             .await
             .unwrap();
@@ -226,12 +247,12 @@ async fn an_arrival_is_remembered_by_the_transaction_that_acts_on_it() {
             .unwrap();
         assert_eq!(third.state(), ArrivalState::Remembered);
         let expiry: i64 =
-            sqlx::query_scalar("SELECT expires_at FROM seen_messages WHERE message_id = 'm1'")
+            query_scalar("SELECT expires_at FROM seen_messages WHERE message_id = 'm1'")
                 .fetch_one(db.pool())
                 .await
                 .unwrap();
         assert_eq!(expiry, (later + Duration::minutes(10)).unix_timestamp());
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+        let rows: i64 = query_scalar("SELECT COUNT(*) FROM t")
             .fetch_one(db.pool())
             .await
             .unwrap();
@@ -239,26 +260,30 @@ async fn an_arrival_is_remembered_by_the_transaction_that_acts_on_it() {
     }
 }
 
-#[tokio::test]
-async fn write_transactions_serialize_check_then_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&url(&dir), "r", M).await.unwrap();
-    sqlx::query("INSERT INTO t (k, v) VALUES ('quota', 0)")
-        .execute(db.pool())
+/// A check-then-write sequence under a lock (`Tx::lock`) is atomic across handles of the
+/// database (replicas): 20 transactions of two handles racing for the last of a quota of 5
+/// take exactly 5.
+async fn check_then_write_under_a_lock_is_atomic_across_handles(engine: Engine) {
+    let t = fresh(engine).await;
+    let a = Db::open(&t.url, "r", M).await.unwrap();
+    let b = Db::open(&t.url, "r", M).await.unwrap();
+    query("INSERT INTO t (k, v) VALUES ('quota', 0)")
+        .execute(a.pool())
         .await
         .unwrap();
     let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let db = db.clone();
+    for i in 0..20 {
+        let db = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
             let mut tx = db.begin_write().await.unwrap();
-            let v: i64 = sqlx::query_scalar("SELECT v FROM t WHERE k = 'quota'")
+            tx.lock("quota").await.unwrap();
+            let v: i64 = query_scalar("SELECT v FROM t WHERE k = 'quota'")
                 .fetch_one(&mut *tx)
                 .await
                 .unwrap();
             tokio::task::yield_now().await;
             if v < 5 {
-                sqlx::query("UPDATE t SET v = $1 WHERE k = 'quota'")
+                query("UPDATE t SET v = $1 WHERE k = 'quota'")
                     .bind(v + 1)
                     .execute(&mut *tx)
                     .await
@@ -277,12 +302,54 @@ async fn write_transactions_serialize_check_then_write() {
     assert_eq!(granted, 5);
 }
 
+/// The same message id arriving at two handles (two replicas) at the same instant: each
+/// begins its transaction for it, and exactly one goes on; the other is a replay, whether it
+/// came first or waited for the first to commit.
+async fn one_message_id_at_two_handles_at_once_goes_on_once(engine: Engine) {
+    let t = fresh(engine).await;
+    let a = Db::open(&t.url, "r", M).await.unwrap();
+    let b = Db::open(&t.url, "r", M).await.unwrap();
+    let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        for db in [a.clone(), b.clone()] {
+            tasks.push(tokio::spawn(async move {
+                let arrival =
+                    Arrival::new("cloud:a", format!("m{i}"), now + Duration::minutes(10), now);
+                match db.begin_write_for(&arrival).await {
+                    Ok(mut tx) => {
+                        query("INSERT INTO t (k, v) VALUES ($1, 1)")
+                            .bind(format!("m{i}"))
+                            .execute(&mut *tx)
+                            .await
+                            .unwrap();
+                        tx.commit().await.unwrap();
+                        (i, 1)
+                    }
+                    Err(StoreError::Replayed { .. }) => (i, 0),
+                    Err(e) => panic!("{e}"),
+                }
+            }));
+        }
+    }
+    let mut went_on = vec![0; 40];
+    for t in tasks {
+        let (i, n) = t.await.unwrap();
+        went_on[i] += n;
+    }
+    assert!(went_on.iter().all(|&n| n == 1), "{went_on:?}");
+    let n: i64 = query_scalar("SELECT COUNT(*) FROM t")
+        .fetch_one(a.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 40);
+}
+
 /// Concurrent calls share group commits: every answer belongs to its own call (each id sent
 /// twice at once is fresh exactly once), and every id is durable once answered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_replay_checks_share_commits_and_answer_each_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+async fn concurrent_replay_checks_share_commits_and_answer_each_call(engine: Engine) {
+    let t = fresh(engine).await;
+    let db = Db::open(&t.url, "r", M).await.unwrap();
     let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
     let mut tasks = Vec::new();
     for i in 0..300 {
@@ -305,8 +372,8 @@ async fn concurrent_replay_checks_share_commits_and_answer_each_call() {
     }
     assert!(fresh.iter().all(|&n| n == 1), "{fresh:?}");
     drop(db);
-    let db = Db::open(&url(&dir), "r", M).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM seen_messages")
+    let db = Db::open(&t.url, "r", M).await.unwrap();
+    let n: i64 = query_scalar("SELECT COUNT(*) FROM seen_messages")
         .fetch_one(db.pool())
         .await
         .unwrap();
@@ -317,13 +384,13 @@ async fn concurrent_replay_checks_share_commits_and_answer_each_call() {
 /// until the commit, the same arrival listed twice goes on twice, a second message with an id
 /// already in the list or on record is a replay, one remembered before goes on without a
 /// write; a rollback makes them pending again.
-#[tokio::test]
-async fn a_transaction_remembers_many_arrivals_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    for db in [
-        Db::open(&url(&dir), "r", M).await.unwrap(),
-        Db::open("sqlite::memory:", "r", M).await.unwrap(),
-    ] {
+async fn a_transaction_remembers_many_arrivals_at_once(engine: Engine) {
+    let t = fresh(engine).await;
+    let mut dbs = vec![Db::open(&t.url, "r", M).await.unwrap()];
+    if engine == Engine::Sqlite {
+        dbs.push(Db::open("sqlite::memory:", "r", M).await.unwrap());
+    }
+    for db in dbs {
         let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
         let arrival = |id: &str| Arrival::new("cloud:a", id, now + Duration::minutes(10), now);
         let before = arrival("old");
@@ -356,7 +423,7 @@ async fn a_transaction_remembers_many_arrivals_at_once() {
         assert_eq!(a.state(), ArrivalState::Remembered);
         assert_eq!(b.state(), ArrivalState::Remembered);
         let ids: Vec<String> =
-            sqlx::query_scalar("SELECT message_id FROM seen_messages ORDER BY message_id")
+            query_scalar("SELECT message_id FROM seen_messages ORDER BY message_id")
                 .fetch_all(db.pool())
                 .await
                 .unwrap();
@@ -373,14 +440,13 @@ async fn a_transaction_remembers_many_arrivals_at_once() {
 /// Concurrent jobs share group transactions: every job is done once and answered after its
 /// group's commit, an id sent twice at once goes on exactly once, each group remembers its
 /// jobs' ids with what they wrote, and far fewer transactions than jobs are begun.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_jobs_share_group_transactions() {
+async fn concurrent_jobs_share_group_transactions(engine: Engine) {
     struct Job {
         id: usize,
         arrival: Arrival,
     }
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+    let t = fresh(engine).await;
+    let db = Db::open(&t.url, "r", M).await.unwrap();
     let group = std::sync::Arc::new(Group::<Waiting<Job, bool>>::default());
     let groups = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
@@ -404,7 +470,7 @@ async fn concurrent_jobs_share_group_transactions() {
                     for w in jobs {
                         let fresh = w.job.arrival.state() == ArrivalState::Held;
                         if fresh {
-                            sqlx::query("INSERT INTO t (k, v) VALUES ($1, 1)")
+                            query("INSERT INTO t (k, v) VALUES ($1, 1)")
                                 .bind(format!("m{}", w.job.id))
                                 .execute(&mut *tx)
                                 .await
@@ -435,23 +501,23 @@ async fn concurrent_jobs_share_group_transactions() {
     let groups = groups.load(std::sync::atomic::Ordering::Relaxed);
     assert!((1..=100).contains(&groups), "{groups} groups for 400 jobs");
     drop(db);
-    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+    let db = Db::open(&t.url, "r", M).await.unwrap();
     for table in ["t", "seen_messages"] {
-        let n: i64 =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
-                .fetch_one(db.pool())
-                .await
-                .unwrap();
+        let n: i64 = query_text(format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
         assert_eq!(n, 200, "{table}");
     }
 }
 
 /// A job alone writes its arrival's id with the `BEGIN`; one whose id is on record leads a
 /// group all the same, its arrival a replay, and nothing of it is written.
-#[tokio::test]
-async fn a_job_alone_is_a_group_of_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+async fn a_job_alone_is_a_group_of_one(engine: Engine) {
+    let t = fresh(engine).await;
+    let db = Db::open(&t.url, "r", M).await.unwrap();
     let group = Group::<Arrival>::default();
     let now = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
     let arrival = || Arrival::new("cloud:a", "m1", now + Duration::minutes(10), now);
@@ -470,7 +536,7 @@ async fn a_job_alone_is_a_group_of_one() {
     };
     assert_eq!(again.state(), ArrivalState::Replayed);
     tx.commit().await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM seen_messages")
+    let n: i64 = query_scalar("SELECT COUNT(*) FROM seen_messages")
         .fetch_one(db.pool())
         .await
         .unwrap();
@@ -478,24 +544,25 @@ async fn a_job_alone_is_a_group_of_one() {
 }
 
 /// Writers of another handle on the same file (another process) wait for the write lock in
-/// SQLite's busy handler, and get it once the holder commits.
+/// SQLite's busy handler, and get it once the holder commits. SQLite only: PostgreSQL has no
+/// database-wide write lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_handle_waits_for_the_first_handles_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Db::open(&url(&dir), "r", M).await.unwrap();
-    let b = Db::open(&url(&dir), "r", M).await.unwrap();
+async fn sqlite_a_second_handle_waits_for_the_first_handles_writer() {
+    let t = TestDb::sqlite();
+    let a = Db::open(&t.url, "r", M).await.unwrap();
+    let b = Db::open(&t.url, "r", M).await.unwrap();
     let mut held = a.begin_write().await.unwrap();
-    sqlx::query("INSERT INTO t (k, v) VALUES ('a', 1)")
+    query("INSERT INTO t (k, v) VALUES ('a', 1)")
         .execute(&mut *held)
         .await
         .unwrap();
     let waiting = tokio::spawn(async move {
         let mut tx = b.begin_write().await.unwrap();
-        let v: i64 = sqlx::query_scalar("SELECT v FROM t WHERE k = 'a'")
+        let v: i64 = query_scalar("SELECT v FROM t WHERE k = 'a'")
             .fetch_one(&mut *tx)
             .await
             .unwrap();
-        sqlx::query("INSERT INTO t (k, v) VALUES ('b', $1)")
+        query("INSERT INTO t (k, v) VALUES ('b', $1)")
             .bind(v + 1)
             .execute(&mut *tx)
             .await
@@ -506,7 +573,7 @@ async fn a_second_handle_waits_for_the_first_handles_writer() {
     assert!(!waiting.is_finished());
     held.commit().await.unwrap();
     waiting.await.unwrap();
-    let v: i64 = sqlx::query_scalar("SELECT v FROM t WHERE k = 'b'")
+    let v: i64 = query_scalar("SELECT v FROM t WHERE k = 'b'")
         .fetch_one(a.pool())
         .await
         .unwrap();
@@ -516,20 +583,21 @@ async fn a_second_handle_waits_for_the_first_handles_writer() {
 /// A write transaction dropped unfinished (an error path's `?`) is rolled back at once, not
 /// when this handle next writes: another handle on the file (another process) gets the write
 /// lock well within its busy timeout (30 s), and nothing of the dropped transaction remains.
+/// SQLite only: the writer connection's own rollback (sqlx rolls back PostgreSQL's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_abandoned_write_transaction_is_rolled_back_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Db::open(&url(&dir), "r", M).await.unwrap();
-    let b = Db::open(&url(&dir), "r", M).await.unwrap();
+async fn sqlite_an_abandoned_write_transaction_is_rolled_back_at_once() {
+    let t = TestDb::sqlite();
+    let a = Db::open(&t.url, "r", M).await.unwrap();
+    let b = Db::open(&t.url, "r", M).await.unwrap();
     let mut tx = a.begin_write().await.unwrap();
-    sqlx::query("INSERT INTO t (k, v) VALUES ('dropped', 1)")
+    query("INSERT INTO t (k, v) VALUES ('dropped', 1)")
         .execute(&mut *tx)
         .await
         .unwrap();
     drop(tx);
     let other = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         let mut tx = b.begin_write().await.unwrap();
-        sqlx::query("INSERT INTO t (k, v) VALUES ('other', 2)")
+        query("INSERT INTO t (k, v) VALUES ('other', 2)")
             .execute(&mut *tx)
             .await
             .unwrap();
@@ -542,12 +610,12 @@ async fn an_abandoned_write_transaction_is_rolled_back_at_once() {
     );
     // This handle writes on afterwards, and only what was committed is there.
     let mut tx = a.begin_write().await.unwrap();
-    sqlx::query("INSERT INTO t (k, v) VALUES ('after', 3)")
+    query("INSERT INTO t (k, v) VALUES ('after', 3)")
         .execute(&mut *tx)
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let keys: Vec<String> = sqlx::query_scalar("SELECT k FROM t ORDER BY k")
+    let keys: Vec<String> = query_scalar("SELECT k FROM t ORDER BY k")
         .fetch_all(b.pool())
         .await
         .unwrap();
@@ -555,25 +623,24 @@ async fn an_abandoned_write_transaction_is_rolled_back_at_once() {
 }
 
 /// An explicit rollback undoes, and the next write transaction starts clean.
-#[tokio::test]
-async fn a_rolled_back_write_transaction_leaves_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+async fn a_rolled_back_write_transaction_leaves_nothing(engine: Engine) {
+    let t = fresh(engine).await;
+    let db = Db::open(&t.url, "r", M).await.unwrap();
     let mut tx = db.begin_write().await.unwrap();
-    sqlx::query("INSERT INTO t (k, v) VALUES ('undone', 1)")
+    query("INSERT INTO t (k, v) VALUES ('undone', 1)")
         .execute(&mut *tx)
         .await
         .unwrap();
     tx.rollback().await.unwrap();
     let mut tx = db.begin_write().await.unwrap();
-    sqlx::query("INSERT INTO t (k, v) VALUES ('kept', 2)")
+    query("INSERT INTO t (k, v) VALUES ('kept', 2)")
         .execute(&mut *tx)
         .await
         .unwrap();
     tx.commit().await.unwrap();
     drop(db);
-    let db = Db::open(&url(&dir), "r", M).await.unwrap();
-    let keys: Vec<String> = sqlx::query_scalar("SELECT k FROM t")
+    let db = Db::open(&t.url, "r", M).await.unwrap();
+    let keys: Vec<String> = query_scalar("SELECT k FROM t")
         .fetch_all(db.pool())
         .await
         .unwrap();
@@ -583,16 +650,15 @@ async fn a_rolled_back_write_transaction_leaves_nothing() {
 /// Read connections: more readers than connections wait their turn (none is lost or
 /// deadlocked), and each statement sees the newest commit of the writer connection, also on a
 /// connection that read before it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readers_take_turns_and_see_every_commit() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&url(&dir), "r", M).await.unwrap();
+async fn readers_take_turns_and_see_every_commit(engine: Engine) {
+    let t = fresh(engine).await;
+    let db = Db::open(&t.url, "r", M).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..24_i64 {
         let db = db.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = db.read().await.unwrap();
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            let n: i64 = query_scalar("SELECT COUNT(*) FROM t")
                 .fetch_one(&mut *conn)
                 .await
                 .unwrap();
@@ -600,14 +666,14 @@ async fn readers_take_turns_and_see_every_commit() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             drop(conn);
             let mut tx = db.begin_write().await.unwrap();
-            sqlx::query("INSERT INTO t (k, v) VALUES ($1, $2)")
+            query("INSERT INTO t (k, v) VALUES ($1, $2)")
                 .bind(format!("k{i}"))
                 .bind(i)
                 .execute(&mut *tx)
                 .await
                 .unwrap();
             tx.commit().await.unwrap();
-            let seen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t WHERE k = $1")
+            let seen: i64 = query_scalar("SELECT COUNT(*) FROM t WHERE k = $1")
                 .bind(format!("k{i}"))
                 .fetch_one(&mut *db.read().await.unwrap())
                 .await
@@ -623,7 +689,7 @@ async fn readers_take_turns_and_see_every_commit() {
         assert!(n < 24);
         assert_eq!(seen, 1, "a reader missed a commit");
     }
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+    let n: i64 = query_scalar("SELECT COUNT(*) FROM t")
         .fetch_one(&mut *db.read().await.unwrap())
         .await
         .unwrap();
@@ -631,14 +697,25 @@ async fn readers_take_turns_and_see_every_commit() {
 }
 
 mod audit {
-    use fapiao_store::Db;
     use fapiao_store::audit::{Verdict, append, sign_head, verify};
+    use fapiao_store::testing::TestDb;
+    use fapiao_store::{Db, Engine, engines, query, query_as};
     use serde_json::json;
     use time::{Duration, OffsetDateTime};
 
-    async fn chain(n: i64) -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&super::url(&dir), "r", super::M).await.unwrap();
+    engines!(
+        an_untouched_chain_verifies,
+        appends_in_one_transaction_and_around_a_savepoint_rollback_chain,
+        an_edited_record_is_found,
+        a_deleted_record_is_found,
+        reordered_records_are_found,
+        a_chain_cut_after_a_signed_head_is_found,
+        concurrent_transactions_of_two_handles_chain_one_after_the_other,
+    );
+
+    async fn chain(engine: Engine, n: i64) -> (TestDb, Db) {
+        let test_db = super::fresh(engine).await;
+        let db = Db::open(&test_db.url, "r", super::M).await.unwrap();
         let t = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
         for i in 1..=n {
             let mut tx = db.begin_write().await.unwrap();
@@ -654,7 +731,7 @@ mod audit {
             .unwrap();
             tx.commit().await.unwrap();
         }
-        (dir, db)
+        (test_db, db)
     }
 
     fn broken_at(v: &Verdict) -> (i64, String) {
@@ -665,12 +742,11 @@ mod audit {
     }
 
     async fn exec(db: &Db, sql: &'static str) {
-        sqlx::query(sql).execute(db.pool()).await.unwrap();
+        query(sql).execute(db.pool()).await.unwrap();
     }
 
-    #[tokio::test]
-    async fn an_untouched_chain_verifies() {
-        let (_d, db) = chain(10).await;
+    async fn an_untouched_chain_verifies(engine: Engine) {
+        let (_d, db) = chain(engine, 10).await;
         assert_eq!(
             verify(&db).await.unwrap(),
             Verdict::Intact {
@@ -683,9 +759,8 @@ mod audit {
     /// Appends in one transaction chain to each other (the head is read once), and one
     /// undone by a rollback to a savepoint leaves no gap: the next append chains to the
     /// record before it.
-    #[tokio::test]
-    async fn appends_in_one_transaction_and_around_a_savepoint_rollback_chain() {
-        let (_d, db) = chain(2).await;
+    async fn appends_in_one_transaction_and_around_a_savepoint_rollback_chain(engine: Engine) {
+        let (_d, db) = chain(engine, 2).await;
         let t = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
         let mut tx = db.begin_write().await.unwrap();
         let add = async |tx: &mut fapiao_store::Tx, subject: &str| {
@@ -706,7 +781,7 @@ mod audit {
         ));
         tx.commit().await.unwrap();
         let subjects: Vec<(i64, String)> =
-            sqlx::query_as("SELECT seq, subject FROM audit_log ORDER BY seq")
+            query_as("SELECT seq, subject FROM audit_log ORDER BY seq")
                 .fetch_all(db.pool())
                 .await
                 .unwrap();
@@ -724,9 +799,8 @@ mod audit {
         );
     }
 
-    #[tokio::test]
-    async fn an_edited_record_is_found() {
-        let (_d, db) = chain(10).await;
+    async fn an_edited_record_is_found(engine: Engine) {
+        let (_d, db) = chain(engine, 10).await;
         exec(
             &db,
             "UPDATE audit_log SET detail = '{\"i\":50}' WHERE seq = 5",
@@ -737,18 +811,16 @@ mod audit {
         assert!(why.contains("edited"), "{why}");
     }
 
-    #[tokio::test]
-    async fn a_deleted_record_is_found() {
-        let (_d, db) = chain(10).await;
+    async fn a_deleted_record_is_found(engine: Engine) {
+        let (_d, db) = chain(engine, 10).await;
         exec(&db, "DELETE FROM audit_log WHERE seq = 7").await;
         let (seq, why) = broken_at(&verify(&db).await.unwrap());
         assert_eq!(seq, 7);
         assert!(why.contains("deleted"), "{why}");
     }
 
-    #[tokio::test]
-    async fn reordered_records_are_found() {
-        let (_d, db) = chain(10).await;
+    async fn reordered_records_are_found(engine: Engine) {
+        let (_d, db) = chain(engine, 10).await;
         // Swap records 3 and 4 wholesale, renumbered to keep seq continuous.
         exec(&db, "UPDATE audit_log SET seq = -3 WHERE seq = 3").await;
         exec(&db, "UPDATE audit_log SET seq = 3 WHERE seq = 4").await;
@@ -758,9 +830,8 @@ mod audit {
         assert!(why.contains("predecessor"), "{why}");
     }
 
-    #[tokio::test]
-    async fn a_chain_cut_after_a_signed_head_is_found() {
-        let (_d, db) = chain(5).await;
+    async fn a_chain_cut_after_a_signed_head_is_found(engine: Engine) {
+        let (_d, db) = chain(engine, 5).await;
         let t = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
         let head = sign_head(&db, t, b"cert", |bytes| Some(bytes.to_vec()))
             .await
@@ -785,5 +856,43 @@ mod audit {
         let (seq, why) = broken_at(&verify(&db).await.unwrap());
         assert_eq!(seq, 5);
         assert!(why.contains("cut off"), "{why}");
+    }
+
+    /// Transactions of two handles (replicas) appending at once: every record joins the one
+    /// chain, in commit order, and the chain verifies.
+    async fn concurrent_transactions_of_two_handles_chain_one_after_the_other(engine: Engine) {
+        let (t, a) = chain(engine, 1).await;
+        let b = Db::open(&t.url, "r", super::M).await.unwrap();
+        let at = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        let mut tasks = Vec::new();
+        for i in 0..60 {
+            let db = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                let mut tx = db.begin_write().await.unwrap();
+                for j in 0..3 {
+                    append(
+                        &mut tx,
+                        at,
+                        "system",
+                        "test",
+                        &format!("{i}.{j}"),
+                        &json!({}),
+                    )
+                    .await
+                    .unwrap();
+                }
+                tx.commit().await.unwrap();
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(
+            verify(&a).await.unwrap(),
+            Verdict::Intact {
+                records: 181,
+                head: None
+            }
+        );
     }
 }

@@ -30,9 +30,15 @@ pub fn retention_rules(role: &str) -> Option<&'static [fapiao_store::retention::
         age: Age,
         filter: &'static str,
     ) -> Rule {
+        // Logs are keyed by `id`, invoices and void numbers by `number`.
+        let key = match class {
+            Class::Logs => "id",
+            Class::Invoices => "number",
+        };
         Rule {
             class,
             table,
+            key,
             column,
             age,
             filter,

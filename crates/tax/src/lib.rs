@@ -36,20 +36,17 @@ use fapiao_protocol::wire::{
 };
 use fapiao_service::error::request_id;
 use fapiao_service::{ApiError, EnvelopeHandler, Envelopes, Incoming, Material, Outgoing};
-use fapiao_store::sqlx::{self, Row};
 use fapiao_store::vault::{SealedColumn, Vault};
-use fapiao_store::{Db, Migration, StoreError};
+use fapiao_store::{Db, Migration, Sql, StoreError, query, query_as, query_scalar};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use zeroize::Zeroizing;
 
 /// The tax role's schema.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "ranges, accepted invoices, upload log",
-    sql: include_str!("../migrations/0001_tax.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
+    1 "0001_tax" "ranges, accepted invoices, upload log",
+];
 
 /// Largest range one request may ask for.
 pub const MAX_RANGE: u64 = 1_000_000;
@@ -65,6 +62,7 @@ pub const SEALED: &[SealedColumn] = &[RECORD];
 const RECORD: SealedColumn = SealedColumn {
     table: "invoices",
     column: "record",
+    key: "number",
 };
 
 struct Inner {
@@ -174,7 +172,7 @@ impl Tax {
     /// # Errors
     /// [`StoreError`].
     pub async fn accepted(&self) -> Result<Vec<Accepted>, StoreError> {
-        let rows = sqlx::query(
+        let rows = query(
             "SELECT i.number, i.uploader, i.content_hash,
                 (SELECT COUNT(*) FROM upload_log l WHERE l.number = i.number AND l.status = 'accepted') AS acc,
                 (SELECT COUNT(*) FROM upload_log l WHERE l.number = i.number AND l.status = 'duplicate') AS dup
@@ -192,8 +190,7 @@ impl Tax {
                     duplicates: r.try_get("dup")?,
                 })
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+            .collect()
     }
 
     /// Uploads refused as a conflict (a different invoice under a used number).
@@ -201,11 +198,9 @@ impl Tax {
     /// # Errors
     /// [`StoreError`].
     pub async fn flagged(&self) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT number FROM upload_log WHERE code = 'upload_conflict' ORDER BY id",
-        )
-        .fetch_all(self.inner.db.pool())
-        .await?)
+        query_scalar("SELECT number FROM upload_log WHERE code = 'upload_conflict' ORDER BY id")
+            .fetch_all(self.inner.db.pool())
+            .await
     }
 
     async fn grant(&self, uploader: &str, req: RangeRequest) -> Result<RangeGrant, Refusal> {
@@ -223,27 +218,22 @@ impl Tax {
         }
         let result: Result<RangeGrant, StoreError> = async {
             let mut tx = self.inner.db.begin_write().await?;
-            let next: Option<i64> = sqlx::query_scalar(
-                "SELECT next FROM sequences WHERE year = $1 AND province = $2 AND channel = $3",
+            let count = i64::try_from(req.count).unwrap_or(0);
+            // One statement takes the numbers: the sequence's row stays locked until the
+            // commit, so concurrent grants (any replica) follow one another.
+            let next: i64 = query_scalar(
+                "INSERT INTO sequences (year, province, channel, next) VALUES ($1, $2, $3, 1 + $4)
+                 ON CONFLICT (year, province, channel) DO UPDATE SET next = sequences.next + $4
+                 RETURNING next",
             )
             .bind(i64::from(req.year))
             .bind(i64::from(req.province))
             .bind(i64::from(self.inner.channel))
-            .fetch_optional(&mut *tx)
+            .bind(count)
+            .fetch_one(&mut *tx)
             .await?;
-            let first = next.unwrap_or(1);
-            let last = first + i64::try_from(req.count).unwrap_or(0) - 1;
-            sqlx::query(
-                "INSERT INTO sequences (year, province, channel, next) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (year, province, channel) DO UPDATE SET next = excluded.next",
-            )
-            .bind(i64::from(req.year))
-            .bind(i64::from(req.province))
-            .bind(i64::from(self.inner.channel))
-            .bind(last + 1)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
+            let (first, last) = (next - count, next - 1);
+            query(
                 "INSERT INTO ranges (uploader, year, province, channel, first, last, granted_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
@@ -304,7 +294,10 @@ impl Tax {
                 i64::from(g.province),
                 i64::from(g.channel),
             );
-            let same: i64 = sqlx::query_scalar(
+            // Checked for overlap, then written: one assignment of a series at a time.
+            tx.lock(&format!("tax.ranges:{}:{}:{}", key.0, key.1, key.2))
+                .await?;
+            let same: i64 = query_scalar(
                 "SELECT COUNT(*) FROM ranges WHERE uploader = $1 AND year = $2 AND province = $3
                  AND channel = $4 AND first = $5 AND last = $6",
             )
@@ -319,7 +312,7 @@ impl Tax {
             if same > 0 {
                 return Ok(Ok(g));
             }
-            let inside: i64 = sqlx::query_scalar(
+            let inside: i64 = query_scalar(
                 "SELECT COUNT(*) FROM ranges WHERE uploader = $1 AND year = $2 AND province = $3
                  AND channel = $4 AND first <= $5 AND last >= $6",
             )
@@ -331,7 +324,7 @@ impl Tax {
             .bind(last)
             .fetch_one(&mut *tx)
             .await?;
-            let overlapping: i64 = sqlx::query_scalar(
+            let overlapping: i64 = query_scalar(
                 "SELECT COUNT(*) FROM ranges WHERE uploader LIKE 'agent:%' AND year = $1
                  AND province = $2 AND channel = $3 AND first <= $5 AND last >= $4",
             )
@@ -348,7 +341,7 @@ impl Tax {
                     "the numbers are not within a range granted to this platform, or already assigned",
                 )));
             }
-            sqlx::query(
+            query(
                 "INSERT INTO ranges (uploader, year, province, channel, first, last, granted_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
@@ -665,7 +658,7 @@ impl Tax {
         blue: &str,
     ) -> Result<RedCheck, Box<dyn std::error::Error + Send + Sync>> {
         let blue_record: Option<String> =
-            sqlx::query_scalar("SELECT record FROM invoices WHERE number = $1")
+            query_scalar("SELECT record FROM invoices WHERE number = $1")
                 .bind(blue)
                 .fetch_optional(&mut **tx)
                 .await?;
@@ -673,7 +666,7 @@ impl Tax {
             return Ok(RedCheck::BlueMissing);
         };
         let blue = self.read_record(&blue_record).await?;
-        let prior: Vec<String> = sqlx::query_scalar(
+        let prior: Vec<String> = query_scalar(
             "SELECT record FROM invoices WHERE blue_number = $1 ORDER BY accepted_at, number",
         )
         .bind(blue.number().as_str())
@@ -764,7 +757,7 @@ impl fapiao_service::ops::Readiness for Tax {
     }
 
     async fn gauges(&self) -> Vec<fapiao_service::metrics::Gauge> {
-        let accepted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM invoices")
+        let accepted: i64 = query_scalar("SELECT COUNT(*) FROM invoices")
             .fetch_one(self.inner.db.pool())
             .await
             .unwrap_or(0);
@@ -822,15 +815,17 @@ impl Batch {
         if numbers.is_empty() {
             return Ok(batch);
         }
-        let rows: Vec<(String, String, String)> = sqlx::query_as(
+        let rows: Vec<(String, String, String)> = query_as(Sql::dialects(
             "SELECT number, content_hash, receipt FROM invoices
              WHERE number IN (SELECT value FROM jsonb_each($1))",
-        )
+            "SELECT number, content_hash, receipt FROM invoices
+             WHERE number IN (SELECT jsonb_array_elements_text($1::jsonb))",
+        ))
         .bind(serde_json::Value::Array(numbers).to_string())
         .fetch_all(&mut **tx)
         .await?;
         batch.on_record = rows.into_iter().map(|(n, h, r)| (n, (h, r))).collect();
-        let granted: Vec<i64> = sqlx::query_scalar(
+        let granted: Vec<i64> = query_scalar(Sql::dialects(
             "SELECT json_extract(p.value, '$[0]') FROM jsonb_each($2) p
              WHERE EXISTS (SELECT 1 FROM ranges r WHERE r.uploader = $1
                 AND r.year = json_extract(p.value, '$[1]')
@@ -838,7 +833,14 @@ impl Batch {
                 AND r.channel = json_extract(p.value, '$[3]')
                 AND r.first <= json_extract(p.value, '$[4]')
                 AND r.last >= json_extract(p.value, '$[4]'))",
-        )
+            "SELECT (p.value->>0)::bigint FROM jsonb_array_elements($2::jsonb) p
+             WHERE EXISTS (SELECT 1 FROM ranges r WHERE r.uploader = $1
+                AND r.year = (p.value->>1)::bigint
+                AND r.province = (p.value->>2)::bigint
+                AND r.channel = (p.value->>3)::bigint
+                AND r.first <= (p.value->>4)::bigint
+                AND r.last >= (p.value->>4)::bigint)",
+        ))
         .bind(uploader)
         .bind(serde_json::Value::Array(places).to_string())
         .fetch_all(&mut **tx)
@@ -1069,7 +1071,7 @@ impl Tax {
             reversal: None,
             number: number.to_owned(),
         };
-        let row = sqlx::query("SELECT issued_on, total, kind FROM invoices WHERE number = $1")
+        let row = query("SELECT issued_on, total, kind FROM invoices WHERE number = $1")
             .bind(number)
             .fetch_optional(self.inner.db.pool())
             .await?;
@@ -1086,11 +1088,10 @@ impl Tax {
                 ..unknown
             });
         }
-        let reds: Vec<String> =
-            sqlx::query_scalar("SELECT total FROM invoices WHERE blue_number = $1")
-                .bind(number)
-                .fetch_all(self.inner.db.pool())
-                .await?;
+        let reds: Vec<String> = query_scalar("SELECT total FROM invoices WHERE blue_number = $1")
+            .bind(number)
+            .fetch_all(self.inner.db.pool())
+            .await?;
         if reds.is_empty() {
             return Ok(Verification {
                 result: "valid".into(),

@@ -204,7 +204,7 @@ async fn the_agent_issues_queued_orders_like_the_hosted_issuer() {
     // A report and a status report sent again (as after a crash before their answers were
     // recorded) are acknowledged again and change nothing.
     let agent = env.system.agent.clone().unwrap();
-    let again = fapiao_store::sqlx::query(
+    let again = fapiao_store::query(
         "UPDATE queue SET state = 'pending', next_attempt_at = 0
          WHERE kind IN ('report', 'status', 'upload') AND subject IN ($1, $2)",
     )
@@ -341,7 +341,7 @@ async fn waiting_orders_are_issued_in_runs_across_number_blocks() {
     agree(&env, &numbers).await;
     let agent = env.system.agent.clone().unwrap();
     let used: Vec<(i64, i64, i64)> =
-        fapiao_store::sqlx::query_as("SELECT first, last, next FROM blocks ORDER BY id")
+        fapiao_store::query_as("SELECT first, last, next FROM blocks ORDER BY id")
             .fetch_all(agent.db().pool())
             .await
             .unwrap();

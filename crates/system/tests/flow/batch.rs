@@ -228,7 +228,6 @@ async fn batch_limits_and_the_enterprise_hosted_queue() {
 /// wrote is where the next order finds it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_counts_quota_order_by_order_and_crosses_number_blocks() {
-    use fapiao_store::sqlx;
     let env = Env::start().await;
     let erp = env.erp(SH);
     let r = post(&erp, "/v1/invoices", &order(SH, "Q-0", "10")).await;
@@ -278,7 +277,7 @@ async fn a_batch_counts_quota_order_by_order_and_crosses_number_blocks() {
     );
     let p = env.system.platform.db().pool();
     let blocks: Vec<(i64, i64, i64)> =
-        sqlx::query_as("SELECT first, last, next FROM blocks ORDER BY id")
+        fapiao_store::query_as("SELECT first, last, next FROM blocks ORDER BY id")
             .fetch_all(p)
             .await
             .unwrap();

@@ -167,17 +167,16 @@ async fn queued_orders_sent_together_are_each_answered_as_alone() {
     }
     twice.sort_unstable();
     assert_eq!(twice, [202, 409]);
-    use fapiao_store::sqlx;
     let cloud = env.system.cloud.db().pool();
     let queued: Vec<(String, String)> =
-        sqlx::query_as("SELECT order_id, state FROM queued_orders ORDER BY order_id")
+        fapiao_store::query_as("SELECT order_id, state FROM queued_orders ORDER BY order_id")
             .fetch_all(cloud)
             .await
             .unwrap();
     assert_eq!(queued.len(), 22, "{queued:?}");
     assert!(queued.iter().all(|(_, state)| state == "queued"));
     let audited: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'order.queued'")
+        fapiao_store::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'order.queued'")
             .fetch_one(cloud)
             .await
             .unwrap();

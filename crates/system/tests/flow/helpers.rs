@@ -150,7 +150,6 @@ pub(crate) struct Snapshot {
 }
 
 pub(crate) async fn snapshot(s: &System) -> Snapshot {
-    use fapiao_store::sqlx;
     let p = s.platform.db().pool();
     let count = |table: &'static str| async move {
         let sql = match table {
@@ -160,7 +159,7 @@ pub(crate) async fn snapshot(s: &System) -> Snapshot {
             "red_forms" => "SELECT COUNT(*) FROM red_forms",
             _ => "SELECT COUNT(*) FROM outbox",
         };
-        sqlx::query_scalar::<_, i64>(sql)
+        fapiao_store::query_scalar::<i64>(sql)
             .fetch_one(p)
             .await
             .unwrap()
@@ -172,21 +171,21 @@ pub(crate) async fn snapshot(s: &System) -> Snapshot {
         count("red_forms").await,
         count("outbox").await,
     ];
-    let quota = sqlx::query_as(
+    let quota = fapiao_store::query_as(
         "SELECT enterprise, month, used FROM quota_usage ORDER BY enterprise, month",
     )
     .fetch_all(p)
     .await
     .unwrap();
-    let blocks = sqlx::query_as("SELECT id, next FROM blocks ORDER BY id")
+    let blocks = fapiao_store::query_as("SELECT id, next FROM blocks ORDER BY id")
         .fetch_all(p)
         .await
         .unwrap();
-    let cloud_invoices = sqlx::query_scalar("SELECT COUNT(*) FROM invoices")
+    let cloud_invoices = fapiao_store::query_scalar("SELECT COUNT(*) FROM invoices")
         .fetch_one(s.cloud.db().pool())
         .await
         .unwrap();
-    let tax_invoices = sqlx::query_scalar("SELECT COUNT(*) FROM invoices")
+    let tax_invoices = fapiao_store::query_scalar("SELECT COUNT(*) FROM invoices")
         .fetch_one(s.tax.db().pool())
         .await
         .unwrap();

@@ -31,7 +31,7 @@ async fn one_blue_invoice_is_issued_accepted_and_readable() {
         ("cloud", env.system.cloud.db(), "invoice.stored"),
         ("platform", env.system.platform.db(), "invoice.issued"),
     ] {
-        let detail: String = fapiao_store::sqlx::query_scalar(
+        let detail: String = fapiao_store::query_scalar(
             "SELECT detail FROM audit_log WHERE action = $1 AND subject = $2",
         )
         .bind(action)

@@ -97,7 +97,7 @@ async fn rotating_while_issuing_loses_nothing() {
             );
         }
     }
-    let tax_invoices: i64 = fapiao_store::sqlx::query_scalar("SELECT COUNT(*) FROM invoices")
+    let tax_invoices: i64 = fapiao_store::query_scalar("SELECT COUNT(*) FROM invoices")
         .fetch_one(env.system.tax.db().pool())
         .await
         .unwrap();

@@ -75,7 +75,7 @@ async fn a_notice_batch_is_answered_per_notice_and_an_early_notice_waits_for_its
     // status change each (two webhook events), the last one's status stays.
     let db = env.system.cloud.db().clone();
     let events = async |number: &str| -> Vec<String> {
-        fapiao_store::sqlx::query_scalar("SELECT event FROM webhooks WHERE number = $1 ORDER BY id")
+        fapiao_store::query_scalar("SELECT event FROM webhooks WHERE number = $1 ORDER BY id")
             .bind(number)
             .fetch_all(db.pool())
             .await
@@ -128,7 +128,7 @@ async fn a_notice_batch_is_answered_per_notice_and_an_early_notice_waits_for_its
         (Some("failed"), Some("told early")),
         "{v}"
     );
-    let left: i64 = fapiao_store::sqlx::query_scalar("SELECT COUNT(*) FROM early_notices")
+    let left: i64 = fapiao_store::query_scalar("SELECT COUNT(*) FROM early_notices")
         .fetch_one(env.system.cloud.db().pool())
         .await
         .unwrap();

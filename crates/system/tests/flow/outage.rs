@@ -187,7 +187,7 @@ async fn reds_queued_during_an_outage_reach_tax_in_issue_order() {
         let db = db.clone();
         let number = number.to_owned();
         async move {
-            fapiao_store::sqlx::query(
+            fapiao_store::query(
                 "UPDATE outbox SET next_attempt_at = $2 WHERE kind = 'upload' AND number = $1",
             )
             .bind(number)
@@ -205,7 +205,7 @@ async fn reds_queued_during_an_outage_reach_tax_in_issue_order() {
                 due(n, later).await;
             }
             tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            let parked: i64 = fapiao_store::sqlx::query_scalar(
+            let parked: i64 = fapiao_store::query_scalar(
                 "SELECT COUNT(*) FROM outbox WHERE kind = 'upload' AND state = 'pending'
                  AND next_attempt_at = $1",
             )

@@ -12,7 +12,6 @@ use fapiao_protocol::wire::{
     ReportResults, SignedReceipt, StatusNotice, TaxStatus, UploadStatus, WireInvoice, message_type,
 };
 use fapiao_protocol::{Code, EnvelopeClient, HttpsClient};
-use fapiao_store::sqlx;
 use fapiao_system::RoleConfig;
 
 use crate::helpers::*;
@@ -182,7 +181,7 @@ fn receipt_for(number: &str) -> ReportItem {
 }
 
 async fn notify_entries(env: &Env, number: &str) -> i64 {
-    sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE kind = 'notify' AND number = $1")
+    fapiao_store::query_scalar("SELECT COUNT(*) FROM outbox WHERE kind = 'notify' AND number = $1")
         .bind(number)
         .fetch_one(env.system.platform.db().pool())
         .await
