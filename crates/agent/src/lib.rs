@@ -520,7 +520,7 @@ impl Agent {
         if n == requests {
             query(
                 "INSERT INTO quota (month, granted, used, requests) VALUES ($1, $2, '0.00', 1)
-                 ON CONFLICT (month) DO UPDATE SET granted = $2, requests = requests + 1",
+                 ON CONFLICT (month) DO UPDATE SET granted = $2, requests = quota.requests + 1",
             )
             .bind(month)
             .bind((before + granted).to_string())
@@ -1702,7 +1702,7 @@ pub async fn status(db: &Db) -> Result<Status, AgentError> {
     };
     let oldest: Option<i64> = query_scalar(
         "SELECT MIN(t) FROM (SELECT MIN(created_at) AS t FROM queue WHERE state = 'pending'
-                             UNION ALL SELECT MIN(pulled_at) FROM pulled)",
+                             UNION ALL SELECT MIN(pulled_at) FROM pulled) AS o",
     )
     .fetch_one(pool)
     .await?;

@@ -112,6 +112,9 @@ enum Command {
     /// Retention: export, then delete, what is older than the role's retention periods.
     #[command(subcommand)]
     Retention(RetentionCommand),
+    /// A role's database: create it and bring its schema up to this build's.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// The enterprise's front-end agent (async, enterprise-hosted issuing).
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -155,7 +158,7 @@ struct BenchArgs {
 /// Which role's database a maintenance command works on.
 #[derive(Debug, Args)]
 struct RoleTarget {
-    /// cloud, platform or tax.
+    /// cloud, platform, tax or agent.
     #[arg(long)]
     role: String,
     /// The role's config (default: `<data>/<role>.toml`).
@@ -203,6 +206,18 @@ enum RetentionCommand {
         /// Where the exports go (`<role>.<table>.jsonl`, appended).
         #[arg(long)]
         export: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Creates the role's database if missing (PostgreSQL: on the server its URL names) and
+    /// applies the migrations it lacks, under a lock (replicas and a migration job may run it
+    /// at once). Refuses a database migrated by a newer build. `serve` migrates too; run this
+    /// first to migrate before replicas start (a Kubernetes Job, a deploy step).
+    Migrate {
+        #[command(flatten)]
+        target: RoleTarget,
     },
 }
 
@@ -265,6 +280,12 @@ struct UpArgs {
     /// wait at cloud until the agent pulls, issues, uploads and reports them.
     #[arg(long)]
     enterprise_hosted: bool,
+    /// Keep every role's database on this PostgreSQL server instead of SQLite files:
+    /// `postgres://USER[:PASSWORD]@HOST:PORT`. The databases are fapiao_cloud,
+    /// fapiao_platform, fapiao_tax (and fapiao_agent), created if missing; the configs written
+    /// name them, so `serve <role> --config …` twice is two replicas of one role.
+    #[arg(long, env = "FAPIAO_POSTGRES", value_name = "URL")]
+    postgres: Option<String>,
 }
 
 /// Where the ERP commands send to.
@@ -623,6 +644,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 tax_admin: a.tax_admin_port,
             },
             a.enterprise_hosted,
+            a.postgres.as_deref(),
             now,
         ),
         Command::Agent(AgentCommand::Status { config, data, json }) => {
@@ -664,6 +686,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Retention(RetentionCommand::Run { target, export }) => {
             services::retention(&target.role, &target.config(), &export)
+        }
+        Command::Db(DbCommand::Migrate { target }) => {
+            services::db_migrate(&target.role, &target.config())
         }
     }
 }

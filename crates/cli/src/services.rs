@@ -48,12 +48,22 @@ pub(crate) fn up(
     suite: Suite,
     ports: Ports,
     enterprise_hosted: bool,
+    postgres: Option<&str>,
     now: OffsetDateTime,
 ) -> anyhow::Result<ExitCode> {
     init_logging(tracing::Level::WARN);
+    let storage = postgres.map(fapiao_system::Storage::postgres);
     runtime()?.block_on(async {
         let first = !Layout::at(data).exists();
-        let mut system = System::up(data, suite, ports, Options::default(), now).await?;
+        let mut system =
+            System::up_with(data, suite, ports, Options::default(), now, storage.as_ref()).await?;
+        let stores = match &storage {
+            Some(fapiao_system::Storage::Postgres { server, prefix }) => format!(
+                "database on {} ({prefix}_cloud, {prefix}_platform, {prefix}_tax)",
+                fapiao_store::redact_url(server),
+            ),
+            _ => "SQLite file".to_owned(),
+        };
         let agent = fapiao_system::AGENT_ENTERPRISE;
         if enterprise_hosted {
             system.start_agent().await?;
@@ -65,7 +75,7 @@ pub(crate) fn up(
              \n  platform  https://127.0.0.1:{}   admin API https://127.0.0.1:{}\
              \n  tax       {}   查验: /v1/verify?number=…&date=YYYYMMDD&total=…\
              \n  health and metrics (mutual TLS): /healthz /readyz /metrics on the admin ports {}, {}, {}\
-             \n\nEvery role has its own TLS port and SQLite file; certificates come from the development CA in {d}/ca.\
+             \n\nEvery role has its own TLS port and {stores}; certificates come from the development CA in {d}/ca.\
              \nDemo enterprises {} and {} are registered; their ERP credentials are in {d}/erp-credentials.json.\
              \n\nIn another terminal, issue an invoice as the ERP would, then reverse it:\
              \n  cargo run --release -- issue examples/orders/basic.json\
@@ -647,6 +657,32 @@ pub(crate) fn keys(role: &str, config: &Path, rotate: Option<u32>) -> anyhow::Re
                     text.join(", ")
                 }
             );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `fapiao db migrate`.
+pub(crate) fn db_migrate(role: &str, config: &Path) -> anyhow::Result<ExitCode> {
+    init_logging(tracing::Level::WARN);
+    let cfg = role_config(role, config)?;
+    let migrations = fapiao_system::migrations(role)
+        .with_context(|| format!("role `{role}`: cloud, platform, tax or agent"))?;
+    let url = fapiao_store::redact_url(&cfg.database);
+    runtime()?.block_on(async {
+        fapiao_system::run::create_database(&cfg.database).await?;
+        let before = match fapiao_store::Db::open_existing(&cfg.database).await {
+            Ok(db) => fapiao_store::schema_version(&db, role).await?,
+            Err(_) => 0,
+        };
+        let db = fapiao_store::Db::open(&cfg.database, role, migrations)
+            .await
+            .with_context(|| format!("migrating {role} database {url}"))?;
+        let after = fapiao_store::schema_version(&db, role).await?;
+        if after == before {
+            println!("{role}: {url} is at schema version {after}, nothing to apply");
+        } else {
+            println!("{role}: {url} migrated from schema version {before} to {after}");
         }
         Ok(ExitCode::SUCCESS)
     })

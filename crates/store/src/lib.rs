@@ -48,7 +48,7 @@ pub use engine::{
 };
 pub use group::{Answer, Group, Joined, Waiting};
 pub use migrate::{Migration, schema_version};
-pub use postgres::create_database;
+pub use postgres::{create_database, redacted as redact_url};
 pub use replay::{Arrival, ArrivalState, prune_messages};
 pub use tx::Tx;
 

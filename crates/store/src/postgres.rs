@@ -22,8 +22,9 @@ fn options(url: &str) -> Result<PgConnectOptions, StoreError> {
         .options([("idle_in_transaction_session_timeout", "60s")]))
 }
 
-/// The URL without its password, for messages.
-pub(crate) fn redacted(url: &str) -> String {
+/// A database URL without its password, for messages and logs.
+#[must_use]
+pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let user = &url[s + 3..at];

@@ -11,7 +11,8 @@
 //! agent-devices/<taxpayer id>.sign.{crt,key}.pem   the demo agent's device (its premises)
 //! pki/agent.*                    the demo agent's certificates (role agent, with taxpayer id)
 //! {tax,platform,cloud,agent}.toml      role configurations
-//! {tax,platform,cloud,agent}.sqlite    role databases
+//! {tax,platform,cloud,agent}.sqlite    role databases (SQLite, the default; with PostgreSQL
+//!                                      they are databases fapiao_<role> on the server)
 //! erp-credentials.json           the demo enterprises' ERP API credentials
 //! ```
 
@@ -93,6 +94,49 @@ pub const AGENT_ENTERPRISE: DemoEnterprise = DemoEnterprise {
     taxpayer_id: "91330106MA2H00003L",
     name: "杭州青禾电子商务有限公司",
 };
+
+/// Where the roles' databases are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    /// A SQLite file per role in the data directory (`<role>.sqlite`).
+    Sqlite,
+    /// A database per role, `<prefix>_<role>`, on a PostgreSQL server
+    /// (`postgres://user[:password]@host:port`, no database).
+    Postgres {
+        /// The server.
+        server: String,
+        /// The databases' common prefix (`fapiao`).
+        prefix: String,
+    },
+}
+
+impl Storage {
+    /// PostgreSQL databases `fapiao_<role>` on `server` (a URL without a database; one given
+    /// is ignored).
+    #[must_use]
+    pub fn postgres(server: &str) -> Self {
+        Self::Postgres {
+            server: server_of(server),
+            prefix: "fapiao".into(),
+        }
+    }
+
+    /// The database URL of `role` whose data directory is `dir`.
+    #[must_use]
+    pub fn url(&self, dir: &Path, role: &str) -> String {
+        match self {
+            Self::Sqlite => format!("sqlite://{}", dir.join(format!("{role}.sqlite")).display()),
+            Self::Postgres { server, prefix } => format!("{server}/{prefix}_{role}"),
+        }
+    }
+}
+
+/// `postgres://user@host:port` of a URL that may name a database and options too.
+fn server_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    format!("{scheme}://{authority}")
+}
 
 /// A data directory.
 #[derive(Debug, Clone)]
@@ -207,11 +251,18 @@ impl Layout {
     }
 
     /// Creates everything missing: CAs, role certificates, demo devices, configs for `ports`,
-    /// and (re)writes the CRLs. Existing files are kept.
+    /// and (re)writes the CRLs. Existing files are kept, except that the configs' databases
+    /// become `storage`'s when it is given (`None`: as they are, SQLite files for new ones).
     ///
     /// # Errors
     /// [`SystemError`] naming the file.
-    pub fn bootstrap(&self, suite: Suite, ports: Ports, now: OffsetDateTime) -> Result<()> {
+    pub fn bootstrap(
+        &self,
+        suite: Suite,
+        ports: Ports,
+        storage: Option<&Storage>,
+        now: OffsetDateTime,
+    ) -> Result<()> {
         for d in [
             "secrets",
             "ca/gm",
@@ -318,12 +369,7 @@ impl Layout {
             key_passphrase_file: Some(self.passphrase_file()),
             master_key_file: None,
         };
-        let db = |role: &str| {
-            format!(
-                "sqlite://{}",
-                self.dir.join(format!("{role}.sqlite")).display()
-            )
-        };
+        let db = |role: &str| storage.unwrap_or(&Storage::Sqlite).url(&self.dir, role);
         let configs = [
             RoleConfig {
                 role: "tax".into(),
@@ -398,13 +444,23 @@ impl Layout {
         ];
         for c in configs {
             let path = self.config_path(&c.role);
-            if !path.exists() {
-                let text = toml::to_string_pretty(&c).map_err(err("config"))?;
-                write_public(
-                    &path,
-                    format!("# Fapiao {} role, written by `fapiao up`.\n{text}", c.role).as_bytes(),
-                )?;
-            }
+            let c = if path.exists() {
+                // As written, without the environment's overrides.
+                let mut old: RoleConfig =
+                    toml::from_str(&read(&path)?).map_err(err(&path.display().to_string()))?;
+                if storage.is_none() || old.database == c.database {
+                    continue;
+                }
+                old.database = c.database;
+                old
+            } else {
+                c
+            };
+            let text = toml::to_string_pretty(&c).map_err(err("config"))?;
+            write_public(
+                &path,
+                format!("# Fapiao {} role, written by `fapiao up`.\n{text}", c.role).as_bytes(),
+            )?;
         }
         Ok(())
     }

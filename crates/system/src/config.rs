@@ -75,7 +75,8 @@ pub struct RoleConfig {
     pub listen: Vec<String>,
     /// Admin listeners (health, readiness, metrics; platform's operator API). Mutual TLS.
     pub admin_listen: Vec<String>,
-    /// `sqlite://<path>`.
+    /// `sqlite://<path>` (embedded) or `postgres://user[:password]@host:port/database`
+    /// (replicas of the role side by side); `FAPIAO_DATABASE_URL` overrides.
     pub database: String,
     /// platform: directory of the hosted devices' keys; agent: directory of its device's key
     /// (`<taxpayer id>.sign.{crt,key}.pem`).
@@ -132,7 +133,7 @@ impl RoleConfig {
         if let Some(v) = env("FAPIAO_ADMIN_LISTEN") {
             self.admin_listen = list(v);
         }
-        if let Some(v) = env("FAPIAO_DATABASE") {
+        if let Some(v) = env("FAPIAO_DATABASE_URL").or_else(|| env("FAPIAO_DATABASE")) {
             self.database = v;
         }
         if let Some(v) = env("FAPIAO_PLATFORM_URL") {
@@ -160,6 +161,12 @@ impl RoleConfig {
         if self.admin_listen.is_empty() {
             return Err("admin_listen: at least one address (health, metrics)".into());
         }
+        fapiao_store::Engine::of_url(&self.database).map_err(|_| {
+            format!(
+                "database: `{}` is neither sqlite://<path> nor postgres://user@host:port/database",
+                crate::run::redact(&self.database)
+            )
+        })?;
         for a in self.listen.iter().chain(&self.admin_listen) {
             a.parse::<std::net::SocketAddr>()
                 .map_err(|_| format!("listen: `{a}` is not an address:port"))?;

@@ -13,7 +13,7 @@ pub mod config;
 pub mod erp;
 pub mod run;
 
-pub use bootstrap::{AGENT_ENTERPRISE, DemoEnterprise, Layout, Ports};
+pub use bootstrap::{AGENT_ENTERPRISE, DemoEnterprise, Layout, Ports, Storage};
 pub use config::RoleConfig;
 pub use erp::ErpClient;
 pub use run::{Running, System};
@@ -91,6 +91,18 @@ pub fn sealed_columns(role: &str) -> Option<&'static [fapiao_store::vault::Seale
         "platform" => Some(fapiao_platform::SEALED),
         "tax" => Some(fapiao_tax::SEALED),
         "agent" => Some(fapiao_agent::SEALED),
+        _ => None,
+    }
+}
+
+/// The schema migrations of `role`'s database; `None` for an unknown role.
+#[must_use]
+pub fn migrations(role: &str) -> Option<&'static [fapiao_store::Migration]> {
+    match role {
+        "cloud" => Some(fapiao_cloud::MIGRATIONS),
+        "platform" => Some(fapiao_platform::MIGRATIONS),
+        "tax" => Some(fapiao_tax::MIGRATIONS),
+        "agent" => Some(fapiao_agent::MIGRATIONS),
         _ => None,
     }
 }

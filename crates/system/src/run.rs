@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
-use crate::bootstrap::{AGENT_ENTERPRISE, DEMO_ENTERPRISES, Layout, Ports};
+use crate::bootstrap::{AGENT_ENTERPRISE, DEMO_ENTERPRISES, Layout, Ports, Storage};
 use crate::config::RoleConfig;
 use crate::{Result, SystemError};
 
@@ -66,6 +66,31 @@ impl Running {
 
 fn e<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> SystemError {
     move |err| SystemError(format!("{what}: {err}"))
+}
+
+/// Creates a role's PostgreSQL database unless it exists (nothing for SQLite, whose file is
+/// created when opened).
+///
+/// # Errors
+/// [`SystemError`] naming the database (never its password).
+pub async fn create_database(url: &str) -> Result<()> {
+    match fapiao_store::create_database(url).await {
+        Ok(true) => {
+            tracing::info!(database = %redact(url), "database created");
+            Ok(())
+        }
+        Ok(false) => Ok(()),
+        Err(err) => Err(SystemError(format!(
+            "creating database {}: {err}",
+            redact(url)
+        ))),
+    }
+}
+
+/// A database URL without its password.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    fapiao_store::redact_url(url)
 }
 
 /// Binds every address of a list.
@@ -324,7 +349,8 @@ fn port_of(c: &RoleConfig, admin: bool) -> u16 {
 impl System {
     /// Bootstraps `dir` when needed (dev PKI, demo enterprises) and starts tax, platform and
     /// cloud on loopback. On first run the ports are `ports` (0 = any free port); later runs
-    /// reuse the ports of the configs written then.
+    /// reuse the ports of the configs written then. The databases are as the configs say
+    /// (SQLite files in `dir` for new ones).
     ///
     /// # Errors
     /// [`SystemError`].
@@ -334,6 +360,22 @@ impl System {
         ports: Ports,
         options: Options,
         now: OffsetDateTime,
+    ) -> Result<Self> {
+        Self::up_with(dir, suite, ports, options, now, None).await
+    }
+
+    /// [`System::up`] with the roles' databases in `storage` (`None`: as the configs say):
+    /// PostgreSQL databases are created when missing.
+    ///
+    /// # Errors
+    /// [`SystemError`].
+    pub async fn up_with(
+        dir: &Path,
+        suite: Suite,
+        ports: Ports,
+        options: Options,
+        now: OffsetDateTime,
+        storage: Option<&Storage>,
     ) -> Result<Self> {
         let layout = Layout::at(dir);
         std::fs::create_dir_all(dir).map_err(e("data directory"))?;
@@ -365,10 +407,10 @@ impl System {
                 cloud: port(4),
                 cloud_admin: port(5),
             };
-            layout.bootstrap(suite, actual, now)?;
+            layout.bootstrap(suite, actual, storage, now)?;
             (ls, actual)
         } else {
-            layout.bootstrap(suite, ports, now)?;
+            layout.bootstrap(suite, ports, storage, now)?;
             let cfg = |r: &str| RoleConfig::load(&layout.config_path(r));
             let (t, p, c) = (cfg("tax")?, cfg("platform")?, cfg("cloud")?);
             let actual = Ports {
@@ -387,6 +429,9 @@ impl System {
             (ls, actual)
         };
         let cfg = |r: &str| RoleConfig::load(&layout.config_path(r));
+        for role in ["tax", "platform", "cloud"] {
+            create_database(&cfg(role)?.database).await?;
+        }
         let mut it = listeners.into_iter();
         let mut next = || it.next().unwrap_or_default();
         let (tl, ta) = (next(), next());
@@ -507,6 +552,7 @@ impl System {
             return Ok(());
         }
         let cfg = RoleConfig::load(&self.layout.config_path(role))?;
+        create_database(&cfg.database).await?;
         let l = bind_all(&cfg.listen).await?;
         let a = bind_all(&cfg.admin_listen).await?;
         let r = start_role(&cfg, l, a, self.options.clone()).await?;

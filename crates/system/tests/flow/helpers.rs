@@ -5,7 +5,8 @@ use std::time::Duration;
 use fapiao_crypto::{Certificate, Suite, TrustStore};
 use fapiao_platform::Options;
 use fapiao_protocol::Response;
-use fapiao_system::{ErpClient, Ports, System};
+use fapiao_store::Engine;
+use fapiao_system::{ErpClient, Ports, Storage, System};
 use http::Method;
 use serde_json::{Value, json};
 
@@ -22,6 +23,29 @@ pub(crate) fn fast() -> Options {
         block_size: 50,
         range_size: 500,
         outbox_stuck_after: Duration::from_secs(2),
+    }
+}
+
+/// The engine the suite runs on: `FAPIAO_TEST_ENGINE=postgres` puts every role's database
+/// on the server of `FAPIAO_TEST_POSTGRES`, in databases of their own per test; otherwise
+/// SQLite files in the test's directory.
+pub(crate) fn engine() -> Engine {
+    match std::env::var("FAPIAO_TEST_ENGINE").as_deref() {
+        Ok("postgres") => Engine::Postgres,
+        Ok("sqlite") | Err(_) => Engine::Sqlite,
+        Ok(other) => panic!("FAPIAO_TEST_ENGINE={other}: sqlite or postgres"),
+    }
+}
+
+/// Where a test's system keeps its databases ([`engine`]).
+pub(crate) fn storage() -> Option<Storage> {
+    match engine() {
+        Engine::Sqlite => None,
+        Engine::Postgres => Some(Storage::Postgres {
+            server: fapiao_store::testing::postgres_server()
+                .expect("FAPIAO_TEST_ENGINE=postgres needs FAPIAO_TEST_POSTGRES"),
+            prefix: fapiao_store::testing::database_name("flow"),
+        }),
     }
 }
 
@@ -42,9 +66,16 @@ impl Env {
             tax: 0,
             tax_admin: 0,
         };
-        let system = System::up(dir.path(), Suite::Gm, ports, fast(), crate::now())
-            .await
-            .unwrap();
+        let system = System::up_with(
+            dir.path(),
+            Suite::Gm,
+            ports,
+            fast(),
+            crate::now(),
+            storage().as_ref(),
+        )
+        .await
+        .unwrap();
         Self { dir, system }
     }
 
@@ -372,6 +403,10 @@ impl std::io::Write for LogSink {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         if let Ok(mut v) = self.0.lock() {
             v.extend_from_slice(b);
+        }
+        // `FAPIAO_TEST_LOG=1`: the logs on stderr too, to see why a test failed.
+        if std::env::var_os("FAPIAO_TEST_LOG").is_some() {
+            std::io::Write::write_all(&mut std::io::stderr(), b)?;
         }
         Ok(b.len())
     }

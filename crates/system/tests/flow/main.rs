@@ -1,5 +1,6 @@
 //! The sync flow end to end: tax, platform and cloud in one process on loopback ports, real
-//! mutual TLS, envelopes, SQLite files, driven through the signed ERP API.
+//! mutual TLS, envelopes, driven through the signed ERP API. On SQLite files by default; with
+//! `FAPIAO_TEST_ENGINE=postgres`, every role on PostgreSQL (`helpers::engine`).
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 mod admin;

@@ -102,19 +102,76 @@ async fn every_role_reports_health_readiness_and_metrics_on_its_admin_port() {
     settle(&env).await;
     assert_eq!(text(&admin, "/readyz").await.0, 200);
 
-    // The database gone (its file moved away under the running role): not ready, and the
-    // body says which check failed; back in place, ready again. Health stays up.
+    // The database gone (SQLite: its file moved away under the running role; PostgreSQL: the
+    // server refuses the role's connections and ends those open): not ready, and the body
+    // says which check failed; back in place, ready again. Health stays up.
     let tax_admin = operator(&env, p.tax_admin);
-    let file = env.system.layout.dir().join("tax.sqlite");
-    let away = env.system.layout.dir().join("tax.sqlite.away");
-    std::fs::rename(&file, &away).unwrap();
+    let outage = DatabaseOutage::start(&env).await;
     let (s, body) = text(&tax_admin, "/readyz").await;
     assert_eq!(s, 503, "{body}");
     assert!(body.contains("not reachable"), "{body}");
     assert_eq!(text(&tax_admin, "/healthz").await.0, 200);
-    std::fs::rename(&away, &file).unwrap();
-    assert_eq!(text(&tax_admin, "/readyz").await.0, 200);
+    outage.end().await;
+    let mut ready = 0;
+    for _ in 0..50 {
+        ready = text(&tax_admin, "/readyz").await.0;
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, 200);
     env.system.shutdown().await;
+}
+
+/// The tax role's database out of reach while the role runs.
+enum DatabaseOutage {
+    File(std::path::PathBuf, std::path::PathBuf),
+    Server(fapiao_store::Db, String),
+}
+
+impl DatabaseOutage {
+    async fn start(env: &Env) -> Self {
+        let url = fapiao_system::RoleConfig::load(&env.system.layout.config_path("tax"))
+            .unwrap()
+            .database;
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let file = std::path::PathBuf::from(path);
+            let away = file.with_extension("sqlite.away");
+            std::fs::rename(&file, &away).unwrap();
+            return Self::File(file, away);
+        }
+        let (server, name) = url.rsplit_once('/').unwrap();
+        let admin = fapiao_store::Db::open_existing(&format!("{server}/postgres"))
+            .await
+            .unwrap();
+        for sql in [
+            format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false"),
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            ),
+        ] {
+            fapiao_store::query_text(sql)
+                .execute(admin.pool())
+                .await
+                .unwrap();
+        }
+        Self::Server(admin, name.to_owned())
+    }
+
+    async fn end(self) {
+        match self {
+            Self::File(file, away) => std::fs::rename(&away, &file).unwrap(),
+            Self::Server(admin, name) => {
+                fapiao_store::query_text(format!(
+                    "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true"
+                ))
+                .execute(admin.pool())
+                .await
+                .unwrap();
+            }
+        }
+    }
 }
 
 fn s_client(port: u16, ca: &std::path::Path, extra: &[&str]) -> (bool, String) {

@@ -385,7 +385,7 @@ async fn envelope_and_sender_refusals_change_nothing() {
     let foreign_dir = tempfile::tempdir().unwrap();
     let foreign = fapiao_system::Layout::at(foreign_dir.path());
     foreign
-        .bootstrap(Suite::Gm, fapiao_system::Ports::default(), now)
+        .bootstrap(Suite::Gm, fapiao_system::Ports::default(), None, now)
         .unwrap();
     for kind in ["sign", "enc"] {
         for ext in ["crt.pem", "key.pem"] {
