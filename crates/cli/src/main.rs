@@ -281,9 +281,10 @@ struct UpArgs {
     #[arg(long)]
     enterprise_hosted: bool,
     /// Keep every role's database on this PostgreSQL server instead of SQLite files:
-    /// `postgres://USER[:PASSWORD]@HOST:PORT`. The databases are fapiao_cloud,
-    /// fapiao_platform, fapiao_tax (and fapiao_agent), created if missing; the configs written
-    /// name them, so `serve <role> --config …` twice is two replicas of one role.
+    /// `postgres://USER[:PASSWORD]@HOST:PORT[/PREFIX]`. The databases are fapiao_cloud,
+    /// fapiao_platform, fapiao_tax (and fapiao_agent) — PREFIX_… when given —, created if
+    /// missing; the configs written name them, so `serve <role> --config …` twice is two
+    /// replicas of one role.
     #[arg(long, env = "FAPIAO_POSTGRES", value_name = "URL")]
     postgres: Option<String>,
 }

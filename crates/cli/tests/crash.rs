@@ -5,12 +5,12 @@
 //! granted the agent, each accepted by tax exactly once, each known once to platform and to
 //! cloud, no order left pending, and the agent's quota used equal to the sum of the totals.
 //!
-//! The kill schedule is random; the seed is printed and `FAPIAO_CRASH_SEED` replays it.
+//! The kill schedule is random; the seed is printed and `FAPIAO_CRASH_SEED` replays it. On
+//! SQLite files, or with `FAPIAO_TEST_ENGINE=postgres` every role's database on PostgreSQL.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -20,94 +20,15 @@ use fapiao_store::Db;
 use fapiao_system::{AGENT_ENTERPRISE, ErpClient, Layout, RoleConfig};
 use http::Method;
 
+mod support;
+use support::{Lcg, Role, count, db};
+
 const ORDERS: usize = 500;
 /// Orders submitted only after the fifth kill.
 const HELD_BACK: usize = 25;
 /// [`ORDERS`] as SQLite counts it.
 const ORDERS_I64: i64 = 500;
 const HZ: &str = AGENT_ENTERPRISE.taxpayer_id;
-
-/// One role's process, restartable; its stderr appended to `<data>/<role>.log`.
-struct Role {
-    name: &'static str,
-    data: PathBuf,
-    child: Option<Child>,
-    starts: usize,
-}
-
-impl Role {
-    fn log(&self) -> PathBuf {
-        self.data.join(format!("{}.log", self.name))
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log())
-            .unwrap();
-        let cfg = self.data.join(format!("{}.toml", self.name));
-        self.child = Some(
-            Command::new(env!("CARGO_BIN_EXE_fapiao"))
-                .args(["serve", self.name, "--config", cfg.to_str().unwrap()])
-                .env("FAPIAO_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        self.starts += 1;
-        // Started once the log says so for the `starts`-th time.
-        for _ in 0..600 {
-            let text = std::fs::read_to_string(self.log()).unwrap_or_default();
-            if text.matches("serving on").count() >= self.starts {
-                return;
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                panic!("{} exited: {status}\n{text}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("{} did not start", self.name);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap(); // SIGKILL
-            c.wait().unwrap();
-        }
-    }
-
-    fn interrupt(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-INT", &c.id().to_string()])
-                .status();
-            let status = c.wait().unwrap();
-            assert!(status.success(), "{} stops cleanly: {status}", self.name);
-        }
-    }
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// A small linear congruential generator: the schedule only needs to be varied and
-/// replayable.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % below
-    }
-}
 
 fn order(i: usize) -> Vec<u8> {
     serde_json::json!({
@@ -127,85 +48,20 @@ fn order(i: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn db(data: &Path, role: &str) -> Db {
-    let cfg = RoleConfig::load(&data.join(format!("{role}.toml"))).unwrap();
-    Db::open_existing(&cfg.database).await.unwrap()
-}
-
-async fn count(db: &Db, sql: &'static str) -> i64 {
-    fapiao_store::query_scalar(sql)
-        .fetch_one(db.pool())
-        .await
-        .unwrap()
-}
-
 #[test]
 fn killing_agent_platform_and_tax_at_random_loses_and_duplicates_nothing() {
-    let seed = std::env::var("FAPIAO_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            u64::from(std::process::id())
-                ^ u64::from(std::time::UNIX_EPOCH.elapsed().unwrap().subsec_nanos())
-        });
-    eprintln!("kill schedule seed: {seed} (FAPIAO_CRASH_SEED={seed} replays it)");
+    let seed = support::seed("FAPIAO_CRASH_SEED");
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
 
-    // `up` once: the development PKI, configs on free ports, the registrations.
-    let mut up = Command::new(env!("CARGO_BIN_EXE_fapiao"))
-        .args([
-            "up",
-            "--data",
-            d,
-            "--cloud-port",
-            "0",
-            "--cloud-admin-port",
-            "0",
-            "--platform-port",
-            "0",
-            "--admin-port",
-            "0",
-            "--tax-port",
-            "0",
-            "--tax-admin-port",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(up.stdout.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
-            "up ended early"
-        );
-        if line.contains("Ctrl-C stops.") {
-            break;
-        }
-    }
-    let _ = Command::new("kill")
-        .args(["-INT", &up.id().to_string()])
-        .status();
-    assert!(up.wait().unwrap().success());
+    // `up` once: the development PKI, configs on free ports, the registrations; the roles'
+    // databases on PostgreSQL with `FAPIAO_TEST_ENGINE=postgres`.
+    support::up_once(&data, &support::engine_args("crash"));
 
     let mut roles: BTreeMap<&str, Role> = ["tax", "platform", "cloud", "agent"]
         .into_iter()
-        .map(|name| {
-            (
-                name,
-                Role {
-                    name,
-                    data: data.clone(),
-                    child: None,
-                    starts: 0,
-                },
-            )
-        })
+        .map(|name| (name, Role::new(name, &data)))
         .collect();
     for name in ["tax", "platform", "cloud", "agent"] {
         roles.get_mut(name).unwrap().start();
@@ -219,20 +75,7 @@ fn killing_agent_platform_and_tax_at_random_loses_and_duplicates_nothing() {
     let layout = Layout::at(&data);
     let cloud_cfg = RoleConfig::load(&data.join("cloud.toml")).unwrap();
     let cloud_url = format!("https://{}", cloud_cfg.listen[0]);
-    let trust = {
-        let mut roots = Vec::new();
-        for p in layout.trust_files() {
-            roots.extend(
-                fapiao_crypto::Certificate::from_pem_chain(&std::fs::read_to_string(p).unwrap())
-                    .unwrap(),
-            );
-        }
-        let mut t = fapiao_crypto::TrustStore::new(roots).unwrap();
-        for p in layout.crl_files() {
-            t.add_crl(fapiao_crypto::Crl::from_pem(&std::fs::read_to_string(p).unwrap()).unwrap());
-        }
-        t
-    };
+    let trust = support::trust(&data);
     let creds = layout.credentials().unwrap().remove(HZ).unwrap();
     let erp = Arc::new(ErpClient::new(&cloud_url, &trust, creds).unwrap());
 
@@ -373,7 +216,7 @@ fn killing_agent_platform_and_tax_at_random_loses_and_duplicates_nothing() {
         let accepted_twice = count(
             &tax,
             "SELECT COUNT(*) FROM (SELECT number FROM upload_log WHERE status = 'accepted'
-                                   GROUP BY number HAVING COUNT(*) <> 1)",
+                                   GROUP BY number HAVING COUNT(*) <> 1) AS twice",
         )
         .await;
         assert_eq!(accepted_twice, 0);

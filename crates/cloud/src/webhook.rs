@@ -69,7 +69,7 @@ const CLAIM: Sql = Sql::postgres_only(
 
 /// How long a claim on a delivery lasts (seconds): longer than a delivery takes (its
 /// timeout is 10 s).
-const CLAIM_LEASE: i64 = 60;
+const CLAIM_LEASE: i64 = 15;
 
 /// Per-URL HTTPS clients (connections kept alive).
 #[derive(Default)]

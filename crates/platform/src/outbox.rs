@@ -145,7 +145,7 @@ const CLAIM: Sql = Sql::postgres_only(
 
 /// How long a claim on an outbox entry lasts (seconds): longer than any exchange with tax or
 /// a cloud takes.
-const CLAIM_LEASE: i64 = 60;
+const CLAIM_LEASE: i64 = 15;
 
 /// Batches in flight at once.
 const OUTBOX_PARALLEL: usize = 8;

@@ -93,7 +93,29 @@ struct Ready {
     checks: Vec<Check>,
 }
 
-/// `/healthz`, `/readyz` and `/metrics` for a role.
+/// The routes an admin port answers without a client certificate: liveness and readiness,
+/// for load balancers' and orchestrators' probes (they say whether the role can serve, and
+/// why not; nothing of its data).
+pub const PROBES: &[&str] = &["/healthz", "/livez", "/readyz"];
+
+/// Middleware of an admin port whose TLS asks for a client certificate without requiring one:
+/// a request for anything but [`PROBES`] without a verified certificate is answered 401
+/// `peer_certificate_required`.
+pub async fn require_certificate(req: Request, next: Next) -> Response {
+    if PROBES.contains(&req.uri().path()) || req.extensions().get::<crate::PeerIdentity>().is_some()
+    {
+        return next.run(req).await;
+    }
+    let rid = crate::error::request_id(req.headers());
+    crate::ApiError::new(
+        fapiao_protocol::Code::PeerCertificateRequired,
+        "a client certificate is required on the admin port (only /healthz, /livez and /readyz answer without one)",
+        &rid,
+    )
+    .into_response()
+}
+
+/// `/healthz` (`/livez`), `/readyz` and `/metrics` for a role.
 pub fn admin_routes<R: Readiness>(
     role: &'static str,
     readiness: Arc<R>,
@@ -102,6 +124,10 @@ pub fn admin_routes<R: Readiness>(
     Router::new()
         .route(
             "/healthz",
+            get(move || async move { axum::Json(serde_json::json!({ "status": "up", "role": role })) }),
+        )
+        .route(
+            "/livez",
             get(move || async move { axum::Json(serde_json::json!({ "status": "up", "role": role })) }),
         )
         .route(

@@ -111,13 +111,20 @@ pub enum Storage {
 }
 
 impl Storage {
-    /// PostgreSQL databases `fapiao_<role>` on `server` (a URL without a database; one given
-    /// is ignored).
+    /// PostgreSQL databases `<prefix>_<role>` on `url`'s server: the prefix is the URL's
+    /// database if it names one (`postgres://u@h:5432/staging` → `staging_cloud`, …), else
+    /// `fapiao`.
     #[must_use]
-    pub fn postgres(server: &str) -> Self {
+    pub fn postgres(url: &str) -> Self {
+        let after = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let prefix = after
+            .split_once('/')
+            .map(|(_, path)| path.split('?').next().unwrap_or_default())
+            .filter(|p| !p.is_empty())
+            .unwrap_or("fapiao");
         Self::Postgres {
-            server: server_of(server),
-            prefix: "fapiao".into(),
+            server: server_of(url),
+            prefix: prefix.to_owned(),
         }
     }
 
@@ -128,6 +135,25 @@ impl Storage {
             Self::Sqlite => format!("sqlite://{}", dir.join(format!("{role}.sqlite")).display()),
             Self::Postgres { server, prefix } => format!("{server}/{prefix}_{role}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Storage;
+
+    #[test]
+    fn a_postgres_url_names_the_server_and_the_databases_prefix() {
+        let s = Storage::postgres("postgres://app:pw@db:5432");
+        assert_eq!(
+            s.url(std::path::Path::new("."), "cloud"),
+            "postgres://app:pw@db:5432/fapiao_cloud"
+        );
+        let s = Storage::postgres("postgresql://app@db/staging?sslmode=require");
+        assert_eq!(
+            s.url(std::path::Path::new("."), "tax"),
+            "postgresql://app@db/staging_tax"
+        );
     }
 }
 

@@ -121,6 +121,22 @@ fn read_passphrase(cfg: &RoleConfig) -> Result<Zeroizing<String>> {
     }))
 }
 
+/// The admin port's TLS: a client certificate is asked for but not required, so that load
+/// balancers' and orchestrators' probes reach `/healthz`, `/livez` and `/readyz`
+/// ([`admin_guard`] requires one everywhere else).
+fn admin_tls(material: &Material) -> Result<std::sync::Arc<rustls::ServerConfig>> {
+    material
+        .server_config(ClientAuth::Optional)
+        .map_err(e("admin TLS"))
+}
+
+/// An admin router with every route but the probes behind a verified client certificate.
+fn admin_guard(router: axum::Router) -> axum::Router {
+    router.layer(axum::middleware::from_fn(
+        fapiao_service::ops::require_certificate,
+    ))
+}
+
 /// Starts one role from its config on already bound listeners (bind them with [`bind_all`]).
 ///
 /// # Errors
@@ -175,10 +191,11 @@ pub async fn start_role(
                 .server_config(ClientAuth::Optional)
                 .map_err(e("tax TLS"))?;
             let addrs = serve(listeners, tls, tax.router())?;
-            let admin_tls = material
-                .server_config(ClientAuth::Required)
-                .map_err(e("tax TLS"))?;
-            let admin_addrs = serve(admin, admin_tls, tax.admin_router())?;
+            let admin_addrs = serve(
+                admin,
+                admin_tls(&material)?,
+                admin_guard(tax.admin_router()),
+            )?;
             (RoleHandle::Tax(tax), addrs, admin_addrs, None)
         }
         "platform" => {
@@ -199,8 +216,12 @@ pub async fn start_role(
             let tls = material
                 .server_config(ClientAuth::Required)
                 .map_err(e("platform TLS"))?;
-            let addrs = serve(listeners, tls.clone(), platform.router())?;
-            let admin_addrs = serve(admin, tls, platform.admin_router())?;
+            let addrs = serve(listeners, tls, platform.router())?;
+            let admin_addrs = serve(
+                admin,
+                admin_tls(&material)?,
+                admin_guard(platform.admin_router()),
+            )?;
             let workers = platform.spawn_workers();
             (
                 RoleHandle::Platform(platform),
@@ -233,10 +254,11 @@ pub async fn start_role(
                 .server_config(ClientAuth::Optional)
                 .map_err(e("cloud TLS"))?;
             let addrs = serve(listeners, tls, cloud.router())?;
-            let admin_tls = material
-                .server_config(ClientAuth::Required)
-                .map_err(e("cloud TLS"))?;
-            let admin_addrs = serve(admin, admin_tls, cloud.admin_router())?;
+            let admin_addrs = serve(
+                admin,
+                admin_tls(&material)?,
+                admin_guard(cloud.admin_router()),
+            )?;
             let workers = cloud.spawn_workers();
             (RoleHandle::Cloud(cloud), addrs, admin_addrs, Some(workers))
         }
@@ -283,10 +305,11 @@ pub async fn start_role(
             )
             .await
             .map_err(e("agent"))?;
-            let admin_tls = material
-                .server_config(ClientAuth::Required)
-                .map_err(e("agent TLS"))?;
-            let admin_addrs = serve(admin, admin_tls, agent.admin_router())?;
+            let admin_addrs = serve(
+                admin,
+                admin_tls(&material)?,
+                admin_guard(agent.admin_router()),
+            )?;
             let workers = agent.spawn_workers();
             (
                 RoleHandle::Agent(agent),

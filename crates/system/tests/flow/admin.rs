@@ -79,19 +79,31 @@ async fn admin_api_is_for_operators_on_its_own_port() {
         (r.status, json_of(&r)["code"].as_str().unwrap()),
         (401, "peer_certificate_required")
     );
-    // No client certificate: the TLS handshake itself is refused.
+    // No client certificate: the probes answer (load balancers, Kubernetes), nothing else.
     let trust = env.trust();
     let anonymous = fapiao_protocol::HttpsClient::new(
         &format!("https://127.0.0.1:{}", ports.platform_admin),
         Arc::new(fapiao_crypto::tls::client_config(None, &trust).unwrap()),
     )
     .unwrap();
-    assert!(
-        anonymous
-            .request(Method::GET, "/admin/enterprises", &[], Vec::new())
+    for path in ["/healthz", "/livez", "/readyz"] {
+        let r = anonymous
+            .request(Method::GET, path, &[], Vec::new())
             .await
-            .is_err()
-    );
+            .unwrap();
+        assert_eq!(r.status, 200, "{path}");
+    }
+    for path in ["/admin/enterprises", "/metrics", "/admin/outbox"] {
+        let r = anonymous
+            .request(Method::GET, path, &[], Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status, json_of(&r)["code"].as_str().unwrap()),
+            (401, "peer_certificate_required"),
+            "{path}"
+        );
+    }
     // The business port has no admin routes.
     let operator_on_business = client_as(&env, "platform", ports.platform);
     let r = operator_on_business
