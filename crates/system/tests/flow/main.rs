@@ -19,6 +19,7 @@ mod ops;
 mod outage;
 mod portal;
 mod refusals;
+mod replicas;
 mod reports;
 mod tax;
 mod webhook;
