@@ -668,7 +668,7 @@ impl Agent {
         let known: std::collections::HashSet<String> = query_scalar(Sql::dialects(
             "SELECT order_id FROM orders WHERE order_id IN (SELECT value FROM jsonb_each($1))",
             "SELECT order_id FROM orders
-             WHERE order_id IN (SELECT jsonb_array_elements_text($1::jsonb))",
+             WHERE order_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
         ))
         .bind(ids)
         .fetch_all(&mut *tx)
@@ -1205,7 +1205,7 @@ impl Agent {
         .map_err(|e| AgentError::Setup(e.to_string()))?;
         let rows = query(Sql::dialects(
             "SELECT * FROM invoices WHERE number IN (SELECT value FROM jsonb_each($1))",
-            "SELECT * FROM invoices WHERE number IN (SELECT jsonb_array_elements_text($1::jsonb))",
+            "SELECT * FROM invoices WHERE number = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
         ))
         .bind(numbers)
         .fetch_all(self.inner.db.pool())

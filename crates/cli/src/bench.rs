@@ -67,6 +67,9 @@ pub(crate) struct BenchOptions {
     /// Orders per ERP request: 1 sends each alone (`POST /v1/invoices`), more send them
     /// through `POST /v1/invoices/batch`.
     pub(crate) batch: usize,
+    /// Every role's database on this PostgreSQL server (new databases for the run, dropped
+    /// after it) instead of SQLite files.
+    pub(crate) postgres: Option<String>,
 }
 
 impl Default for BenchOptions {
@@ -79,6 +82,7 @@ impl Default for BenchOptions {
             suite: Suite::Gm,
             enterprise_hosted: false,
             batch: 1,
+            postgres: None,
         }
     }
 }
@@ -98,6 +102,9 @@ pub(crate) struct ClosedLoop {
     pub(crate) answered_per_second: f64,
     /// Process CPU (user + system) per invoice, milliseconds.
     pub(crate) cpu_ms_per_invoice: f64,
+    /// The whole machine's CPU (every process: with PostgreSQL, its server too) per invoice,
+    /// milliseconds.
+    pub(crate) machine_cpu_ms_per_invoice: f64,
     /// Latency of the requests, milliseconds.
     pub(crate) latency: Latency,
 }
@@ -266,6 +273,8 @@ pub(crate) struct CryptoBound {
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct BenchReport {
+    /// With PostgreSQL: the server's version and durability settings.
+    pub(crate) postgres: Option<String>,
     /// Suite of the system.
     pub(crate) suite: String,
     /// Orders per ERP request.
@@ -369,6 +378,25 @@ fn cpu_time() -> Duration {
     Duration::from_secs_f64((ticks(11) + ticks(12)) / ticks_per_second)
 }
 
+/// The whole machine's busy CPU time (every process, every core: user, nice, system, irq,
+/// softirq, steal) from `/proc/stat`.
+fn machine_cpu_time() -> Duration {
+    let ticks_per_second = 100.0; // USER_HZ
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let busy: f64 = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .enumerate()
+        // user nice system idle iowait irq softirq steal: all but idle and iowait.
+        .filter(|(i, _)| ![3, 4].contains(i) && *i < 8)
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum();
+    Duration::from_secs_f64(busy / ticks_per_second)
+}
+
 /// Resident memory now and at its peak (KiB), from `/proc/self/status`.
 #[must_use]
 pub(crate) fn rss_kib() -> (u64, u64) {
@@ -425,6 +453,7 @@ async fn start(
     dir: &Path,
     suite: Suite,
     enterprise_hosted: bool,
+    storage: Option<&fapiao_system::Storage>,
     now: OffsetDateTime,
 ) -> Result<System> {
     // First run: every listener is bound on a free port before the configs are written, so no
@@ -438,7 +467,15 @@ async fn start(
         tax: 0,
         tax_admin: 0,
     };
-    let mut system = System::up(dir, suite, zero, fapiao_platform::Options::default(), now).await?;
+    let mut system = System::up_with(
+        dir,
+        suite,
+        zero,
+        fapiao_platform::Options::default(),
+        now,
+        storage,
+    )
+    .await?;
     let layout = Layout::at(dir);
     for role in ["tax", "platform", "cloud"] {
         let path = layout.config_path(role);
@@ -469,6 +506,40 @@ async fn start(
         system.start_agent().await?;
     }
     Ok(system)
+}
+
+/// Where the run's databases are: SQLite files, or new databases on the PostgreSQL server.
+fn bench_storage(opts: &BenchOptions) -> Option<fapiao_system::Storage> {
+    let url = opts.postgres.as_deref()?;
+    let fapiao_system::Storage::Postgres { server, .. } = fapiao_system::Storage::postgres(url)
+    else {
+        return None;
+    };
+    Some(fapiao_system::Storage::Postgres {
+        server,
+        prefix: format!("fapiao_bench_{}", &fapiao_protocol::client::new_id()[..8]),
+    })
+}
+
+/// The PostgreSQL server's version and the settings durability rests on.
+async fn postgres_settings(system: &System) -> Result<String> {
+    let pool = system.platform.db().pool();
+    let show = |name: &'static str| async move {
+        fapiao_store::query_scalar::<String>(fapiao_store::Sql::portable(name))
+            .fetch_one(pool)
+            .await
+            .with_context(|| format!("reading the server's {name}"))
+    };
+    let version = show("SHOW server_version").await?;
+    let fsync = show("SHOW fsync").await?;
+    let commit = show("SHOW synchronous_commit").await?;
+    let pages = show("SHOW full_page_writes").await?;
+    if fsync != "on" || commit == "off" {
+        tracing::warn!(%fsync, synchronous_commit = %commit, "PostgreSQL is not durable: the figures are not production figures");
+    }
+    Ok(format!(
+        "PostgreSQL {version}, fsync = {fsync}, synchronous_commit = {commit}, full_page_writes = {pages}"
+    ))
 }
 
 /// One issuing request (in async mode: queueing it) for the orders `ids`: alone when there is
@@ -529,9 +600,20 @@ pub(crate) async fn run(
     let (rss_start, _) = rss_kib();
     let batch = opts.batch.clamp(1, 100);
     progress(0, 1, "starting the system (development PKI, three roles)");
-    let system = start(dir, opts.suite, opts.enterprise_hosted, now)
-        .await
-        .context("starting the system")?;
+    let storage = bench_storage(opts);
+    let system = start(
+        dir,
+        opts.suite,
+        opts.enterprise_hosted,
+        storage.as_ref(),
+        now,
+    )
+    .await
+    .context("starting the system")?;
+    let postgres = match &storage {
+        Some(_) => Some(postgres_settings(&system).await?),
+        None => None,
+    };
     let trust = crate::services::load_trust(&system.layout)?;
     let creds = system.layout.credentials()?;
     let clients: Vec<(&'static DemoEnterprise, Arc<ErpClient>)> = (0..opts.concurrency.max(1))
@@ -580,6 +662,7 @@ pub(crate) async fn run(
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let cpu0 = cpu_time();
+    let machine0 = machine_cpu_time();
     let t0 = instant_now();
     let mut tasks = Vec::new();
     for (e, c) in clients.iter().cloned() {
@@ -675,6 +758,7 @@ pub(crate) async fn run(
     let seconds = t0.elapsed().as_secs_f64();
     let after = timer.settled(Duration::from_secs(10)).await;
     let cpu = (cpu_time() - cpu0).as_secs_f64();
+    let machine_cpu = (machine_cpu_time() - machine0).as_secs_f64();
     if invoices == 0 || errors > invoices {
         bail!("{errors} of {} requests failed", opts.count);
     }
@@ -687,6 +771,7 @@ pub(crate) async fn run(
         answered_per_second: n / answered,
         per_second: n / seconds,
         cpu_ms_per_invoice: cpu * 1e3 / n,
+        machine_cpu_ms_per_invoice: machine_cpu * 1e3 / n,
         latency: Latency::of(&mut lat),
     };
     #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
@@ -763,12 +848,31 @@ pub(crate) async fn run(
         open.push(open_loop(&clients, rate, batch, opts.phase, phase, progress).await);
     }
 
-    let ratio = closed.cpu_ms_per_invoice / crypto[0].ms_per_invoice;
+    // With PostgreSQL the databases' work is the server's: the whole machine's CPU counts it.
+    let pipeline = if postgres.is_some() {
+        closed.machine_cpu_ms_per_invoice
+    } else {
+        closed.cpu_ms_per_invoice
+    };
+    let ratio = pipeline / crypto[0].ms_per_invoice;
     let (rss_end, rss_peak) = rss_kib();
     progress(1, 1, "done");
     drop(clients);
+    let urls: Vec<String> = ["tax", "platform", "cloud", "agent"]
+        .iter()
+        .filter_map(|r| RoleConfig::load(&system.layout.config_path(r)).ok())
+        .map(|c| c.database)
+        .collect();
     system.shutdown().await;
+    if storage.is_some() {
+        for url in urls {
+            if let Err(e) = fapiao_store::drop_database(&url).await {
+                tracing::warn!(error = %e, "dropping a bench database");
+            }
+        }
+    }
     Ok(BenchReport {
+        postgres,
         suite: opts.suite.to_string(),
         batch,
         cores: std::thread::available_parallelism().map_or(1, usize::from),
@@ -1115,9 +1219,13 @@ fn render(r: &BenchReport, opts: &BenchOptions) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let c = &r.closed;
+    let store = match &r.postgres {
+        Some(pg) => format!("every role on {pg}"),
+        None => "durable SQLite".to_owned(),
+    };
     let _ = writeln!(
         s,
-        "Fapiao bench — {} mode, suite {}, {} cores, {}, all roles in this process (mutual TLS, envelopes, durable SQLite)\n",
+        "Fapiao bench — {} mode, suite {}, {} cores, {}, all roles in this process (mutual TLS, envelopes, {store})\n",
         if opts.enterprise_hosted {
             "async (enterprise-hosted: cloud queue, agent, reports through platform)"
         } else {
@@ -1153,6 +1261,21 @@ fn render(r: &BenchReport, opts: &BenchOptions) -> String {
         s,
         "CPU per invoice  {:>8.2} ms           (process user + system, issuing to tax acceptance)",
         c.cpu_ms_per_invoice
+    );
+    let _ = writeln!(
+        s,
+        "                 {:>8.2} ms           (the whole machine{}; the ratio below uses {})",
+        c.machine_cpu_ms_per_invoice,
+        if r.postgres.is_some() {
+            ", PostgreSQL's server included"
+        } else {
+            ""
+        },
+        if r.postgres.is_some() {
+            "this"
+        } else {
+            "the process's"
+        }
     );
     for b in &r.crypto_bound {
         let _ = writeln!(

@@ -153,6 +153,11 @@ struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Every role's database on this PostgreSQL server (`postgres://USER@HOST:PORT`): new
+    /// databases fapiao_bench_<id>_<role> for the run, dropped after it. The ratio then counts
+    /// the whole machine's CPU (the server's too).
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
 }
 
 /// Which role's database a maintenance command works on.
@@ -630,6 +635,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 suite: a.suite,
                 enterprise_hosted,
                 batch: a.batch as usize,
+                postgres: a.postgres.clone(),
             };
             bench::main(&opts, a.json.as_deref(), now).map(|()| ExitCode::SUCCESS)
         }

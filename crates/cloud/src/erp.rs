@@ -297,7 +297,7 @@ impl Cloud {
             "SELECT e.hosting AS enterprise_hosting, i.*
              FROM enterprises e
              LEFT JOIN invoices i ON i.enterprise = e.taxpayer_id
-                 AND i.order_id IN (SELECT jsonb_array_elements_text($2::jsonb))
+                 AND i.order_id = ANY(ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))
              WHERE e.taxpayer_id = $1",
         ))
         .bind(enterprise)
@@ -818,7 +818,7 @@ const STORED: Sql = Sql::dialects(
         ), webhooks_queued AS (",
         crate::webhook::enqueue_postgres!(),
         ") DELETE FROM early_notices
-         WHERE enterprise = $1 AND number IN (SELECT jsonb_array_elements_text($4::jsonb))
+         WHERE enterprise = $1 AND number = ANY(ARRAY(SELECT jsonb_array_elements_text($4::jsonb)))
          RETURNING number, tax_status, tax_reason, receipt"
     ),
 );

@@ -60,7 +60,7 @@ const CLAIM: Sql = Sql::postgres_only(
     "UPDATE webhooks SET claimed_by = $1, claimed_until = $2
      WHERE id IN (
          SELECT id FROM webhooks
-         WHERE id IN (SELECT (jsonb_array_elements_text($3::jsonb))::bigint)
+         WHERE id = ANY(ARRAY(SELECT (jsonb_array_elements_text($3::jsonb))::bigint))
            AND state = 'pending'
            AND (claimed_until IS NULL OR claimed_until < $4 OR claimed_by = $1)
          FOR UPDATE SKIP LOCKED)

@@ -80,7 +80,7 @@ async fn record_usual(
             "UPDATE outbox SET state = 'done', attempts = attempts + 1, done_at = $2
              WHERE id IN (SELECT value FROM jsonb_each($1))",
             "UPDATE outbox SET state = 'done', attempts = attempts + 1, done_at = $2
-             WHERE id IN (SELECT (jsonb_array_elements_text($1::jsonb))::bigint)",
+             WHERE id = ANY(ARRAY(SELECT (jsonb_array_elements_text($1::jsonb))::bigint))",
         ))
         .bind(serde_json::Value::Array(notified).to_string())
         .bind(t)
@@ -136,7 +136,7 @@ const CLAIM: Sql = Sql::postgres_only(
     "UPDATE outbox SET claimed_by = $1, claimed_until = $2
      WHERE id IN (
          SELECT id FROM outbox
-         WHERE id IN (SELECT (jsonb_array_elements_text($3::jsonb))::bigint)
+         WHERE id = ANY(ARRAY(SELECT (jsonb_array_elements_text($3::jsonb))::bigint))
            AND state = 'pending'
            AND (claimed_until IS NULL OR claimed_until < $4 OR claimed_by = $1)
          FOR UPDATE SKIP LOCKED)
@@ -596,7 +596,7 @@ impl Platform {
             "SELECT number, record FROM invoices
              WHERE number IN (SELECT value FROM jsonb_each($1))",
             "SELECT number, record FROM invoices
-             WHERE number IN (SELECT jsonb_array_elements_text($1::jsonb))",
+             WHERE number = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
         ))
         .bind(numbers_json(entries))
         .fetch_all(&mut *self.inner.db.read().await?)
@@ -743,7 +743,7 @@ impl Platform {
                  i.issued_by IS NOT NULL AS by_agent, c.identity, c.url
              FROM invoices i JOIN enterprises e ON e.taxpayer_id = i.enterprise
                  LEFT JOIN clouds c ON c.identity = e.cloud
-             WHERE i.number IN (SELECT jsonb_array_elements_text($1::jsonb))",
+             WHERE i.number = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
         ))
         .bind(numbers_json(entries))
         .fetch_all(&mut *self.inner.db.read().await?)

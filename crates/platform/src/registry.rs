@@ -192,7 +192,7 @@ pub(crate) async fn lock_enterprises(tx: &mut Tx, enterprises: &[&str]) -> Resul
     ids.dedup();
     query(Sql::postgres_only(
         "SELECT taxpayer_id FROM enterprises
-         WHERE taxpayer_id IN (SELECT jsonb_array_elements_text($1::jsonb))
+         WHERE taxpayer_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))
          ORDER BY taxpayer_id FOR UPDATE",
     ))
     .bind(serde_json::json!(ids).to_string())

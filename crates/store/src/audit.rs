@@ -115,8 +115,50 @@ pub async fn append(
 /// The newest record's `seq` and `hash`, as written (no row before the first record).
 pub(crate) const HEAD: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
 
-/// What PostgreSQL transactions lock, at commit, to append to the chain one after the other.
-pub(crate) const CHAIN_LOCK: &str = "fapiao.audit_chain";
+/// PostgreSQL: locks the chain's head (`audit_head`, one row) until the transaction ends and
+/// reads it as last committed — a transaction that appended meanwhile is waited for, and its
+/// head read. Transactions of every replica append one after the other.
+pub(crate) async fn lock_head(t: &mut Target<'_>) -> Result<ChainHead, StoreError> {
+    Ok(ChainHead::of(
+        query_as("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+            .fetch_optional(t)
+            .await?,
+    ))
+}
+
+/// PostgreSQL: writes chained records and moves the head (locked by [`lock_head`]) to the
+/// last of them, in one statement.
+pub(crate) async fn write_moving_head(
+    t: &mut Target<'_>,
+    records: &[Record],
+) -> Result<(), StoreError> {
+    let Some(last) = records.last() else {
+        return Ok(());
+    };
+    let rows: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "seq": r.seq, "at": r.at, "actor": r.actor, "action": r.action,
+                "subject": r.subject, "detail": r.detail, "prev_hash": r.prev_hash, "hash": r.hash,
+            })
+        })
+        .collect();
+    query(
+        "WITH added AS (
+            INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash)
+            SELECT seq, at, actor, action, subject, detail, prev_hash, hash
+            FROM jsonb_populate_recordset(NULL::audit_log, $1::jsonb)
+        )
+        UPDATE audit_head SET seq = $2, hash = $3 WHERE id = 1",
+    )
+    .bind(serde_json::Value::Array(rows).to_string())
+    .bind(last.seq)
+    .bind(&last.hash)
+    .execute(t)
+    .await?;
+    Ok(())
+}
 
 /// What the next record chains to: the newest record's `seq` and `hash`, or the genesis
 /// before the first.
@@ -248,7 +290,6 @@ pub async fn sign_head(
     sign: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
 ) -> Result<Option<Head>, StoreError> {
     let mut tx = db.begin_write().await?;
-    tx.lock(CHAIN_LOCK).await?;
     let Some((seq, hash)) = query_as::<(i64, String)>(HEAD)
         .fetch_optional(&mut tx)
         .await?

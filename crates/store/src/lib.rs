@@ -48,7 +48,7 @@ pub use engine::{
 };
 pub use group::{Answer, Group, Joined, Waiting};
 pub use migrate::{Migration, schema_version};
-pub use postgres::{create_database, redacted as redact_url};
+pub use postgres::{create_database, drop_database, redacted as redact_url};
 pub use replay::{Arrival, ArrivalState, prune_messages};
 pub use tx::Tx;
 
@@ -126,14 +126,21 @@ impl StoreError {
     }
 }
 
+/// Write transactions a process runs at once on PostgreSQL. Each waits for its database
+/// round trips and its commit most of the time; a few side by side keep the CPU busy, and
+/// work arriving meanwhile still shares their commits ([`Db::grouped`]).
+pub const POSTGRES_TURNS: usize = 1;
+
 /// A role's database.
 #[derive(Debug, Clone)]
 pub struct Db {
     engine: Backend,
-    /// The turn of a database without a writer connection (PostgreSQL; SQLite in memory or
-    /// opened for inspection): writers of this process take turns here, first come first
-    /// served, and concurrent work meets here to share a transaction ([`Db::grouped`]).
-    writers: Arc<tokio::sync::Mutex<()>>,
+    /// The turns of a database without a writer connection (PostgreSQL; SQLite in memory or
+    /// opened for inspection): writers of this process wait here, first come first served,
+    /// and concurrent work meets here to share a transaction ([`Db::grouped`]). SQLite has
+    /// one turn; PostgreSQL [`POSTGRES_TURNS`], whose transactions run side by side and
+    /// serialize in the database only where they lock the same rows.
+    writers: Arc<tokio::sync::Semaphore>,
     /// Replay-guard entries waiting for the next group commit ([`Db::remember_message`]).
     remembering: Arc<std::sync::Mutex<Vec<replay::Remember>>>,
     /// When a group commit last deleted expired replay-guard entries (Unix seconds of its
@@ -231,9 +238,13 @@ impl Db {
     }
 
     fn with(engine: Backend) -> Self {
+        let turns = match engine {
+            Backend::Sqlite(_) => 1,
+            Backend::Postgres(_) => POSTGRES_TURNS,
+        };
         Self {
             engine,
-            writers: Arc::default(),
+            writers: Arc::new(tokio::sync::Semaphore::new(turns)),
             remembering: Arc::default(),
             pruned_at: Arc::new(std::sync::atomic::AtomicI64::new(i64::MIN)),
         }
@@ -320,10 +331,18 @@ impl Db {
         match &self.engine {
             Backend::Sqlite(s) => match s.take_writer().await {
                 Some(w) => tx::Turn::Writer(w),
-                None => tx::Turn::Shared(self.writers.clone().lock_owned().await),
+                None => tx::Turn::Shared(self.shared_turn().await),
             },
-            Backend::Postgres(_) => tx::Turn::Shared(self.writers.clone().lock_owned().await),
+            Backend::Postgres(_) => tx::Turn::Shared(self.shared_turn().await),
         }
+    }
+
+    async fn shared_turn(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.writers
+            .clone()
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!("the turns' semaphore is never closed"))
     }
 
     /// The SQLite file, for a file database.

@@ -120,6 +120,24 @@ pub(crate) const BASE: &[Migration] = &[
             CREATE UNIQUE INDEX data_keys_active ON data_keys (active) WHERE active = 1;",
         ),
     },
+    Migration {
+        version: 4,
+        description: "audit chain head (PostgreSQL: transactions append one after the other)",
+        sql: Sql::dialects(
+            // SQLite reads the head from the log under its write lock.
+            "SELECT 1;",
+            "CREATE TABLE audit_head (
+                id BIGINT PRIMARY KEY CHECK (id = 1),
+                seq BIGINT NOT NULL,
+                hash TEXT NOT NULL
+            );
+            INSERT INTO audit_head (id, seq, hash)
+            SELECT 1, COALESCE(MAX(seq), 0),
+                COALESCE((SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1),
+                    '0000000000000000000000000000000000000000000000000000000000000000')
+            FROM audit_log;",
+        ),
+    },
 ];
 
 const CREATE_MIGRATIONS: Sql = Sql::portable(

@@ -93,6 +93,35 @@ pub async fn create_database(url: &str) -> Result<bool, StoreError> {
     }
 }
 
+/// Drops the database `url` names (a benchmark's, a test's), ending its connections.
+///
+/// # Errors
+/// [`StoreError`].
+pub async fn drop_database(url: &str) -> Result<(), StoreError> {
+    if crate::Engine::of_url(url)? == crate::Engine::Sqlite {
+        return Ok(());
+    }
+    let target = options(url)?;
+    let name = target
+        .get_database()
+        .ok_or_else(|| StoreError::Url(redacted(url)))?
+        .to_owned();
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(StoreError::Url(redacted(url)));
+    }
+    let mut admin = target.clone().database("postgres").connect().await?;
+    // The name is checked above: letters, digits, `_` and `-`, quoted.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::redacted;

@@ -64,12 +64,12 @@ enum TxInner {
     SqlitePooled {
         tx: sqlx::Transaction<'static, sqlx::Sqlite>,
         /// Dropped after `tx` ends (fields drop in declaration order).
-        _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+        _turn: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     /// On a PostgreSQL pool connection.
     Postgres {
         tx: sqlx::Transaction<'static, sqlx::Postgres>,
-        _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+        _turn: Option<tokio::sync::OwnedSemaphorePermit>,
     },
 }
 
@@ -77,7 +77,7 @@ enum TxInner {
 #[derive(Debug)]
 pub(crate) enum Turn {
     Writer(WriterTurn),
-    Shared(tokio::sync::OwnedMutexGuard<()>),
+    Shared(tokio::sync::OwnedSemaphorePermit),
 }
 
 /// What a write transaction does and reads with its `BEGIN` ([`Db::begin_in`]).
@@ -233,15 +233,11 @@ impl Tx {
             }
             TxInner::Postgres { mut tx, _turn } => {
                 if !pending.is_empty() {
-                    // Every replica's transactions chain one after the other: the lock is
-                    // taken here, at the end, and held only until the commit.
-                    sqlx::query(LOCK_SQL)
-                        .bind(audit::CHAIN_LOCK)
-                        .execute(&mut *tx)
-                        .await?;
+                    // Every replica's transactions chain one after the other: the head's row
+                    // is locked here, at the end, and held only until the commit.
                     let mut t = Target::Postgres(&mut tx);
-                    let head = audit::head(&mut t).await?;
-                    audit::write(&mut t, &audit::chain(head, pending), None).await?;
+                    let head = audit::lock_head(&mut t).await?;
+                    audit::write_moving_head(&mut t, &audit::chain(head, pending)).await?;
                 }
                 tx.commit().await?;
             }

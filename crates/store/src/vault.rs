@@ -35,7 +35,7 @@ use zeroize::Zeroizing;
 
 // Table and column names in dynamic SQL (`query_text`) come from `SealedColumn`s, which are
 // `'static` constants of the role crates, never input.
-use crate::engine::{Engine, Executor, query, query_scalar, query_text};
+use crate::engine::{Engine, Executor, Sql, query, query_scalar, query_text};
 use crate::{Db, StoreError, Tx};
 
 /// The environment variable that overrides the master key file (hex).
@@ -176,6 +176,16 @@ const KEYS_LOCK: &str = "fapiao.data_keys";
 
 /// The id of the data key new values are sealed with (no row before the first key).
 pub(crate) const ACTIVE_ID: &str = "SELECT id FROM data_keys WHERE active = 1";
+
+/// [`ACTIVE_ID`] for a transaction about to seal: on PostgreSQL with the keys' lock held
+/// shared until it ends (`$1` the lock's name), so that a rotation's barrier
+/// ([`Vault::rotate`]) waits for it. (The statement's snapshot may predate a switch it waited
+/// for: the barrier covers that too.)
+const ACTIVE_ID_SHARED: Sql = Sql::dialects(
+    "SELECT id FROM data_keys WHERE active = 1 AND $1 IS NOT NULL",
+    "SELECT (SELECT id FROM data_keys WHERE active = 1)
+     FROM (SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))) AS shared",
+);
 
 /// The id of the data key new values are sealed with.
 async fn active_id(e: impl Executor) -> Result<Option<i64>, StoreError> {
@@ -328,15 +338,18 @@ impl Vault {
         plaintext: &[u8],
     ) -> Result<String, StoreError> {
         // Read once per transaction. Activating another key is a write transaction, which
-        // cannot happen while this one holds SQLite's write lock, or on PostgreSQL the keys'
-        // lock shared: a rotation's switch waits for every transaction sealing under the
-        // old key, so its pass over the rows finds what they sealed.
+        // cannot happen while this one holds SQLite's write lock; on PostgreSQL this one holds
+        // the keys' lock shared, and a rotation's barrier after its switch waits for every
+        // transaction that may have sealed under the old key, so its passes over the rows
+        // find what they sealed.
         let id = match tx.data_key {
             Some(id) => id,
             None => {
-                tx.lock_shared(KEYS_LOCK).await?;
-                let id = active_id(&mut **tx)
+                let id = query_scalar::<Option<i64>>(ACTIVE_ID_SHARED)
+                    .bind(KEYS_LOCK)
+                    .fetch_optional(&mut **tx)
                     .await?
+                    .flatten()
                     .ok_or_else(|| key_error("no active data key"))?;
                 tx.data_key = Some(id);
                 id
@@ -470,6 +483,11 @@ impl Vault {
         tx.lock(KEYS_LOCK).await?;
         let id = self.create_key(&mut tx, now).await?;
         tx.commit().await?;
+        // The barrier: every transaction that read the old key (it holds the keys' lock
+        // shared) has ended, so the passes below find what it sealed.
+        let mut barrier = self.db.begin_write().await?;
+        barrier.lock(KEYS_LOCK).await?;
+        barrier.commit().await?;
         let current = format!("{PREFIX}k{id}:%");
         let mut resealed = Vec::new();
         for column in columns {

@@ -819,7 +819,7 @@ impl Batch {
             "SELECT number, content_hash, receipt FROM invoices
              WHERE number IN (SELECT value FROM jsonb_each($1))",
             "SELECT number, content_hash, receipt FROM invoices
-             WHERE number IN (SELECT jsonb_array_elements_text($1::jsonb))",
+             WHERE number = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
         ))
         .bind(serde_json::Value::Array(numbers).to_string())
         .fetch_all(&mut **tx)
