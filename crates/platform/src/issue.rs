@@ -1079,6 +1079,23 @@ impl Platform {
         Ok(())
     }
 
+    /// Lets the number blocks this replica holds go (at a graceful stop): another replica
+    /// takes them over from their next number at once instead of after the lease. Returns
+    /// how many.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    pub async fn release_blocks(&self) -> Result<u64, StoreError> {
+        let mut tx = self.inner.db.begin_write().await?;
+        let n = query("UPDATE blocks SET holder = NULL, held_until = NULL WHERE holder = $1")
+            .bind(&self.inner.instance)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// One invoice with its status.
     ///
     /// # Errors

@@ -52,13 +52,21 @@ pub enum RoleHandle {
 }
 
 impl Running {
-    /// Stops its listeners (requests in flight finish) and workers.
+    /// Stops its listeners (requests in flight finish) and workers; a platform lets the
+    /// number blocks it holds go, for the other replicas.
     pub async fn shutdown(self) {
         for s in self.servers {
             s.shutdown().await;
         }
         if let Some(w) = self.workers {
             w.shutdown().await;
+        }
+        if let RoleHandle::Platform(p) = &self.handle {
+            match p.release_blocks().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(blocks = n, "number blocks released"),
+                Err(e) => tracing::warn!(error = %e, "releasing the number blocks held"),
+            }
         }
         self.signer.shutdown().await;
     }

@@ -54,6 +54,17 @@ fn environment_overrides_apply() {
     assert_eq!(c.listen, ["127.0.0.1:1", "[::1]:1"]);
     assert_eq!(c.database, "sqlite:///tmp/x.sqlite");
     assert_eq!(c.peers.platform_url.as_deref(), Some("https://p:1"));
+    // FAPIAO_DATABASE_URL, the name replicas' deployments use, wins over the older one.
+    c.apply_env(|k| match k {
+        "FAPIAO_DATABASE_URL" => Some("postgres://app@db:5432/fapiao_cloud".into()),
+        "FAPIAO_DATABASE" => Some("sqlite:///tmp/y.sqlite".into()),
+        _ => None,
+    });
+    assert_eq!(c.database, "postgres://app@db:5432/fapiao_cloud");
+    c.check().unwrap();
+    c.database = "mysql://db/x".into();
+    let err = c.check().unwrap_err();
+    assert!(err.starts_with("database:"), "{err}");
 }
 
 #[test]
@@ -70,4 +81,43 @@ fn problems_name_the_field() {
     .unwrap();
     let err = toml::from_str::<RoleConfig>(&format!("{text}\nlisten_typo = 1\n")).unwrap_err();
     assert!(err.to_string().contains("listen_typo"), "{err}");
+}
+
+/// The role configs the Kubernetes manifests ship (`deploy/kubernetes/10-config.yaml`) load
+/// and pass the checks `serve` makes, with their databases on PostgreSQL.
+#[test]
+fn the_kubernetes_configs_are_role_configs_on_postgres() {
+    let yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/10-config.yaml"),
+    )
+    .unwrap();
+    let mut found = Vec::new();
+    let mut lines = yaml.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(role) = line.trim().strip_suffix(".toml: |").map(str::to_owned) else {
+            continue;
+        };
+        let mut text = String::new();
+        while let Some(l) = lines.peek() {
+            if !(l.starts_with("    ") || l.is_empty()) {
+                break;
+            }
+            text.push_str(l.strip_prefix("    ").unwrap_or(""));
+            text.push('\n');
+            lines.next();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{role}.toml"));
+        std::fs::write(&path, &text).unwrap();
+        let c = RoleConfig::load(&path).unwrap_or_else(|e| panic!("{role}: {e}"));
+        assert_eq!(c.role, role);
+        assert!(
+            c.database.starts_with("postgres://"),
+            "{role}: {}",
+            c.database
+        );
+        found.push(role);
+    }
+    found.sort();
+    assert_eq!(found, ["cloud", "platform", "tax"]);
 }

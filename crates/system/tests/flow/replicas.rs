@@ -215,7 +215,16 @@ async fn two_replicas_numbering_across_blocks_use_no_number_twice() {
             .collect();
     assert!(numbers.is_subset(&issued));
     assert_eq!(used, issued, "every number the blocks gave out was issued");
+    // A replica stopping lets its blocks go: only the first replica holds any now.
     second.stop().await;
+    let holders: BTreeSet<String> =
+        fapiao_store::query_scalar("SELECT holder FROM blocks WHERE holder IS NOT NULL")
+            .fetch_all(env.system.platform.db().pool())
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    assert_eq!(holders.len(), 1, "{holders:?}");
     env.system.shutdown().await;
 }
 
