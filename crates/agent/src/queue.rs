@@ -1,0 +1,163 @@
+//! The agent's work queue: uploads, reports, status reports and acknowledgements, each an
+//! entry written in the transaction that made the work, worked off in id order.
+
+use super::*;
+
+/// Most bytes of invoice records in one upload or report batch (an envelope holds at most
+/// 4 MiB).
+pub(crate) const BATCH_BYTES: usize = 1024 * 1024;
+
+/// An entry of the work queue.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) id: i64,
+    pub(crate) kind: String,
+    /// The invoice number (an order id for `ack`).
+    pub(crate) subject: String,
+    pub(crate) attempts: i64,
+}
+
+/// Invoice rows by number ([`Agent::invoice_rows`]).
+pub(crate) struct InvoiceRows(std::collections::HashMap<String, Row>);
+
+impl InvoiceRows {
+    /// The row of the invoice `entry` names.
+    pub(crate) fn of(&self, entry: &Entry) -> Result<&Row, AgentError> {
+        self.0.get(&entry.subject).ok_or_else(|| {
+            AgentError::Setup(format!("queued invoice {} is missing", entry.subject))
+        })
+    }
+}
+
+pub(crate) async fn enqueue(tx: &mut Tx, kind: &str, subject: &str) -> Result<(), StoreError> {
+    let t = now().unix_timestamp();
+    query(
+        "INSERT INTO queue (kind, subject, state, attempts, next_attempt_at, created_at)
+         VALUES ($1, $2, 'pending', 0, $3, $3)",
+    )
+    .bind(kind)
+    .bind(subject)
+    .bind(t)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn enqueue_once(tx: &mut Tx, kind: &str, subject: &str) -> Result<(), StoreError> {
+    let pending: i64 = query_scalar(
+        "SELECT COUNT(*) FROM queue WHERE kind = $1 AND subject = $2 AND state = 'pending'",
+    )
+    .bind(kind)
+    .bind(subject)
+    .fetch_one(&mut **tx)
+    .await?;
+    if pending == 0 {
+        enqueue(tx, kind, subject).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn finish(tx: &mut Tx, id: i64) -> Result<(), StoreError> {
+    query("UPDATE queue SET state = 'done', attempts = attempts + 1, done_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(now().unix_timestamp())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn forget_pulled(tx: &mut Tx, order_id: &str) -> Result<(), StoreError> {
+    query("DELETE FROM pulled WHERE order_id = $1")
+        .bind(order_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+impl Agent {
+    /// The run of due entries at the head of a queue (uploads; or, when `reports`, reports
+    /// and status reports), in id order, at most `max`: it starts at the first pending entry,
+    /// only when that one is due, and ends before the first that is not — an entry that must
+    /// wait holds back every one behind it.
+    pub(crate) async fn due_run(
+        &self,
+        reports: bool,
+        max: usize,
+    ) -> Result<Vec<Entry>, AgentError> {
+        let rows = query(if reports {
+            "SELECT id, kind, subject, attempts, next_attempt_at FROM queue
+             WHERE state = 'pending' AND kind IN ('report', 'status') ORDER BY id LIMIT $1"
+        } else {
+            "SELECT id, kind, subject, attempts, next_attempt_at FROM queue
+             WHERE state = 'pending' AND kind = 'upload' ORDER BY id LIMIT $1"
+        })
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(self.inner.db.pool())
+        .await?;
+        let t = now().unix_timestamp();
+        let mut run = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if r.try_get::<i64, _>("next_attempt_at")? > t {
+                break;
+            }
+            run.push(Entry {
+                id: r.try_get("id")?,
+                kind: r.try_get("kind")?,
+                subject: r.try_get("subject")?,
+                attempts: r.try_get("attempts")?,
+            });
+        }
+        Ok(run)
+    }
+
+    /// Puts an entry off with backoff, in `tx`; the delay.
+    pub(crate) async fn retry_in(
+        &self,
+        tx: &mut Tx,
+        entry: &Entry,
+        why: &str,
+    ) -> Result<Duration, AgentError> {
+        let delay = self.inner.options.backoff.delay(entry.attempts);
+        query(
+            "UPDATE queue SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1",
+        )
+        .bind(entry.id)
+        .bind(why)
+        .bind((now() + delay).unix_timestamp())
+        .execute(&mut **tx)
+        .await?;
+        tracing::info!(id = entry.id, kind = %entry.kind, error = %why, delay_ms = delay.as_millis(), "agent: will retry");
+        Ok(delay)
+    }
+
+    /// Puts an entry off with backoff, in a transaction of its own.
+    pub(crate) async fn retry_later(&self, entry: &Entry, why: &str) -> Result<(), AgentError> {
+        let mut tx = self.inner.db.begin_write().await?;
+        self.retry_in(&mut tx, entry, why).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The rows of the entries' invoices: one query.
+    pub(crate) async fn invoice_rows(&self, entries: &[Entry]) -> Result<InvoiceRows, AgentError> {
+        let numbers = serde_json::to_string(
+            &entries
+                .iter()
+                .map(|e| e.subject.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| AgentError::Setup(e.to_string()))?;
+        let rows = query(Sql::dialects(
+            "SELECT * FROM invoices WHERE number IN (SELECT value FROM jsonb_each($1))",
+            "SELECT * FROM invoices WHERE number = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
+        ))
+        .bind(numbers)
+        .fetch_all(self.inner.db.pool())
+        .await?;
+        let mut by_number = std::collections::HashMap::with_capacity(rows.len());
+        for r in rows {
+            by_number.insert(r.try_get::<String, _>("number")?, r);
+        }
+        Ok(InvoiceRows(by_number))
+    }
+}
