@@ -1,0 +1,94 @@
+//! The ERP API (`/v1`), see `docs/openapi.json`.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use fapiao_crypto::envelope::ReplayGuard as _;
+use fapiao_issuer::verify;
+use fapiao_model::InvoiceKind;
+use fapiao_protocol::Code;
+use fapiao_protocol::client::{CallError, now};
+use fapiao_protocol::erp::{self, hex};
+use fapiao_protocol::wire::{
+    BatchAnswer, FormWire, IssueBatch, IssueOrder, OrderAnswer, QueuedOrder, RedOrder,
+    RedScopeWire, Refusal, SignedReceipt, StatusNotice, TaxStatus, WireInvoice, message_type,
+};
+use fapiao_service::ApiError;
+use fapiao_service::error::request_id;
+use fapiao_store::{
+    Answer, Arrival, ArrivalState, Row, Sql, StoreError, Waiting, query, query_scalar,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use crate::Cloud;
+
+mod batch;
+mod error;
+mod invoices;
+mod issue;
+mod read;
+mod red;
+mod signed;
+mod view;
+
+pub(crate) use batch::*;
+pub(crate) use error::*;
+pub(crate) use invoices::*;
+pub(crate) use issue::*;
+pub(crate) use read::*;
+pub(crate) use red::*;
+pub(crate) use view::*;
+pub use view::{InvoicePage, InvoiceSummary, InvoiceView};
+
+/// Largest ERP request body by default (`[limits] max_body_bytes`).
+pub const MAX_BODY: usize = 256 * 1024;
+
+pub(crate) fn routes(cloud: Cloud) -> Router {
+    let max_body = cloud.inner.options.max_body_bytes;
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/invoices", post(issue).get(list))
+        .route("/v1/invoices/batch", post(batch))
+        .route("/v1/invoices/{number}", get(get_one))
+        .route("/v1/invoices/{number}/red", post(red))
+        .route("/v1/invoices/{number}/xml", get(xml))
+        .route("/v1/invoices/{number}/pdf", get(pdf))
+        .route("/v1/orders/{order_id}", get(crate::queue::order_status))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .with_state(cloud)
+}
+
+async fn openapi() -> Response {
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        crate::OPENAPI,
+    )
+        .into_response()
+}
+
+/// A JSON answer with its status and the request id, or the error.
+fn answer(outcome: Result<(StatusCode, Json), ApiError>, rid: String) -> Response {
+    match outcome {
+        Ok((status, v)) => (
+            status,
+            [(fapiao_service::error::REQUEST_ID_HEADER, rid)],
+            axum::Json(v),
+        )
+            .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub(crate) fn to_json<T: Serialize>(v: &T, rid: &str) -> Result<Json, ApiError> {
+    serde_json::value::to_raw_value(v).map_err(|e| internal(rid, &e))
+}
+
+/// A JSON answer body, serialized once (not a `serde_json::Value` tree).
+pub(crate) type Json = Box<serde_json::value::RawValue>;
