@@ -42,8 +42,9 @@ use fapiao_store::{StoreError, Tx, query, query_scalar};
 use tracing::Instrument;
 use zeroize::Zeroizing;
 
-use crate::issue::{Carved, Step, audit, carve, china_now, refused, registered};
-use crate::registry::{Enterprise, Hosting, lock_enterprises};
+use crate::numbers::{Carved, carve};
+use crate::registry::{Enterprise, Hosting, lock_enterprises, registered};
+use crate::step::{Step, audit, china_now, refused};
 use crate::{Platform, RECORD};
 
 fn rejected(message: impl Into<String>) -> Step {

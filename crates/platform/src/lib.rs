@@ -33,8 +33,10 @@ use zeroize::Zeroizing;
 pub mod agents;
 pub mod issue;
 mod issuing;
+mod numbers;
 pub mod outbox;
 pub mod registry;
+mod step;
 
 pub use outbox::{OutboxEntry, Workers};
 pub use registry::{Cloud, Enterprise, EnterprisePatch, EnterpriseStatus, Hosting};

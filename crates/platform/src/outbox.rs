@@ -416,7 +416,7 @@ impl Platform {
             match outcome {
                 Outcome::Notified => {
                     notified.push(serde_json::json!(id));
-                    crate::issue::audit(
+                    crate::step::audit(
                         &mut tx,
                         "system",
                         "cloud.notified",
@@ -442,7 +442,7 @@ impl Platform {
                         reason,
                     ]));
                     to_notify.push(queued("notify", &number, t));
-                    crate::issue::audit(
+                    crate::step::audit(
                         &mut tx,
                         self.inner.tax.peer_identity(),
                         if reason.is_some() {
@@ -473,7 +473,7 @@ impl Platform {
                     .bind(&reason)
                     .execute(&mut *tx)
                     .await?;
-                    crate::issue::audit(
+                    crate::step::audit(
                         &mut tx,
                         "system",
                         &format!("{kind}.failed"),
@@ -498,7 +498,7 @@ impl Platform {
                     .bind((now() + delay).unix_timestamp())
                     .execute(&mut *tx)
                     .await?;
-                    crate::issue::audit(
+                    crate::step::audit(
                         &mut tx,
                         "system",
                         &format!("{kind}.attempted"),
@@ -912,7 +912,7 @@ impl Platform {
         .await?
         .rows_affected();
         if n == 1 {
-            crate::issue::audit(
+            crate::step::audit(
                 &mut tx,
                 actor,
                 "outbox.retried",
@@ -978,7 +978,7 @@ impl fapiao_service::ops::Readiness for Platform {
             });
         }
         let month = {
-            let t = crate::issue::china_now();
+            let t = crate::step::china_now();
             format!("{:04}-{:02}", t.year(), u8::from(t.month()))
         };
         if let Ok(rows) = query(

@@ -29,6 +29,7 @@ use fapiao_store::{Row, Sql, StoreError, Tx, query, query_scalar};
 use serde::{Deserialize, Serialize};
 
 use crate::Platform;
+use crate::step::{Step, refused};
 
 /// A connected cloud platform.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +175,26 @@ fn hosting_text(h: Hosting) -> &'static str {
     }
 }
 
+/// The registered enterprise, or `enterprise_unknown`.
+pub(crate) async fn registered(tx: &mut Tx, enterprise: &str) -> Result<Enterprise, Step> {
+    let row = query("SELECT * FROM enterprises WHERE taxpayer_id = $1")
+        .bind(enterprise)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        return Err(unknown_enterprise(enterprise));
+    };
+    Ok(enterprise_from_row(&row)?)
+}
+
+/// `enterprise_unknown`: no enterprise of that taxpayer id is registered.
+pub(crate) fn unknown_enterprise(enterprise: &str) -> Step {
+    refused(
+        Code::EnterpriseUnknown,
+        format!("enterprise {enterprise} is not registered"),
+    )
+}
+
 /// Locks the rows of `enterprises` until the transaction ends (PostgreSQL; on SQLite the
 /// write transaction holds the database already), in one order whatever the caller's, so
 /// two transactions locking overlapping sets never deadlock. What a transaction checks of an
@@ -246,7 +267,7 @@ impl Platform {
         .bind(now().unix_timestamp())
         .execute(&mut *tx)
         .await?;
-        crate::issue::audit(
+        crate::step::audit(
             &mut tx,
             actor,
             "cloud.registered",
@@ -318,7 +339,7 @@ impl Platform {
         .await?
         .rows_affected();
         if inserted == 1 {
-            crate::issue::audit(
+            crate::step::audit(
                 &mut tx,
                 actor,
                 "enterprise.registered",
@@ -379,7 +400,7 @@ impl Platform {
         .bind(now().unix_timestamp())
         .execute(&mut *tx)
         .await?;
-        crate::issue::audit(
+        crate::step::audit(
             &mut tx,
             actor,
             "enterprise.changed",
