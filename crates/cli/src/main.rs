@@ -15,6 +15,7 @@ mod envelope;
 mod pki;
 mod preview;
 mod render;
+mod replicas;
 mod services;
 mod text;
 
@@ -158,6 +159,11 @@ struct BenchArgs {
     /// the whole machine's CPU (the server's too).
     #[arg(long, value_name = "URL")]
     postgres: Option<String>,
+    /// Cloud and platform as this many `fapiao serve` processes each, behind nginx in stream
+    /// mode (the shipped config) on the ports the configs name; needs --postgres. The CPU
+    /// counted is the whole machine's.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    replicas: u32,
 }
 
 /// Which role's database a maintenance command works on.
@@ -636,6 +642,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 enterprise_hosted,
                 batch: a.batch as usize,
                 postgres: a.postgres.clone(),
+                replicas: a.replicas as usize,
             };
             bench::main(&opts, a.json.as_deref(), now).map(|()| ExitCode::SUCCESS)
         }
