@@ -15,32 +15,36 @@
 //! ```
 //! wrapped in CMS (RFC 5652) `SignedData` (attached, signer certificate included, signed
 //! attributes contentType, signingTime and messageDigest), whose `ContentInfo` DER is the
-//! plaintext of an `EnvelopedData`:
-//! - **INTL**: ECDSA P-256/SHA-256; `EnvelopedData` with one `KeyAgreeRecipientInfo`
-//!   (ephemeral-static ECDH P-256, `dhSinglePass-stdDH-sha256kdf-scheme`, `id-aes256-wrap`,
-//!   RFC 5753) and AES-256-CBC content. `openssl cms -decrypt` then `openssl cms -verify`
-//!   read it; we read what `openssl cms -sign | openssl cms -encrypt` writes (SHA-1 or SHA-256
-//!   KDF, AES-128 or AES-256).
-//! - **GM**: the same structure with the GM/T 0010 content types (`1.2.156.10197.6.1.4.2.x`),
-//!   SM3 digest, SM2 signature (distinguishing ID `1234567812345678`), and one
-//!   `KeyTransRecipientInfo` carrying the SM4 key encrypted with SM2 (GM/T 0009 ciphertext),
-//!   SM4-CBC content.
+//! plaintext of an `AuthEnvelopedData` (RFC 5083): authenticated encryption, so a changed
+//! byte anywhere in the ciphertext fails one tag check before anything of the plaintext is
+//! looked at.
+//! - **INTL**: ECDSA P-256/SHA-256; one `KeyAgreeRecipientInfo` (ephemeral-static ECDH P-256,
+//!   `dhSinglePass-stdDH-sha256kdf-scheme`, `id-aes256-wrap`, RFC 5753) and AES-256-GCM content
+//!   (RFC 5084: 12-byte nonce, 16-byte tag). `openssl cms -decrypt` then `openssl cms -verify`
+//!   read it; we read what `openssl cms -sign | openssl cms -encrypt -aes-256-gcm` writes (SHA-1
+//!   or SHA-256 KDF).
+//! - **GM**: the signed layer with the GM/T 0010 content types (`1.2.156.10197.6.1.4.2.x`), SM3
+//!   digest, SM2 signature (distinguishing ID `1234567812345678`); one `KeyTransRecipientInfo`
+//!   carrying the SM4 key encrypted with SM2 (GM/T 0009 ciphertext), SM4-GCM content
+//!   (`1.2.156.10197.1.104.8`, the same parameters).
 //!
 //! # Opening
 //! Checks run in order, each with its own [`OpenError`]: well-formed; addressed to our
 //! encryption certificate; decrypts; signature valid; signer certificate path valid for
 //! signing (root, validity, usage, CRL); sender matches the certificate; recipient is us;
 //! protocol version supported; created within the freshness window; message id not seen before.
-//! Whatever fails after decryption is reported to peers as one code ([`OpenError::peer_code`]).
+//! Whatever fails after key transport is reported to peers as one code
+//! ([`OpenError::peer_code`]) and counted under one label ([`OpenError::reason`]).
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::Mutex;
 
+use cms::authenveloped_data::AuthEnvelopedData;
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::enveloped_data::{
-    EncryptedContentInfo, EnvelopedData, KeyAgreeRecipientIdentifier, KeyAgreeRecipientInfo,
+    EncryptedContentInfo, KeyAgreeRecipientIdentifier, KeyAgreeRecipientInfo,
     KeyTransRecipientInfo, OriginatorIdentifierOrKey, OriginatorPublicKey, RecipientEncryptedKey,
     RecipientIdentifier, RecipientInfo, RecipientInfos,
 };
@@ -55,6 +59,7 @@ use time::{Duration, OffsetDateTime};
 use x509_cert::attr::Attribute;
 use zeroize::Zeroizing;
 
+use crate::aead::{AeadAlgorithm, AeadKey, NONCE_LEN, TAG_LEN};
 use crate::cert::{Certificate, Purpose, Subject};
 use crate::keys::{KeyAlgorithm, PrivateKey, PublicKey, Suite};
 use crate::oid;
@@ -286,36 +291,30 @@ fn encrypt_to<R: CryptoRng>(
         return Err(SealError::Recipient(suite));
     }
     let ids = SuiteIds::of(suite);
-    let (recipient_info, content_enc_alg, ciphertext) = match suite {
+    let aead = AeadAlgorithm::for_suite(suite);
+    let mut cek = Zeroizing::new(vec![0_u8; aead.key_len()]);
+    let mut nonce = [0_u8; NONCE_LEN];
+    rng.fill_bytes(cek.as_mut());
+    rng.fill_bytes(&mut nonce);
+    let recipient_info = match suite {
         Suite::Gm => {
-            let mut cek = Zeroizing::new([0_u8; 16]);
-            let mut iv = [0_u8; 16];
-            rng.fill_bytes(cek.as_mut());
-            rng.fill_bytes(&mut iv);
-            let ct = primitives::sm4_cbc_encrypt(&cek, &iv, signed);
             let wrapped =
                 primitives::sm2_encrypt(&recipient_key, cek.as_ref(), rng).map_err(encoding)?;
-            let ri = RecipientInfo::Ktri(KeyTransRecipientInfo {
+            RecipientInfo::Ktri(KeyTransRecipientInfo {
                 version: CmsVersion::V0,
                 rid: RecipientIdentifier::IssuerAndSerialNumber(issuer_and_serial(recipient)),
                 key_enc_alg: alg(oid::SM2_ENCRYPTION, None),
                 enc_key: OctetString::new(wrapped).map_err(encoding)?,
-            });
-            (ri, alg(oid::SM4_CBC, Some(octets_any(&iv)?)), ct)
+            })
         }
         Suite::Intl => {
-            let mut cek = Zeroizing::new([0_u8; 32]);
-            let mut iv = [0_u8; 16];
-            rng.fill_bytes(cek.as_mut());
-            rng.fill_bytes(&mut iv);
-            let ct = primitives::aes_cbc_encrypt(cek.as_ref(), &iv, signed).map_err(encoding)?;
             let wrap_alg = alg(oid::AES256_WRAP, None);
             let shared_info = shared_info(&wrap_alg, 256, None)?;
             let (point, kek) =
                 primitives::ephemeral_ecdh_kek(&recipient_key, KdfHash::Sha256, &shared_info, 32)
                     .map_err(encoding)?;
             let wrapped = primitives::aes_key_wrap(&kek, cek.as_ref()).map_err(encoding)?;
-            let ri = RecipientInfo::Kari(KeyAgreeRecipientInfo {
+            RecipientInfo::Kari(KeyAgreeRecipientInfo {
                 version: CmsVersion::V3,
                 originator: OriginatorIdentifierOrKey::OriginatorKey(OriginatorPublicKey {
                     algorithm: alg(oid::EC_PUBLIC_KEY, None),
@@ -332,31 +331,65 @@ fn encrypt_to<R: CryptoRng>(
                     )),
                     enc_key: OctetString::new(wrapped).map_err(encoding)?,
                 }],
-            });
-            (ri, alg(oid::AES256_CBC, Some(octets_any(&iv)?)), ct)
+            })
         }
     };
-    let enveloped = EnvelopedData {
-        version: if suite == Suite::Gm {
-            CmsVersion::V0
-        } else {
-            CmsVersion::V2
-        },
+    // No authenticated attributes: the additional data is empty (RFC 5083 §2.2).
+    let mut sealed = AeadKey::new(aead, &cek)
+        .map_err(encoding)?
+        .seal(&nonce, &[], signed);
+    let tag = sealed.split_off(sealed.len() - TAG_LEN);
+    let params = GcmParameters {
+        nonce: OctetString::new(nonce.to_vec()).map_err(encoding)?,
+        icv_len: TAG_LEN_U8,
+    };
+    let enveloped = AuthEnvelopedData {
+        version: CmsVersion::V0,
         originator_info: None,
         recip_infos: RecipientInfos(SetOfVec::try_from(vec![recipient_info]).map_err(encoding)?),
-        encrypted_content: EncryptedContentInfo {
+        auth_encrypted_content_info: EncryptedContentInfo {
             content_type: ids.data,
-            content_enc_alg,
-            encrypted_content: Some(OctetString::new(ciphertext).map_err(encoding)?),
+            content_enc_alg: alg(
+                content_oid(suite),
+                Some(Any::encode_from(&params).map_err(encoding)?),
+            ),
+            encrypted_content: Some(OctetString::new(sealed).map_err(encoding)?),
         },
-        unprotected_attrs: None,
+        auth_attrs: None,
+        mac: OctetString::new(tag).map_err(encoding)?,
+        unauth_attrs: None,
     };
     ContentInfo {
-        content_type: ids.enveloped,
+        content_type: oid::AUTH_ENVELOPED_DATA,
         content: Any::encode_from(&enveloped).map_err(encoding)?,
     }
     .to_der()
     .map_err(encoding)
+}
+
+/// `GCMParameters ::= SEQUENCE { aes-nonce OCTET STRING, aes-ICVlen AES-GCM-ICVlen DEFAULT 12 }`
+/// (RFC 5084 §3.2; the same for SM4-GCM). Fapiao writes a 12-byte nonce and a 16-byte tag,
+/// and opens nothing else.
+#[derive(Sequence)]
+struct GcmParameters {
+    nonce: OctetString,
+    #[asn1(default = "default_icv_len")]
+    icv_len: u8,
+}
+
+fn default_icv_len() -> u8 {
+    12
+}
+
+/// The tag length as `GCMParameters` states it.
+const TAG_LEN_U8: u8 = 16;
+
+/// The content-encryption algorithm of a suite's envelopes.
+fn content_oid(suite: Suite) -> ObjectIdentifier {
+    match suite {
+        Suite::Gm => oid::SM4_GCM,
+        Suite::Intl => oid::AES256_GCM,
+    }
 }
 
 /// Why an envelope was refused, one variant per check, in the order they run.
@@ -369,7 +402,7 @@ pub enum OpenError {
     /// Encrypted to another certificate than our encryption certificate.
     #[error("the envelope is not addressed to our encryption certificate")]
     NotForUs,
-    /// Key unwrap, decryption or padding failed (deliberately without detail).
+    /// Key transport or the content's authentication failed (deliberately without detail).
     #[error("the envelope could not be decrypted")]
     Undecryptable,
     /// The signature (or the signed digest) does not verify.
@@ -418,14 +451,23 @@ pub enum OpenError {
         /// The repeated id.
         message_id: String,
     },
+    /// Signed by another party than the peer that presented it ([`Opener::presented_by`]).
+    #[error("the envelope is signed by {signer}, not by the peer {peer} that presented it")]
+    NotFromPeer {
+        /// The presenting peer.
+        peer: String,
+        /// The signer.
+        signer: String,
+    },
     /// The replay guard could not be consulted.
     #[error("the replay guard failed: {0}")]
     ReplayGuard(String),
 }
 
 impl OpenError {
-    /// What a peer is told. Before decryption the reason is harmless to share; from
-    /// decryption on, every failure is the same `envelope_rejected`, so no oracle is offered.
+    /// What a peer is told. Before key transport the reason is harmless to share (the
+    /// structure, the addressee); from key transport on, every failure is the same
+    /// `envelope_rejected`, so no oracle is offered.
     #[must_use]
     pub fn peer_code(&self) -> &'static str {
         match self {
@@ -433,6 +475,19 @@ impl OpenError {
             Self::NotForUs => "envelope_not_for_us",
             Self::ReplayGuard(_) => "envelope_unavailable",
             _ => "envelope_rejected",
+        }
+    }
+
+    /// The label a failure is counted under where others may read it (metrics): one
+    /// `rejected` for every failure from key transport on, as [`Self::peer_code`]. The
+    /// variant itself is for the role's own log.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::NotForUs => "not_for_us",
+            Self::ReplayGuard(_) => "replay_guard",
+            _ => "rejected",
         }
     }
 }
@@ -570,6 +625,7 @@ pub struct Opener<'a> {
     replay: &'a dyn ReplayGuard,
     freshness: Duration,
     versions: RangeInclusive<u16>,
+    peer: Option<&'a str>,
 }
 
 impl<'a> Opener<'a> {
@@ -585,7 +641,17 @@ impl<'a> Opener<'a> {
             replay,
             freshness: Self::DEFAULT_FRESHNESS,
             versions: 1..=1,
+            peer: None,
         }
+    }
+
+    /// Requires the signer to be `identity` (`role:name`), the peer that presented the
+    /// envelope (its TLS client certificate), checked before the message id is remembered:
+    /// someone else presenting a captured envelope neither gets it handled nor uses up its id.
+    #[must_use]
+    pub fn presented_by(mut self, identity: &'a str) -> Self {
+        self.peer = Some(identity);
+        self
     }
 
     /// Sets the freshness window.
@@ -648,6 +714,14 @@ impl<'a> Opener<'a> {
                 window_seconds: self.freshness.whole_seconds(),
             });
         }
+        if let Some(peer) = self.peer
+            && peer != h.sender
+        {
+            return Err(OpenError::NotFromPeer {
+                peer: peer.to_owned(),
+                signer: h.sender.clone(),
+            });
+        }
         let expires = h.created_at + self.freshness;
         match self
             .replay
@@ -670,49 +744,56 @@ impl<'a> Opener<'a> {
     }
 }
 
-/// Parses the outer `ContentInfo(EnvelopedData)` of our suite and decrypts it.
+/// Parses the outer `ContentInfo(AuthEnvelopedData)` and decrypts it.
 fn decrypt_envelope(me: &LocalParty, envelope: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
     let outer = ContentInfo::from_der(envelope).map_err(|_| OpenError::Malformed)?;
-    if outer.content_type != SuiteIds::of(me.suite).enveloped {
+    if outer.content_type != oid::AUTH_ENVELOPED_DATA {
         return Err(OpenError::Malformed);
     }
-    let env: EnvelopedData = outer
+    let env: AuthEnvelopedData = outer
         .content
         .decode_as()
         .map_err(|_| OpenError::Malformed)?;
     decrypt_for(me, &env)
 }
 
-/// Checks the enveloped layer's structure, finds our recipient info and decrypts.
-fn decrypt_for(me: &LocalParty, env: &EnvelopedData) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+/// Checks the enveloped layer's structure, finds our recipient info, recovers the content key
+/// and opens the content. From key transport on, every failure is the one
+/// [`OpenError::Undecryptable`], checked in constant time by the AEAD.
+fn decrypt_for(me: &LocalParty, env: &AuthEnvelopedData) -> Result<Zeroizing<Vec<u8>>, OpenError> {
     let ids = SuiteIds::of(me.suite);
     let ours = &issuer_and_serial(&me.encryption_cert);
-    let expected_version = if me.suite == Suite::Gm {
-        CmsVersion::V0
-    } else {
-        CmsVersion::V2
-    };
-    if env.version != expected_version
+    let eci = &env.auth_encrypted_content_info;
+    if env.version != CmsVersion::V0
         || env.originator_info.is_some()
-        || env.unprotected_attrs.is_some()
-        || env.encrypted_content.content_type != ids.data
+        || env.auth_attrs.is_some()
+        || env.unauth_attrs.is_some()
+        || eci.content_type != ids.data
+        || eci.content_enc_alg.oid != content_oid(me.suite)
     {
         return Err(OpenError::Malformed);
     }
-    let eci = &env.encrypted_content;
+    let params: GcmParameters = eci
+        .content_enc_alg
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as().ok())
+        .ok_or(OpenError::Malformed)?;
+    let nonce: [u8; NONCE_LEN] = params
+        .nonce
+        .as_bytes()
+        .try_into()
+        .map_err(|_| OpenError::Malformed)?;
+    if params.icv_len != TAG_LEN_U8 || env.mac.as_bytes().len() != TAG_LEN {
+        return Err(OpenError::Malformed);
+    }
     let ct = eci
         .encrypted_content
         .as_ref()
         .ok_or(OpenError::Malformed)?
         .as_bytes();
-    let iv: [u8; 16] = eci
-        .content_enc_alg
-        .parameters
-        .as_ref()
-        .and_then(|p| p.decode_as::<OctetString>().ok())
-        .and_then(|o| o.as_bytes().try_into().ok())
-        .ok_or(OpenError::Malformed)?;
-    match me.suite {
+    let aead = AeadAlgorithm::for_suite(me.suite);
+    let cek = match me.suite {
         Suite::Gm => {
             let ktri = env
                 .recip_infos
@@ -726,17 +807,11 @@ fn decrypt_for(me: &LocalParty, env: &EnvelopedData) -> Result<Zeroizing<Vec<u8>
             if ktri.version != CmsVersion::V0
                 || ktri.key_enc_alg.oid != oid::SM2_ENCRYPTION
                 || !null_or_absent(ktri.key_enc_alg.parameters.as_ref())
-                || eci.content_enc_alg.oid != oid::SM4_CBC
             {
                 return Err(OpenError::Malformed);
             }
-            let cek = primitives::sm2_decrypt(&me.encryption_key, ktri.enc_key.as_bytes())
-                .map_err(undecryptable)?;
-            let cek: [u8; 16] = cek
-                .as_slice()
-                .try_into()
-                .map_err(|_| OpenError::Undecryptable)?;
-            primitives::sm4_cbc_decrypt(&cek, &iv, ct).map_err(undecryptable)
+            primitives::sm2_decrypt(&me.encryption_key, ktri.enc_key.as_bytes())
+                .map_err(undecryptable)?
         }
         Suite::Intl => {
             let (kari, rek) = env
@@ -768,11 +843,6 @@ fn decrypt_for(me: &LocalParty, env: &EnvelopedData) -> Result<Zeroizing<Vec<u8>
                 o if o == oid::AES128_WRAP => (16, 128),
                 _ => return Err(OpenError::Malformed),
             };
-            let cek_len = match eci.content_enc_alg.oid {
-                o if o == oid::AES256_CBC => 32,
-                o if o == oid::AES128_CBC => 16,
-                _ => return Err(OpenError::Malformed),
-            };
             let OriginatorIdentifierOrKey::OriginatorKey(orig) = &kari.originator else {
                 return Err(OpenError::Malformed);
             };
@@ -795,21 +865,23 @@ fn decrypt_for(me: &LocalParty, env: &EnvelopedData) -> Result<Zeroizing<Vec<u8>
                 kek_len,
             )
             .map_err(undecryptable)?;
-            let cek =
-                primitives::aes_key_unwrap(&kek, rek.enc_key.as_bytes()).map_err(undecryptable)?;
-            if cek.len() != cek_len {
-                return Err(OpenError::Undecryptable);
-            }
-            primitives::aes_cbc_decrypt(&cek, &iv, ct).map_err(undecryptable)
+            primitives::aes_key_unwrap(&kek, rek.enc_key.as_bytes()).map_err(undecryptable)?
         }
+    };
+    if cek.len() != aead.key_len() {
+        return Err(OpenError::Undecryptable);
     }
+    let key = AeadKey::new(aead, &cek).map_err(undecryptable)?;
+    let mut sealed = Vec::with_capacity(ct.len() + TAG_LEN);
+    sealed.extend_from_slice(ct);
+    sealed.extend_from_slice(env.mac.as_bytes());
+    key.open(&nonce, &[], &sealed).map_err(undecryptable)
 }
 
 /// Content types and algorithms of a suite.
 struct SuiteIds {
     data: ObjectIdentifier,
     signed: ObjectIdentifier,
-    enveloped: ObjectIdentifier,
     digest: ObjectIdentifier,
 }
 
@@ -819,13 +891,11 @@ impl SuiteIds {
             Suite::Gm => Self {
                 data: oid::GM_DATA,
                 signed: oid::GM_SIGNED_DATA,
-                enveloped: oid::GM_ENVELOPED_DATA,
                 digest: oid::SM3,
             },
             Suite::Intl => Self {
                 data: oid::DATA,
                 signed: oid::SIGNED_DATA,
-                enveloped: oid::ENVELOPED_DATA,
                 digest: oid::SHA256,
             },
         }
@@ -842,11 +912,6 @@ impl SuiteIds {
 
 fn alg(oid: ObjectIdentifier, parameters: Option<Any>) -> AlgorithmIdentifierOwned {
     AlgorithmIdentifierOwned { oid, parameters }
-}
-
-fn octets_any(bytes: &[u8]) -> Result<Any, SealError> {
-    Any::encode_from(&OctetString::new(bytes).map_err(|_| SealError::Encoding)?)
-        .map_err(|_| SealError::Encoding)
 }
 
 fn issuer_and_serial(cert: &Certificate) -> IssuerAndSerialNumber {
@@ -1092,8 +1157,8 @@ pub mod hazmat {
     use zeroize::Zeroizing;
 
     use super::{
-        Certificate, ContentInfo, Decode, Encode, EnvelopedData, LocalParty, Message, OctetString,
-        OpenError, RecipientInfo, SealError, SignedData, Suite,
+        AuthEnvelopedData, Certificate, ContentInfo, Decode, Encode, LocalParty, Message,
+        OctetString, OpenError, RecipientInfo, SealError, SignedData, Suite,
     };
 
     /// Decrypts the enveloped layer addressed to `me`, returning the signed layer unverified.
@@ -1131,10 +1196,12 @@ pub mod hazmat {
         /// The content-encryption key as encrypted to the recipient (GM: GM/T 0009 SM2
         /// ciphertext; INTL: the AES-wrapped key).
         pub wrapped_key: Vec<u8>,
-        /// The content-encryption IV.
-        pub iv: Vec<u8>,
+        /// The GCM nonce (12 bytes).
+        pub nonce: Vec<u8>,
         /// The encrypted content.
         pub ciphertext: Vec<u8>,
+        /// The GCM tag (16 bytes).
+        pub tag: Vec<u8>,
     }
 
     /// The signed layer (from the decrypted plaintext).
@@ -1151,7 +1218,7 @@ pub mod hazmat {
     /// Parses the outer layer.
     #[must_use]
     pub fn enveloped(envelope: &[u8]) -> Option<Enveloped> {
-        let env: EnvelopedData = ContentInfo::from_der(envelope)
+        let env: AuthEnvelopedData = ContentInfo::from_der(envelope)
             .ok()?
             .content
             .decode_as()
@@ -1161,18 +1228,13 @@ pub mod hazmat {
             RecipientInfo::Kari(k) => k.recipient_enc_keys.first()?.enc_key.as_bytes().to_vec(),
             _ => return None,
         };
-        let eci = env.encrypted_content;
-        let iv = eci
-            .content_enc_alg
-            .parameters?
-            .decode_as::<OctetString>()
-            .ok()?
-            .into_bytes()
-            .into_vec();
+        let eci = env.auth_encrypted_content_info;
+        let params: super::GcmParameters = eci.content_enc_alg.parameters?.decode_as().ok()?;
         Some(Enveloped {
             wrapped_key,
-            iv,
+            nonce: params.nonce.into_bytes().into_vec(),
             ciphertext: eci.encrypted_content?.into_bytes().into_vec(),
+            tag: env.mac.into_bytes().into_vec(),
         })
     }
 

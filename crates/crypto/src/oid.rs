@@ -12,6 +12,8 @@ pub const SM2_WITH_SM3: Oid = Oid::new_unwrap("1.2.156.10197.1.501");
 pub const SM3: Oid = Oid::new_unwrap("1.2.156.10197.1.401");
 /// SM4 in CBC mode (GM/T 0006: `1.2.156.10197.1.104.2`).
 pub const SM4_CBC: Oid = Oid::new_unwrap("1.2.156.10197.1.104.2");
+/// SM4 in GCM mode (GM/T 0006: `1.2.156.10197.1.104.8`; OpenSSL's `SM4-GCM`).
+pub const SM4_GCM: Oid = Oid::new_unwrap("1.2.156.10197.1.104.8");
 /// GM/T 0010 `data` content type.
 pub const GM_DATA: Oid = Oid::new_unwrap("1.2.156.10197.6.1.4.2.1");
 /// GM/T 0010 `signedData` content type.
@@ -41,6 +43,10 @@ pub const ECDH_SHA1_KDF: Oid = Oid::new_unwrap("1.3.133.16.840.63.0.2");
 pub const AES128_WRAP: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.5");
 /// `id-aes256-wrap` (RFC 3394).
 pub const AES256_WRAP: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.45");
+/// `id-ct-authEnvelopedData` (RFC 5083): the envelopes of both suites.
+pub const AUTH_ENVELOPED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.9.16.1.23");
+/// `id-aes256-GCM` (RFC 5084).
+pub const AES256_GCM: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.46");
 /// `id-aes128-CBC` (RFC 3565).
 pub const AES128_CBC: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.2");
 /// `id-aes256-CBC` (RFC 3565).

@@ -3,8 +3,7 @@
 //! SM2 public-key encryption (GM/T 0009 DER ciphertext), ECDH key agreement with the X9.63 KDF
 //! and AES key wrap (RFC 5753 / RFC 3394).
 
-use aes::cipher::block_padding::Pkcs7;
-use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyInit, KeyIvInit};
+use aes::cipher::KeyInit;
 use rand_core::CryptoRng;
 use sha2::Digest;
 use zeroize::Zeroizing;
@@ -27,68 +26,6 @@ pub fn sm3(data: &[u8]) -> [u8; 32] {
 #[must_use]
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(data).into()
-}
-
-/// SM4-CBC with PKCS#7 padding (GB/T 32907).
-#[must_use]
-pub fn sm4_cbc_encrypt(key: &[u8; 16], iv: &[u8; 16], plaintext: &[u8]) -> Vec<u8> {
-    cbc::Encryptor::<sm4::Sm4>::new(key.into(), iv.into()).encrypt_padded_vec::<Pkcs7>(plaintext)
-}
-
-/// SM4-CBC decryption.
-///
-/// # Errors
-/// [`PrimitiveError`] for bad padding or length.
-pub fn sm4_cbc_decrypt(
-    key: &[u8; 16],
-    iv: &[u8; 16],
-    ciphertext: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, PrimitiveError> {
-    cbc::Decryptor::<sm4::Sm4>::new(key.into(), iv.into())
-        .decrypt_padded_vec::<Pkcs7>(ciphertext)
-        .map(Zeroizing::new)
-        .map_err(|_| PrimitiveError)
-}
-
-/// AES-CBC (128 or 256 by key length) with PKCS#7 padding.
-///
-/// # Errors
-/// [`PrimitiveError`] for a key that is not 16 or 32 bytes.
-pub fn aes_cbc_encrypt(
-    key: &[u8],
-    iv: &[u8; 16],
-    plaintext: &[u8],
-) -> Result<Vec<u8>, PrimitiveError> {
-    match key.len() {
-        16 => Ok(cbc::Encryptor::<aes::Aes128>::new_from_slices(key, iv)
-            .map_err(|_| PrimitiveError)?
-            .encrypt_padded_vec::<Pkcs7>(plaintext)),
-        32 => Ok(cbc::Encryptor::<aes::Aes256>::new_from_slices(key, iv)
-            .map_err(|_| PrimitiveError)?
-            .encrypt_padded_vec::<Pkcs7>(plaintext)),
-        _ => Err(PrimitiveError),
-    }
-}
-
-/// AES-CBC decryption (128 or 256 by key length).
-///
-/// # Errors
-/// [`PrimitiveError`] for a bad key length, padding or ciphertext length.
-pub fn aes_cbc_decrypt(
-    key: &[u8],
-    iv: &[u8; 16],
-    ciphertext: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, PrimitiveError> {
-    let plain = match key.len() {
-        16 => cbc::Decryptor::<aes::Aes128>::new_from_slices(key, iv)
-            .map_err(|_| PrimitiveError)?
-            .decrypt_padded_vec::<Pkcs7>(ciphertext),
-        32 => cbc::Decryptor::<aes::Aes256>::new_from_slices(key, iv)
-            .map_err(|_| PrimitiveError)?
-            .decrypt_padded_vec::<Pkcs7>(ciphertext),
-        _ => return Err(PrimitiveError),
-    };
-    plain.map(Zeroizing::new).map_err(|_| PrimitiveError)
 }
 
 /// SM2 public-key encryption (GB/T 32918.4-2016 §6.1), GM/T 0009 ASN.1 ciphertext (what

@@ -472,6 +472,75 @@ fn every_single_byte_change_is_rejected_without_panicking() {
     }
 }
 
+/// Where `needle` starts in `haystack` (once).
+fn offset_of(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap()
+}
+
+#[test]
+fn after_key_transport_every_failure_looks_the_same() {
+    // The padding-oracle attack changes one byte of the content at a time (all 255 values of
+    // the last bytes) and watches for a different answer. With AEAD content every change to
+    // the nonce, the ciphertext or the tag is the one `Undecryptable`, and that is told and
+    // counted exactly as a valid encryption of a forged signature is.
+    for suite in Suite::ALL {
+        let pki = Pki::new(suite);
+        let (cloud, platform) = (
+            party(&pki, Role::Cloud, "c"),
+            party(&pki, Role::Platform, "p"),
+        );
+        let sealed = seal(
+            &cloud,
+            platform.encryption_certificate(),
+            &message(&cloud, &platform, "oracle"),
+            &mut system_rng(),
+        )
+        .unwrap();
+        let layers = hazmat::enveloped(&sealed).unwrap();
+        let ct = offset_of(&sealed, &layers.ciphertext);
+        let ct_end = ct + layers.ciphertext.len();
+        let tag = offset_of(&sealed, &layers.tag);
+        let nonce = offset_of(&sealed, &layers.nonce);
+        let mut changes: Vec<(usize, u8)> = Vec::new();
+        for i in [ct, ct_end - 17, ct_end - 1, tag + 15] {
+            changes.extend((1..=255).map(|d| (i, d)));
+        }
+        changes.extend((ct..ct_end).chain(tag..tag + 16).map(|i| (i, 0x01)));
+        changes.extend((nonce..nonce + 12).map(|i| (i, 0x80)));
+        for (i, delta) in changes {
+            let mut bytes = sealed.clone();
+            bytes[i] ^= delta;
+            assert_eq!(
+                open_fresh(&pki, &platform, &bytes).unwrap_err(),
+                OpenError::Undecryptable,
+                "{suite}: byte {i} ^ {delta:#04x}"
+            );
+        }
+
+        let mut msg = message(&cloud, &platform, "forged");
+        msg.header.sender = "tax:t".into();
+        let forged = hazmat::encrypt(
+            suite,
+            platform.encryption_certificate(),
+            &hazmat::sign(&cloud, &msg).unwrap(),
+            &mut system_rng(),
+        )
+        .unwrap();
+        let after = open_fresh(&pki, &platform, &forged).unwrap_err();
+        assert!(matches!(after, OpenError::SenderMismatch { .. }));
+        for e in [OpenError::Undecryptable, after, OpenError::BadSignature] {
+            assert_eq!(
+                (e.peer_code(), e.reason()),
+                ("envelope_rejected", "rejected"),
+                "{e:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_header_round_trips_through_der() {
     let h = Header {

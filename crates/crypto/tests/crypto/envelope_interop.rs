@@ -1,7 +1,9 @@
 //! Envelopes against independent implementations: OpenSSL CMS for INTL, both ways; for GM,
-//! each layer against `openssl pkeyutl`/`openssl enc` and Python gmssl, both ways.
+//! each layer against `openssl pkeyutl`, Python gmssl (SM2) and Python cryptography (SM4-GCM),
+//! both ways.
 
-use fapiao_crypto::envelope::{MemoryReplayGuard, Message, Opener, hazmat, seal};
+use fapiao_crypto::aead::{AeadAlgorithm, AeadKey};
+use fapiao_crypto::envelope::{MemoryReplayGuard, Message, OpenError, Opener, hazmat, seal};
 use fapiao_crypto::primitives;
 use fapiao_crypto::rng::system_rng;
 use fapiao_crypto::{PublicKey, Role, SM2_DISTID, Suite};
@@ -49,53 +51,86 @@ fn openssl_cms_decrypts_and_verifies_our_intl_envelope() {
     assert_eq!(std::fs::read(&content).unwrap(), msg.to_der().unwrap());
 }
 
+/// A message signed by `openssl cms -sign` and encrypted by `openssl cms -encrypt <cipher>`
+/// to the platform; what we make of it.
+fn open_openssl_envelope(cipher: &str) -> (Message, Result<Message, OpenError>) {
+    let pki = Pki::new(Suite::Intl);
+    let cloud = party_files(&pki, Role::Cloud, "cloud-1");
+    let platform = party_files(&pki, Role::Platform, "platform-1");
+    let msg = message(&cloud.party, &platform.party, &format!("openssl{cipher}"));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let msg_path = write(d, "msg.der", msg.to_der().unwrap());
+    let signer = write(d, "signer.pem", cloud.signing_cert.to_pem().unwrap());
+    let signer_key = write(d, "signer.key", key_pem(&cloud.signing_key));
+    let signed = d.join("signed.der").to_str().unwrap().to_owned();
+    let (ok, out) = openssl(&[
+        "cms",
+        "-sign",
+        "-binary",
+        "-nodetach",
+        "-md",
+        "sha256",
+        "-in",
+        &msg_path,
+        "-signer",
+        &signer,
+        "-inkey",
+        &signer_key,
+        "-outform",
+        "DER",
+        "-out",
+        &signed,
+    ]);
+    assert!(ok, "sign: {out}");
+    let recip = write(d, "recip.pem", platform.encryption_cert.to_pem().unwrap());
+    let env_path = d.join("env.der").to_str().unwrap().to_owned();
+    let (ok, out) = openssl(&[
+        "cms", "-encrypt", "-binary", cipher, "-in", &signed, "-outform", "DER", "-out", &env_path,
+        &recip,
+    ]);
+    assert!(ok, "encrypt: {out}");
+    let env = std::fs::read(&env_path).unwrap();
+    let trust = pki.trust();
+    let guard = MemoryReplayGuard::new();
+    let opened = Opener::new(&platform.party, &trust, &guard)
+        .open(&env, NOW)
+        .map(|o| o.message);
+    (msg, opened)
+}
+
 #[test]
-fn we_open_what_openssl_cms_signs_and_encrypts() {
-    for cipher in ["-aes256", "-aes128"] {
-        let pki = Pki::new(Suite::Intl);
-        let cloud = party_files(&pki, Role::Cloud, "cloud-1");
-        let platform = party_files(&pki, Role::Platform, "platform-1");
-        let msg = message(&cloud.party, &platform.party, &format!("openssl{cipher}"));
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let msg_path = write(d, "msg.der", msg.to_der().unwrap());
-        let signer = write(d, "signer.pem", cloud.signing_cert.to_pem().unwrap());
-        let signer_key = write(d, "signer.key", key_pem(&cloud.signing_key));
-        let signed = d.join("signed.der").to_str().unwrap().to_owned();
-        let (ok, out) = openssl(&[
-            "cms",
-            "-sign",
-            "-binary",
-            "-nodetach",
-            "-md",
-            "sha256",
-            "-in",
-            &msg_path,
-            "-signer",
-            &signer,
-            "-inkey",
-            &signer_key,
-            "-outform",
-            "DER",
-            "-out",
-            &signed,
-        ]);
-        assert!(ok, "sign: {out}");
-        let recip = write(d, "recip.pem", platform.encryption_cert.to_pem().unwrap());
-        let env_path = d.join("env.der").to_str().unwrap().to_owned();
-        let (ok, out) = openssl(&[
-            "cms", "-encrypt", "-binary", cipher, "-in", &signed, "-outform", "DER", "-out",
-            &env_path, &recip,
-        ]);
-        assert!(ok, "encrypt: {out}");
-        let env = std::fs::read(&env_path).unwrap();
-        let trust = pki.trust();
-        let guard = MemoryReplayGuard::new();
-        let opened = Opener::new(&platform.party, &trust, &guard)
-            .open(&env, NOW)
-            .unwrap_or_else(|e| panic!("{cipher}: {e}"));
-        assert_eq!(opened.message, msg);
+fn we_open_what_openssl_cms_signs_and_encrypts_with_aes_256_gcm() {
+    let (msg, opened) = open_openssl_envelope("-aes-256-gcm");
+    assert_eq!(opened.unwrap(), msg);
+}
+
+#[test]
+fn unauthenticated_and_weaker_openssl_envelopes_are_refused_as_malformed() {
+    // CBC content (EnvelopedData, no tag: the padding-oracle shape) and a 128-bit GCM key are
+    // refused before any key is touched, whatever a sender's library defaults to.
+    for cipher in ["-aes256", "-aes128", "-aes-128-gcm"] {
+        let (_, opened) = open_openssl_envelope(cipher);
+        assert_eq!(opened, Err(OpenError::Malformed), "{cipher}");
     }
+}
+
+/// SM4-GCM decryption by Python `cryptography` (OpenSSL's SM4 and GCM): the plaintext, or
+/// `None` when the tag does not verify.
+fn py_sm4_gcm_open(key: &[u8], nonce: &[u8], ciphertext: &[u8], tag: &[u8]) -> Option<Vec<u8>> {
+    let script = "import sys\nfrom cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes\nk, n, c, t = (bytes.fromhex(a) for a in sys.argv[1:5])\nd = Cipher(algorithms.SM4(k), modes.GCM(n, t)).decryptor()\nsys.stdout.write((d.update(c) + d.finalize()).hex())\n";
+    let (ok, out) = run(
+        "python3",
+        &[
+            "-c",
+            script,
+            &hex(key),
+            &hex(nonce),
+            &hex(ciphertext),
+            &hex(tag),
+        ],
+    );
+    ok.then(|| fapiao_crypto::hex::decode(out.trim()).unwrap().to_vec())
 }
 
 fn gmssl_verify(public: &PublicKey, message: &[u8], signature_der: &[u8]) -> bool {
@@ -142,27 +177,21 @@ fn each_gm_layer_checks_out_with_openssl_and_gmssl() {
     let cek = std::fs::read(&cek_path).unwrap();
     assert_eq!(cek.len(), 16);
 
-    // The content, SM4-CBC: OpenSSL decrypts it to the same signed layer we do.
-    let ct = write(d, "ct.bin", &layers.ciphertext);
-    let inner_path = d.join("inner.der").to_str().unwrap().to_owned();
-    let (ok, out) = openssl(&[
-        "enc",
-        "-d",
-        "-sm4-cbc",
-        "-K",
-        &hex(&cek),
-        "-iv",
-        &hex(&layers.iv),
-        "-in",
-        &ct,
-        "-out",
-        &inner_path,
-    ]);
-    assert!(ok, "{out}");
-    let inner = std::fs::read(&inner_path).unwrap();
+    // The content, SM4-GCM: Python cryptography decrypts it to the same signed layer we do,
+    // and refuses it with one tag bit changed.
+    assert_eq!(layers.nonce.len(), 12);
+    assert_eq!(layers.tag.len(), 16);
+    let inner = py_sm4_gcm_open(&cek, &layers.nonce, &layers.ciphertext, &layers.tag)
+        .expect("cryptography opens our SM4-GCM content");
     assert_eq!(
         inner,
         hazmat::decrypt(&platform.party, &env).unwrap().to_vec()
+    );
+    let mut bad_tag = layers.tag.clone();
+    bad_tag[0] ^= 1;
+    assert_eq!(
+        py_sm4_gcm_open(&cek, &layers.nonce, &layers.ciphertext, &bad_tag),
+        None
     );
 
     // The SM2 signature over the signed attributes: OpenSSL and gmssl verify it.
@@ -243,28 +272,18 @@ fn we_accept_each_gm_layer_made_by_openssl_and_gmssl() {
         primitives::sm2_decrypt(&party.encryption_key, &std::fs::read(&ct_path).unwrap()).unwrap();
     assert_eq!(plain.as_slice(), data);
 
-    // SM4-CBC by OpenSSL, decrypted by us.
-    let (k, iv) = ([0x11_u8; 16], [0x22_u8; 16]);
-    let enc_path = d.join("sm4.bin").to_str().unwrap().to_owned();
-    let (ok, out) = openssl(&[
-        "enc",
-        "-sm4-cbc",
-        "-K",
-        &hex(&k),
-        "-iv",
-        &hex(&iv),
-        "-in",
-        &data_path,
-        "-out",
-        &enc_path,
-    ]);
-    assert!(ok, "{out}");
-    assert_eq!(
-        primitives::sm4_cbc_decrypt(&k, &iv, &std::fs::read(&enc_path).unwrap())
-            .unwrap()
-            .as_slice(),
-        data
+    // SM4-GCM by Python cryptography, opened by us (with the tag it computed).
+    let (k, nonce) = ([0x11_u8; 16], [0x22_u8; 12]);
+    let script = "import sys\nfrom cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes\nk, n, p = (bytes.fromhex(a) for a in sys.argv[1:4])\ne = Cipher(algorithms.SM4(k), modes.GCM(n)).encryptor()\nc = e.update(p) + e.finalize()\nsys.stdout.write((c + e.tag).hex())\n";
+    let (ok, out) = run(
+        "python3",
+        &["-c", script, &hex(&k), &hex(&nonce), &hex(data)],
     );
+    assert!(ok, "{out}");
+    let sealed = fapiao_crypto::hex::decode(out.trim()).unwrap().to_vec();
+    let key = AeadKey::new(AeadAlgorithm::Sm4Gcm, &k).unwrap();
+    assert_eq!(key.open(&nonce, &[], &sealed).unwrap().as_slice(), data);
+    assert_eq!(key.seal(&nonce, &[], data), sealed);
 }
 
 /// The private scalar (hex) from PKCS#8 DER: the last 32 bytes of the inner ECPrivateKey's

@@ -204,6 +204,107 @@ async fn two_orders_racing_for_the_last_of_the_quota_get_one_invoice() {
     env.system.shutdown().await;
 }
 
+/// The `fapiao_envelope_failures_total` lines of a role's metrics.
+async fn envelope_failures(env: &Env, admin_port: u16) -> std::collections::BTreeMap<String, u64> {
+    let r = client_as(env, "platform", admin_port)
+        .request(http::Method::GET, "/metrics", &[], Vec::new())
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| l.starts_with("fapiao_envelope_failures_total{"))
+        .map(|l| {
+            let (label, n) = l.rsplit_once(' ').unwrap();
+            (label.to_owned(), n.parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_learns_nothing_from_changed_envelopes() {
+    // The padding-oracle attack with an ordinary enterprise's agent certificate: an envelope
+    // captured on its way from cloud to platform, sent back 255 times with one content byte
+    // changed to every other value, watching answers and the metrics any client could read.
+    let env = Env::start().await;
+    let before = warm(&env).await;
+    let layout = env.system.layout.clone();
+    let admin = env.system.ports.platform_admin;
+    let cloud = Sender::new(&env, &layout.pki_prefix("cloud"));
+    let agent = Sender::new(&env, &layout.pki_prefix("agent"));
+    let captured = cloud.seal("order.issue", 1, &issue_body(SH, "CAPTURED-1"));
+    let layers = fapiao_crypto::envelope::hazmat::enveloped(&captured).unwrap();
+    let ct = captured
+        .windows(layers.ciphertext.len())
+        .position(|w| w == layers.ciphertext.as_slice())
+        .unwrap();
+    // The byte CBC padding hangs on: the last of the second-to-last block.
+    let at = ct + layers.ciphertext.len() - 17;
+    let failures_before = envelope_failures(&env, admin).await;
+
+    // What an answer tells: its status and body, less the request id every answer has.
+    let told = |r: fapiao_protocol::Response| {
+        let mut v: serde_json::Value = serde_json::from_slice(&r.body)
+            .unwrap_or_else(|_| json!(String::from_utf8_lossy(&r.body)));
+        assert!(
+            v["request_id"].as_str().is_some_and(|id| id.len() == 32),
+            "{v}"
+        );
+        v["request_id"] = json!("…");
+        (r.status, v.to_string())
+    };
+    let mut answers = std::collections::BTreeSet::new();
+    for delta in 1..=255_u8 {
+        let mut e = captured.clone();
+        e[at] ^= delta;
+        answers.insert(told(agent.post(e).await));
+    }
+    // The captured envelope itself, unchanged: it opens, but its signer is not the peer.
+    answers.insert(told(agent.post(captured.clone()).await));
+    // And a failure after decryption and the signature: a replay of the agent's own message.
+    let own = agent.seal("order.issue", 99, &json!({}));
+    assert_eq!(agent.post(own.clone()).await.status, 200);
+    answers.insert(told(agent.post(own).await));
+    let answers: Vec<_> = answers.into_iter().collect();
+    assert_eq!(answers.len(), 1, "distinguishable answers: {answers:#?}");
+    let (status, body) = &answers[0];
+    assert_eq!(*status, 403, "{body}");
+    assert!(body.contains("\"code\":\"envelope_rejected\""), "{body}");
+
+    let failures_after = envelope_failures(&env, admin).await;
+    let mut grown: Vec<_> = failures_after
+        .iter()
+        .filter(|(label, n)| failures_before.get(*label) != Some(n))
+        .map(|(label, n)| (label.clone(), n - failures_before.get(label).unwrap_or(&0)))
+        .collect();
+    grown.sort();
+    // 255 changed envelopes, the captured one and the replay under one label; the agent's own, authenticated
+    // version-99 message was answered to it (sealed) and counted as what it was.
+    assert_eq!(
+        grown,
+        [
+            (
+                "fapiao_envelope_failures_total{reason=\"rejected\"}".to_owned(),
+                257
+            ),
+            (
+                "fapiao_envelope_failures_total{reason=\"unsupported_version\"}".to_owned(),
+                1
+            )
+        ],
+        "{failures_after:?}"
+    );
+    assert_eq!(snapshot(&env.system).await, before);
+    // None of it used up the captured envelope's id (in memory or in the database): cloud's
+    // own delivery still issues.
+    let (t, v) = cloud.open(&cloud.post(captured).await);
+    assert_eq!(
+        (t.as_str(), v["outcome"].as_str()),
+        ("order.answer", Some("issued")),
+        "{v}"
+    );
+    env.system.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelope_and_sender_refusals_change_nothing() {
     let mut env = Env::start().await;
