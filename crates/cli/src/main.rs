@@ -252,11 +252,17 @@ enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Walk a role's hash-chained audit log and check its signed heads; exit status 1 and the
-    /// first broken, edited, reordered or deleted record when it does not verify.
+    /// Walk a role's hash-chained audit log and check every signed head (its record, its
+    /// signature and signer when it signed, its link to the head before) and the copies of
+    /// heads in witness files; exit status 1 and the first broken, edited, reordered or
+    /// deleted record or head when it does not verify.
     Verify {
         #[command(flatten)]
         target: RoleTarget,
+        /// A witness file of signed heads (repeat for each replica's); default: the role's
+        /// `audit_witness_file`, when it exists.
+        #[arg(long)]
+        witness: Vec<PathBuf>,
     },
 }
 
@@ -689,8 +695,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             json,
         ),
         Command::Platform(cmd) => run_platform(cmd),
-        Command::Audit(AuditCommand::Verify { target }) => {
-            services::audit_verify(&target.role, &target.config())
+        Command::Audit(AuditCommand::Verify { target, witness }) => {
+            services::audit_verify(&target.role, &target.config(), &witness)
         }
         Command::Keys(KeysCommand::Rotate { target, batch }) => {
             services::keys(&target.role, &target.config(), Some(batch))

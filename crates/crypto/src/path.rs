@@ -254,6 +254,35 @@ impl TrustStore {
         purpose: Purpose,
         now: OffsetDateTime,
     ) -> Result<Vec<Certificate>, PathError> {
+        self.validate_as_of(leaf, intermediates, purpose, now, Revocation::Current)
+    }
+
+    /// Validates `leaf` for `purpose` as it stood at `at`, a time in the past (when it signed
+    /// something kept, such as an audit head): validity periods at `at`, and revocation from
+    /// the newest CRL held that was issued at or after `at`, or was current at `at`. A
+    /// certificate revoked after `at` stays valid for what it signed before; one revoked at
+    /// or before `at` does not. Later CRLs never make an old signature fail for being old.
+    ///
+    /// # Errors
+    /// [`PathError`] naming the first failed check.
+    pub fn validate_at(
+        &self,
+        leaf: &Certificate,
+        intermediates: &[Certificate],
+        purpose: Purpose,
+        at: OffsetDateTime,
+    ) -> Result<Vec<Certificate>, PathError> {
+        self.validate_as_of(leaf, intermediates, purpose, at, Revocation::AsOf)
+    }
+
+    fn validate_as_of(
+        &self,
+        leaf: &Certificate,
+        intermediates: &[Certificate],
+        purpose: Purpose,
+        now: OffsetDateTime,
+        revocation: Revocation,
+    ) -> Result<Vec<Certificate>, PathError> {
         check_time(leaf, now)?;
         if !leaf.allows(purpose) {
             return Err(PathError::WrongUsage {
@@ -271,7 +300,7 @@ impl TrustStore {
                     subject: issuer.subject_text(),
                 });
             }
-            self.check_revocation(&current, &issuer, now)?;
+            self.check_revocation(&current, &issuer, now, revocation)?;
             let is_root = self.roots.iter().any(|r| r == &issuer);
             path.push(issuer.clone());
             if is_root {
@@ -313,6 +342,7 @@ impl TrustStore {
         cert: &Certificate,
         issuer: &Certificate,
         now: OffsetDateTime,
+        revocation: Revocation,
     ) -> Result<(), PathError> {
         let crl = self
             .crls
@@ -322,7 +352,11 @@ impl TrustStore {
             .ok_or_else(|| PathError::CrlMissing {
                 issuer: issuer.subject_text(),
             })?;
-        let current = crl.this_update() <= now && crl.next_update().is_some_and(|n| now < n);
+        let current_at = crl.this_update() <= now && crl.next_update().is_some_and(|n| now < n);
+        let current = match revocation {
+            Revocation::Current => current_at,
+            Revocation::AsOf => current_at || crl.this_update() >= now,
+        };
         if !current {
             return Err(PathError::CrlExpired {
                 issuer: issuer.subject_text(),
@@ -330,7 +364,9 @@ impl TrustStore {
                 now,
             });
         }
-        if let Some(revoked_at) = crl.revoked_at(cert.serial()) {
+        if let Some(revoked_at) = crl.revoked_at(cert.serial())
+            && (revocation == Revocation::Current || revoked_at <= now)
+        {
             return Err(PathError::Revoked {
                 subject: cert.subject_text(),
                 serial: cert.serial_hex(),
@@ -339,6 +375,15 @@ impl TrustStore {
         }
         Ok(())
     }
+}
+
+/// Which revocation status a validation asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revocation {
+    /// Now, from a current CRL.
+    Current,
+    /// At a past time, from a CRL issued since or current then.
+    AsOf,
 }
 
 fn check_time(cert: &Certificate, now: OffsetDateTime) -> Result<(), PathError> {

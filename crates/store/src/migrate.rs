@@ -138,6 +138,12 @@ pub(crate) const BASE: &[Migration] = &[
             FROM audit_log;",
         ),
     },
+    Migration {
+        version: 5,
+        description: "signed audit heads chained to each other",
+        // Heads signed before have none and sign only their record.
+        sql: Sql::portable("ALTER TABLE audit_heads ADD COLUMN prev TEXT;"),
+    },
 ];
 
 const CREATE_MIGRATIONS: Sql = Sql::portable(

@@ -166,25 +166,31 @@ impl Retention {
         dir: &Path,
     ) -> Result<Pruned, StoreError> {
         let cutoff = self.cutoff(Class::Invoices, now).unix_timestamp();
-        let head: Option<(i64, String)> = query_as(
-            "SELECT h.seq, h.hash FROM audit_heads h JOIN audit_log l ON l.seq = h.seq
+        let head = query(
+            "SELECT h.seq, h.hash, h.signed_at, h.prev, h.signature, h.certificate
+             FROM audit_heads h JOIN audit_log l ON l.seq = h.seq
              WHERE l.at < $1 ORDER BY h.seq DESC LIMIT 1",
         )
         .bind(cutoff)
         .fetch_optional(db.pool())
-        .await?;
-        let Some((through, hash)) = head else {
+        .await?
+        .map(|r| crate::audit::Head::from_row(&r))
+        .transpose()?;
+        let Some(head) = head else {
             return Ok(Pruned {
                 table: "audit_log".into(),
                 rows: 0,
                 export: None,
             });
         };
+        let (through, hash, head_id) = (head.seq, head.hash.clone(), head.id());
         let bound = Value::from(through);
         let (_, heads_file) =
             export_rows(db, role, "audit_heads", "seq <= $1", &bound, dir).await?;
         let (rows, export) = export_rows(db, role, "audit_log", "seq <= $1", &bound, dir).await?;
         let mut tx = db.begin_write().await?;
+        // Not while a replica signs a head: the next head chains to the one cut here.
+        tx.lock(crate::audit::HEADS_LOCK).await?;
         query("DELETE FROM audit_heads WHERE seq <= $1")
             .bind(through)
             .execute(&mut *tx)
@@ -205,6 +211,7 @@ impl Retention {
             &serde_json::json!({
                 "through": through,
                 "hash": hash,
+                "head": head_id,
                 "export": export.as_ref().or(heads_file.as_ref()).map(|p| p.display().to_string()),
             }),
         )

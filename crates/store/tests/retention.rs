@@ -80,7 +80,14 @@ async fn expired_rows_are_exported_then_deleted_and_the_audit_cut_verifies(engin
             .await
             .unwrap();
     }
-    // An audit chain: 3 records 11 years ago with a head on the 2nd, then 2 recent ones.
+    // An audit chain: 3 records 11 years ago with a head on the 2nd, then 2 recent ones and
+    // a head on the 5th (made-up signatures: `verify` checks structure here).
+    let sign = async |db: &Db| {
+        audit::sign_head(db, now(), b"cert", |b| Some(b.to_vec()))
+            .await
+            .unwrap()
+            .unwrap()
+    };
     for (i, age) in [(1, 4100), (2, 4100), (3, 4100), (4, 1), (5, 1)] {
         let mut tx = db.begin_write().await.unwrap();
         audit::append(
@@ -94,18 +101,10 @@ async fn expired_rows_are_exported_then_deleted_and_the_audit_cut_verifies(engin
         .await
         .unwrap();
         tx.commit().await.unwrap();
+        if i == 2 || i == 5 {
+            sign(&db).await;
+        }
     }
-    let hash2: String = fapiao_store::query_scalar("SELECT hash FROM audit_log WHERE seq = 2")
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-    query("INSERT INTO audit_heads (seq, hash, signed_at, signature, certificate) VALUES (2, $1, 0, $2, $3)")
-        .bind(&hash2)
-        .bind(vec![1_u8])
-        .bind(vec![2_u8])
-        .execute(db.pool())
-        .await
-        .unwrap();
 
     let export = dir.path().join("export");
     let pruned = Retention::default()
@@ -136,9 +135,16 @@ async fn expired_rows_are_exported_then_deleted_and_the_audit_cut_verifies(engin
     assert!(inv.contains("\"OLD\"") && !inv.contains("\"NEW\""), "{inv}");
     let aud = std::fs::read_to_string(export.join("tax.audit_log.jsonl")).unwrap();
     assert_eq!(aud.lines().count(), 2);
-    // Records 3.. remain plus the cut's own record; the chain verifies.
-    match audit::verify(&db).await.unwrap() {
-        Verdict::Intact { records, .. } => assert_eq!(records, 4),
+    // Records 3.. remain plus the cut's own record; the chain verifies, the head at 5
+    // naming the cut head the cut's record names, and the next head chains on.
+    let checks = audit::Checks::default();
+    match audit::verify(&db, &checks).await.unwrap() {
+        Verdict::Intact { records, heads, .. } => assert_eq!((records, heads), (4, 1)),
+        v => panic!("{v:?}"),
+    }
+    assert_eq!(sign(&db).await.seq, 6);
+    match audit::verify(&db, &checks).await.unwrap() {
+        Verdict::Intact { records, heads, .. } => assert_eq!((records, heads), (4, 2)),
         v => panic!("{v:?}"),
     }
     // Running again finds nothing more and changes nothing.
@@ -152,7 +158,7 @@ async fn expired_rows_are_exported_then_deleted_and_the_audit_cut_verifies(engin
         .execute(db.pool())
         .await
         .unwrap();
-    match audit::verify(&db).await.unwrap() {
+    match audit::verify(&db, &checks).await.unwrap() {
         Verdict::Broken { reason, .. } => assert!(reason.contains("no retention cut"), "{reason}"),
         v => panic!("{v:?}"),
     }

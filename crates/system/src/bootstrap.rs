@@ -236,6 +236,12 @@ impl Layout {
         self.dir.join(format!("{role}.toml"))
     }
 
+    /// Where `role`'s signed audit heads are copied (`audit_witness_file`).
+    #[must_use]
+    pub fn witness_path(&self, role: &str) -> PathBuf {
+        self.dir.join("audit").join(format!("{role}.witness.jsonl"))
+    }
+
     /// The ERP credentials file.
     #[must_use]
     pub fn credentials_path(&self) -> PathBuf {
@@ -407,6 +413,7 @@ impl Layout {
                 devices_dir: None,
                 limits: fapiao_service::Limits::default(),
                 audit_sign_seconds: 60,
+                audit_witness_file: None,
                 retention: fapiao_store::retention::Retention::default(),
             },
             RoleConfig {
@@ -423,6 +430,7 @@ impl Layout {
                 devices_dir: Some(self.dir.join("devices")),
                 limits: fapiao_service::Limits::default(),
                 audit_sign_seconds: 60,
+                audit_witness_file: None,
                 retention: fapiao_store::retention::Retention::default(),
             },
             RoleConfig {
@@ -439,6 +447,7 @@ impl Layout {
                 devices_dir: None,
                 limits: fapiao_service::Limits::default(),
                 audit_sign_seconds: 60,
+                audit_witness_file: None,
                 retention: fapiao_store::retention::Retention::default(),
             },
             RoleConfig {
@@ -465,19 +474,26 @@ impl Layout {
                 devices_dir: Some(self.dir.join("agent-devices")),
                 limits: fapiao_service::Limits::default(),
                 audit_sign_seconds: 60,
+                audit_witness_file: None,
                 retention: fapiao_store::retention::Retention::default(),
             },
         ];
-        for c in configs {
+        for mut c in configs {
+            c.audit_witness_file = Some(self.witness_path(&c.role));
             let path = self.config_path(&c.role);
             let c = if path.exists() {
                 // As written, without the environment's overrides.
                 let mut old: RoleConfig =
                     toml::from_str(&read(&path)?).map_err(err(&path.display().to_string()))?;
-                if storage.is_none() || old.database == c.database {
+                let database = storage.is_some() && old.database != c.database;
+                if !database && old.audit_witness_file.is_some() {
                     continue;
                 }
-                old.database = c.database;
+                if database {
+                    old.database = c.database;
+                }
+                // Data directories from before witness files get one.
+                old.audit_witness_file = old.audit_witness_file.or(c.audit_witness_file);
                 old
             } else {
                 c

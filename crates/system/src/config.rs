@@ -93,6 +93,11 @@ pub struct RoleConfig {
     /// How often the audit chain's head is signed (seconds; default 60).
     #[serde(default = "default_audit_sign_seconds")]
     pub audit_sign_seconds: u64,
+    /// The append-only file each signed audit head is copied to (`fapiao audit verify
+    /// --witness`); keep it off the database's disk, or ship it. `up` writes
+    /// `audit/<role>.witness.jsonl` in its data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_witness_file: Option<PathBuf>,
     /// Retention periods (`fapiao retention run`): logs 180 days, invoices and their audit
     /// records 3653 days by default.
     #[serde(default)]

@@ -338,6 +338,9 @@ pub async fn start_role(
         db,
         &material,
         std::time::Duration::from_secs(cfg.audit_sign_seconds.max(1)),
+        cfg.audit_witness_file
+            .as_deref()
+            .map(fapiao_store::audit::Witness::new),
     );
     tracing::info!(role = %cfg.role, ?addrs, ?admin_addrs, "role started");
     Ok(Running {
@@ -460,7 +463,8 @@ impl System {
             (ls, actual)
         };
         let cfg = |r: &str| RoleConfig::load(&layout.config_path(r));
-        for role in ["tax", "platform", "cloud"] {
+        // The agent's too: `up` writes its config, and `serve agent` opens what is there.
+        for role in ["tax", "platform", "cloud", "agent"] {
             create_database(&cfg(role)?.database).await?;
         }
         let mut it = listeners.into_iter();

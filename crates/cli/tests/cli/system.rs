@@ -250,17 +250,37 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
         assert!(!out.contains("deleted"), "{out}");
     }
 
-    // Every role's audit chain verifies, with a head signed on the way down; an edited record
-    // is found.
+    // Every role's audit chain verifies, with heads signed at start and on the way down, each
+    // copied to the role's witness file; an edited record is found, and so is the log cut
+    // down to its first record with every head deleted.
     for role in ["cloud", "platform", "tax"] {
         let v = fapiao(&["audit", "verify", "--role", role, "--data", d]);
         let out = stdout(&v);
         assert!(v.status.success(), "{role}: {out}{}", stderr(&v));
         assert!(
-            out.contains("intact") && out.contains("signature valid"),
+            out.contains("intact")
+                && out.contains("each valid and naming the one before")
+                && out.contains(&format!("witness {d}/audit/{role}.witness.jsonl")),
             "{out}"
         );
     }
+    let tax_db = data.join("tax.sqlite");
+    let cut = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('DELETE FROM audit_log WHERE seq > 1'); c.execute('DELETE FROM audit_heads'); c.commit()",
+            tax_db.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(cut.success());
+    let v = fapiao(&["audit", "verify", "--role", "tax", "--data", d]);
+    assert_eq!(v.status.code(), Some(1), "{}", stdout(&v));
+    assert!(
+        stdout(&v).contains("in the witness but not in the database"),
+        "{}",
+        stdout(&v)
+    );
     let db = data.join("platform.sqlite");
     let tamper = Command::new("python3")
         .args([

@@ -240,3 +240,61 @@ fn the_signature_cache_never_outlives_a_revocation_or_an_expiry() {
         }
     }
 }
+
+#[test]
+fn what_a_certificate_signed_before_its_revocation_stays_valid_later() {
+    use fapiao_crypto::Revocation;
+    for suite in Suite::ALL {
+        let pki = Pki::new(suite);
+        let (_, cert) = pki.issue(Role::Cloud, "c", Profile::Signing);
+        let revoked_at = NOW + Duration::days(20);
+        // A CRL of a month later that lists the certificate from day 20.
+        let later = pki
+            .ca
+            .crl(
+                &[Revocation {
+                    serial: cert.serial().to_vec(),
+                    revoked_at,
+                }],
+                2,
+                NOW + Duration::days(30),
+                NOW + Duration::days(37),
+            )
+            .unwrap();
+        let mut trust = TrustStore::new(vec![pki.ca.certificate().clone()]).unwrap();
+        trust.add_crl(pki.crl());
+        trust.add_crl(later);
+        // Now (day 31) it is revoked; at day 5 it was valid, and the newer CRL says so
+        // without being "not current" at day 5; at day 25 it was already revoked.
+        let day = |d| NOW + Duration::days(d);
+        assert!(matches!(
+            trust.validate(&cert, &[], Purpose::Signing, day(31)),
+            Err(PathError::Revoked { .. })
+        ));
+        assert!(matches!(
+            trust.validate(&cert, &[], Purpose::Signing, day(5)),
+            Err(PathError::CrlExpired { .. })
+        ));
+        trust
+            .validate_at(&cert, &[], Purpose::Signing, day(5))
+            .unwrap();
+        assert!(matches!(
+            trust.validate_at(&cert, &[], Purpose::Signing, revoked_at),
+            Err(PathError::Revoked { .. })
+        ));
+        assert!(matches!(
+            trust.validate_at(&cert, &[], Purpose::Signing, day(25)),
+            Err(PathError::Revoked { .. })
+        ));
+        // Without a CRL issued since or current then, the status at day 50 is unknown.
+        assert!(matches!(
+            trust.validate_at(&cert, &[], Purpose::Signing, day(50)),
+            Err(PathError::CrlExpired { .. })
+        ));
+        // The certificate's own validity still counts at the time.
+        assert!(matches!(
+            trust.validate_at(&cert, &[], Purpose::Signing, day(400)),
+            Err(PathError::Expired { .. })
+        ));
+    }
+}

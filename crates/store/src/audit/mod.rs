@@ -7,12 +7,19 @@
 //! 4-byte big-endian length and its UTF-8 bytes (`seq` and `at` in decimal). [`verify`] walks
 //! the chain and reports the first record that was edited (its hash does not match), deleted or
 //! reordered (a gap in `seq`, or a `prev_hash` that is not its predecessor's hash); signed
-//! heads ([`sign_head`]) catch a chain rewritten or cut short after the fact.
+//! heads ([`sign_head`], chained to each other and copied to a witness file outside the
+//! database) catch a chain rewritten, or cut short with its heads, after the fact.
+
+mod heads;
+mod verify;
+
+pub use heads::{HEADS_LOCK, Head, Witness, sign_head};
+pub use verify::{Checks, Verdict, verify};
 
 use time::OffsetDateTime;
 
-use crate::engine::{Target, query, query_as, query_scalar};
-use crate::{Db, StoreError, Tx};
+use crate::engine::{Target, query, query_as};
+use crate::{StoreError, Tx};
 
 /// The action of the record a retention cut appends (detail: `through`, `hash`, `export`).
 pub const PRUNED: &str = "audit.pruned";
@@ -256,212 +263,4 @@ pub(crate) async fn write(
     )
     .await?;
     Ok(())
-}
-
-/// A signed chain head.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    /// The record signed.
-    pub seq: i64,
-    /// Its hash.
-    pub hash: String,
-    /// When (Unix seconds).
-    pub signed_at: i64,
-    /// DER signature over [`head_bytes`], base64.
-    pub signature: Vec<u8>,
-    /// The signer's certificate, DER.
-    pub certificate: Vec<u8>,
-}
-
-/// The bytes a head signature covers: `fapiao-audit-head:<seq>:<hash>`.
-#[must_use]
-pub fn head_bytes(seq: i64, hash: &str) -> Vec<u8> {
-    format!("fapiao-audit-head:{seq}:{hash}").into_bytes()
-}
-
-/// Signs the current head with `sign` unless it is already signed; returns the head signed.
-///
-/// # Errors
-/// [`StoreError`].
-pub async fn sign_head(
-    db: &Db,
-    now: OffsetDateTime,
-    certificate: &[u8],
-    sign: impl FnOnce(&[u8]) -> Option<Vec<u8>>,
-) -> Result<Option<Head>, StoreError> {
-    let mut tx = db.begin_write().await?;
-    let Some((seq, hash)) = query_as::<(i64, String)>(HEAD)
-        .fetch_optional(&mut tx)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let signed: Option<i64> = query_scalar("SELECT MAX(seq) FROM audit_heads")
-        .fetch_one(&mut *tx)
-        .await?;
-    if signed == Some(seq) {
-        return Ok(None);
-    }
-    let Some(signature) = sign(&head_bytes(seq, &hash)) else {
-        return Ok(None);
-    };
-    query("INSERT INTO audit_heads (seq, hash, signed_at, signature, certificate) VALUES ($1, $2, $3, $4, $5)")
-        .bind(seq)
-        .bind(&hash)
-        .bind(now.unix_timestamp())
-        .bind(&signature)
-        .bind(certificate)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(Some(Head {
-        seq,
-        hash,
-        signed_at: now.unix_timestamp(),
-        signature,
-        certificate: certificate.to_vec(),
-    }))
-}
-
-/// The outcome of walking a chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Every record links and hashes; every signed head matches its record.
-    Intact {
-        /// Records walked.
-        records: i64,
-        /// The newest signed head, if any.
-        head: Option<Head>,
-    },
-    /// The first problem.
-    Broken {
-        /// The record where the chain breaks.
-        seq: i64,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-/// Walks the chain from the first record.
-///
-/// # Errors
-/// [`StoreError`].
-pub async fn verify(db: &Db) -> Result<Verdict, StoreError> {
-    let rows = query("SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_log ORDER BY seq")
-        .fetch_all(db.pool())
-        .await?;
-    let mut prev = GENESIS.to_owned();
-    let mut expected_seq = 1;
-    // A chain cut by retention starts after record `through`, attested later in the chain.
-    let mut cut: Option<(i64, String)> = None;
-    if let Some(first) = rows.first() {
-        let seq: i64 = first.try_get("seq")?;
-        if seq > 1 {
-            prev = first.try_get("prev_hash")?;
-            expected_seq = seq;
-            cut = Some((seq - 1, prev.clone()));
-        }
-    }
-    let first_seq = expected_seq;
-    let mut attested = false;
-    let mut hashes = std::collections::HashMap::new();
-    for r in &rows {
-        let rec = Record {
-            seq: r.try_get("seq")?,
-            at: r.try_get("at")?,
-            actor: r.try_get("actor")?,
-            action: r.try_get("action")?,
-            subject: r.try_get("subject")?,
-            detail: r.try_get("detail")?,
-            prev_hash: r.try_get("prev_hash")?,
-            hash: r.try_get("hash")?,
-        };
-        if rec.seq != expected_seq {
-            return Ok(Verdict::Broken {
-                seq: expected_seq,
-                reason: format!(
-                    "record {expected_seq} is missing (deleted); the next is {}",
-                    rec.seq
-                ),
-            });
-        }
-        if rec.prev_hash != prev {
-            return Ok(Verdict::Broken {
-                seq: rec.seq,
-                reason: "does not follow its predecessor (deleted, inserted or reordered records)"
-                    .into(),
-            });
-        }
-        let h = record_hash(
-            rec.seq,
-            rec.at,
-            &rec.actor,
-            &rec.action,
-            &rec.subject,
-            &rec.detail,
-            &rec.prev_hash,
-        );
-        if h != rec.hash {
-            return Ok(Verdict::Broken {
-                seq: rec.seq,
-                reason: "its content does not match its hash (edited)".into(),
-            });
-        }
-        if let Some((through, hash)) = &cut
-            && rec.action == PRUNED
-            && let Ok(d) = serde_json::from_str::<serde_json::Value>(&rec.detail)
-            && d["through"].as_i64() == Some(*through)
-            && d["hash"].as_str() == Some(hash.as_str())
-        {
-            attested = true;
-        }
-        hashes.insert(rec.seq, rec.hash.clone());
-        prev = rec.hash;
-        expected_seq += 1;
-    }
-    if cut.is_some() && !attested {
-        return Ok(Verdict::Broken {
-            seq: 1,
-            reason: format!(
-                "records 1 to {} are missing and no retention cut records their removal (deleted)",
-                first_seq - 1
-            ),
-        });
-    }
-    let heads =
-        query("SELECT seq, hash, signed_at, signature, certificate FROM audit_heads ORDER BY seq")
-            .fetch_all(db.pool())
-            .await?;
-    let mut newest = None;
-    for h in &heads {
-        let head = Head {
-            seq: h.try_get("seq")?,
-            hash: h.try_get("hash")?,
-            signed_at: h.try_get("signed_at")?,
-            signature: h.try_get("signature")?,
-            certificate: h.try_get("certificate")?,
-        };
-        match hashes.get(&head.seq) {
-            Some(x) if *x == head.hash => {}
-            Some(_) => {
-                return Ok(Verdict::Broken {
-                    seq: head.seq,
-                    reason: "differs from the head signed at this point (the chain was rewritten)"
-                        .into(),
-                });
-            }
-            None => {
-                return Ok(Verdict::Broken {
-                    seq: head.seq,
-                    reason: "was signed as a head but no longer exists (records cut off the end)"
-                        .into(),
-                });
-            }
-        }
-        newest = Some(head);
-    }
-    Ok(Verdict::Intact {
-        records: expected_seq - first_seq,
-        head: newest,
-    })
 }
