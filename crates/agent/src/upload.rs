@@ -115,7 +115,7 @@ impl Agent {
     ) -> Result<(SignedReceipt, &'static str, Option<String>), String> {
         let signed = wire.to_signed().map_err(|e| e.to_string())?;
         receipt
-            .verify_for(&signed, &self.inner.material.trust, now())
+            .verify_for(&signed, &self.inner.material.trust.current(), now())
             .map_err(|e| format!("receipt: {e}"))?;
         // Tax may not have recorded the block platform assigned yet: a few more tries
         // before that refusal is taken as final.

@@ -508,10 +508,15 @@ enum PkiCommand {
         #[command(flatten)]
         args: IssueArgs,
     },
-    /// Mark a certificate revoked (publish with `pki crl`).
+    /// Mark a certificate revoked: in a `pki init` directory (publish with `pki crl`), or with
+    /// --data in the data directory of `fapiao up`, whose CRLs are published at once and kept
+    /// across restarts; running roles apply them within `crl_reload_seconds`.
     Revoke {
         #[command(flatten)]
         dir: PkiDir,
+        /// The data directory of `fapiao up` (its development CA) instead of a PKI directory.
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// Serial number in hex (as `pki show` prints it).
         #[arg(long, conflicts_with = "cert", required_unless_present = "cert")]
         serial: Option<String>,
@@ -828,15 +833,44 @@ fn run_pki(cmd: PkiCommand, now: time::OffsetDateTime) -> anyhow::Result<ExitCod
             eprintln!("wrote {0}.crt.pem and {0}.key.pem", plan.out.display());
             print!("{}", cert.describe());
         }
-        PkiCommand::Revoke { dir, serial, cert } => {
+        PkiCommand::Revoke {
+            dir,
+            data,
+            serial,
+            cert,
+        } => {
             let serial = match (serial, cert) {
                 (Some(s), _) => s,
                 (None, Some(path)) => {
-                    let text = std::fs::read_to_string(&path)?;
-                    fapiao_crypto::Certificate::from_pem(&text)?.serial_hex()
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                    fapiao_crypto::Certificate::from_pem(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                        .serial_hex()
                 }
                 (None, None) => anyhow::bail!("give --serial or --cert"),
             };
+            if let Some(data) = data {
+                let layout = fapiao_system::Layout::at(&data);
+                anyhow::ensure!(
+                    layout.exists(),
+                    "{} is not a data directory of `fapiao up`",
+                    data.display()
+                );
+                let changed = layout.revoke_serial(&serial, now)?;
+                eprintln!(
+                    "{serial} {}; CRLs published in {}/ca: running roles refuse it within \
+                     their crl_reload_seconds (default 60), or at once after \
+                     POST /admin/crls/reload on their admin ports",
+                    if changed {
+                        "revoked"
+                    } else {
+                        "was already revoked"
+                    },
+                    data.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let changed = pki::revoke(&dir.dir, dir.suite, &serial, now)?;
             eprintln!(
                 "{serial} {}; run `fapiao pki crl --suite {}` to publish",

@@ -103,8 +103,20 @@ pub(crate) fn up(
                 agent.name, agent.taxpayer_id
             );
         }
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
-        eprintln!("stopping…");
+        // `up` is the development CA: its CRLs (30 days) are published again every day
+        // while it runs, keeping every revocation in ca/revoked.tsv.
+        let layout = system.layout.clone();
+        let crls = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)).await;
+                if let Err(e) = layout.write_crls(crate::clock::now()) {
+                    tracing::error!(error = %e, "publishing the development CRLs");
+                }
+            }
+        });
+        let signal = stop_signal().await?;
+        eprintln!("stopping ({signal})…");
+        crls.abort();
         system.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
@@ -121,6 +133,17 @@ fn role_config(role: &str, config: &Path) -> anyhow::Result<RoleConfig> {
         );
     }
     Ok(cfg)
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM (what systemd and Kubernetes send); its name.
+async fn stop_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
 }
 
 /// `fapiao serve <role> --config <file>`.
@@ -140,9 +163,11 @@ pub(crate) fn serve(role: &str, config: &Path) -> anyhow::Result<ExitCode> {
                 format!(", admin on {:?}", running.admin_addrs)
             }
         );
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
+        let signal = stop_signal().await?;
+        tracing::info!(
+            signal,
+            "stopping: draining requests, signing the audit head"
+        );
         running.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
@@ -506,13 +531,14 @@ impl Admin {
         let layout = Layout::at(data);
         let cfg = RoleConfig::load(&layout.config_path("platform"))
             .context("no platform here: start the system with `fapiao up` (or pass --data)")?;
-        let material = fapiao_service::Material::load(&cfg.material)?;
         let addr: std::net::SocketAddr = cfg
             .admin_listen
             .first()
             .context("platform.toml: no admin_listen")?
             .parse()?;
-        let http = HttpsClient::new(&format!("https://{addr}"), material.client_config()?)?;
+        // As the data directory's operator: admin ports answer people, not services.
+        let tls = layout.person_tls_config(fapiao_crypto::Role::Operator)?;
+        let http = HttpsClient::new(&format!("https://{addr}"), std::sync::Arc::new(tls))?;
         Ok(Self { http })
     }
 

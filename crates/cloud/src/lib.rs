@@ -427,7 +427,8 @@ impl Cloud {
         notice: &StatusNotice,
     ) -> Result<Option<(erp::Issued, fapiao_issuer::SignedInvoice)>, Refusal> {
         if let Some(r) = &notice.receipt
-            && r.verify(&self.inner.material.trust, now()).is_err()
+            && r.verify(&self.inner.material.trust.current(), now())
+                .is_err()
         {
             return Err(Refusal::new(
                 Code::InvalidRequest,

@@ -165,6 +165,13 @@ impl Ca {
                 }
             }
         }
+        if req.subject.role.is_person() && req.profile != Profile::TlsClient {
+            return Err(CertError::ProfileNotIssuable {
+                ca: ca_alg.name(),
+                profile: profile_name,
+                reason: "operators, auditors and monitors hold a tls-client certificate only",
+            });
+        }
         match (req.subject.role, &req.subject.taxpayer_id) {
             (Role::Ca, _) => {
                 return Err(CertError::ProfileNotIssuable {

@@ -39,17 +39,26 @@ pub enum Role {
     Device,
     /// 电子发票开票前置服务装置: an enterprise's front-end agent (carries its taxpayer id).
     Agent,
+    /// A person who operates a role: every admin route, changes included (`CN` names them).
+    Operator,
+    /// A person who audits: the admin routes that read, nothing that changes.
+    Auditor,
+    /// A person or monitoring system reading `/metrics` only.
+    Monitor,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 9] = [
         Self::Ca,
         Self::Cloud,
         Self::Platform,
         Self::Tax,
         Self::Device,
         Self::Agent,
+        Self::Operator,
+        Self::Auditor,
+        Self::Monitor,
     ];
 
     /// The lower-case name used in subjects and on the command line.
@@ -62,6 +71,9 @@ impl Role {
             Self::Tax => "tax",
             Self::Device => "device",
             Self::Agent => "agent",
+            Self::Operator => "operator",
+            Self::Auditor => "auditor",
+            Self::Monitor => "monitor",
         }
     }
 
@@ -75,6 +87,13 @@ impl Role {
     #[must_use]
     pub fn is_enterprise(self) -> bool {
         matches!(self, Self::Device | Self::Agent)
+    }
+
+    /// Whether holders are people at an admin port (operator, auditor, monitor), not services:
+    /// they hold a TLS client certificate only, and only admin ports let them in.
+    #[must_use]
+    pub fn is_person(self) -> bool {
+        matches!(self, Self::Operator | Self::Auditor | Self::Monitor)
     }
 }
 

@@ -57,6 +57,12 @@ impl Crl {
             .map_err(|_| CertError::Malformed)
     }
 
+    /// The issuer as RFC 4514 text.
+    #[must_use]
+    pub fn issuer_text(&self) -> String {
+        self.inner.tbs_cert_list.issuer.to_string()
+    }
+
     /// When it was issued.
     #[must_use]
     pub fn this_update(&self) -> OffsetDateTime {

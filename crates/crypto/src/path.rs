@@ -2,7 +2,7 @@
 //! chain to a configured root, validity at a given `now`, CA constraints, key usage for the
 //! purpose, and revocation from the issuer's one current CRL.
 
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 use crate::cert::{Certificate, Purpose};
 use crate::crl::Crl;
@@ -115,6 +115,7 @@ pub struct TrustStore {
     roots: Vec<Certificate>,
     crls: Vec<Crl>,
     verified: SignatureCache,
+    crl_grace: Duration,
 }
 
 /// Signatures already verified, as SHA-256 of (signed object DER ‖ issuer certificate DER).
@@ -185,7 +186,42 @@ impl TrustStore {
             roots,
             crls: Vec::new(),
             verified: SignatureCache::default(),
+            crl_grace: Duration::ZERO,
         })
+    }
+
+    /// How long past its `nextUpdate` a CRL still counts as current (default none): time for
+    /// the CA's next CRL to arrive. Past it, every certificate of that issuer is refused.
+    pub fn set_crl_grace(&mut self, grace: Duration) {
+        self.crl_grace = grace;
+    }
+
+    /// The grace past a CRL's `nextUpdate` ([`Self::set_crl_grace`]).
+    #[must_use]
+    pub fn crl_grace(&self) -> Duration {
+        self.crl_grace
+    }
+
+    /// Whether the newest CRL of `cert`'s issuer (a root) is current at `now`, grace
+    /// included, and does not list `cert`: what a TLS handshake checks on top of rustls-webpki
+    /// (which neither reloads nor, as configured, looks at `nextUpdate`). A `cert` whose issuer
+    /// is not a root is left to the full path check.
+    ///
+    /// # Errors
+    /// [`PathError::CrlMissing`], [`PathError::CrlExpired`] or [`PathError::Revoked`].
+    pub fn check_revocation_now(
+        &self,
+        cert: &Certificate,
+        now: OffsetDateTime,
+    ) -> Result<(), PathError> {
+        let Some(issuer) = self
+            .roots
+            .iter()
+            .find(|r| r.subject_name() == cert.issuer_name() && self.signed_by(cert, r))
+        else {
+            return Ok(());
+        };
+        self.check_revocation(cert, issuer, now, Revocation::Current)
     }
 
     /// The verified-signature cache (for measurements and tests).
@@ -221,6 +257,12 @@ impl TrustStore {
     #[must_use]
     pub fn roots(&self) -> &[Certificate] {
         &self.roots
+    }
+
+    /// Every CRL held, as added.
+    #[must_use]
+    pub fn crls(&self) -> &[Crl] {
+        &self.crls
     }
 
     /// The newest CRL of each issuer we can verify (what a TLS verifier should be given).
@@ -352,7 +394,8 @@ impl TrustStore {
             .ok_or_else(|| PathError::CrlMissing {
                 issuer: issuer.subject_text(),
             })?;
-        let current_at = crl.this_update() <= now && crl.next_update().is_some_and(|n| now < n);
+        let current_at =
+            crl.this_update() <= now && crl.next_update().is_some_and(|n| now < n + self.crl_grace);
         let current = match revocation {
             Revocation::Current => current_at,
             Revocation::AsOf => current_at || crl.this_update() >= now,

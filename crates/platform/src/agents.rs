@@ -516,7 +516,9 @@ impl Platform {
             .to_signed()
             .map_err(|e| rejected(e.to_string()))?;
         tracing::debug_span!("invoice.verify")
-            .in_scope(|| fapiao_issuer::verify(&signed, &self.inner.material.trust, now()))
+            .in_scope(|| {
+                fapiao_issuer::verify(&signed, &self.inner.material.trust.current(), now())
+            })
             .map_err(|e| rejected(e.to_string()))?;
         let d = signed.invoice.draft();
         if d.seller().taxpayer_id.as_str() != enterprise {
@@ -585,7 +587,7 @@ impl Platform {
                 (std::borrow::Cow::Borrowed(signed), true)
             }
         };
-        if let Err(e) = receipt.verify_for(&signed, &self.inner.material.trust, now()) {
+        if let Err(e) = receipt.verify_for(&signed, &self.inner.material.trust.current(), now()) {
             return refuse(Code::ReportRejected, format!("receipt: {e}"));
         }
         Ok(Checked::Status(Box::new(CheckedReceipt {

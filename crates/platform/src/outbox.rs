@@ -686,7 +686,7 @@ impl Platform {
             Ok(s) => s,
             Err(e) => return Outcome::Failed(e.to_string()),
         };
-        if let Err(e) = receipt.verify_for(&signed, &self.inner.material.trust, now()) {
+        if let Err(e) = receipt.verify_for(&signed, &self.inner.material.trust.current(), now()) {
             return Outcome::Retry(format!("receipt: {e}"));
         }
         match receipt.receipt.tax_status() {

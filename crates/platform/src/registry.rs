@@ -425,7 +425,7 @@ impl Platform {
             .collect::<Result<_, _>>()
     }
 
-    /// The admin routes (separate admin port; mutual TLS, operator = role `platform`).
+    /// The admin routes (separate admin port; mutual TLS; operators change, auditors read).
     pub fn admin_router(&self) -> Router {
         let ops = fapiao_service::ops::admin_routes(
             "platform",
@@ -468,12 +468,19 @@ pub enum RegistryError {
     Store(#[from] StoreError),
 }
 
-/// The refusal for a peer that is not an operator, if it is not.
-fn not_operator(peer: &PeerIdentity, rid: &str) -> Option<Response> {
-    (peer.role != Role::Platform).then(|| {
+/// The refusal for a peer the admin port should not have let through (it checks first:
+/// `fapiao_service::ops::require_admin`): a change needs an operator, a read an operator or
+/// an auditor.
+fn not_allowed(peer: &PeerIdentity, rid: &str, change: bool) -> Option<Response> {
+    let allowed = match peer.role {
+        Role::Operator => true,
+        Role::Auditor => !change,
+        _ => false,
+    };
+    (!allowed).then(|| {
         ApiError::new(
-            Code::PeerCertificateRequired,
-            "the admin API needs an operator certificate (role platform)",
+            Code::Forbidden,
+            format!("{} may not use this admin route", peer.identity()),
             rid,
         )
         .into_response()
@@ -496,7 +503,7 @@ fn registry_error(rid: &str, e: &RegistryError) -> Response {
 
 async fn list_clouds(State(p): State<Platform>, peer: PeerIdentity, h: HeaderMap) -> Response {
     let rid = request_id(&h);
-    if let Some(r) = not_operator(&peer, &rid) {
+    if let Some(r) = not_allowed(&peer, &rid, false) {
         return r;
     }
     match p.clouds().await {
@@ -512,7 +519,7 @@ async fn add_cloud(
     body: axum::body::Bytes,
 ) -> Response {
     let rid = request_id(&h);
-    if let Some(r) = not_operator(&peer, &rid) {
+    if let Some(r) = not_allowed(&peer, &rid, true) {
         return r;
     }
     let cloud: Cloud = match serde_json::from_slice(&body) {
@@ -528,10 +535,7 @@ async fn add_cloud(
         .into_response();
     }
     tracing::info!(request_id = %rid, operator = %peer.identity(), cloud = %cloud.identity, "cloud registered");
-    match p
-        .register_cloud(&format!("operator:{}", peer.identity()), &cloud)
-        .await
-    {
+    match p.register_cloud(&peer.identity(), &cloud).await {
         Ok(()) => (StatusCode::CREATED, Json(cloud)).into_response(),
         Err(e) => internal(&rid, &e),
     }
@@ -539,7 +543,7 @@ async fn add_cloud(
 
 async fn list_enterprises(State(p): State<Platform>, peer: PeerIdentity, h: HeaderMap) -> Response {
     let rid = request_id(&h);
-    if let Some(r) = not_operator(&peer, &rid) {
+    if let Some(r) = not_allowed(&peer, &rid, false) {
         return r;
     }
     match p.enterprises().await {
@@ -555,17 +559,14 @@ async fn add_enterprise(
     body: axum::body::Bytes,
 ) -> Response {
     let rid = request_id(&h);
-    if let Some(r) = not_operator(&peer, &rid) {
+    if let Some(r) = not_allowed(&peer, &rid, true) {
         return r;
     }
     let e: Enterprise = match serde_json::from_slice(&body) {
         Ok(e) => e,
         Err(e) => return ApiError::new(Code::InvalidRequest, e.to_string(), rid).into_response(),
     };
-    match p
-        .register_enterprise(&format!("operator:{}", peer.identity()), &e)
-        .await
-    {
+    match p.register_enterprise(&peer.identity(), &e).await {
         Ok(true) => {
             tracing::info!(request_id = %rid, operator = %peer.identity(), enterprise = %e.taxpayer_id, "enterprise registered");
             (StatusCode::CREATED, Json(e)).into_response()
@@ -591,7 +592,7 @@ async fn patch_enterprise(
     body: axum::body::Bytes,
 ) -> Response {
     let rid = request_id(&h);
-    if let Some(r) = not_operator(&peer, &rid) {
+    if let Some(r) = not_allowed(&peer, &rid, true) {
         return r;
     }
     let patch: EnterprisePatch = match serde_json::from_slice(&body) {
@@ -599,11 +600,7 @@ async fn patch_enterprise(
         Err(e) => return ApiError::new(Code::InvalidRequest, e.to_string(), rid).into_response(),
     };
     match p
-        .update_enterprise(
-            &format!("operator:{}", peer.identity()),
-            &taxpayer_id,
-            &patch,
-        )
+        .update_enterprise(&peer.identity(), &taxpayer_id, &patch)
         .await
     {
         Ok(Some(e)) => {
@@ -627,7 +624,7 @@ async fn list_outbox(
     Query(q): Query<OutboxQuery>,
 ) -> Response {
     let rid = request_id(&h);
-    if let Some(r) = not_operator(&peer, &rid) {
+    if let Some(r) = not_allowed(&peer, &rid, false) {
         return r;
     }
     let state = q.state.unwrap_or_else(|| "failed".into());
@@ -648,13 +645,10 @@ async fn retry_outbox(
     Path(id): Path<i64>,
 ) -> Response {
     let rid = request_id(&h);
-    if let Some(r) = not_operator(&peer, &rid) {
+    if let Some(r) = not_allowed(&peer, &rid, true) {
         return r;
     }
-    match p
-        .retry_outbox(&format!("operator:{}", peer.identity()), id)
-        .await
-    {
+    match p.retry_outbox(&peer.identity(), id).await {
         Ok(true) => {
             tracing::info!(request_id = %rid, operator = %peer.identity(), id, "outbox entry retried");
             StatusCode::NO_CONTENT.into_response()
@@ -672,7 +666,7 @@ async fn get_invoice(
     Path(number): Path<String>,
 ) -> Response {
     let rid = request_id(&h);
-    if let Some(r) = not_operator(&peer, &rid) {
+    if let Some(r) = not_allowed(&peer, &rid, false) {
         return r;
     }
     match p.invoice(&number).await {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fapiao_crypto::envelope::{Header, LocalParty, MemoryReplayGuard, Message, Opener, seal};
 use fapiao_crypto::rng::system_rng;
-use fapiao_crypto::{Certificate, Purpose, TrustStore};
+use fapiao_crypto::{Certificate, LiveTrust, Purpose};
 use http::{HeaderMap, Method, Request as HttpRequest, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
@@ -324,7 +324,7 @@ impl Answer {
 pub struct EnvelopeClient {
     http: HttpsClient,
     me: Arc<LocalParty>,
-    trust: Arc<TrustStore>,
+    trust: LiveTrust,
     peer_identity: String,
     peer_certificate: Mutex<Option<Certificate>>,
     replay: MemoryReplayGuard,
@@ -345,7 +345,7 @@ impl EnvelopeClient {
     pub fn new(
         http: HttpsClient,
         me: Arc<LocalParty>,
-        trust: Arc<TrustStore>,
+        trust: LiveTrust,
         peer_identity: impl Into<String>,
     ) -> Self {
         Self {
@@ -388,6 +388,7 @@ impl EnvelopeClient {
         let pem = std::str::from_utf8(&r.body).map_err(|_| self.bad("certificate not PEM"))?;
         let cert = Certificate::from_pem(pem).map_err(|e| self.bad(e.to_string()))?;
         self.trust
+            .current()
             .validate(&cert, &[], Purpose::Encryption, now)
             .map_err(|e| self.bad(format!("encryption certificate: {e}")))?;
         let identity = cert
@@ -465,7 +466,8 @@ impl EnvelopeClient {
         }
         let opened = tracing::debug_span!("envelope.open")
             .in_scope(|| {
-                Opener::new(&self.me, &self.trust, &self.replay).open(&r.body, crate::client::now())
+                Opener::new(&self.me, &self.trust.current(), &self.replay)
+                    .open(&r.body, crate::client::now())
             })
             .map_err(|e| self.bad(format!("answer envelope: {e}")))?;
         let h = &opened.message.header;

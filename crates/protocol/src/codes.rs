@@ -63,6 +63,8 @@ codes! {
         "The request took longer than the server allows; retry (issuing is idempotent by order_id).";
     PeerCertificateRequired = "peer_certificate_required", 401, false,
         "The endpoint is for roles: the TLS client certificate of a Fapiao role is required.";
+    Forbidden = "forbidden", 403, false,
+        "The certificate's holder may not do this: admin ports answer operators (everything), auditors (reading) and monitors (/metrics), never the roles' service certificates.";
     NotFound = "not_found", 404, false,
         "No such resource.";
     InvoiceNotFound = "invoice_not_found", 404, false,

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use fapiao_crypto::envelope::{LocalParty, MemoryReplayGuard, Message, OpenError, Opener, seal};
 use fapiao_crypto::rng::system_rng;
-use fapiao_crypto::{Certificate, Subject, TrustStore};
+use fapiao_crypto::{Certificate, LiveTrust, Subject};
 use fapiao_protocol::Code;
 use fapiao_protocol::client::{
     ENCRYPTION_CERTIFICATE_PATH, ENVELOPE_CONTENT_TYPE, ENVELOPE_PATH, answer_header, now,
@@ -125,7 +125,7 @@ pub trait EnvelopeHandler: Send + Sync + 'static {
 pub struct Envelopes {
     registry: Arc<crate::metrics::Registry>,
     me: Arc<LocalParty>,
-    trust: Arc<TrustStore>,
+    trust: LiveTrust,
     db: Db,
     memory: MemoryReplayGuard,
     encryption_pem: String,
@@ -146,7 +146,7 @@ impl Envelopes {
     /// A PEM encoding failure of the encryption certificate.
     pub fn new(
         me: Arc<LocalParty>,
-        trust: Arc<TrustStore>,
+        trust: LiveTrust,
         db: Db,
         registry: Arc<crate::metrics::Registry>,
     ) -> Result<Self, fapiao_crypto::CertError> {
@@ -209,7 +209,9 @@ impl Envelopes {
         // in the database): a peer presenting someone else's captured envelope must not use up
         // its id and so block the real sender's delivery.
         let presenter = peer.identity();
-        let opener = Opener::new(&self.me, &self.trust, &self.memory)
+        // The trust now: a CRL reloaded since the last envelope is in force for this one.
+        let trust = self.trust.current();
+        let opener = Opener::new(&self.me, &trust, &self.memory)
             .versions(0..=u16::MAX)
             .presented_by(&presenter);
         let opened = match tracing::debug_span!("envelope.open").in_scope(|| opener.open(body, now))
@@ -234,7 +236,7 @@ impl Envelopes {
                         .into_response();
                 }
             };
-        let reply_to = match request.reply_to(&opened.signer, &self.trust, now) {
+        let reply_to = match request.reply_to(&opened.signer, &trust, now) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(request_id = %rid, error = %e, "reply certificate refused");

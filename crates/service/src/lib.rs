@@ -14,7 +14,7 @@ use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use fapiao_crypto::{Certificate, Role};
+use fapiao_crypto::{Certificate, LiveTrust, Role};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -24,6 +24,7 @@ use tower::ServiceExt;
 
 pub mod audit_signer;
 pub mod backoff;
+pub mod crl_reload;
 pub mod envelope;
 pub mod error;
 pub mod limits;
@@ -175,6 +176,23 @@ pub fn serve_tls_with(
     router: Router,
     max_connections: usize,
 ) -> Result<Running, ServeError> {
+    serve_tls_live(listener, tls, router, max_connections, None)
+}
+
+/// [`serve_tls_with`], and with `trust` (the one `tls` verifies clients with) a connection
+/// established before a CRL was reloaded is checked again at its next request: a peer
+/// revoked since its handshake loses its [`PeerIdentity`] (its requests are refused as
+/// without a certificate) without waiting for the connection to close.
+///
+/// # Errors
+/// [`ServeError::Listener`].
+pub fn serve_tls_live(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    router: Router,
+    max_connections: usize,
+    trust: Option<LiveTrust>,
+) -> Result<Running, ServeError> {
     let addr = listener.local_addr()?;
     let permits = Arc::new(tokio::sync::Semaphore::new(max_connections.max(1)));
     let (stop, mut stopped) = watch::channel(false);
@@ -196,20 +214,33 @@ pub fn serve_tls_with(
             };
             let acceptor = acceptor.clone();
             let router = router.clone();
+            let trust = trust.clone();
             let mut conn_stop = stopped.clone();
             connections.spawn(async move {
                 let _permit = permit;
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let peer = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(PeerIdentity::from_certificates);
+                let certs = tls.get_ref().1.peer_certificates();
+                let peer = certs.and_then(PeerIdentity::from_certificates);
+                let still_valid = trust.zip(
+                    certs
+                        .and_then(|c| c.first())
+                        .and_then(|c| Certificate::from_der(c).ok()),
+                );
+                let handshake_generation = still_valid.as_ref().map_or(0, |(t, _)| t.generation());
                 let service = router.map_request(
                     move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                        if let Some(p) = &peer {
+                        let revoked = still_valid.as_ref().is_some_and(|(trust, leaf)| {
+                            trust.generation() != handshake_generation
+                                && trust
+                                    .current()
+                                    .check_revocation_now(leaf, fapiao_protocol::client::now())
+                                    .is_err()
+                        });
+                        if let Some(p) = &peer
+                            && !revoked
+                        {
                             req.extensions_mut().insert(p.clone());
                         }
                         req.extensions_mut().insert(ClientAddr(client));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use fapiao_crypto::aead::AeadAlgorithm;
 use fapiao_crypto::envelope::LocalParty;
 use fapiao_crypto::tls::{ClientAuth, TlsIdentity, client_config, server_config};
-use fapiao_crypto::{Certificate, Crl, PrivateKey, Suite, TrustStore};
+use fapiao_crypto::{Certificate, Crl, LiveTrust, PrivateKey, Suite, TrustStore};
 use fapiao_store::vault::MasterKey;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -39,6 +39,13 @@ pub struct MaterialConfig {
     /// The master key of encryption at rest; `P.master.key` when absent.
     #[serde(default)]
     pub master_key_file: Option<PathBuf>,
+    /// How often the CRL files are read again while the role runs (seconds; default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_reload_seconds: Option<u64>,
+    /// How long past its next update a CRL is still accepted (seconds; default 0): time for
+    /// the CA's next CRL to arrive. Past it, peers of that CA are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_grace_seconds: Option<u64>,
 }
 
 /// Why material could not be loaded.
@@ -53,8 +60,9 @@ pub struct Material {
     pub party: Arc<LocalParty>,
     /// The message signing key (also inside `party`), for signing receipts and records.
     pub signing_key: PrivateKey,
-    /// Trust anchors and CRLs.
-    pub trust: Arc<TrustStore>,
+    /// Trust anchors and CRLs, the CRLs reloaded while the role runs
+    /// ([`crate::crl_reload`]).
+    pub trust: LiveTrust,
     /// TLS server identity.
     pub tls_server: TlsIdentity,
     /// TLS client identity.
@@ -74,6 +82,38 @@ fn read(path: &Path) -> Result<String, MaterialError> {
 }
 
 impl MaterialConfig {
+    /// The trust anchors and the CRLs as their files are now, with the configured grace.
+    ///
+    /// # Errors
+    /// [`MaterialError`] naming the file and the problem.
+    pub fn trust_store(&self) -> Result<TrustStore, MaterialError> {
+        let mut roots = Vec::new();
+        for p in &self.trust {
+            roots.extend(
+                Certificate::from_pem_chain(&read(p)?)
+                    .map_err(|e| MaterialError(format!("{}: {e}", p.display())))?,
+            );
+        }
+        let mut trust =
+            TrustStore::new(roots).map_err(|e| MaterialError(format!("trust anchors: {e}")))?;
+        for p in &self.crls {
+            trust.add_crl(
+                Crl::from_pem(&read(p)?)
+                    .map_err(|e| MaterialError(format!("{}: {e}", p.display())))?,
+            );
+        }
+        trust.set_crl_grace(time::Duration::seconds(
+            i64::try_from(self.crl_grace_seconds.unwrap_or(0)).unwrap_or(i64::MAX),
+        ));
+        Ok(trust)
+    }
+
+    /// How often the CRLs are read again.
+    #[must_use]
+    pub fn crl_reload_every(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.crl_reload_seconds.unwrap_or(60).max(1))
+    }
+
     /// The master key of encryption at rest (`FAPIAO_MASTER_KEY`, else the configured file,
     /// else `P.master.key`), for the suite's algorithm.
     ///
@@ -140,27 +180,13 @@ impl Material {
             let (key, chain) = pair(kind)?;
             TlsIdentity::new(chain, key).map_err(|e| MaterialError(format!("{kind}: {e}")))
         };
-        let mut roots = Vec::new();
-        for p in &config.trust {
-            roots.extend(
-                Certificate::from_pem_chain(&read(p)?)
-                    .map_err(|e| MaterialError(format!("{}: {e}", p.display())))?,
-            );
-        }
-        let mut trust =
-            TrustStore::new(roots).map_err(|e| MaterialError(format!("trust anchors: {e}")))?;
-        for p in &config.crls {
-            trust.add_crl(
-                Crl::from_pem(&read(p)?)
-                    .map_err(|e| MaterialError(format!("{}: {e}", p.display())))?,
-            );
-        }
+        let trust = config.trust_store()?;
         let master_key = config.master_key()?;
         Ok(Self {
             master_key,
             party: Arc::new(party),
             signing_key: sign_key,
-            trust: Arc::new(trust),
+            trust: LiveTrust::new(trust),
             tls_server: tls(".tls-server")?,
             tls_client: tls(".tls-client")?,
         })

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use fapiao_crypto::Role;
 use fapiao_store::Db;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -98,21 +99,57 @@ struct Ready {
 /// why not; nothing of its data).
 pub const PROBES: &[&str] = &["/healthz", "/livez", "/readyz"];
 
+/// What a person's certificate allows at an admin port: an [`Role::Operator`] everything,
+/// an [`Role::Auditor`] what reads (`GET`, `HEAD`), a [`Role::Monitor`] `GET /metrics`; the
+/// roles' service certificates (cloud, platform, tax, agents, devices) nothing.
+#[must_use]
+pub fn admin_allows(role: Role, method: &axum::http::Method, path: &str) -> bool {
+    let reads = *method == axum::http::Method::GET || *method == axum::http::Method::HEAD;
+    match role {
+        Role::Operator => true,
+        Role::Auditor => reads,
+        Role::Monitor => reads && path == "/metrics",
+        _ => false,
+    }
+}
+
 /// Middleware of an admin port whose TLS asks for a client certificate without requiring one:
-/// a request for anything but [`PROBES`] without a verified certificate is answered 401
-/// `peer_certificate_required`.
-pub async fn require_certificate(req: Request, next: Next) -> Response {
-    if PROBES.contains(&req.uri().path()) || req.extensions().get::<crate::PeerIdentity>().is_some()
-    {
+/// [`PROBES`] answer anyone; everything else needs the certificate of a person the route
+/// allows ([`admin_allows`]): none is 401 `peer_certificate_required`, any other 403
+/// `forbidden`.
+pub async fn require_admin(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if PROBES.contains(&path.as_str()) {
         return next.run(req).await;
     }
     let rid = crate::error::request_id(req.headers());
-    crate::ApiError::new(
-        fapiao_protocol::Code::PeerCertificateRequired,
-        "a client certificate is required on the admin port (only /healthz, /livez and /readyz answer without one)",
-        &rid,
-    )
-    .into_response()
+    let Some(peer) = req.extensions().get::<crate::PeerIdentity>() else {
+        return crate::ApiError::new(
+            fapiao_protocol::Code::PeerCertificateRequired,
+            "an operator's, auditor's or monitor's client certificate is required on the admin \
+             port (only /healthz, /livez and /readyz answer without one)",
+            &rid,
+        )
+        .into_response();
+    };
+    if !admin_allows(peer.role, req.method(), &path) {
+        tracing::warn!(request_id = %rid, peer = %peer.identity(), method = %req.method(), path,
+            "admin request refused");
+        let why = if peer.role.is_person() {
+            format!("{} may not {} {path}", peer.identity(), req.method())
+        } else {
+            format!(
+                "{} is a service certificate: admin ports answer operators, auditors and monitors",
+                peer.identity()
+            )
+        };
+        return crate::ApiError::new(fapiao_protocol::Code::Forbidden, why, &rid).into_response();
+    }
+    if req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD {
+        tracing::info!(request_id = %rid, operator = %peer.identity(), method = %req.method(),
+            path, "admin action");
+    }
+    next.run(req).await
 }
 
 /// `/healthz` (`/livez`), `/readyz` and `/metrics` for a role.

@@ -37,6 +37,16 @@ use crate::config::{Peers, RoleConfig};
 use crate::{Result, SystemError};
 use fapiao_service::MaterialConfig as MaterialFiles;
 
+/// The longest a TLS certificate `up` issues lives (CA/Browser Forum's 398 days, less a day).
+pub const TLS_LIFETIME: Duration = Duration::days(397);
+
+/// The people `up` issues admin-port certificates for: `pki/<role>.tls-client.*`.
+pub const DEV_PEOPLE: [(Role, &str); 3] = [
+    (Role::Operator, "dev-operator"),
+    (Role::Auditor, "dev-auditor"),
+    (Role::Monitor, "dev-monitor"),
+];
+
 /// The ports of the roles on loopback (0 = any free port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ports {
@@ -357,11 +367,19 @@ impl Layout {
                     now + Duration::days(825),
                 )?;
             }
+            self.renew_tls(role, now)?;
             // Data directories from before encryption at rest get their master keys too.
             let master = PathBuf::from(format!("{}.master.key", self.pki_prefix(role).display()));
             if !master.exists() {
                 MasterKey::generate(AeadAlgorithm::for_suite(suite), &master)
                     .map_err(err("master key"))?;
+            }
+        }
+        // The development operator, auditor and monitor (admin ports answer people only).
+        for (role, name) in DEV_PEOPLE {
+            let prefix = self.pki_prefix(role.name());
+            if !PathBuf::from(format!("{}.tls-client.crt.pem", prefix.display())).exists() {
+                self.issue_person(role, name, &prefix, now)?;
             }
         }
         for e in DEMO_ENTERPRISES {
@@ -400,6 +418,8 @@ impl Layout {
             crls: self.crl_files(),
             key_passphrase_file: Some(self.passphrase_file()),
             master_key_file: None,
+            crl_reload_seconds: None,
+            crl_grace_seconds: None,
         };
         let db = |role: &str| storage.unwrap_or(&Storage::Sqlite).url(&self.dir, role);
         let configs = [
@@ -530,13 +550,7 @@ impl Layout {
         };
         let msg = self.ca(suite)?;
         let tls = self.ca(Suite::Intl)?;
-        let server = Profile::TlsServer {
-            dns_names: vec!["localhost".into()],
-            ip_addresses: vec![
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ],
-        };
+        let server = tls_server_profile(name);
         let mut out = Vec::new();
         for (kind, ca, profile, alg) in [
             (".sign", &msg, Profile::Signing, suite.key_algorithm()),
@@ -544,6 +558,7 @@ impl Layout {
             (".tls-server", &tls, server, KeyAlgorithm::P256),
             (".tls-client", &tls, Profile::TlsClient, KeyAlgorithm::P256),
         ] {
+            let tls_kind = kind.starts_with(".tls");
             out.push(self.issue_one(
                 ca,
                 &subject,
@@ -551,7 +566,11 @@ impl Layout {
                 alg,
                 &PathBuf::from(format!("{}{kind}", prefix.display())),
                 not_before,
-                not_after,
+                if tls_kind {
+                    not_after.min(not_before + TLS_LIFETIME)
+                } else {
+                    not_after
+                },
             )?);
         }
         let master = PathBuf::from(format!("{}.master.key", prefix.display()));
@@ -560,6 +579,98 @@ impl Layout {
                 .map_err(err("master key"))?;
         }
         Ok(out)
+    }
+
+    /// A TLS client configuration presenting the development person of `role` (operator,
+    /// auditor or monitor: `pki/<role>.tls-client.*`), for the roles' admin ports.
+    ///
+    /// # Errors
+    /// [`SystemError`] naming the file.
+    pub fn person_tls_config(&self, role: Role) -> Result<rustls::ClientConfig> {
+        let base = self.pki_prefix(role.name());
+        let crt = PathBuf::from(format!("{}.tls-client.crt.pem", base.display()));
+        let key = PathBuf::from(format!("{}.tls-client.key.pem", base.display()));
+        let chain = Certificate::from_pem_chain(&read(&crt)?).map_err(err("certificate"))?;
+        let key = PrivateKey::from_encrypted_pem(&read(&key)?, self.passphrase()?.as_bytes())
+            .map_err(err("key"))?;
+        let identity = fapiao_crypto::tls::TlsIdentity::new(chain, key).map_err(err("TLS"))?;
+        let mut roots = Vec::new();
+        for p in self.trust_files() {
+            roots.extend(Certificate::from_pem_chain(&read(&p)?).map_err(err("CA"))?);
+        }
+        let mut trust = fapiao_crypto::TrustStore::new(roots).map_err(err("CA"))?;
+        for p in self.crl_files() {
+            trust.add_crl(fapiao_crypto::Crl::from_pem(&read(&p)?).map_err(err("CRL"))?);
+        }
+        fapiao_crypto::tls::client_config(Some(&identity), &trust).map_err(err("TLS"))
+    }
+
+    /// Issues `role`'s TLS certificates again when its server certificate has less than 30
+    /// days left (they live at most [`TLS_LIFETIME`], the data directory longer).
+    ///
+    /// # Errors
+    /// [`SystemError`].
+    pub fn renew_tls(&self, role: &str, now: OffsetDateTime) -> Result<()> {
+        let prefix = self.pki_prefix(role);
+        let path = PathBuf::from(format!("{}.tls-server.crt.pem", prefix.display()));
+        let Ok(cert) = Certificate::from_pem(&read(&path)?) else {
+            return Ok(());
+        };
+        if cert.not_after() > now + Duration::days(30) {
+            return Ok(());
+        }
+        let subject = cert.subject().map_err(err("TLS certificate"))?;
+        let tls = self.ca(Suite::Intl)?;
+        for (kind, profile) in [
+            (".tls-server", tls_server_profile(&subject.name)),
+            (".tls-client", Profile::TlsClient),
+        ] {
+            self.issue_one(
+                &tls,
+                &subject,
+                profile,
+                KeyAlgorithm::P256,
+                &PathBuf::from(format!("{}{kind}", prefix.display())),
+                now,
+                now + TLS_LIFETIME,
+            )?;
+        }
+        tracing::info!(role, "TLS certificates renewed");
+        Ok(())
+    }
+
+    /// Issues a person's admin-port certificate (`role` operator, auditor or monitor; `name`
+    /// the person): `<prefix>.tls-client.{crt,key}.pem`, P-256 from the TLS CA, for at most
+    /// [`TLS_LIFETIME`].
+    ///
+    /// # Errors
+    /// [`SystemError`], also for a role that is not a person's.
+    pub fn issue_person(
+        &self,
+        role: Role,
+        name: &str,
+        prefix: &Path,
+        not_before: OffsetDateTime,
+    ) -> Result<Certificate> {
+        if !role.is_person() {
+            return Err(SystemError(format!(
+                "{role} is not a person's role (operator, auditor, monitor)"
+            )));
+        }
+        let subject = Subject {
+            role,
+            name: name.to_owned(),
+            taxpayer_id: None,
+        };
+        self.issue_one(
+            &self.ca(Suite::Intl)?,
+            &subject,
+            Profile::TlsClient,
+            KeyAlgorithm::P256,
+            &PathBuf::from(format!("{}.tls-client", prefix.display())),
+            not_before,
+            not_before + TLS_LIFETIME,
+        )
     }
 
     /// Issues a hosted device's SM2 signing certificate for an enterprise.
@@ -628,15 +739,33 @@ impl Layout {
     /// # Errors
     /// [`SystemError`].
     pub fn revoke(&self, cert: &Certificate, now: OffsetDateTime) -> Result<()> {
+        self.revoke_serial(&cert.serial_hex(), now).map(|_| ())
+    }
+
+    /// Records the serial (hex) as revoked at `now` and rewrites the CRLs; `false` if it was
+    /// already revoked (nothing changes). The list survives restarts: `up` publishes its CRLs
+    /// from it at every start.
+    ///
+    /// # Errors
+    /// [`SystemError`] for a serial that is not hex, or a file that cannot be written.
+    pub fn revoke_serial(&self, serial: &str, now: OffsetDateTime) -> Result<bool> {
+        let serial = serial.trim().to_ascii_lowercase();
+        if serial.is_empty() || fapiao_crypto::hex::decode(&serial).is_none() {
+            return Err(SystemError(format!("serial `{serial}`: expected hex")));
+        }
         let path = self.dir.join("ca/revoked.tsv");
         let mut text = fs::read_to_string(&path).unwrap_or_default();
-        text.push_str(&format!(
-            "{}\t{}\n",
-            cert.serial_hex(),
-            now.unix_timestamp()
-        ));
+        if text.lines().any(|l| {
+            l.split('\t')
+                .next()
+                .is_some_and(|s| s.eq_ignore_ascii_case(&serial))
+        }) {
+            return Ok(false);
+        }
+        text.push_str(&format!("{serial}\t{}\n", now.unix_timestamp()));
         write_public(&path, text.as_bytes())?;
-        self.write_crls(now)
+        self.write_crls(now)?;
+        Ok(true)
     }
 
     /// (Re)writes each CA's CRL with the revoked serials, valid for 30 days from `now`.
@@ -703,5 +832,26 @@ impl Layout {
                 .map_err(err("credentials"))?
                 .as_bytes(),
         )
+    }
+}
+
+/// A role's TLS server profile: `localhost`, the loopback addresses, and its name (the CN)
+/// when it is one a client could ask for.
+fn tls_server_profile(name: &str) -> Profile {
+    let mut dns_names = vec!["localhost".to_owned()];
+    if name != "localhost"
+        && !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        dns_names.push(name.to_owned());
+    }
+    Profile::TlsServer {
+        dns_names,
+        ip_addresses: vec![
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ],
     }
 }

@@ -34,6 +34,7 @@ pub struct Running {
     servers: Vec<fapiao_service::Running>,
     workers: Option<fapiao_service::Worker>,
     signer: fapiao_service::audit_signer::AuditSigner,
+    crls: fapiao_service::crl_reload::CrlReloader,
     /// The role, for in-process use.
     pub handle: RoleHandle,
 }
@@ -69,6 +70,7 @@ impl Running {
             }
         }
         self.signer.shutdown().await;
+        self.crls.shutdown().await;
     }
 }
 
@@ -138,11 +140,17 @@ fn admin_tls(material: &Material) -> Result<std::sync::Arc<rustls::ServerConfig>
         .map_err(e("admin TLS"))
 }
 
-/// An admin router with every route but the probes behind a verified client certificate.
-fn admin_guard(router: axum::Router) -> axum::Router {
-    router.layer(axum::middleware::from_fn(
-        fapiao_service::ops::require_certificate,
-    ))
+/// An admin router with the routes every role has (`POST /admin/crls/reload`), every route
+/// but the probes for the people its certificate allows (`fapiao_service::ops::require_admin`).
+fn admin_guard(router: axum::Router, cfg: &RoleConfig, material: &Material) -> axum::Router {
+    router
+        .merge(fapiao_service::crl_reload::routes(
+            cfg.material.clone(),
+            material.trust.clone(),
+        ))
+        .layer(axum::middleware::from_fn(
+            fapiao_service::ops::require_admin,
+        ))
 }
 
 /// Starts one role from its config on already bound listeners (bind them with [`bind_all`]).
@@ -178,11 +186,12 @@ pub async fn start_role(
             ));
         let mut addrs = Vec::new();
         for l in ls {
-            let r = fapiao_service::serve_tls_with(
+            let r = fapiao_service::serve_tls_live(
                 l,
                 tls.clone(),
                 router.clone(),
                 limits.max_connections,
+                Some(material.trust.clone()),
             )
             .map_err(e("serving"))?;
             addrs.push(r.local_addr());
@@ -202,7 +211,7 @@ pub async fn start_role(
             let admin_addrs = serve(
                 admin,
                 admin_tls(&material)?,
-                admin_guard(tax.admin_router()),
+                admin_guard(tax.admin_router(), cfg, &material),
             )?;
             (RoleHandle::Tax(tax), addrs, admin_addrs, None)
         }
@@ -228,7 +237,7 @@ pub async fn start_role(
             let admin_addrs = serve(
                 admin,
                 admin_tls(&material)?,
-                admin_guard(platform.admin_router()),
+                admin_guard(platform.admin_router(), cfg, &material),
             )?;
             let workers = platform.spawn_workers();
             (
@@ -265,7 +274,7 @@ pub async fn start_role(
             let admin_addrs = serve(
                 admin,
                 admin_tls(&material)?,
-                admin_guard(cloud.admin_router()),
+                admin_guard(cloud.admin_router(), cfg, &material),
             )?;
             let workers = cloud.spawn_workers();
             (RoleHandle::Cloud(cloud), addrs, admin_addrs, Some(workers))
@@ -316,7 +325,7 @@ pub async fn start_role(
             let admin_addrs = serve(
                 admin,
                 admin_tls(&material)?,
-                admin_guard(agent.admin_router()),
+                admin_guard(agent.admin_router(), cfg, &material),
             )?;
             let workers = agent.spawn_workers();
             (
@@ -342,8 +351,13 @@ pub async fn start_role(
             .as_deref()
             .map(fapiao_store::audit::Witness::new),
     );
+    let crls = fapiao_service::crl_reload::CrlReloader::spawn(
+        cfg.material.clone(),
+        material.trust.clone(),
+    );
     tracing::info!(role = %cfg.role, ?addrs, ?admin_addrs, "role started");
     Ok(Running {
+        crls,
         role: cfg.role.clone(),
         addrs,
         admin_addrs,

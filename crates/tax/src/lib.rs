@@ -72,7 +72,7 @@ struct Inner {
     registry: Arc<fapiao_service::Registry>,
     signing_key: PrivateKey,
     signing_cert: Certificate,
-    trust: Arc<fapiao_crypto::TrustStore>,
+    trust: fapiao_crypto::LiveTrust,
     envelopes: Arc<Envelopes>,
     channel: u8,
 }
@@ -646,7 +646,7 @@ impl Tax {
             .map_err(|e| (Code::UploadArithmetic, e.to_string(), String::new()))?;
         let hash = fapiao_protocol::wire::content_hash(&signed);
         tracing::debug_span!("invoice.verify")
-            .in_scope(|| fapiao_issuer::verify(&signed, &self.inner.trust, now))
+            .in_scope(|| fapiao_issuer::verify(&signed, &self.inner.trust.current(), now))
             .map_err(|e| (Code::UploadSignatureInvalid, e.to_string(), hash.clone()))?;
         Ok((signed, hash))
     }

@@ -346,7 +346,7 @@ impl Cloud {
         let bad = |m: String| unusable(rid, &format!("issued invoice: {m}"));
         let signed = invoice.to_signed().map_err(|e| bad(e.to_string()))?;
         tracing::debug_span!("invoice.verify")
-            .in_scope(|| verify(&signed, &self.inner.material.trust, now()))
+            .in_scope(|| verify(&signed, &self.inner.material.trust.current(), now()))
             .map_err(|e| bad(e.to_string()))?;
         if signed.invoice.draft().seller().taxpayer_id.as_str() != enterprise {
             return Err(bad("invoice of another seller".into()));

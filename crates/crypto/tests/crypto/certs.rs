@@ -292,3 +292,43 @@ fn certificates_parsed_again_are_the_same_and_altered_ones_are_not() {
         assert!(Certificate::from_der(&der[..der.len() - 1]).is_err());
     }
 }
+
+#[test]
+fn people_hold_a_tls_client_certificate_only() {
+    let pki = Pki::new(Suite::Intl);
+    for role in [Role::Operator, Role::Auditor, Role::Monitor] {
+        assert!(role.is_person() && !role.is_enterprise());
+        assert_eq!(Role::parse(role.name()), Some(role));
+        let (_, cert) = pki.issue(role, "zhang.wei", Profile::TlsClient);
+        assert_eq!(
+            cert.subject().unwrap().identity(),
+            format!("{role}:zhang.wei")
+        );
+        let key = PrivateKey::generate(fapiao_crypto::KeyAlgorithm::P256, &mut system_rng());
+        for profile in [Profile::Signing, Profile::Encryption] {
+            let req = CertificateRequest {
+                subject: subject(role, "zhang.wei"),
+                profile,
+                public_key: key.public_key(),
+                not_before: NOW,
+                not_after: NOW + time::Duration::days(30),
+            };
+            assert!(
+                matches!(
+                    pki.ca.issue(&req, &mut system_rng()),
+                    Err(CertError::ProfileNotIssuable { .. })
+                ),
+                "{role}"
+            );
+        }
+    }
+    for role in [
+        Role::Cloud,
+        Role::Platform,
+        Role::Tax,
+        Role::Agent,
+        Role::Device,
+    ] {
+        assert!(!role.is_person());
+    }
+}

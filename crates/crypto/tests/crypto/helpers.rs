@@ -110,6 +110,23 @@ impl Pki {
             .unwrap()
     }
 
+    /// The trust with a CRL current at `now` (TLS handshakes check the wall clock).
+    pub(crate) fn trust_at(&self, now: OffsetDateTime) -> TrustStore {
+        let number = u64::try_from(self.revoked.len()).unwrap() + 1;
+        let crl = self
+            .ca
+            .crl(
+                &self.revoked,
+                number,
+                now - Duration::hours(1),
+                now + Duration::days(7),
+            )
+            .unwrap();
+        let mut t = TrustStore::new(vec![self.ca.certificate().clone()]).unwrap();
+        t.add_crl(crl);
+        t
+    }
+
     pub(crate) fn trust(&self) -> TrustStore {
         let mut t = TrustStore::new(vec![self.ca.certificate().clone()]).unwrap();
         t.add_crl(self.crl());

@@ -8,11 +8,27 @@ use std::thread;
 use fapiao_crypto::tls::{ClientAuth, TlsIdentity, client_config, peer_subject, server_config};
 use fapiao_crypto::{Profile, Role, Suite};
 use rustls::pki_types::ServerName;
+use time::{Duration, OffsetDateTime};
 
 use crate::helpers::{Pki, run, write};
 
+/// rustls checks certificates and CRLs against the wall clock: these are made for it.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "TLS handshakes read the wall clock"
+)]
+fn wall() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
 fn identity(pki: &Pki, role: Role, name: &str, profile: Profile) -> TlsIdentity {
-    let (key, cert) = pki.issue(role, name, profile);
+    let (key, cert) = pki.issue_with(
+        role,
+        name,
+        profile,
+        wall() - Duration::days(1),
+        wall() + Duration::days(365),
+    );
     TlsIdentity::new(vec![cert], key).unwrap()
 }
 
@@ -57,7 +73,7 @@ fn ping(port: u16, config: rustls::ClientConfig) -> Result<(), String> {
 #[test]
 fn roles_authenticate_each_other_and_the_server_learns_who_called() {
     let pki = Pki::new(Suite::Intl);
-    let trust = pki.trust();
+    let trust = pki.trust_at(wall());
     let server = server_config(
         &identity(&pki, Role::Platform, "platform-1", server_profile()),
         &trust,
@@ -79,11 +95,17 @@ fn roles_authenticate_each_other_and_the_server_learns_who_called() {
 fn clients_without_a_certificate_revoked_or_from_another_ca_are_refused() {
     let mut pki = Pki::new(Suite::Intl);
     let revoked_leaf = {
-        let (key, cert) = pki.issue(Role::Cloud, "cloud-9", Profile::TlsClient);
+        let (key, cert) = pki.issue_with(
+            Role::Cloud,
+            "cloud-9",
+            Profile::TlsClient,
+            wall() - Duration::days(1),
+            wall() + Duration::days(365),
+        );
         pki.revoke(&cert);
         TlsIdentity::new(vec![cert], key).unwrap()
     };
-    let trust = pki.trust();
+    let trust = pki.trust_at(wall());
     let other = Pki::new(Suite::Intl);
     let server_id = identity(&pki, Role::Platform, "platform-1", server_profile());
     let cases: Vec<(&str, Option<TlsIdentity>)> = vec![
@@ -111,14 +133,20 @@ fn clients_without_a_certificate_revoked_or_from_another_ca_are_refused() {
 #[test]
 fn openssl_speaks_tls_1_2_and_1_3_to_us_but_not_1_1() {
     let pki = Pki::new(Suite::Intl);
-    let trust = pki.trust();
+    let trust = pki.trust_at(wall());
     let dir = tempfile::tempdir().unwrap();
     let root = write(
         dir.path(),
         "root.pem",
         pki.ca.certificate().to_pem().unwrap(),
     );
-    let (ckey, ccert) = pki.issue(Role::Cloud, "cloud-1", Profile::TlsClient);
+    let (ckey, ccert) = pki.issue_with(
+        Role::Cloud,
+        "cloud-1",
+        Profile::TlsClient,
+        wall() - Duration::days(1),
+        wall() + Duration::days(365),
+    );
     let cert = write(dir.path(), "client.pem", ccert.to_pem().unwrap());
     let key = write(dir.path(), "client.key", crate::helpers::key_pem(&ckey));
     // SECLEVEL=0 lets the OpenSSL client offer TLS 1.1 at all: the refusal must be ours.
@@ -135,8 +163,8 @@ fn openssl_speaks_tls_1_2_and_1_3_to_us_but_not_1_1() {
         .unwrap();
         let (port, handle) = serve_once(server);
         let connect = format!("127.0.0.1:{port}");
-        // The server's certificate checked at the tests' fixed time, not the wall clock.
-        let at = crate::helpers::NOW.unix_timestamp();
+        // The server's certificate checked at the time it was made for.
+        let at = wall().unix_timestamp();
         let script = format!(
             "printf ping! | timeout 10 openssl s_client -connect {connect} {flag} -CAfile {root} -cert {cert} -key {key} -attime {at} -verify_return_error -ign_eof"
         );
@@ -153,4 +181,62 @@ fn openssl_speaks_tls_1_2_and_1_3_to_us_but_not_1_1() {
             );
         }
     }
+}
+
+#[test]
+fn a_crl_reloaded_while_serving_refuses_the_next_handshake_and_an_outdated_crl_refuses_all() {
+    use fapiao_crypto::LiveTrust;
+    let mut pki = Pki::new(Suite::Intl);
+    let live = LiveTrust::new(pki.trust_at(wall()));
+    let server_id = identity(&pki, Role::Platform, "platform-1", server_profile());
+    let (ckey, ccert) = pki.issue_with(
+        Role::Agent,
+        "agent-1",
+        Profile::TlsClient,
+        wall() - Duration::days(1),
+        wall() + Duration::days(365),
+    );
+    let client_id = TlsIdentity::new(vec![ccert.clone()], ckey).unwrap();
+    // One server configuration throughout, as a running role has.
+    let server = server_config(&server_id, &live, ClientAuth::Required).unwrap();
+    let handshake = |trust_for_client: &fapiao_crypto::TrustStore| {
+        let (port, handle) = serve_once(server.clone());
+        let _ = ping(
+            port,
+            client_config(Some(&client_id), trust_for_client).unwrap(),
+        );
+        handle.join().unwrap()
+    };
+    let client_trust = pki.trust_at(wall());
+    assert!(handshake(&client_trust).is_ok());
+    pki.revoke(&ccert);
+    live.replace(pki.trust_at(wall()));
+    let refused = handshake(&client_trust).unwrap_err();
+    assert!(refused.to_lowercase().contains("revoked"), "{refused}");
+
+    // A CRL whose next update has passed refuses every client of its CA; a grace covers it.
+    let fresh = Pki::new(Suite::Intl);
+    let (k, c) = fresh.issue_with(
+        Role::Agent,
+        "agent-2",
+        Profile::TlsClient,
+        wall() - Duration::days(1),
+        wall() + Duration::days(365),
+    );
+    let client_id = TlsIdentity::new(vec![c], k).unwrap();
+    let server_id = identity(&fresh, Role::Platform, "platform-1", server_profile());
+    let mut outdated = fresh.trust_at(wall() - Duration::days(8));
+    let try_with = |trust: &fapiao_crypto::TrustStore| {
+        let (port, handle) =
+            serve_once(server_config(&server_id, trust, ClientAuth::Required).unwrap());
+        let _ = ping(
+            port,
+            client_config(Some(&client_id), fresh.trust_at(wall())).unwrap(),
+        );
+        handle.join().unwrap()
+    };
+    let refused = try_with(&outdated).unwrap_err();
+    assert!(refused.to_lowercase().contains("revocation"), "{refused}");
+    outdated.set_crl_grace(Duration::days(2));
+    try_with(&outdated).unwrap();
 }

@@ -1,7 +1,10 @@
-//! The platform's admin API: its own port, operators only, and absent from the business port.
+//! The admin ports: people only — operators change, auditors read, monitors read `/metrics`
+//! — with every change audited under the person; the roles' service certificates (an
+//! agent's, a cloud's, a role's own) get 403 on every admin route; the business port has none.
 
 use std::sync::Arc;
 
+use fapiao_crypto::Role;
 use http::Method;
 use serde_json::json;
 
@@ -11,7 +14,7 @@ use crate::helpers::*;
 async fn admin_api_is_for_operators_on_its_own_port() {
     let env = Env::start().await;
     let ports = env.system.ports;
-    let operator = client_as(&env, "platform", ports.platform_admin);
+    let operator = operator(&env, ports.platform_admin);
     let r = operator
         .request(Method::GET, "/admin/enterprises", &[], Vec::new())
         .await
@@ -69,16 +72,78 @@ async fn admin_api_is_for_operators_on_its_own_port() {
         (200, "suspended")
     );
 
-    // A cloud's certificate is not an operator's.
-    let cloud = client_as(&env, "cloud", ports.platform_admin);
-    let r = cloud
-        .request(Method::GET, "/admin/enterprises", &[], Vec::new())
-        .await
-        .unwrap();
+    // The change is audited under the person who made it.
+    let actor: String = fapiao_store::query_scalar(
+        "SELECT actor FROM audit_log WHERE action = 'enterprise.changed' ORDER BY seq DESC LIMIT 1",
+    )
+    .fetch_one(env.system.platform.db().pool())
+    .await
+    .unwrap();
+    assert_eq!(actor, "operator:dev-operator");
+
+    // An auditor reads and changes nothing; a monitor reads the metrics only.
+    let auditor = person(&env, Role::Auditor, ports.platform_admin);
+    let monitor = person(&env, Role::Monitor, ports.platform_admin);
+    let call = async |c: &fapiao_protocol::HttpsClient, m: Method, path: &str| {
+        let r = c.request(m, path, &ct, b"{}".to_vec()).await.unwrap();
+        (
+            r.status,
+            json_of(&r)["code"].as_str().unwrap_or("").to_owned(),
+        )
+    };
     assert_eq!(
-        (r.status, json_of(&r)["code"].as_str().unwrap()),
-        (401, "peer_certificate_required")
+        call(&auditor, Method::GET, "/admin/enterprises").await.0,
+        200
     );
+    assert_eq!(call(&auditor, Method::GET, "/metrics").await.0, 200);
+    assert_eq!(
+        call(
+            &auditor,
+            Method::PATCH,
+            "/admin/enterprises/91330106MA2CD0004F"
+        )
+        .await,
+        (403, "forbidden".into())
+    );
+    assert_eq!(
+        call(&auditor, Method::POST, "/admin/crls/reload").await,
+        (403, "forbidden".into())
+    );
+    assert_eq!(call(&monitor, Method::GET, "/metrics").await.0, 200);
+    for path in ["/admin/enterprises", "/admin/outbox", "/admin/clouds"] {
+        assert_eq!(
+            call(&monitor, Method::GET, path).await,
+            (403, "forbidden".into()),
+            "{path}"
+        );
+    }
+
+    // Service certificates get nothing on any role's admin port: an agent's (an ordinary
+    // enterprise's), a cloud's, and the role's own.
+    let routes = [
+        (Method::GET, "/metrics"),
+        (Method::GET, "/admin/clouds"),
+        (Method::POST, "/admin/clouds"),
+        (Method::GET, "/admin/enterprises"),
+        (Method::POST, "/admin/enterprises"),
+        (Method::PATCH, "/admin/enterprises/91330106MA2CD0004F"),
+        (Method::GET, "/admin/outbox"),
+        (Method::POST, "/admin/outbox/1/retry"),
+        (Method::GET, "/admin/invoices/26310000000000000001"),
+        (Method::POST, "/admin/crls/reload"),
+    ];
+    for port in [ports.platform_admin, ports.cloud_admin, ports.tax_admin] {
+        for holder in ["agent", "cloud", "platform", "tax"] {
+            let c = client_as(&env, holder, port);
+            for (m, path) in &routes {
+                assert_eq!(
+                    call(&c, m.clone(), path).await,
+                    (403, "forbidden".into()),
+                    "{holder} {m} {path} on port {port}"
+                );
+            }
+        }
+    }
     // No client certificate: the probes answer (load balancers, Kubernetes), nothing else.
     let trust = env.trust();
     let anonymous = fapiao_protocol::HttpsClient::new(
@@ -105,7 +170,7 @@ async fn admin_api_is_for_operators_on_its_own_port() {
         );
     }
     // The business port has no admin routes.
-    let operator_on_business = client_as(&env, "platform", ports.platform);
+    let operator_on_business = person(&env, Role::Operator, ports.platform);
     let r = operator_on_business
         .request(Method::GET, "/admin/enterprises", &[], Vec::new())
         .await

@@ -147,7 +147,7 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
     settle(&env).await;
     let tax = fapiao_protocol::HttpsClient::new(
         &env.system.tax_url(),
-        std::sync::Arc::new(fapiao_crypto::tls::client_config(None, &env.trust()).unwrap()),
+        std::sync::Arc::new(fapiao_crypto::tls::client_config(None, env.trust()).unwrap()),
     )
     .unwrap();
     let query: String = qr

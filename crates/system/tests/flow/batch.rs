@@ -156,7 +156,7 @@ async fn a_batch_issues_every_order_as_if_it_came_alone() {
     // The outbox carried them in batches: the 20 uploads, committed together, go to tax in
     // one or two exchanges (two if a round was under way when they were committed), and so
     // do their status notices to cloud.
-    let admin = client_as(&env, "platform", env.system.ports.platform_admin);
+    let admin = operator(&env, env.system.ports.platform_admin);
     let r = admin
         .request(http::Method::GET, "/metrics", &[], Vec::new())
         .await

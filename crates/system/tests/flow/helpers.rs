@@ -248,8 +248,29 @@ pub(crate) fn material(env: &Env, prefix: &Path) -> fapiao_service::Material {
         crls: layout.crl_files(),
         key_passphrase_file: Some(layout.passphrase_file()),
         master_key_file: None,
+        crl_reload_seconds: None,
+        crl_grace_seconds: None,
     })
     .unwrap()
+}
+
+/// An HTTPS client to a loopback port presenting the data directory's person of `role`
+/// (operator, auditor, monitor): who admin ports answer.
+pub(crate) fn person(
+    env: &Env,
+    role: fapiao_crypto::Role,
+    port: u16,
+) -> fapiao_protocol::HttpsClient {
+    fapiao_protocol::HttpsClient::new(
+        &format!("https://127.0.0.1:{port}"),
+        Arc::new(env.system.layout.person_tls_config(role).unwrap()),
+    )
+    .unwrap()
+}
+
+/// The data directory's operator at an admin port.
+pub(crate) fn operator(env: &Env, port: u16) -> fapiao_protocol::HttpsClient {
+    person(env, fapiao_crypto::Role::Operator, port)
 }
 
 /// An HTTPS client to a loopback port presenting `role`'s TLS client certificate.
@@ -338,7 +359,7 @@ impl Sender {
         let guard = fapiao_crypto::envelope::MemoryReplayGuard::new();
         let o = fapiao_crypto::envelope::Opener::new(
             &self.material.party,
-            &self.material.trust,
+            &self.material.trust.current(),
             &guard,
         )
         .open(&r.body, crate::now())

@@ -21,6 +21,7 @@ mod portal;
 mod refusals;
 mod replicas;
 mod reports;
+mod revocation;
 mod tax;
 mod webhook;
 

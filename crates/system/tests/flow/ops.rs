@@ -7,10 +7,6 @@ use http::Method;
 
 use crate::helpers::*;
 
-fn operator(env: &Env, port: u16) -> fapiao_protocol::HttpsClient {
-    client_as(env, "platform", port)
-}
-
 async fn text(c: &fapiao_protocol::HttpsClient, path: &str) -> (u16, String) {
     let r = c.request(Method::GET, path, &[], Vec::new()).await.unwrap();
     (r.status, String::from_utf8_lossy(&r.body).into_owned())

@@ -206,7 +206,7 @@ async fn two_orders_racing_for_the_last_of_the_quota_get_one_invoice() {
 
 /// The `fapiao_envelope_failures_total` lines of a role's metrics.
 async fn envelope_failures(env: &Env, admin_port: u16) -> std::collections::BTreeMap<String, u64> {
-    let r = client_as(env, "platform", admin_port)
+    let r = person(env, Role::Monitor, admin_port)
         .request(http::Method::GET, "/metrics", &[], Vec::new())
         .await
         .unwrap();
@@ -534,6 +534,8 @@ async fn envelope_and_sender_refusals_change_nothing() {
         crls: foreign.crl_files(),
         key_passphrase_file: Some(layout.passphrase_file()),
         master_key_file: Some(layout.dir().join("pki/cloud.master.key")),
+        crl_reload_seconds: None,
+        crl_grace_seconds: None,
     })
     .unwrap();
     f.material.party = fm.party;
