@@ -21,7 +21,11 @@ impl Agent {
         for r in &rows {
             let order_id: String = r.try_get("order_id")?;
             let body: String = r.try_get("body")?;
-            let json = self.inner.vault.unseal_str(&PULLED.field(), &body).await?;
+            let json = self
+                .inner
+                .vault
+                .unseal_str(PULLED, &order_id, &body)
+                .await?;
             let order: QueuedOrder = serde_json::from_str(&json)
                 .map_err(|e| AgentError::Setup(format!("stored order {order_id}: {e}")))?;
             orders.push(order);
@@ -271,14 +275,15 @@ impl Agent {
             Ok(s) => s,
             Err(e) => return Ok(Handled::Refused(Refusal::invalid(&e))),
         };
-        let prior: Vec<String> =
-            query_scalar("SELECT record FROM invoices WHERE blue_number = $1 ORDER BY seq")
-                .bind(&o.blue_number)
-                .fetch_all(self.inner.db.pool())
-                .await?;
+        let prior: Vec<(String, String)> = fapiao_store::query_as(
+            "SELECT number, record FROM invoices WHERE blue_number = $1 ORDER BY seq",
+        )
+        .bind(&o.blue_number)
+        .fetch_all(self.inner.db.pool())
+        .await?;
         let mut prior_invoices = Vec::with_capacity(prior.len());
-        for r in &prior {
-            prior_invoices.push(self.read_record(r).await?.invoice);
+        for (n, r) in &prior {
+            prior_invoices.push(self.read_record(n, r).await?.invoice);
         }
         let prefix = RedLetterFormNumber::day_prefix(&self.inner.enterprise, china_now().date());
         // The forms table counts per day (`YYMMDD`, the prefix's last six digits).
@@ -417,7 +422,7 @@ impl Agent {
         let record = self
             .inner
             .vault
-            .seal_str(tx, &RECORD.field(), &json)
+            .seal_str(tx, RECORD, signed.invoice.number().as_str(), &json)
             .await?;
         let inv = &signed.invoice;
         let total = inv.draft().totals().total;

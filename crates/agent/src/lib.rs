@@ -236,6 +236,8 @@ impl Agent {
         }
         let db = Db::open(database, "agent", MIGRATIONS).await?;
         let vault = Vault::open(&db, material.master_key.clone(), now()).await?;
+        // What older builds left in the sealed columns, sealed row-bound before serving.
+        vault.upgrade(SEALED).await?;
         let client = |(url, identity): &(String, String)| -> Result<EnvelopeClient, AgentError> {
             let config = material
                 .client_config()

@@ -37,7 +37,7 @@ impl Agent {
             let sealed = self
                 .inner
                 .vault
-                .seal_str(&mut tx, &PULLED.field(), &json)
+                .seal_str(&mut tx, PULLED, order.order_id(), &json)
                 .await?;
             new += query(
                 "INSERT INTO pulled (order_id, body, pulled_at) VALUES ($1, $2, $3)

@@ -9,21 +9,26 @@ impl Agent {
             .fetch_optional(self.inner.db.pool())
             .await?;
         match record {
-            Some(r) => Ok(Some(self.read_record(&r).await?.invoice)),
+            Some(r) => Ok(Some(self.read_record(number, &r).await?.invoice)),
             None => Ok(None),
         }
     }
 
-    pub(crate) async fn read_wire(&self, sealed: &str) -> Result<WireInvoice, AgentError> {
-        let json = self.inner.vault.unseal_str(&RECORD.field(), sealed).await?;
+    pub(crate) async fn read_wire(
+        &self,
+        number: &str,
+        sealed: &str,
+    ) -> Result<WireInvoice, AgentError> {
+        let json = self.inner.vault.unseal_str(RECORD, number, sealed).await?;
         serde_json::from_str(&json).map_err(|e| AgentError::Setup(format!("stored invoice: {e}")))
     }
 
     pub(crate) async fn read_record(
         &self,
+        number: &str,
         sealed: &str,
     ) -> Result<fapiao_issuer::SignedInvoice, AgentError> {
-        self.read_wire(sealed)
+        self.read_wire(number, sealed)
             .await?
             .to_signed()
             .map_err(|e| AgentError::Setup(format!("stored invoice: {e}")))

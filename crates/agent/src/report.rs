@@ -84,7 +84,7 @@ impl Agent {
             let item = ReportItem::Invoice(Issued {
                 order_id: row.try_get("order_id")?,
                 request_hash: row.try_get("request_hash")?,
-                invoice: self.read_wire(&record).await?,
+                invoice: self.read_wire(&entry.subject, &record).await?,
                 form: form.and_then(|f| serde_json::from_str(&f).ok()),
             });
             return Ok((item, record.len()));

@@ -24,7 +24,7 @@ impl Agent {
             if bytes > BATCH_BYTES && !invoices.is_empty() {
                 break;
             }
-            invoices.push(self.read_wire(&record).await?);
+            invoices.push(self.read_wire(&entry.subject, &record).await?);
             entries.push(entry);
         }
         let upload = UploadBatch { invoices };

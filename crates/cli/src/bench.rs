@@ -1097,13 +1097,13 @@ pub(crate) fn crypto_bound(
         AeadKey::new(algorithm, &raw)?
     };
     // A value sealed at rest, as the vault does it: a fresh nonce, the column as associated
-    // data; then opened again `opens` times.
+    // data with the row; then opened again `opens` times.
     let at_rest = |value: &[u8], opens: u32| -> Result<()> {
         let mut nonce = [0_u8; NONCE_LEN];
         system_rng().fill_bytes(&mut nonce);
-        let sealed = data_key.seal(&nonce, b"invoices.record|k1", value);
+        let sealed = data_key.seal(&nonce, b"invoices.record|k1|26312000000000000001", value);
         for _ in 0..opens {
-            data_key.open(&nonce, b"invoices.record|k1", &sealed)?;
+            data_key.open(&nonce, b"invoices.record|k1|26312000000000000001", &sealed)?;
         }
         Ok(())
     };

@@ -67,7 +67,7 @@ pub(crate) const SECRET: SealedColumn = SealedColumn {
 pub(crate) const QUEUED: SealedColumn = SealedColumn {
     table: "queued_orders",
     column: "body",
-    key: "seq",
+    key: "enterprise || ':' || order_id",
 };
 
 /// Tunables.
@@ -177,6 +177,8 @@ impl Cloud {
     ) -> Result<Self, CloudError> {
         let db = Db::open(database, "cloud", MIGRATIONS).await?;
         let vault = Vault::open(&db, material.master_key.clone(), now()).await?;
+        // What older builds left in the sealed columns, sealed row-bound before serving.
+        vault.upgrade(SEALED).await?;
         let registry = Arc::new(fapiao_service::Registry::new());
         let envelopes = Envelopes::new(
             material.party.clone(),
@@ -271,7 +273,7 @@ impl Cloud {
         let sealed = self
             .inner
             .vault
-            .seal_str(&mut tx, &SECRET.field(), &creds.secret)
+            .seal_str(&mut tx, SECRET, taxpayer_id, &creds.secret)
             .await?;
         let n = query(
             "INSERT INTO enterprises (taxpayer_id, name, key_id, secret, webhook_url, created_at, hosting)

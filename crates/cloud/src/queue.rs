@@ -207,7 +207,12 @@ impl Cloud {
         let body = self
             .inner
             .vault
-            .seal_str(tx, &crate::QUEUED.field(), &json)
+            .seal_str(
+                tx,
+                crate::QUEUED,
+                &format!("{enterprise}:{order_id}"),
+                &json,
+            )
             .await
             .map_err(|e| e.to_string())?;
         let t = now().unix_timestamp();
@@ -355,7 +360,7 @@ impl Cloud {
         // Pulls of one agent reaching two replicas lease distinct orders.
         crate::lock_enterprises(&mut tx, [enterprise]).await?;
         let rows = query(
-            "SELECT seq, body FROM queued_orders
+            "SELECT seq, order_id, body FROM queued_orders
              WHERE enterprise = $1 AND (state = 'queued' OR (state = 'leased'
                  AND (lease_until <= $2 OR ($4 AND leased_to = $5))))
              ORDER BY seq LIMIT $3",
@@ -371,10 +376,11 @@ impl Cloud {
         for r in &rows {
             let seq: i64 = r.try_get("seq")?;
             let body: String = r.try_get("body")?;
+            let order_id: String = r.try_get("order_id")?;
             let json = self
                 .inner
                 .vault
-                .unseal_str(&crate::QUEUED.field(), &body)
+                .unseal_str(crate::QUEUED, &format!("{enterprise}:{order_id}"), &body)
                 .await?;
             let order: QueuedOrder =
                 serde_json::from_str(&json).map_err(|e| StoreError::Data(e.to_string()))?;

@@ -155,7 +155,7 @@ impl Cloud {
         // from ranging over the due time; migration 7).
         let t = now().unix_timestamp();
         let mut due = query(
-            "SELECT w.id, w.event, w.number, w.attempts, e.webhook_url, e.secret
+            "SELECT w.id, w.event, w.number, w.attempts, e.webhook_url, e.secret, w.enterprise
              FROM webhooks w JOIN enterprises e ON e.taxpayer_id = w.enterprise
              WHERE w.state = 'pending' AND +w.next_attempt_at <= $1
                AND (w.claimed_until IS NULL OR w.claimed_until < $1 OR w.claimed_by = $2)
@@ -193,10 +193,11 @@ impl Cloud {
             let attempts: i64 = row.try_get("attempts")?;
             let url: Option<String> = row.try_get("webhook_url")?;
             let secret: String = row.try_get("secret")?;
+            let enterprise: String = row.try_get("enterprise")?;
             let secret = self
                 .inner
                 .vault
-                .unseal_str(&crate::SECRET.field(), &secret)
+                .unseal_str(crate::SECRET, &enterprise, &secret)
                 .await?;
             let result = match url {
                 Some(url) => self.deliver(id, &event, &number, &url, &secret).await,

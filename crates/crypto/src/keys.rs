@@ -181,18 +181,38 @@ impl PrivateKey {
 
     /// Signs a message: SM2 with SM3 and [`SM2_DISTID`], or ECDSA P-256 with SHA-256. The
     /// signature is DER `SEQUENCE { r, s }`, as X.509, CMS and OpenSSL expect. SM2 nonces are
-    /// derived deterministically (RFC 6979); P-256 nonces come from the system RNG hedged with
-    /// the key and the message digest (`ring`), so a failing RNG does not reveal the key.
+    /// RFC 6979's hedged with 32 fresh random bytes (§3.6); P-256 nonces come from the system
+    /// RNG hedged with the key and the message digest (`ring`): a failing RNG reveals no key
+    /// either way. Every signature is verified with the public key before it is returned: a
+    /// fault while signing (a glitch, a flipped bit) yields an error, never a faulty
+    /// signature, which for SM2 and ECDSA can give the key away.
     ///
     /// # Errors
-    /// [`CryptoError::Signing`] if the signer fails (it does not for valid keys).
+    /// [`CryptoError::Signing`] if the signer fails or its signature does not verify.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError> {
         match &self.inner {
-            PrivateInner::Sm2(_, signer) => Ok(signer.sign(message).to_der().to_vec()),
-            PrivateInner::P256(_, signer) => signer
-                .sign(&ring::rand::SystemRandom::new(), message)
-                .map(|sig| sig.as_ref().to_vec())
-                .map_err(|_| CryptoError::Signing),
+            PrivateInner::Sm2(_, signer) => {
+                let mut added = Zeroizing::new([0_u8; 32]);
+                rand_core::Rng::fill_bytes(&mut crate::rng::system_rng(), added.as_mut());
+                let signature = signer.sign(message, added.as_ref());
+                if !crate::sm2_verify::verify(signer.public(), message, &signature) {
+                    return Err(CryptoError::Signing);
+                }
+                Ok(signature.to_der().to_vec())
+            }
+            PrivateInner::P256(_, signer) => {
+                use ring::signature::KeyPair as _;
+                let signature = signer
+                    .sign(&ring::rand::SystemRandom::new(), message)
+                    .map_err(|_| CryptoError::Signing)?;
+                ring::signature::UnparsedPublicKey::new(
+                    &ring::signature::ECDSA_P256_SHA256_ASN1,
+                    signer.public_key().as_ref(),
+                )
+                .verify(message, signature.as_ref())
+                .map_err(|_| CryptoError::Signing)?;
+                Ok(signature.as_ref().to_vec())
+            }
         }
     }
 
@@ -406,6 +426,23 @@ impl PublicKey {
 mod tests {
     use super::*;
     use crate::rng::system_rng;
+
+    /// A fault while signing (here a corrupted `(1 + d)⁻¹`) yields an error, not the faulty
+    /// signature, which would reveal `d` to anyone holding it and a good one.
+    #[test]
+    fn a_fault_while_signing_is_caught_before_the_signature_leaves() {
+        let key = PrivateKey::generate(KeyAlgorithm::Sm2, &mut system_rng());
+        let PrivateInner::Sm2(secret, signer) = &key.inner else {
+            unreachable!("an SM2 key")
+        };
+        let faulty = PrivateKey {
+            inner: PrivateInner::Sm2(secret.clone(), Box::new(signer.faulty())),
+        };
+        assert_eq!(faulty.sign(b"invoice"), Err(CryptoError::Signing));
+        key.public_key()
+            .verify(b"invoice", &key.sign(b"invoice").unwrap())
+            .unwrap();
+    }
 
     #[test]
     fn sign_then_verify_per_suite_and_a_flipped_bit_fails() {

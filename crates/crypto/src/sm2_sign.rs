@@ -1,13 +1,16 @@
 //! SM2 signing (GB/T 32918.2-2016 §6.1, with [`SM2_DISTID`](crate::keys::SM2_DISTID)) with what does not change
 //! between a key's signatures computed once.
 //!
-//! It is the `sm2` crate's signature, byte for byte: the same deterministic nonce (RFC 6979
-//! with SM3 over the key and the digest, no added data) and the same constant-time `[k]G`
-//! from the crate's precomputed generator table. What differs is that `(1 + d)⁻¹` — a
-//! constant-time scalar inversion, about a fifth of a signature's time — and the key's `Z`
-//! digest are computed when the key is loaded rather than at every signature. And where the
-//! crate gives up on the rare nonce that makes `r = 0`, `r + k = n` or `s = 0`, this takes
-//! the generator's next nonce, as the standard's step A3 says.
+//! The nonce is RFC 6979's with SM3 over the key and the digest, **hedged** with 32 bytes of
+//! fresh randomness as the additional data of RFC 6979 §3.6: a broken RNG leaves it as safe
+//! as the deterministic nonce, and a fault injected into one signing cannot be replayed
+//! against the same nonce. With no added data it is the `sm2` crate's signature, byte for
+//! byte (tested), with the same constant-time `[k]G` from the crate's precomputed generator
+//! table. What differs is that `(1 + d)⁻¹` — a constant-time scalar inversion, about a fifth
+//! of a signature's time — and the key's `Z` digest are computed when the key is loaded rather
+//! than at every signature. And where the crate gives up on the rare nonce that makes `r = 0`,
+//! `r + k = n` or `s = 0`, this takes the generator's next nonce, as the standard's step A3
+//! says. Every signature is verified before it leaves ([`crate::PrivateKey::sign`]).
 
 use sm2::elliptic_curve::ff::PrimeField as _;
 use sm2::elliptic_curve::ops::Reduce as _;
@@ -27,6 +30,8 @@ pub(crate) struct Signer {
     inverse: Scalar,
     /// `Z` of the key's public point and [`SM2_DISTID`](crate::keys::SM2_DISTID).
     z: [u8; 32],
+    /// The public key, to verify each signature with before it leaves.
+    public: sm2::PublicKey,
 }
 
 impl Drop for Signer {
@@ -47,11 +52,27 @@ impl Signer {
             d,
             inverse,
             z: crate::sm2_verify::z_digest(point.as_bytes()),
+            public: secret.public_key(),
         })
     }
 
-    /// Signs `message`: `e = SM3(Z ‖ M)`, then `(r, s)`.
-    pub(crate) fn sign(&self, message: &[u8]) -> sm2::dsa::Signature {
+    /// The public key.
+    pub(crate) fn public(&self) -> &sm2::PublicKey {
+        &self.public
+    }
+
+    /// This signer with `(1 + d)⁻¹` off by one: what a fault injected into the computation of
+    /// `s` produces, for testing the check after signing.
+    #[cfg(test)]
+    pub(crate) fn faulty(&self) -> Self {
+        let mut f = self.clone();
+        f.inverse += Scalar::ONE;
+        f
+    }
+
+    /// Signs `message`: `e = SM3(Z ‖ M)`, then `(r, s)`, the nonce hedged with `added`
+    /// (RFC 6979 §3.6 additional data; empty: the deterministic nonce).
+    pub(crate) fn sign(&self, message: &[u8], added: &[u8]) -> sm2::dsa::Signature {
         let digest = Sm3::new()
             .chain_update(self.z)
             .chain_update(message)
@@ -60,7 +81,7 @@ impl Signer {
         let mut nonces = rfc6979::KGenerator::<Sm3, U256>::new(
             &self.d.to_repr(),
             &e.to_bytes(),
-            &[],
+            added,
             &Sm2::ORDER,
         );
         loop {
@@ -104,7 +125,7 @@ mod tests {
             let ours = Signer::new(&secret).unwrap();
             let theirs = sm2::dsa::SigningKey::new(SM2_DISTID, &secret).unwrap();
             let message: Vec<u8> = (0..i * 61).map(|j| (i * 7 + j).to_le_bytes()[0]).collect();
-            let signature = ours.sign(&message);
+            let signature = ours.sign(&message, &[]);
             let expected: sm2::dsa::Signature = theirs.try_sign(&message).unwrap();
             assert_eq!(signature.to_bytes(), expected.to_bytes(), "key {i}");
             assert!(crate::sm2_verify::verify(
@@ -118,6 +139,30 @@ mod tests {
                 &signature
             ));
         }
+    }
+
+    /// Hedged nonces: each signature of the same message differs, and each verifies.
+    #[test]
+    fn hedged_signatures_differ_and_verify() {
+        let mut rng = crate::rng::system_rng();
+        let secret = SecretKey::generate_from_rng(&mut rng);
+        let signer = Signer::new(&secret).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..16_u8 {
+            let added = [i; 32];
+            let signature = signer.sign(b"invoice", &added);
+            assert!(crate::sm2_verify::verify(
+                signer.public(),
+                b"invoice",
+                &signature
+            ));
+            assert!(seen.insert(signature.to_bytes().to_vec()));
+        }
+        assert_eq!(
+            signer.sign(b"invoice", &[1; 32]),
+            signer.sign(b"invoice", &[1; 32]),
+            "the same added data, the same nonce"
+        );
     }
 
     /// `d = n − 1` has no signer; `d = n − 2` does.

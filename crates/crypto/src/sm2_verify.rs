@@ -551,16 +551,50 @@ mod tests {
         }
     }
 
+    /// The signatures the verification algorithm's own checks must catch: `t = r + s = 0`
+    /// (step B5) and `[s]G + [t]P` at infinity. Made with the signer's secret `d`: for any
+    /// `r`, `s = −r·d/(1 + d)` puts the sum at infinity. Both verifiers refuse each, before
+    /// and after the key has its table.
+    #[test]
+    fn t_zero_and_a_sum_at_infinity_are_refused() {
+        use sm2::dsa::signature::Verifier as _;
+        use sm2::elliptic_curve::Generate as _;
+        use sm2::elliptic_curve::ff::Field as _;
+        let mut rng = crate::rng::system_rng();
+        let secret = sm2::SecretKey::generate_from_rng(&mut rng);
+        let d = *secret.to_nonzero_scalar();
+        let key = secret.public_key();
+        let theirs = sm2::dsa::VerifyingKey::new(SM2_DISTID, key).unwrap();
+        for _ in 0..4 {
+            let r = Scalar::random(&mut rng);
+            let t_zero = sm2::dsa::Signature::from_scalars(r, -r).unwrap();
+            let s = -(r * d) * Option::<Scalar>::from((d + Scalar::ONE).invert()).unwrap();
+            let infinity = sm2::dsa::Signature::from_scalars(r, s).unwrap();
+            let (t, sum) = (
+                r + s,
+                ProjectivePoint::mul_by_generator(&s)
+                    + ProjectivePoint::from(*key.as_affine()) * (r + s),
+            );
+            assert!(!bool::from(t.is_zero()) && bool::from(sum.is_identity()));
+            for _ in 0..3 {
+                for sig in [&t_zero, &infinity] {
+                    assert!(!verify(&key, b"m", sig));
+                    assert!(theirs.verify(b"m", sig).is_err());
+                }
+            }
+        }
+    }
+
     /// A key's table is built on its second verification, and used from then on.
     #[test]
     fn a_key_gets_its_table_on_second_use() {
-        let key =
-            crate::PrivateKey::generate(crate::KeyAlgorithm::Sm2, &mut crate::rng::system_rng());
-        let crate::PublicKey::Sm2(public) = key.public_key() else {
-            unreachable!("an SM2 key")
-        };
-        let signature = key.sign(b"invoice").unwrap();
-        let signature = sm2::dsa::Signature::from_der(&signature).unwrap();
+        use sm2::elliptic_curve::Generate as _;
+        // Signed without `PrivateKey::sign`, whose own check would be the first use.
+        let secret = sm2::SecretKey::generate_from_rng(&mut crate::rng::system_rng());
+        let public = secret.public_key();
+        let signature = crate::sm2_sign::Signer::new(&secret)
+            .unwrap()
+            .sign(b"invoice", &[7; 32]);
         let point = public.to_sec1_point(false);
         let kept = || KEYS.lock().unwrap().tables.contains_key(point.as_bytes());
         assert!(verify(&public, b"invoice", &signature));

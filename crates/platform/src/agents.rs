@@ -679,15 +679,15 @@ impl Platform {
                 .to_signed()
                 .map_err(|err| Step::Failed(err.to_string()))?
                 .invoice;
-            let prior: Vec<String> = query_scalar(
-                "SELECT record FROM invoices WHERE blue_number = $1 ORDER BY issued_at, number",
+            let prior: Vec<(String, String)> = fapiao_store::query_as(
+                "SELECT number, record FROM invoices WHERE blue_number = $1 ORDER BY issued_at, number",
             )
             .bind(blue)
             .fetch_all(&mut **tx)
             .await?;
             let mut prior_invoices = Vec::with_capacity(prior.len());
-            for r in &prior {
-                prior_invoices.push(self.read_record(r).await?);
+            for (n, r) in &prior {
+                prior_invoices.push(self.read_record(n, r).await?);
             }
             check_red(d, &blue_invoice, &prior_invoices)
                 .map_err(|err| rejected(err.to_string()))?;
@@ -727,7 +727,7 @@ impl Platform {
         let record = self
             .inner
             .vault
-            .seal_str(tx, &RECORD.field(), &json)
+            .seal_str(tx, RECORD, signed.invoice.number().as_str(), &json)
             .await?;
         let total = d.totals().total;
         let kind = if blue_number.is_some() { "red" } else { "blue" };

@@ -639,15 +639,15 @@ impl Platform {
             .to_signed()
             .map_err(|e| Step::Failed(e.to_string()))?
             .invoice;
-        let prior: Vec<String> = query_scalar(
-            "SELECT record FROM invoices WHERE blue_number = $1 ORDER BY issued_at, number",
+        let prior: Vec<(String, String)> = fapiao_store::query_as(
+            "SELECT number, record FROM invoices WHERE blue_number = $1 ORDER BY issued_at, number",
         )
         .bind(&o.blue_number)
         .fetch_all(&mut *run.tx)
         .await?;
         let mut prior_invoices = Vec::with_capacity(prior.len());
-        for r in &prior {
-            prior_invoices.push(self.read_record(r).await?);
+        for (n, r) in &prior {
+            prior_invoices.push(self.read_record(n, r).await?);
         }
         let prior = prior_invoices;
         let issued_at = china_now();
@@ -841,7 +841,7 @@ impl Platform {
         let record = self
             .inner
             .vault
-            .seal_str(&mut run.tx, &RECORD.field(), &json)
+            .seal_str(&mut run.tx, RECORD, invoice.number().as_str(), &json)
             .await?;
         run.stage(Staged {
             number: invoice.number().as_str(),
@@ -887,6 +887,7 @@ impl Platform {
         .fetch_optional(&mut *conn)
         .await?;
         let Some(r) = row else { return Ok(None) };
+        let number: String = r.try_get("number")?;
         let record: String = r.try_get("record")?;
         let receipt: Option<String> = r.try_get("receipt")?;
         let status: String = r.try_get("tax_status")?;
@@ -900,7 +901,6 @@ impl Platform {
             None => None,
         };
         Ok(Some(StoredInvoice {
-            number: r.try_get("number")?,
             enterprise: r.try_get("enterprise")?,
             order_id: r.try_get("order_id")?,
             kind: r.try_get("kind")?,
@@ -911,10 +911,11 @@ impl Platform {
                 &self
                     .inner
                     .vault
-                    .unseal_str(&RECORD.field(), &record)
+                    .unseal_str(RECORD, &number, &record)
                     .await?,
             )
             .map_err(|e| Step::Failed(e.to_string()))?,
+            number,
             receipt: receipt
                 .map(|r| serde_json::from_str(&r))
                 .transpose()
@@ -925,8 +926,8 @@ impl Platform {
 }
 
 impl Platform {
-    pub(crate) async fn read_record(&self, sealed: &str) -> Result<Invoice, Step> {
-        let json = self.inner.vault.unseal_str(&RECORD.field(), sealed).await?;
+    pub(crate) async fn read_record(&self, number: &str, sealed: &str) -> Result<Invoice, Step> {
+        let json = self.inner.vault.unseal_str(RECORD, number, sealed).await?;
         let wire: WireInvoice =
             serde_json::from_str(&json).map_err(|e| Step::Failed(e.to_string()))?;
         Ok(wire

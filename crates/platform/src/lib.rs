@@ -167,6 +167,8 @@ impl Platform {
     ) -> Result<Self, PlatformError> {
         let db = Db::open(database, "platform", MIGRATIONS).await?;
         let vault = Vault::open(&db, material.master_key.clone(), now()).await?;
+        // What older builds left in the sealed columns, sealed row-bound before serving.
+        vault.upgrade(SEALED).await?;
         let registry = Arc::new(fapiao_service::Registry::new());
         let envelopes = Envelopes::new(
             material.party.clone(),

@@ -617,7 +617,7 @@ impl Platform {
         let record = self
             .inner
             .vault
-            .unseal_str(&crate::RECORD.field(), record)
+            .unseal_str(crate::RECORD, number, record)
             .await?;
         Ok(serde_json::from_str(&record)
             .map(|w| (w, record.len()))

@@ -132,7 +132,8 @@ pub struct HttpsClient {
     port: u16,
     server_name: ServerName<'static>,
     connector: TlsConnector,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// Idle connections and when each became idle.
+    idle: Mutex<Vec<(SendRequest<Full<Bytes>>, tokio::time::Instant)>>,
     timeout: Duration,
 }
 
@@ -145,6 +146,9 @@ impl std::fmt::Debug for HttpsClient {
 }
 
 const MAX_IDLE: usize = 64;
+/// Longest a connection waits in the pool to be used again (below half the servers' header
+/// timeout, `handshake_timeout_seconds`, 10 s by default).
+const MAX_IDLE_TIME: Duration = Duration::from_secs(4);
 
 impl HttpsClient {
     /// A client for `base_url` (`https://host[:port]`, IPv6 in brackets) using `config`.
@@ -228,10 +232,15 @@ impl HttpsClient {
     async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, CallError> {
         loop {
             let next = self.idle.lock().ok().and_then(|mut v| v.pop());
-            let Some(mut sender) = next else {
+            let Some((mut sender, since)) = next else {
                 return self.connect().await;
             };
-            if !sender.is_closed() && sender.ready().await.is_ok() {
+            // Servers close connections idle longer than their header timeout (10 s by
+            // default); one idle for less than half of that is never closed under a request.
+            if since.elapsed() < MAX_IDLE_TIME
+                && !sender.is_closed()
+                && sender.ready().await.is_ok()
+            {
                 return Ok(sender);
             }
         }
@@ -288,7 +297,7 @@ impl HttpsClient {
             && let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE
         {
-            idle.push(sender);
+            idle.push((sender, tokio::time::Instant::now()));
         }
         Ok(Response {
             status: parts.status.as_u16(),

@@ -20,7 +20,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -170,7 +169,26 @@ impl Envelopes {
                     |State((env, handler)): State<(Arc<Self>, Arc<H>)>,
                      peer: Option<PeerIdentity>,
                      headers: HeaderMap,
-                     body: Bytes| async move {
+                     body: axum::body::Body| async move {
+                        // Who is calling before a byte of the body is read: a client
+                        // without a certificate costs no more than its headers.
+                        let rid = request_id(&headers);
+                        let Some(peer) = peer else {
+                            return ApiError::new(
+                                Code::PeerCertificateRequired,
+                                "a client certificate of a Fapiao role is required",
+                                rid,
+                            )
+                            .into_response();
+                        };
+                        let Ok(body) = axum::body::to_bytes(body, MAX_ENVELOPE).await else {
+                            return ApiError::new(
+                                Code::EnvelopeMalformed,
+                                format!("an envelope is at most {MAX_ENVELOPE} bytes"),
+                                rid,
+                            )
+                            .into_response();
+                        };
                         env.receive(&*handler, peer, &headers, &body).await
                     },
                 ),
@@ -184,26 +202,17 @@ impl Envelopes {
                     )
                 }),
             )
-            .layer(axum::extract::DefaultBodyLimit::max(MAX_ENVELOPE))
             .with_state((self, handler))
     }
 
     async fn receive<H: EnvelopeHandler>(
         &self,
         handler: &H,
-        peer: Option<PeerIdentity>,
+        peer: PeerIdentity,
         headers: &HeaderMap,
         body: &[u8],
     ) -> Response {
         let rid = request_id(headers);
-        let Some(peer) = peer else {
-            return ApiError::new(
-                Code::PeerCertificateRequired,
-                "a client certificate of a Fapiao role is required",
-                rid,
-            )
-            .into_response();
-        };
         let now = now();
         // The signer must be the TLS peer, checked before any id is remembered (in memory or
         // in the database): a peer presenting someone else's captured envelope must not use up

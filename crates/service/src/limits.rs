@@ -1,6 +1,6 @@
 //! Limits that keep one client from taking a service down: token-bucket rate limits by key
-//! (per enterprise, per client address), a request timeout, and (in [`crate::serve_tls_with`])
-//! a cap on open connections.
+//! (per enterprise, per client address), a request timeout, and (in [`crate::serve_tls_live`])
+//! caps on open connections, in all and per address, and handshake and header time limits.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,6 +34,12 @@ pub struct Limits {
     pub address_burst: f64,
     /// Largest ERP request body, bytes (larger: 413).
     pub max_body_bytes: usize,
+    /// Open connections per client address (more are closed at once). Behind a load
+    /// balancer that does not pass the client's address, raise it to the balancer's share.
+    pub max_connections_per_address: usize,
+    /// Longest time for the TLS handshake, and for each request's headers (then the
+    /// connection is closed).
+    pub handshake_timeout_seconds: u64,
 }
 
 impl Default for Limits {
@@ -46,6 +52,8 @@ impl Default for Limits {
             address_rate: 400.0,
             address_burst: 800.0,
             max_body_bytes: 256 * 1024,
+            max_connections_per_address: 512,
+            handshake_timeout_seconds: 10,
         }
     }
 }

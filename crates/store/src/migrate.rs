@@ -144,6 +144,15 @@ pub(crate) const BASE: &[Migration] = &[
         // Heads signed before have none and sign only their record.
         sql: Sql::portable("ALTER TABLE audit_heads ADD COLUMN prev TEXT;"),
     },
+    Migration {
+        version: 6,
+        description: "sealed columns re-sealed in the row-bound format",
+        // `Vault::upgrade` re-seals a column once (with the master key, which migrations do
+        // not have) and records it here.
+        sql: Sql::portable(
+            "CREATE TABLE sealed_columns (field TEXT PRIMARY KEY, format BIGINT NOT NULL);",
+        ),
+    },
 ];
 
 const CREATE_MIGRATIONS: Sql = Sql::portable(

@@ -6,19 +6,24 @@
 //! (AEAD-encrypted) under the **master key**, which never touches the database: it comes from
 //! a key file (`<prefix>.master.key`, hex, mode 0600) or `FAPIAO_MASTER_KEY`.
 //!
-//! A sealed value is the text `enc1:k<id>:<base64(nonce ‖ ciphertext ‖ tag)>`. The key id
+//! A sealed value is the text `enc2:k<id>:<base64(nonce ‖ ciphertext ‖ tag)>`. The key id
 //! travels with the value, so rotation ([`Vault::rotate`]) creates a new data key, makes it
 //! the one new values are sealed with, and re-seals old values in small batches while the
-//! role keeps running. The associated data binds each value to its column and key id
-//! (`invoices.record|k2`): a value moved to another column or relabelled does not open.
+//! role keeps running. The associated data binds each value to its column, its key id and
+//! its row (`invoices.record|k2|26312000000000000001`, the row named by
+//! [`SealedColumn::key`]): a value moved to another column or another row, or relabelled,
+//! does not open.
 //!
 //! Why rotation needs no pause: [`Vault::seal`] reads the active key id inside the caller's
 //! write transaction, and activating a new key is itself a write transaction. Writes are
 //! serialized, so every value sealed after the switch uses the new key, and one pass over the
 //! rows committed before it re-seals the rest.
 //!
-//! Values that are not sealed (written before encryption at rest existed) are read as they
-//! are; a rotation seals them.
+//! A sealed column never accepts what is not sealed this way: a plain value written into it
+//! around Fapiao (or an `enc1:` value of the format before rows were bound) is refused when
+//! read. What older builds left — plain values from before encryption at rest, `enc1:`
+//! values — is re-sealed once when a role opens its vault ([`Vault::open`] with the role's
+//! columns), before it serves.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -41,7 +46,9 @@ use crate::{Db, StoreError, Tx};
 /// The environment variable that overrides the master key file (hex).
 pub const MASTER_KEY_ENV: &str = "FAPIAO_MASTER_KEY";
 
-const PREFIX: &str = "enc1:";
+const PREFIX: &str = "enc2:";
+/// Values of the format before rows were bound (read only to re-seal them).
+const LEGACY_PREFIX: &str = "enc1:";
 
 fn key_error(m: impl Into<String>) -> StoreError {
     StoreError::Key(m.into())
@@ -196,8 +203,19 @@ fn wrap_aad(id: i64) -> Vec<u8> {
     format!("fapiao data key k{id}").into_bytes()
 }
 
-fn value_aad(field: &str, id: i64) -> Vec<u8> {
+fn value_aad(field: &str, id: i64, row: &str) -> Vec<u8> {
+    format!("{field}|k{id}|{row}").into_bytes()
+}
+
+fn legacy_aad(field: &str, id: i64) -> Vec<u8> {
     format!("{field}|k{id}").into_bytes()
+}
+
+/// A sealed value's key id and `nonce ‖ ciphertext ‖ tag`, after the prefix.
+fn parse_sealed(rest: &str) -> Option<(i64, Vec<u8>)> {
+    let (kid, body) = rest.split_once(':')?;
+    let id = kid.strip_prefix('k')?.parse().ok()?;
+    Some((id, Base64::decode_vec(body).ok()?))
 }
 
 impl Vault {
@@ -316,25 +334,28 @@ impl Vault {
         &self,
         id: i64,
         field: &str,
+        row: &str,
         plaintext: &[u8],
     ) -> Result<String, StoreError> {
         let key = self.key(id).await?;
         let mut nonce = [0_u8; NONCE_LEN];
         system_rng().fill_bytes(&mut nonce);
         let mut bytes = nonce.to_vec();
-        bytes.extend(key.seal(&nonce, &value_aad(field, id), plaintext));
+        bytes.extend(key.seal(&nonce, &value_aad(field, id, row), plaintext));
         Ok(format!("{PREFIX}k{id}:{}", Base64::encode_string(&bytes)))
     }
 
-    /// Seals `plaintext` for `field` (`table.column`) with the active data key, read in the
-    /// caller's write transaction `tx` (see the module docs for why).
+    /// Seals `plaintext` for `column` of the row whose [`SealedColumn::key`] is `row`, with
+    /// the active data key, read in the caller's write transaction `tx` (see the module docs
+    /// for why).
     ///
     /// # Errors
     /// [`StoreError`].
     pub async fn seal(
         &self,
         tx: &mut Tx,
-        field: &str,
+        column: SealedColumn,
+        row: &str,
         plaintext: &[u8],
     ) -> Result<String, StoreError> {
         // Read once per transaction. Activating another key is a write transaction, which
@@ -355,7 +376,7 @@ impl Vault {
                 id
             }
         };
-        self.seal_with(id, field, plaintext).await
+        self.seal_with(id, &column.field(), row, plaintext).await
     }
 
     /// [`Self::seal`] of text.
@@ -365,32 +386,37 @@ impl Vault {
     pub async fn seal_str(
         &self,
         tx: &mut Tx,
-        field: &str,
+        column: SealedColumn,
+        row: &str,
         plaintext: &str,
     ) -> Result<String, StoreError> {
-        self.seal(tx, field, plaintext.as_bytes()).await
+        self.seal(tx, column, row, plaintext.as_bytes()).await
     }
 
-    /// Opens a value of `field`; a value that was never sealed comes back as it is.
+    /// Opens the value of `column` in the row whose key is `row`.
     ///
     /// # Errors
-    /// [`StoreError::Key`] when it does not open (altered, moved from another column, or
-    /// sealed under a key this database does not have).
-    pub async fn unseal(&self, field: &str, value: &str) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    /// [`StoreError::Key`] when it is not a sealed value (written around Fapiao) or does not
+    /// open (altered, moved from another column or row, or sealed under a key this database
+    /// does not have).
+    pub async fn unseal(
+        &self,
+        column: SealedColumn,
+        row: &str,
+        value: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        let field = column.field();
         let Some(rest) = value.strip_prefix(PREFIX) else {
-            return Ok(Zeroizing::new(value.as_bytes().to_vec()));
+            return Err(key_error(format!(
+                "{field} of {row}: not a sealed value (refused: sealed columns hold nothing else)"
+            )));
         };
-        let bad = || key_error(format!("{field}: sealed value does not open"));
-        let (kid, body) = rest.split_once(':').ok_or_else(bad)?;
-        let id: i64 = kid
-            .strip_prefix('k')
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(bad)?;
-        let bytes = Base64::decode_vec(body).map_err(|_| bad())?;
+        let bad = || key_error(format!("{field} of {row}: sealed value does not open"));
+        let (id, bytes) = parse_sealed(rest).ok_or_else(bad)?;
         let (nonce, sealed) = bytes.split_first_chunk::<NONCE_LEN>().ok_or_else(bad)?;
         self.key(id)
             .await?
-            .open(nonce, &value_aad(field, id), sealed)
+            .open(nonce, &value_aad(&field, id, row), sealed)
             .map_err(|_| bad())
     }
 
@@ -400,13 +426,63 @@ impl Vault {
     /// [`StoreError::Key`], also for a value that is not UTF-8.
     pub async fn unseal_str(
         &self,
-        field: &str,
+        column: SealedColumn,
+        row: &str,
         value: &str,
     ) -> Result<Zeroizing<String>, StoreError> {
-        let bytes = self.unseal(field, value).await?;
+        let bytes = self.unseal(column, row, value).await?;
         String::from_utf8(bytes.to_vec())
             .map(Zeroizing::new)
-            .map_err(|_| key_error(format!("{field}: not text")))
+            .map_err(|_| key_error(format!("{} of {row}: not text", column.field())))
+    }
+
+    /// A value in the format before rows were bound (`enc1:`, bound to column and key id
+    /// only), as older builds wrote it: for tests of [`Self::upgrade`].
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    #[doc(hidden)]
+    pub async fn seal_legacy(
+        &self,
+        column: SealedColumn,
+        plaintext: &[u8],
+    ) -> Result<String, StoreError> {
+        let id = active_id(self.db.pool())
+            .await?
+            .ok_or_else(|| key_error("no active data key"))?;
+        let key = self.key(id).await?;
+        let mut nonce = [0_u8; NONCE_LEN];
+        system_rng().fill_bytes(&mut nonce);
+        let mut bytes = nonce.to_vec();
+        bytes.extend(key.seal(&nonce, &legacy_aad(&column.field(), id), plaintext));
+        Ok(format!(
+            "{LEGACY_PREFIX}k{id}:{}",
+            Base64::encode_string(&bytes)
+        ))
+    }
+
+    /// What older builds left, opened to be re-sealed: a current value, an `enc1:` value
+    /// (bound to its column and key only) or a plain one.
+    async fn unseal_any(
+        &self,
+        column: SealedColumn,
+        row: &str,
+        value: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+        if value.starts_with(PREFIX) {
+            return self.unseal(column, row, value).await;
+        }
+        let Some(rest) = value.strip_prefix(LEGACY_PREFIX) else {
+            return Ok(Zeroizing::new(value.as_bytes().to_vec()));
+        };
+        let field = column.field();
+        let bad = || key_error(format!("{field} of {row}: sealed value does not open"));
+        let (id, bytes) = parse_sealed(rest).ok_or_else(bad)?;
+        let (nonce, sealed) = bytes.split_first_chunk::<NONCE_LEN>().ok_or_else(bad)?;
+        self.key(id)
+            .await?
+            .open(nonce, &legacy_aad(&field, id), sealed)
+            .map_err(|_| bad())
     }
 
     /// A keyed digest of `value` for equality search over a column whose values are sealed
@@ -438,8 +514,9 @@ impl Vault {
             .ok_or_else(|| key_error("no active data key"))
     }
 
-    /// How many values of `column` are sealed under each key id; `plain` counts values
-    /// that are not sealed.
+    /// How many values of `column` are sealed under each key id; `enc1` counts values of the
+    /// format before rows were bound, `plain` values that are not sealed (both re-sealed at
+    /// the role's next start).
     ///
     /// # Errors
     /// [`StoreError`].
@@ -451,7 +528,8 @@ impl Vault {
         .replace("{c}", column.column)
         .replace("{p}", &(PREFIX.len() + 1).to_string());
         let sql = format!(
-            "SELECT CASE WHEN {c} LIKE '{PREFIX}%' THEN {key_id} ELSE 'plain' END AS k,
+            "SELECT CASE WHEN {c} LIKE '{PREFIX}%' THEN {key_id}
+                    WHEN {c} LIKE '{LEGACY_PREFIX}%' THEN 'enc1' ELSE 'plain' END AS k,
                  CAST(COUNT(*) AS BIGINT) AS n
              FROM {t} WHERE {c} IS NOT NULL GROUP BY 1 ORDER BY 1",
             c = column.column,
@@ -491,53 +569,114 @@ impl Vault {
         let current = format!("{PREFIX}k{id}:%");
         let mut resealed = Vec::new();
         for column in columns {
-            let field = column.field();
-            let mut done = 0_u64;
-            loop {
-                let mut tx = self.db.begin_write().await?;
-                let rows = query_text(format!(
-                    "SELECT {k} AS r, {c} AS v FROM {t}
-                     WHERE {c} IS NOT NULL AND {c} NOT LIKE $1 LIMIT $2",
-                    c = column.column,
-                    t = column.table,
-                    k = column.key,
-                ))
-                .bind(&current)
-                .bind(i64::from(batch.max(1)))
-                .fetch_all(&mut *tx)
+            let done = self
+                .reseal(*column, id, &current, batch, &mut progress)
                 .await?;
-                if rows.is_empty() {
-                    tx.commit().await?;
-                    break;
-                }
-                for r in &rows {
-                    let key = r.value("r")?;
-                    let value: String = r.try_get("v")?;
-                    let plain = self.unseal(&field, &value).await?;
-                    let sealed = self.seal_with(id, &field, &plain).await?;
-                    // Unchanged since read: a value written meanwhile under the new key
-                    // stays as it is.
-                    query_text(format!(
-                        "UPDATE {t} SET {c} = $1 WHERE {k} = $2 AND {c} = $3",
-                        c = column.column,
-                        t = column.table,
-                        k = column.key,
-                    ))
-                    .bind(sealed)
-                    .bind(key)
-                    .bind(value)
-                    .execute(&mut tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                done += rows.len() as u64;
-                progress(&field, done);
-            }
-            resealed.push((field, done));
+            resealed.push((column.field(), done));
         }
         Ok(Rotation {
             key: format!("k{id}"),
             resealed,
         })
+    }
+
+    /// Re-seals under key `id` every value of `column` not matching `keep` (a `LIKE`
+    /// pattern), `batch` rows per write transaction; how many.
+    async fn reseal(
+        &self,
+        column: SealedColumn,
+        id: i64,
+        keep: &str,
+        batch: u32,
+        progress: &mut impl FnMut(&str, u64),
+    ) -> Result<u64, StoreError> {
+        let field = column.field();
+        let mut done = 0_u64;
+        loop {
+            let mut tx = self.db.begin_write().await?;
+            let rows = query_text(format!(
+                "SELECT CAST(({k}) AS TEXT) AS r, {c} AS v FROM {t}
+                 WHERE {c} IS NOT NULL AND {c} NOT LIKE $1 LIMIT $2",
+                c = column.column,
+                t = column.table,
+                k = column.key,
+            ))
+            .bind(keep)
+            .bind(i64::from(batch.max(1)))
+            .fetch_all(&mut *tx)
+            .await?;
+            if rows.is_empty() {
+                tx.commit().await?;
+                return Ok(done);
+            }
+            for r in &rows {
+                let row: String = r.try_get("r")?;
+                let value: String = r.try_get("v")?;
+                let plain = self.unseal_any(column, &row, &value).await?;
+                let sealed = self.seal_with(id, &field, &row, &plain).await?;
+                // Unchanged since read: a value written meanwhile under the new key stays as
+                // it is.
+                query_text(format!(
+                    "UPDATE {t} SET {c} = $1 WHERE CAST(({k}) AS TEXT) = $2 AND {c} = $3",
+                    c = column.column,
+                    t = column.table,
+                    k = column.key,
+                ))
+                .bind(sealed)
+                .bind(row)
+                .bind(value)
+                .execute(&mut tx)
+                .await?;
+            }
+            tx.commit().await?;
+            done += rows.len() as u64;
+            progress(&field, done);
+        }
+    }
+
+    /// Re-seals, under the active key, what older builds left in `columns`: plain values and
+    /// `enc1:` values (not bound to their rows). Once per column and database: a column done
+    /// is recorded (`sealed_columns`), so later starts only read that record. Returns the
+    /// values re-sealed per column.
+    ///
+    /// # Errors
+    /// [`StoreError`], also for an `enc1:` value that does not open (the role then refuses
+    /// to start rather than serve a column it cannot read).
+    pub async fn upgrade(
+        &self,
+        columns: &[SealedColumn],
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for column in columns {
+            let field = column.field();
+            let done: Option<i64> =
+                query_scalar("SELECT format FROM sealed_columns WHERE field = $1")
+                    .bind(&field)
+                    .fetch_optional(self.db.pool())
+                    .await?;
+            if done == Some(2) {
+                continue;
+            }
+            let id = active_id(self.db.pool())
+                .await?
+                .ok_or_else(|| key_error("no active data key"))?;
+            let n = self
+                .reseal(*column, id, &format!("{PREFIX}%"), 500, &mut |_, _| {})
+                .await?;
+            let mut tx = self.db.begin_write().await?;
+            query(
+                "INSERT INTO sealed_columns (field, format) VALUES ($1, 2)
+                 ON CONFLICT (field) DO UPDATE SET format = 2",
+            )
+            .bind(&field)
+            .execute(&mut tx)
+            .await?;
+            tx.commit().await?;
+            if n > 0 {
+                tracing::info!(field, resealed = n, "values of an older format re-sealed");
+            }
+            out.push((field, n));
+        }
+        Ok(out)
     }
 }

@@ -1,6 +1,7 @@
 //! Encryption at rest on a real SQLite file and a real PostgreSQL database: values sealed
-//! under data keys wrapped by a master key, rotation while another writer keeps sealing, and
-//! nothing readable in the SQLite file.
+//! under data keys wrapped by a master key and bound to their column and row, rotation while
+//! another writer keeps sealing, nothing readable in the SQLite file, and a sealed column
+//! refusing what a database write put there around Fapiao.
 #![expect(clippy::unwrap_used, reason = "tests")]
 
 use fapiao_crypto::aead::AeadAlgorithm;
@@ -19,12 +20,20 @@ const PHONE: SealedColumn = SealedColumn {
     column: "phone",
     key: "id",
 };
+const EMAIL: SealedColumn = SealedColumn {
+    table: "people",
+    column: "email",
+    key: "id",
+};
 
 engines!(
     sealed_values_open_only_in_their_column_and_unaltered,
     the_wrong_master_key_is_named_not_guessed,
     rotation_while_writing_loses_nothing,
     rotation_seals_values_written_before_encryption,
+    a_plain_value_written_into_a_sealed_column_is_refused,
+    sealed_values_swapped_between_rows_do_not_open,
+    what_older_builds_left_is_sealed_row_bound_once_at_start,
 );
 
 async fn fresh(engine: Engine) -> TestDb {
@@ -50,7 +59,7 @@ fn phone(i: usize) -> String {
 async fn insert(db: &Db, vault: &Vault, i: usize) {
     let mut tx = db.begin_write().await.unwrap();
     let v = vault
-        .seal_str(&mut tx, "people.phone", &phone(i))
+        .seal_str(&mut tx, PHONE, &i.to_string(), &phone(i))
         .await
         .unwrap();
     query("INSERT INTO people (id, phone) VALUES ($1, $2)")
@@ -68,8 +77,8 @@ async fn all_open(db: &Db, vault: &Vault) -> usize {
         .await
         .unwrap();
     for (id, v) in &rows {
-        assert!(v.starts_with("enc1:k"), "{v}");
-        let plain = vault.unseal_str("people.phone", v).await.unwrap();
+        assert!(v.starts_with("enc2:k"), "{v}");
+        let plain = vault.unseal_str(PHONE, &id.to_string(), v).await.unwrap();
         assert_eq!(*plain, phone(usize::try_from(*id).unwrap()));
     }
     rows.len()
@@ -95,42 +104,38 @@ async fn sealed_values_open_only_in_their_column_and_unaltered(engine: Engine) {
         let vault = Vault::open(&db, master(algorithm, 7), now()).await.unwrap();
         let mut tx = db.begin_write().await.unwrap();
         let a = vault
-            .seal_str(&mut tx, "people.phone", "13812341234")
+            .seal_str(&mut tx, PHONE, "1", "13812341234")
             .await
             .unwrap();
         let b = vault
-            .seal_str(&mut tx, "people.phone", "13812341234")
+            .seal_str(&mut tx, PHONE, "1", "13812341234")
             .await
             .unwrap();
         tx.commit().await.unwrap();
-        assert!(a.starts_with("enc1:k1:"), "{a}");
+        assert!(a.starts_with("enc2:k1:"), "{a}");
         assert_ne!(a, b, "fresh nonce per value");
         assert!(!a.contains("1381234"));
         assert_eq!(
-            *vault.unseal_str("people.phone", &a).await.unwrap(),
+            *vault.unseal_str(PHONE, "1", &a).await.unwrap(),
             "13812341234"
         );
         // Moved to another column: refused.
-        let err = vault.unseal("people.email", &a).await.unwrap_err();
+        let err = vault.unseal(EMAIL, "1", &a).await.unwrap_err();
         assert!(err.to_string().contains("people.email"), "{err}");
         // One character changed: refused.
         let mut altered = a.clone().into_bytes();
         let last = altered.len() - 3;
         altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
         let altered = String::from_utf8(altered).unwrap();
-        assert!(vault.unseal("people.phone", &altered).await.is_err());
+        assert!(vault.unseal(PHONE, "1", &altered).await.is_err());
         // Relabelled with another key id: refused (the id is authenticated).
         assert!(
             vault
-                .unseal("people.phone", &a.replacen("enc1:k1:", "enc1:k2:", 1))
+                .unseal(PHONE, "1", &a.replacen("enc2:k1:", "enc2:k2:", 1))
                 .await
                 .is_err()
         );
-        // Never sealed: read as is (the migration path for old rows).
-        assert_eq!(
-            *vault.unseal("people.phone", "plain").await.unwrap(),
-            *b"plain"
-        );
+
         // The blind index is stable and keyed.
         assert_eq!(
             vault.blind_index("people.phone", "x"),
@@ -243,9 +248,9 @@ async fn rotation_while_writing_loses_nothing(engine: Engine) {
     assert_eq!(all_open(&other, &rotator).await, 700);
     // Old values sealed under k1 elsewhere (a backup) still open: k1 is kept.
     let mut tx = db.begin_write().await.unwrap();
-    let new = vault.seal_str(&mut tx, "people.phone", "x").await.unwrap();
+    let new = vault.seal_str(&mut tx, PHONE, "9999", "x").await.unwrap();
     tx.commit().await.unwrap();
-    assert!(new.starts_with("enc1:k2:"), "{new}");
+    assert!(new.starts_with("enc2:k2:"), "{new}");
     drop((db, other));
     if engine == Engine::Sqlite {
         let bytes = file_bytes(&t);
@@ -276,4 +281,98 @@ async fn rotation_seals_values_written_before_encryption(engine: Engine) {
     let r = vault.rotate(&[PHONE], 2, now(), |_, _| {}).await.unwrap();
     assert_eq!(r.resealed, vec![("people.phone".to_owned(), 5)]);
     assert_eq!(all_open(&db, &vault).await, 5);
+}
+
+/// One database write replaces a sealed value with plain text of the attacker's choosing (an
+/// ERP secret they then sign requests with): reading it is refused.
+async fn a_plain_value_written_into_a_sealed_column_is_refused(engine: Engine) {
+    let t = fresh(engine).await;
+    let db = Db::open(&t.url, "t", M).await.unwrap();
+    let vault = Vault::open(&db, master(AeadAlgorithm::Sm4Gcm, 5), now())
+        .await
+        .unwrap();
+    insert(&db, &vault, 1).await;
+    query("UPDATE people SET phone = 'sk_attacker' WHERE id = 1")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let v: String = fapiao_store::query_scalar("SELECT phone FROM people WHERE id = 1")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let err = vault.unseal_str(PHONE, "1", &v).await.unwrap_err();
+    assert!(err.to_string().contains("not a sealed value"), "{err}");
+    // Nor an `enc1:` value (bound to the column only) written in by hand.
+    let err = vault
+        .unseal_str(PHONE, "1", "enc1:k1:AAAA")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a sealed value"), "{err}");
+}
+
+/// Row 2's sealed value copied over row 1's (say, another enterprise's secret, or an invoice
+/// over another invoice): it does not open as row 1's.
+async fn sealed_values_swapped_between_rows_do_not_open(engine: Engine) {
+    let t = fresh(engine).await;
+    let db = Db::open(&t.url, "t", M).await.unwrap();
+    let vault = Vault::open(&db, master(AeadAlgorithm::Aes256Gcm, 6), now())
+        .await
+        .unwrap();
+    insert(&db, &vault, 1).await;
+    insert(&db, &vault, 2).await;
+    query("UPDATE people SET phone = (SELECT phone FROM people WHERE id = 2) WHERE id = 1")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let v: String = fapiao_store::query_scalar("SELECT phone FROM people WHERE id = 1")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let err = vault.unseal_str(PHONE, "1", &v).await.unwrap_err();
+    assert!(err.to_string().contains("does not open"), "{err}");
+    assert_eq!(*vault.unseal_str(PHONE, "2", &v).await.unwrap(), phone(2));
+}
+
+/// A database from before rows were bound: plain values and `enc1:` values (sealed with the
+/// column and key only). The role's start re-seals them row-bound, once; afterwards every
+/// value opens in its row and only there.
+async fn what_older_builds_left_is_sealed_row_bound_once_at_start(engine: Engine) {
+    let t = fresh(engine).await;
+    let db = Db::open(&t.url, "t", M).await.unwrap();
+    let vault = Vault::open(&db, master(AeadAlgorithm::Sm4Gcm, 4), now())
+        .await
+        .unwrap();
+    let legacy = vault.seal_legacy(PHONE, phone(1).as_bytes()).await.unwrap();
+    assert!(legacy.starts_with("enc1:k1:"), "{legacy}");
+    // Read as it is, it is refused like any value not sealed row-bound.
+    assert!(vault.unseal(PHONE, "1", &legacy).await.is_err());
+    for (id, v) in [(1_i64, legacy), (2, phone(2)), (3, phone(3))] {
+        query("INSERT INTO people (id, phone) VALUES ($1, $2)")
+            .bind(id)
+            .bind(v)
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+    let census = vault.census(PHONE).await.unwrap();
+    assert_eq!(
+        census,
+        vec![("enc1".to_owned(), 1), ("plain".to_owned(), 2)]
+    );
+    assert_eq!(
+        vault.upgrade(&[PHONE]).await.unwrap(),
+        vec![("people.phone".to_owned(), 3)]
+    );
+    assert_eq!(all_open(&db, &vault).await, 3);
+    assert_eq!(
+        vault.census(PHONE).await.unwrap(),
+        vec![("k1".to_owned(), 3)]
+    );
+    // Done once: a plain value written afterwards stays refused, not sealed at the next start.
+    query("INSERT INTO people (id, phone) VALUES (4, 'written around')")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert!(vault.upgrade(&[PHONE]).await.unwrap().is_empty());
+    assert!(vault.unseal(PHONE, "4", "written around").await.is_err());
 }

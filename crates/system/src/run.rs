@@ -190,7 +190,7 @@ pub async fn start_role(
                 l,
                 tls.clone(),
                 router.clone(),
-                limits.max_connections,
+                &limits,
                 Some(material.trust.clone()),
             )
             .map_err(e("serving"))?;

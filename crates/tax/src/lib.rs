@@ -118,6 +118,8 @@ impl Tax {
     pub async fn open(database: &str, material: &Material) -> Result<Self, TaxError> {
         let db = Db::open(database, "tax", MIGRATIONS).await?;
         let vault = Vault::open(&db, material.master_key.clone(), now()).await?;
+        // What older builds left in the sealed columns, sealed row-bound before serving.
+        vault.upgrade(SEALED).await?;
         let registry = Arc::new(fapiao_service::Registry::new());
         let envelopes = Envelopes::new(
             material.party.clone(),
@@ -595,7 +597,7 @@ impl Tax {
         let record = self
             .inner
             .vault
-            .seal_str(tx, &RECORD.field(), &json)
+            .seal_str(tx, RECORD, &number, &json)
             .await?;
         let receipt_json = serde_json::to_string(&receipt)?;
         batch.invoices.push(serde_json::json!([
@@ -665,16 +667,16 @@ impl Tax {
         let Some(blue_record) = blue_record else {
             return Ok(RedCheck::BlueMissing);
         };
-        let blue = self.read_record(&blue_record).await?;
-        let prior: Vec<String> = query_scalar(
-            "SELECT record FROM invoices WHERE blue_number = $1 ORDER BY accepted_at, number",
+        let blue = self.read_record(blue, &blue_record).await?;
+        let prior: Vec<(String, String)> = query_as(
+            "SELECT number, record FROM invoices WHERE blue_number = $1 ORDER BY accepted_at, number",
         )
         .bind(blue.number().as_str())
         .fetch_all(&mut **tx)
         .await?;
         let mut prior_invoices = Vec::with_capacity(prior.len());
-        for r in &prior {
-            prior_invoices.push(self.read_record(r).await?);
+        for (n, r) in &prior {
+            prior_invoices.push(self.read_record(n, r).await?);
         }
         let prior = prior_invoices;
         Ok(
@@ -743,9 +745,10 @@ enum RedCheck {
 impl Tax {
     async fn read_record(
         &self,
+        number: &str,
         sealed: &str,
     ) -> Result<Invoice, Box<dyn std::error::Error + Send + Sync>> {
-        let json = self.inner.vault.unseal_str(&RECORD.field(), sealed).await?;
+        let json = self.inner.vault.unseal_str(RECORD, number, sealed).await?;
         let wire: fapiao_protocol::wire::WireInvoice = serde_json::from_str(&json)?;
         Ok(wire.to_signed()?.invoice)
     }

@@ -447,7 +447,7 @@ impl Cloud {
         let record = self
             .inner
             .vault
-            .seal_str(tx, &crate::RECORD.field(), &json)
+            .seal_str(tx, crate::RECORD, inv.number().as_str(), &json)
             .await
             .map_err(|e| internal(rid, &e))?;
         let buyer = d.buyer();

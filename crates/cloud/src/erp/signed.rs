@@ -61,7 +61,7 @@ impl Cloud {
         let secret = self
             .inner
             .vault
-            .unseal_str(&crate::SECRET.field(), &secret)
+            .unseal_str(crate::SECRET, &enterprise, &secret)
             .await
             .map_err(|e| internal(rid, &e))?;
         let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());

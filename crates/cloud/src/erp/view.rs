@@ -85,10 +85,11 @@ impl Cloud {
         let form: Option<String> = r.try_get("form")?;
         let receipt: Option<String> = r.try_get("receipt")?;
         let record: String = r.try_get("record")?;
+        let number: String = r.try_get("number")?;
         let record = self
             .inner
             .vault
-            .unseal_str(&crate::RECORD.field(), &record)
+            .unseal_str(crate::RECORD, &number, &record)
             .await
             .map_err(|e| StoreError::Data(e.to_string()))?;
         Ok(InvoiceView {

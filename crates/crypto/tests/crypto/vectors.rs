@@ -301,3 +301,92 @@ fn gcm_agrees_with_python_cryptography() {
 fn hex(b: &[u8]) -> String {
     crate::helpers::hex(b)
 }
+
+/// OpenSSL's SM2 signatures (tests/data/sm2-openssl.txt): our verifier and the `sm2` crate's
+/// accept each, and both refuse it with a changed message, `r` or `s` — three times each,
+/// so the key's precomputed table (built on its second verification) is used as well.
+#[test]
+fn sm2_signatures_made_by_openssl_verify_in_both_verifiers() {
+    use sm2::dsa::signature::Verifier as _;
+    let text = include_str!("../data/sm2-openssl.txt");
+    let mut n = 0;
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let fields: Vec<&str> = line.split('|').collect();
+        let (point, message, der) = (unhex(fields[0]), unhex(fields[1]), unhex(fields[2]));
+        let key = sm2::PublicKey::from_sec1_bytes(&point).unwrap();
+        let theirs = sm2::dsa::VerifyingKey::new(fapiao_crypto::SM2_DISTID, key).unwrap();
+        let ours = fapiao_crypto::PublicKey::Sm2(key);
+        let signature = sm2::dsa::Signature::from_der(&der).unwrap();
+        let (r, s) = (*signature.r(), *signature.s());
+        let one = sm2::Scalar::ONE;
+        let changed_r = sm2::dsa::Signature::from_scalars(r + one, s).unwrap();
+        let changed_s = sm2::dsa::Signature::from_scalars(r, s + one).unwrap();
+        let mut other = message.clone();
+        other.push(0);
+        for _ in 0..3 {
+            for (m, sig, valid) in [
+                (&message, &signature, true),
+                (&other, &signature, false),
+                (&message, &changed_r, false),
+                (&message, &changed_s, false),
+            ] {
+                let der = sig.to_der().to_vec();
+                assert_eq!(ours.verify(m, &der).is_ok(), valid, "line {n}");
+                assert_eq!(theirs.verify(m, sig).is_ok(), valid, "line {n}");
+            }
+        }
+        n += 1;
+    }
+    assert_eq!(n, 48);
+}
+
+/// Signatures at the edges of what SM2 verification must refuse, DER-encoded as an attacker
+/// would send them: `r` or `s` of 0, `n` or `n + 1`.
+#[test]
+fn sm2_signatures_out_of_range_are_refused() {
+    let key = fapiao_crypto::PrivateKey::generate(
+        fapiao_crypto::KeyAlgorithm::Sm2,
+        &mut fapiao_crypto::rng::system_rng(),
+    );
+    let public = key.public_key();
+    let good = key.sign(b"m").unwrap();
+    public.verify(b"m", &good).unwrap();
+    let n = unhex("FFFFFFFEFFFFFFFFFFFFFFFFFFFFFFFF7203DF6B21C6052B53BBF40939D54123");
+    let mut n_plus_one = n.clone();
+    *n_plus_one.last_mut().unwrap() += 1;
+    let der_int = |v: &[u8]| {
+        let v: Vec<u8> = match v.iter().position(|b| *b != 0) {
+            Some(i) => v[i..].to_vec(),
+            None => vec![0],
+        };
+        let mut out = vec![0x02];
+        let pad = v[0] & 0x80 != 0;
+        out.push(u8::try_from(v.len() + usize::from(pad)).unwrap());
+        if pad {
+            out.push(0);
+        }
+        out.extend(v);
+        out
+    };
+    let seq = |r: &[u8], s: &[u8]| {
+        let body = [der_int(r), der_int(s)].concat();
+        [vec![0x30, u8::try_from(body.len()).unwrap()], body].concat()
+    };
+    let valid_r = {
+        let sig = sm2::dsa::Signature::from_der(&good).unwrap();
+        sig.r().to_bytes().to_vec()
+    };
+    for (what, r, s) in [
+        ("r = 0", vec![0], valid_r.clone()),
+        ("s = 0", valid_r.clone(), vec![0]),
+        ("r = n", n.clone(), valid_r.clone()),
+        ("s = n", valid_r.clone(), n),
+        ("r = n + 1", n_plus_one.clone(), valid_r.clone()),
+        ("s = n + 1", valid_r, n_plus_one),
+    ] {
+        assert!(public.verify(b"m", &seq(&r, &s)).is_err(), "{what}");
+    }
+}

@@ -103,3 +103,61 @@ async fn rotating_while_issuing_loses_nothing() {
         .unwrap();
     assert_eq!(tax_invoices, 43, "each accepted once");
 }
+
+/// The attack of one database write: an enterprise's sealed ERP secret replaced with a plain
+/// secret the attacker chose, or with another enterprise's sealed secret. Neither signs a
+/// request in: the sealed column refuses what is not sealed for its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_written_into_the_database_does_not_sign_requests() {
+    let env = Env::start().await;
+    let sh = env.erp(SH);
+    assert_eq!(get(&sh, "/v1/invoices").await.status, 200);
+    let db = env.system.cloud.db().clone();
+    let key_id = sh.credentials().key_id.clone();
+    let forged = |secret: &str| {
+        fapiao_system::ErpClient::new(
+            &env.system.cloud_url(),
+            &env.trust(),
+            fapiao_cloud::Credentials {
+                key_id: key_id.clone(),
+                secret: secret.to_owned(),
+            },
+        )
+        .unwrap()
+    };
+    fapiao_store::query("UPDATE enterprises SET secret = 'sk_attacker' WHERE taxpayer_id = $1")
+        .bind(SH)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let r = get(&forged("sk_attacker"), "/v1/invoices").await;
+    assert!(
+        !(200..300).contains(&r.status),
+        "{}: {}",
+        r.status,
+        json_of(&r)
+    );
+    assert_ne!(r.status, 404);
+
+    // Another enterprise's sealed secret copied over: SZ's secret does not sign as SH.
+    fapiao_store::query(
+        "UPDATE enterprises SET secret = (SELECT secret FROM enterprises WHERE taxpayer_id = $2)
+         WHERE taxpayer_id = $1",
+    )
+    .bind(SH)
+    .bind(SZ)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let sz_secret = env.erp(SZ).credentials().secret.clone();
+    let r = get(&forged(&sz_secret), "/v1/invoices").await;
+    assert!(
+        !(200..300).contains(&r.status),
+        "{}: {}",
+        r.status,
+        json_of(&r)
+    );
+    // SZ itself is unaffected.
+    assert_eq!(get(&env.erp(SZ), "/v1/invoices").await.status, 200);
+    env.system.shutdown().await;
+}

@@ -1,5 +1,6 @@
-//! Rate limits from the role's config: per enterprise and per client address, 429 with
-//! Retry-After, other enterprises unaffected.
+//! Limits from the role's config: rate limits per enterprise and per client address (429 with
+//! Retry-After, other enterprises unaffected), connection caps, time limits, body limits, and
+//! what a client without a certificate can make a role hold.
 
 use crate::helpers::*;
 
@@ -154,4 +155,133 @@ async fn a_request_that_takes_too_long_is_answered_request_timeout() {
     let page = json_of(&get(&env.erp(SH), "/v1/invoices").await);
     assert_eq!(page["items"], serde_json::json!([]), "nothing stored");
     env.system.shutdown().await;
+}
+
+/// A TLS connection to `addr` presenting no client certificate.
+async fn anonymous_tls(
+    env: &Env,
+    addr: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let config = fapiao_crypto::tls::client_config(None, env.trust()).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap()
+}
+
+/// Reads until the peer closes or `secs` pass; what came.
+async fn read_for(stream: &mut (impl tokio::io::AsyncRead + Unpin), secs: u64) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    let mut buf = [0_u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return Some(out),
+            Ok(Ok(n)) => {
+                out.extend_from_slice(&buf[..n]);
+                if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"}") {
+                    return Some(out);
+                }
+            }
+            Err(_) => return (!out.is_empty()).then_some(out),
+        }
+    }
+}
+
+/// The attack of many clients without certificates each starting a 4 MiB envelope post and
+/// stalling: cloud and tax answer 401 from the headers alone, before the body is sent, so a
+/// stalled post holds nothing of its body; a connection that sends nothing, or only part of
+/// its headers, is closed after the handshake timeout; one address gets at most its share of
+/// connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_clients_cost_their_headers_and_their_share() {
+    use tokio::io::AsyncWriteExt as _;
+    let mut env = Env::start().await;
+    let tax_addr = env
+        .system
+        .tax_url()
+        .trim_start_matches("https://")
+        .to_owned();
+    let cloud_addr = env
+        .system
+        .cloud_url()
+        .trim_start_matches("https://")
+        .to_owned();
+    for addr in [&cloud_addr, &tax_addr] {
+        let mut stalled = Vec::new();
+        for _ in 0..24 {
+            let mut s = anonymous_tls(&env, addr).await;
+            s.write_all(
+                b"POST /v1/envelope HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/fapiao-envelope\r\ncontent-length: 4194304\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            s.write_all(&[0x30; 16 * 1024]).await.unwrap();
+            s.flush().await.unwrap();
+            stalled.push(s);
+        }
+        for s in &mut stalled {
+            let answer = read_for(s, 5).await.expect("answered without the body");
+            let text = String::from_utf8_lossy(&answer);
+            assert!(
+                text.starts_with("HTTP/1.1 401") && text.contains("peer_certificate_required"),
+                "{addr}: {text}"
+            );
+        }
+    }
+
+    restart_cloud_with(&mut env, "handshake_timeout_seconds = 1").await;
+    let cloud_addr = env
+        .system
+        .cloud_url()
+        .trim_start_matches("https://")
+        .to_owned();
+    // Silent connections are closed after the handshake timeout.
+    let mut silent = tokio::net::TcpStream::connect(&cloud_addr).await.unwrap();
+    assert_eq!(read_for(&mut silent, 4).await, Some(Vec::new()), "closed");
+    // Headers begun and never finished: closed too.
+    let mut slow = anonymous_tls(&env, &cloud_addr).await;
+    slow.write_all(b"GET /v1/invoices HTTP/1.1\r\nhost: local")
+        .await
+        .unwrap();
+    slow.flush().await.unwrap();
+    let closed = read_for(&mut slow, 4).await;
+    assert!(
+        closed
+            .as_ref()
+            .is_some_and(|b| !String::from_utf8_lossy(b).contains("200 OK")),
+        "{closed:?}"
+    );
+    // Three held from this address (well within the handshake time): a fourth is closed at
+    // once, and served once one goes.
+    restart_cloud_with(&mut env, "max_connections_per_address = 3").await;
+    let cloud_addr = env
+        .system
+        .cloud_url()
+        .trim_start_matches("https://")
+        .to_owned();
+    let held: Vec<_> = futures_held(&cloud_addr, 3).await;
+    let mut fourth = tokio::net::TcpStream::connect(&cloud_addr).await.unwrap();
+    assert_eq!(
+        read_for(&mut fourth, 3).await,
+        Some(Vec::new()),
+        "closed at once"
+    );
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(get(&env.erp(SH), "/v1/invoices").await.status, 200);
+    env.system.shutdown().await;
+}
+
+async fn futures_held(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    held
 }
