@@ -78,5 +78,7 @@ cargo test --workspace --locked "$@"
 step "cargo test (every role on PostgreSQL)"
 FAPIAO_TEST_ENGINE=postgres cargo test --locked -p fapiao-system --test flow "$@"
 FAPIAO_TEST_ENGINE=postgres cargo test --locked -p fapiao-cli --test crash "$@"
+# The outage itself is the engine's no matter: two minutes on SQLite, 30 s here.
+FAPIAO_TEST_ENGINE=postgres FAPIAO_OUTAGE_SECONDS=30 cargo test --locked -p fapiao-cli --test faults "$@"
 
 step "done"

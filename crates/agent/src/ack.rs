@@ -53,6 +53,7 @@ impl Agent {
             .call(message_type::ORDERS_ACK, &OrderAcks { acks })
             .instrument(tracing::debug_span!("cloud.ack"))
             .await;
+        let waiting = self.observe(&self.inner.cloud, &answer);
         match answer {
             Ok(a) if a.message_type == message_type::ACK => {
                 let mut tx = self.inner.db.begin_write().await?;
@@ -69,7 +70,7 @@ impl Agent {
                 };
                 let mut tx = self.inner.db.begin_write().await?;
                 for e in &entries {
-                    self.retry_in(&mut tx, e, &why).await?;
+                    self.retry_in(&mut tx, e, &why, waiting.as_deref()).await?;
                 }
                 tx.commit().await?;
                 Ok(0)

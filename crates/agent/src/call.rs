@@ -31,8 +31,16 @@ impl Agent {
         body: &Q,
         expect: &str,
     ) -> Result<A, AgentError> {
-        let answer = peer.call(message, body).await.map_err(|e: CallError| {
-            AgentError::Peer(format!("{} unreachable: {e}", peer.peer_identity()))
+        let answer = peer.call(message, body).await;
+        self.observe(peer, &answer);
+        // A peer that answered with a refusal is not "unreachable": its code says why
+        // (logged as a warning by the health record).
+        let answer = answer.map_err(|e: CallError| {
+            if e.is_transient() {
+                AgentError::Peer(format!("{} unreachable: {e}", peer.peer_identity()))
+            } else {
+                AgentError::Peer(format!("{} refused: {e}", peer.peer_identity()))
+            }
         })?;
         if answer.message_type != expect {
             return Err(AgentError::Peer(format!(

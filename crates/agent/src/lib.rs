@@ -78,6 +78,7 @@ use supply::{month_of, quota_in, set_quota_used};
 /// The agent's schema.
 pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
     1 "0001_agent" "orders, invoices, blocks, quota, red forms, work queue",
+    2 "0002_waiting_for" "queue entries waiting for a peer that did not answer",
 ];
 
 /// Columns whose values are sealed (encryption at rest): the signed invoices and the orders
@@ -194,6 +195,8 @@ struct Inner {
     wake: Arc<tokio::sync::Notify>,
     /// Whether a pull has taken back what was leased to this agent before it started.
     resumed: AtomicBool,
+    /// Stopping, database writes, cloud, platform and tax answering.
+    health: fapiao_service::Health,
     options: Options,
 }
 
@@ -257,8 +260,15 @@ impl Agent {
             client(&peers.platform)?,
             client(&peers.tax)?,
         );
+        let health = fapiao_service::Health::new(fapiao_service::instance_id());
+        for c in [&cloud, &platform, &tax] {
+            // The agent's work waits in its queue while a peer is away: reported, not
+            // counted.
+            health.watch(c.peer_identity(), false);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
+                health,
                 db,
                 vault,
                 registry: Arc::new(fapiao_service::Registry::new()),
@@ -280,6 +290,12 @@ impl Agent {
     #[must_use]
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// Its health (readiness, stopping, peers).
+    #[must_use]
+    pub fn health(&self) -> &fapiao_service::Health {
+        &self.inner.health
     }
 
     /// The enterprise this agent issues for.
@@ -318,6 +334,9 @@ impl Agent {
     /// None: each step's failure is logged and the step retried next round.
     pub async fn work_once(&self) -> Result<usize, AgentError> {
         let mut handled = 0;
+        if let Err(e) = self.revive().await {
+            tracing::warn!(error = %e, "agent: looking for work waiting on peers failed");
+        }
         if let Err(e) = self.supply().await {
             tracing::info!(error = %e, "agent: topping up numbers or quota failed; retried");
         }

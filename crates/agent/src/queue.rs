@@ -110,20 +110,25 @@ impl Agent {
         Ok(run)
     }
 
-    /// Puts an entry off with backoff, in `tx`; the delay.
+    /// Puts an entry off with backoff, in `tx`; the delay. `waiting_for`: the peer that did
+    /// not answer, whose return makes the entry due at once ([`Self::revive`]).
     pub(crate) async fn retry_in(
         &self,
         tx: &mut Tx,
         entry: &Entry,
         why: &str,
+        waiting_for: Option<&str>,
     ) -> Result<Duration, AgentError> {
         let delay = self.inner.options.backoff.delay(entry.attempts);
         query(
-            "UPDATE queue SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 WHERE id = $1",
+            "UPDATE queue SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3,
+                 waiting_for = $4
+             WHERE id = $1",
         )
         .bind(entry.id)
         .bind(why)
         .bind((now() + delay).unix_timestamp())
+        .bind(waiting_for)
         .execute(&mut **tx)
         .await?;
         tracing::info!(id = entry.id, kind = %entry.kind, error = %why, delay_ms = delay.as_millis(), "agent: will retry");
@@ -131,10 +136,73 @@ impl Agent {
     }
 
     /// Puts an entry off with backoff, in a transaction of its own.
-    pub(crate) async fn retry_later(&self, entry: &Entry, why: &str) -> Result<(), AgentError> {
+    pub(crate) async fn retry_later(
+        &self,
+        entry: &Entry,
+        why: &str,
+        waiting_for: Option<&str>,
+    ) -> Result<(), AgentError> {
         let mut tx = self.inner.db.begin_write().await?;
-        self.retry_in(&mut tx, entry, why).await?;
+        self.retry_in(&mut tx, entry, why, waiting_for).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records what a call to `peer` came to in the agent's health; the peer's identity
+    /// when it did not answer (unreachable, timeout, 5xx), for [`Self::retry_in`].
+    pub(crate) fn observe<T>(
+        &self,
+        peer: &EnvelopeClient,
+        answer: &Result<T, CallError>,
+    ) -> Option<String> {
+        self.inner
+            .health
+            .observe(peer.peer_identity(), answer, now().unix_timestamp());
+        match answer {
+            Err(e) if e.is_transient() => Some(peer.peer_identity().to_owned()),
+            _ => None,
+        }
+    }
+
+    /// Entries waiting for a peer that did not answer are due at once when it answers now
+    /// (known to, or answering a probe, at most every
+    /// `fapiao_service::health::PROBE_DOWN_EVERY`): a peer back after any outage gets the
+    /// queue behind its first entry within seconds. Entries the peer itself put off keep
+    /// their backoff.
+    pub(crate) async fn revive(&self) -> Result<(), AgentError> {
+        let t = now();
+        let waiting: Vec<String> = query_scalar(
+            "SELECT DISTINCT waiting_for FROM queue
+             WHERE state = 'pending' AND waiting_for IS NOT NULL AND next_attempt_at > $1",
+        )
+        .bind(t.unix_timestamp())
+        .fetch_all(self.inner.db.pool())
+        .await?;
+        for peer in waiting {
+            let Some(client) = [&self.inner.cloud, &self.inner.platform, &self.inner.tax]
+                .into_iter()
+                .find(|c| c.peer_identity() == peer)
+            else {
+                continue;
+            };
+            if !self.inner.health.answers_now(client, t).await {
+                continue;
+            }
+            let mut tx = self.inner.db.begin_write().await?;
+            let n = query(
+                "UPDATE queue SET next_attempt_at = $1, waiting_for = NULL
+                 WHERE state = 'pending' AND waiting_for = $2 AND next_attempt_at > $1",
+            )
+            .bind(t.unix_timestamp())
+            .bind(&peer)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            if n > 0 {
+                tracing::info!(%peer, entries = n, "agent: the peer answers; what waited for it is due now");
+            }
+        }
         Ok(())
     }
 

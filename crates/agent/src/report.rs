@@ -37,6 +37,7 @@ impl Agent {
             .call(message_type::INVOICE_REPORT_BATCH, &batch)
             .instrument(tracing::debug_span!("platform.report"))
             .await;
+        let waiting = self.observe(&self.inner.platform, &answer);
         let results = match answer {
             Ok(a) if a.message_type == message_type::REPORT_RESULTS => one_each(
                 &a,
@@ -58,7 +59,7 @@ impl Agent {
         let results = match results {
             Ok(r) => r,
             Err(why) => {
-                self.retry_later(head, &why).await?;
+                self.retry_later(head, &why, waiting.as_deref()).await?;
                 return Ok(0);
             }
         };
@@ -121,7 +122,7 @@ impl Agent {
         };
         let text = serde_json::to_string(&refusal).unwrap_or_default();
         if refusal.code().is_some_and(Code::retryable) || refusal.code().is_none() {
-            self.retry_in(tx, entry, &format!("platform answered {text}"))
+            self.retry_in(tx, entry, &format!("platform answered {text}"), None)
                 .await?;
             return Ok(0);
         }
@@ -173,6 +174,7 @@ impl Agent {
                         .await
                 }
             };
+            let waiting = self.observe(&self.inner.platform, &answer);
             let result = match answer {
                 Ok(a) if a.message_type == message_type::ACK => None,
                 Ok(a) if a.message_type == message_type::REFUSAL => {
@@ -183,7 +185,8 @@ impl Agent {
                     format!("platform answered {}", a.message_type),
                 )),
                 Err(e) => {
-                    self.retry_later(entry, &e.to_string()).await?;
+                    self.retry_later(entry, &e.to_string(), waiting.as_deref())
+                        .await?;
                     break;
                 }
             };

@@ -85,8 +85,16 @@ pub async fn status(db: &Db) -> Result<Status, AgentError> {
 }
 
 impl fapiao_service::ops::Readiness for Agent {
+    fn health(&self) -> &fapiao_service::Health {
+        &self.inner.health
+    }
+
     async fn checks(&self) -> Vec<fapiao_service::ops::Check> {
-        fapiao_service::ops::basic_checks(&self.inner.db, &self.inner.material, now()).await
+        let h = &self.inner.health;
+        for c in [&self.inner.cloud, &self.inner.platform, &self.inner.tax] {
+            h.probe_if_due(c, now()).await;
+        }
+        h.checks(&self.inner.db, &self.inner.material, now()).await
     }
 
     async fn gauges(&self) -> Vec<fapiao_service::metrics::Gauge> {

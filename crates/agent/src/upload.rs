@@ -34,6 +34,7 @@ impl Agent {
             .call(message_type::INVOICE_UPLOAD_BATCH, &upload)
             .instrument(tracing::debug_span!("tax.upload"))
             .await;
+        let waiting = self.observe(&self.inner.tax, &answer);
         let receipts = match answer {
             Ok(a) if a.message_type == message_type::UPLOAD_RECEIPTS => one_each(
                 &a,
@@ -51,7 +52,7 @@ impl Agent {
         let receipts = match receipts {
             Ok(r) => r,
             Err(why) => {
-                self.retry_later(head, &why).await?;
+                self.retry_later(head, &why, waiting.as_deref()).await?;
                 return Ok(0);
             }
         };
@@ -68,7 +69,7 @@ impl Agent {
             let (receipt, state, reason) = match outcome {
                 Ok(o) => o,
                 Err(why) => {
-                    self.retry_in(&mut tx, entry, &why).await?;
+                    self.retry_in(&mut tx, entry, &why, None).await?;
                     continue;
                 }
             };

@@ -18,6 +18,7 @@ mod render;
 mod replicas;
 mod services;
 mod text;
+mod verify;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -48,6 +49,10 @@ enum Command {
     Preview(PreviewArgs),
     /// Write an invoice's layout files: the 数电票 XML and the PDF (PDF/A-3 with the XML inside).
     Render(RenderArgs),
+    /// Check a downloaded invoice offline (XML, or the XML inside its PDF): the schema, the
+    /// issuing device's signature and certificate, and with --receipt tax's receipt. Exit
+    /// status 0 valid, 1 invalid (the first reason printed), 2 unusable arguments.
+    Verify(VerifyArgs),
     /// The certificate authority: root CAs per suite, certificates by profile, revocation, CRLs.
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -155,7 +160,7 @@ struct BenchArgs {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Every role's database on this PostgreSQL server (`postgres://USER@HOST:PORT`): new
-    /// databases fapiao_bench_<id>_<role> for the run, dropped after it. The ratio then counts
+    /// databases fapiao_bench_ID_ROLE for the run, dropped after it. The ratio then counts
     /// the whole machine's CPU (the server's too).
     #[arg(long, value_name = "URL")]
     postgres: Option<String>,
@@ -264,6 +269,27 @@ enum AuditCommand {
         #[arg(long)]
         witness: Vec<PathBuf>,
     },
+}
+
+/// Arguments of `fapiao verify`.
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The invoice: its XML (dzfp_NUMBER.xml) or its PDF.
+    file: PathBuf,
+    /// A CA certificate (PEM) the device's certificate must chain to; repeat for several.
+    /// Default: the CAs of the --data directory.
+    #[arg(long)]
+    root: Vec<PathBuf>,
+    /// A CRL (PEM) of that CA; repeat for several. Default with --data: its CRLs.
+    #[arg(long)]
+    crl: Vec<PathBuf>,
+    /// Tax's receipt: the invoice JSON of the ERP API (`GET /v1/invoices/{number}`), or the
+    /// receipt object alone.
+    #[arg(long)]
+    receipt: Option<PathBuf>,
+    /// Data directory of `fapiao up`, for its CAs.
+    #[arg(long, default_value = "fapiao-data")]
+    data: PathBuf,
 }
 
 /// Arguments of `fapiao up`.
@@ -633,6 +659,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 render::run(&render::Plan::from_args(args, &key_pass)?, now)
             }
         }
+        Command::Verify(args) => verify::run(&args),
         Command::Pki(cmd) => run_pki(cmd, now),
         Command::Envelope(cmd) => run_envelope(cmd, now),
         Command::Bench(a) => {

@@ -93,7 +93,15 @@ pub(crate) fn init(
             sdir.display()
         );
     }
-    fs::create_dir_all(&sdir).with_context(|| format!("creating {}", sdir.display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        // The CA's key lives here: owner only.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&sdir)
+            .with_context(|| format!("creating {}", sdir.display()))?;
+    }
     let pass = passphrase.read()?;
     let key = PrivateKey::generate(suite.key_algorithm(), &mut system_rng());
     let subject = Subject {

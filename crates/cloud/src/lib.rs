@@ -70,6 +70,11 @@ pub(crate) const QUEUED: SealedColumn = SealedColumn {
     key: "enterprise || ':' || order_id",
 };
 
+/// Failed guesses at one invoice number (portal, 查验) before waits begin.
+pub const GUESSES_FREE: u32 = 5;
+/// The longest wait between guesses at one invoice number, seconds.
+pub const GUESS_WAIT_MAX_SECONDS: u64 = 900;
+
 /// Tunables.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -155,6 +160,10 @@ struct Inner {
     /// Orders of enterprise-hosted tenants waiting to share a write transaction
     /// (`queue`'s `Cloud::enqueue_order`).
     enqueuing: fapiao_store::Group<fapiao_store::Waiting<queue::Enqueuing, queue::Queued>>,
+    /// Failed download-portal guesses per invoice number.
+    portal_attempts: fapiao_service::Attempts,
+    /// Stopping, database writes, the platform answering.
+    health: fapiao_service::Health,
 }
 
 impl std::fmt::Debug for Inner {
@@ -201,8 +210,17 @@ impl Cloud {
             material.trust.clone(),
             platform_identity,
         );
+        let instance = fapiao_service::instance_id();
+        let health = fapiao_service::Health::new(instance.clone());
+        // Without the platform no order is issued: it counts for readiness.
+        health.watch(platform.peer_identity(), true);
         Ok(Self {
             inner: Arc::new(Inner {
+                health,
+                portal_attempts: fapiao_service::Attempts::new(
+                    GUESSES_FREE,
+                    Duration::from_secs(GUESS_WAIT_MAX_SECONDS),
+                ),
                 db,
                 vault,
                 registry,
@@ -216,7 +234,7 @@ impl Cloud {
                 ),
                 options,
                 nonces: fapiao_crypto::envelope::MemoryReplayGuard::new(),
-                instance: fapiao_service::instance_id(),
+                instance,
                 wake: Arc::new(tokio::sync::Notify::new()),
                 webhook_clients: webhook::Clients::default(),
                 storing: fapiao_store::Group::default(),
@@ -251,6 +269,12 @@ impl Cloud {
     #[must_use]
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// Its health (readiness, stopping, peers).
+    #[must_use]
+    pub fn health(&self) -> &fapiao_service::Health {
+        &self.inner.health
     }
 
     /// Registers a tenant with fresh credentials, or returns `None` if it exists. An
@@ -611,8 +635,14 @@ async fn apply_run(
 }
 
 impl fapiao_service::ops::Readiness for Cloud {
+    fn health(&self) -> &fapiao_service::Health {
+        &self.inner.health
+    }
+
     async fn checks(&self) -> Vec<fapiao_service::ops::Check> {
-        fapiao_service::ops::basic_checks(&self.inner.db, &self.inner.material, now()).await
+        let h = &self.inner.health;
+        h.probe_if_due(&self.inner.platform, now()).await;
+        h.checks(&self.inner.db, &self.inner.material, now()).await
     }
 
     async fn gauges(&self) -> Vec<fapiao_service::metrics::Gauge> {
@@ -620,12 +650,50 @@ impl fapiao_service::ops::Readiness for Cloud {
             .fetch_one(self.inner.db.pool())
             .await
             .unwrap_or(0);
-        vec![fapiao_service::metrics::Gauge {
+        let mut out = vec![fapiao_service::metrics::Gauge {
             name: "fapiao_webhook_queue_depth",
             help: "Webhook deliveries waiting.",
             labels: Vec::new(),
             value: depth as f64,
-        }]
+        }];
+        // The async flow: orders waiting for their enterprise's agent, and the oldest's
+        // age, for every enterprise-hosted tenant (0 when none waits).
+        let t = now().unix_timestamp();
+        if let Ok(rows) = query(
+            "SELECT e.taxpayer_id,
+                 CAST(COUNT(q.seq) AS BIGINT) AS n,
+                 CAST(COALESCE(MIN(q.created_at), 0) AS BIGINT) AS oldest
+             FROM enterprises e LEFT JOIN queued_orders q
+                 ON q.enterprise = e.taxpayer_id AND q.state IN ('queued', 'leased')
+             WHERE e.hosting = 'enterprise'
+             GROUP BY e.taxpayer_id",
+        )
+        .fetch_all(self.inner.db.pool())
+        .await
+        {
+            for r in rows {
+                let e: String = r.try_get("taxpayer_id").unwrap_or_default();
+                let n: i64 = r.try_get("n").unwrap_or(0);
+                let oldest: i64 = r.try_get("oldest").unwrap_or(0);
+                out.push(fapiao_service::metrics::Gauge {
+                    name: "fapiao_queued_orders",
+                    help: "Orders waiting for the enterprise's agent (queued or leased).",
+                    labels: vec![("enterprise", e.clone())],
+                    value: n as f64,
+                });
+                out.push(fapiao_service::metrics::Gauge {
+                    name: "fapiao_queued_oldest_seconds",
+                    help: "Age of the oldest order waiting for the enterprise's agent.",
+                    labels: vec![("enterprise", e)],
+                    value: if n == 0 {
+                        0.0
+                    } else {
+                        (t - oldest).max(0) as f64
+                    },
+                });
+            }
+        }
+        out
     }
 }
 

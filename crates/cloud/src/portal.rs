@@ -4,9 +4,14 @@
 //! Like the national 查验 service, the portal asks for the three facts printed on every invoice
 //! and carried in its QR code: 发票号码, 开票日期 and 价税合计. An invoice is shown only when
 //! all three match, and a mismatch does not say which one failed, so numbers cannot be
-//! enumerated. Pages are plain HTML with no script; every response carries a strict Content
-//! Security Policy, `no-store` and `no-referrer` (the query holds the total). A natural-person
-//! buyer's name is masked. Invoices that tax refused are shown as refused, without downloads.
+//! enumerated. Guesses at one number are limited from every address together (5, then waits
+//! doubling up to 15 minutes: `fapiao_service::Attempts`). Pages are plain HTML with no script;
+//! every response carries a strict Content Security Policy, `no-store` and `no-referrer` (the
+//! query holds the total). A natural-person buyer's name is masked on the page; the files of
+//! an invoice to a natural person carry the buyer's identity number and phone (they are signed
+//! as issued), so downloading them also takes the last four characters of either — what the
+//! buyer knows and a finder of the three printed facts does not. Invoices that tax refused
+//! are shown as refused, without downloads.
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -40,6 +45,9 @@ struct Lookup {
     date: String,
     #[serde(default)]
     total: String,
+    /// The last four characters of the natural-person buyer's identity number or phone.
+    #[serde(default)]
+    buyer: String,
 }
 
 /// A lookup that passed the field checks.
@@ -88,6 +96,23 @@ impl Lookup {
             url_encode(self.total.trim())
         )
     }
+
+    /// The three facts as hidden fields of a form (for the downloads that need more).
+    fn hidden(&self) -> String {
+        [
+            ("number", &self.number),
+            ("date", &self.date),
+            ("total", &self.total),
+        ]
+        .iter()
+        .map(|(n, v)| {
+            format!(
+                "<input type=\"hidden\" name=\"{n}\" value=\"{}\">",
+                escape(v.trim())
+            )
+        })
+        .collect()
+    }
 }
 
 fn url_encode(s: &str) -> String {
@@ -112,6 +137,11 @@ enum Miss {
     Refused,
     /// Something broke (500).
     Internal,
+    /// Too many failed guesses at this number: wait (429).
+    TooMany(std::time::Duration),
+    /// The files carry a natural person's data: the buyer's four characters are needed, or
+    /// were wrong (403).
+    BuyerProof { wrong: bool },
 }
 
 const NOT_FOUND: &str = "没有与发票号码、开票日期和价税合计都相符的发票，请核对后再试。";
@@ -120,6 +150,11 @@ impl Cloud {
     /// The invoice the three facts identify, if all three match.
     async fn find(&self, lookup: &Lookup, rid: &str) -> Result<InvoiceView, Miss> {
         let c = lookup.check().map_err(Miss::Field)?;
+        self.inner
+            .portal_attempts
+            .check(&c.number)
+            .map_err(Miss::TooMany)?;
+        let attempts = &self.inner.portal_attempts;
         let row = fapiao_store::query("SELECT * FROM invoices WHERE number = $1")
             .bind(&c.number)
             .fetch_optional(self.inner.db.pool())
@@ -128,13 +163,17 @@ impl Cloud {
                 internal(rid, &e);
                 Miss::Internal
             })?
-            .ok_or(Miss::NotFound)?;
+            .ok_or_else(|| {
+                attempts.failed(&c.number);
+                Miss::NotFound
+            })?;
         let v = self.view(&row).await.map_err(|e| {
             internal(rid, &e);
             Miss::Internal
         })?;
         let total: Option<Decimal> = v.total.parse().ok();
         if v.issued_at.get(..10) != Some(c.date.as_str()) || total != Some(c.total) {
+            attempts.failed(&c.number);
             return Err(Miss::NotFound);
         }
         Ok(v)
@@ -227,6 +266,40 @@ fn missed(lookup: &Lookup, miss: &Miss) -> Response {
             "这张发票未通过税务受理，不是有效发票，不能下载。",
         ),
         Miss::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "查询失败，请稍后再试。"),
+        Miss::TooMany(wait) => {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut r = page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "电子发票下载",
+                &form_body(
+                    lookup,
+                    Some(&format!(
+                        "这张发票的查询失败次数过多，请 {} 秒后再试。",
+                        secs.max(1)
+                    )),
+                ),
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&secs.max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+        Miss::BuyerProof { wrong } => {
+            let message = if *wrong {
+                "购买方证件号码或手机号码后四位不符。"
+            } else {
+                "这张发票的购买方是个人，文件中含有个人信息：请输入购买方身份证件号码或手机号码的后四位。"
+            };
+            return page(
+                StatusCode::FORBIDDEN,
+                "电子发票下载",
+                &format!(
+                    "<p class=\"error\" id=\"error\" role=\"alert\">{}</p>\n{}",
+                    escape(message),
+                    buyer_form(lookup)
+                ),
+            );
+        }
     };
     page(status, "电子发票下载", &form_body(lookup, Some(message)))
 }
@@ -250,14 +323,16 @@ async fn show(
         TaxStatus::Pending => ("受理中（可先下载，受理后版式不变）", true),
         TaxStatus::Failed => ("未通过税务受理，不是有效发票", false),
     };
-    let links = if downloads {
+    let links = if !downloads {
+        String::new()
+    } else if buyer_tails(d.buyer()).is_empty() {
         let q = lookup.query();
         format!(
             "<p><a class=\"button\" id=\"pdf\" href=\"/portal/pdf?{q}\">下载 PDF</a>\
              <a class=\"button\" id=\"xml\" href=\"/portal/xml?{q}\">下载 XML</a></p>"
         )
     } else {
-        String::new()
+        buyer_form(&lookup)
     };
     let red = v
         .blue_number
@@ -284,13 +359,63 @@ async fn show(
     page(StatusCode::OK, "电子发票下载", &body)
 }
 
-/// A download: the lookup must match, and the invoice must not be refused.
+/// A download: the lookup must match, the invoice must not be refused, and for a natural
+/// person's invoice the buyer's four characters must match too (a wrong one counts as a
+/// failed guess at the number).
 async fn downloadable(cloud: &Cloud, lookup: &Lookup, rid: &str) -> Result<InvoiceView, Miss> {
     let v = cloud.find(lookup, rid).await?;
     if v.tax_status == TaxStatus::Failed {
         return Err(Miss::Refused);
     }
+    let signed = v.invoice.to_signed().map_err(|_| Miss::Internal)?;
+    let tails = buyer_tails(signed.invoice.draft().buyer());
+    if !tails.is_empty() {
+        let given = lookup.buyer.trim().to_ascii_uppercase();
+        if given.is_empty() {
+            return Err(Miss::BuyerProof { wrong: false });
+        }
+        if !tails.contains(&given) {
+            cloud.inner.portal_attempts.failed(&v.number);
+            return Err(Miss::BuyerProof { wrong: true });
+        }
+    }
     Ok(v)
+}
+
+/// The last four characters of a natural-person buyer's identity number and phone (upper
+/// case); empty when the files carry neither (an organization, or a person who gave none).
+fn buyer_tails(b: &fapiao_model::Buyer) -> Vec<String> {
+    if b.kind != fapiao_model::BuyerKind::NaturalPerson {
+        return Vec::new();
+    }
+    let tail = |s: &str| {
+        let chars: Vec<char> = s.chars().filter(char::is_ascii_alphanumeric).collect();
+        (chars.len() >= 4).then(|| {
+            chars[chars.len() - 4..]
+                .iter()
+                .collect::<String>()
+                .to_ascii_uppercase()
+        })
+    };
+    b.id_number
+        .as_ref()
+        .and_then(|i| tail(i.expose()))
+        .into_iter()
+        .chain(b.phone.as_deref().and_then(tail))
+        .collect()
+}
+
+/// The downloads of a natural person's invoice: the three facts hidden, the buyer's four
+/// characters asked for.
+fn buyer_form(lookup: &Lookup) -> String {
+    format!(
+        "<form method=\"get\" action=\"/portal/pdf\">{hidden}\n\
+         <label><span>购买方后四位</span><input id=\"buyer\" name=\"buyer\" maxlength=\"4\" \
+         autocomplete=\"off\" required placeholder=\"证件号码或手机号码后四位\"></label>\n\
+         <button id=\"pdf\" type=\"submit\">下载 PDF</button>\
+         <button id=\"xml\" type=\"submit\" formaction=\"/portal/xml\">下载 XML</button>\n</form>",
+        hidden = lookup.hidden()
+    )
 }
 
 /// Which layout file a download is.
@@ -344,6 +469,7 @@ mod tests {
             number: " 26312000000000000101 ".into(),
             date: "2026-11-20".into(),
             total: "¥1,234.5".into(),
+            buyer: String::new(),
         };
         let c = ok.check().map_err(|_| ()).expect("valid");
         assert_eq!(c.total, "1234.50".parse::<Decimal>().expect("decimal"));

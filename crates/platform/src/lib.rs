@@ -48,6 +48,7 @@ pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
     3 "0003_agents" "agents: number blocks, quota shares, reported invoices",
     4 "0004_outbox_order" "outbox entries by state in id order (due entries without a sort)",
     5 "0005_replicas" "replicas: blocks held by a replica's device, outbox entries claimed",
+    6 "0006_waiting_for" "outbox entries waiting for a peer that did not answer",
 ];
 
 /// Tunables.
@@ -143,6 +144,8 @@ struct Inner {
     /// This replica's name in what it holds in the database: the number blocks its hosted
     /// devices number from, the outbox entries it is sending.
     instance: String,
+    /// Stopping, database writes, tax and the clouds answering.
+    health: fapiao_service::Health,
     options: Options,
 }
 
@@ -189,6 +192,11 @@ impl Platform {
             material.trust.clone(),
             tax_identity,
         );
+        let instance = fapiao_service::instance_id();
+        let health = fapiao_service::Health::new(instance.clone());
+        // Issuing goes on while tax is away (the outbox keeps the uploads): reported, not
+        // counted.
+        health.watch(tax.peer_identity(), false);
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
@@ -204,7 +212,8 @@ impl Platform {
                 wake: Arc::new(tokio::sync::Notify::new()),
                 range_lock: tokio::sync::Mutex::new(()),
                 singles: fapiao_store::Group::default(),
-                instance: fapiao_service::instance_id(),
+                health,
+                instance,
                 options,
             }),
         })
@@ -219,6 +228,12 @@ impl Platform {
     #[must_use]
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// Its health (readiness, stopping, peers).
+    #[must_use]
+    pub fn health(&self) -> &fapiao_service::Health {
+        &self.inner.health
     }
 
     /// The hosted issuing device of an enterprise, loaded once from its key files.

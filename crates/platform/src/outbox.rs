@@ -162,6 +162,24 @@ const ROUND_LONGEST: Duration = Duration::from_secs(2);
 /// Most bytes of invoice records in one upload batch (the envelope limit is 4 MiB).
 const UPLOAD_BATCH_BYTES: usize = 1024 * 1024;
 
+/// Every entry of `batch` waits for `peer`, which did not answer.
+fn unreachable(
+    batch: Vec<Entry>,
+    peer: &str,
+    e: &fapiao_protocol::client::CallError,
+) -> Vec<(Entry, Outcome)> {
+    batch
+        .into_iter()
+        .map(|entry| {
+            let outcome = Outcome::Unreachable {
+                peer: peer.to_owned(),
+                why: e.to_string(),
+            };
+            (entry, outcome)
+        })
+        .collect()
+}
+
 /// `entries` in runs of at most `size`.
 fn chunks(mut entries: Vec<Entry>, size: usize) -> Vec<Vec<Entry>> {
     let mut out = Vec::new();
@@ -205,6 +223,14 @@ enum Outcome {
     Failed(String),
     /// Try again after a backoff.
     Retry(String),
+    /// The peer did not answer (unreachable, timeout, 5xx): try again after a backoff, or
+    /// as soon as the peer answers a probe.
+    Unreachable {
+        /// The peer's identity.
+        peer: String,
+        /// What happened.
+        why: String,
+    },
 }
 
 impl Outcome {
@@ -212,7 +238,7 @@ impl Outcome {
         match self {
             Self::Notified | Self::Receipt { reason: None, .. } => "done",
             Self::Receipt { .. } | Self::Failed(_) => "failed",
-            Self::Retry(_) => "retry",
+            Self::Retry(_) | Self::Unreachable { .. } => "retry",
         }
     }
 }
@@ -257,6 +283,7 @@ impl Platform {
             tokio::task::JoinSet::new();
         let mut handled = 0;
         let mut taking = true;
+        self.revive().await?;
         loop {
             if taking && running.len() < OUTBOX_PARALLEL {
                 for (upload, entries) in self
@@ -296,6 +323,56 @@ impl Platform {
             }
         }
         Ok(handled)
+    }
+
+    /// Entries waiting for a peer that did not answer are due at once when it answers now:
+    /// known to answer (another call got through), or answering a probe (at most every
+    /// `fapiao_service::health::PROBE_DOWN_EVERY` per peer). So a peer back after an outage
+    /// of any length gets its backlog within seconds, not when each entry's backoff (up to
+    /// `retry_max`) runs out; entries the peer itself put off keep their backoff.
+    async fn revive(&self) -> Result<(), StoreError> {
+        let t = now();
+        let waiting: Vec<String> = query_scalar(
+            "SELECT DISTINCT waiting_for FROM outbox
+             WHERE state = 'pending' AND waiting_for IS NOT NULL AND next_attempt_at > $1",
+        )
+        .bind(t.unix_timestamp())
+        .fetch_all(&mut *self.inner.db.read().await?)
+        .await?;
+        let health = &self.inner.health;
+        for peer in waiting {
+            let answers = if peer == self.inner.tax.peer_identity() {
+                health.answers_now(&self.inner.tax, t).await
+            } else {
+                let url: Option<String> =
+                    query_scalar("SELECT url FROM clouds WHERE identity = $1")
+                        .bind(&peer)
+                        .fetch_optional(&mut *self.inner.db.read().await?)
+                        .await?;
+                match url.and_then(|u| self.cloud_client(&peer, &u).ok()) {
+                    Some(client) => health.answers_now(&client, t).await,
+                    None => false,
+                }
+            };
+            if !answers {
+                continue;
+            }
+            let mut tx = self.inner.db.begin_write().await?;
+            let n = query(
+                "UPDATE outbox SET next_attempt_at = $1, waiting_for = NULL
+                 WHERE state = 'pending' AND waiting_for = $2 AND next_attempt_at > $1",
+            )
+            .bind(t.unix_timestamp())
+            .bind(&peer)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            if n > 0 {
+                tracing::info!(%peer, entries = n, "the peer answers: what waited for it is due now");
+            }
+        }
+        Ok(())
     }
 
     /// Up to `slots` batches of due entries not already in flight, uploads and notices
@@ -482,20 +559,29 @@ impl Platform {
                     )
                     .await?;
                 }
-                Outcome::Retry(reason) => {
+                Outcome::Retry(_) | Outcome::Unreachable { .. } => {
                     // Each entry is due on its own schedule: later entries are not held back
                     // by this one's backoff. A red whose blue is still pending is answered
-                    // `processing` by tax and retried the same way.
+                    // `processing` by tax and retried the same way. An entry whose peer did
+                    // not answer waits for it too: it is due again as soon as the peer
+                    // answers a probe (`revive`).
+                    let (reason, waiting_for) = match outcome {
+                        Outcome::Unreachable { peer, why } => (why, Some(peer)),
+                        Outcome::Retry(why) => (why, None),
+                        _ => unreachable!("matched above"),
+                    };
                     let delay = self.backoff(attempts);
                     tracing::info!(id, %kind, %number, %reason, delay_ms = delay.as_millis(), "outbox entry will be retried");
                     query(
                         "UPDATE outbox SET attempts = attempts + 1, last_error = $2,
-                             next_attempt_at = $3, claimed_by = NULL, claimed_until = NULL
+                             next_attempt_at = $3, claimed_by = NULL, claimed_until = NULL,
+                             waiting_for = $4
                          WHERE id = $1",
                     )
                     .bind(id)
                     .bind(&reason)
                     .bind((now() + delay).unix_timestamp())
+                    .bind(waiting_for)
                     .execute(&mut *tx)
                     .await?;
                     crate::step::audit(
@@ -637,14 +723,19 @@ impl Platform {
                 .collect()
         };
         self.exchanged("upload");
-        let answer = match self
+        let answer = self
             .inner
             .tax
             .call(message_type::INVOICE_UPLOAD_BATCH, &upload)
             .instrument(tracing::debug_span!("tax.upload"))
-            .await
-        {
+            .await;
+        let tax = self.inner.tax.peer_identity();
+        self.inner
+            .health
+            .observe(tax, &answer, now().unix_timestamp());
+        let answer = match answer {
             Ok(a) => a,
+            Err(e) if e.is_transient() => return unreachable(batch, tax, &e),
             Err(e) => return all(batch, e.to_string()),
         };
         if answer.message_type != message_type::UPLOAD_RECEIPTS {
@@ -831,15 +922,26 @@ impl Platform {
             Err(e) => return all(e),
         };
         self.exchanged("notify");
-        let answer = match client
+        let answer = client
             .call(
                 message_type::INVOICE_STATUS_BATCH,
                 &StatusNotices { notices },
             )
             .instrument(tracing::debug_span!("cloud.notify"))
-            .await
-        {
+            .await;
+        self.inner
+            .health
+            .observe(identity, &answer, now().unix_timestamp());
+        let answer = match answer {
             Ok(a) => a,
+            Err(e) if e.is_transient() => {
+                return (0..n)
+                    .map(|_| Outcome::Unreachable {
+                        peer: identity.to_owned(),
+                        why: e.to_string(),
+                    })
+                    .collect();
+            }
             Err(e) => return all(e.to_string()),
         };
         if answer.message_type != message_type::NOTICE_RESULTS {
@@ -928,23 +1030,23 @@ impl Platform {
 }
 
 impl fapiao_service::ops::Readiness for Platform {
+    fn health(&self) -> &fapiao_service::Health {
+        &self.inner.health
+    }
+
     async fn checks(&self) -> Vec<fapiao_service::ops::Check> {
         let oldest = self.oldest_pending_age().await;
-        let mut checks =
-            fapiao_service::ops::basic_checks(&self.inner.db, &self.inner.material, now()).await;
+        let h = &self.inner.health;
+        h.probe_if_due(&self.inner.tax, now()).await;
+        let mut checks = h.checks(&self.inner.db, &self.inner.material, now()).await;
         checks.push(match oldest {
-            Ok(age) => fapiao_service::ops::Check {
-                name: "outbox",
-                ok: age
-                    < i64::try_from(self.inner.options.outbox_stuck_after.as_secs())
-                        .unwrap_or(i64::MAX),
-                detail: format!("oldest pending entry {age} s old"),
-            },
-            Err(e) => fapiao_service::ops::Check {
-                name: "outbox",
-                ok: false,
-                detail: e.to_string(),
-            },
+            Ok(age) => fapiao_service::ops::Check::new(
+                "outbox",
+                age < i64::try_from(self.inner.options.outbox_stuck_after.as_secs())
+                    .unwrap_or(i64::MAX),
+                format!("oldest pending entry {age} s old"),
+            ),
+            Err(e) => fapiao_service::ops::Check::new("outbox", false, e.to_string()),
         });
         checks
     }
@@ -958,9 +1060,14 @@ impl fapiao_service::ops::Readiness for Platform {
                 .fetch_all(pool)
                 .await
         {
+            // Every kind, 0 when none is pending (a series that disappears cannot alert).
+            let mut depth: std::collections::BTreeMap<String, i64> =
+                [("notify".to_owned(), 0), ("upload".to_owned(), 0)].into();
             for r in rows {
                 let kind: String = r.try_get("kind").unwrap_or_default();
-                let n: i64 = r.try_get("n").unwrap_or(0);
+                depth.insert(kind, r.try_get("n").unwrap_or(0));
+            }
+            for (kind, n) in depth {
                 out.push(Gauge {
                     name: "fapiao_outbox_depth",
                     help: "Pending outbox entries by kind.",

@@ -416,6 +416,26 @@ impl EnvelopeClient {
         Ok(cert)
     }
 
+    /// Asks the peer for its encryption certificate page (the cheapest request its business
+    /// port answers over mutual TLS): whether it answers, and its clock as its `date` header
+    /// gives it (to the second), when it sends one.
+    ///
+    /// # Errors
+    /// [`CallError`] as for a call.
+    pub async fn probe(&self) -> Result<Option<OffsetDateTime>, CallError> {
+        let r = self
+            .http
+            .request(Method::GET, ENCRYPTION_CERTIFICATE_PATH, &[], Vec::new())
+            .await?;
+        if r.status != 200 {
+            return Err(status_error(&self.http.base, &r));
+        }
+        Ok(r.headers
+            .get(http::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date))
+    }
+
     /// Seals `body` as `message_type`, posts it, and opens the answer: signed by the peer,
     /// addressed to us, fresh, and carrying the message id `re:<our id>`.
     ///
@@ -529,4 +549,28 @@ pub fn refusal_code(answer: &Answer) -> Option<Code> {
     serde_json::from_slice::<crate::wire::Refusal>(&answer.payload)
         .ok()
         .and_then(|r| r.code())
+}
+
+/// An HTTP `date` header (RFC 9110 IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`).
+#[must_use]
+pub fn parse_http_date(text: &str) -> Option<OffsetDateTime> {
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    time::PrimitiveDateTime::parse(text, format)
+        .ok()
+        .map(time::PrimitiveDateTime::assume_utc)
+}
+
+#[cfg(test)]
+mod date_tests {
+    #[test]
+    fn http_dates_parse_and_others_do_not() {
+        let t = super::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap_or_else(|| {
+            panic!("IMF-fixdate");
+        });
+        assert_eq!(t.unix_timestamp(), 784_111_777);
+        assert!(super::parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT").is_none());
+        assert!(super::parse_http_date("1994-11-06T08:49:37Z").is_none());
+    }
 }

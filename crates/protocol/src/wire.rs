@@ -858,11 +858,26 @@ impl SignedReceipt {
     /// # Errors
     /// [`WireError`].
     pub fn verify(&self, trust: &TrustStore, now: OffsetDateTime) -> Result<(), WireError> {
+        self.verify_with(|cert| trust.validate(cert, &[], Purpose::Signing, now))
+    }
+
+    /// [`Self::verify`] with the certificate checked as it stood at `at`, when the receipt
+    /// was made (an offline check later: CRLs published since are no alarm, a revocation
+    /// before `at` is; [`TrustStore::validate_at`]).
+    ///
+    /// # Errors
+    /// [`WireError`].
+    pub fn verify_at(&self, trust: &TrustStore, at: OffsetDateTime) -> Result<(), WireError> {
+        self.verify_with(|cert| trust.validate_at(cert, &[], Purpose::Signing, at))
+    }
+
+    fn verify_with(
+        &self,
+        validate: impl FnOnce(&Certificate) -> Result<Vec<Certificate>, fapiao_crypto::PathError>,
+    ) -> Result<(), WireError> {
         let cert = Certificate::from_der(&unb64(&self.certificate, "certificate")?)
             .map_err(|e| WireError::Certificate("certificate", e.to_string()))?;
-        trust
-            .validate(&cert, &[], Purpose::Signing, now)
-            .map_err(|e| WireError::Certificate("certificate", e.to_string()))?;
+        validate(&cert).map_err(|e| WireError::Certificate("certificate", e.to_string()))?;
         let is_tax = cert
             .subject()
             .is_ok_and(|s| s.role == fapiao_crypto::Role::Tax);

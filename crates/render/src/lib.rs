@@ -1,6 +1,7 @@
 //! Fapiao's layout files: the invoice as the official 数电票 XML ([`render_xml`]) and as a PDF in
 //! the 数电票 layout ([`render_pdf`]: CJK font embedded, QR code, red marking, PDF/A-3u with the
-//! XML attached), and the QR content ([`qr_content`]).
+//! XML attached), the QR content ([`qr_content`]), and reading a signed XML back to check it
+//! ([`verify`]).
 //!
 //! Depends only on `fapiao-model`. Output is a pure function of its inputs (invoice, signature,
 //! font): the same input gives byte-identical files.
@@ -11,6 +12,7 @@ use flate2 as _;
 
 mod pdf;
 mod qr;
+pub mod verify;
 mod xml;
 
 pub use pdf::{PdfFont, line_cells, render_pdf};

@@ -18,8 +18,10 @@ use time::macros::format_description;
 pub const FORMAT_VERSION: &str = "0.32";
 /// The SM2-with-SM3 signature algorithm OID written in `SignatureAlgorithm`.
 pub const SM2_WITH_SM3: &str = "1.2.156.10197.1.501";
-/// `Reference@URI`: the signed nodes, spelled exactly as in real files.
-pub const REFERENCE_URI: &str = "/Einvoice/Header|/Einvoice/EinvoiceData|/Einvoice/SellerAuthentication|/Einvoice/TaxSupervisionInfo|/Einvoice/TaxBureauSignature/SignatureTime";
+/// `Reference@URI`: the signed nodes, by the elements' own names (sample files from the field
+/// spell them `/Einvoice/EinvoiceData`…, which names no element of the document; a verifier
+/// accepts that spelling too, [`crate::verify::REFERENCE_URI_AS_SEEN`]).
+pub const REFERENCE_URI: &str = "/EInvoice/Header|/EInvoice/EInvoiceData|/EInvoice/SellerAuthentication|/EInvoice/TaxSupervisionInfo|/EInvoice/TaxBureauSignature/SignatureTime";
 
 /// The issuing device's signature carried in the signature element.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,6 +40,10 @@ pub struct Limits {
     /// Longest time for the TLS handshake, and for each request's headers (then the
     /// connection is closed).
     pub handshake_timeout_seconds: u64,
+    /// On SIGTERM or SIGINT: how long requests in flight and the workers' current steps
+    /// may take to finish (readiness answers 503 meanwhile); what is still running then is
+    /// cut.
+    pub shutdown_grace_seconds: u64,
 }
 
 impl Default for Limits {
@@ -54,6 +58,7 @@ impl Default for Limits {
             max_body_bytes: 256 * 1024,
             max_connections_per_address: 512,
             handshake_timeout_seconds: 10,
+            shutdown_grace_seconds: 20,
         }
     }
 }
@@ -111,6 +116,82 @@ impl RateLimiter {
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
+        }
+    }
+}
+
+/// Failed guesses per key — an invoice number at the download portal and at 查验, where the
+/// other facts (date, 价税合计, the buyer's digits) are what is guessed: the first `free`
+/// failures cost nothing, each further one doubles a wait (1 s, 2 s, 4 s … up to `max_wait`)
+/// during which the key is refused whatever is asked, from any address. A correct answer
+/// does not reset the count, so an attacker cannot interleave their own invoice's facts. The
+/// count is per process (with replicas, each keeps its own) and forgotten a day after the
+/// last failure.
+#[derive(Debug)]
+pub struct Attempts {
+    free: u32,
+    max_wait: Duration,
+    keys: Mutex<HashMap<String, Guesses>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Guesses {
+    failures: u32,
+    until: Instant,
+    last: Instant,
+}
+
+impl Attempts {
+    /// `free` failures per key, then waits doubling up to `max_wait`.
+    #[must_use]
+    pub fn new(free: u32, max_wait: Duration) -> Self {
+        Self {
+            free,
+            max_wait,
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `key` may be tried now; else how long until it may.
+    ///
+    /// # Errors
+    /// The wait.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let Ok(keys) = self.keys.lock() else {
+            return Ok(());
+        };
+        match keys.get(key) {
+            Some(g) if g.until > now => Err(g.until - now),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a failed guess at `key`.
+    pub fn failed(&self, key: &str) {
+        let now = Instant::now();
+        let Ok(mut keys) = self.keys.lock() else {
+            return;
+        };
+        if keys.len() > 100_000 {
+            let day = Duration::from_secs(86_400);
+            keys.retain(|_, g| now.duration_since(g.last) < day);
+        }
+        let g = keys.entry(key.to_owned()).or_insert(Guesses {
+            failures: 0,
+            until: now,
+            last: now,
+        });
+        if now.duration_since(g.last) > Duration::from_secs(86_400) {
+            g.failures = 0;
+        }
+        g.failures += 1;
+        g.last = now;
+        if let Some(over) = g.failures.checked_sub(self.free)
+            && over > 0
+        {
+            let wait = Duration::from_secs(1_u64 << (over - 1).min(20)).min(self.max_wait);
+            g.until = now + wait;
         }
     }
 }
@@ -177,5 +258,34 @@ mod tests {
         tokio::time::advance(Duration::from_millis(500)).await;
         assert!(l.check("a").is_ok());
         assert!(l.check("a").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn guesses_are_free_then_wait_doubling_whatever_the_answer() {
+        let a = Attempts::new(3, Duration::from_secs(60));
+        for _ in 0..3 {
+            a.check("n").unwrap();
+            a.failed("n");
+        }
+        a.check("n").unwrap();
+        a.failed("n");
+        assert_eq!(a.check("n"), Err(Duration::from_secs(1)));
+        assert!(a.check("other").is_ok(), "per key");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        a.check("n").unwrap();
+        a.failed("n");
+        assert_eq!(a.check("n"), Err(Duration::from_secs(2)));
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(60)).await;
+            a.failed("n");
+        }
+        assert_eq!(a.check("n"), Err(Duration::from_secs(60)), "capped");
+        tokio::time::advance(Duration::from_secs(86_401)).await;
+        a.check("n").unwrap();
+        a.failed("n");
+        assert!(
+            a.check("n").is_ok(),
+            "forgotten after a day without failures"
+        );
     }
 }

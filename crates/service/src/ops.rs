@@ -1,6 +1,7 @@
 //! The operations side every role serves on its admin port — `/healthz` (the process is up),
-//! `/readyz` (database reachable, certificates valid for more than
-//! [`CERTIFICATE_MARGIN_DAYS`], the role's own checks such as an outbox that is not stuck),
+//! `/readyz` (not stopping, the database takes a write, certificates valid for more than
+//! [`CERTIFICATE_MARGIN_DAYS`], peers answering — see [`crate::Health`] — and the role's own
+//! checks such as an outbox that is not stuck), `/livez` (the process),
 //! `/metrics` (Prometheus text) — and the request-duration middleware for every router.
 
 use std::future::Future;
@@ -13,7 +14,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use fapiao_crypto::Role;
-use fapiao_store::Db;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -27,34 +27,38 @@ pub const CERTIFICATE_MARGIN_DAYS: i64 = 14;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Check {
     /// What was checked.
-    pub name: &'static str,
+    pub name: String,
     /// Whether it passed.
     pub ok: bool,
+    /// Whether it counts for readiness (a peer the role can work without is reported,
+    /// not counted).
+    pub required: bool,
     /// The figure or the problem.
     pub detail: String,
 }
 
+impl Check {
+    /// A required check.
+    #[must_use]
+    pub fn new(name: impl Into<String>, ok: bool, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ok,
+            required: true,
+            detail: detail.into(),
+        }
+    }
+}
+
 /// What a role reports to `/readyz` and `/metrics` beyond its counters.
 pub trait Readiness: Send + Sync + 'static {
-    /// The role's checks (database and certificates included).
+    /// The role's checks ([`crate::Health::checks`] and its own, such as an outbox that is
+    /// not stuck).
     fn checks(&self) -> impl Future<Output = Vec<Check>> + Send;
     /// Gauges computed from stored state.
     fn gauges(&self) -> impl Future<Output = Vec<Gauge>> + Send;
-}
-
-/// The checks every role has: its database and its certificates.
-pub async fn basic_checks(db: &Db, material: &Material, now: OffsetDateTime) -> Vec<Check> {
-    vec![database_check(db).await, certificate_check(material, now)]
-}
-
-/// The database answers.
-pub async fn database_check(db: &Db) -> Check {
-    let ok = db.ping().await;
-    Check {
-        name: "database",
-        ok,
-        detail: if ok { "reachable" } else { "not reachable" }.into(),
-    }
+    /// The role's health (its peers' gauges are exported with the role's).
+    fn health(&self) -> &crate::Health;
 }
 
 /// Every certificate of the role's material is valid for more than
@@ -73,17 +77,13 @@ pub fn certificate_check(material: &Material, now: OffsetDateTime) -> Check {
     match soonest {
         Some(t) => {
             let days = (t - now).whole_days();
-            Check {
-                name: "certificates",
-                ok: days > CERTIFICATE_MARGIN_DAYS,
-                detail: format!("the first expires in {days} days"),
-            }
+            Check::new(
+                "certificates",
+                days > CERTIFICATE_MARGIN_DAYS,
+                format!("the first expires in {days} days"),
+            )
         }
-        None => Check {
-            name: "certificates",
-            ok: false,
-            detail: "no certificate".into(),
-        },
+        None => Check::new("certificates", false, "no certificate"),
     }
 }
 
@@ -171,7 +171,7 @@ pub fn admin_routes<R: Readiness>(
             "/readyz",
             get(move |State((r, _)): State<(Arc<R>, Arc<Registry>)>| async move {
                 let checks = r.checks().await;
-                let ok = checks.iter().all(|c| c.ok);
+                let ok = ready(&checks);
                 let body = Ready {
                     status: if ok { "ready" } else { "not_ready" },
                     role,
@@ -184,7 +184,9 @@ pub fn admin_routes<R: Readiness>(
         .route(
             "/metrics",
             get(|State((r, reg)): State<(Arc<R>, Arc<Registry>)>| async move {
-                let gauges = r.gauges().await;
+                let mut gauges = r.gauges().await;
+                gauges.extend(check_gauges(&r.checks().await));
+                gauges.extend(r.health().gauges());
                 (
                     [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                     reg.render(&gauges),
@@ -192,6 +194,30 @@ pub fn admin_routes<R: Readiness>(
             }),
         )
         .with_state((readiness, registry))
+}
+
+/// Whether every required check passed.
+#[must_use]
+pub fn ready(checks: &[Check]) -> bool {
+    checks.iter().all(|c| c.ok || !c.required)
+}
+
+/// `fapiao_ready` (what `/readyz` answers, 1 or 0) and `fapiao_check_ok{check}` per check,
+/// so that alerts need no probe of their own.
+fn check_gauges(checks: &[Check]) -> Vec<Gauge> {
+    let mut out = vec![Gauge {
+        name: "fapiao_ready",
+        help: "Whether /readyz answers ready (1) or not (0).",
+        labels: Vec::new(),
+        value: if ready(checks) { 1.0 } else { 0.0 },
+    }];
+    out.extend(checks.iter().map(|c| Gauge {
+        name: "fapiao_check_ok",
+        help: "Each readiness check: passed (1) or not (0).",
+        labels: vec![("check", c.name.clone())],
+        value: if c.ok { 1.0 } else { 0.0 },
+    }));
+    out
 }
 
 /// Records `fapiao_http_request_duration_seconds{route, method, status}` for every request of

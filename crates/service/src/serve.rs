@@ -41,6 +41,22 @@ impl Running {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
+
+    /// Stops accepting at once (the listener is closed), then lets connections finish their
+    /// requests in flight until `deadline`; what is still open then is cut. Whether
+    /// everything finished in time.
+    pub async fn shutdown_by(mut self, deadline: tokio::time::Instant) -> bool {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout_at(deadline, &mut self.task)
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        self.task.abort();
+        let _ = self.task.await;
+        false
+    }
 }
 
 /// Why serving could not start.
@@ -228,6 +244,9 @@ pub fn serve_tls_live(
                 }
             });
         }
+        // Closed now: a client arriving from here on is refused at once (and a load
+        // balancer tries another replica) rather than waiting in the backlog.
+        drop(listener);
         while connections.join_next().await.is_some() {}
     });
     Ok(Running { addr, stop, task })

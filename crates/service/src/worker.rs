@@ -78,4 +78,20 @@ impl Worker {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
+
+    /// Stops after the round in hand if it ends by `deadline`; else the round is cut there
+    /// (what it had committed stays; the rest is done again at the next start). Whether it
+    /// ended in time.
+    pub async fn shutdown_by(mut self, deadline: tokio::time::Instant) -> bool {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout_at(deadline, &mut self.task)
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        self.task.abort();
+        let _ = self.task.await;
+        false
+    }
 }

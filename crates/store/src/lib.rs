@@ -131,6 +131,9 @@ impl StoreError {
 /// work arriving meanwhile still shares their commits ([`Db::grouped`]).
 pub const POSTGRES_TURNS: usize = 1;
 
+/// Free space a SQLite database's file system must have for [`Db::write_check`] to pass.
+pub const MIN_FREE_BYTES: u64 = 32 << 20;
+
 /// A role's database.
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -314,6 +317,41 @@ impl Db {
             .execute(self.pool())
             .await
             .is_ok()
+    }
+
+    /// Whether the database takes a write, and why not: a one-row write transaction (this
+    /// process's row of `write_probe`, stamped `t`; rows of processes gone for a day are
+    /// removed) must commit. For a SQLite file also: the file is there, its permissions let
+    /// it be written (a main file turned read-only keeps taking small writes in its WAL
+    /// until a checkpoint fails, so the write alone would not notice), and its file system
+    /// has [`MIN_FREE_BYTES`] free (a small write reuses WAL space a full disk would refuse
+    /// to a large one).
+    ///
+    /// # Errors
+    /// What failed, for readiness and the log.
+    pub async fn write_check(&self, instance: &str, t: i64) -> Result<(), String> {
+        if let Some(path) = self.path() {
+            sqlite::writable(path)?;
+        }
+        let write = async {
+            let mut tx = self.begin_write().await?;
+            query(
+                "INSERT INTO write_probe (instance, at) VALUES ($1, $2)
+                 ON CONFLICT (instance) DO UPDATE SET at = excluded.at",
+            )
+            .bind(instance)
+            .bind(t)
+            .execute(&mut *tx)
+            .await?;
+            query("DELETE FROM write_probe WHERE at < $1")
+                .bind(t - 86_400)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        };
+        write
+            .await
+            .map_err(|e: StoreError| format!("a write transaction failed: {e}"))
     }
 
     /// Applies `migrations` of `role` that the database does not have yet, in one

@@ -153,6 +153,14 @@ pub(crate) const BASE: &[Migration] = &[
             "CREATE TABLE sealed_columns (field TEXT PRIMARY KEY, format BIGINT NOT NULL);",
         ),
     },
+    Migration {
+        version: 7,
+        description: "readiness write probe: a row per running process",
+        // `Db::write_check` writes its process's row; readiness is whether that commits.
+        sql: Sql::portable(
+            "CREATE TABLE write_probe (instance TEXT PRIMARY KEY, at BIGINT NOT NULL);",
+        ),
+    },
 ];
 
 const CREATE_MIGRATIONS: Sql = Sql::portable(

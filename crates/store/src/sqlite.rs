@@ -287,3 +287,36 @@ fn private_file(path: &Path) {
         }
     }
 }
+
+/// Whether a SQLite database file can take writes: it exists, its permission bits allow
+/// writing (checked on the bits, so that it holds for root too), and its file system has
+/// [`crate::MIN_FREE_BYTES`] free.
+pub(crate) fn writable(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("database file {}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o222 == 0 {
+        return Err(format!(
+            "database file {} is read-only (writes land in its WAL until a checkpoint fails)",
+            path.display()
+        ));
+    }
+    let stat =
+        rustix::fs::statvfs(path).map_err(|e| format!("file system of {}: {e}", path.display()))?;
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if free < crate::MIN_FREE_BYTES {
+        return Err(format!(
+            "the file system of {} has {} KiB free (less than {} MiB)",
+            path.display(),
+            free / 1024,
+            crate::MIN_FREE_BYTES >> 20
+        ));
+    }
+    if stat.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+        return Err(format!(
+            "the file system of {} is mounted read-only",
+            path.display()
+        ));
+    }
+    Ok(())
+}

@@ -599,8 +599,10 @@ fn witness_files_round_trip_skip_a_torn_last_line_and_their_copies_are_checked()
         h.signature = signer.key.sign(&h.signed_bytes()).unwrap();
         h
     };
-    w.append(&head(3)).unwrap();
-    w.append(&head(6)).unwrap();
+    // Signatures are hedged (a fresh nonce each time): the heads written are kept to compare.
+    let (h3, h6) = (head(3), head(6));
+    w.append(&h3).unwrap();
+    w.append(&h6).unwrap();
     {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(w.path()).unwrap().permissions().mode();
@@ -610,9 +612,9 @@ fn witness_files_round_trip_skip_a_torn_last_line_and_their_copies_are_checked()
     let mut text = std::fs::read_to_string(w.path()).unwrap();
     text.push_str("{\"seq\":9,\"ha");
     std::fs::write(w.path(), &text).unwrap();
-    assert_eq!(w.read().unwrap(), vec![head(3), head(6)]);
-    head(6).check_signature(&signer.trust).unwrap();
-    let mut forged = head(6);
+    assert_eq!(w.read().unwrap(), vec![h3, h6.clone()]);
+    h6.check_signature(&signer.trust).unwrap();
+    let mut forged = h6;
     forged.signed_at += 1;
     assert!(forged.check_signature(&signer.trust).is_err());
     // A line in the middle that does not parse is an error naming it.

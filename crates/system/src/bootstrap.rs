@@ -198,6 +198,18 @@ fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(err(&path.display().to_string()))
 }
 
+/// Creates `dir` (and its parents) with mode 0700, and makes it 0700 if it existed.
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    let what = dir.display().to_string();
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(err(&what))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err(&what))
+}
+
 fn write_public(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     fs::write(&tmp, bytes)
@@ -305,15 +317,20 @@ impl Layout {
         storage: Option<&Storage>,
         now: OffsetDateTime,
     ) -> Result<()> {
+        // Keys, passphrases and the CA: readable by the owner only (directories 0700, secret
+        // files 0600), also where an older build left them 0755.
+        private_dir(&self.dir)?;
         for d in [
             "secrets",
+            "ca",
             "ca/gm",
             "ca/intl",
             "pki",
             "devices",
             "agent-devices",
+            "audit",
         ] {
-            fs::create_dir_all(self.dir.join(d)).map_err(err(d))?;
+            private_dir(&self.dir.join(d))?;
         }
         if !self.passphrase_file().exists() {
             let mut b = [0u8; 24];

@@ -32,6 +32,9 @@ pub struct Running {
     /// Admin addresses.
     pub admin_addrs: Vec<SocketAddr>,
     servers: Vec<fapiao_service::Running>,
+    admin_servers: Vec<fapiao_service::Running>,
+    /// How long a stop may take (`limits.shutdown_grace_seconds`).
+    grace: std::time::Duration,
     workers: Option<fapiao_service::Worker>,
     signer: fapiao_service::audit_signer::AuditSigner,
     crls: fapiao_service::crl_reload::CrlReloader,
@@ -52,15 +55,54 @@ pub enum RoleHandle {
     Cloud(Cloud),
 }
 
-impl Running {
-    /// Stops its listeners (requests in flight finish) and workers; a platform lets the
-    /// number blocks it holds go, for the other replicas.
-    pub async fn shutdown(self) {
-        for s in self.servers {
-            s.shutdown().await;
+impl RoleHandle {
+    /// The role's health.
+    #[must_use]
+    pub fn health(&self) -> &fapiao_service::Health {
+        match self {
+            Self::Agent(a) => a.health(),
+            Self::Tax(t) => t.health(),
+            Self::Platform(p) => p.health(),
+            Self::Cloud(c) => c.health(),
         }
-        if let Some(w) = self.workers {
-            w.shutdown().await;
+    }
+}
+
+impl Running {
+    /// A graceful stop, within the role's grace (`limits.shutdown_grace_seconds`): readiness
+    /// turns 503 at once; the business listeners close (new clients are refused, so a load
+    /// balancer sends them elsewhere) and the requests in flight finish; the workers finish
+    /// their step; a platform lets the number blocks it holds go, for the other replicas; the
+    /// audit head is signed over the last record; the admin port closes last. What has not
+    /// finished when the grace runs out is cut (nothing acknowledged is lost: every answer
+    /// follows its commit). Whether everything finished in time.
+    pub async fn shutdown(self) -> bool {
+        let deadline = tokio::time::Instant::now() + self.grace;
+        self.handle.health().begin_stopping();
+        let mut clean = true;
+        let mut cut = Vec::new();
+        for s in self.servers {
+            let addr = s.local_addr();
+            if !s.shutdown_by(deadline).await {
+                cut.push(addr);
+                clean = false;
+            }
+        }
+        if !cut.is_empty() {
+            tracing::warn!(
+                ?cut,
+                grace_seconds = self.grace.as_secs(),
+                "the grace ran out: requests still in flight were cut"
+            );
+        }
+        if let Some(w) = self.workers
+            && !w.shutdown_by(deadline).await
+        {
+            tracing::warn!(
+                grace_seconds = self.grace.as_secs(),
+                "the grace ran out: the workers' step was cut (it is done again at the next start)"
+            );
+            clean = false;
         }
         if let RoleHandle::Platform(p) = &self.handle {
             match p.release_blocks().await {
@@ -71,6 +113,11 @@ impl Running {
         }
         self.signer.shutdown().await;
         self.crls.shutdown().await;
+        for s in self.admin_servers {
+            s.shutdown_by(tokio::time::Instant::now()).await;
+        }
+        tracing::info!(role = %self.role, clean, "stopped");
+        clean
     }
 }
 
@@ -166,6 +213,7 @@ pub async fn start_role(
     cfg.check().map_err(SystemError)?;
     let material = Material::load(&cfg.material).map_err(e("material"))?;
     let mut servers = Vec::new();
+    let mut admin_servers = Vec::new();
     let limits = cfg.limits;
     let per_address = std::sync::Arc::new(fapiao_service::RateLimiter::new(
         limits.address_rate,
@@ -173,7 +221,8 @@ pub async fn start_role(
     ));
     let mut serve = |ls: Vec<TcpListener>,
                      tls: std::sync::Arc<rustls::ServerConfig>,
-                     router: axum::Router|
+                     router: axum::Router,
+                     admin: bool|
      -> Result<Vec<SocketAddr>> {
         let router = router
             .layer(axum::middleware::from_fn_with_state(
@@ -195,7 +244,11 @@ pub async fn start_role(
             )
             .map_err(e("serving"))?;
             addrs.push(r.local_addr());
-            servers.push(r);
+            if admin {
+                admin_servers.push(r);
+            } else {
+                servers.push(r);
+            }
         }
         Ok(addrs)
     };
@@ -207,11 +260,12 @@ pub async fn start_role(
             let tls = material
                 .server_config(ClientAuth::Optional)
                 .map_err(e("tax TLS"))?;
-            let addrs = serve(listeners, tls, tax.router())?;
+            let addrs = serve(listeners, tls, tax.router(), false)?;
             let admin_addrs = serve(
                 admin,
                 admin_tls(&material)?,
                 admin_guard(tax.admin_router(), cfg, &material),
+                true,
             )?;
             (RoleHandle::Tax(tax), addrs, admin_addrs, None)
         }
@@ -233,11 +287,12 @@ pub async fn start_role(
             let tls = material
                 .server_config(ClientAuth::Required)
                 .map_err(e("platform TLS"))?;
-            let addrs = serve(listeners, tls, platform.router())?;
+            let addrs = serve(listeners, tls, platform.router(), false)?;
             let admin_addrs = serve(
                 admin,
                 admin_tls(&material)?,
                 admin_guard(platform.admin_router(), cfg, &material),
+                true,
             )?;
             let workers = platform.spawn_workers();
             (
@@ -270,11 +325,12 @@ pub async fn start_role(
             let tls = material
                 .server_config(ClientAuth::Optional)
                 .map_err(e("cloud TLS"))?;
-            let addrs = serve(listeners, tls, cloud.router())?;
+            let addrs = serve(listeners, tls, cloud.router(), false)?;
             let admin_addrs = serve(
                 admin,
                 admin_tls(&material)?,
                 admin_guard(cloud.admin_router(), cfg, &material),
+                true,
             )?;
             let workers = cloud.spawn_workers();
             (RoleHandle::Cloud(cloud), addrs, admin_addrs, Some(workers))
@@ -326,6 +382,7 @@ pub async fn start_role(
                 admin,
                 admin_tls(&material)?,
                 admin_guard(agent.admin_router(), cfg, &material),
+                true,
             )?;
             let workers = agent.spawn_workers();
             (
@@ -362,6 +419,8 @@ pub async fn start_role(
         addrs,
         admin_addrs,
         servers,
+        admin_servers,
+        grace: std::time::Duration::from_secs(cfg.limits.shutdown_grace_seconds),
         workers,
         signer,
         handle,

@@ -75,6 +75,11 @@ struct Inner {
     trust: fapiao_crypto::LiveTrust,
     envelopes: Arc<Envelopes>,
     channel: u8,
+    /// Failed 查验 guesses per invoice number (as the portal's: 5 free, then waits doubling
+    /// up to 15 minutes).
+    verify_attempts: fapiao_service::Attempts,
+    /// Stopping, database writes.
+    health: fapiao_service::Health,
 }
 
 impl std::fmt::Debug for Inner {
@@ -130,6 +135,11 @@ impl Tax {
         .map_err(|e| TaxError::Material(e.to_string()))?;
         Ok(Self {
             inner: Arc::new(Inner {
+                health: fapiao_service::Health::new(fapiao_service::instance_id()),
+                verify_attempts: fapiao_service::Attempts::new(
+                    5,
+                    std::time::Duration::from_secs(900),
+                ),
                 db,
                 vault,
                 material: material.clone(),
@@ -141,6 +151,12 @@ impl Tax {
                 channel: 0,
             }),
         })
+    }
+
+    /// Its health (readiness, stopping).
+    #[must_use]
+    pub fn health(&self) -> &fapiao_service::Health {
+        &self.inner.health
     }
 
     /// The routes: envelopes (roles, mutual TLS) and `GET /v1/verify` (public).
@@ -755,8 +771,15 @@ impl Tax {
 }
 
 impl fapiao_service::ops::Readiness for Tax {
+    fn health(&self) -> &fapiao_service::Health {
+        &self.inner.health
+    }
+
     async fn checks(&self) -> Vec<fapiao_service::ops::Check> {
-        fapiao_service::ops::basic_checks(&self.inner.db, &self.inner.material, now()).await
+        self.inner
+            .health
+            .checks(&self.inner.db, &self.inner.material, now())
+            .await
     }
 
     async fn gauges(&self) -> Vec<fapiao_service::metrics::Gauge> {
@@ -1048,8 +1071,18 @@ async fn verify(
     let Ok(total) = Amount::parse(&total) else {
         return ApiError::new(Code::InvalidRequest, "total: not an amount", rid).into_response();
     };
+    // Guesses at one number are limited, from every address together: the date and the
+    // total are what is guessed.
+    if let Err(wait) = tax.inner.verify_attempts.check(&number) {
+        return fapiao_service::limits::limited(wait, &rid);
+    }
     match tax.verification(&number, &date, total).await {
-        Ok(v) => axum::Json(v).into_response(),
+        Ok(v) => {
+            if v.result == "unknown" {
+                tax.inner.verify_attempts.failed(&number);
+            }
+            axum::Json(v).into_response()
+        }
         Err(e) => {
             tracing::error!(request_id = %rid, error = %e, "verification failed");
             ApiError::new(Code::Internal, "internal error", rid).into_response()

@@ -5,6 +5,7 @@ mod bench;
 mod pki;
 mod preview;
 mod system;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -19,11 +19,20 @@ impl Drop for Proc {
 
 impl Proc {
     /// Ctrl-C, then wait for a clean exit.
-    fn interrupt(mut self) {
+    fn interrupt(self) {
+        self.signal("-INT");
+    }
+
+    /// SIGTERM (what systemd and Kubernetes send), then wait for a clean exit.
+    fn terminate(self) {
+        self.signal("-TERM");
+    }
+
+    fn signal(mut self, signal: &str) {
         let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let _ = Command::new("kill").args([signal, &pid]).status();
         let status = self.0.wait().unwrap();
-        assert!(status.success(), "graceful stop: {status}");
+        assert!(status.success(), "graceful stop on {signal}: {status}");
     }
 }
 
@@ -109,6 +118,24 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
     ]);
     let banner = wait_for_line(&mut up, "Ctrl-C stops.");
     assert!(banner.contains("first run"), "{banner}");
+    // Owner only: the directories holding keys, passphrases and databases, and the secret
+    // files and databases in them.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for dir in ["", "secrets", "ca", "ca/gm", "pki", "devices"] {
+            assert_eq!(mode(&data.join(dir)), 0o700, "{dir}/");
+        }
+        for file in [
+            "secrets/key-passphrase",
+            "ca/gm/ca.key.pem",
+            "pki/platform.sign.key.pem",
+            "pki/platform.master.key",
+            "platform.sqlite",
+        ] {
+            assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+        }
+    }
     assert!(
         banner.contains("cargo run --release -- issue examples/orders/basic.json"),
         "{banner}"
@@ -201,8 +228,29 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
     let xml = tmp.path().join("i.xml");
     let r = fapiao(&["render", &n2, "--xml", xml.to_str().unwrap(), "--data", d]);
     assert!(r.status.success(), "{}", stderr(&r));
+    // SIGTERM stops each as Ctrl-C does: requests drained, the audit head signed last.
     for p in procs {
-        p.interrupt();
+        p.terminate();
+    }
+    for role in ["cloud", "platform", "tax"] {
+        let newest = Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT MAX(seq) FROM audit_log').fetchone()[0])",
+                data.join(format!("{role}.sqlite")).to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let newest = String::from_utf8_lossy(&newest.stdout).trim().to_owned();
+        let witness =
+            std::fs::read_to_string(data.join(format!("audit/{role}.witness.jsonl"))).unwrap();
+        let last: serde_json::Value =
+            serde_json::from_str(witness.lines().last().unwrap()).unwrap();
+        assert_eq!(
+            last["seq"].to_string(),
+            newest,
+            "{role}: head signed at SIGTERM"
+        );
     }
 
     // Keys: every role's values are under its first data key; rotating the cloud's re-seals

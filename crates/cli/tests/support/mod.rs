@@ -91,6 +91,17 @@ impl Role {
         }
     }
 
+    /// SIGTERM (what systemd and Kubernetes send); its exit status and how long it took.
+    pub(crate) fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let mut c = self.child.take().expect("running");
+        let started = std::time::Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let status = c.wait().unwrap();
+        (status, started.elapsed())
+    }
+
     /// SIGINT, and it exits 0.
     pub(crate) fn interrupt(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -232,4 +243,26 @@ pub(crate) fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A role's admin base URL (`https://…`) from its config.
+pub(crate) fn admin_url(data: &Path, role: &str) -> String {
+    let cfg = RoleConfig::load(&data.join(format!("{role}.toml"))).unwrap();
+    format!("https://{}", cfg.admin_listen[0])
+}
+
+/// `GET <admin>/readyz`, as a load balancer's probe asks it (no client certificate): the
+/// status (0 when nothing answered) and the body.
+pub(crate) async fn readyz(data: &Path, role: &str) -> (u16, String) {
+    let config = fapiao_crypto::tls::client_config(None, &trust(data)).unwrap();
+    let c = fapiao_protocol::HttpsClient::new(&admin_url(data, role), std::sync::Arc::new(config))
+        .unwrap()
+        .with_timeout(Duration::from_secs(5));
+    match c
+        .request(http::Method::GET, "/readyz", &[], Vec::new())
+        .await
+    {
+        Ok(r) => (r.status, String::from_utf8_lossy(&r.body).into_owned()),
+        Err(e) => (0, e.to_string()),
+    }
 }

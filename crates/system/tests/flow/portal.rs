@@ -357,3 +357,106 @@ async fn a_browser_finds_an_invoice_and_downloads_its_pdf_and_xml() {
     let r = raw(format!("/portal/invoice?number=123&date={date}&total=1")).await;
     assert!(String::from_utf8_lossy(&r.body).contains("发票号码应为 20 位数字"));
 }
+
+/// Guessing: wrong facts at one number, from any address, are free five times, then wait;
+/// the wait holds even for the right facts, and other numbers are untouched. A natural
+/// person's files (they carry the identity number and phone) take the last four characters
+/// of either too; a wrong four counts as a guess. 查验 at tax limits guesses the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guesses_are_limited_per_invoice_and_a_persons_files_take_their_digits() {
+    let env = Env::start().await;
+    let erp = env.erp(SH);
+    let person: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/orders/natural-person.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let r = post(&erp, "/v1/invoices", &person).await;
+    assert_eq!(r.status, 201, "{}", json_of(&r));
+    let v = json_of(&r);
+    let number = v["number"].as_str().unwrap().to_owned();
+    let date = v["issued_at"].as_str().unwrap()[..10].to_owned();
+    let total = v["total"].as_str().unwrap().to_owned();
+    let other = post(&erp, "/v1/invoices", &order(SH, "GUESS-OTHER", "10")).await;
+    let other_v = json_of(&other);
+    let raw = |path: String| {
+        let erp = &erp;
+        async move {
+            erp.send_raw(http::Method::GET, &path, &[], b"")
+                .await
+                .unwrap()
+        }
+    };
+    let q = |n: &str, t: &str| format!("number={n}&date={date}&total={t}");
+
+    // The page shows the invoice; the files need the buyer's four characters.
+    assert_eq!(
+        raw(format!("/portal/invoice?{}", q(&number, &total)))
+            .await
+            .status,
+        200
+    );
+    let r = raw(format!("/portal/xml?{}", q(&number, &total))).await;
+    assert_eq!(r.status, 403);
+    assert!(String::from_utf8_lossy(&r.body).contains("后四位"));
+    assert!(!String::from_utf8_lossy(&r.body).contains("13812341234"));
+    for (buyer, status) in [("1239", 200), ("1234", 200), ("0000", 403)] {
+        let r = raw(format!("/portal/xml?{}&buyer={buyer}", q(&number, &total))).await;
+        assert_eq!(r.status, status, "buyer {buyer}");
+        if status == 200 {
+            assert!(String::from_utf8_lossy(&r.body).contains("<EInvoice>"));
+        }
+    }
+    // The wrong four was the first failure; four wrong totals more, then waits.
+    for _ in 0..4 {
+        assert_eq!(
+            raw(format!("/portal/invoice?{}", q(&number, "1.00")))
+                .await
+                .status,
+            404
+        );
+    }
+    let r = raw(format!("/portal/invoice?{}", q(&number, "1.00"))).await;
+    assert_eq!(r.status, 404, "the fifth wrong guess still answered");
+    let r = raw(format!("/portal/invoice?{}", q(&number, &total))).await;
+    assert_eq!(r.status, 429, "even the right facts wait");
+    assert!(r.headers.get("retry-after").is_some());
+    // Another invoice is unaffected.
+    let other_q = q(
+        other_v["number"].as_str().unwrap(),
+        other_v["total"].as_str().unwrap(),
+    );
+    assert_eq!(raw(format!("/portal/invoice?{other_q}")).await.status, 200);
+
+    // 查验 at tax: the same limit, per number.
+    let tax = fapiao_protocol::HttpsClient::new(
+        &env.system.tax_url(),
+        std::sync::Arc::new(fapiao_crypto::tls::client_config(None, env.trust()).unwrap()),
+    )
+    .unwrap();
+    let verify = |t: &str| {
+        let (tax, path) = (
+            &tax,
+            format!("/v1/verify?number={number}&date={date}&total={t}"),
+        );
+        async move {
+            tax.request(http::Method::GET, &path, &[], Vec::new())
+                .await
+                .unwrap()
+        }
+    };
+    settle(&env).await;
+    assert_eq!(json_of(&verify(&total).await)["result"], "valid");
+    // Five free failures; the sixth is answered and starts the waits.
+    for _ in 0..6 {
+        assert_eq!(json_of(&verify("1.00").await)["result"], "unknown");
+    }
+    let r = verify(&total).await;
+    assert_eq!(
+        (r.status, json_of(&r)["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    env.system.shutdown().await;
+}
