@@ -108,6 +108,10 @@ impl Deployment {
 
     /// Waits (up to `limit`) until `ok` holds; how long it took.
     fn until(&self, limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration> {
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a wait's duration, not a point in time"
+        )]
         let start = Instant::now();
         while start.elapsed() < limit {
             if ok() {

@@ -94,6 +94,10 @@ impl Role {
     /// SIGTERM (what systemd and Kubernetes send); its exit status and how long it took.
     pub(crate) fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
         let mut c = self.child.take().expect("running");
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "a stop's duration, not a point in time"
+        )]
         let started = std::time::Instant::now();
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
@@ -254,7 +258,7 @@ pub(crate) fn admin_url(data: &Path, role: &str) -> String {
 /// `GET <admin>/readyz`, as a load balancer's probe asks it (no client certificate): the
 /// status (0 when nothing answered) and the body.
 pub(crate) async fn readyz(data: &Path, role: &str) -> (u16, String) {
-    let config = fapiao_crypto::tls::client_config(None, &trust(data)).unwrap();
+    let config = fapiao_crypto::tls::client_config(None, trust(data)).unwrap();
     let c = fapiao_protocol::HttpsClient::new(&admin_url(data, role), std::sync::Arc::new(config))
         .unwrap()
         .with_timeout(Duration::from_secs(5));
