@@ -6,12 +6,13 @@
 # 1. Installs what the tests check Fapiao against, when missing: the OpenSSL CLI and Python
 #    gmssl/cryptography (cryptography), poppler, qpdf, zbar and xmllint (layout files),
 #    Chromium with chromedriver (the download portal), nginx with its stream module and
-#    PostgreSQL 15 (replicas behind a load balancer).
+#    PostgreSQL 15 (replicas behind a load balancer), promtool (the alert rules' tests).
 # 2. Starts a throwaway PostgreSQL cluster in a temporary directory on a free port (never
 #    5432), and stops and removes it on exit, however the script ends.
 # 3. Runs the suite on SQLite (the default engine) — the store's suites and the replica test
 #    run on PostgreSQL as well in this pass — then the suites that run whole systems (the flow
-#    tests, the crash test) again with every role on PostgreSQL.
+#    tests, the crash and fault tests) again with every role on PostgreSQL. The fault tests
+#    mount a small tmpfs for a full disk: as root (CI), else that one test says it is skipped.
 #
 # Arguments go to both `cargo test` runs (e.g. `./test.sh -- --test-threads 1`).
 set -euo pipefail
@@ -24,7 +25,7 @@ as_root() {
 }
 
 step "test tools"
-tools=(openssl curl pdftotext pdftoppm pdfdetach pdffonts pdfinfo qpdf zbarimg xmllint chromium chromedriver nginx)
+tools=(openssl curl pdftotext pdftoppm pdfdetach pdffonts pdfinfo qpdf zbarimg xmllint chromium chromedriver nginx promtool)
 missing=0
 for t in "${tools[@]}"; do command -v "$t" >/dev/null || missing=1; done
 [ -d /usr/share/poppler/cMap ] || missing=1
@@ -37,7 +38,7 @@ if [ "$missing" = 1 ]; then
   as_root apt-get -o DPkg::Lock::Timeout=300 -q -y update >/dev/null
   as_root apt-get -o DPkg::Lock::Timeout=300 -q -y install --no-install-recommends --no-upgrade \
     openssl curl ca-certificates poppler-utils poppler-data qpdf zbar-tools libxml2-utils \
-    chromium chromium-driver nginx libnginx-mod-stream postgresql >/dev/null
+    chromium chromium-driver nginx libnginx-mod-stream postgresql prometheus >/dev/null
 fi
 for t in "${tools[@]}"; do command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }; done
 python3 -m pip install -q --root-user-action=ignore --disable-pip-version-check \
@@ -78,7 +79,7 @@ cargo test --workspace --locked "$@"
 step "cargo test (every role on PostgreSQL)"
 FAPIAO_TEST_ENGINE=postgres cargo test --locked -p fapiao-system --test flow "$@"
 FAPIAO_TEST_ENGINE=postgres cargo test --locked -p fapiao-cli --test crash "$@"
-# The outage itself is the engine's no matter: two minutes on SQLite, 30 s here.
+# How long tax is away matters not to the engine: two minutes on SQLite, 30 s here.
 FAPIAO_TEST_ENGINE=postgres FAPIAO_OUTAGE_SECONDS=30 cargo test --locked -p fapiao-cli --test faults "$@"
 
 step "done"

@@ -26,6 +26,7 @@
 //! address_rate = 400.0                 # requests/s per client address
 //! address_burst = 800.0
 //! max_body_bytes = 262144              # cloud: largest ERP request body (then 413)
+//! shutdown_grace_seconds = 20          # SIGTERM: time for requests in flight to finish
 //! ```
 //!
 //! Environment overrides (applied after the file): `FAPIAO_LISTEN` and

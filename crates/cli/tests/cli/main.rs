@@ -1,7 +1,9 @@
-//! The real `fapiao` binary: preview, pki and envelope commands.
+//! The real `fapiao` binary: preview, pki and envelope commands; the shipped deployment
+//! files.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
 
 mod bench;
+mod deploy;
 mod pki;
 mod preview;
 mod system;
