@@ -6,7 +6,8 @@
 # 1. Installs what the tests check Fapiao against, when missing: the OpenSSL CLI and Python
 #    gmssl/cryptography (cryptography), poppler, qpdf, zbar and xmllint (layout files),
 #    Chromium with chromedriver (the download portal), nginx with its stream module and
-#    PostgreSQL 15 (replicas behind a load balancer), promtool (the alert rules' tests).
+#    PostgreSQL 15 (replicas behind a load balancer), promtool (the alert rules' tests),
+#    libfaketime (an agent whose clock is ahead).
 # 2. Starts a throwaway PostgreSQL cluster in a temporary directory on a free port (never
 #    5432), and stops and removes it on exit, however the script ends.
 # 3. Runs the suite on SQLite (the default engine) — the store's suites and the replica test
@@ -31,6 +32,7 @@ for t in "${tools[@]}"; do command -v "$t" >/dev/null || missing=1; done
 [ -d /usr/share/poppler/cMap ] || missing=1
 [ -f /usr/lib/nginx/modules/ngx_stream_module.so ] || missing=1
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing=1
+[ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || missing=1
 if [ "$missing" = 1 ]; then
   export DEBIAN_FRONTEND=noninteractive
   # --no-upgrade keeps OpenSSL at the image's version; poppler-data gives pdftotext its CJK
@@ -38,7 +40,7 @@ if [ "$missing" = 1 ]; then
   as_root apt-get -o DPkg::Lock::Timeout=300 -q -y update >/dev/null
   as_root apt-get -o DPkg::Lock::Timeout=300 -q -y install --no-install-recommends --no-upgrade \
     openssl curl ca-certificates poppler-utils poppler-data qpdf zbar-tools libxml2-utils \
-    chromium chromium-driver nginx libnginx-mod-stream postgresql prometheus >/dev/null
+    chromium chromium-driver nginx libnginx-mod-stream postgresql prometheus faketime >/dev/null
 fi
 for t in "${tools[@]}"; do command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }; done
 python3 -m pip install -q --root-user-action=ignore --disable-pip-version-check \

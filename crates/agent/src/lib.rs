@@ -60,6 +60,7 @@ use zeroize::Zeroizing;
 
 mod ack;
 mod call;
+mod clock;
 mod issue;
 mod pull;
 mod queue;
@@ -69,6 +70,7 @@ mod status;
 mod supply;
 mod upload;
 
+pub use clock::Blocked;
 pub use status::{Status, status};
 
 use call::one_each;
@@ -79,6 +81,7 @@ use supply::{month_of, quota_in, set_quota_used};
 pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
     1 "0001_agent" "orders, invoices, blocks, quota, red forms, work queue",
     2 "0002_waiting_for" "queue entries waiting for a peer that did not answer",
+    3 "0003_notes" "what keeps the agent from its work (clock, pull)",
 ];
 
 /// Columns whose values are sealed (encryption at rest): the signed invoices and the orders
@@ -123,6 +126,8 @@ pub struct Options {
     pub numbers_low: u64,
     /// Timeout of one call to a peer.
     pub call_timeout: Duration,
+    /// Largest difference between the agent's clock and its peers' at which it issues.
+    pub max_clock_skew: Duration,
 }
 
 impl Default for Options {
@@ -138,6 +143,7 @@ impl Default for Options {
             quota_step: Amount::parse("1000000.00").unwrap_or_default(),
             numbers_low: 100,
             call_timeout: Duration::from_secs(10),
+            max_clock_skew: Duration::from_secs(60),
         }
     }
 }
@@ -197,6 +203,8 @@ struct Inner {
     resumed: AtomicBool,
     /// Stopping, database writes, cloud, platform and tax answering.
     health: fapiao_service::Health,
+    /// What blocks it (`clock`, `pull`), as last noted.
+    notes: std::sync::Mutex<std::collections::HashMap<&'static str, Option<String>>>,
     options: Options,
 }
 
@@ -269,6 +277,7 @@ impl Agent {
         Ok(Self {
             inner: Arc::new(Inner {
                 health,
+                notes: std::sync::Mutex::default(),
                 db,
                 vault,
                 registry: Arc::new(fapiao_service::Registry::new()),
@@ -340,9 +349,22 @@ impl Agent {
         if let Err(e) = self.supply().await {
             tracing::info!(error = %e, "agent: topping up numbers or quota failed; retried");
         }
+        // A clock off from the peers' dates invoices wrong: nothing is pulled or issued
+        // until it agrees (what is issued already goes on).
+        let clock = self.clock_problem().await;
+        let paused = clock.is_some();
+        self.note("clock", clock).await;
+        let pulled = if paused { Ok(0) } else { self.pull().await };
+        self.note("pull", pulled.as_ref().err().map(ToString::to_string))
+            .await;
+        let issued = if paused {
+            Ok(0)
+        } else {
+            self.issue_pulled().await
+        };
         for (name, result) in [
-            ("pull", self.pull().await),
-            ("issue", self.issue_pulled().await),
+            ("pull", pulled),
+            ("issue", issued),
             ("upload", self.upload_due().await),
             ("report", self.report_due().await),
             ("ack", self.ack_due().await),

@@ -2,6 +2,7 @@
 //! status`, `/readyz` and `/metrics`.
 
 use super::*;
+use crate::Blocked;
 
 /// What `fapiao agent status` shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +31,10 @@ pub struct Status {
     pub quota_granted: String,
     /// Quota used this month (价税合计 of blues minus reds).
     pub quota_used: String,
+    /// What keeps the agent from its work (its clock off, cloud refusing pulls), as it last
+    /// noted.
+    #[serde(default)]
+    pub blocked: Vec<Blocked>,
 }
 
 /// The status of the agent whose database is `db` (also from another process: `fapiao agent
@@ -81,6 +86,7 @@ pub async fn status(db: &Db) -> Result<Status, AgentError> {
         month,
         quota_granted: granted,
         quota_used: used,
+        blocked: clock::blocked(db).await?,
     })
 }
 
@@ -94,7 +100,20 @@ impl fapiao_service::ops::Readiness for Agent {
         for c in [&self.inner.cloud, &self.inner.platform, &self.inner.tax] {
             h.probe_if_due(c, now()).await;
         }
-        h.checks(&self.inner.db, &self.inner.material, now()).await
+        let mut checks = h.checks(&self.inner.db, &self.inner.material, now()).await;
+        let clock = self
+            .inner
+            .notes
+            .lock()
+            .ok()
+            .and_then(|n| n.get("clock").cloned())
+            .flatten();
+        checks.push(fapiao_service::ops::Check::new(
+            "clock",
+            clock.is_none(),
+            clock.unwrap_or_else(|| "agrees with the peers'".to_owned()),
+        ));
+        checks
     }
 
     async fn gauges(&self) -> Vec<fapiao_service::metrics::Gauge> {
@@ -125,6 +144,18 @@ impl fapiao_service::ops::Readiness for Agent {
                 value: s.numbers_left as f64,
             },
         ]
+        .into_iter()
+        .chain(["clock", "pull"].map(|what| fapiao_service::metrics::Gauge {
+            name: "fapiao_agent_blocked",
+            help: "Whether the agent is kept from its work, by reason (its clock off: not issuing; cloud refusing or away: orders wait there).",
+            labels: vec![("reason", what.to_owned())],
+            value: if s.blocked.iter().any(|b| b.what == what) {
+                1.0
+            } else {
+                0.0
+            },
+        }))
+        .collect()
     }
 }
 

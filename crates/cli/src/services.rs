@@ -424,6 +424,11 @@ pub(crate) fn agent_status(config: &Path, json_out: bool) -> anyhow::Result<Exit
                 s.quota_granted,
                 s.quota_used
             );
+            for b in &s.blocked {
+                let since = OffsetDateTime::from_unix_timestamp(b.since)
+                    .map_or_else(|_| b.since.to_string(), |t| t.to_string());
+                println!("blocked: {} — {} (since {since})", b.what, b.problem);
+            }
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -10,6 +10,9 @@
 //! - Cloud's disk full (SQLite on a small file system mounted for the test; needs root):
 //!   readiness turns 503 within 5 s, naming the database check, and 200 again once space
 //!   returns.
+//! - The agent's clock ten minutes ahead (libfaketime, Debian's faketime package, under the
+//!   real `fapiao serve agent`): not ready, the reason in `fapiao agent status`, nothing
+//!   pulled or issued; clock fixed, everything issued within seconds.
 //!
 //! On SQLite files, or with `FAPIAO_TEST_ENGINE=postgres` every role's database on PostgreSQL
 //! (the disk test is SQLite's).
@@ -20,7 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fapiao_system::bootstrap::DEMO_ENTERPRISES;
+use fapiao_system::bootstrap::{AGENT_ENTERPRISE, DEMO_ENTERPRISES};
 use fapiao_system::{ErpClient, Layout, RoleConfig};
 use http::Method;
 
@@ -425,4 +428,126 @@ fn readiness_follows_a_full_disk_and_back() {
         assert!(status.success(), "{name}: {status}");
     }
     drop(mount);
+}
+
+/// libfaketime for multithreaded programs (Debian's faketime package).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+#[test]
+fn an_agent_whose_clock_is_ahead_issues_nothing_until_it_agrees() {
+    const ORDERS: i64 = 5;
+    assert!(
+        Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} missing: install Debian's faketime package (./test.sh does)"
+    );
+    let d = Deployment::start("faults_clock", Vec::new(), |_| {});
+    // The agent's clock: ten minutes ahead, from a file libfaketime reads every second.
+    let offset = d.data.join("agent-clock-offset");
+    std::fs::write(&offset, "+600\n").unwrap();
+    let env = [
+        ("LD_PRELOAD", LIBFAKETIME.to_owned()),
+        ("FAKETIME_TIMESTAMP_FILE", offset.display().to_string()),
+        ("FAKETIME_CACHE_DURATION", "1".to_owned()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+    ]
+    .map(|(k, v)| (k.to_owned(), v));
+    let mut agent = Role::replica("agent", "agent".into(), &d.data, env.to_vec());
+    agent.start();
+
+    let cfg = RoleConfig::load(&d.data.join("cloud.toml")).unwrap();
+    let creds = Layout::at(&d.data)
+        .credentials()
+        .unwrap()
+        .remove(AGENT_ENTERPRISE.taxpayer_id)
+        .unwrap();
+    let erp = ErpClient::new(
+        &format!("https://{}", cfg.listen[0]),
+        &support::trust(&d.data),
+        creds,
+    )
+    .unwrap();
+    for i in 0..ORDERS {
+        let body = serde_json::json!({
+            "order_id": format!("CLOCK-{i}"),
+            "invoice_type": "ordinary",
+            "price_mode": "tax_exclusive",
+            "seller": { "taxpayer_id": AGENT_ENTERPRISE.taxpayer_id, "name": AGENT_ENTERPRISE.name },
+            "buyer": { "taxpayer_id": "91110108MA01XY002C", "name": "北京华章商贸有限公司" },
+            "items": [{ "name": "有机酱油", "tax_code": "1030206000000000000", "unit": "箱",
+                        "quantity": 1, "unit_price": "12.50", "tax_rate": "13%" }],
+            "drawer": "陈晓"
+        });
+        let r =
+            d.rt.block_on(erp.send(Method::POST, "/v1/invoices", body.to_string().as_bytes()))
+                .unwrap();
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    }
+
+    // Not ready, and why.
+    let took = d
+        .until(Duration::from_secs(30), || {
+            let (s, body) = d.rt.block_on(readyz(&d.data, "agent"));
+            s == 503 && body.contains("{\"name\":\"clock\",\"ok\":false")
+        })
+        .expect("the agent not ready for its clock");
+    let (_, body) = d.rt.block_on(readyz(&d.data, "agent"));
+    eprintln!("agent not ready after {took:?}: {body}");
+    assert!(body.contains("600 s ahead of tax:tax"), "{body}");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_fapiao"))
+        .args(["agent", "status", "--data", d.data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains("blocked: clock — our clock is 600 s ahead of tax:tax"),
+        "{status}"
+    );
+    let log = std::fs::read_to_string(agent.log()).unwrap();
+    assert!(
+        log.contains("WARN") && log.contains("agent: blocked"),
+        "a warning in the agent's log:\n{log}"
+    );
+    // Nothing issued: the orders wait at cloud.
+    std::thread::sleep(Duration::from_secs(3));
+    let cloud_db = d.rt.block_on(db(&d.data, "cloud"));
+    let issued = || {
+        d.rt.block_on(count(
+            &cloud_db,
+            "SELECT COUNT(*) FROM invoices WHERE enterprise = '91330106MA2H00003L'",
+        ))
+    };
+    assert_eq!(issued(), 0);
+    assert_eq!(
+        d.rt.block_on(count(
+            &cloud_db,
+            "SELECT COUNT(*) FROM queued_orders WHERE state = 'queued'"
+        )),
+        ORDERS
+    );
+
+    // The clock fixed: everything issued within seconds.
+    std::fs::write(&offset, "+0\n").unwrap();
+    let took = d
+        .until(Duration::from_secs(60), || issued() == ORDERS)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} of {ORDERS} issued a minute after the clock was fixed",
+                issued()
+            )
+        });
+    eprintln!(
+        "clock fixed: {ORDERS} orders issued {:.1} s later",
+        took.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    d.until(Duration::from_secs(10), || {
+        d.rt.block_on(readyz(&d.data, "agent")).0 == 200
+    })
+    .expect("ready again");
+    let (status, _) = agent.terminate();
+    assert!(status.success());
+    for name in ["cloud", "platform", "tax"] {
+        let (status, _) = d.role(name).terminate();
+        assert!(status.success(), "{name}: {status}");
+    }
 }

@@ -109,6 +109,8 @@ codes! {
         "Tax: the issuing device's signature or certificate does not check.";
     UploadArithmetic = "upload_arithmetic", 422, false,
         "Tax: the invoice's amounts, taxes or totals do not add up.";
+    UploadIssuedInFuture = "upload_issued_in_future", 422, false,
+        "Tax: the invoice is dated after tax's clock plus its tolerance (the issuer's clock is ahead).";
     UploadConflict = "upload_conflict", 409, false,
         "Tax: a different invoice was already accepted under this number; the upload is flagged.";
     ReportRejected = "report_rejected", 422, false,

@@ -120,6 +120,9 @@ pub trait EnvelopeHandler: Send + Sync + 'static {
     }
 }
 
+/// A sender whose envelope's time is further than this from ours is logged (WARN).
+const CLOCK_WARN_SECONDS: i64 = 30;
+
 /// A role's envelope material and persistent replay guard.
 pub struct Envelopes {
     registry: Arc<crate::metrics::Registry>,
@@ -229,6 +232,19 @@ impl Envelopes {
             Err(e) => return self.refuse_unopened(&e, &peer, &rid),
         };
         let header = &opened.message.header;
+        // The sender's clock as its signed header shows it (plus the transit time): every
+        // role sees its callers' clocks too, not only those it calls.
+        let offset = header.created_at - now;
+        self.registry.observe(
+            "fapiao_envelope_sender_clock_offset_seconds",
+            "How far senders' clocks are from ours (absolute; envelope time minus arrival).",
+            &[],
+            offset.unsigned_abs(),
+        );
+        if offset.whole_seconds().abs() > CLOCK_WARN_SECONDS {
+            tracing::warn!(request_id = %rid, sender = %header.sender,
+                offset_seconds = offset.whole_seconds(), "a sender's clock is off from ours");
+        }
         let expires = header.created_at + Opener::DEFAULT_FRESHNESS + Opener::DEFAULT_FRESHNESS;
         let arrival = Arrival::new(&header.sender, &header.message_id, expires, now);
         let in_transaction = handler.remembers_in_transaction(&header.message_type);

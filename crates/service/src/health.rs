@@ -177,16 +177,23 @@ impl Health {
     /// or not seen for [`PROBE_UP_EVERY`].
     #[must_use]
     pub fn probe_due(&self, peer: &str) -> bool {
-        let peers = lock(&self.0.peers);
-        let Some(p) = peers.get(peer) else {
-            return true;
-        };
-        let every = if p.answering == Some(false) {
+        let every = if lock(&self.0.peers)
+            .get(peer)
+            .is_some_and(|p| p.answering == Some(false))
+        {
             PROBE_DOWN_EVERY
         } else {
             PROBE_UP_EVERY
         };
-        p.last_seen.is_none_or(|t| t.elapsed() >= every)
+        self.probe_due_within(peer, every)
+    }
+
+    /// Whether `peer` was not probed or called for `every` (or ever).
+    #[must_use]
+    pub fn probe_due_within(&self, peer: &str, every: Duration) -> bool {
+        lock(&self.0.peers)
+            .get(peer)
+            .is_none_or(|p| p.last_seen.is_none_or(|t| t.elapsed() >= every))
     }
 
     /// Probes the peer `client` calls and records the answer and its clock. `true` when it

@@ -452,6 +452,7 @@ impl Layout {
                 audit_sign_seconds: 60,
                 audit_witness_file: None,
                 retention: fapiao_store::retention::Retention::default(),
+                max_clock_skew_seconds: 60,
             },
             RoleConfig {
                 role: "platform".into(),
@@ -469,6 +470,7 @@ impl Layout {
                 audit_sign_seconds: 60,
                 audit_witness_file: None,
                 retention: fapiao_store::retention::Retention::default(),
+                max_clock_skew_seconds: 60,
             },
             RoleConfig {
                 role: "cloud".into(),
@@ -486,6 +488,7 @@ impl Layout {
                 audit_sign_seconds: 60,
                 audit_witness_file: None,
                 retention: fapiao_store::retention::Retention::default(),
+                max_clock_skew_seconds: 60,
             },
             RoleConfig {
                 role: "agent".into(),
@@ -513,6 +516,7 @@ impl Layout {
                 audit_sign_seconds: 60,
                 audit_witness_file: None,
                 retention: fapiao_store::retention::Retention::default(),
+                max_clock_skew_seconds: 60,
             },
         ];
         for mut c in configs {

@@ -103,6 +103,21 @@ pub struct RoleConfig {
     /// records 3653 days by default.
     #[serde(default)]
     pub retention: fapiao_store::retention::Retention,
+    /// agent: the largest difference between its clock and its peers' (tax's first) at which
+    /// it issues (seconds; default 60). Beyond it the agent pulls and issues nothing.
+    #[serde(
+        default = "default_max_clock_skew_seconds",
+        skip_serializing_if = "is_default_max_clock_skew"
+    )]
+    pub max_clock_skew_seconds: u64,
+}
+
+fn default_max_clock_skew_seconds() -> u64 {
+    60
+}
+
+fn is_default_max_clock_skew(v: &u64) -> bool {
+    *v == default_max_clock_skew_seconds()
 }
 
 fn default_audit_sign_seconds() -> u64 {

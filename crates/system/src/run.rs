@@ -373,6 +373,7 @@ pub async fn start_role(
                         base: options.retry_base,
                         max: options.retry_max,
                     },
+                    max_clock_skew: std::time::Duration::from_secs(cfg.max_clock_skew_seconds),
                     ..fapiao_agent::Options::default()
                 },
             )

@@ -666,6 +666,22 @@ impl Tax {
         tracing::debug_span!("invoice.verify")
             .in_scope(|| fapiao_issuer::verify(&signed, &self.inner.trust.current(), now))
             .map_err(|e| (Code::UploadSignatureInvalid, e.to_string(), hash.clone()))?;
+        // An issuer whose clock runs ahead dates its invoices in the future: refused, so
+        // that no invoice carries a time that has not come (China time, UTC+8).
+        let china = time::UtcOffset::from_hms(8, 0, 0).unwrap_or(time::UtcOffset::UTC);
+        let issued = signed.invoice.issued_at().assume_offset(china);
+        let ahead = (issued - now).whole_seconds();
+        if ahead > FUTURE_TOLERANCE_SECONDS {
+            return Err((
+                Code::UploadIssuedInFuture,
+                format!(
+                    "issued at {} China time, {ahead} s after tax's clock (tolerance \
+                     {FUTURE_TOLERANCE_SECONDS} s): the issuer's clock is ahead",
+                    signed.invoice.issued_at()
+                ),
+                hash,
+            ));
+        }
         Ok((signed, hash))
     }
 
@@ -742,6 +758,10 @@ impl Tax {
         })?)
     }
 }
+
+/// How far after tax's clock an invoice may be dated (the issuer's clock may be this far
+/// ahead; agents stop issuing at 60 s off by default).
+pub const FUTURE_TOLERANCE_SECONDS: i64 = 120;
 
 /// An internal failure while recording an upload.
 type Failure = Box<dyn std::error::Error + Send + Sync>;

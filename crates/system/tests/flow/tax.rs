@@ -40,11 +40,20 @@ fn device(env: &Env) -> IssuingDevice {
 
 /// Signs `order` under sequence `seq` of SH's province, this year, channel 0.
 fn signed(env: &Env, order: &Value, seq: u64) -> fapiao_issuer::SignedInvoice {
+    signed_at(env, order, seq, china_now())
+}
+
+/// [`signed`], dated `at` (China time).
+fn signed_at(
+    env: &Env,
+    order: &Value,
+    seq: u64,
+    at: PrimitiveDateTime,
+) -> fapiao_issuer::SignedInvoice {
     let draft = Order::from_json(&order.to_string())
         .unwrap()
         .validate(&TaxCatalog::builtin())
         .unwrap();
-    let at = china_now();
     let year = u8::try_from(at.year() % 100).unwrap();
     let mut block =
         NumberBlock::new(year, ProvinceCode::parse("31").unwrap(), 0, seq, seq).unwrap();
@@ -158,6 +167,36 @@ async fn tax_checks_what_it_accepts() {
         ("failed".into(), Some("upload_arithmetic".into()))
     );
 
+    // Dated after tax's clock: an issuer whose clock is ahead. Two minutes are tolerated;
+    // three are refused.
+    let late = |seq, minutes| {
+        let at = china_now() + time::Duration::minutes(minutes);
+        WireInvoice::from_signed(&signed_at(
+            &env,
+            &order(SH, &format!("TAX-LATE-{seq}"), "9"),
+            seq,
+            at,
+        ))
+        .unwrap()
+    };
+    let r = upload(&tax, &late(404, 3)).await;
+    assert_eq!(
+        outcome(&r),
+        ("failed".into(), Some("upload_issued_in_future".into()))
+    );
+    assert!(
+        r.receipt
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("the issuer's clock is ahead"),
+        "{r:?}"
+    );
+    assert_eq!(
+        outcome(&upload(&tax, &late(405, 1)).await),
+        ("accepted".into(), None)
+    );
+
     // A red before its blue: processing; once the blue is on record, accepted.
     let blue = signed(&env, &order(SH, "TAX-BLUE", "15"), 402);
     let red_wire = red_of(&env, &blue, 403, "31011526112400000099");
@@ -174,9 +213,10 @@ async fn tax_checks_what_it_accepts() {
         ("accepted".into(), None)
     );
 
-    // Only those two and the first invoice are on record, each accepted once.
+    // Only those two, the one dated a minute ahead and the first invoice are on record,
+    // each accepted once.
     let accepted = env.system.tax.accepted().await.unwrap();
-    assert_eq!(accepted.len(), 3);
+    assert_eq!(accepted.len(), 4);
     assert!(accepted.iter().all(|a| a.acceptances == 1));
     env.system.shutdown().await;
 }
