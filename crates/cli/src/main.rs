@@ -72,6 +72,34 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Compare what a role holds with its peers and show the differences: for cloud, the
+    /// invoices platform issued for its enterprises that cloud lacks or holds with another
+    /// tax status (platform's mirrors tax's receipts). Exit status 0 when none differ, 1
+    /// otherwise (after --repair: when some could not be repaired).
+    Reconcile {
+        /// The role (cloud).
+        #[arg(long)]
+        role: String,
+        /// The role's TOML configuration.
+        #[arg(long, conflicts_with = "data")]
+        config: Option<PathBuf>,
+        /// Data directory of `fapiao up` (its cloud.toml).
+        #[arg(long, default_value = "fapiao-data")]
+        data: PathBuf,
+        /// Invoices issued at or after this China time (`YYYY-MM-DD HH:MM:SS`); default: the
+        /// last `--days`.
+        #[arg(long)]
+        from: Option<String>,
+        /// Days back when --from is not given.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        /// Store what is missing and apply platform's status where it differs.
+        #[arg(long)]
+        repair: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Issue an invoice for an order, as the enterprise's ERP would (signed API request).
     Issue {
         /// The order (JSON, see examples/orders/).
@@ -703,6 +731,22 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             services::agent_status(&config.unwrap_or_else(|| data.join("agent.toml")), json)
         }
         Command::Serve { role, config } => services::serve(&role, &config),
+        Command::Reconcile {
+            role,
+            config,
+            data,
+            from,
+            days,
+            repair,
+            json,
+        } => services::reconcile(
+            &role,
+            &config.unwrap_or_else(|| data.join(format!("{role}.toml"))),
+            from,
+            days,
+            repair,
+            json,
+        ),
         Command::Issue {
             order,
             target,

@@ -790,3 +790,76 @@ pub(crate) fn retention(role: &str, config: &Path, export: &Path) -> anyhow::Res
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// `fapiao reconcile --role cloud`.
+pub(crate) fn reconcile(
+    role: &str,
+    config: &Path,
+    from: Option<String>,
+    days: u32,
+    repair: bool,
+    json_out: bool,
+) -> anyhow::Result<ExitCode> {
+    init_logging(tracing::Level::WARN);
+    if role != "cloud" {
+        bail!("reconcile: --role cloud (platform and tax reconcile through their outboxes)");
+    }
+    let cfg = role_config(role, config)?;
+    let from = match from {
+        Some(f) => {
+            datetime::parse(&f).with_context(|| format!("--from `{f}`: YYYY-MM-DD HH:MM:SS"))?;
+            f
+        }
+        None => datetime::format(
+            fapiao_protocol::client::china_now() - time::Duration::days(i64::from(days)),
+        ),
+    };
+    runtime()?.block_on(async {
+        let material = fapiao_service::Material::load(&cfg.material)?;
+        let cloud = fapiao_cloud::Cloud::open(
+            &cfg.database,
+            material,
+            cfg.peers.platform_url.as_deref().unwrap_or_default(),
+            cfg.peers.platform_identity.as_deref().unwrap_or_default(),
+            fapiao_cloud::Options::default(),
+        )
+        .await?;
+        let r = cloud.reconcile(&from, repair).await?;
+        if json_out {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!(
+                "from {}: {} invoices at platform, {} missing at cloud, {} with another tax status",
+                r.from,
+                r.checked,
+                r.missing.len(),
+                r.status_differs.len()
+            );
+            for n in &r.missing {
+                println!("missing  {n}");
+            }
+            for d in &r.status_differs {
+                println!(
+                    "status   {}  cloud {}  platform {}",
+                    d.number, d.cloud, d.platform
+                );
+            }
+            if repair {
+                println!("repaired {}", r.repaired);
+            }
+            for why in &r.refused {
+                println!("refused  {why}");
+            }
+        }
+        let clean = if repair {
+            r.refused.is_empty()
+        } else {
+            r.missing.is_empty() && r.status_differs.is_empty()
+        };
+        Ok(if clean {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
+    })
+}

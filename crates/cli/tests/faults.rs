@@ -10,6 +10,10 @@
 //! - Cloud's disk full (SQLite on a small file system mounted for the test; needs root):
 //!   readiness turns 503 within 5 s, naming the database check, and 200 again once space
 //!   returns.
+//! - Cloud's disk full while orders come (SQLite; root): the ERP is answered
+//!   `outcome_unknown` (retryable), never "nothing was changed"; once space returns cloud
+//!   holds every invoice platform issued without the ERP sending anything again, and
+//!   `fapiao reconcile --role cloud` finds none missing.
 //! - The agent's clock ten minutes ahead (libfaketime, Debian's faketime package, under the
 //!   real `fapiao serve agent`): not ready, the reason in `fapiao agent status`, nothing
 //!   pulled or issued; clock fixed, everything issued within seconds.
@@ -356,11 +360,14 @@ impl Drop for Mount {
     }
 }
 
-#[test]
-fn readiness_follows_a_full_disk_and_back() {
+/// A deployment whose cloud database lives on a small file system of its own, and that file
+/// system; `None` (the test is skipped, saying why) on PostgreSQL or without root.
+fn on_a_small_disk(
+    test: &str,
+) -> Option<(tempfile::TempDir, Deployment, Mount, std::path::PathBuf)> {
     if std::env::var("FAPIAO_TEST_ENGINE").as_deref() == Ok("postgres") {
         eprintln!("a SQLite test: skipped on PostgreSQL");
-        return;
+        return None;
     }
     let root = std::process::Command::new("id")
         .arg("-u")
@@ -368,40 +375,143 @@ fn readiness_follows_a_full_disk_and_back() {
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     if !root {
         eprintln!("skipped: mounting a small file system needs root (CI runs as root)");
-        return;
+        return None;
     }
     let outer = tempfile::tempdir().unwrap();
     let disk = outer.path().join("disk");
     let mount = Mount::tmpfs(&disk, "64m").expect("mount a tmpfs (as root)");
-    let db_path = disk.join("cloud.sqlite");
-    let url = format!("sqlite://{}", db_path.display());
-    let d = Deployment::start(
-        "faults_disk",
-        vec![("FAPIAO_DATABASE_URL".into(), url)],
-        |data| {
-            // Cloud's database moves onto the small disk.
-            for suffix in ["", "-wal", "-shm"] {
-                let from = data.join(format!("cloud.sqlite{suffix}"));
-                if from.exists() {
-                    std::fs::copy(&from, disk.join(format!("cloud.sqlite{suffix}"))).unwrap();
-                }
+    let url = format!("sqlite://{}", disk.join("cloud.sqlite").display());
+    let d = Deployment::start(test, vec![("FAPIAO_DATABASE_URL".into(), url)], |data| {
+        // Cloud's database moves onto the small disk.
+        for suffix in ["", "-wal", "-shm"] {
+            let from = data.join(format!("cloud.sqlite{suffix}"));
+            if from.exists() {
+                std::fs::copy(&from, disk.join(format!("cloud.sqlite{suffix}"))).unwrap();
             }
-        },
-    );
+        }
+    });
     d.until(Duration::from_secs(30), || {
         d.rt.block_on(readyz(&d.data, "cloud")).0 == 200
     })
     .expect("cloud ready");
+    Some((outer, d, mount, disk))
+}
 
-    // Fill the disk.
+/// Fills the file system of `disk` to the last byte; the filler, to remove.
+fn fill(disk: &Path) -> std::path::PathBuf {
+    use std::io::Write as _;
     let filler = disk.join("filler");
-    {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0_u8; 1 << 20];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.sync_all();
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0_u8; 1 << 20];
+    while f.write_all(&chunk).is_ok() {}
+    let mut byte = [0_u8; 1];
+    while f.write_all(&byte).is_ok() {
+        byte[0] = byte[0].wrapping_add(1);
     }
+    let _ = f.sync_all();
+    filler
+}
+
+#[test]
+fn a_cloud_that_cannot_store_gets_every_invoice_platform_issued() {
+    const ORDERS: usize = 20;
+    let Some((_outer, d, mount, disk)) = on_a_small_disk("faults_orphans") else {
+        return;
+    };
+    let erp = d.erp();
+    for i in 0..3 {
+        assert!(matches!(
+            d.rt.block_on(send(&erp, &order("ORPH", i))),
+            Sent::Invoice(_)
+        ));
+    }
+    // The WAL emptied into the database file, so that the next commit needs new space, and
+    // the disk filled.
+    let cloud_db =
+        d.rt.block_on(fapiao_store::Db::open_existing(&format!(
+            "sqlite://{}",
+            disk.join("cloud.sqlite").display()
+        )))
+        .unwrap();
+    d.rt.block_on(fapiao_store::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(cloud_db.pool()))
+        .unwrap();
+    let filler = fill(&disk);
+
+    let mut unknown = Vec::new();
+    for i in 3..3 + ORDERS {
+        let r =
+            d.rt.block_on(erp.send(Method::POST, "/v1/invoices", &order("ORPH", i)))
+                .unwrap();
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        match r.status {
+            201 => {}
+            503 if body.contains("\"code\":\"outcome_unknown\"") => unknown.push(i),
+            s => panic!("order {i}: HTTP {s} {body}"),
+        }
+    }
+    eprintln!(
+        "disk full: {} of {ORDERS} orders answered outcome_unknown",
+        unknown.len()
+    );
+    assert!(!unknown.is_empty(), "the full disk kept cloud from storing");
+
+    // Space back: every invoice platform issued reaches cloud, with no order sent again.
+    std::fs::remove_file(&filler).unwrap();
+    let platform_db = d.rt.block_on(db(&d.data, "platform"));
+    let issued_at_platform = d.rt.block_on(count(
+        &platform_db,
+        "SELECT COUNT(*) FROM invoices WHERE enterprise = '91310115MA1FP0001X'",
+    ));
+    assert_eq!(issued_at_platform, i64::try_from(3 + ORDERS).unwrap());
+    let held = || {
+        d.rt.block_on(count(
+            &cloud_db,
+            "SELECT COUNT(*) FROM invoices WHERE enterprise = '91310115MA1FP0001X'",
+        ))
+    };
+    let took = d
+        .until(Duration::from_secs(60), || held() == issued_at_platform)
+        .unwrap_or_else(|| panic!("cloud holds {} of {issued_at_platform}", held()));
+    eprintln!("space back: cloud holds all {issued_at_platform} invoices {took:?} later");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fapiao"))
+        .args([
+            "reconcile",
+            "--role",
+            "cloud",
+            "--data",
+            d.data.to_str().unwrap(),
+        ])
+        .env(
+            "FAPIAO_DATABASE_URL",
+            format!("sqlite://{}", disk.join("cloud.sqlite").display()),
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success()
+            && text.contains(&format!(
+                "{issued_at_platform} invoices at platform, 0 missing at cloud"
+            )),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The ERP asking now gets the invoice it was not told about.
+    let again = d.rt.block_on(send(&erp, &order("ORPH", unknown[0])));
+    assert!(matches!(again, Sent::Invoice(_)));
+    for name in ["cloud", "platform", "tax"] {
+        let (status, _) = d.role(name).terminate();
+        assert!(status.success(), "{name}: {status}");
+    }
+    drop(mount);
+}
+
+#[test]
+fn readiness_follows_a_full_disk_and_back() {
+    let Some((_outer, d, mount, disk)) = on_a_small_disk("faults_disk") else {
+        return;
+    };
+    let filler = fill(&disk);
     let took = d
         .until(Duration::from_secs(15), || {
             d.rt.block_on(readyz(&d.data, "cloud")).0 == 503

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 pub mod erp;
 mod portal;
 mod queue;
+pub mod reconcile;
 pub mod webhook;
 
 pub use erp::{InvoiceSummary, InvoiceView};
@@ -48,6 +49,7 @@ pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
     6 "0006_erp_nonces" "ERP nonces in the group-committed replay guard",
     7 "0007_webhooks_order" "webhooks by state in id order (due ones without a sort)",
     8 "0008_replicas" "replicas: webhook deliveries claimed",
+    9 "0009_reconcile" "how far reconciling with platform got",
 ];
 
 /// Columns whose values are sealed (encryption at rest): the signed invoices (buyer phone,
@@ -164,6 +166,8 @@ struct Inner {
     portal_attempts: fapiao_service::Attempts,
     /// Stopping, database writes, the platform answering.
     health: fapiao_service::Health,
+    /// When the reconciling worker last ran.
+    reconcile: reconcile::Schedule,
 }
 
 impl std::fmt::Debug for Inner {
@@ -217,6 +221,7 @@ impl Cloud {
         Ok(Self {
             inner: Arc::new(Inner {
                 health,
+                reconcile: reconcile::Schedule::default(),
                 portal_attempts: fapiao_service::Attempts::new(
                     GUESSES_FREE,
                     Duration::from_secs(GUESS_WAIT_MAX_SECONDS),

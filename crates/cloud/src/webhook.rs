@@ -89,7 +89,16 @@ impl Cloud {
             std::time::Duration::from_millis(20),
             move || {
                 let me = me.clone();
-                async move { me.deliver_due().await }
+                async move {
+                    let delivered = me.deliver_due().await?;
+                    // Reconciling with platform rides the same worker (every 15 s, or at once
+                    // after a failed store); its failures are retried at the next pass.
+                    let repaired = me.reconcile_due().await.unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "reconciling with platform failed");
+                        0
+                    });
+                    Ok::<usize, StoreError>(delivered + repaired)
+                }
             },
         )
     }

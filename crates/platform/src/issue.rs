@@ -24,8 +24,8 @@ use fapiao_model::{
 use fapiao_protocol::Code;
 use fapiao_protocol::client::now;
 use fapiao_protocol::wire::{
-    BatchAnswer, FormWire, IssueBatch, IssueOrder, OrderAnswer, RedOrder, Refusal, SignedReceipt,
-    TaxStatus, WireInvoice, message_type,
+    BatchAnswer, FormWire, InvoiceFetch, InvoiceList, IssueBatch, IssueOrder, OrderAnswer,
+    RedOrder, Refusal, SignedReceipt, TaxStatus, WireInvoice, message_type,
 };
 use fapiao_service::{EnvelopeHandler, Incoming, Outgoing};
 use fapiao_store::{Arrival, Executor, StoreError, Tx, Waiting, query, query_scalar};
@@ -103,6 +103,30 @@ impl EnvelopeHandler for Platform {
             ));
         }
         let cloud = incoming.sender.identity();
+        // A cloud reconciling: its enterprises' invoices, and their notices.
+        match incoming.message.header.message_type.as_str() {
+            message_type::INVOICES_LIST => {
+                return match incoming.body::<InvoiceList>() {
+                    Ok(q) => match self.list_for_cloud(&cloud, &q).await {
+                        Ok(Ok(page)) => Outgoing::json(message_type::INVOICES_PAGE, &page),
+                        Ok(Err(r)) => Outgoing::refusal(&r),
+                        Err(e) => Outgoing::refusal(&reconcile_failed(&rid, &e)),
+                    },
+                    Err(out) => out,
+                };
+            }
+            message_type::INVOICES_FETCH => {
+                return match incoming.body::<InvoiceFetch>() {
+                    Ok(q) => match self.fetch_for_cloud(&cloud, &q).await {
+                        Ok(Ok(found)) => Outgoing::json(message_type::INVOICES_FOUND, &found),
+                        Ok(Err(r)) => Outgoing::refusal(&r),
+                        Err(e) => Outgoing::refusal(&reconcile_failed(&rid, &e)),
+                    },
+                    Err(out) => out,
+                };
+            }
+            _ => {}
+        }
         let result = match incoming.message.header.message_type.as_str() {
             message_type::ORDER_ISSUE => match incoming.body::<IssueOrder>() {
                 Ok(o) => self.issue_blue(&cloud, &o, &incoming.arrival, &rid).await,
@@ -998,4 +1022,10 @@ fn prepare_blue(
         ));
     }
     Ok(draft)
+}
+
+/// The refusal a database failure answering a reconciling cloud gets (the failure is logged).
+fn reconcile_failed(rid: &str, e: &StoreError) -> Refusal {
+    tracing::error!(request_id = %rid, error = %e, "answering a reconciling cloud failed");
+    Refusal::new(Code::Internal, "internal error")
 }

@@ -35,6 +35,7 @@ pub mod issue;
 mod issuing;
 mod numbers;
 pub mod outbox;
+mod reconcile;
 pub mod registry;
 mod step;
 
@@ -49,6 +50,7 @@ pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
     4 "0004_outbox_order" "outbox entries by state in id order (due entries without a sort)",
     5 "0005_replicas" "replicas: blocks held by a replica's device, outbox entries claimed",
     6 "0006_waiting_for" "outbox entries waiting for a peer that did not answer",
+    7 "0007_invoices_issued" "invoices in issue order (clouds reconciling)",
 ];
 
 /// Tunables.

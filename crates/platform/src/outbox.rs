@@ -801,9 +801,13 @@ impl Platform {
         type Group = ((String, String), Vec<(Entry, StatusNotice)>);
         let mut by_cloud: Vec<Group> = Vec::new();
         // Two entries may name one invoice: each reads its row.
-        let rows = self.notice_rows(&entries).await?;
+        let numbers: Vec<String> = entries.iter().map(|e| e.number.clone()).collect();
+        let rows = self.notice_rows_of(&numbers).await?;
         for entry in entries {
-            match self.notice(&entry.number, rows.get(&entry.number)).await? {
+            match self
+                .notice_of(&entry.number, rows.get(&entry.number), false)
+                .await?
+            {
                 Ok((identity, url, notice)) => {
                     let cloud = (identity, url);
                     match by_cloud.iter_mut().find(|(c, _)| *c == cloud) {
@@ -822,8 +826,11 @@ impl Platform {
         self.record(outcomes).await
     }
 
-    /// What the notices of the entries' invoices are made of, by number: one query.
-    async fn notice_rows(&self, entries: &[Entry]) -> Result<HashMap<String, Row>, StoreError> {
+    /// What the notices of these invoices are made of, by number: one query.
+    pub(crate) async fn notice_rows_of(
+        &self,
+        numbers: &[String],
+    ) -> Result<HashMap<String, Row>, StoreError> {
         let rows = query(Sql::dialects(
             "SELECT i.number, i.enterprise, i.tax_status, i.tax_reason, i.receipt,
                  i.issued_by IS NOT NULL AS by_agent, c.identity, c.url
@@ -836,7 +843,7 @@ impl Platform {
                  LEFT JOIN clouds c ON c.identity = e.cloud
              WHERE i.number = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))",
         ))
-        .bind(numbers_json(entries))
+        .bind(serde_json::json!(numbers).to_string())
         .fetch_all(&mut *self.inner.db.read().await?)
         .await?;
         rows.into_iter()
@@ -844,12 +851,14 @@ impl Platform {
             .collect()
     }
 
-    /// The notice for an invoice (its row as [`Self::notice_rows`] read it) and the cloud it
-    /// goes to, or why there is none.
-    async fn notice(
+    /// The notice for an invoice (its row as [`Self::notice_rows_of`] read it) and the cloud
+    /// it goes to, or why there is none. It carries the invoice itself when an agent issued
+    /// it (new to cloud) or `with_invoice` (a cloud reconciling asks for it).
+    pub(crate) async fn notice_of(
         &self,
         number: &str,
         row: Option<&Row>,
+        with_invoice: bool,
     ) -> Result<Result<(String, String, StatusNotice), String>, StoreError> {
         let Some(row) = row else {
             return Ok(Err(format!("invoice {number} is missing")));
@@ -871,7 +880,7 @@ impl Platform {
             None => None,
         };
         // An invoice an agent issued is new to cloud: the notice carries it.
-        let issued = if row.try_get::<bool, _>("by_agent")? {
+        let issued = if with_invoice || row.try_get::<bool, _>("by_agent")? {
             let Some(inv) = self.invoice(number).await? else {
                 return Ok(Err(format!("invoice {number} is missing")));
             };

@@ -103,6 +103,8 @@ codes! {
         "No invoice number is available; more are being requested from tax.";
     PlatformUnavailable = "platform_unavailable", 503, true,
         "The e-invoice service platform could not be reached or did not answer; retry with the same order_id.";
+    OutcomeUnknown = "outcome_unknown", 503, true,
+        "Cloud: the platform issued the invoice but cloud could not store it (its database failed). The invoice exists: send the same order (same order_id and body) again to get it; cloud also fetches it from the platform on its own.";
     UploadNumberNotGranted = "upload_number_not_granted", 422, false,
         "Tax: the invoice number lies in no range granted to the uploader.";
     UploadSignatureInvalid = "upload_signature_invalid", 422, false,

@@ -77,6 +77,15 @@ pub mod message_type {
     pub const REPORT_RESULTS: &str = "report.results";
     /// platform → tax: numbers of a platform range now used by an agent ([`super::RangeAssign`]).
     pub const RANGE_ASSIGN: &str = "range.assign";
+    /// cloud → platform: the invoices of the cloud's enterprises, a page ([`super::InvoiceList`]).
+    pub const INVOICES_LIST: &str = "invoices.list";
+    /// platform → cloud: a page of invoice references ([`super::InvoiceRefs`]).
+    pub const INVOICES_PAGE: &str = "invoices.page";
+    /// cloud → platform: the notices, invoice included, of some invoices
+    /// ([`super::InvoiceFetch`]).
+    pub const INVOICES_FETCH: &str = "invoices.fetch";
+    /// platform → cloud: the answer to [`INVOICES_FETCH`] ([`super::StatusNotices`]).
+    pub const INVOICES_FOUND: &str = "invoices.found";
 }
 
 /// Why a payload could not be read.
@@ -538,6 +547,54 @@ impl StatusNotices {
 pub struct NoticeResults {
     /// `results[i]` answers `notices[i]`: `None` when stored, else why not.
     pub results: Vec<Option<Refusal>>,
+}
+
+/// cloud → platform: to reconcile, the invoices of the cloud's enterprises issued at or after
+/// `from`, in (issue time, number) order, after `after` (the last of the previous page), at
+/// most [`InvoiceList::MAX`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceList {
+    /// China time, `YYYY-MM-DD HH:MM:SS`.
+    pub from: String,
+    /// The issue time and number of the last invoice of the previous page.
+    #[serde(default)]
+    pub after: Option<(String, String)>,
+}
+
+impl InvoiceList {
+    /// Most references in one page.
+    pub const MAX: usize = 500;
+}
+
+/// One invoice as platform holds it, for a cloud to compare with its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceRef {
+    /// Invoice number.
+    pub number: String,
+    /// The seller.
+    pub enterprise: String,
+    /// Its order.
+    pub order_id: String,
+    /// China time, `YYYY-MM-DD HH:MM:SS`.
+    pub issued_at: String,
+    /// Its tax status at platform.
+    pub tax_status: TaxStatus,
+}
+
+/// platform → cloud: a page of [`InvoiceRef`]s; fewer than [`InvoiceList::MAX`] ends the list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceRefs {
+    /// The references, in order.
+    pub items: Vec<InvoiceRef>,
+}
+
+/// cloud → platform: the notices of these invoices (each with the invoice itself), for an
+/// invoice the cloud lacks or holds with another status. Answered with [`StatusNotices`]
+/// (message `invoices.found`), leaving out numbers not of the cloud's enterprises.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceFetch {
+    /// At most [`StatusNotices::MAX`] numbers.
+    pub numbers: Vec<String>,
 }
 
 /// An invoice issued by an agent, as platform passes it on to cloud.

@@ -243,7 +243,8 @@ impl Cloud {
         let (slots, issued): (Vec<usize>, Vec<Issued>) = issued.into_iter().unzip();
         let views = self
             .store_invoices(enterprise, issued, Some(nonce), rid)
-            .await?;
+            .await
+            .map_err(|e| self.unknown_outcome(e, "(a batch)", rid))?;
         for (slot, view) in slots.into_iter().zip(views) {
             out[slot].1 = Ok(view);
         }

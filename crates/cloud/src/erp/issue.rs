@@ -149,6 +149,24 @@ impl Cloud {
             rid,
         )
         .await
+        .map_err(|e| self.unknown_outcome(e, order_id, rid))
+    }
+
+    /// Platform issued, but storing here failed: the ERP must not read "nothing was
+    /// changed". It gets `outcome_unknown` (retryable: the same order returns the invoice),
+    /// and the reconciling worker fetches the invoice from platform at once.
+    pub(crate) fn unknown_outcome(&self, e: ApiError, order_id: &str, rid: &str) -> ApiError {
+        if e.code != Code::Internal.as_str() {
+            return e;
+        }
+        self.reconcile_soon();
+        tracing::error!(request_id = %rid, order_id, "platform issued, cloud could not store: fetched from platform");
+        ApiError::new(
+            Code::OutcomeUnknown,
+            "the platform issued this order's invoice but cloud could not store it yet; send \
+             the same order (same order_id and body) again to get it",
+            rid,
+        )
     }
 
     /// Sends a message to platform and reads its answer of type `expected`: a refusal becomes

@@ -124,8 +124,20 @@ impl Cloud {
         let (method, uri, headers, body) = request;
         let (enterprise, nonce) = self.signed(method, uri, headers, body, rid).await?;
         let outcome = act(&enterprise, &nonce).await;
-        self.spend(&nonce, rid).await?;
-        outcome
+        match self.spend(&nonce, rid).await {
+            Ok(()) => outcome,
+            // The order's outcome is unknown to the ERP already (platform issued, storing
+            // failed): that is the answer, whatever became of the nonce — a replay of the
+            // request only asks for the same order again.
+            Err(_)
+                if outcome
+                    .as_ref()
+                    .is_err_and(|e| e.code == Code::OutcomeUnknown.as_str()) =>
+            {
+                outcome
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Makes sure a request's nonce is durably spent before it is answered: at once when
