@@ -1097,8 +1097,30 @@ impl fapiao_service::ops::Readiness for Platform {
             let t = crate::step::china_now();
             format!("{:04}-{:02}", t.year(), u8::from(t.month()))
         };
+        // What an agent issued this month, as it reported it (its enterprise's quota use is
+        // what it issued; what platform granted it is a reservation, shown apart).
+        let issued_by_agents: HashMap<String, f64> = query(Sql::dialects(
+            "SELECT enterprise, CAST(SUM(CAST(total AS REAL)) AS REAL) AS issued FROM invoices
+             WHERE issued_by IS NOT NULL AND issued_at >= $1 AND issued_at < $2
+             GROUP BY enterprise",
+            "SELECT enterprise, CAST(SUM(CAST(total AS NUMERIC)) AS DOUBLE PRECISION) AS issued
+             FROM invoices
+             WHERE issued_by IS NOT NULL AND issued_at >= $1 AND issued_at < $2
+             GROUP BY enterprise",
+        ))
+        .bind(format!("{month}-01"))
+        .bind(format!("{month}-99"))
+        .fetch_all(pool)
+        .await
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| Some((r.try_get("enterprise").ok()?, r.try_get("issued").ok()?)))
+                .collect()
+        })
+        .unwrap_or_default();
         if let Ok(rows) = query(
-            "SELECT e.taxpayer_id, e.monthly_quota, COALESCE(q.used, '0') AS used FROM enterprises e
+            "SELECT e.taxpayer_id, e.hosting, e.monthly_quota, COALESCE(q.used, '0') AS used
+             FROM enterprises e
              LEFT JOIN quota_usage q ON q.enterprise = e.taxpayer_id AND q.month = $1",
         )
         .bind(&month)
@@ -1107,11 +1129,40 @@ impl fapiao_service::ops::Readiness for Platform {
         {
             for r in rows {
                 let e: String = r.try_get("taxpayer_id").unwrap_or_default();
+                let hosting: String = r.try_get("hosting").unwrap_or_default();
                 let used: String = r.try_get("used").unwrap_or_default();
                 let quota: String = r.try_get("monthly_quota").unwrap_or_default();
-                let (Ok(used), Ok(quota)) = (used.parse::<f64>(), quota.parse::<f64>()) else { continue };
-                out.push(Gauge { name: "fapiao_quota_used", help: "Issued total this month (blue minus red), yuan.", labels: vec![("enterprise", e.clone())], value: used });
-                out.push(Gauge { name: "fapiao_quota_limit", help: "Monthly credit quota, yuan.", labels: vec![("enterprise", e)], value: quota });
+                let (Ok(used), Ok(quota)) = (used.parse::<f64>(), quota.parse::<f64>()) else {
+                    continue;
+                };
+                let label = || vec![("enterprise", e.clone())];
+                if hosting == "enterprise" {
+                    out.push(Gauge {
+                        name: "fapiao_quota_granted",
+                        help: "Quota granted to the enterprise's agent this month (a reservation), yuan.",
+                        labels: label(),
+                        value: used,
+                    });
+                    out.push(Gauge {
+                        name: "fapiao_quota_used",
+                        help: "Issued total this month (blue minus red), yuan.",
+                        labels: label(),
+                        value: issued_by_agents.get(&e).copied().unwrap_or(0.0),
+                    });
+                } else {
+                    out.push(Gauge {
+                        name: "fapiao_quota_used",
+                        help: "Issued total this month (blue minus red), yuan.",
+                        labels: label(),
+                        value: used,
+                    });
+                }
+                out.push(Gauge {
+                    name: "fapiao_quota_limit",
+                    help: "Monthly credit quota, yuan.",
+                    labels: label(),
+                    value: quota,
+                });
             }
         }
         out

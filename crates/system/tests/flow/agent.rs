@@ -120,6 +120,28 @@ async fn agree(env: &Env, numbers: &[String]) {
         sum,
         "quota used = Σ totals"
     );
+    // Platform's metric: what the agent issued, not what it was granted (shown apart).
+    let admin = operator(env, env.system.ports.platform_admin);
+    let r = admin
+        .request(http::Method::GET, "/metrics", &[], Vec::new())
+        .await
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&r.body).into_owned();
+    let gauge = |name: &str| -> f64 {
+        let prefix = format!("{name}{{enterprise=\"{HZ}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{prefix} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let issued: f64 = sum.to_string().parse().unwrap();
+    assert!(
+        (gauge("fapiao_quota_used") - issued).abs() < 0.005,
+        "{metrics}"
+    );
+    assert!(gauge("fapiao_quota_granted") >= issued, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
