@@ -41,7 +41,41 @@ engines!(
     a_rolled_back_write_transaction_leaves_nothing,
     readers_take_turns_and_see_every_commit,
     one_message_id_at_two_handles_at_once_goes_on_once,
+    the_write_check_commits_a_write,
 );
+
+/// The readiness write check commits a one-row write, once per process however often asked.
+async fn the_write_check_commits_a_write(engine: Engine) {
+    let t = fresh(engine).await;
+    let db = Db::open(&t.url, "r", M).await.unwrap();
+    db.write_check("host/1/a", 100).await.unwrap();
+    db.write_check("host/1/a", 200).await.unwrap();
+    db.write_check("host/2/b", 90_000).await.unwrap();
+    // A process gone for a day is forgotten.
+    let rows: Vec<(String, i64)> =
+        query_as("SELECT instance, at FROM write_probe ORDER BY instance")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows, vec![("host/2/b".to_owned(), 90_000)]);
+}
+
+/// A SQLite file whose permissions turned read-only is not writable for the write check,
+/// even for root (whom the bits do not stop, and whose writes would land in the WAL until a
+/// checkpoint failed); writable again, it passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_read_only_database_file_fails_the_write_check() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = TestDb::sqlite();
+    let db = Db::open(&t.url, "r", M).await.unwrap();
+    db.write_check("i", 1).await.unwrap();
+    let path = db.path().unwrap().clone();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let e = db.write_check("i", 2).await.unwrap_err();
+    assert!(e.contains("is read-only"), "{e}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    db.write_check("i", 3).await.unwrap();
+}
 
 async fn migrations_apply_once_and_refuse_a_newer_schema(engine: Engine) {
     let t = fresh(engine).await;
