@@ -166,6 +166,23 @@ pub async fn bind_all(addrs: &[String]) -> Result<Vec<TcpListener>> {
     Ok(out)
 }
 
+/// [`bind_all`] for a role started again on its ports: while it was stopped, a port may have
+/// served another socket as its local port (the ports were chosen from the ephemeral range),
+/// which lets it go within moments; tried for up to 10 s.
+async fn bind_again(addrs: &[String]) -> Result<Vec<TcpListener>> {
+    let mut tries = 0;
+    loop {
+        match bind_all(addrs).await {
+            Ok(l) => return Ok(l),
+            Err(e) if tries < 100 && e.0.contains("in use") => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn read_passphrase(cfg: &RoleConfig) -> Result<Zeroizing<String>> {
     Ok(Zeroizing::new(match &cfg.material.key_passphrase_file {
         Some(p) => std::fs::read_to_string(p)
@@ -662,8 +679,8 @@ impl System {
         }
         let cfg = RoleConfig::load(&self.layout.config_path(role))?;
         create_database(&cfg.database).await?;
-        let l = bind_all(&cfg.listen).await?;
-        let a = bind_all(&cfg.admin_listen).await?;
+        let l = bind_again(&cfg.listen).await?;
+        let a = bind_again(&cfg.admin_listen).await?;
         let r = start_role(&cfg, l, a, self.options.clone()).await?;
         match &r.handle {
             RoleHandle::Agent(a) => self.agent = Some(a.clone()),

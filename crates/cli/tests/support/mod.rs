@@ -53,6 +53,11 @@ impl Role {
 
     /// Starts it, returning once it serves.
     pub(crate) fn start(&mut self) {
+        self.start_within(50);
+    }
+
+    /// [`Self::start`], trying again (up to `tries` times) while its port is in use.
+    fn start_within(&mut self, tries: u32) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -70,12 +75,22 @@ impl Role {
         self.child = Some(cmd.spawn().unwrap());
         self.starts += 1;
         // Started once the log says so for the `starts`-th time.
+        let refusals = |t: &str| t.matches("Address already in use").count();
+        let refused_before = refusals(&std::fs::read_to_string(self.log()).unwrap_or_default());
         for _ in 0..600 {
             let text = std::fs::read_to_string(self.log()).unwrap_or_default();
             if text.matches("serving on").count() >= self.starts {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                // Its port served another socket as its local port while it was down (the
+                // ports come from the ephemeral range): that lets go within moments.
+                if refusals(&text) > refused_before && tries > 0 {
+                    self.starts -= 1;
+                    self.child = None;
+                    std::thread::sleep(Duration::from_millis(200));
+                    return self.start_within(tries - 1);
+                }
                 panic!("{} exited: {status}\n{text}", self.name);
             }
             std::thread::sleep(Duration::from_millis(50));
