@@ -6,7 +6,7 @@
 //! them through the notice path, as it stores an agent's invoices.
 //!
 //! The worker runs a pass every [`RECONCILE_EVERY`] (at once after a failed store), from a
-//! little before where the last pass got ([`OVERLAP`]: an invoice committed late with an
+//! little before where the last pass got (five minutes: an invoice committed late with an
 //! earlier time is still seen); `fapiao reconcile --role cloud` runs one from a given time and
 //! shows what differs, repairing it with `--repair`.
 
