@@ -448,8 +448,8 @@ enum PlatformCommand {
 struct PreviewArgs {
     /// The order, as JSON (see examples/orders/).
     order: PathBuf,
-    /// Tax classification catalog to use instead of the bundled one
-    /// (CSV: code,short_name,default_rate,name).
+    /// Tax classification catalog to use instead of the bundled official table (v32.0)
+    /// (CSV: code,name,short_name,rate,description; or code,short_name,default_rate,name).
     #[arg(long, value_name = "FILE")]
     catalog: Option<PathBuf>,
     /// Print the computed invoice (or the findings) as JSON instead of the readable layout.

@@ -44,7 +44,7 @@ fn order(i: usize) -> Vec<u8> {
         "seller": { "taxpayer_id": HZ, "name": AGENT_ENTERPRISE.name },
         "buyer": { "taxpayer_id": "91110108MA01XY002C", "name": "北京华章商贸有限公司" },
         "items": [
-            { "name": "有机酱油", "tax_code": "1030206000000000000", "unit": "箱",
+            { "name": "有机酱油", "tax_code": "1030206020000000000", "unit": "箱",
               "quantity": 1 + i % 7, "unit_price": format!("{}.{:02}", 10 + i % 90, i % 100),
               "tax_rate": "13%" }
         ],

@@ -583,7 +583,7 @@ fn an_agent_whose_clock_is_ahead_issues_nothing_until_it_agrees() {
             "price_mode": "tax_exclusive",
             "seller": { "taxpayer_id": AGENT_ENTERPRISE.taxpayer_id, "name": AGENT_ENTERPRISE.name },
             "buyer": { "taxpayer_id": "91110108MA01XY002C", "name": "北京华章商贸有限公司" },
-            "items": [{ "name": "有机酱油", "tax_code": "1030206000000000000", "unit": "箱",
+            "items": [{ "name": "有机酱油", "tax_code": "1030206020000000000", "unit": "箱",
                         "quantity": 1, "unit_price": "12.50", "tax_rate": "13%" }],
             "drawer": "陈晓"
         });

@@ -103,6 +103,10 @@ finding_codes! {
     InvalidTaxCode = "invalid_tax_code",
     /// A tax classification code missing from the catalog.
     UnknownTaxCode = "unknown_tax_code",
+    /// A group code (汇总项) of the catalog: invoices need one of the leaf codes under it.
+    GroupTaxCode = "group_tax_code",
+    /// A rate the line's tax code does not allow (or none where the code lists several).
+    RateNotAllowed = "rate_not_allowed",
     /// Not a legal VAT rate.
     InvalidTaxRate = "invalid_tax_rate",
     /// Quantity and unit price must be given together.

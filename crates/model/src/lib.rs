@@ -38,7 +38,8 @@ pub use order::{
     ItemInput, MAX_LINES, Order, OrderId, OrderIdError, PartyInput, PriceMode, Scalar, TotalsInput,
 };
 pub use tax_code::{
-    CatalogEntry, CatalogError, TaxCatalog, TaxClassificationCode, TaxClassificationCodeError,
+    CatalogEntry, CatalogError, OFFICIAL_VERSION, TaxCatalog, TaxClassificationCode,
+    TaxClassificationCodeError, parent_code,
 };
 pub use tax_rate::{TaxRate, TaxRateError, quantity_price_matches};
 pub use taxpayer_id::{

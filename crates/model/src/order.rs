@@ -781,14 +781,28 @@ impl Check {
         };
         let entry = tax_code.as_ref().and_then(|code| {
             let entry = catalog.get(code);
-            if entry.is_none() {
-                self.push(
+            match entry {
+                None => self.push(
                     p("tax_code"),
                     FindingCode::UnknownTaxCode,
-                    format!("{code} is not in the tax classification catalog"),
-                );
+                    format!(
+                        "{code} is not in the tax classification catalog (version {})",
+                        catalog.version()
+                    ),
+                ),
+                Some(e) if e.group => self.push(
+                    p("tax_code"),
+                    FindingCode::GroupTaxCode,
+                    format!(
+                        "{code} ({}) is a group code: use one of the codes under it \
+                         (GET /v1/tax-codes?q={} lists them)",
+                        e.name,
+                        code.as_str().trim_end_matches('0')
+                    ),
+                ),
+                Some(_) => {}
             }
-            entry
+            entry.filter(|e| !e.group)
         });
         let rate = self.parsed(&p("tax_rate"), item.tax_rate.as_ref(), false, |s| {
             TaxRate::parse(s).map_err(|e| (FindingCode::InvalidTaxRate, e.to_string()))
@@ -803,9 +817,36 @@ impl Check {
                 None
             }
             (None, true, Some(prev)) if item.tax_rate.is_none() => Some(prev.tax_rate()),
-            (None, false, _) if item.tax_rate.is_none() => entry.map(|e| e.default_rate),
+            (None, false, _) if item.tax_rate.is_none() => match entry {
+                Some(e) if e.default_rate.is_none() => {
+                    self.push(
+                        p("tax_rate"),
+                        FindingCode::RateNotAllowed,
+                        format!("is required: {} allows {}", e.code, e.allowed_text()),
+                    );
+                    None
+                }
+                Some(e) => e.default_rate,
+                None => None,
+            },
             (r, ..) => r,
         };
+        // The rate must be one the code allows (its table rate or listed alternatives, a
+        // small-scale 征收率, 免税 or 不征税 where the code's special management allows).
+        if let (Some(r), Some(e)) = (rate, entry)
+            && !e.allows(r)
+        {
+            self.push(
+                p("tax_rate"),
+                FindingCode::RateNotAllowed,
+                format!(
+                    "{r} is not allowed for {} ({}): use {}",
+                    e.code,
+                    e.name,
+                    e.allowed_text()
+                ),
+            );
+        }
         let specification = self.text(
             &p("specification"),
             item.specification.as_ref(),

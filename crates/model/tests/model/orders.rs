@@ -184,6 +184,77 @@ fn unknown_tax_code_is_a_finding() {
     assert!(errors(&v).has("items[0].tax_code", FindingCode::InvalidTaxCode));
 }
 
+/// Codes of the official table across its six 篇 are accepted with the table's 简称 and rate.
+#[test]
+fn official_codes_of_every_part_print_their_short_name() {
+    for (code, rate, printed) in [
+        ("1010115010100000000", "9%", "*水果*苹果"),
+        ("1030206020000000000", "13%", "*调味品*苹果"),
+        ("2020000000000000000", "13%", "*劳务*苹果"),
+        ("3040201010000000000", "6%", "*信息技术服务*苹果"),
+        ("4010100000000000000", "6%", "*无形资产*苹果"),
+        ("5010101000000000000", "9%", "*不动产*苹果"),
+        ("6010000000000000000", "不征税", "*预付卡销售*苹果"),
+    ] {
+        let mut v = base();
+        v["items"][0]["tax_code"] = json!(code);
+        v["items"][0]["name"] = json!("苹果");
+        let d = validate_json(&v.to_string()).unwrap_or_else(|e| panic!("{code}: {e:?}"));
+        let line = &d.lines()[0];
+        assert_eq!(line.tax_rate().to_string(), rate, "{code}");
+        assert_eq!(line.printed_name(), printed, "{code}");
+    }
+}
+
+/// A group code (汇总项), a rate the code does not allow and a code listing two rates without
+/// one chosen are each a finding on the field; 免税 and the small-scale 征收率 where allowed.
+#[test]
+fn codes_must_be_leaves_and_rates_must_be_the_codes() {
+    let mut v = base();
+    v["items"][0]["tax_code"] = json!("1030206000000000000");
+    let e = errors(&v);
+    assert!(
+        e.has("items[0].tax_code", FindingCode::GroupTaxCode),
+        "{e:?}"
+    );
+
+    let mut v = base();
+    v["items"][0]["tax_rate"] = json!("13%");
+    let e = errors(&v);
+    assert!(
+        e.has("items[0].tax_rate", FindingCode::RateNotAllowed),
+        "{e:?}"
+    );
+
+    let mut v = base();
+    v["items"][0]["tax_code"] = json!("1010101010000000000");
+    v["items"][0]["tax_rate"] = json!("6%");
+    assert!(errors(&v).has("items[0].tax_rate", FindingCode::RateNotAllowed));
+    for ok in ["9%", "免税", "3%", "1%"] {
+        v["items"][0]["tax_rate"] = json!(ok);
+        assert!(validate_json(&v.to_string()).is_ok(), "稻谷 at {ok}");
+    }
+    // 免税 is not for software.
+    let mut v = base();
+    v["items"][0]["tax_rate"] = json!("exempt");
+    assert!(errors(&v).has("items[0].tax_rate", FindingCode::RateNotAllowed));
+    // 拖拉机-like codes list 13% and 9%: the line must say which.
+    let two = fapiao_model::TaxCatalog::builtin();
+    let two = two
+        .search("1", 5000)
+        .into_iter()
+        .find(|e| e.rates.iter().filter(|r| r.is_percent()).count() == 2 && !e.group)
+        .unwrap()
+        .code
+        .as_str()
+        .to_owned();
+    let mut v = base();
+    v["items"][0]["tax_code"] = json!(two);
+    assert!(errors(&v).has("items[0].tax_rate", FindingCode::RateNotAllowed));
+    v["items"][0]["tax_rate"] = json!("9%");
+    assert!(validate_json(&v.to_string()).is_ok());
+}
+
 #[test]
 fn discount_rules_are_enforced() {
     let mut v = base();

@@ -22,12 +22,29 @@ fn rate() -> impl Strategy<Value = TaxRate> {
     prop::sample::select(TaxRate::ALL.to_vec())
 }
 
+/// The rates a code of the official table allows (0 % and 0.5 % none does).
+fn line_rate() -> impl Strategy<Value = TaxRate> {
+    prop::sample::select(
+        TaxRate::ALL
+            .into_iter()
+            .filter(|r| !matches!(r, TaxRate::Zero | TaxRate::HalfPercent))
+            .collect::<Vec<_>>(),
+    )
+}
+
 prop_compose! {
     /// One line of an order: quantity 1–1000, unit price 0.01–99 999.99, a rate, one of two codes.
-    fn line()(qty in 1_u32..1000, price_fen in 1_i64..10_000_000, rate in rate(), code in 0_usize..2) -> serde_json::Value {
+    fn line()(qty in 1_u32..1000, price_fen in 1_i64..10_000_000, rate in line_rate(), code in 0_usize..2) -> serde_json::Value {
         let price = Decimal::new(price_fen, 2);
         let amount = (Decimal::from(qty) * price).round_dp(2);
-        let code = ["3040201010000000000", "1030206000000000000"][code];
+        // A code of the official table that allows the rate (one of two where there are two).
+        let code = match rate {
+            TaxRate::Thirteen => ["1030206020000000000", "1030206010000000000"][code],
+            TaxRate::Nine | TaxRate::Exempt => ["1010101010000000000", "1010101020000000000"][code],
+            TaxRate::Five => ["3040502020102000000", "3040502020200000000"][code],
+            TaxRate::NonTaxable => ["6010000000000000000", "6010000000000000000"][code],
+            _ => ["3040201010000000000", "3040201030000000000"][code],
+        };
         json!({ "name": "商品", "tax_code": code, "quantity": qty.to_string(), "unit_price": price.to_string(),
                 "amount": amount.to_string(), "tax_rate": rate.code() })
     }
