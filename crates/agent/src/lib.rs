@@ -128,6 +128,9 @@ pub struct Options {
     pub call_timeout: Duration,
     /// Largest difference between the agent's clock and its peers' at which it issues.
     pub max_clock_skew: Duration,
+    /// The tax classification table orders are validated against (`None`: the bundled
+    /// official one).
+    pub catalog: Option<Arc<TaxCatalog>>,
 }
 
 impl Default for Options {
@@ -144,6 +147,7 @@ impl Default for Options {
             numbers_low: 100,
             call_timeout: Duration::from_secs(10),
             max_clock_skew: Duration::from_secs(60),
+            catalog: None,
         }
     }
 }
@@ -284,7 +288,11 @@ impl Agent {
                 material,
                 device,
                 enterprise,
-                catalog: TaxCatalog::builtin(),
+                catalog: options
+                    .catalog
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_else(TaxCatalog::builtin),
                 cloud,
                 platform,
                 tax,

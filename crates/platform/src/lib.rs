@@ -68,6 +68,9 @@ pub struct Options {
     pub range_size: u64,
     /// An outbox entry pending longer than this makes `/readyz` fail.
     pub outbox_stuck_after: Duration,
+    /// The tax classification table orders are validated against (`None`: the bundled
+    /// official one).
+    pub catalog: Option<Arc<TaxCatalog>>,
 }
 
 impl Default for Options {
@@ -79,6 +82,7 @@ impl Default for Options {
             block_size: 1_000,
             range_size: 100_000,
             outbox_stuck_after: Duration::from_secs(900),
+            catalog: None,
         }
     }
 }
@@ -206,7 +210,11 @@ impl Platform {
                 registry,
                 envelopes: Arc::new(envelopes),
                 material,
-                catalog: TaxCatalog::builtin(),
+                catalog: options
+                    .catalog
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_else(TaxCatalog::builtin),
                 devices,
                 device_cache: Mutex::new(HashMap::new()),
                 tax,

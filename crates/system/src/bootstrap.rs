@@ -453,6 +453,7 @@ impl Layout {
                 audit_witness_file: None,
                 retention: fapiao_store::retention::Retention::default(),
                 max_clock_skew_seconds: 60,
+                catalog: None,
             },
             RoleConfig {
                 role: "platform".into(),
@@ -471,6 +472,7 @@ impl Layout {
                 audit_witness_file: None,
                 retention: fapiao_store::retention::Retention::default(),
                 max_clock_skew_seconds: 60,
+                catalog: None,
             },
             RoleConfig {
                 role: "cloud".into(),
@@ -489,6 +491,7 @@ impl Layout {
                 audit_witness_file: None,
                 retention: fapiao_store::retention::Retention::default(),
                 max_clock_skew_seconds: 60,
+                catalog: None,
             },
             RoleConfig {
                 role: "agent".into(),
@@ -517,6 +520,7 @@ impl Layout {
                 audit_witness_file: None,
                 retention: fapiao_store::retention::Retention::default(),
                 max_clock_skew_seconds: 60,
+                catalog: None,
             },
         ];
         for mut c in configs {

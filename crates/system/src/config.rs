@@ -110,6 +110,11 @@ pub struct RoleConfig {
         skip_serializing_if = "is_default_max_clock_skew"
     )]
     pub max_clock_skew_seconds: u64,
+    /// platform, agent: a tax classification table (CSV, the official export's columns) to
+    /// validate orders against instead of the bundled official table (version 32.0) — a newer
+    /// table the State Taxation Administration published. Its version is the file's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<PathBuf>,
 }
 
 fn default_max_clock_skew_seconds() -> u64 {

@@ -217,6 +217,23 @@ fn admin_guard(router: axum::Router, cfg: &RoleConfig, material: &Material) -> a
         ))
 }
 
+/// The tax classification table a config names (`catalog`), or `None` for the bundled one.
+fn catalog(cfg: &RoleConfig) -> Result<Option<std::sync::Arc<fapiao_model::TaxCatalog>>> {
+    let Some(path) = &cfg.catalog else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| SystemError(format!("catalog {}: {err}", path.display())))?;
+    let version = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let c = fapiao_model::TaxCatalog::parse_csv(&text)
+        .map_err(|err| SystemError(format!("catalog {}: {err}", path.display())))?
+        .with_version(version);
+    tracing::info!(catalog = %path.display(), codes = c.len(), "tax classification table loaded");
+    Ok(Some(std::sync::Arc::new(c)))
+}
+
 /// Starts one role from its config on already bound listeners (bind them with [`bind_all`]).
 ///
 /// # Errors
@@ -297,7 +314,10 @@ pub async fn start_role(
                 devices,
                 cfg.peers.tax_url.as_deref().unwrap_or_default(),
                 cfg.peers.tax_identity.as_deref().unwrap_or_default(),
-                options.clone(),
+                Options {
+                    catalog: catalog(cfg)?,
+                    ..options.clone()
+                },
             )
             .await
             .map_err(e("platform"))?;
@@ -391,6 +411,7 @@ pub async fn start_role(
                         max: options.retry_max,
                     },
                     max_clock_skew: std::time::Duration::from_secs(cfg.max_clock_skew_seconds),
+                    catalog: catalog(cfg)?,
                     ..fapiao_agent::Options::default()
                 },
             )

@@ -54,6 +54,7 @@ pub(crate) fn routes(cloud: Cloud) -> Router {
     let max_body = cloud.inner.options.max_body_bytes;
     Router::new()
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/tax-codes", get(tax_codes))
         .route("/v1/invoices", post(issue).get(list))
         .route("/v1/invoices/batch", post(batch))
         .route("/v1/invoices/{number}", get(get_one))
@@ -63,6 +64,51 @@ pub(crate) fn routes(cloud: Cloud) -> Router {
         .route("/v1/orders/{order_id}", get(crate::queue::order_status))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(cloud)
+}
+
+/// The official tax classification table, for an ERP choosing its items' codes.
+static CATALOG: std::sync::LazyLock<fapiao_model::TaxCatalog> =
+    std::sync::LazyLock::new(fapiao_model::TaxCatalog::builtin);
+
+#[derive(Deserialize)]
+struct TaxCodeQuery {
+    q: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/tax-codes?q=…&limit=…`: codes of the official table by code prefix, or by words of
+/// their name, 简称 or keywords — leaves (what an invoice may use) first. Public: the table is.
+async fn tax_codes(headers: HeaderMap, Query(q): Query<TaxCodeQuery>) -> Response {
+    let rid = request_id(&headers);
+    let Some(text) = q.q.as_deref().map(str::trim).filter(|t| !t.is_empty()) else {
+        return ApiError::new(
+            Code::InvalidRequest,
+            "q: a code prefix or words of a name (e.g. q=苹果)",
+            rid,
+        )
+        .into_response();
+    };
+    let limit = q.limit.unwrap_or(20).clamp(1, 200);
+    let items: Vec<serde_json::Value> = CATALOG
+        .search(text, limit)
+        .into_iter()
+        .map(|e| {
+            serde_json::json!({
+                "code": e.code.as_str(),
+                "name": e.name,
+                "short_name": e.short_name,
+                "rates": e.rates.iter().map(|r| r.code()).collect::<Vec<_>>(),
+                "default_rate": e.default_rate.map(fapiao_model::TaxRate::code),
+                "leaf": !e.group,
+                "description": e.description,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "catalog_version": CATALOG.version(),
+        "items": items,
+    }))
+    .into_response()
 }
 
 async fn openapi() -> Response {

@@ -58,6 +58,13 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
             let r = erp.send_raw(m, &p, &[], b"").await.unwrap();
             if path == "/v1/openapi.json" {
                 assert_eq!(r.status, 200);
+            } else if path == "/v1/tax-codes" {
+                // Public, and says what it needs.
+                assert_eq!(
+                    (r.status, json_of(&r)["code"].as_str().unwrap_or("")),
+                    (400, "invalid_request"),
+                    "{method} {path}"
+                );
             } else {
                 assert_eq!(
                     (r.status, json_of(&r)["code"].as_str().unwrap_or("")),
@@ -67,7 +74,51 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
             }
         }
     }
-    assert_eq!(operations, 9);
+    assert_eq!(operations, 10);
+
+    // The official table, searched as an ERP picks its codes.
+    let r = erp
+        .send_raw(
+            http::Method::GET,
+            "/v1/tax-codes?q=%E8%8B%B9%E6%9E%9C",
+            &[],
+            b"",
+        )
+        .await
+        .unwrap();
+    let v = json_of(&r);
+    assert_eq!(
+        (r.status, v["catalog_version"].as_str()),
+        (200, Some("32.0")),
+        "{v}"
+    );
+    let apple = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["code"] == "1010115010100000000")
+        .unwrap_or_else(|| panic!("苹果 in {v}"));
+    assert_eq!(
+        (&apple["short_name"], &apple["leaf"], &apple["rates"][0]),
+        (&"水果".into(), &true.into(), &"9%".into())
+    );
+    let r = erp
+        .send_raw(
+            http::Method::GET,
+            "/v1/tax-codes?q=1030206&limit=3",
+            &[],
+            b"",
+        )
+        .await
+        .unwrap();
+    let v = json_of(&r);
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{v}");
+    assert!(
+        items
+            .iter()
+            .all(|i| i["code"].as_str().unwrap().starts_with("1030206"))
+    );
     let r = erp
         .send_raw(http::Method::GET, "/v1/nothing-here", &[], b"")
         .await

@@ -23,6 +23,7 @@ pub(crate) fn fast() -> Options {
         block_size: 50,
         range_size: 500,
         outbox_stuck_after: Duration::from_secs(2),
+        catalog: None,
     }
 }
 

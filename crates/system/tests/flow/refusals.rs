@@ -57,6 +57,28 @@ async fn qualification_refusals_change_nothing() {
     }
     assert_eq!(snapshot(&env.system).await, before);
 
+    // The official table: a group code (调味品) and a 13 % rate on a 6 % service code, each a
+    // finding on its field; nothing numbered.
+    let mut bad = order(SH, "BAD-2", "100");
+    bad["items"][0]["tax_code"] = json!("1030206000000000000");
+    bad["items"][1]["tax_rate"] = json!("13%");
+    let v = refused(&env, SH, &bad, 422, "invalid_order").await;
+    let findings: Vec<(&str, &str)> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["code"].as_str().unwrap()))
+        .collect();
+    assert!(
+        findings.contains(&("items[0].tax_code", "group_tax_code")),
+        "{v}"
+    );
+    assert!(
+        findings.contains(&("items[1].tax_rate", "rate_not_allowed")),
+        "{v}"
+    );
+    assert_eq!(snapshot(&env.system).await, before);
+
     // Seller other than the enterprise whose credentials sign.
     refused(
         &env,
@@ -719,6 +741,48 @@ async fn erp_requests_must_be_signed_fresh_and_new() {
     assert_eq!(
         (r.status, json_of(&r)["code"].as_str().unwrap()),
         (404, "invoice_not_found")
+    );
+    env.system.shutdown().await;
+}
+
+/// A newer table named in platform's config (`catalog = "…"`) replaces the bundled one: its
+/// codes and 简称 are used, a code it lacks is unknown, and the finding names its version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_file_in_the_config_replaces_the_bundled_table() {
+    let mut env = Env::start().await;
+    let file = env.system.layout.dir().join("tax-codes-2027.csv");
+    std::fs::write(
+        &file,
+        "code,name,short_name,rate,description\n\
+         3040201010000000000,软件开发服务,软件服务,6%,\n",
+    )
+    .unwrap();
+    env.system.stop("platform").await;
+    let path = env.system.layout.config_path("platform");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("catalog = {:?}\n{text}", file.display().to_string()),
+    )
+    .unwrap();
+    env.system.restart("platform").await.unwrap();
+
+    let mut one = order(SH, "CAT-1", "10");
+    one["items"].as_array_mut().unwrap().truncate(1);
+    one["items"][0]["tax_code"] = json!("3040201010000000000");
+    let r = post(&env.erp(SH), "/v1/invoices", &one).await;
+    assert_eq!(r.status, 201, "{}", json_of(&r));
+    let number = json_of(&r)["number"].as_str().unwrap().to_owned();
+    let xml = get(&env.erp(SH), &format!("/v1/invoices/{number}/xml")).await;
+    let xml = String::from_utf8_lossy(&xml.body).into_owned();
+    assert!(xml.contains("*软件服务*"), "the file's 简称: {xml}");
+    let mut other = order(SH, "CAT-2", "10");
+    other["items"].as_array_mut().unwrap().truncate(1);
+    other["items"][0]["tax_code"] = json!("3040201030000000000");
+    let v = refused(&env, SH, &other, 422, "invalid_order").await;
+    assert!(
+        v.to_string().contains("unknown_tax_code") && v.to_string().contains("tax-codes-2027"),
+        "{v}"
     );
     env.system.shutdown().await;
 }
