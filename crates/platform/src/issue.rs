@@ -509,6 +509,18 @@ impl Platform {
             return Ok((a, false));
         }
         let draft = draft.clone().map_err(Step::Refused)?;
+        // The seller is the enterprise as registered: its name is the registry's, not what
+        // the order says.
+        if draft.seller().name != e.name {
+            return Err(Step::Refused(one_finding(
+                "seller.name",
+                FindingCode::InvalidText,
+                format!(
+                    "the seller is registered as {}; an invoice carries that name",
+                    e.name
+                ),
+            )));
+        }
         let t = type_name(draft.invoice_type());
         if !e.allowed_types.iter().any(|a| a == t) {
             return Err(refused(

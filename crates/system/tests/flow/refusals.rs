@@ -78,6 +78,12 @@ async fn qualification_refusals_change_nothing() {
         "{v}"
     );
     assert_eq!(snapshot(&env.system).await, before);
+    // A seller name other than the registry's (an invoice once printed "别的公司").
+    let mut other_name = order(SH, "BAD-3", "100");
+    other_name["seller"]["name"] = json!("别的公司");
+    let v = refused(&env, SH, &other_name, 422, "invalid_order").await;
+    assert_eq!(v["findings"][0]["path"], "seller.name", "{v}");
+    assert_eq!(snapshot(&env.system).await, before);
 
     // Seller other than the enterprise whose credentials sign.
     refused(
