@@ -65,10 +65,15 @@ fn killing_agent_cloud_platform_and_tax_at_random_loses_and_duplicates_nothing()
     // databases on PostgreSQL with `FAPIAO_TEST_ENGINE=postgres`.
     support::up_once(&data, &support::engine_args("crash"));
 
-    let mut roles: BTreeMap<&str, Role> = ["tax", "platform", "cloud", "agent"]
+    let mut roles: BTreeMap<&str, Role> = ["tax", "platform", "cloud"]
         .into_iter()
         .map(|name| (name, Role::new(name, &data)))
         .collect();
+    let admin = vec![("FAPIAO_ADMIN_LISTEN".to_owned(), support::agent_admin())];
+    roles.insert(
+        "agent",
+        Role::replica("agent", "agent".into(), &data, admin),
+    );
     for name in ["tax", "platform", "cloud", "agent"] {
         roles.get_mut(name).unwrap().start();
     }

@@ -32,7 +32,7 @@ use fapiao_system::{ErpClient, Layout, RoleConfig};
 use http::Method;
 
 mod support;
-use support::{Role, count, db, readyz};
+use support::{Role, count, db, readyz, readyz_at};
 
 const SH: &str = DEMO_ENTERPRISES[0].taxpayer_id;
 
@@ -554,7 +554,9 @@ fn an_agent_whose_clock_is_ahead_issues_nothing_until_it_agrees() {
     // The agent's clock: ten minutes ahead, from a file libfaketime reads every second.
     let offset = d.data.join("agent-clock-offset");
     std::fs::write(&offset, "+600\n").unwrap();
+    let admin = support::agent_admin();
     let env = [
+        ("FAPIAO_ADMIN_LISTEN", admin.clone()),
         ("LD_PRELOAD", LIBFAKETIME.to_owned()),
         ("FAKETIME_TIMESTAMP_FILE", offset.display().to_string()),
         ("FAKETIME_CACHE_DURATION", "1".to_owned()),
@@ -596,11 +598,13 @@ fn an_agent_whose_clock_is_ahead_issues_nothing_until_it_agrees() {
     // Not ready, and why.
     let took = d
         .until(Duration::from_secs(30), || {
-            let (s, body) = d.rt.block_on(readyz(&d.data, "agent"));
+            let (s, body) =
+                d.rt.block_on(readyz_at(&d.data, &format!("https://{admin}")));
             s == 503 && body.contains("{\"name\":\"clock\",\"ok\":false")
         })
         .expect("the agent not ready for its clock");
-    let (_, body) = d.rt.block_on(readyz(&d.data, "agent"));
+    let (_, body) =
+        d.rt.block_on(readyz_at(&d.data, &format!("https://{admin}")));
     eprintln!("agent not ready after {took:?}: {body}");
     assert!(body.contains("600 s ahead of tax:tax"), "{body}");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_fapiao"))
@@ -651,7 +655,9 @@ fn an_agent_whose_clock_is_ahead_issues_nothing_until_it_agrees() {
     );
     assert!(took < Duration::from_secs(15), "{took:?}");
     d.until(Duration::from_secs(10), || {
-        d.rt.block_on(readyz(&d.data, "agent")).0 == 200
+        d.rt.block_on(readyz_at(&d.data, &format!("https://{admin}")))
+            .0
+            == 200
     })
     .expect("ready again");
     let (status, _) = agent.terminate();

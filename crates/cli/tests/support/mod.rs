@@ -264,6 +264,13 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
+/// The agent's admin address for a test: a port free now. (The one `up` writes is the next
+/// after tax's admin port, which nothing reserves while the agent is not running: another
+/// test's role may listen there.)
+pub(crate) fn agent_admin() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
 /// A role's admin base URL (`https://…`) from its config.
 pub(crate) fn admin_url(data: &Path, role: &str) -> String {
     let cfg = RoleConfig::load(&data.join(format!("{role}.toml"))).unwrap();
@@ -273,8 +280,13 @@ pub(crate) fn admin_url(data: &Path, role: &str) -> String {
 /// `GET <admin>/readyz`, as a load balancer's probe asks it (no client certificate): the
 /// status (0 when nothing answered) and the body.
 pub(crate) async fn readyz(data: &Path, role: &str) -> (u16, String) {
+    readyz_at(data, &admin_url(data, role)).await
+}
+
+/// [`readyz`] at an admin base URL.
+pub(crate) async fn readyz_at(data: &Path, url: &str) -> (u16, String) {
     let config = fapiao_crypto::tls::client_config(None, trust(data)).unwrap();
-    let c = fapiao_protocol::HttpsClient::new(&admin_url(data, role), std::sync::Arc::new(config))
+    let c = fapiao_protocol::HttpsClient::new(url, std::sync::Arc::new(config))
         .unwrap()
         .with_timeout(Duration::from_secs(5));
     match c
