@@ -69,6 +69,10 @@ codes! {
         "No such resource.";
     InvoiceNotFound = "invoice_not_found", 404, false,
         "No invoice with this number belongs to the enterprise.";
+    MethodNotAllowed = "method_not_allowed", 405, false,
+        "The resource exists but not with this method (the `allow` header lists those it has).";
+    RequestTooLarge = "request_too_large", 413, false,
+        "The request body is over the limit (`max_body_bytes` for the ERP API, 4 MiB for envelopes); nothing of it was acted on.";
     OrderConflict = "order_conflict", 409, false,
         "This order_id was already used with a different request body; the original stands.";
     InvalidOrder = "invalid_order", 422, false,

@@ -83,6 +83,73 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Middleware every listener of every role runs: one request id per request (the client's
+/// `x-request-id` when well-formed, else a fresh one, put back into the request so every
+/// handler logs the same), `x-request-id` on every response, and every non-2xx answer in the
+/// one documented shape — the JSON error with a stable code and the request id — including
+/// what the router and extractors answer on their own (an unknown path 404 `not_found`, a
+/// method the path lacks 405 `method_not_allowed`, a body over the limit 413
+/// `request_too_large`, a body that does not parse 400 `invalid_request` with the reason).
+pub async fn one_shape(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let rid = request_id(req.headers());
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        req.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let res = next.run(req).await;
+    let status = res.status();
+    // A JSON error or an HTML page (the portal's, for people) stays as it is; an empty or
+    // plain-text answer (the router's, an extractor's) becomes the JSON error.
+    let bare = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|c| c.starts_with("text/plain"));
+    let mut res = if (status.is_client_error() || status.is_server_error()) && bare {
+        let allow = res.headers().get(axum::http::header::ALLOW).cloned();
+        let (parts, body) = res.into_parts();
+        let said = axum::body::to_bytes(body, 4096)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+            .unwrap_or_default();
+        let (code, message) = match parts.status.as_u16() {
+            404 => (Code::NotFound, format!("no such resource: {method} {path}")),
+            405 => (
+                Code::MethodNotAllowed,
+                format!("{method} is not allowed on {path}"),
+            ),
+            413 => (
+                Code::RequestTooLarge,
+                "the request body is over the limit".to_owned(),
+            ),
+            401 => (Code::PeerCertificateRequired, said),
+            403 => (Code::Forbidden, said),
+            429 => (Code::RateLimited, said),
+            s if s >= 500 => (Code::Internal, "internal error".to_owned()),
+            _ if said.is_empty() => (
+                Code::InvalidRequest,
+                "the request is not acceptable".to_owned(),
+            ),
+            _ => (Code::InvalidRequest, said),
+        };
+        let mut e = ApiError::new(code, message, &rid);
+        e.status = parts.status.as_u16();
+        let mut out = e.into_response();
+        if let Some(a) = allow {
+            out.headers_mut().insert(axum::http::header::ALLOW, a);
+        }
+        out
+    } else {
+        res
+    };
+    if !res.headers().contains_key(REQUEST_ID_HEADER)
+        && let Ok(v) = HeaderValue::from_str(&rid)
+    {
+        res.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    res
+}
+
 /// The request id of a request: its `x-request-id` header when well-formed (1–64 of
 /// `[A-Za-z0-9_-]`), else a fresh one.
 #[must_use]

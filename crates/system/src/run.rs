@@ -266,7 +266,10 @@ pub async fn start_role(
             .layer(axum::middleware::from_fn_with_state(
                 per_address.clone(),
                 fapiao_service::limits::per_address,
-            ));
+            ))
+            // Outermost: every answer, the limits' and the router's own included, in the one
+            // JSON shape with its request id.
+            .layer(axum::middleware::from_fn(fapiao_service::error::one_shape));
         let mut addrs = Vec::new();
         for l in ls {
             let r = fapiao_service::serve_tls_live(

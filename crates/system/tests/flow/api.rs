@@ -119,11 +119,57 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
             .iter()
             .all(|i| i["code"].as_str().unwrap().starts_with("1030206"))
     );
-    let r = erp
-        .send_raw(http::Method::GET, "/v1/nothing-here", &[], b"")
+    // What the router and extractors answer on their own is the one JSON shape too, with
+    // the request id in the body and the header; successes carry the header as well.
+    for (method, path, body, status, code) in [
+        (
+            http::Method::GET,
+            "/v1/nothing-here",
+            Vec::new(),
+            404,
+            "not_found",
+        ),
+        (
+            http::Method::DELETE,
+            "/v1/invoices",
+            Vec::new(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            http::Method::POST,
+            "/v1/invoices",
+            vec![b'x'; 300 * 1024],
+            413,
+            "request_too_large",
+        ),
+    ] {
+        let r = erp
+            .send_raw(
+                method.clone(),
+                path,
+                &[("x-request-id", "probe-1".into())],
+                &body,
+            )
+            .await
+            .unwrap();
+        let v = json_of(&r);
+        assert_eq!(
+            (
+                r.status,
+                v["code"].as_str().unwrap_or(""),
+                v["request_id"].as_str()
+            ),
+            (status, code, Some("probe-1")),
+            "{method} {path}: {v}"
+        );
+        assert_eq!(r.headers["x-request-id"], "probe-1", "{method} {path}");
+    }
+    let ok = erp
+        .send_raw(http::Method::GET, "/v1/openapi.json", &[], b"")
         .await
         .unwrap();
-    assert_eq!(r.status, 404);
+    assert!(ok.headers.contains_key("x-request-id"));
 
     // Downloads.
     let dir = tempfile::tempdir().unwrap();
