@@ -252,6 +252,10 @@ impl Agent {
                 "the order's order_id and seller must be this order's and this enterprise's",
             ));
         }
+        // What the layout cannot draw is refused before a number is used on it.
+        if let Some(e) = fapiao_render::undrawable(&draft) {
+            return Err(Refusal::invalid(&e));
+        }
         Ok(draft)
     }
 

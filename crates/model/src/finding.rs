@@ -103,6 +103,9 @@ finding_codes! {
     InvalidTaxCode = "invalid_tax_code",
     /// A tax classification code missing from the catalog.
     UnknownTaxCode = "unknown_tax_code",
+    /// A character an invoice cannot carry (direction controls, emoji, invisible format
+    /// characters, private use); the message names it.
+    UnsupportedCharacter = "unsupported_character",
     /// A group code (汇总项) of the catalog: invoices need one of the leaf codes under it.
     GroupTaxCode = "group_tax_code",
     /// A rate the line's tax code does not allow (or none where the code lists several).

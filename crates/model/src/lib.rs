@@ -36,6 +36,7 @@ pub use invoice_number::{InvoiceNumber, InvoiceNumberError, ProvinceCode};
 pub use money::{Amount, DecimalError, Quantity, UnitPrice, round_fen, round_unit_price};
 pub use order::{
     ItemInput, MAX_LINES, Order, OrderId, OrderIdError, PartyInput, PriceMode, Scalar, TotalsInput,
+    not_printable,
 };
 pub use tax_code::{
     CatalogEntry, CatalogError, OFFICIAL_VERSION, TaxCatalog, TaxClassificationCode,

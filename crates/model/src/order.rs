@@ -432,6 +432,18 @@ impl Check {
             );
             return None;
         }
+        if let Some(c) = text.chars().find(|c| not_printable(*c)) {
+            self.push(
+                path,
+                FindingCode::UnsupportedCharacter,
+                format!(
+                    "contains U+{:04X}, which an invoice cannot carry (direction controls, \
+                     emoji and invisible joiners are refused)",
+                    u32::from(c)
+                ),
+            );
+            return None;
+        }
         Some(text.to_owned())
     }
 
@@ -1041,4 +1053,28 @@ fn decimal_code(e: &DecimalError) -> FindingCode {
         DecimalError::Negative { .. } => FindingCode::MustBePositive,
         _ => FindingCode::InvalidDecimal,
     }
+}
+
+/// A character no invoice carries: the bidirectional controls (which reorder what a reader
+/// sees, U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, U+061C), emoji and their joiners and
+/// selectors (U+1F000–U+1FAFF, U+200D, U+FE0E, U+FE0F, tags U+E0000–U+E007F), other invisible
+/// format characters (U+200B, U+2060, U+FEFF) and private-use code points. 生僻字 of CJK
+/// Extension A/B and the symbols of GB 18030 (★, ※ …) are not among them.
+#[must_use]
+pub fn not_printable(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x202A..=0x202E
+            | 0x2066..=0x2069
+            | 0x200B..=0x200F
+            | 0x061C
+            | 0x2060
+            | 0xFEFF
+            | 0xFE0E
+            | 0xFE0F
+            | 0x1F000..=0x1FAFF
+            | 0xE0000..=0xE007F
+            | 0xE000..=0xF8FF
+            | 0xF0000..=0x10FFFF
+    )
 }

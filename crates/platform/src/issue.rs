@@ -521,6 +521,11 @@ impl Platform {
                 ),
             )));
         }
+        // What the layout cannot draw is refused now, before a number is used on it (else
+        // the invoice would exist and its PDF fail for good).
+        if let Some(e) = fapiao_render::undrawable(&draft) {
+            return Err(Step::Refused(Refusal::invalid(&e)));
+        }
         let t = type_name(draft.invoice_type());
         if !e.allowed_types.iter().any(|a| a == t) {
             return Err(refused(

@@ -15,7 +15,7 @@ mod qr;
 pub mod verify;
 mod xml;
 
-pub use pdf::{PdfFont, line_cells, render_pdf};
+pub use pdf::{PdfFont, check_draft_glyphs, line_cells, render_pdf};
 pub use qr::{crc16_ccitt_false, qr_content};
 pub use xml::{
     DeviceSignature, FORMAT_VERSION, REFERENCE_URI, SM2_WITH_SM3, base64, escape, render_xml,
@@ -31,6 +31,30 @@ pub const BUNDLED_FONT: &[u8] = include_bytes!("../fonts/wqy-microhei.ttf");
 /// [`RenderError::Font`] (not for the bundled file).
 pub fn bundled_font() -> Result<PdfFont, RenderError> {
     PdfFont::new(BUNDLED_FONT.to_vec(), 0)
+}
+
+/// The bundled typeface, loaded once.
+static BUNDLED: std::sync::LazyLock<Option<PdfFont>> =
+    std::sync::LazyLock::new(|| bundled_font().ok());
+
+/// The first character of an invoice of `draft` the bundled typeface cannot draw, as a finding
+/// on its field (`unsupported_character`, naming it) — checked before a number is used, so
+/// that no invoice exists whose PDF cannot be made.
+#[must_use]
+pub fn undrawable(draft: &fapiao_model::InvoiceDraft) -> Option<fapiao_model::ValidationErrors> {
+    let font = BUNDLED.as_ref()?;
+    let Err(RenderError::MissingGlyph { character, field }) = check_draft_glyphs(draft, font)
+    else {
+        return None;
+    };
+    fapiao_model::ValidationErrors::from_findings(vec![fapiao_model::Finding::new(
+        field,
+        fapiao_model::FindingCode::UnsupportedCharacter,
+        format!(
+            "U+{:04X} {character} cannot be drawn by the invoice's typeface yet",
+            u32::from(character)
+        ),
+    )])
 }
 
 /// Why a layout file could not be produced.

@@ -278,7 +278,18 @@ fn pdf_date(t: PrimitiveDateTime) -> DateTime {
 }
 
 fn check_glyphs(invoice: &Invoice, font: &PdfFont) -> Result<(), RenderError> {
-    let d = invoice.draft();
+    check_draft_glyphs(invoice.draft(), font)
+}
+
+/// Whether `font` draws every character an invoice of `d` prints; else the first it lacks and
+/// its field — for refusing an order before a number is used on it.
+///
+/// # Errors
+/// [`RenderError::MissingGlyph`].
+pub fn check_draft_glyphs(
+    d: &fapiao_model::InvoiceDraft,
+    font: &PdfFont,
+) -> Result<(), RenderError> {
     let mut texts: Vec<(&str, String)> = vec![
         ("seller.name", d.seller().name.clone()),
         ("buyer.name", d.buyer().name.clone()),

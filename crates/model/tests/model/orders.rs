@@ -255,6 +255,30 @@ fn codes_must_be_leaves_and_rates_must_be_the_codes() {
     assert!(validate_json(&v.to_string()).is_ok());
 }
 
+/// What would reorder or hide text on an invoice is refused with the field and the
+/// character; 生僻字 (Extension A 䶮, Extension B 𠮷) and GB 18030 symbols pass validation.
+#[test]
+fn direction_controls_and_emoji_are_refused_rare_characters_are_not() {
+    for (bad, named) in [
+        ("北京\u{202E}公司", "U+202E"),
+        ("北京😀公司", "U+1F600"),
+        ("北京\u{200D}公司", "U+200D"),
+        ("北京\u{E000}公司", "U+E000"),
+    ] {
+        let mut v = base();
+        v["buyer"]["name"] = json!(bad);
+        let e = errors(&v);
+        assert!(
+            e.has("buyer.name", FindingCode::UnsupportedCharacter),
+            "{e:?}"
+        );
+        assert!(format!("{e:?}").contains(named), "{e:?}");
+    }
+    let mut v = base();
+    v["buyer"]["name"] = json!("𠮷䶮★有限公司");
+    assert!(validate_json(&v.to_string()).is_ok());
+}
+
 #[test]
 fn discount_rules_are_enforced() {
     let mut v = base();

@@ -78,6 +78,23 @@ async fn qualification_refusals_change_nothing() {
         "{v}"
     );
     assert_eq!(snapshot(&env.system).await, before);
+    // A buyer named with a character the typeface lacks (𠮷, CJK Extension B), and one with a
+    // direction override: refused on the field, naming the character, before any number.
+    for (name, shown) in [
+        ("北京𠮷商贸有限公司", "U+20BB7"),
+        ("北京\u{202E}商贸有限公司", "U+202E"),
+    ] {
+        let mut b = order(SH, "BAD-4", "100");
+        b["buyer"]["name"] = json!(name);
+        let v = refused(&env, SH, &b, 422, "invalid_order").await;
+        assert_eq!(
+            (&v["findings"][0]["path"], &v["findings"][0]["code"]),
+            (&json!("buyer.name"), &json!("unsupported_character")),
+            "{v}"
+        );
+        assert!(v.to_string().contains(shown), "{v}");
+        assert_eq!(snapshot(&env.system).await, before);
+    }
     // A seller name other than the registry's (an invoice once printed "别的公司").
     let mut other_name = order(SH, "BAD-3", "100");
     other_name["seller"]["name"] = json!("别的公司");
