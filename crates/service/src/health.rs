@@ -54,6 +54,8 @@ struct Peer {
     since: i64,
     /// Why it did not answer, or the code of its last refusal.
     last_error: Option<String>,
+    /// Its last refusal (logged once, until another comes).
+    last_refusal: Option<String>,
     /// Its clock minus ours, seconds (from its `date` header), when last seen.
     skew_seconds: Option<i64>,
     /// When it was last probed or called.
@@ -122,18 +124,29 @@ impl Health {
     /// answered after not answering: the caller lets what waited for it go at once.
     pub fn observe<T>(&self, peer: &str, result: &Result<T, CallError>, now: i64) -> bool {
         match result {
-            Ok(_) => self.answered(peer, None, now),
+            Ok(_) => {
+                let back = self.answered(peer, None, now);
+                lock(&self.0.peers)
+                    .entry(peer.to_owned())
+                    .or_default()
+                    .last_refusal = None;
+                back
+            }
             Err(e) if e.is_transient() => {
                 self.unreachable(peer, &e.to_string(), now);
                 false
             }
             Err(e) => {
                 let back = self.answered(peer, None, now);
-                tracing::warn!(peer, error = %e, "peer refused a request");
-                lock(&self.0.peers)
-                    .entry(peer.to_owned())
-                    .or_default()
-                    .last_error = Some(e.to_string());
+                let why = e.to_string();
+                let mut peers = lock(&self.0.peers);
+                let p = peers.entry(peer.to_owned()).or_default();
+                // Once per refusal, not once per retry of it.
+                if p.last_refusal.as_deref() != Some(why.as_str()) {
+                    tracing::warn!(peer, error = %why, "peer refused a request");
+                }
+                p.last_error = Some(why.clone());
+                p.last_refusal = Some(why);
                 back
             }
         }
@@ -353,5 +366,69 @@ impl Health {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable() -> CallError {
+        CallError::Unreachable {
+            peer: "https://tax".into(),
+            reason: "connection refused".into(),
+        }
+    }
+
+    #[test]
+    fn a_peer_goes_down_comes_back_and_refusals_are_not_outages() {
+        let h = Health::new("test");
+        h.watch("tax:tax", false);
+        assert!(!h.is_answering("tax:tax"));
+        assert!(!h.observe::<()>("tax:tax", &Err(unreachable()), 100));
+        let c = &h.peer_checks(112)[0];
+        assert_eq!(
+            (c.name.as_str(), c.ok, c.required),
+            ("peer:tax:tax", false, false)
+        );
+        assert!(
+            c.detail.starts_with("not answering for 12 s"),
+            "{}",
+            c.detail
+        );
+        // Back: the caller is told, once.
+        assert!(h.observe("tax:tax", &Ok(()), 120));
+        assert!(!h.observe("tax:tax", &Ok(()), 121));
+        assert!(h.is_answering("tax:tax"));
+        // A refusal (403) is an answer: the peer is up.
+        let refused = CallError::Status {
+            peer: "https://tax".into(),
+            status: 403,
+            code: "forbidden".into(),
+        };
+        assert!(!h.observe::<()>("tax:tax", &Err(refused), 130));
+        assert!(h.is_answering("tax:tax"));
+        // A 5xx is not.
+        let failing = CallError::Status {
+            peer: "https://tax".into(),
+            status: 503,
+            code: "tax_unavailable".into(),
+        };
+        h.observe::<()>("tax:tax", &Err(failing), 140);
+        assert!(!h.is_answering("tax:tax"));
+        let gauges = h.gauges();
+        assert!(
+            gauges
+                .iter()
+                .any(|g| g.name == "fapiao_peer_up" && g.value == 0.0)
+        );
+    }
+
+    #[test]
+    fn stopping_is_remembered_once_begun() {
+        let h = Health::new("test");
+        assert!(!h.is_stopping());
+        h.begin_stopping();
+        assert!(h.is_stopping());
     }
 }
