@@ -7,6 +7,14 @@ use super::*;
 /// 4 MiB).
 pub(crate) const BATCH_BYTES: usize = 1024 * 1024;
 
+/// The work queue's entries that wait for a peer.
+const WAITING: fapiao_service::health::WaitingQueue = fapiao_service::health::WaitingQueue {
+    waiting: "SELECT DISTINCT waiting_for FROM queue
+              WHERE state = 'pending' AND waiting_for IS NOT NULL AND next_attempt_at > $1",
+    release: "UPDATE queue SET next_attempt_at = $1, waiting_for = NULL
+              WHERE state = 'pending' AND waiting_for = $2 AND next_attempt_at > $1",
+};
+
 /// An entry of the work queue.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -171,36 +179,21 @@ impl Agent {
     /// their backoff.
     pub(crate) async fn revive(&self) -> Result<(), AgentError> {
         let t = now();
-        let waiting: Vec<String> = query_scalar(
-            "SELECT DISTINCT waiting_for FROM queue
-             WHERE state = 'pending' AND waiting_for IS NOT NULL AND next_attempt_at > $1",
-        )
-        .bind(t.unix_timestamp())
-        .fetch_all(self.inner.db.pool())
-        .await?;
-        for peer in waiting {
+        let (db, health) = (&self.inner.db, &self.inner.health);
+        for peer in health
+            .peers_waiting(db, WAITING, t.unix_timestamp())
+            .await?
+        {
             let Some(client) = [&self.inner.cloud, &self.inner.platform, &self.inner.tax]
                 .into_iter()
                 .find(|c| c.peer_identity() == peer)
             else {
                 continue;
             };
-            if !self.inner.health.answers_now(client, t).await {
-                continue;
-            }
-            let mut tx = self.inner.db.begin_write().await?;
-            let n = query(
-                "UPDATE queue SET next_attempt_at = $1, waiting_for = NULL
-                 WHERE state = 'pending' AND waiting_for = $2 AND next_attempt_at > $1",
-            )
-            .bind(t.unix_timestamp())
-            .bind(&peer)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            tx.commit().await?;
-            if n > 0 {
-                tracing::info!(%peer, entries = n, "agent: the peer answers; what waited for it is due now");
+            if health.answers_now(client, t).await {
+                health
+                    .release_waiting(db, WAITING, &peer, t.unix_timestamp())
+                    .await?;
             }
         }
         Ok(())

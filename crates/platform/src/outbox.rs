@@ -143,6 +143,14 @@ const CLAIM: Sql = Sql::postgres_only(
      RETURNING id",
 );
 
+/// The outbox entries that wait for a peer (tax, or a cloud).
+const WAITING: fapiao_service::health::WaitingQueue = fapiao_service::health::WaitingQueue {
+    waiting: "SELECT DISTINCT waiting_for FROM outbox
+              WHERE state = 'pending' AND waiting_for IS NOT NULL AND next_attempt_at > $1",
+    release: "UPDATE outbox SET next_attempt_at = $1, waiting_for = NULL
+              WHERE state = 'pending' AND waiting_for = $2 AND next_attempt_at > $1",
+};
+
 /// How long a claim on an outbox entry lasts (seconds): longer than any exchange with tax or
 /// a cloud takes.
 const CLAIM_LEASE: i64 = 15;
@@ -332,44 +340,28 @@ impl Platform {
     /// `retry_max`) runs out; entries the peer itself put off keep their backoff.
     async fn revive(&self) -> Result<(), StoreError> {
         let t = now();
-        let waiting: Vec<String> = query_scalar(
-            "SELECT DISTINCT waiting_for FROM outbox
-             WHERE state = 'pending' AND waiting_for IS NOT NULL AND next_attempt_at > $1",
-        )
-        .bind(t.unix_timestamp())
-        .fetch_all(&mut *self.inner.db.read().await?)
-        .await?;
-        let health = &self.inner.health;
-        for peer in waiting {
+        let (db, health) = (&self.inner.db, &self.inner.health);
+        for peer in health
+            .peers_waiting(db, WAITING, t.unix_timestamp())
+            .await?
+        {
             let answers = if peer == self.inner.tax.peer_identity() {
                 health.answers_now(&self.inner.tax, t).await
             } else {
                 let url: Option<String> =
                     query_scalar("SELECT url FROM clouds WHERE identity = $1")
                         .bind(&peer)
-                        .fetch_optional(&mut *self.inner.db.read().await?)
+                        .fetch_optional(&mut *db.read().await?)
                         .await?;
                 match url.and_then(|u| self.cloud_client(&peer, &u).ok()) {
                     Some(client) => health.answers_now(&client, t).await,
                     None => false,
                 }
             };
-            if !answers {
-                continue;
-            }
-            let mut tx = self.inner.db.begin_write().await?;
-            let n = query(
-                "UPDATE outbox SET next_attempt_at = $1, waiting_for = NULL
-                 WHERE state = 'pending' AND waiting_for = $2 AND next_attempt_at > $1",
-            )
-            .bind(t.unix_timestamp())
-            .bind(&peer)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            tx.commit().await?;
-            if n > 0 {
-                tracing::info!(%peer, entries = n, "the peer answers: what waited for it is due now");
+            if answers {
+                health
+                    .release_waiting(db, WAITING, &peer, t.unix_timestamp())
+                    .await?;
             }
         }
         Ok(())

@@ -7,16 +7,13 @@ use std::time::Duration;
 
 use fapiao_store::Db;
 use fapiao_store::audit::Witness;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::Material;
 
 /// A running signer.
 #[derive(Debug)]
 pub struct AuditSigner {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: crate::task::Stoppable,
 }
 
 impl AuditSigner {
@@ -26,8 +23,7 @@ impl AuditSigner {
     pub fn spawn(db: Db, material: &Material, every: Duration, witness: Option<Witness>) -> Self {
         let key = material.signing_key.clone();
         let cert = material.party.signing_certificate().der().to_vec();
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
+        let task = crate::task::Stoppable::spawn(|mut stopped| async move {
             // At start too: records a killed process left unsigned get their head now.
             let mut stopping = false;
             loop {
@@ -61,12 +57,11 @@ impl AuditSigner {
                 };
             }
         });
-        Self { stop, task }
+        Self { task }
     }
 
     /// Signs a last time and stops.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.task.shutdown().await;
     }
 }

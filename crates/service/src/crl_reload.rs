@@ -9,8 +9,6 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use fapiao_crypto::{Crl, LiveTrust};
 use serde::Serialize;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::material::{MaterialConfig, MaterialError};
 
@@ -71,8 +69,7 @@ pub fn reload(config: &MaterialConfig, trust: &LiveTrust) -> Result<Reloaded, Ma
 /// A running reloader.
 #[derive(Debug)]
 pub struct CrlReloader {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: crate::task::Stoppable,
 }
 
 impl CrlReloader {
@@ -80,8 +77,7 @@ impl CrlReloader {
     #[must_use]
     pub fn spawn(config: MaterialConfig, trust: LiveTrust) -> Self {
         let every = config.crl_reload_every();
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
+        let task = crate::task::Stoppable::spawn(|mut stopped| async move {
             loop {
                 tokio::select! {
                     () = tokio::time::sleep(every) => {}
@@ -90,13 +86,12 @@ impl CrlReloader {
                 log(&reload(&config, &trust));
             }
         });
-        Self { stop, task }
+        Self { task }
     }
 
     /// Stops.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.task.shutdown().await;
     }
 }
 

@@ -30,6 +30,16 @@ pub const PROBE_DOWN_EVERY: Duration = Duration::from_secs(2);
 /// How often a peer that answers is probed when nothing else was sent to it (its clock).
 pub const PROBE_UP_EVERY: Duration = Duration::from_secs(15);
 
+/// A queue whose pending entries can wait for a peer that did not answer (a `waiting_for`
+/// column beside `state` and `next_attempt_at`): its statements, in the queue's table.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitingQueue {
+    /// The peers some pending, not yet due entry waits for (`$1`: now).
+    pub waiting: &'static str,
+    /// Makes the entries waiting for peer `$2` due at `$1`.
+    pub release: &'static str,
+}
+
 /// The shared health of one running role.
 #[derive(Debug, Clone)]
 pub struct Health(Arc<Inner>);
@@ -255,6 +265,52 @@ impl Health {
         }
         self.probe(client, now).await;
         self.is_answering(peer)
+    }
+
+    /// The peers entries of `queue` wait for (not yet due at `now`).
+    ///
+    /// # Errors
+    /// [`fapiao_store::StoreError`].
+    pub async fn peers_waiting(
+        &self,
+        db: &Db,
+        queue: WaitingQueue,
+        now: i64,
+    ) -> Result<Vec<String>, fapiao_store::StoreError> {
+        fapiao_store::query_scalar(queue.waiting)
+            .bind(now)
+            .fetch_all(db.pool())
+            .await
+    }
+
+    /// Makes every entry of `queue` waiting for `peer` due at `now` (the peer answers now),
+    /// in a transaction of its own; how many.
+    ///
+    /// # Errors
+    /// [`fapiao_store::StoreError`].
+    pub async fn release_waiting(
+        &self,
+        db: &Db,
+        queue: WaitingQueue,
+        peer: &str,
+        now: i64,
+    ) -> Result<u64, fapiao_store::StoreError> {
+        let mut tx = db.begin_write().await?;
+        let n = fapiao_store::query(queue.release)
+            .bind(now)
+            .bind(peer)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        if n > 0 {
+            tracing::info!(
+                peer,
+                entries = n,
+                "the peer answers: what waited for it is due now"
+            );
+        }
+        Ok(n)
     }
 
     /// The peers known, in name order.

@@ -15,18 +15,16 @@ use fapiao_crypto::{Certificate, LiveTrust};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
+use crate::task::Stoppable;
 use crate::{ClientAddr, Limits, PeerIdentity};
 
 /// A listener being served.
 #[derive(Debug)]
 pub struct Running {
     addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: Stoppable,
 }
 
 impl Running {
@@ -38,24 +36,14 @@ impl Running {
 
     /// Stops accepting, lets connections finish their requests in flight, and waits.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.task.shutdown().await;
     }
 
     /// Stops accepting at once (the listener is closed), then lets connections finish their
     /// requests in flight until `deadline`; what is still open then is cut. Whether
     /// everything finished in time.
-    pub async fn shutdown_by(mut self, deadline: tokio::time::Instant) -> bool {
-        let _ = self.stop.send(true);
-        if tokio::time::timeout_at(deadline, &mut self.task)
-            .await
-            .is_ok()
-        {
-            return true;
-        }
-        self.task.abort();
-        let _ = self.task.await;
-        false
+    pub async fn shutdown_by(self, deadline: tokio::time::Instant) -> bool {
+        self.task.shutdown_by(deadline).await
     }
 }
 
@@ -167,9 +155,8 @@ pub fn serve_tls_live(
     let per_address = Arc::new(PerAddress::default());
     let per_address_cap = limits.max_connections_per_address.max(1);
     let handshake = Duration::from_secs(limits.handshake_timeout_seconds.max(1));
-    let (stop, mut stopped) = watch::channel(false);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let task = tokio::spawn(async move {
+    let task = Stoppable::spawn(|mut stopped| async move {
         let mut connections = tokio::task::JoinSet::new();
         loop {
             let permit = tokio::select! {
@@ -249,5 +236,5 @@ pub fn serve_tls_live(
         drop(listener);
         while connections.join_next().await.is_some() {}
     });
-    Ok(Running { addr, stop, task })
+    Ok(Running { addr, task })
 }

@@ -5,15 +5,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
+
+use crate::task::Stoppable;
 
 /// A running worker.
 #[derive(Debug)]
-pub struct Worker {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
+pub struct Worker(Stoppable);
 
 impl Worker {
     /// Runs `round` repeatedly: it returns how many items it handled (0: wait for `wake` or
@@ -41,8 +39,7 @@ impl Worker {
         Fut: Future<Output = Result<usize, E>> + Send,
         E: std::fmt::Display,
     {
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
+        Self(Stoppable::spawn(|mut stopped| async move {
             loop {
                 let worked = match round().await {
                     Ok(n) => n > 0,
@@ -69,29 +66,18 @@ impl Worker {
                     }
                 }
             }
-        });
-        Self { stop, task }
+        }))
     }
 
     /// Stops after the round in hand.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+        self.0.shutdown().await;
     }
 
     /// Stops after the round in hand if it ends by `deadline`; else the round is cut there
     /// (what it had committed stays; the rest is done again at the next start). Whether it
     /// ended in time.
-    pub async fn shutdown_by(mut self, deadline: tokio::time::Instant) -> bool {
-        let _ = self.stop.send(true);
-        if tokio::time::timeout_at(deadline, &mut self.task)
-            .await
-            .is_ok()
-        {
-            return true;
-        }
-        self.task.abort();
-        let _ = self.task.await;
-        false
+    pub async fn shutdown_by(self, deadline: tokio::time::Instant) -> bool {
+        self.0.shutdown_by(deadline).await
     }
 }
