@@ -5,13 +5,16 @@
 //! another status it fetches as notices carrying the invoice (`invoices.fetch`) and stores
 //! them through the notice path, as it stores an agent's invoices.
 //!
-//! The worker runs a pass every [`RECONCILE_EVERY`] (at once after a failed store), from a
-//! little before where the last pass got (five minutes: an invoice committed late with an
-//! earlier time is still seen); `fapiao reconcile --role cloud` runs one from a given time and
+//! The worker runs a pass at start, every [`RECONCILE_EVERY`], and [`SETTLE`] after a failed
+//! store (again every [`RETRY_EVERY`] while a pass does not finish). A pass covers the
+//! invoices issued from a minute before where the last got (an invoice committed late with
+//! an earlier time is still seen) until [`SETTLE`] ago (a younger one is on its way here by
+//! the ordinary path), so its cost follows the invoices issued since the last pass, not the
+//! whole day's. `fapiao reconcile --role cloud` runs one from a given time until now and
 //! shows what differs, repairing it with `--repair`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use fapiao_protocol::client::{china_now, now};
@@ -23,14 +26,23 @@ use serde::Serialize;
 
 use crate::{Cloud, CloudError};
 
-/// How often the worker reconciles.
-pub const RECONCILE_EVERY: Duration = Duration::from_secs(15);
+/// How often the worker reconciles when nothing asks it to: a safety net (every failure to
+/// store an answer asks for a pass of its own).
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(300);
+
+/// How soon a pass that did not finish is tried again.
+pub const RETRY_EVERY: Duration = Duration::from_secs(15);
 
 /// How far before the last pass's end the next one starts.
-const OVERLAP: time::Duration = time::Duration::minutes(5);
+const OVERLAP: time::Duration = time::Duration::minutes(1);
 
 /// How far back the first pass of a new cloud looks.
 const FIRST_LOOK_BACK: time::Duration = time::Duration::days(1);
+
+/// How old an invoice must be for the worker to reconcile it: a younger one is likely still on
+/// its way to cloud (the ERP's answer being stored, a status notice in platform's outbox),
+/// and "repairing" it would race the path that brings it anyway.
+pub const SETTLE: time::Duration = time::Duration::seconds(10);
 
 /// An invoice held at both with different tax statuses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -63,12 +75,50 @@ pub struct Reconciliation {
     pub last: Option<String>,
 }
 
-/// The worker's schedule: when it last ran (Unix seconds), and whether a failed store asks
-/// for a pass at once.
+/// The worker's schedule (Unix seconds): when it last ran, the time the newest request asks
+/// for a pass at (0: none), and since when requests wait (a steady trickle of them, each
+/// putting the pass off, still gets one every [`RETRY_EVERY`]).
 #[derive(Debug, Default)]
 pub(crate) struct Schedule {
     last: AtomicI64,
-    now: AtomicBool,
+    asked: AtomicI64,
+    since: AtomicI64,
+}
+
+impl Schedule {
+    /// Asks for a pass at `at`, or later if a later one was asked for (the pass must come
+    /// after every request's invoice has settled).
+    fn ask(&self, at: i64) {
+        let before = self.asked.fetch_max(at, Ordering::SeqCst);
+        if before == 0 {
+            self.since.store(at, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether a pass is due at `t`; if so, it is taken.
+    fn take(&self, t: i64) -> bool {
+        let asked = self.asked.load(Ordering::SeqCst);
+        let requested = asked != 0 && asked <= t;
+        let overdue = asked != 0 && self.since.load(Ordering::SeqCst) + secs(RETRY_EVERY) <= t;
+        let periodic = self.last.load(Ordering::SeqCst) + secs(RECONCILE_EVERY) <= t;
+        if !(requested || overdue || periodic) {
+            return false;
+        }
+        if requested {
+            // A request made meanwhile stands.
+            let _ = self
+                .asked
+                .compare_exchange(asked, 0, Ordering::SeqCst, Ordering::SeqCst);
+        } else if overdue {
+            self.since.store(t, Ordering::SeqCst);
+        }
+        self.last.store(t, Ordering::SeqCst);
+        true
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2)
 }
 
 fn china(t: time::PrimitiveDateTime) -> String {
@@ -83,6 +133,18 @@ impl Cloud {
     /// # Errors
     /// [`CloudError`]: the store, or platform not answering or refusing.
     pub async fn reconcile(&self, from: &str, repair: bool) -> Result<Reconciliation, CloudError> {
+        self.reconcile_until(from, None, repair).await
+    }
+
+    /// [`Self::reconcile`] of the invoices issued before `until` only (China time; `None`:
+    /// every one listed). Platform lists in issue order, so the first younger one ends the
+    /// pass.
+    async fn reconcile_until(
+        &self,
+        from: &str,
+        until: Option<&str>,
+        repair: bool,
+    ) -> Result<Reconciliation, CloudError> {
         let mut out = Reconciliation {
             from: from.to_owned(),
             ..Reconciliation::default()
@@ -100,6 +162,12 @@ impl Cloud {
                     message_type::INVOICES_PAGE,
                 )
                 .await?;
+            let listed = page.items.len();
+            let mut page = page;
+            if let Some(until) = until {
+                page.items.retain(|r| r.issued_at.as_str() < until);
+            }
+            let settled = page.items.len() == listed;
             let numbers: Vec<&str> = page.items.iter().map(|r| r.number.as_str()).collect();
             let held: HashMap<String, String> = query(Sql::dialects(
                 "SELECT number, tax_status FROM invoices
@@ -131,7 +199,7 @@ impl Cloud {
                 }
             }
             out.checked += page.items.len();
-            let full = page.items.len() >= InvoiceList::MAX;
+            let full = settled && listed >= InvoiceList::MAX;
             if let Some(last) = page.items.last() {
                 after = Some((last.issued_at.clone(), last.number.clone()));
                 out.last = Some(last.issued_at.clone());
@@ -211,26 +279,35 @@ impl Cloud {
         Err(CloudError::Setup(format!("platform refused: {why}")))
     }
 
-    /// Asks the worker for a pass at once (a store failed: platform may hold an invoice
-    /// cloud does not).
+    /// Asks the worker for a pass once the invoice of a failed store has settled (platform
+    /// may hold an invoice cloud does not).
     pub(crate) fn reconcile_soon(&self) {
-        self.inner.reconcile.now.store(true, Ordering::SeqCst);
+        self.inner
+            .reconcile
+            .ask(now().unix_timestamp() + SETTLE.whole_seconds() + 1);
         self.inner.wake.notify_one();
     }
 
-    /// The worker's pass, when due: from a little before where the last got, repairing;
-    /// how many invoices it repaired.
+    /// The worker's pass, when due ([`Schedule`]): how many invoices it repaired. One that
+    /// does not finish is logged and asked for again in [`RETRY_EVERY`].
     pub(crate) async fn reconcile_due(&self) -> Result<usize, CloudError> {
         let t = now().unix_timestamp();
         let s = &self.inner.reconcile;
-        let due = s.now.swap(false, Ordering::SeqCst)
-            || s.last.load(Ordering::SeqCst)
-                + i64::try_from(RECONCILE_EVERY.as_secs()).unwrap_or(15)
-                <= t;
-        if !due {
+        if !s.take(t) {
             return Ok(0);
         }
-        s.last.store(t, Ordering::SeqCst);
+        match self.reconcile_pass().await {
+            Ok(repaired) => Ok(repaired),
+            Err(e) => {
+                tracing::info!(error = %e, "reconciling with platform did not finish");
+                s.ask(t + secs(RETRY_EVERY));
+                Ok(0)
+            }
+        }
+    }
+
+    /// One pass of the worker, from a minute before where the last got until [`SETTLE`] ago.
+    async fn reconcile_pass(&self) -> Result<usize, CloudError> {
         let cursor: Option<String> =
             query_scalar("SELECT issued_at FROM reconcile_cursor WHERE id = 1")
                 .fetch_optional(self.inner.db.pool())
@@ -242,14 +319,10 @@ impl Cloud {
             Some(c) => c - OVERLAP,
             None => china_now() - FIRST_LOOK_BACK,
         };
-        let done = match self.reconcile(&china(start), true).await {
-            Ok(d) => d,
-            Err(e) => {
-                // Retried at the next pass; a store failure asks again at once.
-                tracing::info!(error = %e, "reconciling with platform did not finish");
-                return Ok(0);
-            }
-        };
+        let until = china(china_now() - SETTLE);
+        let done = self
+            .reconcile_until(&china(start), Some(&until), true)
+            .await?;
         if let Some(last) = &done.last
             && cursor.as_deref() < Some(last.as_str())
         {
@@ -264,5 +337,43 @@ impl Cloud {
             tx.commit().await?;
         }
         Ok(done.repaired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_come_at_start_every_period_and_when_asked() {
+        let s = Schedule::default();
+        let t = 1_000_000;
+        assert!(s.take(t), "the first pass comes at once");
+        assert!(!s.take(t + 1));
+        // Asked for in 11 s: not before, once then.
+        s.ask(t + 11);
+        assert!(!s.take(t + 10));
+        assert!(s.take(t + 11));
+        assert!(!s.take(t + 12));
+        // A later request puts the pass off until it too has settled...
+        s.ask(t + 20);
+        s.ask(t + 25);
+        assert!(!s.take(t + 20));
+        assert!(s.take(t + 25));
+        assert!(!s.take(t + 26));
+        // ...but a steady trickle of them does not put it off for ever.
+        for i in 0..20 {
+            s.ask(t + 30 + 5 * i);
+        }
+        assert!(!s.take(t + 30 + secs(RETRY_EVERY) - 1));
+        assert!(s.take(t + 30 + secs(RETRY_EVERY)), "overdue");
+        assert!(
+            s.take(t + 30 + 5 * 19),
+            "the newest request still gets its pass"
+        );
+        // Nothing asked: the period.
+        let last = t + 30 + 5 * 19;
+        assert!(!s.take(last + secs(RECONCILE_EVERY) - 1));
+        assert!(s.take(last + secs(RECONCILE_EVERY)));
     }
 }

@@ -91,8 +91,8 @@ impl Cloud {
                 let me = me.clone();
                 async move {
                     let delivered = me.deliver_due().await?;
-                    // Reconciling with platform rides the same worker (every 15 s, or at once
-                    // after a failed store); its failures are retried at the next pass.
+                    // Reconciling with platform rides the same worker (`reconcile`'s
+                    // schedule); a pass that fails is tried again soon.
                     let repaired = me.reconcile_due().await.unwrap_or_else(|e| {
                         tracing::warn!(error = %e, "reconciling with platform failed");
                         0
