@@ -50,12 +50,13 @@ pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
     7 "0007_webhooks_order" "webhooks by state in id order (due ones without a sort)",
     8 "0008_replicas" "replicas: webhook deliveries claimed",
     9 "0009_reconcile" "how far reconciling with platform got",
+    10 "0010_webhook_endpoints" "webhook endpoints, events, the attempts of deliveries",
 ];
 
 /// Columns whose values are sealed (encryption at rest): the signed invoices (buyer phone,
 /// address, bank account, e-mail, identity number), the ERP API secrets, and the orders queued
 /// for agents.
-pub const SEALED: &[SealedColumn] = &[RECORD, SECRET, QUEUED];
+pub const SEALED: &[SealedColumn] = &[RECORD, SECRET, QUEUED, ENDPOINT_SECRET];
 pub(crate) const RECORD: SealedColumn = SealedColumn {
     table: "invoices",
     column: "record",
@@ -65,6 +66,11 @@ pub(crate) const SECRET: SealedColumn = SealedColumn {
     table: "enterprises",
     column: "secret",
     key: "taxpayer_id",
+};
+pub(crate) const ENDPOINT_SECRET: SealedColumn = SealedColumn {
+    table: "webhook_endpoints",
+    column: "secret",
+    key: "id",
 };
 pub(crate) const QUEUED: SealedColumn = SealedColumn {
     table: "queued_orders",
@@ -82,8 +88,11 @@ pub const GUESS_WAIT_MAX_SECONDS: u64 = 900;
 pub struct Options {
     /// Webhook retry delays.
     pub backoff: fapiao_service::Backoff,
-    /// Deliveries per event before giving up.
-    pub max_attempts: i64,
+    /// How long a webhook delivery is retried before it is marked failed (three days).
+    pub retry_for: Duration,
+    /// Whether an ERP's webhook endpoints may be at loopback, private or link-local
+    /// addresses (`up`'s demo on one machine); by default they must be public.
+    pub webhooks_to_private: bool,
     /// How often the worker looks for due deliveries when nothing wakes it.
     pub poll: Duration,
     /// ERP requests per second per enterprise.
@@ -101,13 +110,38 @@ impl Default for Options {
                 base: Duration::from_secs(2),
                 max: Duration::from_secs(600),
             },
-            max_attempts: 12,
+            retry_for: Duration::from_secs(3 * 24 * 3600),
+            webhooks_to_private: false,
             poll: Duration::from_secs(1),
             max_body_bytes: erp::MAX_BODY,
             enterprise_rate: 200.0,
             enterprise_burst: 400.0,
         }
     }
+}
+
+/// China Standard Time, UTC+8.
+const CHINA: time::UtcOffset = time::macros::offset!(+8);
+use time::format_description::well_known::Rfc3339;
+
+/// China time (UTC+8) as the API shows times: RFC 3339 with the offset,
+/// `2026-12-07T17:00:00+08:00`.
+#[must_use]
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.to_offset(CHINA).format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// A stored China time (`YYYY-MM-DD HH:MM:SS`) as [`rfc3339`] shows it; unparsable text as
+/// it is.
+#[must_use]
+pub fn china_rfc3339(t: &str) -> String {
+    fapiao_model::datetime::parse(t)
+        .ok()
+        .and_then(|p| p.assume_offset(CHINA).format(&Rfc3339).ok())
+        .unwrap_or_else(|| t.to_owned())
 }
 
 /// The OpenAPI document of the ERP API.
@@ -589,13 +623,14 @@ async fn apply_run(
     let t = now().unix_timestamp();
     // Webhooks first: they compare with the status before the update.
     query(notice_rows!(
-        "INSERT INTO webhooks (enterprise, event, number, state, attempts, next_attempt_at,
-             created_at)
-         SELECT e.taxpayer_id, 'invoice.tax_status', n.number, 'pending', 0, $2, $2
+        "INSERT INTO webhook_events (enterprise, event, number, created_at)
+         SELECT e.taxpayer_id, 'invoice.tax_status_changed', n.number, $2
          FROM (",
         ") n
          JOIN invoices i ON i.number = n.number AND i.enterprise = n.enterprise
-         JOIN enterprises e ON e.taxpayer_id = n.enterprise AND e.webhook_url IS NOT NULL
+         JOIN enterprises e ON e.taxpayer_id = n.enterprise
+             AND (e.webhook_url IS NOT NULL OR EXISTS (SELECT 1 FROM webhook_endpoints s
+                  WHERE s.enterprise = e.taxpayer_id AND s.deleted_at IS NULL))
          WHERE i.tax_status <> n.status
          ORDER BY n.k"
     ))

@@ -436,6 +436,15 @@ impl Cloud {
             .await?
             .rows_affected();
             if n == 1 {
+                if let OrderOutcome::Refused(r) = &a.outcome {
+                    crate::webhook::events::record(
+                        &mut tx,
+                        enterprise,
+                        crate::webhook::events::ORDER_REFUSED,
+                        &serde_json::json!({"order_id": a.order_id, "code": r.code, "message": r.message}),
+                    )
+                    .await?;
+                }
                 fapiao_store::audit::append(
                     &mut tx,
                     now(),

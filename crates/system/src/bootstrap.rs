@@ -454,6 +454,7 @@ impl Layout {
                 retention: fapiao_store::retention::Retention::default(),
                 max_clock_skew_seconds: 60,
                 catalog: None,
+                webhooks_to_private: false,
             },
             RoleConfig {
                 role: "platform".into(),
@@ -473,6 +474,7 @@ impl Layout {
                 retention: fapiao_store::retention::Retention::default(),
                 max_clock_skew_seconds: 60,
                 catalog: None,
+                webhooks_to_private: false,
             },
             RoleConfig {
                 role: "cloud".into(),
@@ -492,6 +494,7 @@ impl Layout {
                 retention: fapiao_store::retention::Retention::default(),
                 max_clock_skew_seconds: 60,
                 catalog: None,
+                webhooks_to_private: true,
             },
             RoleConfig {
                 role: "agent".into(),
@@ -521,6 +524,7 @@ impl Layout {
                 retention: fapiao_store::retention::Retention::default(),
                 max_clock_skew_seconds: 60,
                 catalog: None,
+                webhooks_to_private: false,
             },
         ];
         for mut c in configs {

@@ -115,6 +115,11 @@ pub struct RoleConfig {
     /// table the State Taxation Administration published. Its version is the file's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<PathBuf>,
+    /// cloud: whether an ERP's webhook endpoints may be at loopback, private or link-local
+    /// addresses (default false: public addresses only, so that an endpoint cannot aim cloud
+    /// at its own network). `up` sets it: its demo runs on one machine.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub webhooks_to_private: bool,
 }
 
 fn default_max_clock_skew_seconds() -> u64 {

@@ -357,6 +357,7 @@ pub async fn start_role(
                     enterprise_rate: cfg.limits.enterprise_rate,
                     enterprise_burst: cfg.limits.enterprise_burst,
                     max_body_bytes: cfg.limits.max_body_bytes,
+                    webhooks_to_private: cfg.webhooks_to_private,
                     ..fapiao_cloud::Options::default()
                 },
             )

@@ -33,8 +33,8 @@ pub(crate) const INSERT_ISSUED: Sql = Sql::dialects(
 
 /// After [`INSERT_ISSUED`], one round trip: the orders queued for the agent (`$2`, a JSON
 /// array of `[order_id, number]` for every invoice, `$1` the enterprise, `$3` now) marked
-/// issued, the new invoices' (`$4`) webhooks queued (`$5` the event, as
-/// `crate::webhook::enqueue_sqlite!`), and status notices that came before them (kept by the notice
+/// issued, the new invoices' (`$4`) webhook events recorded (`$5`, as
+/// `crate::webhook::events::enqueue_sqlite!`), and status notices that came before them (kept by the notice
 /// handler) taken, returned. On SQLite three statements; on PostgreSQL, which takes
 /// parameters only in single statements, one of data-modifying `WITH` clauses.
 pub(crate) const STORED: Sql = Sql::dialects(
@@ -43,7 +43,7 @@ pub(crate) const STORED: Sql = Sql::dialects(
             number = json_extract(q.value, '$[1]'), updated_at = $3
         FROM jsonb_each($2) q
         WHERE queued_orders.enterprise = $1 AND queued_orders.order_id = json_extract(q.value, '$[0]');",
-        crate::webhook::enqueue_sqlite!(),
+        crate::webhook::events::enqueue_sqlite!(),
         "; DELETE FROM early_notices
          WHERE enterprise = $1 AND number IN (SELECT value FROM jsonb_each($4))
          RETURNING number, tax_status, tax_reason, receipt"
@@ -54,7 +54,7 @@ pub(crate) const STORED: Sql = Sql::dialects(
             FROM jsonb_array_elements($2::jsonb) q
             WHERE queued_orders.enterprise = $1 AND queued_orders.order_id = q.value->>0
         ), webhooks_queued AS (",
-        crate::webhook::enqueue_postgres!(),
+        crate::webhook::events::enqueue_postgres!(),
         ") DELETE FROM early_notices
          WHERE enterprise = $1 AND number = ANY(ARRAY(SELECT jsonb_array_elements_text($4::jsonb)))
          RETURNING number, tax_status, tax_reason, receipt"
@@ -383,6 +383,7 @@ impl Cloud {
             .collect();
         let mut fresh: Vec<Option<InvoiceView>> = Vec::with_capacity(issued.len());
         let mut new_numbers = Vec::new();
+        let mut events = Vec::new();
         let mut orders = Vec::with_capacity(issued.len());
         for (k, (i, s)) in issued.iter().zip(signed).enumerate() {
             let inv = &s.invoice;
@@ -395,6 +396,10 @@ impl Cloud {
             }
             new_numbers.push(number);
             let view = issued_view(i, inv);
+            events.extend(crate::webhook::events::of_stored(
+                number,
+                view.kind == "red",
+            ));
             fapiao_store::audit::append(
                 tx,
                 now(),
@@ -412,7 +417,7 @@ impl Cloud {
             .bind(serde_json::Value::Array(orders).to_string())
             .bind(now().unix_timestamp())
             .bind(serde_json::json!(new_numbers).to_string())
-            .bind("invoice.issued")
+            .bind(serde_json::Value::Array(events).to_string())
             .fetch_all(&mut **tx)
             .await
             .map_err(|e| internal(rid, &e))?;

@@ -8,6 +8,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use endpoints::{
+    create_endpoint, delete_endpoint, get_endpoint, list_deliveries, list_endpoints, ping_endpoint,
+    resend_delivery,
+};
 use fapiao_crypto::envelope::ReplayGuard as _;
 use fapiao_issuer::verify;
 use fapiao_model::InvoiceKind;
@@ -30,6 +34,7 @@ use tracing::Instrument;
 use crate::Cloud;
 
 mod batch;
+mod endpoints;
 mod error;
 mod invoices;
 mod issue;
@@ -39,6 +44,7 @@ mod signed;
 mod view;
 
 pub(crate) use batch::*;
+pub use endpoints::MAX_ENDPOINTS;
 pub(crate) use error::*;
 pub(crate) use invoices::*;
 pub(crate) use issue::*;
@@ -62,6 +68,23 @@ pub(crate) fn routes(cloud: Cloud) -> Router {
         .route("/v1/invoices/{number}/xml", get(xml))
         .route("/v1/invoices/{number}/pdf", get(pdf))
         .route("/v1/orders/{order_id}", get(crate::queue::order_status))
+        .route(
+            "/v1/webhook-endpoints",
+            post(create_endpoint).get(list_endpoints),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}",
+            get(get_endpoint).delete(delete_endpoint),
+        )
+        .route("/v1/webhook-endpoints/{id}/ping", post(ping_endpoint))
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries",
+            get(list_deliveries),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/deliveries/{delivery}/resend",
+            post(resend_delivery),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .with_state(cloud)
 }

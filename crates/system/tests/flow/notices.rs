@@ -75,7 +75,7 @@ async fn a_notice_batch_is_answered_per_notice_and_an_early_notice_waits_for_its
     // status change each (two webhook events), the last one's status stays.
     let db = env.system.cloud.db().clone();
     let events = async |number: &str| -> Vec<String> {
-        fapiao_store::query_scalar("SELECT event FROM webhooks WHERE number = $1 ORDER BY id")
+        fapiao_store::query_scalar("SELECT event FROM webhook_events WHERE number = $1 ORDER BY id")
             .bind(number)
             .fetch_all(db.pool())
             .await
@@ -83,7 +83,7 @@ async fn a_notice_batch_is_answered_per_notice_and_an_early_notice_waits_for_its
     };
     assert_eq!(
         events(&first).await,
-        ["invoice.issued", "invoice.tax_status"]
+        ["invoice.issued", "invoice.tax_status_changed"]
     );
     let notices = json!({ "notices": [
         {"number": first, "enterprise": SH, "tax_status": "failed", "reason": "first of two"},
@@ -102,9 +102,9 @@ async fn a_notice_batch_is_answered_per_notice_and_an_early_notice_waits_for_its
         events(&first).await,
         [
             "invoice.issued",
-            "invoice.tax_status",
-            "invoice.tax_status",
-            "invoice.tax_status"
+            "invoice.tax_status_changed",
+            "invoice.tax_status_changed",
+            "invoice.tax_status_changed"
         ]
     );
     let r = get(&erp, &format!("/v1/invoices/{first}")).await;
@@ -135,7 +135,7 @@ async fn a_notice_batch_is_answered_per_notice_and_an_early_notice_waits_for_its
     assert_eq!(left, 0, "applied notices are removed");
     assert_eq!(
         events(&next).await,
-        ["invoice.issued", "invoice.tax_status"]
+        ["invoice.issued", "invoice.tax_status_changed"]
     );
 
     // Tax back: the real upload and notice settle it.
