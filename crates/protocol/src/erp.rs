@@ -99,8 +99,8 @@ pub fn verify(
 }
 
 /// Webhook signature header (`X-Fapiao-Signature` on webhook POSTs): lowercase hex
-/// HMAC-SHA256 with the enterprise's API secret over `<timestamp>.<body>`, the timestamp in
-/// `X-Fapiao-Timestamp`.
+/// HMAC-SHA256 keyed with the endpoint's secret (the enterprise's API secret for its own URL)
+/// over `<timestamp>.<body>`, the timestamp in `X-Fapiao-Timestamp` (`docs/webhooks.md`).
 #[must_use]
 pub fn sign_webhook(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let mut data = format!("{timestamp}.").into_bytes();

@@ -52,3 +52,30 @@ fn openapi_error_codes_are_the_registry() {
     let registry: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
     assert_eq!(listed, registry);
 }
+
+#[test]
+fn the_webhook_signature_example_is_what_the_code_signs() {
+    let doc = std::fs::read_to_string(docs().join("webhooks.md")).unwrap();
+    let value = |label: &str| -> String {
+        let line = doc
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("{label} in docs/webhooks.md"));
+        line[label.len()..].trim().trim_matches('`').to_owned()
+    };
+    let secret = value("secret:");
+    let ts: i64 = value("X-Fapiao-Timestamp:").parse().unwrap();
+    let signature = value("X-Fapiao-Signature:");
+    let body = doc
+        .split("Body (raw bytes, one line):")
+        .nth(1)
+        .and_then(|rest| rest.split("```json\n").nth(1))
+        .and_then(|rest| rest.split('\n').next())
+        .unwrap();
+    assert_eq!(
+        fapiao_protocol::erp::sign_webhook(secret.as_bytes(), ts, body.as_bytes()),
+        signature
+    );
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["event"], "invoice.issued");
+}

@@ -53,7 +53,9 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
             operations += 1;
             let p = path
                 .replace("{number}", &number)
-                .replace("{order_id}", "ORDER-1");
+                .replace("{order_id}", "ORDER-1")
+                .replace("{id}", "we_000000000000000000000000")
+                .replace("{delivery}", "1");
             let m: http::Method = method.to_uppercase().parse().unwrap();
             let r = erp.send_raw(m, &p, &[], b"").await.unwrap();
             if path == "/v1/openapi.json" {
@@ -74,7 +76,7 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
             }
         }
     }
-    assert_eq!(operations, 10);
+    assert_eq!(operations, 17);
 
     // The official table, searched as an ERP picks its codes.
     let r = erp
