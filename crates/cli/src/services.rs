@@ -251,7 +251,9 @@ fn show(v: &Value, json_out: bool, note: &str) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(v)?);
         return Ok(());
     }
-    let wire: fapiao_protocol::wire::WireInvoice = serde_json::from_value(v["invoice"].clone())?;
+    let wire: fapiao_protocol::wire::WireInvoice = serde_json::from_value(
+        serde_json::json!({"invoice": v["invoice"], "signature": v["signature"]}),
+    )?;
     let signed = wire.to_signed()?;
     let inv = &signed.invoice;
     let status = v["tax_status"].as_str().unwrap_or("?");

@@ -50,7 +50,7 @@ pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
     7 "0007_webhooks_order" "webhooks by state in id order (due ones without a sort)",
     8 "0008_replicas" "replicas: webhook deliveries claimed",
     9 "0009_reconcile" "how far reconciling with platform got",
-    10 "0010_webhook_endpoints" "webhook endpoints, events, the attempts of deliveries",
+    10 "0010_webhook_endpoints" "webhook endpoints, events, the attempts of deliveries; reds by blue",
 ];
 
 /// Columns whose values are sealed (encryption at rest): the signed invoices (buyer phone,

@@ -40,6 +40,8 @@ const UNIT_MAX: usize = 20;
 const PHONE_MAX: usize = 30;
 const ACCOUNT_MAX: usize = 50;
 const REMARKS_MAX: usize = 200;
+/// Lines a remark may have.
+const REMARKS_MAX_LINES: usize = 5;
 const DRAWER_MAX: usize = 30;
 
 /// The enterprise's identifier of an order: 1–64 characters of `A-Z a-z 0-9 . _ : -`. Keys
@@ -282,11 +284,13 @@ impl Order {
     /// # Errors
     /// [`ValidationErrors`] with the JSON error and its line and column.
     pub fn from_json(json: &str) -> Result<Self, ValidationErrors> {
-        serde_json::from_str(json).map_err(|e| {
+        let mut de = serde_json::Deserializer::from_str(json);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = json_path(e.path());
             let finding = Finding::new(
-                "",
+                path,
                 FindingCode::MalformedDocument,
-                format!("not a valid order document: {e}"),
+                plain_serde_message(&e.into_inner().to_string()),
             );
             ValidationErrors::from_findings(vec![finding]).expect("one finding")
         })
@@ -324,7 +328,7 @@ impl Order {
         let seller = c.seller(self.seller.as_ref());
         let buyer = c.buyer(self.buyer.as_ref(), invoice_type);
         let lines = c.lines(self.items.as_deref(), price_mode, catalog);
-        let remarks = c.text("remarks", self.remarks.as_ref(), REMARKS_MAX, false);
+        let remarks = c.multiline("remarks", self.remarks.as_ref(), REMARKS_MAX, false);
         let drawer = c.text("drawer", self.drawer.as_ref(), DRAWER_MAX, false);
         if let Some(lines) = &lines {
             c.totals(self.totals.as_ref(), &Totals::of(lines));
@@ -407,6 +411,34 @@ impl Check {
         text
     }
 
+    /// [`Self::text`] that may hold line breaks (`\n`, or `\r\n` kept as `\n`), at most
+    /// [`REMARKS_MAX_LINES`] lines: a 备注 is often written on several.
+    fn multiline(
+        &mut self,
+        path: &str,
+        v: Option<&Scalar>,
+        max_chars: usize,
+        required: bool,
+    ) -> Option<String> {
+        let Some(Scalar::Text(t)) = v else {
+            return self.text(path, v, max_chars, required);
+        };
+        let normalized = t.replace("\r\n", "\n");
+        let lines = normalized.trim().split('\n').count();
+        if lines > REMARKS_MAX_LINES {
+            self.push(
+                path,
+                FindingCode::InvalidText,
+                format!("has {lines} lines; at most {REMARKS_MAX_LINES} allowed"),
+            );
+            return None;
+        }
+        // Checked as one line (a break counts as one character), kept with its breaks.
+        let flat = Scalar::Text(normalized.replace('\n', " "));
+        self.text(path, Some(&flat), max_chars, required)?;
+        Some(normalized.trim().to_owned())
+    }
+
     fn text(
         &mut self,
         path: &str,
@@ -466,6 +498,18 @@ impl Check {
         v: Option<&Scalar>,
         parse: fn(&str) -> Result<T, DecimalError>,
     ) -> Option<T> {
+        // An amount is exactly its digits: " 70.00" is an ERP's formatting slip, not a number.
+        if let Some(Scalar::Text(t)) = v
+            && t.trim() != t
+            && !t.trim().is_empty()
+        {
+            self.push(
+                path,
+                FindingCode::InvalidDecimal,
+                format!("{t:?} has spaces around it; write the digits only"),
+            );
+            return None;
+        }
         self.parsed(path, v, false, |s| {
             parse(s).map_err(|e| (decimal_code(&e), e.to_string()))
         })
@@ -1077,4 +1121,84 @@ pub fn not_printable(c: char) -> bool {
             | 0xE000..=0xF8FF
             | 0xF0000..=0x10FFFF
     )
+}
+
+/// A path as findings write it (`items[0].name`; empty for the document itself).
+fn json_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// A JSON reader's message in the document's words: the kinds of JSON a field takes, not the
+/// names of the types behind them (`expected struct PartyInput` → `expected an object`), and
+/// without the line and column (the path says where).
+fn plain_serde_message(message: &str) -> String {
+    let mut m = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_owned();
+    for (from, to) in [
+        ("a sequence", "an array"),
+        ("a map", "an object"),
+        ("type: sequence", "type: array"),
+        ("type: map", "type: object"),
+        ("unit", "null"),
+    ] {
+        m = m.replace(from, to);
+    }
+    // `struct Name`, `enum Name`, `tuple struct Name`: an object, or one of the choices.
+    for (kind, plain) in [
+        ("struct ", "an object"),
+        ("enum ", "one of the allowed values"),
+    ] {
+        while let Some(i) = m.find(&format!("expected {kind}")) {
+            let start = i + "expected ".len();
+            let end = m[start + kind.len()..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(m.len(), |j| start + kind.len() + j);
+            m.replace_range(start..end, plain);
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    fn finding(json: &str) -> (String, String) {
+        let e = Order::from_json(json).unwrap_err();
+        let f = &e.findings()[0];
+        (f.path.clone(), f.message.clone())
+    }
+
+    #[test]
+    fn shape_errors_name_the_field_in_json_words() {
+        let (path, message) = finding(r#"{"order_id": "A-1", "buyer": "北京华章"}"#);
+        assert_eq!(path, "buyer");
+        assert!(message.contains("expected an object"), "{message}");
+        let (path, message) = finding(r#"{"order_id": "A-1", "items": {"name": "x"}}"#);
+        assert_eq!(path, "items");
+        assert!(message.contains("expected an array"), "{message}");
+        let (path, message) = finding(r#"{"order_id": "A-1", "items": [{"name": ["x"]}]}"#);
+        assert_eq!(path, "items[0].name");
+        assert!(
+            !message.contains("line") && !message.contains("Scalar"),
+            "{message}"
+        );
+    }
 }

@@ -73,6 +73,15 @@ fn one_finding(path: &str, code: FindingCode, message: String) -> Refusal {
     )
 }
 
+/// A red request's findings: `red_invalid`, not the blue order's `invalid_order`.
+fn red_refusal(mut r: Refusal) -> Refusal {
+    if r.code == Code::InvalidOrder.as_str() {
+        r.code = Code::RedInvalid.as_str().to_owned();
+        r.message = r.message.replace("the order has", "the red request has");
+    }
+    r
+}
+
 fn type_name(t: InvoiceType) -> &'static str {
     match t {
         InvoiceType::Special => "special",
@@ -601,23 +610,23 @@ impl Platform {
             }
         }
         let order_id = OrderId::parse(&o.order_id).map_err(|_| {
-            Step::Refused(one_finding(
+            Step::Refused(red_refusal(one_finding(
                 "order_id",
                 FindingCode::InvalidText,
                 "not a valid order id".into(),
-            ))
+            )))
         })?;
         let reason = RedReason::parse(&o.reason).map_err(|e| {
-            Step::Refused(one_finding(
+            Step::Refused(red_refusal(one_finding(
                 "reason",
                 FindingCode::InvalidChoice,
                 e.to_string(),
-            ))
+            )))
         })?;
         let scope = o
             .scope
             .to_scope()
-            .map_err(|e| Step::Refused(Refusal::invalid(&e)))?;
+            .map_err(|e| Step::Refused(red_refusal(Refusal::invalid(&e))))?;
         for attempt in 0..2 {
             match self
                 .issue_red_tx(cloud, o, &order_id, reason, scope.clone(), arrival, rid)

@@ -12,6 +12,7 @@
 pub mod client;
 pub mod codes;
 pub mod erp;
+pub mod strict;
 pub mod wire;
 
 pub use client::{CallError, EnvelopeClient, HttpsClient, Response};

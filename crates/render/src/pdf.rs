@@ -162,6 +162,11 @@ impl<'a> Measure<'a> {
         let mut current = String::new();
         let mut used = 0.0;
         for c in text.chars() {
+            if c == '\n' {
+                lines.push(std::mem::take(&mut current));
+                used = 0.0;
+                continue;
+            }
             let w = self.glyph(c).1 * size;
             if !current.is_empty() && used + w > width {
                 lines.push(std::mem::take(&mut current));
@@ -293,7 +298,8 @@ pub fn check_draft_glyphs(
     let mut texts: Vec<(&str, String)> = vec![
         ("seller.name", d.seller().name.clone()),
         ("buyer.name", d.buyer().name.clone()),
-        ("remarks", d.remarks().unwrap_or("").to_owned()),
+        // Line breaks of a remark are layout, not glyphs.
+        ("remarks", d.remarks().unwrap_or("").replace('\n', "")),
         ("drawer", d.drawer().unwrap_or("").to_owned()),
         ("total_in_words", d.total_in_words().to_owned()),
     ];

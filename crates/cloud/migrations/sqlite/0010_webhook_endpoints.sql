@@ -47,3 +47,6 @@ CREATE TABLE webhook_attempts (
     duration_ms INTEGER NOT NULL,
     PRIMARY KEY (delivery, attempt)
 );
+
+-- A blue invoice's reds, read with the blue (what remains to reverse).
+CREATE INDEX invoices_blue ON invoices (blue_number) WHERE blue_number IS NOT NULL;

@@ -87,6 +87,13 @@ pub(crate) async fn issue_batch(
     body: &[u8],
     rid: &str,
 ) -> Result<Json, ApiError> {
+    if let Some(path) = fapiao_protocol::strict::duplicate_key(body) {
+        return Err(ApiError::new(
+            Code::InvalidRequest,
+            format!("{path}: appears twice in its object; give each key once"),
+            rid,
+        ));
+    }
     let batch: BatchBody = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             Code::InvalidRequest,

@@ -613,9 +613,19 @@ async fn endpoint_of(cloud: &Cloud, enterprise: &str, id: &str, rid: &str) -> Re
     found.map(|_| ()).ok_or_else(|| no_endpoint(rid, id))
 }
 
-/// A JSON body, or `invalid_request` naming where it fails.
+/// A JSON body, or `invalid_request` naming where it fails (in the message, as the other
+/// endpoint errors do).
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], rid: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| invalid(rid, format!("body: {e}")))
+    strict_body(body, Code::InvalidRequest, rid).map_err(|mut e| {
+        if let Some(f) = e.findings.pop() {
+            e.message = if f.path.is_empty() {
+                f.message
+            } else {
+                format!("{}: {}", f.path, f.message)
+            };
+        }
+        e
+    })
 }
 
 #[cfg(test)]

@@ -121,10 +121,9 @@ impl Cloud {
         for r in rows {
             hosted = r.try_get::<String, _>("enterprise_hosting")? == "enterprise";
             if r.try_get::<Option<String>, _>("number")?.is_some() {
-                stored.insert(
-                    r.try_get("order_id")?,
-                    (r.try_get("request_hash")?, self.view(&r).await?),
-                );
+                let mut v = self.view(&r).await?;
+                self.with_reds(enterprise, &mut v).await?;
+                stored.insert(r.try_get("order_id")?, (r.try_get("request_hash")?, v));
             }
         }
         Ok((hosted, stored))
@@ -144,10 +143,43 @@ impl Cloud {
             .bind(number)
             .fetch_optional(&mut *self.inner.db.read().await?)
             .await?;
-        match row {
-            Some(r) => Ok(Some(self.view(&r).await?)),
-            None => Ok(None),
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let mut v = self.view(&r).await?;
+        self.with_reds(enterprise, &mut v).await?;
+        Ok(Some(v))
+    }
+
+    /// A blue invoice's reds, oldest first, into its view.
+    pub(crate) async fn with_reds(
+        &self,
+        enterprise: &str,
+        v: &mut InvoiceView,
+    ) -> Result<(), StoreError> {
+        if v.kind != "blue" {
+            return Ok(());
         }
+        let reds = query(
+            "SELECT number, total, issued_at FROM invoices
+             WHERE blue_number = $2 AND enterprise = $1 ORDER BY seq",
+        )
+        .bind(enterprise)
+        .bind(&v.number)
+        .fetch_all(&mut *self.inner.db.read().await?)
+        .await?;
+        v.reds = Some(
+            reds.iter()
+                .map(|r| {
+                    Ok(RedRef {
+                        number: r.try_get("number")?,
+                        total: r.try_get("total")?,
+                        issued_at: crate::china_rfc3339(&r.try_get::<String, _>("issued_at")?),
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+        );
+        Ok(())
     }
 
     /// Verifies an issued invoice (device signature and certificate path, seller) and stores

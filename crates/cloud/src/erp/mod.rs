@@ -51,7 +51,7 @@ pub(crate) use issue::*;
 pub(crate) use read::*;
 pub(crate) use red::*;
 pub(crate) use view::*;
-pub use view::{InvoicePage, InvoiceSummary, InvoiceView};
+pub use view::{InvoicePage, InvoiceSummary, InvoiceView, RedRef};
 
 /// Largest ERP request body by default (`[limits] max_body_bytes`).
 pub const MAX_BODY: usize = 256 * 1024;
@@ -140,6 +140,76 @@ async fn openapi() -> Response {
         crate::OPENAPI,
     )
         .into_response()
+}
+
+/// A body's JSON read strictly into `T`: an object repeating a key, a missing field or a value
+/// of the wrong kind is `code` (`invalid_order`, `red_invalid`, … — 422) with one finding at
+/// its path, in the document's words (not the server's type names).
+pub(crate) fn strict_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    code: Code,
+    rid: &str,
+) -> Result<T, ApiError> {
+    let refuse = |path: String, finding: &str, message: String| {
+        let mut e = ApiError::new(code, "the request has 1 problem(s)", rid);
+        e.findings.push(fapiao_protocol::wire::FindingWire {
+            path,
+            code: finding.into(),
+            message,
+        });
+        e
+    };
+    if let Some(path) = fapiao_protocol::strict::duplicate_key(body) {
+        return Err(refuse(
+            path,
+            "malformed_document",
+            "appears twice in its object; give each key once".into(),
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let mut path = e.path().to_string();
+        if path == "." {
+            path.clear();
+        }
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message);
+        // `missing field `x``: the path is the field's, not its object's.
+        if let Some(field) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.strip_suffix('`'))
+        {
+            let path = if path.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            };
+            return refuse(path, "required", "is required".into());
+        }
+        if inner.is_syntax() || inner.is_eof() {
+            return refuse(
+                String::new(),
+                "malformed_document",
+                format!("not JSON: {message}"),
+            );
+        }
+        let message = message
+            .replace("a sequence", "an array")
+            .replace("a map", "an object")
+            .replace("type: sequence", "type: array")
+            .replace("type: map", "type: object");
+        let message = match message.find("expected struct ") {
+            Some(i) => format!("{}expected an object", &message[..i]),
+            None => message,
+        };
+        let finding = if message.starts_with("unknown field") {
+            "unknown_field"
+        } else {
+            "malformed_document"
+        };
+        refuse(path, finding, message)
+    })
 }
 
 /// A JSON answer with its status and the request id, or the error.

@@ -224,7 +224,11 @@ pub(crate) async fn list(
                 number: r.try_get("number").map_err(|e| internal(&rid, &e))?,
                 order_id: r.try_get("order_id").map_err(|e| internal(&rid, &e))?,
                 kind: r.try_get("kind").map_err(|e| internal(&rid, &e))?,
-                issued_at: r.try_get("issued_at").map_err(|e| internal(&rid, &e))?,
+                blue_number: r.try_get("blue_number").map_err(|e| internal(&rid, &e))?,
+                issued_at: crate::china_rfc3339(
+                    &r.try_get::<String, _>("issued_at")
+                        .map_err(|e| internal(&rid, &e))?,
+                ),
                 buyer_name: r.try_get("buyer_name").map_err(|e| internal(&rid, &e))?,
                 buyer_id: r.try_get("buyer_id").map_err(|e| internal(&rid, &e))?,
                 total: r.try_get("total").map_err(|e| internal(&rid, &e))?,

@@ -54,8 +54,7 @@ pub(crate) async fn issue_red(
     body: &[u8],
     rid: &str,
 ) -> Result<(StatusCode, Json), ApiError> {
-    let b: RedBody = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(Code::InvalidRequest, format!("body: {e}"), rid))?;
+    let b: RedBody = strict_body(body, Code::RedInvalid, rid)?;
     let hash = body_hash(body);
     let (hosted, mut stored) = cloud
         .stored(enterprise, &[&b.order_id])

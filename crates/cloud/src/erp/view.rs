@@ -2,8 +2,9 @@
 
 use super::*;
 
-/// An invoice as the ERP API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An invoice as the ERP API shows it (as JSON: [`ViewJson`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(into = "ViewJson")]
 pub struct InvoiceView {
     /// 20-digit number.
     pub number: String,
@@ -27,6 +28,73 @@ pub struct InvoiceView {
     pub invoice: WireInvoice,
     /// tax's signed receipt, once accepted.
     pub receipt: Option<SignedReceipt>,
+    /// For a blue: the red invoices issued against it, oldest first.
+    pub reds: Option<Vec<RedRef>>,
+}
+
+/// A red invoice issued against a blue one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RedRef {
+    /// Its number.
+    pub number: String,
+    /// Its 价税合计 (negative).
+    pub total: String,
+    /// When it was issued (RFC 3339, China time).
+    pub issued_at: String,
+}
+
+/// An invoice as JSON: the record and the device's signature side by side (`invoice`,
+/// `signature`), times in RFC 3339 with their offset, and for a blue what remains to reverse.
+#[derive(Serialize)]
+struct ViewJson {
+    number: String,
+    order_id: String,
+    kind: String,
+    blue_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    form: Option<FormWire>,
+    issued_at: String,
+    total: String,
+    tax_status: TaxStatus,
+    tax_reason: Option<String>,
+    /// What of the total red invoices may still reverse (a blue's total plus its reds').
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remaining: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reds: Option<Vec<RedRef>>,
+    /// The signed invoice record.
+    invoice: Box<serde_json::value::RawValue>,
+    /// The issuing device's signature over it.
+    signature: fapiao_protocol::wire::WireSignature,
+    receipt: Option<SignedReceipt>,
+}
+
+impl From<InvoiceView> for ViewJson {
+    fn from(v: InvoiceView) -> Self {
+        let remaining = v.reds.as_ref().and_then(|reds| {
+            let mut left: rust_decimal::Decimal = v.total.parse().ok()?;
+            for r in reds {
+                left += r.total.parse::<rust_decimal::Decimal>().ok()?;
+            }
+            Some(left.max(rust_decimal::Decimal::ZERO).to_string())
+        });
+        Self {
+            number: v.number,
+            order_id: v.order_id,
+            kind: v.kind,
+            blue_number: v.blue_number,
+            form: v.form,
+            issued_at: crate::china_rfc3339(&v.issued_at),
+            total: v.total,
+            tax_status: v.tax_status,
+            tax_reason: v.tax_reason,
+            remaining,
+            reds: v.reds,
+            invoice: v.invoice.invoice,
+            signature: v.invoice.signature,
+            receipt: v.receipt,
+        }
+    }
 }
 
 /// One row of a listing.
@@ -38,7 +106,9 @@ pub struct InvoiceSummary {
     pub order_id: String,
     /// `blue` or `red`.
     pub kind: String,
-    /// Issue time.
+    /// For a red: the blue's number.
+    pub blue_number: Option<String>,
+    /// Issue time (RFC 3339, China time).
     pub issued_at: String,
     /// Buyer's name (a natural person's masked: `王**`).
     pub buyer_name: String,
@@ -67,14 +137,16 @@ pub(crate) fn issued_view(issued: &Issued, inv: &fapiao_model::Invoice) -> Invoi
         number: inv.number().as_str().to_owned(),
         order_id: issued.order_id.clone(),
         kind: if blue_number.is_some() { "red" } else { "blue" }.to_owned(),
-        blue_number,
         form: issued.form.clone(),
         issued_at: fapiao_model::datetime::format(inv.issued_at()),
         total: inv.draft().totals().total.to_string(),
         tax_status: issued.tax_status,
         tax_reason: None,
-        invoice: issued.invoice.clone(),
         receipt: None,
+        invoice: issued.invoice.clone(),
+        // A blue just issued has no reds yet.
+        reds: blue_number.is_none().then(Vec::new),
+        blue_number,
     }
 }
 
@@ -110,6 +182,7 @@ impl Cloud {
                 .map(|x| serde_json::from_str(&x))
                 .transpose()
                 .map_err(|_| dec("receipt"))?,
+            reds: None,
         })
     }
 }

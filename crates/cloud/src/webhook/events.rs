@@ -120,6 +120,10 @@ const UNFANNED: Sql = Sql::dialects(
      WHERE fanned = 0 ORDER BY id LIMIT 256 FOR UPDATE SKIP LOCKED",
 );
 
+/// An enterprise's subscriber: an endpoint and the events it wants, or (`None`) the
+/// enterprise's own URL, which gets every event.
+type Subscriber = (Option<String>, Vec<String>);
+
 /// A delivery of an event to an endpoint (`$2`; `NULL`: the enterprise's own URL).
 const DELIVERY: &str = "INSERT INTO webhooks
         (enterprise, endpoint, event_id, event, number, payload, state, attempts,
@@ -146,7 +150,7 @@ impl Cloud {
         );
         // Each enterprise's subscribers, read once: `(endpoint id, its events)`, `None` for
         // the enterprise's own URL (every event).
-        let mut subscribers: std::collections::HashMap<String, Vec<(Option<String>, Vec<String>)>> =
+        let mut subscribers: std::collections::HashMap<String, Vec<Subscriber>> =
             std::collections::HashMap::new();
         for ev in &events {
             let id: i64 = ev.try_get("id")?;
@@ -181,7 +185,7 @@ impl Cloud {
                 subscribers.insert(enterprise.clone(), subs);
             }
             for (endpoint, wanted) in subscribers.get(&enterprise).into_iter().flatten() {
-                if endpoint.is_some() && !wanted.iter().any(|w| *w == event) {
+                if endpoint.is_some() && !wanted.contains(&event) {
                     continue;
                 }
                 query(DELIVERY)

@@ -87,7 +87,10 @@ async fn agree(env: &Env, numbers: &[String]) {
         let c = json_of(&get(&erp, &format!("/v1/invoices/{n}")).await);
         assert_eq!(c["tax_status"], "accepted", "{n}: {c}");
         let p = env.system.platform.invoice(n).await.unwrap().unwrap();
-        let cw: WireInvoice = serde_json::from_value(c["invoice"].clone()).unwrap();
+        let cw: WireInvoice = serde_json::from_value(
+            serde_json::json!({"invoice": c["invoice"], "signature": c["signature"]}),
+        )
+        .unwrap();
         assert_eq!(
             cw, p.invoice,
             "{n}: cloud and platform hold the same invoice"
@@ -212,7 +215,10 @@ async fn the_agent_issues_queued_orders_like_the_hosted_issuer() {
 
     // A hosted invoice verifies the same way at cloud and tax.
     let hosted = json_of(&post(&env.erp(SH), "/v1/invoices", &order(SH, "SH-1", "10")).await);
-    let hw: WireInvoice = serde_json::from_value(hosted["invoice"].clone()).unwrap();
+    let hw: WireInvoice = serde_json::from_value(
+        serde_json::json!({"invoice": hosted["invoice"], "signature": hosted["signature"]}),
+    )
+    .unwrap();
     fapiao_issuer::verify(&hw.to_signed().unwrap(), &env.trust(), crate::now()).unwrap();
     settle(&env).await;
     let at_tax = env.system.tax.accepted().await.unwrap();

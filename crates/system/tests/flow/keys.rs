@@ -83,8 +83,10 @@ async fn rotating_while_issuing_loses_nothing() {
         assert_eq!(r.status, 200, "{number}");
         let v = json_of(&r);
         assert_eq!(v["tax_status"], "accepted", "{v}");
-        let wire: fapiao_protocol::wire::WireInvoice =
-            serde_json::from_value(v["invoice"].clone()).unwrap();
+        let wire: fapiao_protocol::wire::WireInvoice = serde_json::from_value(
+            serde_json::json!({"invoice": v["invoice"], "signature": v["signature"]}),
+        )
+        .unwrap();
         fapiao_issuer::verify(&wire.to_signed().unwrap(), &trust, now()).unwrap();
     }
     for (role, vault, columns) in &vaults {

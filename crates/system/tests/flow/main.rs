@@ -8,6 +8,7 @@ mod agent;
 mod agreement;
 mod api;
 mod batch;
+mod contract;
 mod groups;
 mod helpers;
 mod issue;
