@@ -26,7 +26,7 @@ as_root() {
 }
 
 step "test tools"
-tools=(openssl curl pdftotext pdftoppm pdfdetach pdffonts pdfinfo qpdf zbarimg xmllint chromium chromedriver nginx promtool)
+tools=(openssl curl pdftotext pdftoppm pdfdetach pdffonts pdfinfo qpdf zbarimg xmllint chromium chromedriver nginx promtool node)
 missing=0
 for t in "${tools[@]}"; do command -v "$t" >/dev/null || missing=1; done
 [ -d /usr/share/poppler/cMap ] || missing=1
@@ -40,7 +40,7 @@ if [ "$missing" = 1 ]; then
   as_root apt-get -o DPkg::Lock::Timeout=300 -q -y update >/dev/null
   as_root apt-get -o DPkg::Lock::Timeout=300 -q -y install --no-install-recommends --no-upgrade \
     openssl curl ca-certificates poppler-utils poppler-data qpdf zbar-tools libxml2-utils \
-    chromium chromium-driver nginx libnginx-mod-stream postgresql prometheus faketime >/dev/null
+    chromium chromium-driver nginx libnginx-mod-stream postgresql prometheus faketime nodejs >/dev/null
 fi
 for t in "${tools[@]}"; do command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }; done
 python3 -m pip install -q --root-user-action=ignore --disable-pip-version-check \

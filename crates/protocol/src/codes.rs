@@ -75,6 +75,8 @@ codes! {
         "The request body is over the limit (`max_body_bytes` for the ERP API, 4 MiB for envelopes); nothing of it was acted on.";
     OrderConflict = "order_conflict", 409, false,
         "This order_id was already used with a different request body; the original stands.";
+    LimitReached = "limit_reached", 409, false,
+        "The enterprise has as many of this resource as it may (16 webhook endpoints); delete one first.";
     InvalidOrder = "invalid_order", 422, false,
         "The order breaks the invoice rules; `findings` lists every problem with its field path.";
     RedInvalid = "red_invalid", 422, false,

@@ -147,6 +147,14 @@ pub async fn one_shape(mut req: axum::extract::Request, next: axum::middleware::
     {
         res.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
+    // A body over the limit was not read to its end: the connection cannot carry another
+    // request, and the client is told so rather than finding out on its next one.
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        res.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
+    }
     res
 }
 

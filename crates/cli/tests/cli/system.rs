@@ -409,3 +409,66 @@ fn up_enterprise_hosted_issues_through_the_agent() {
     }
     up.interrupt();
 }
+
+/// The reference clients of `examples/clients/` (Python, Node), written from the published
+/// documents alone, against `up`: they sign requests, issue, read, list, download, meet a
+/// conflict, register and delete a webhook endpoint, and verify the documented webhook
+/// signature example.
+#[test]
+fn the_reference_clients_work_against_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let ports: Vec<String> = (0..6).map(|_| free_port().to_string()).collect();
+    let mut up = spawn(&[
+        "up",
+        "--data",
+        d,
+        "--cloud-port",
+        &ports[0],
+        "--platform-port",
+        &ports[1],
+        "--admin-port",
+        &ports[2],
+        "--tax-port",
+        &ports[3],
+        "--cloud-admin-port",
+        &ports[4],
+        "--tax-admin-port",
+        &ports[5],
+    ]);
+    wait_for_line(&mut up, "Ctrl-C stops.");
+    let url = format!("https://127.0.0.1:{}", ports[0]);
+    let ca = format!("{d}/ca/intl/ca.crt.pem");
+    let creds = format!("{d}/erp-credentials.json");
+    let args = [
+        "--url",
+        url.as_str(),
+        "--ca",
+        ca.as_str(),
+        "--credentials",
+        creds.as_str(),
+        "--enterprise",
+        "91310115MA1FP0001X",
+        "--order",
+        "examples/orders/basic.json",
+    ];
+    for (program, script) in [
+        ("python3", "examples/clients/python/fapiao_client.py"),
+        ("node", "examples/clients/node/fapiao.mjs"),
+    ] {
+        let out = Command::new(program)
+            .arg(script)
+            .args(args)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+            .output()
+            .unwrap_or_else(|e| panic!("{program} runs (test.sh installs it): {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && text.contains("webhook signature example verified"),
+            "{script}:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    up.interrupt();
+}

@@ -101,6 +101,13 @@ pub(crate) async fn issue_batch(
             rid,
         )
     })?;
+    if let Some(k) = batch.orders.iter().position(|o| !o.is_object()) {
+        return Err(ApiError::new(
+            Code::InvalidRequest,
+            format!("orders[{k}]: an order is a JSON object"),
+            rid,
+        ));
+    }
     if batch.orders.is_empty() || batch.orders.len() > IssueBatch::MAX {
         return Err(ApiError::new(
             Code::InvalidRequest,

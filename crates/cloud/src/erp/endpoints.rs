@@ -1,6 +1,7 @@
 //! `/v1/webhook-endpoints`: an enterprise's webhook endpoints — registered (the secret shown
 //! once), listed, deleted, pinged — and each one's delivery log, from which a delivery may be
-//! sent again. See `crate::webhook` for what a delivery is.
+//! sent again. A deleted endpoint is gone from the API with its log (the rows stay, for the
+//! operator). See `crate::webhook` for what a delivery is.
 
 use super::*;
 use crate::webhook::events::{EVENTS, PING};
@@ -63,8 +64,23 @@ fn check(b: &NewEndpoint, to_private: bool, rid: &str) -> Result<Vec<String>, Ap
     if authority.contains('@') {
         return Err(invalid(rid, "url: user information is not allowed"));
     }
-    let (host, _) = crate::webhook::split_authority(authority)
+    let (host, port) = crate::webhook::split_authority(authority)
         .map_err(|e| invalid(rid, format!("url: {e}")))?;
+    if port == 0 {
+        return Err(invalid(rid, "url: port 0"));
+    }
+    if rest.contains('#') {
+        return Err(invalid(rid, "url: a fragment is not sent; leave it out"));
+    }
+    let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+    if authority.starts_with('[') && host.parse::<std::net::Ipv6Addr>().is_err()
+        || !is_ip && !is_host_name(&host)
+    {
+        return Err(invalid(
+            rid,
+            format!("url: {host} is not a host name or an IP address"),
+        ));
+    }
     if !to_private {
         let literal = host.parse::<std::net::IpAddr>().ok();
         if host.eq_ignore_ascii_case("localhost")
@@ -102,11 +118,30 @@ fn check(b: &NewEndpoint, to_private: bool, rid: &str) -> Result<Vec<String>, Ap
             format!("events[{k}]: {e:?} is not one of {}", EVENTS.join(", ")),
         ));
     }
+    if let Some((k, e)) = asked
+        .iter()
+        .enumerate()
+        .find(|(k, e)| asked[..*k].contains(e))
+    {
+        return Err(invalid(rid, format!("events[{k}]: {e:?} is listed twice")));
+    }
     Ok(EVENTS
         .iter()
         .filter(|e| asked.iter().any(|a| a == *e))
         .map(|e| (*e).to_owned())
         .collect())
+}
+
+/// A DNS host name: dot-separated labels of letters, digits and `-` (not at either end), 1–63
+/// characters each, 253 in all.
+fn is_host_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|l| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 fn view_of(r: &Row) -> Result<EndpointView, StoreError> {
@@ -155,11 +190,12 @@ impl Cloud {
         .await
         .map_err(|e| internal(rid, &e))?;
         if count >= MAX_ENDPOINTS {
-            return Err(invalid(
-                rid,
+            return Err(ApiError::new(
+                Code::LimitReached,
                 format!(
                     "an enterprise has at most {MAX_ENDPOINTS} webhook endpoints; delete one first"
                 ),
+                rid,
             ));
         }
         let sealed = self
@@ -560,6 +596,9 @@ pub(crate) async fn list_deliveries(
         if !(1..=100).contains(&limit) {
             return Err(invalid(&rid, "limit: 1 to 100"));
         }
+        if q.before.is_some_and(|b| b < 1) {
+            return Err(invalid(&rid, "before: a delivery id, from `next`"));
+        }
         let v = cloud.deliveries(&id, q.before, limit, &rid).await?;
         Ok((StatusCode::OK, to_json(&v, &rid)?))
     }
@@ -600,16 +639,17 @@ pub(crate) async fn resend_delivery(
     answer(result, rid)
 }
 
-/// That `id` is an endpoint of `enterprise`, deleted or not (a deleted one's log stays
-/// readable).
+/// That `id` is an endpoint of `enterprise`, not deleted (a deleted endpoint is gone from the
+/// API, its delivery log with it).
 async fn endpoint_of(cloud: &Cloud, enterprise: &str, id: &str, rid: &str) -> Result<(), ApiError> {
-    let found: Option<String> =
-        query_scalar("SELECT id FROM webhook_endpoints WHERE id = $1 AND enterprise = $2")
-            .bind(id)
-            .bind(enterprise)
-            .fetch_optional(cloud.inner.db.pool())
-            .await
-            .map_err(|e| internal(rid, &e))?;
+    let found: Option<String> = query_scalar(
+        "SELECT id FROM webhook_endpoints WHERE id = $1 AND enterprise = $2 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .bind(enterprise)
+    .fetch_optional(cloud.inner.db.pool())
+    .await
+    .map_err(|e| internal(rid, &e))?;
     found.map(|_| ()).ok_or_else(|| no_endpoint(rid, id))
 }
 
@@ -667,6 +707,17 @@ mod tests {
             ("https://user:pw@erp.example/hooks", "user information"),
             ("https://erp.example/ho oks", "spaces"),
             ("https://:443/hooks", "not a host"),
+            (
+                "https://[:47A:2C82Be]/hooks",
+                "not a host name or an IP address",
+            ),
+            (
+                "https://erp_hooks.example/x",
+                "not a host name or an IP address",
+            ),
+            ("https://-erp.example/x", "not a host name or an IP address"),
+            ("https://erp.example:0/x", "port 0"),
+            ("https://erp.example/x#frag", "fragment"),
         ] {
             let e = check(&new(url), true, "r").unwrap_err();
             assert!(

@@ -111,7 +111,10 @@ async fn tax_codes(headers: HeaderMap, Query(q): Query<TaxCodeQuery>) -> Respons
         )
         .into_response();
     };
-    let limit = q.limit.unwrap_or(20).clamp(1, 200);
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=200).contains(&limit) {
+        return ApiError::new(Code::InvalidRequest, "limit: 1 to 200", rid).into_response();
+    }
     let items: Vec<serde_json::Value> = CATALOG
         .search(text, limit)
         .into_iter()
