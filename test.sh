@@ -45,6 +45,13 @@ fi
 for t in "${tools[@]}"; do command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }; done
 python3 -m pip install -q --root-user-action=ignore --disable-pip-version-check \
   'gmssl==3.2.2' 'cryptography>=42'
+# Schemathesis in a virtual environment of its own (its dependencies stay out of the tools').
+ST_VENV=target/schemathesis-venv
+if [ ! -x "$ST_VENV/bin/schemathesis" ]; then
+  python3 -m venv "$ST_VENV"
+  "$ST_VENV/bin/pip" install -q --disable-pip-version-check 'schemathesis==4.32.5'
+fi
+export FAPIAO_SCHEMATHESIS="$PWD/$ST_VENV/bin/schemathesis"
 
 step "PostgreSQL"
 PGBIN=/usr/lib/postgresql/15/bin

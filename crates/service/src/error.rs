@@ -149,7 +149,7 @@ pub async fn one_shape(mut req: axum::extract::Request, next: axum::middleware::
     }
     // A body over the limit was not read to its end: the connection cannot carry another
     // request, and the client is told so rather than finding out on its next one.
-    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
         res.headers_mut().insert(
             axum::http::header::CONNECTION,
             HeaderValue::from_static("close"),

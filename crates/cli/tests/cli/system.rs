@@ -410,12 +410,15 @@ fn up_enterprise_hosted_issues_through_the_agent() {
     up.interrupt();
 }
 
-/// The reference clients of `examples/clients/` (Python, Node), written from the published
-/// documents alone, against `up`: they sign requests, issue, read, list, download, meet a
-/// conflict, register and delete a webhook endpoint, and verify the documented webhook
-/// signature example.
+/// The ERP API against `up` as integrators meet it: the reference clients of
+/// `examples/clients/` (Python, Node), written from the published documents alone, sign
+/// requests, issue, read, list, download, meet a conflict, register and delete a webhook
+/// endpoint and verify the documented webhook signature example; then schemathesis runs every
+/// check in every phase against the OpenAPI document (its configuration and signing hook in
+/// `examples/clients/schemathesis/`; test.sh installs it and names it in
+/// `FAPIAO_SCHEMATHESIS`).
 #[test]
-fn the_reference_clients_work_against_up() {
+fn the_reference_clients_and_schemathesis_pass_against_up() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
@@ -438,16 +441,17 @@ fn the_reference_clients_work_against_up() {
         &ports[5],
     ]);
     wait_for_line(&mut up, "Ctrl-C stops.");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let url = format!("https://127.0.0.1:{}", ports[0]);
     let ca = format!("{d}/ca/intl/ca.crt.pem");
-    let creds = format!("{d}/erp-credentials.json");
+    let creds_file = format!("{d}/erp-credentials.json");
     let args = [
         "--url",
         url.as_str(),
         "--ca",
         ca.as_str(),
         "--credentials",
-        creds.as_str(),
+        creds_file.as_str(),
         "--enterprise",
         "91310115MA1FP0001X",
         "--order",
@@ -460,7 +464,7 @@ fn the_reference_clients_work_against_up() {
         let out = Command::new(program)
             .arg(script)
             .args(args)
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+            .current_dir(&root)
             .output()
             .unwrap_or_else(|e| panic!("{program} runs (test.sh installs it): {e}"));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -470,5 +474,34 @@ fn the_reference_clients_work_against_up() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    let creds: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&creds_file).unwrap()).unwrap();
+    let enterprise = &creds["91310115MA1FP0001X"];
+    let schemathesis =
+        std::env::var("FAPIAO_SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".to_owned());
+    let dir = root.join("examples/clients/schemathesis");
+    let out = Command::new(&schemathesis)
+        .args(["run", "../../../docs/openapi.json", "--url", url.as_str()])
+        .current_dir(&dir)
+        .env("PYTHONPATH", &dir)
+        .env("FAPIAO_ERP_KEY", enterprise["key_id"].as_str().unwrap())
+        .env("FAPIAO_ERP_SECRET", enterprise["secret"].as_str().unwrap())
+        .env("FAPIAO_CA", &ca)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("{schemathesis} runs (test.sh installs it): {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let summary = text
+        .lines()
+        .filter(|l| l.contains(" generated, "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    eprintln!("schemathesis: {summary}");
+    assert!(
+        out.status.success() && summary.contains("passed"),
+        "schemathesis found failures:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     up.interrupt();
 }
