@@ -25,12 +25,16 @@ pub use xml::{
 /// The bundled CJK font (WenQuanYi Micro Hei, Apache-2.0; see `fonts/README.md`).
 pub const BUNDLED_FONT: &[u8] = include_bytes!("../fonts/wqy-microhei.ttf");
 
-/// Loads the bundled font (about 10 ms; do it once per process).
+/// The bundled fallback face: what Noto Sans CJK SC (OFL-1.1) draws and the bundled font
+/// lacks — CJK Extension A whole, 2,365 characters of Extension B and on (`fonts/README.md`).
+pub const BUNDLED_FALLBACK: &[u8] = include_bytes!("../fonts/noto-sans-cjk-sc-ext.otf");
+
+/// Loads the bundled font with its fallback face (about 10 ms; do it once per process).
 ///
 /// # Errors
-/// [`RenderError::Font`] (not for the bundled file).
+/// [`RenderError::Font`] (not for the bundled files).
 pub fn bundled_font() -> Result<PdfFont, RenderError> {
-    PdfFont::new(BUNDLED_FONT.to_vec(), 0)
+    PdfFont::new(BUNDLED_FONT.to_vec(), 0)?.with_fallback(BUNDLED_FALLBACK.to_vec(), 0)
 }
 
 /// The bundled typeface, loaded once.
@@ -51,7 +55,7 @@ pub fn undrawable(draft: &fapiao_model::InvoiceDraft) -> Option<fapiao_model::Va
         field,
         fapiao_model::FindingCode::UnsupportedCharacter,
         format!(
-            "U+{:04X} {character} cannot be drawn by the invoice's typeface yet",
+            "U+{:04X} {character} cannot be drawn by the invoice's typefaces",
             u32::from(character)
         ),
     )])

@@ -74,20 +74,23 @@ fn black() -> rgb::Color {
     rgb::Color::new(0, 0, 0)
 }
 
-/// A loaded font, ready for measuring and drawing. Load once, render many.
+/// The typefaces an invoice is drawn with, ready for measuring and drawing: a primary face and
+/// fallbacks for what it lacks (rare characters of CJK Extensions A and B), each character
+/// drawn by the first face that has it. Load once, render many.
 #[derive(Clone)]
 pub struct PdfFont {
+    faces: Vec<Face>,
+}
+
+#[derive(Clone)]
+struct Face {
     font: Font,
     data: std::sync::Arc<Vec<u8>>,
     index: u32,
 }
 
-impl PdfFont {
-    /// Loads a font (`.ttf`/`.otf`, or a `.ttc` with its face index).
-    ///
-    /// # Errors
-    /// [`RenderError::Font`] if the data is not a usable font.
-    pub fn new(data: Vec<u8>, index: u32) -> Result<Self, RenderError> {
+impl Face {
+    fn new(data: Vec<u8>, index: u32) -> Result<Self, RenderError> {
         let data = std::sync::Arc::new(data);
         skrifa::FontRef::from_index(&data, index).map_err(|_| RenderError::Font)?;
         let font = Font::new(krilla::Data::from(data.clone()), index).ok_or(RenderError::Font)?;
@@ -97,63 +100,122 @@ impl PdfFont {
     fn face(&self) -> skrifa::FontRef<'_> {
         skrifa::FontRef::from_index(&self.data, self.index).expect("checked when loaded")
     }
+}
 
-    /// The first character of `text` the font cannot draw, if any.
+impl PdfFont {
+    /// Loads a font (`.ttf`/`.otf`, or a `.ttc` with its face index).
+    ///
+    /// # Errors
+    /// [`RenderError::Font`] if the data is not a usable font.
+    pub fn new(data: Vec<u8>, index: u32) -> Result<Self, RenderError> {
+        Ok(Self {
+            faces: vec![Face::new(data, index)?],
+        })
+    }
+
+    /// This font with `data` as a fallback face for characters the faces before it lack.
+    ///
+    /// # Errors
+    /// [`RenderError::Font`] if the data is not a usable font.
+    pub fn with_fallback(mut self, data: Vec<u8>, index: u32) -> Result<Self, RenderError> {
+        self.faces.push(Face::new(data, index)?);
+        Ok(self)
+    }
+
+    /// The first character of `text` no face can draw, if any.
     #[must_use]
     pub fn missing(&self, text: &str) -> Option<char> {
-        let charmap = self.face().charmap();
+        let maps: Vec<_> = self.faces.iter().map(|f| f.face().charmap()).collect();
         text.chars()
-            .find(|&c| !c.is_whitespace() && charmap.map(c).is_none())
+            .find(|&c| !c.is_whitespace() && maps.iter().all(|m| m.map(c).is_none()))
     }
 }
 
 /// Measures text widths in points.
 struct Measure<'a> {
-    charmap: skrifa::charmap::Charmap<'a>,
-    metrics: skrifa::metrics::GlyphMetrics<'a>,
+    faces: Vec<(
+        skrifa::charmap::Charmap<'a>,
+        skrifa::metrics::GlyphMetrics<'a>,
+    )>,
+}
+
+/// A run of text drawn by one face: the face, the text, its glyphs (their ranges within the
+/// run's text), and its width at size 1.
+struct Run<'t> {
+    face: usize,
+    text: &'t str,
+    glyphs: Vec<KrillaGlyph>,
+    width: f32,
 }
 
 impl<'a> Measure<'a> {
-    fn new(face: &skrifa::FontRef<'a>) -> Self {
+    fn new(font: &'a PdfFont) -> Self {
         Self {
-            charmap: face.charmap(),
-            metrics: face.glyph_metrics(Size::new(1.0), LocationRef::default()),
+            faces: font
+                .faces
+                .iter()
+                .map(|f| {
+                    let face = f.face();
+                    (
+                        face.charmap(),
+                        face.glyph_metrics(Size::new(1.0), LocationRef::default()),
+                    )
+                })
+                .collect(),
         }
     }
 
-    /// The glyph for `c` and its advance at size 1 (an unmapped character takes `.notdef`,
-    /// half an em; [`check_glyphs`] has refused those already, whitespace aside).
-    fn glyph(&self, c: char) -> (GlyphId, f32) {
-        match self.charmap.map(c) {
-            Some(g) => (g, self.metrics.advance_width(g).unwrap_or(0.5)),
-            None => (GlyphId::NOTDEF, 0.5),
+    /// The face, glyph and advance at size 1 that draw `c`: the first face that has it (an
+    /// unmapped character takes the primary face's `.notdef`, half an em; [`check_glyphs`] has
+    /// refused those already, whitespace aside).
+    fn glyph(&self, c: char) -> (usize, GlyphId, f32) {
+        for (k, (charmap, metrics)) in self.faces.iter().enumerate() {
+            if let Some(g) = charmap.map(c) {
+                return (k, g, metrics.advance_width(g).unwrap_or(0.5));
+            }
         }
+        (0, GlyphId::NOTDEF, 0.5)
     }
 
     /// Width at `size` points.
     fn width(&self, text: &str, size: f32) -> f32 {
-        text.chars().map(|c| self.glyph(c).1).sum::<f32>() * size
+        text.chars().map(|c| self.glyph(c).2).sum::<f32>() * size
     }
 
-    /// The glyphs that draw `text`, one per character, each mapped back to its character so
-    /// text extraction recovers it. Invoice text needs no shaping (no ligatures, no marks; the
-    /// bundled font carries no layout tables at all), and the widths used for alignment are
-    /// the same advances the glyphs are drawn with.
-    fn glyphs(&self, text: &str) -> Vec<KrillaGlyph> {
-        text.char_indices()
-            .map(|(at, c)| {
-                let (g, advance) = self.glyph(c);
-                KrillaGlyph::new(
-                    krilla::text::GlyphId::new(g.to_u32()),
-                    advance,
-                    0.0,
-                    0.0,
-                    0.0,
-                    at..at + c.len_utf8(),
-                    None,
-                )
-            })
-            .collect()
+    /// The runs that draw `text`, one glyph per character, each mapped back to its character
+    /// so text extraction recovers it. Invoice text needs no shaping (no ligatures, no marks;
+    /// the bundled faces carry no layout tables at all), and the widths used for alignment
+    /// are the same advances the glyphs are drawn with.
+    fn runs<'t>(&self, text: &'t str) -> Vec<Run<'t>> {
+        let mut runs: Vec<Run<'t>> = Vec::new();
+        let mut start = 0;
+        for (at, c) in text.char_indices() {
+            let (face, g, advance) = self.glyph(c);
+            let continues = runs.last().is_some_and(|r| r.face == face);
+            if !continues {
+                start = at;
+                runs.push(Run {
+                    face,
+                    text: "",
+                    glyphs: Vec::new(),
+                    width: 0.0,
+                });
+            }
+            let run = runs.last_mut().expect("pushed above");
+            let end = at + c.len_utf8();
+            run.text = &text[start..end];
+            run.glyphs.push(KrillaGlyph::new(
+                krilla::text::GlyphId::new(g.to_u32()),
+                advance,
+                0.0,
+                0.0,
+                0.0,
+                at - start..end - start,
+                None,
+            ));
+            run.width += advance;
+        }
+        runs
     }
 
     /// Splits text into lines no wider than `width` points.
@@ -167,7 +229,7 @@ impl<'a> Measure<'a> {
                 used = 0.0;
                 continue;
             }
-            let w = self.glyph(c).1 * size;
+            let w = self.glyph(c).2 * size;
             if !current.is_empty() && used + w > width {
                 lines.push(std::mem::take(&mut current));
                 used = 0.0;
@@ -195,8 +257,7 @@ struct Row {
 /// dropped silently), [`RenderError::Pdf`] if the PDF cannot be written.
 pub fn render_pdf(invoice: &Invoice, xml: &str, font: &PdfFont) -> Result<Vec<u8>, RenderError> {
     check_glyphs(invoice, font)?;
-    let face = font.face();
-    let measure = Measure::new(&face);
+    let measure = Measure::new(font);
     let rows: Vec<Row> = invoice
         .draft()
         .lines()
@@ -253,7 +314,7 @@ pub fn render_pdf(invoice: &Invoice, xml: &str, font: &PdfFont) -> Result<Vec<u8
         let mut s = page.surface();
         let mut p = Painter {
             s: &mut s,
-            font: &font.font,
+            font,
             measure: &measure,
         };
         p.page_frame(invoice, &qr_content, page_index, page_count);
@@ -370,7 +431,7 @@ fn paginate(rows: &[Row]) -> Vec<Vec<usize>> {
 
 struct Painter<'a, 'b> {
     s: &'a mut Surface<'b>,
-    font: &'a Font,
+    font: &'a PdfFont,
     measure: &'a Measure<'a>,
 }
 
@@ -388,15 +449,18 @@ impl Painter<'_, '_> {
             return;
         }
         self.color(color);
-        let glyphs = self.measure.glyphs(text);
-        self.s.draw_glyphs(
-            Point::from_xy(mm(x_mm), mm(baseline_mm)),
-            &glyphs,
-            self.font.clone(),
-            text,
-            size,
-            false,
-        );
+        let mut x = mm(x_mm);
+        for run in self.measure.runs(text) {
+            self.s.draw_glyphs(
+                Point::from_xy(x, mm(baseline_mm)),
+                &run.glyphs,
+                self.font.faces[run.face].font.clone(),
+                run.text,
+                size,
+                false,
+            );
+            x += run.width * size;
+        }
     }
 
     fn aligned(

@@ -304,6 +304,50 @@ fn the_bundled_font_covers_gb2312_and_the_gbk_han_set() {
 }
 
 #[test]
+fn the_fallback_face_draws_extension_a_whole_and_rare_extension_b_names() {
+    // GB 18030-2022 implementation level 1 takes in CJK Extension A whole; names use 生僻字
+    // beyond it (𠮷 U+20BB7, Extension B). The primary face has two of Extension A's 6,582.
+    let ext_a: Vec<char> = (0x3400..=0x4DBF).filter_map(char::from_u32).collect();
+    assert_eq!(ext_a.len(), 6592);
+    let missing: Vec<char> = ext_a
+        .iter()
+        .copied()
+        .filter(|&c| font().missing(&c.to_string()).is_some())
+        .collect();
+    // U+4DB6..U+4DBF were added after Noto Sans CJK's repertoire was fixed (Unicode 13).
+    assert!(
+        missing
+            .iter()
+            .all(|&c| ('\u{4DB6}'..='\u{4DBF}').contains(&c)),
+        "{missing:?}"
+    );
+    let name = "𠮷䶮㐀";
+    assert_eq!(font().missing(name), None);
+    let order = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/orders/basic.json"),
+    )
+    .unwrap()
+    .replace("北京华章商贸有限公司", &format!("北京{name}商贸有限公司"));
+    let inv = issue(draft_from_json(&order), 997);
+    let xml = render_xml(&inv, None);
+    let pdf = render_pdf(&inv, &xml, font()).unwrap();
+    assert_eq!(
+        pdf,
+        render_pdf(&inv, &xml, font()).unwrap(),
+        "deterministic"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("ext.pdf"), pdf).unwrap();
+    let (ok, text) = run(tmp.path(), "pdftotext", &["ext.pdf", "-"]);
+    assert!(
+        ok && text.contains(&format!("北京{name}商贸有限公司")),
+        "{text}"
+    );
+    // Neither face draws U+20000: refused, named.
+    assert_eq!(font().missing("北京\u{20000}"), Some('\u{20000}'));
+}
+
+#[test]
 fn the_xml_signature_verifies_with_openssl_over_the_documented_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();

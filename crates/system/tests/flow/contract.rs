@@ -98,6 +98,35 @@ async fn errors_have_one_shape_and_the_invoice_shows_its_reds() {
     let pdf = get(&erp, &format!("/v1/invoices/{number}/pdf")).await;
     assert_eq!(pdf.status, 200);
 
+    // Rare characters of names draw: 𠮷 (CJK Extension B) and 䶮 (Extension A), from the
+    // fallback face; the PDF downloads and its text is the name.
+    let mut o = order(SH, "RARE-1", "10");
+    o["buyer"]["name"] = json!("𠮷䶮商贸有限公司");
+    let r = post(&erp, "/v1/invoices", &o).await;
+    assert_eq!(r.status, 201, "{}", json_of(&r));
+    let rare = json_of(&r)["number"].as_str().unwrap().to_owned();
+    let pdf = get(&erp, &format!("/v1/invoices/{rare}/pdf")).await;
+    assert_eq!(pdf.status, 200, "{}", json_of(&pdf));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rare.pdf"), &pdf.body).unwrap();
+    let out = std::process::Command::new("pdftotext")
+        .current_dir(dir.path())
+        .args(["rare.pdf", "-"])
+        .output()
+        .expect("pdftotext (poppler-utils; test.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("𠮷䶮商贸有限公司"), "{text}");
+    let fonts = std::process::Command::new("pdffonts")
+        .current_dir(dir.path())
+        .arg("rare.pdf")
+        .output()
+        .unwrap();
+    let fonts = String::from_utf8_lossy(&fonts.stdout);
+    assert!(
+        fonts.contains("NotoSansCJK") && fonts.contains("WenQuanYi"),
+        "{fonts}"
+    );
+
     // The invoice object: the record and the signature side by side, times with offsets,
     // nothing reversed yet.
     assert!(blue["invoice"]["invoice"].is_null(), "not nested: {blue}");

@@ -78,10 +78,11 @@ async fn qualification_refusals_change_nothing() {
         "{v}"
     );
     assert_eq!(snapshot(&env.system).await, before);
-    // A buyer named with a character the typeface lacks (𠮷, CJK Extension B), and one with a
-    // direction override: refused on the field, naming the character, before any number.
+    // A buyer named with a character neither typeface draws (U+20000, CJK Extension B; 𠮷 and
+    // 䶮 draw, `contract.rs`), and one with a direction override: refused on the field, naming
+    // the character, before any number.
     for (name, shown) in [
-        ("北京𠮷商贸有限公司", "U+20BB7"),
+        ("北京\u{20000}商贸有限公司", "U+20000"),
         ("北京\u{202E}商贸有限公司", "U+202E"),
     ] {
         let mut b = order(SH, "BAD-4", "100");
