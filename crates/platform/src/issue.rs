@@ -904,6 +904,7 @@ impl Platform {
             total: invoice.draft().totals().total,
             record,
             quota,
+            catalog_version: self.inner.catalog.version(),
         });
         Ok(())
     }

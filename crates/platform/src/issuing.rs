@@ -217,6 +217,8 @@ pub(crate) struct Staged<'a> {
     pub(crate) record: String,
     /// `(month, used after this invoice)`.
     pub(crate) quota: (String, Amount),
+    /// The version of the tax code catalog the order was validated against.
+    pub(crate) catalog_version: &'a str,
 }
 
 /// What [`Issuing::commit`] writes, in one round trip: `$1` the invoices (JSON rows as
@@ -229,11 +231,11 @@ pub(crate) struct Staged<'a> {
 /// initial values): a change to one is a change to both.
 const WRITE_ISSUED: Sql = Sql::dialects(
     "INSERT INTO invoices (number, enterprise, order_id, kind, blue_number,
-        form_number, issued_at, total, record, tax_status)
+        form_number, issued_at, total, record, tax_status, catalog_version)
     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'),
         json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'),
         json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'),
-        'pending'
+        'pending', json_extract(value, '$[10]')
     FROM jsonb_each($1) ORDER BY key;
     INSERT INTO orders (enterprise, order_id, request_hash, number)
     SELECT json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[9]'),
@@ -252,8 +254,8 @@ const WRITE_ISSUED: Sql = Sql::dialects(
         SELECT value AS v, key FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS j(value, key)
     ), invoices_added AS (
         INSERT INTO invoices (number, enterprise, order_id, kind, blue_number,
-            form_number, issued_at, total, record, tax_status)
-        SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8, 'pending'
+            form_number, issued_at, total, record, tax_status, catalog_version)
+        SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, v->>6, v->>7, v->>8, 'pending', v->>10
         FROM i ORDER BY key
     ), orders_added AS (
         INSERT INTO orders (enterprise, order_id, request_hash, number)
@@ -316,6 +318,7 @@ impl Issuing {
             s.total.to_string(),
             s.record,
             s.request_hash,
+            s.catalog_version,
         ]));
         let (month, used) = s.quota;
         let key = (s.enterprise.to_owned(), month);

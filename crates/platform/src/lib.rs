@@ -51,6 +51,7 @@ pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
     5 "0005_replicas" "replicas: blocks held by a replica's device, outbox entries claimed",
     6 "0006_waiting_for" "outbox entries waiting for a peer that did not answer",
     7 "0007_invoices_issued" "invoices in issue order (clouds reconciling)",
+    8 "0008_catalog_version" "the tax code catalog version of each invoice",
 ];
 
 /// Tunables.

@@ -800,6 +800,14 @@ async fn a_catalog_file_in_the_config_replaces_the_bundled_table() {
     let xml = get(&env.erp(SH), &format!("/v1/invoices/{number}/xml")).await;
     let xml = String::from_utf8_lossy(&xml.body).into_owned();
     assert!(xml.contains("*软件服务*"), "the file's 简称: {xml}");
+    // Each invoice records the catalog its order was validated against.
+    let version: Option<String> =
+        fapiao_store::query_scalar("SELECT catalog_version FROM invoices WHERE number = $1")
+            .bind(&number)
+            .fetch_one(env.system.platform.db().pool())
+            .await
+            .unwrap();
+    assert_eq!(version.as_deref(), Some("tax-codes-2027"));
     let mut other = order(SH, "CAT-2", "10");
     other["items"].as_array_mut().unwrap().truncate(1);
     other["items"][0]["tax_code"] = json!("3040201030000000000");
