@@ -2,7 +2,9 @@
 
 use super::*;
 
-/// An invoice as the ERP API shows it (as JSON: [`ViewJson`]).
+/// An invoice as the ERP API shows it. As JSON the record and its signature sit side by side
+/// (`invoice`, `signature`), times carry their offset, and a blue shows its reds and what
+/// remains to reverse.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(into = "ViewJson")]
 pub struct InvoiceView {
