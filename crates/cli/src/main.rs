@@ -386,14 +386,15 @@ enum PlatformCommand {
         target: AdminTarget,
     },
     /// Register an enterprise (JSON file with taxpayer_id, name, cloud, status, hosting,
-    /// allowed_types, invoice_limit, monthly_quota).
+    /// allowed_types, invoice_limit, monthly_quota, and optionally seller: {address, phone,
+    /// bank_name, bank_account}, which its invoices then carry).
     AddEnterprise {
         /// The enterprise, as JSON.
         file: PathBuf,
         #[command(flatten)]
         target: AdminTarget,
     },
-    /// Change an enterprise: status, limit, quota, allowed types.
+    /// Change an enterprise: status, limit, quota, allowed types, registered seller particulars.
     SetEnterprise {
         /// Taxpayer id.
         taxpayer_id: String,
@@ -409,6 +410,18 @@ enum PlatformCommand {
         /// Allowed types, comma-separated: special,ordinary.
         #[arg(long)]
         allowed_types: Option<String>,
+        /// Registered address its invoices carry ("" removes it).
+        #[arg(long)]
+        address: Option<String>,
+        /// Registered phone ("" removes it).
+        #[arg(long)]
+        phone: Option<String>,
+        /// Registered bank ("" removes it).
+        #[arg(long)]
+        bank_name: Option<String>,
+        /// Registered bank account ("" removes it).
+        #[arg(long)]
+        bank_account: Option<String>,
         #[command(flatten)]
         target: AdminTarget,
     },
@@ -808,9 +821,27 @@ fn run_platform(cmd: PlatformCommand) -> anyhow::Result<ExitCode> {
             invoice_limit,
             monthly_quota,
             allowed_types,
+            address,
+            phone,
+            bank_name,
+            bank_account,
             target,
         } => {
             let mut body = serde_json::Map::new();
+            let mut seller = serde_json::Map::new();
+            for (k, v) in [
+                ("address", address),
+                ("phone", phone),
+                ("bank_name", bank_name),
+                ("bank_account", bank_account),
+            ] {
+                if let Some(v) = v {
+                    seller.insert(k.into(), v.into());
+                }
+            }
+            if !seller.is_empty() {
+                body.insert("seller".into(), seller.into());
+            }
             if let Some(s) = status {
                 body.insert("status".into(), s.into());
             }
@@ -828,7 +859,7 @@ fn run_platform(cmd: PlatformCommand) -> anyhow::Result<ExitCode> {
             }
             if body.is_empty() {
                 anyhow::bail!(
-                    "nothing to change: give --status, --invoice-limit, --monthly-quota or --allowed-types"
+                    "nothing to change: give --status, --invoice-limit, --monthly-quota, --allowed-types, --address, --phone, --bank-name or --bank-account"
                 );
             }
             services::admin(

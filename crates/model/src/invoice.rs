@@ -370,6 +370,29 @@ impl InvoiceDraft {
     pub fn seller(&self) -> &Seller {
         &self.seller
     }
+    /// The draft with the seller's particulars the order left out taken from `registered`
+    /// (address, phone, bank name, bank account, in that order; `None` leaves a field as it
+    /// is). Totals and lines do not depend on them.
+    #[must_use]
+    pub fn with_seller_particulars(mut self, registered: [Option<&str>; 4]) -> Self {
+        let s = &mut self.seller;
+        for (field, value) in [
+            &mut s.address,
+            &mut s.phone,
+            &mut s.bank_name,
+            &mut s.bank_account,
+        ]
+        .into_iter()
+        .zip(registered)
+        {
+            if field.is_none()
+                && let Some(v) = value
+            {
+                *field = Some(v.to_owned());
+            }
+        }
+        self
+    }
     /// 购买方.
     #[must_use]
     pub fn buyer(&self) -> &Buyer {

@@ -530,6 +530,28 @@ impl Platform {
                 ),
             )));
         }
+        // So are its registered particulars: an order stating others is refused, one leaving
+        // them out gets them.
+        let seller = draft.seller();
+        let stated = [
+            seller.address.as_deref(),
+            seller.phone.as_deref(),
+            seller.bank_name.as_deref(),
+            seller.bank_account.as_deref(),
+        ];
+        for ((path, registered), stated) in e.details.fields().into_iter().zip(stated) {
+            if let (Some(r), Some(s)) = (registered, stated)
+                && r != s
+            {
+                return Err(Step::Refused(one_finding(
+                    path,
+                    FindingCode::InvalidText,
+                    format!("the seller registered {r}; an invoice carries that"),
+                )));
+            }
+        }
+        let registered = e.details.fields().map(|(_, v)| v);
+        let draft = draft.with_seller_particulars(registered);
         // What the layout cannot draw is refused now, before a number is used on it (else
         // the invoice would exist and its PDF fail for good).
         if let Some(e) = fapiao_render::undrawable(&draft) {

@@ -40,7 +40,7 @@ pub mod registry;
 mod step;
 
 pub use outbox::{OutboxEntry, Workers};
-pub use registry::{Cloud, Enterprise, EnterprisePatch, EnterpriseStatus, Hosting};
+pub use registry::{Cloud, Enterprise, EnterprisePatch, EnterpriseStatus, Hosting, SellerDetails};
 
 /// The platform role's schema.
 pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
@@ -52,6 +52,7 @@ pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
     6 "0006_waiting_for" "outbox entries waiting for a peer that did not answer",
     7 "0007_invoices_issued" "invoices in issue order (clouds reconciling)",
     8 "0008_catalog_version" "the tax code catalog version of each invoice",
+    9 "0009_seller_details" "the seller particulars an enterprise registered",
 ];
 
 /// Tunables.

@@ -84,6 +84,70 @@ pub struct Enterprise {
     /// Province code of its invoice numbers (default: from the credit code's division code).
     #[serde(default)]
     pub province: Option<u8>,
+    /// Registered address, phone, bank and account (`"seller": {…}`): what its invoices carry
+    /// as the seller's (an order stating other values is refused; one leaving them out gets
+    /// these).
+    #[serde(
+        default,
+        rename = "seller",
+        skip_serializing_if = "SellerDetails::is_empty"
+    )]
+    pub details: SellerDetails,
+}
+
+/// The seller's particulars an enterprise may register (each optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SellerDetails {
+    /// 地址.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// 电话.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// 开户银行.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank_name: Option<String>,
+    /// 银行账号.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank_account: Option<String>,
+}
+
+impl SellerDetails {
+    /// Whether nothing is registered.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.fields().iter().all(|(_, v)| v.is_none())
+    }
+
+    /// Each registered particular with its order field path.
+    #[must_use]
+    pub fn fields(&self) -> [(&'static str, Option<&str>); 4] {
+        [
+            ("seller.address", self.address.as_deref()),
+            ("seller.phone", self.phone.as_deref()),
+            ("seller.bank_name", self.bank_name.as_deref()),
+            ("seller.bank_account", self.bank_account.as_deref()),
+        ]
+    }
+
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        for ((field, value), max) in self.fields().into_iter().zip([100, 30, 100, 50]) {
+            if let Some(v) = value
+                && (v.trim() != v
+                    || v.is_empty()
+                    || v.chars().count() > max
+                    || v.chars().any(char::is_control))
+            {
+                let field = field.strip_prefix("seller.").unwrap_or(field);
+                return Err((
+                    field,
+                    format!("1 to {max} characters, no control characters or spaces around"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A change to an enterprise.
@@ -105,6 +169,9 @@ pub struct EnterprisePatch {
     /// New monthly quota.
     #[serde(default)]
     pub monthly_quota: Option<Amount>,
+    /// New seller particulars: each one given replaces the registered one (`""` removes it).
+    #[serde(default)]
+    pub seller: Option<SellerDetails>,
 }
 
 impl Enterprise {
@@ -128,7 +195,7 @@ impl Enterprise {
         {
             return Err(("province", format!("{p:02} is not a province code")));
         }
-        Ok(())
+        self.details.check()
     }
 
     /// The province code of its numbers.
@@ -248,6 +315,12 @@ pub(crate) fn enterprise_from_row(r: &Row) -> Result<Enterprise, StoreError> {
         invoice_limit: Amount::parse(&limit).map_err(|_| bad("invoice_limit"))?,
         monthly_quota: Amount::parse(&quota).map_err(|_| bad("monthly_quota"))?,
         province: u8::try_from(province).ok(),
+        details: SellerDetails {
+            address: r.try_get("address")?,
+            phone: r.try_get("phone")?,
+            bank_name: r.try_get("bank_name")?,
+            bank_account: r.try_get("bank_account")?,
+        },
     })
 }
 
@@ -321,8 +394,9 @@ impl Platform {
         }
         let inserted = query(
             "INSERT INTO enterprises (taxpayer_id, name, cloud, status, hosting, allowed_types,
-                invoice_limit, monthly_quota, province, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                invoice_limit, monthly_quota, province, updated_at, address, phone, bank_name,
+                bank_account)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (taxpayer_id) DO NOTHING",
         )
         .bind(&e.taxpayer_id)
@@ -335,6 +409,10 @@ impl Platform {
         .bind(e.monthly_quota.to_string())
         .bind(i64::from(e.province_code()))
         .bind(now().unix_timestamp())
+        .bind(&e.details.address)
+        .bind(&e.details.phone)
+        .bind(&e.details.bank_name)
+        .bind(&e.details.bank_account)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -384,11 +462,25 @@ impl Platform {
         if let Some(q) = patch.monthly_quota {
             e.monthly_quota = q;
         }
+        if let Some(new) = &patch.seller {
+            let d = &mut e.details;
+            for (target, given) in [
+                (&mut d.address, &new.address),
+                (&mut d.phone, &new.phone),
+                (&mut d.bank_name, &new.bank_name),
+                (&mut d.bank_account, &new.bank_account),
+            ] {
+                if let Some(v) = given {
+                    *target = Some(v.clone()).filter(|v| !v.is_empty());
+                }
+            }
+        }
         e.check()
             .map_err(|(field, message)| RegistryError::Invalid { field, message })?;
         query(
             "UPDATE enterprises SET status = $2, hosting = $3, allowed_types = $4,
-                invoice_limit = $5, monthly_quota = $6, updated_at = $7
+                invoice_limit = $5, monthly_quota = $6, updated_at = $7, address = $8,
+                phone = $9, bank_name = $10, bank_account = $11
              WHERE taxpayer_id = $1",
         )
         .bind(taxpayer_id)
@@ -398,6 +490,10 @@ impl Platform {
         .bind(e.invoice_limit.to_string())
         .bind(e.monthly_quota.to_string())
         .bind(now().unix_timestamp())
+        .bind(&e.details.address)
+        .bind(&e.details.phone)
+        .bind(&e.details.bank_name)
+        .bind(&e.details.bank_account)
         .execute(&mut *tx)
         .await?;
         crate::step::audit(

@@ -645,6 +645,7 @@ impl System {
                         invoice_limit: Amount::parse("1000000.00").map_err(e("limit"))?,
                         monthly_quota: Amount::parse("100000000.00").map_err(e("quota"))?,
                         province: None,
+                        details: fapiao_platform::SellerDetails::default(),
                     },
                 )
                 .await

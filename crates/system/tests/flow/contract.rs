@@ -201,3 +201,39 @@ async fn errors_have_one_shape_and_the_invoice_shows_its_reds() {
     );
     env.system.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seller_particulars_come_from_the_registry() {
+    let env = Env::start().await;
+    let erp = env.erp(SH);
+    admin_patch(
+        &env,
+        SH,
+        json!({"seller": {"address": "上海市浦东新区张江路88号", "bank_name": "招商银行上海张江支行",
+                          "bank_account": "121900000000001"}}),
+    )
+    .await;
+    let before = snapshot(&env.system).await;
+    // Another address than the registered one: refused on the field, nothing numbered.
+    let mut o = order(SH, "PART-1", "10");
+    o["seller"]["address"] = json!("别的地址");
+    let r = post(&erp, "/v1/invoices", &o).await;
+    let v = json_of(&r);
+    assert_eq!(
+        (r.status, v["code"].as_str()),
+        (422, Some("invalid_order")),
+        "{v}"
+    );
+    assert_eq!(finding(&v).0, "seller.address", "{v}");
+    assert_eq!(snapshot(&env.system).await, before);
+    // Left out: the invoice carries the registered ones; what is not registered is the order's.
+    let mut o = order(SH, "PART-2", "10");
+    o["seller"]["phone"] = json!("021-50800001");
+    let r = post(&erp, "/v1/invoices", &o).await;
+    assert_eq!(r.status, 201, "{}", json_of(&r));
+    let seller = &json_of(&r)["invoice"]["seller"];
+    assert_eq!(seller["address"], "上海市浦东新区张江路88号", "{seller}");
+    assert_eq!(seller["bank_account"], "121900000000001", "{seller}");
+    assert_eq!(seller["phone"], "021-50800001", "{seller}");
+    env.system.shutdown().await;
+}
