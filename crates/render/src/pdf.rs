@@ -384,7 +384,8 @@ pub fn check_draft_glyphs(
 }
 
 /// The eight cells of an item row as the invoice prints them: 项目名称 (`*简称*name`), 规格型号,
-/// 单位, 数量, 单价, 金额, 税率/征收率, 税额 (empty strings for what a line does not have).
+/// 单位, 数量, 单价, 金额, 税率/征收率, 税额 (empty strings for what a line does not have; `***`
+/// for the tax of a 免税 or 不征税 line).
 #[must_use]
 pub fn line_cells(l: &Line) -> [String; 8] {
     let opt = |v: Option<String>| v.unwrap_or_default();
@@ -396,7 +397,11 @@ pub fn line_cells(l: &Line) -> [String; 8] {
         opt(l.unit_price().map(|p| p.to_string())),
         l.amount().to_string(),
         l.tax_rate().to_string(),
-        l.tax().to_string(),
+        // A line without VAT prints its tax as VAT invoices do: `***`.
+        match l.tax_rate() {
+            fapiao_model::TaxRate::Exempt | fapiao_model::TaxRate::NonTaxable => "***".to_owned(),
+            _ => l.tax().to_string(),
+        },
     ]
 }
 

@@ -453,3 +453,36 @@ fn docs_pictures_exist_and_can_be_redrawn() {
         assert!(bytes.starts_with(b"\x89PNG"), "{file}");
     }
 }
+
+#[test]
+fn an_exempt_line_prints_its_tax_as_stars() {
+    let mut order: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/orders/basic.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    order["items"] = serde_json::json!([
+        {"name": "早籼稻", "tax_code": "1010101010000000000", "unit": "吨", "quantity": "2",
+         "unit_price": "3000", "tax_rate": "免税"},
+        {"name": "系统运维服务", "tax_code": "3040201030000000000", "amount": "100.00",
+         "tax_rate": "6%"}
+    ]);
+    order.as_object_mut().unwrap().remove("totals");
+    let inv = issue(draft_from_json(&order.to_string()), 996);
+    let cells = fapiao_render::line_cells(&inv.draft().lines()[0]);
+    assert_eq!((cells[6].as_str(), cells[7].as_str()), ("免税", "***"));
+    assert_eq!(
+        fapiao_render::line_cells(&inv.draft().lines()[1])[7],
+        "6.00"
+    );
+    let pdf = render_pdf(&inv, &render_xml(&inv, None), font()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("exempt.pdf"), pdf).unwrap();
+    let (ok, text) = run(tmp.path(), "pdftotext", &["-layout", "exempt.pdf", "-"]);
+    assert!(
+        ok && text.contains("***") && text.contains("免税"),
+        "{text}"
+    );
+}
