@@ -17,6 +17,7 @@ pub mod datetime;
 mod finding;
 mod invoice;
 mod invoice_number;
+pub mod json;
 pub mod mask;
 mod money;
 mod order;

@@ -286,11 +286,11 @@ impl Order {
     pub fn from_json(json: &str) -> Result<Self, ValidationErrors> {
         let mut de = serde_json::Deserializer::from_str(json);
         serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = json_path(e.path());
+            let path = crate::json::path(e.path());
             let finding = Finding::new(
                 path,
                 FindingCode::MalformedDocument,
-                plain_serde_message(&e.into_inner().to_string()),
+                crate::json::plain_message(&e.into_inner().to_string()),
             );
             ValidationErrors::from_findings(vec![finding]).expect("one finding")
         })
@@ -1121,59 +1121,6 @@ pub fn not_printable(c: char) -> bool {
             | 0xE000..=0xF8FF
             | 0xF0000..=0x10FFFF
     )
-}
-
-/// A path as findings write it (`items[0].name`; empty for the document itself).
-fn json_path(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for seg in path.iter() {
-        match seg {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(key);
-            }
-            Segment::Unknown => {}
-        }
-    }
-    out
-}
-
-/// A JSON reader's message in the document's words: the kinds of JSON a field takes, not the
-/// names of the types behind them (`expected struct PartyInput` → `expected an object`), and
-/// without the line and column (the path says where).
-fn plain_serde_message(message: &str) -> String {
-    let mut m = message
-        .split(" at line ")
-        .next()
-        .unwrap_or(message)
-        .to_owned();
-    for (from, to) in [
-        ("a sequence", "an array"),
-        ("a map", "an object"),
-        ("type: sequence", "type: array"),
-        ("type: map", "type: object"),
-        ("unit", "null"),
-    ] {
-        m = m.replace(from, to);
-    }
-    // `struct Name`, `enum Name`, `tuple struct Name`: an object, or one of the choices.
-    for (kind, plain) in [
-        ("struct ", "an object"),
-        ("enum ", "one of the allowed values"),
-    ] {
-        while let Some(i) = m.find(&format!("expected {kind}")) {
-            let start = i + "expected ".len();
-            let end = m[start + kind.len()..]
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .map_or(m.len(), |j| start + kind.len() + j);
-            m.replace_range(start..end, plain);
-        }
-    }
-    m
 }
 
 #[cfg(test)]

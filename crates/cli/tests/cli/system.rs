@@ -53,6 +53,11 @@ fn spawn(args: &[&str]) -> Proc {
 /// full pipe; if it ends (or stays silent for a minute) first, the failure shows everything
 /// it wrote, its error output included.
 fn wait_for_line(p: &mut Proc, marker: &str) -> String {
+    read_until(p, marker).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`wait_for_line`], the failure returned: what the process wrote, and how it ended.
+fn read_until(p: &mut Proc, marker: &str) -> Result<String, String> {
     let (tx, rx) = std::sync::mpsc::channel();
     let streams: [Box<dyn std::io::Read + Send>; 2] = [
         Box::new(p.0.stdout.take().unwrap()),
@@ -73,16 +78,57 @@ fn wait_for_line(p: &mut Proc, marker: &str) -> String {
         seen.push_str(&line);
         seen.push('\n');
         if line.contains(marker) {
-            return seen;
+            return Ok(seen);
         }
     }
     let status = p.0.try_wait().ok().flatten();
-    panic!("no `{marker}` from the process (exit: {status:?}); it wrote:\n{seen}");
+    Err(format!(
+        "no `{marker}` from the process (exit: {status:?}); it wrote:\n{seen}"
+    ))
 }
 
 fn number_in(text: &str) -> String {
     let at = text.find("发票号码：").unwrap() + "发票号码：".len();
     text[at..at + 20].to_owned()
+}
+
+/// `fapiao up` in data directory `d` (with `extra` arguments) on six free ports, read until a
+/// line contains `marker`: the process, the ports (cloud, platform, platform admin, tax, cloud
+/// admin, tax admin) and what it wrote. A port is free when picked, but tests running beside
+/// this one can take it before `up` binds it: then `up` runs again on new ports, in a new data
+/// directory.
+fn up_on_free_ports(d: &str, extra: &[&str], marker: &str) -> (Proc, Vec<String>, String) {
+    for attempt in 1.. {
+        let ports: Vec<String> = (0..6).map(|_| free_port().to_string()).collect();
+        let mut args = vec!["up"];
+        args.extend_from_slice(extra);
+        args.extend([
+            "--data",
+            d,
+            "--cloud-port",
+            &ports[0],
+            "--platform-port",
+            &ports[1],
+            "--admin-port",
+            &ports[2],
+            "--tax-port",
+            &ports[3],
+            "--cloud-admin-port",
+            &ports[4],
+            "--tax-admin-port",
+            &ports[5],
+        ]);
+        let mut up = spawn(&args);
+        match read_until(&mut up, marker) {
+            Ok(banner) => return (up, ports, banner),
+            Err(e) if attempt < 3 && e.contains("Address already in use") => {
+                drop(up);
+                let _ = std::fs::remove_dir_all(d);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    unreachable!("the loop returns or panics")
 }
 
 fn free_port() -> u16 {
@@ -98,25 +144,7 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
-    let ports: Vec<String> = (0..6).map(|_| free_port().to_string()).collect();
-    let mut up = spawn(&[
-        "up",
-        "--data",
-        d,
-        "--cloud-port",
-        &ports[0],
-        "--platform-port",
-        &ports[1],
-        "--admin-port",
-        &ports[2],
-        "--tax-port",
-        &ports[3],
-        "--cloud-admin-port",
-        &ports[4],
-        "--tax-admin-port",
-        &ports[5],
-    ]);
-    let banner = wait_for_line(&mut up, "Ctrl-C stops.");
+    let (up, _, banner) = up_on_free_ports(d, &[], "Ctrl-C stops.");
     assert!(banner.contains("first run"), "{banner}");
     // Owner only: the directories holding keys, passphrases and databases, and the secret
     // files and databases in them.
@@ -352,26 +380,7 @@ fn up_enterprise_hosted_issues_through_the_agent() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
-    let ports: Vec<String> = (0..6).map(|_| free_port().to_string()).collect();
-    let mut up = spawn(&[
-        "up",
-        "--enterprise-hosted",
-        "--data",
-        d,
-        "--cloud-port",
-        &ports[0],
-        "--platform-port",
-        &ports[1],
-        "--admin-port",
-        &ports[2],
-        "--tax-port",
-        &ports[3],
-        "--cloud-admin-port",
-        &ports[4],
-        "--tax-admin-port",
-        &ports[5],
-    ]);
-    let banner = wait_for_line(&mut up, "agent status");
+    let (up, _, banner) = up_on_free_ports(d, &["--enterprise-hosted"], "agent status");
     assert!(
         banner.contains("cargo run --release -- issue examples/orders/agent.json"),
         "{banner}"
@@ -422,25 +431,7 @@ fn the_reference_clients_and_schemathesis_pass_against_up() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let d = data.to_str().unwrap();
-    let ports: Vec<String> = (0..6).map(|_| free_port().to_string()).collect();
-    let mut up = spawn(&[
-        "up",
-        "--data",
-        d,
-        "--cloud-port",
-        &ports[0],
-        "--platform-port",
-        &ports[1],
-        "--admin-port",
-        &ports[2],
-        "--tax-port",
-        &ports[3],
-        "--cloud-admin-port",
-        &ports[4],
-        "--tax-admin-port",
-        &ports[5],
-    ]);
-    wait_for_line(&mut up, "Ctrl-C stops.");
+    let (up, ports, _) = up_on_free_ports(d, &[], "Ctrl-C stops.");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let url = format!("https://127.0.0.1:{}", ports[0]);
     let ca = format!("{d}/ca/intl/ca.crt.pem");

@@ -240,7 +240,8 @@ impl Cloud {
         })
     }
 
-    /// The enterprise's endpoint `id` (not deleted).
+    /// The enterprise's endpoint `id` (not deleted: a deleted endpoint is gone from the API,
+    /// its delivery log with it); `not_found` otherwise.
     async fn endpoint(
         &self,
         enterprise: &str,
@@ -398,9 +399,7 @@ impl Cloud {
     /// another retry period.
     async fn resend(&self, endpoint: &str, delivery: i64, rid: &str) -> Result<(), ApiError> {
         let t = now().unix_timestamp();
-        let give_up_at = t.saturating_add(
-            i64::try_from(self.inner.options.retry_for.as_secs()).unwrap_or(i64::MAX / 2),
-        );
+        let give_up_at = self.give_up_at(t);
         let mut tx = self
             .inner
             .db
@@ -591,7 +590,7 @@ pub(crate) async fn list_deliveries(
         let enterprise = cloud
             .authenticate(&method, &uri, &headers, b"", &rid)
             .await?;
-        endpoint_of(&cloud, &enterprise, &id, &rid).await?;
+        cloud.endpoint(&enterprise, &id, &rid).await?;
         let limit = q.limit.unwrap_or(20);
         if !(1..=100).contains(&limit) {
             return Err(invalid(&rid, "limit: 1 to 100"));
@@ -624,7 +623,7 @@ pub(crate) async fn resend_delivery(
                 let delivery: i64 = delivery
                     .parse()
                     .map_err(|_| invalid(&rid, "delivery: a delivery id (an integer)"))?;
-                endpoint_of(&cloud, enterprise, &id, &rid).await?;
+                cloud.endpoint(enterprise, &id, &rid).await?;
                 cloud.resend(&id, delivery, &rid).await?;
                 Ok((
                     StatusCode::ACCEPTED,
@@ -637,20 +636,6 @@ pub(crate) async fn resend_delivery(
         )
         .await;
     answer(result, rid)
-}
-
-/// That `id` is an endpoint of `enterprise`, not deleted (a deleted endpoint is gone from the
-/// API, its delivery log with it).
-async fn endpoint_of(cloud: &Cloud, enterprise: &str, id: &str, rid: &str) -> Result<(), ApiError> {
-    let found: Option<String> = query_scalar(
-        "SELECT id FROM webhook_endpoints WHERE id = $1 AND enterprise = $2 AND deleted_at IS NULL",
-    )
-    .bind(id)
-    .bind(enterprise)
-    .fetch_optional(cloud.inner.db.pool())
-    .await
-    .map_err(|e| internal(rid, &e))?;
-    found.map(|_| ()).ok_or_else(|| no_endpoint(rid, id))
 }
 
 /// A JSON body, or `invalid_request` naming where it fails (in the message, as the other

@@ -36,9 +36,9 @@ pub(crate) async fn issue_order(
 ) -> Result<(StatusCode, Json), ApiError> {
     let order: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(Code::InvalidRequest, format!("body is not JSON: {e}"), rid))?;
-    // Read strictly only for what a lenient read would hide; the order's own findings are
-    // platform's (all of them at once).
-    strict_body::<serde::de::IgnoredAny>(body, Code::InvalidOrder, rid)?;
+    // The order's own findings are platform's (all of them at once); a repeated key is what
+    // the lenient read above would hide.
+    no_repeated_keys(body, Code::InvalidOrder, rid)?;
     let Some(order_id) = order
         .get("order_id")
         .and_then(|o| o.as_str())

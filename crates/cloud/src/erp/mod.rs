@@ -145,6 +145,32 @@ async fn openapi() -> Response {
         .into_response()
 }
 
+/// `code` (422) with one finding.
+fn one_problem(code: Code, rid: &str, path: String, finding: &str, message: String) -> ApiError {
+    let mut e = ApiError::new(code, "the request has 1 problem(s)", rid);
+    e.findings.push(fapiao_protocol::wire::FindingWire {
+        path,
+        code: finding.into(),
+        message,
+    });
+    e
+}
+
+/// Refuses a body whose objects repeat a key: `code` with a finding at the repeated key's
+/// path (a lenient read would keep the last copy silently).
+pub(crate) fn no_repeated_keys(body: &[u8], code: Code, rid: &str) -> Result<(), ApiError> {
+    match fapiao_protocol::strict::duplicate_key(body) {
+        Some(path) => Err(one_problem(
+            code,
+            rid,
+            path,
+            "malformed_document",
+            "appears twice in its object; give each key once".into(),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A body's JSON read strictly into `T`: an object repeating a key, a missing field or a value
 /// of the wrong kind is `code` (`invalid_order`, `red_invalid`, … — 422) with one finding at
 /// its path, in the document's words (not the server's type names).
@@ -154,30 +180,14 @@ pub(crate) fn strict_body<T: serde::de::DeserializeOwned>(
     rid: &str,
 ) -> Result<T, ApiError> {
     let refuse = |path: String, finding: &str, message: String| {
-        let mut e = ApiError::new(code, "the request has 1 problem(s)", rid);
-        e.findings.push(fapiao_protocol::wire::FindingWire {
-            path,
-            code: finding.into(),
-            message,
-        });
-        e
+        one_problem(code, rid, path, finding, message)
     };
-    if let Some(path) = fapiao_protocol::strict::duplicate_key(body) {
-        return Err(refuse(
-            path,
-            "malformed_document",
-            "appears twice in its object; give each key once".into(),
-        ));
-    }
+    no_repeated_keys(body, code, rid)?;
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let mut path = e.path().to_string();
-        if path == "." {
-            path.clear();
-        }
+        let path = fapiao_model::json::path(e.path());
         let inner = e.into_inner();
-        let message = inner.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message);
+        let message = fapiao_model::json::plain_message(&inner.to_string());
         // `missing field `x``: the path is the field's, not its object's.
         if let Some(field) = message
             .strip_prefix("missing field `")
@@ -197,15 +207,6 @@ pub(crate) fn strict_body<T: serde::de::DeserializeOwned>(
                 format!("not JSON: {message}"),
             );
         }
-        let message = message
-            .replace("a sequence", "an array")
-            .replace("a map", "an object")
-            .replace("type: sequence", "type: array")
-            .replace("type: map", "type: object");
-        let message = match message.find("expected struct ") {
-            Some(i) => format!("{}expected an object", &message[..i]),
-            None => message,
-        };
         let finding = if message.starts_with("unknown field") {
             "unknown_field"
         } else {

@@ -145,9 +145,7 @@ impl Cloud {
         let mut tx = db.begin_write().await?;
         let events = query(UNFANNED).fetch_all(&mut *tx).await?;
         let t = now().unix_timestamp();
-        let give_up_at = t.saturating_add(
-            i64::try_from(self.inner.options.retry_for.as_secs()).unwrap_or(i64::MAX / 2),
-        );
+        let give_up_at = self.give_up_at(t);
         // Each enterprise's subscribers, read once: `(endpoint id, its events)`, `None` for
         // the enterprise's own URL (every event).
         let mut subscribers: std::collections::HashMap<String, Vec<Subscriber>> =

@@ -115,6 +115,14 @@ impl Cloud {
         Ok(n == 1)
     }
 
+    /// When a delivery made at `t` (Unix seconds) stops being retried:
+    /// [`Options::retry_for`](crate::Options) later.
+    pub(crate) fn give_up_at(&self, t: i64) -> i64 {
+        t.saturating_add(
+            i64::try_from(self.inner.options.retry_for.as_secs()).unwrap_or(i64::MAX / 2),
+        )
+    }
+
     /// The HTTPS client for `url` (connections kept alive). For an ERP's endpoint
     /// (`checked`), unless [`Options::webhooks_to_private`](crate::Options) allows it, every
     /// address the host resolves to must be public: an endpoint cannot aim cloud at its own
@@ -217,11 +225,7 @@ impl Cloud {
         let created_at: i64 = row.try_get("created_at")?;
         let give_up_at: i64 = row
             .try_get::<Option<i64>, _>("give_up_at")?
-            .unwrap_or_else(|| {
-                created_at.saturating_add(
-                    i64::try_from(self.inner.options.retry_for.as_secs()).unwrap_or(i64::MAX / 2),
-                )
-            });
+            .unwrap_or_else(|| self.give_up_at(created_at));
         let target = match &endpoint {
             Some(ep) => match (
                 row.try_get::<Option<i64>, _>("endpoint_deleted")?,
@@ -256,6 +260,8 @@ impl Cloud {
             reason = "an attempt's duration, not a point in time"
         )]
         let started = std::time::Instant::now();
+        // No endpoint (deleted) or URL (removed) to send to: failed for good.
+        let gone = target.is_err();
         let (result, status) = match target {
             Ok((url, secret)) => match self.body(row).await {
                 Ok(body) => {
@@ -306,9 +312,7 @@ impl Cloud {
             }
             Err(e) => {
                 let next = t + self.inner.options.backoff.delay(attempts);
-                let give_up = next.unix_timestamp() > give_up_at
-                    || e == "the endpoint was deleted"
-                    || e == "the webhook URL was removed";
+                let give_up = next.unix_timestamp() > give_up_at || gone;
                 tracing::info!(id, %event, error = %e, give_up, "webhook delivery failed");
                 query(
                     "UPDATE webhooks SET state = $2, attempts = attempts + 1, last_error = $3,
