@@ -68,6 +68,7 @@ pub(crate) fn up(
         if enterprise_hosted {
             system.start_agent().await?;
         }
+        let stop = StopSignal::listen()?;
         let d = data.display();
         println!(
             "Fapiao is running{} — data in {d}, message suite {suite}.\n\
@@ -114,7 +115,7 @@ pub(crate) fn up(
                 }
             }
         });
-        let signal = stop_signal().await?;
+        let signal = stop.recv().await;
         eprintln!("stopping ({signal})…");
         crls.abort();
         system.shutdown().await;
@@ -135,15 +136,30 @@ fn role_config(role: &str, config: &Path) -> anyhow::Result<RoleConfig> {
     Ok(cfg)
 }
 
-/// Waits for SIGINT (Ctrl-C) or SIGTERM (what systemd and Kubernetes send); its name.
-async fn stop_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGINT (Ctrl-C) and SIGTERM (what systemd and Kubernetes send), listened for from the moment
+/// this is made: made before a role announces it is running, so that a signal sent as soon as
+/// the announcement is read stops it cleanly instead of killing it.
+struct StopSignal {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn listen() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        })
+    }
+
+    /// Waits for the first of them; its name.
+    async fn recv(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 /// `fapiao serve <role> --config <file>`.
@@ -154,6 +170,7 @@ pub(crate) fn serve(role: &str, config: &Path) -> anyhow::Result<ExitCode> {
         let l = fapiao_system::run::bind_all(&cfg.listen).await?;
         let a = fapiao_system::run::bind_all(&cfg.admin_listen).await?;
         let running = fapiao_system::run::start_role(&cfg, l, a, Options::default()).await?;
+        let stop = StopSignal::listen()?;
         eprintln!(
             "{role} serving on {:?}{}",
             running.addrs,
@@ -163,7 +180,7 @@ pub(crate) fn serve(role: &str, config: &Path) -> anyhow::Result<ExitCode> {
                 format!(", admin on {:?}", running.admin_addrs)
             }
         );
-        let signal = stop_signal().await?;
+        let signal = stop.recv().await;
         tracing::info!(
             signal,
             "stopping: draining requests, signing the audit head"

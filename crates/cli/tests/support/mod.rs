@@ -207,7 +207,8 @@ pub(crate) fn up_once(data: &Path, extra: &[String]) {
     let _ = Command::new("kill")
         .args(["-INT", &up.id().to_string()])
         .status();
-    assert!(up.wait().unwrap().success());
+    let status = up.wait().unwrap();
+    assert!(status.success(), "up stopped with {status}");
 }
 
 /// The `up` arguments that put the roles' databases on PostgreSQL when the suite runs there
