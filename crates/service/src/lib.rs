@@ -24,6 +24,7 @@ pub mod material;
 pub mod metrics;
 pub mod ops;
 mod serve;
+pub mod statistics;
 pub mod task;
 pub mod worker;
 

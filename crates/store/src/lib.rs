@@ -36,6 +36,7 @@ mod postgres;
 mod replay;
 pub mod retention;
 mod sqlite;
+pub mod statistics;
 #[doc(hidden)]
 pub mod testing;
 mod tx;

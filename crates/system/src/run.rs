@@ -38,6 +38,7 @@ pub struct Running {
     workers: Option<fapiao_service::Worker>,
     signer: fapiao_service::audit_signer::AuditSigner,
     crls: fapiao_service::crl_reload::CrlReloader,
+    statistics: Option<fapiao_service::statistics::StatisticsKeeper>,
     /// The role, for in-process use.
     pub handle: RoleHandle,
 }
@@ -113,6 +114,9 @@ impl Running {
         }
         self.signer.shutdown().await;
         self.crls.shutdown().await;
+        if let Some(s) = self.statistics {
+            s.shutdown().await;
+        }
         for s in self.admin_servers {
             s.shutdown_by(tokio::time::Instant::now()).await;
         }
@@ -443,6 +447,7 @@ pub async fn start_role(
         RoleHandle::Platform(p) => p.db().clone(),
         RoleHandle::Cloud(c) => c.db().clone(),
     };
+    let statistics = fapiao_service::statistics::StatisticsKeeper::spawn(db.clone());
     let signer = fapiao_service::audit_signer::AuditSigner::spawn(
         db,
         &material,
@@ -466,6 +471,7 @@ pub async fn start_role(
         grace: std::time::Duration::from_secs(cfg.limits.shutdown_grace_seconds),
         workers,
         signer,
+        statistics,
         handle,
     })
 }

@@ -100,20 +100,34 @@ impl Cloud {
         enterprise: &str,
         order_ids: &[&str],
     ) -> Result<(bool, HashMap<String, (String, InvoiceView)>), StoreError> {
-        let rows = query(Sql::dialects(
-            "SELECT e.hosting AS enterprise_hosting, i.*
-             FROM enterprises e
-             LEFT JOIN invoices i ON i.enterprise = e.taxpayer_id
-                 AND i.order_id IN (SELECT value FROM jsonb_each($2))
-             WHERE e.taxpayer_id = $1",
-            "SELECT e.hosting AS enterprise_hosting, i.*
-             FROM enterprises e
-             LEFT JOIN invoices i ON i.enterprise = e.taxpayer_id
-                 AND i.order_id = ANY(ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))
-             WHERE e.taxpayer_id = $1",
-        ))
-        .bind(enterprise)
-        .bind(serde_json::Value::from(order_ids).to_string())
+        // One order (the common case) is matched by equality on the unique key: PostgreSQL's
+        // cached plan for `= ANY(…)` weighs an array of unknown length and may prefer another
+        // index on `enterprise` and a filter, which reads every invoice of the enterprise.
+        let rows = if let [order_id] = order_ids {
+            query(Sql::portable(
+                "SELECT e.hosting AS enterprise_hosting, i.*
+                 FROM enterprises e
+                 LEFT JOIN invoices i ON i.enterprise = e.taxpayer_id AND i.order_id = $2
+                 WHERE e.taxpayer_id = $1",
+            ))
+            .bind(enterprise)
+            .bind(*order_id)
+        } else {
+            query(Sql::dialects(
+                "SELECT e.hosting AS enterprise_hosting, i.*
+                 FROM enterprises e
+                 LEFT JOIN invoices i ON i.enterprise = e.taxpayer_id
+                     AND i.order_id IN (SELECT value FROM jsonb_each($2))
+                 WHERE e.taxpayer_id = $1",
+                "SELECT e.hosting AS enterprise_hosting, i.*
+                 FROM enterprises e
+                 LEFT JOIN invoices i ON i.enterprise = e.taxpayer_id
+                     AND i.order_id = ANY(ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))
+                 WHERE e.taxpayer_id = $1",
+            ))
+            .bind(enterprise)
+            .bind(serde_json::Value::from(order_ids).to_string())
+        }
         .fetch_all(&mut *self.inner.db.read().await?)
         .await?;
         let mut hosted = false;
