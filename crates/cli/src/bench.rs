@@ -160,6 +160,8 @@ pub(crate) struct OpenLoop {
     pub(crate) sent: usize,
     /// Failed requests.
     pub(crate) errors: usize,
+    /// The commonest failure and how often it occurred, when some failed.
+    pub(crate) commonest_error: Option<(String, usize)>,
     /// Latency from the scheduled send time, milliseconds.
     pub(crate) latency: Latency,
     /// Resident memory (KiB) once a minute into the phase, and at its end.
@@ -935,10 +937,11 @@ async fn open_loop(
     // its result is taken), so a long phase measures the system, not its own bookkeeping.
     let mut tasks = tokio::task::JoinSet::new();
     let mut lat = Vec::with_capacity(total);
-    let mut errors = 0;
+    let mut failures: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut collect = |r: Result<Result<Duration>, tokio::task::JoinError>| match r {
         Ok(Ok(d)) => lat.push(d),
-        _ => errors += 1,
+        Ok(Err(e)) => *failures.entry(format!("{e:#}")).or_default() += 1,
+        Err(e) => *failures.entry(e.to_string()).or_default() += 1,
     };
     let mut rss = Vec::new();
     let mut next_sample = start + RSS_SAMPLE;
@@ -970,6 +973,8 @@ async fn open_loop(
     }
     let secs = start.elapsed().as_secs_f64();
     rss.push(rss_kib().0);
+    let errors = failures.values().sum();
+    let commonest_error = failures.into_iter().max_by_key(|(_, n)| *n);
     #[expect(clippy::cast_precision_loss, reason = "counts far below 2^52")]
     let achieved = (lat.len() * batch) as f64 / secs;
     OpenLoop {
@@ -977,6 +982,7 @@ async fn open_loop(
         achieved_per_second: achieved,
         sent: total,
         errors,
+        commonest_error,
         latency: Latency::of(&mut lat),
         rss_kib: rss,
     }
@@ -1369,6 +1375,9 @@ fn render(r: &BenchReport, opts: &BenchOptions) -> String {
             o.latency.max,
             o.errors
         );
+        if let Some((error, n)) = &o.commonest_error {
+            let _ = writeln!(s, "  {:>10} {n} × {error}", "");
+        }
         if o.rss_kib.len() > 1 {
             let steps: Vec<String> = o
                 .rss_kib
