@@ -10,13 +10,17 @@
 // backend to zlib-rs, which does the same deflate about twice as fast as miniz_oxide.
 use flate2 as _;
 
+mod layout;
 mod pdf;
 mod qr;
+mod text;
 pub mod verify;
 mod xml;
 
-pub use pdf::{PdfFont, check_draft_glyphs, line_cells, render_pdf};
+pub use layout::{Region, regions};
+pub use pdf::{check_draft_glyphs, line_cells, render_pdf};
 pub use qr::{crc16_ccitt_false, qr_content};
+pub use text::PdfFont;
 pub use xml::{
     DeviceSignature, FORMAT_VERSION, REFERENCE_URI, SM2_WITH_SM3, base64, escape, render_xml,
     signed_content, tax_bureau_code, tax_bureau_name, xml_rate,

@@ -14,53 +14,24 @@ use krilla::num::NormalizedF32;
 use krilla::page::PageSettings;
 use krilla::paint::{Fill, FillRule, Stroke};
 use krilla::surface::Surface;
-use krilla::text::{Font, KrillaGlyph};
 use krilla::{Document, SerializeSettings};
-use skrifa::instance::{LocationRef, Size};
-use skrifa::{GlyphId, MetadataProvider};
 use time::PrimitiveDateTime;
 
 use fapiao_model::{BuyerKind, Invoice, Line};
 
 use crate::RenderError;
+use crate::layout::{
+    Align, CELL_PAD, COLUMNS, FLOOR_SIZE, FRAME_B, FRAME_L, FRAME_R, FRAME_T, HEADER_B, ITEM_SIZE,
+    ITEMS_B, LABEL_SIZE, MID, NUMBER_L, PAGE_H, PAGE_W, PARTIES_B, QR_SIDE, QR_X, QR_Y, SUM_B,
+    TITLE_R, TITLE_SIZE, TOTAL_B, VALUE_SIZE,
+};
 use crate::qr;
+use crate::text::{LEADING, Measure, PdfFont};
 
 const PT_PER_MM: f32 = 72.0 / 25.4;
-const PAGE_W: f32 = 210.0;
-const PAGE_H: f32 = 140.0;
-const FRAME_L: f32 = 4.5;
-const FRAME_R: f32 = 205.5;
-const FRAME_T: f32 = 24.0;
-const PARTIES_B: f32 = 44.0;
-const HEADER_B: f32 = 50.0;
-const ITEMS_B: f32 = 96.0;
-const SUM_B: f32 = 102.0;
-const TOTAL_B: f32 = 110.0;
-const FRAME_B: f32 = 126.0;
-const ROW_MIN: f32 = 4.2;
-const ITEM_SIZE: f32 = 7.0;
-const ITEM_LINE: f32 = 3.0;
-const LABEL_SIZE: f32 = 8.0;
-const VALUE_SIZE: f32 = 8.5;
-
-/// Item table columns: (header, left, right, alignment).
-const COLUMNS: [(&str, f32, f32, Align); 8] = [
-    ("项目名称", FRAME_L, 56.0, Align::Left),
-    ("规格型号", 56.0, 80.0, Align::Left),
-    ("单 位", 80.0, 92.0, Align::Center),
-    ("数 量", 92.0, 110.0, Align::Right),
-    ("单 价", 110.0, 136.0, Align::Right),
-    ("金 额", 136.0, 162.0, Align::Right),
-    ("税率/征收率", 162.0, 180.0, Align::Center),
-    ("税 额", 180.0, FRAME_R, Align::Right),
-];
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Align {
-    Left,
-    Center,
-    Right,
-}
+/// An item row's least height, and its padding above and below the text (mm).
+const ROW_MIN: f32 = 4.6;
+const ROW_PAD: f32 = 1.2;
 
 fn mm(v: f32) -> f32 {
     v * PT_PER_MM
@@ -74,180 +45,15 @@ fn black() -> rgb::Color {
     rgb::Color::new(0, 0, 0)
 }
 
-/// The typefaces an invoice is drawn with, ready for measuring and drawing: a primary face and
-/// fallbacks for what it lacks (rare characters of CJK Extensions A and B), each character
-/// drawn by the first face that has it. Load once, render many.
-#[derive(Clone)]
-pub struct PdfFont {
-    faces: Vec<Face>,
-}
-
-#[derive(Clone)]
-struct Face {
-    font: Font,
-    data: std::sync::Arc<Vec<u8>>,
-    index: u32,
-}
-
-impl Face {
-    fn new(data: Vec<u8>, index: u32) -> Result<Self, RenderError> {
-        let data = std::sync::Arc::new(data);
-        skrifa::FontRef::from_index(&data, index).map_err(|_| RenderError::Font)?;
-        let font = Font::new(krilla::Data::from(data.clone()), index).ok_or(RenderError::Font)?;
-        Ok(Self { font, data, index })
-    }
-
-    fn face(&self) -> skrifa::FontRef<'_> {
-        skrifa::FontRef::from_index(&self.data, self.index).expect("checked when loaded")
-    }
-}
-
-impl PdfFont {
-    /// Loads a font (`.ttf`/`.otf`, or a `.ttc` with its face index).
-    ///
-    /// # Errors
-    /// [`RenderError::Font`] if the data is not a usable font.
-    pub fn new(data: Vec<u8>, index: u32) -> Result<Self, RenderError> {
-        Ok(Self {
-            faces: vec![Face::new(data, index)?],
-        })
-    }
-
-    /// This font with `data` as a fallback face for characters the faces before it lack.
-    ///
-    /// # Errors
-    /// [`RenderError::Font`] if the data is not a usable font.
-    pub fn with_fallback(mut self, data: Vec<u8>, index: u32) -> Result<Self, RenderError> {
-        self.faces.push(Face::new(data, index)?);
-        Ok(self)
-    }
-
-    /// The first character of `text` no face can draw, if any.
-    #[must_use]
-    pub fn missing(&self, text: &str) -> Option<char> {
-        let maps: Vec<_> = self.faces.iter().map(|f| f.face().charmap()).collect();
-        text.chars()
-            .find(|&c| !c.is_whitespace() && maps.iter().all(|m| m.map(c).is_none()))
-    }
-}
-
-/// Measures text widths in points.
-struct Measure<'a> {
-    faces: Vec<(
-        skrifa::charmap::Charmap<'a>,
-        skrifa::metrics::GlyphMetrics<'a>,
-    )>,
-}
-
-/// A run of text drawn by one face: the face, the text, its glyphs (their ranges within the
-/// run's text), and its width at size 1.
-struct Run<'t> {
-    face: usize,
-    text: &'t str,
-    glyphs: Vec<KrillaGlyph>,
-    width: f32,
-}
-
-impl<'a> Measure<'a> {
-    fn new(font: &'a PdfFont) -> Self {
-        Self {
-            faces: font
-                .faces
-                .iter()
-                .map(|f| {
-                    let face = f.face();
-                    (
-                        face.charmap(),
-                        face.glyph_metrics(Size::new(1.0), LocationRef::default()),
-                    )
-                })
-                .collect(),
-        }
-    }
-
-    /// The face, glyph and advance at size 1 that draw `c`: the first face that has it (an
-    /// unmapped character takes the primary face's `.notdef`, half an em; [`check_glyphs`] has
-    /// refused those already, whitespace aside).
-    fn glyph(&self, c: char) -> (usize, GlyphId, f32) {
-        for (k, (charmap, metrics)) in self.faces.iter().enumerate() {
-            if let Some(g) = charmap.map(c) {
-                return (k, g, metrics.advance_width(g).unwrap_or(0.5));
-            }
-        }
-        (0, GlyphId::NOTDEF, 0.5)
-    }
-
-    /// Width at `size` points.
-    fn width(&self, text: &str, size: f32) -> f32 {
-        text.chars().map(|c| self.glyph(c).2).sum::<f32>() * size
-    }
-
-    /// The runs that draw `text`, one glyph per character, each mapped back to its character
-    /// so text extraction recovers it. Invoice text needs no shaping (no ligatures, no marks;
-    /// the bundled faces carry no layout tables at all), and the widths used for alignment
-    /// are the same advances the glyphs are drawn with.
-    fn runs<'t>(&self, text: &'t str) -> Vec<Run<'t>> {
-        let mut runs: Vec<Run<'t>> = Vec::new();
-        let mut start = 0;
-        for (at, c) in text.char_indices() {
-            let (face, g, advance) = self.glyph(c);
-            let continues = runs.last().is_some_and(|r| r.face == face);
-            if !continues {
-                start = at;
-                runs.push(Run {
-                    face,
-                    text: "",
-                    glyphs: Vec::new(),
-                    width: 0.0,
-                });
-            }
-            let run = runs.last_mut().expect("pushed above");
-            let end = at + c.len_utf8();
-            run.text = &text[start..end];
-            run.glyphs.push(KrillaGlyph::new(
-                krilla::text::GlyphId::new(g.to_u32()),
-                advance,
-                0.0,
-                0.0,
-                0.0,
-                at - start..end - start,
-                None,
-            ));
-            run.width += advance;
-        }
-        runs
-    }
-
-    /// Splits text into lines no wider than `width` points.
-    fn wrap(&self, text: &str, size: f32, width: f32) -> Vec<String> {
-        let mut lines = Vec::new();
-        let mut current = String::new();
-        let mut used = 0.0;
-        for c in text.chars() {
-            if c == '\n' {
-                lines.push(std::mem::take(&mut current));
-                used = 0.0;
-                continue;
-            }
-            let w = self.glyph(c).2 * size;
-            if !current.is_empty() && used + w > width {
-                lines.push(std::mem::take(&mut current));
-                used = 0.0;
-            }
-            current.push(c);
-            used += w;
-        }
-        if !current.is_empty() || lines.is_empty() {
-            lines.push(current);
-        }
-        lines
-    }
-}
-
-/// One table row as laid out.
+/// One table row as laid out: each cell's lines and type size, and the row's height (mm).
 struct Row {
-    cells: [Vec<String>; 8],
+    cells: [(Vec<String>, f32); 8],
     height: f32,
+}
+
+/// Line height at `size` points, in mm.
+fn line_mm(size: f32) -> f32 {
+    size * LEADING / PT_PER_MM
 }
 
 /// Renders the PDF (PDF/A-3u) with `xml` attached as `dzfp_<number>.xml`.
@@ -407,13 +213,32 @@ pub fn line_cells(l: &Line) -> [String; 8] {
 
 fn row(l: &Line, m: &Measure<'_>) -> Row {
     let texts = line_cells(l);
-    let cells: [Vec<String>; 8] = std::array::from_fn(|i| {
+    let cells: [(Vec<String>, f32); 8] = std::array::from_fn(|i| {
         let (_, left, right, _) = COLUMNS[i];
-        m.wrap(&texts[i], ITEM_SIZE, mm(right - left - 1.6))
+        let width = mm(right - left - CELL_PAD.0 - CELL_PAD.1);
+        if i < 3 {
+            // Names, specifications and units wrap; the row grows.
+            (m.wrap(&texts[i], ITEM_SIZE, width), ITEM_SIZE)
+        } else {
+            // Numbers shrink to stay on one line, and wrap only at the floor.
+            let f = m.fit(
+                &texts[i],
+                (width, ITEM_SIZE * LEADING),
+                (ITEM_SIZE, FLOOR_SIZE),
+            );
+            (f.lines, f.size)
+        }
     });
-    let lines = cells.iter().map(Vec::len).max().unwrap_or(1);
-    let height = (lines as f32 * ITEM_LINE + 1.2).max(ROW_MIN);
-    Row { cells, height }
+    #[expect(clippy::cast_precision_loss, reason = "a few lines")]
+    let height = cells
+        .iter()
+        .map(|(lines, size)| lines.len() as f32 * line_mm(*size))
+        .fold(0.0, f32::max)
+        + ROW_PAD;
+    Row {
+        cells,
+        height: height.max(ROW_MIN),
+    }
 }
 
 /// Row indices per page; every page has at least one row.
@@ -479,11 +304,47 @@ impl Painter<'_, '_> {
     ) {
         let w = self.measure.width(text, size) / PT_PER_MM;
         let x = match align {
-            Align::Left => left + 1.5,
+            Align::Left => left + CELL_PAD.0,
             Align::Center => (left + right - w) / 2.0,
-            Align::Right => right - 0.8 - w,
+            Align::Right => right - CELL_PAD.1 - w,
         };
         self.text(x, baseline, size, text, color);
+    }
+
+    /// Sets `lines` at `size` in the box `left..right` × `top..bottom` (mm), centred
+    /// vertically, each line aligned by `align`.
+    fn lines_in(
+        &mut self,
+        (left, top, right, bottom): (f32, f32, f32, f32),
+        lines: &[String],
+        size: f32,
+        align: Align,
+        color: rgb::Color,
+    ) {
+        let lh = line_mm(size);
+        #[expect(clippy::cast_precision_loss, reason = "a few lines")]
+        let first = top + ((bottom - top) - lines.len() as f32 * lh).max(0.0) / 2.0;
+        for (i, l) in lines.iter().enumerate() {
+            #[expect(clippy::cast_precision_loss, reason = "a few lines")]
+            let baseline = first + (i as f32 + 0.78) * lh;
+            self.aligned((left, right), baseline, size, l, align, color);
+        }
+    }
+
+    /// Sets `text` in the box (mm, padding included): wrapped by the rules of Chinese
+    /// typesetting at `nominal` points, shrunk towards [`FLOOR_SIZE`] until it fits.
+    fn fitted(
+        &mut self,
+        (left, top, right, bottom): (f32, f32, f32, f32),
+        text: &str,
+        nominal: f32,
+        align: Align,
+    ) {
+        let width = mm(right - left - CELL_PAD.0 - CELL_PAD.1);
+        let f = self
+            .measure
+            .fit(text, (width, mm(bottom - top)), (nominal, FLOOR_SIZE));
+        self.lines_in((left, top, right, bottom), &f.lines, f.size, align, black());
     }
 
     fn line(&mut self, x1: f32, y1: f32, x2: f32, y2: f32, width: f32) {
@@ -512,34 +373,37 @@ impl Painter<'_, '_> {
     /// Characters stacked vertically, centred in a narrow cell.
     fn vertical(&mut self, x_center: f32, top: f32, bottom: f32, text: &str) {
         let chars: Vec<char> = text.chars().collect();
+        #[expect(clippy::cast_precision_loss, reason = "a few characters")]
         let step = (bottom - top) / chars.len() as f32;
         for (i, c) in chars.iter().enumerate() {
             let s = c.to_string();
             let w = self.measure.width(&s, LABEL_SIZE) / PT_PER_MM;
-            self.text(
-                x_center - w / 2.0,
-                top + step * (i as f32 + 0.75),
-                LABEL_SIZE,
-                &s,
-                dark_red(),
-            );
+            #[expect(clippy::cast_precision_loss, reason = "a few characters")]
+            let baseline = top + step * (i as f32 + 0.75);
+            self.text(x_center - w / 2.0, baseline, LABEL_SIZE, &s, dark_red());
         }
     }
 
-    fn page_frame(&mut self, inv: &Invoice, qr_content: &str, page: usize, pages: usize) {
-        let d = inv.draft();
-        // QR code, 20 × 20 mm at the top left, drawn in module units: one stroke one module
-        // wide along each horizontal run of dark modules, all in one path (half the bytes of
-        // a rectangle per run).
-        let (grid, width) = qr::symbol(qr_content);
-        let module = mm(20.0) / width as f32;
+    /// The QR code, [`QR_SIDE`] mm square at ([`QR_X`], [`QR_Y`]), drawn in module units: one
+    /// stroke one module wide along each horizontal run of dark modules, all in one path
+    /// (half the bytes of a rectangle per run). Nothing is drawn within four modules of it.
+    fn qr(&mut self, content: &str) {
+        let (grid, width) = qr::symbol(content);
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a symbol of at most 177 modules"
+        )]
+        let module = mm(QR_SIDE) / width as f32;
         let mut pb = PathBuilder::new();
         for (y, row) in grid.chunks_exact(width).enumerate() {
             let mut x = 0;
             for run in row.chunk_by(|a, b| a == b) {
                 if run[0] {
-                    pb.move_to(x as f32, y as f32 + 0.5);
-                    pb.line_to((x + run.len()) as f32, y as f32 + 0.5);
+                    #[expect(clippy::cast_precision_loss, reason = "module coordinates")]
+                    {
+                        pb.move_to(x as f32, y as f32 + 0.5);
+                        pb.line_to((x + run.len()) as f32, y as f32 + 0.5);
+                    }
                 }
                 x += run.len();
             }
@@ -556,35 +420,44 @@ impl Painter<'_, '_> {
                 0.0,
                 0.0,
                 module,
-                mm(8.5),
-                mm(3.0),
+                mm(QR_X),
+                mm(QR_Y),
             ));
             self.s.draw_path(&path);
             self.s.pop();
             self.s.set_stroke(None);
         }
-        // Title with a double rule.
+    }
+
+    fn page_frame(&mut self, inv: &Invoice, qr_content: &str, page: usize, pages: usize) {
+        let d = inv.draft();
+        self.qr(qr_content);
+        // The title, centred on the page, with a double rule that ends before the number
+        // block.
         let title = d.invoice_type().title();
-        let tw = self.measure.width(&title, 17.0) / PT_PER_MM;
-        self.text((PAGE_W - tw) / 2.0, 13.5, 17.0, &title, dark_red());
-        self.line(
-            (PAGE_W - tw) / 2.0 - 2.0,
-            16.0,
-            (PAGE_W + tw) / 2.0 + 2.0,
-            16.0,
-            0.6,
-        );
-        self.line(
-            (PAGE_W - tw) / 2.0 - 2.0,
-            16.9,
-            (PAGE_W + tw) / 2.0 + 2.0,
-            16.9,
-            0.6,
-        );
+        let natural = self.measure.width(&title, TITLE_SIZE) / PT_PER_MM;
+        let room = 2.0 * (TITLE_R - 2.0 - PAGE_W / 2.0);
+        let size = if natural > room {
+            TITLE_SIZE * room / natural
+        } else {
+            TITLE_SIZE
+        };
+        let tw = self.measure.width(&title, size) / PT_PER_MM;
+        self.text((PAGE_W - tw) / 2.0, 13.5, size, &title, dark_red());
+        for y in [16.0, 16.9] {
+            self.line(
+                (PAGE_W - tw) / 2.0 - 2.0,
+                y,
+                (PAGE_W + tw) / 2.0 + 2.0,
+                y,
+                0.6,
+            );
+        }
         // Number and date, top right.
-        self.text(148.0, 10.0, LABEL_SIZE, "发票号码：", dark_red());
-        self.text(163.0, 10.0, VALUE_SIZE, inv.number().as_str(), black());
-        self.text(148.0, 16.0, LABEL_SIZE, "开票日期：", dark_red());
+        let value_x = NUMBER_L + 15.0;
+        self.text(NUMBER_L, 10.0, LABEL_SIZE, "发票号码：", dark_red());
+        self.text(value_x, 10.0, VALUE_SIZE, inv.number().as_str(), black());
+        self.text(NUMBER_L, 16.0, LABEL_SIZE, "开票日期：", dark_red());
         let date = inv.issued_at().date();
         let date_text = format!(
             "{}年{:02}月{:02}日",
@@ -592,10 +465,10 @@ impl Painter<'_, '_> {
             u8::from(date.month()),
             date.day()
         );
-        self.text(163.0, 16.0, VALUE_SIZE, &date_text, black());
+        self.text(value_x, 16.0, VALUE_SIZE, &date_text, black());
         if pages > 1 {
             self.text(
-                148.0,
+                NUMBER_L,
                 21.5,
                 LABEL_SIZE,
                 &format!("第{}页/共{}页", page + 1, pages),
@@ -605,10 +478,9 @@ impl Painter<'_, '_> {
 
         // The frame and the party halves.
         self.rect(FRAME_L, FRAME_T, FRAME_R, FRAME_B);
-        let mid = (FRAME_L + FRAME_R) / 2.0;
-        self.line(mid, FRAME_T, mid, PARTIES_B, 0.8);
+        self.line(MID, FRAME_T, MID, PARTIES_B, 0.8);
         self.line(FRAME_L, PARTIES_B, FRAME_R, PARTIES_B, 0.8);
-        for (x, label) in [(FRAME_L, "购买方信息"), (mid, "销售方信息")] {
+        for (x, label) in [(FRAME_L, "购买方信息"), (MID, "销售方信息")] {
             self.line(x + 6.0, FRAME_T, x + 6.0, PARTIES_B, 0.6);
             self.vertical(x + 3.0, FRAME_T + 1.0, PARTIES_B - 1.0, label);
         }
@@ -619,20 +491,33 @@ impl Painter<'_, '_> {
             _ => String::new(),
         };
         let s = d.seller();
-        for (x, name, id) in [
-            (FRAME_L, b.name.as_str(), buyer_id.as_str()),
-            (mid, s.name.as_str(), s.taxpayer_id.as_str()),
+        for (x, right, name, id) in [
+            (FRAME_L, MID, b.name.as_str(), buyer_id.as_str()),
+            (MID, FRAME_R, s.name.as_str(), s.taxpayer_id.as_str()),
         ] {
-            self.text(x + 8.0, FRAME_T + 7.5, LABEL_SIZE, "名称：", dark_red());
-            self.text(x + 17.0, FRAME_T + 7.5, VALUE_SIZE, name, black());
+            // 名称: up to three lines over the upper part of the half.
+            let (top, bottom) = (FRAME_T + 1.0, FRAME_T + 11.5);
             self.text(
                 x + 8.0,
-                FRAME_T + 15.5,
+                (top + bottom) / 2.0 + 1.0,
+                LABEL_SIZE,
+                "名称：",
+                dark_red(),
+            );
+            self.fitted(
+                (x + 16.0, top, right, bottom),
+                name,
+                VALUE_SIZE,
+                Align::Left,
+            );
+            self.text(
+                x + 8.0,
+                FRAME_T + 16.5,
                 LABEL_SIZE,
                 "统一社会信用代码/纳税人识别号：",
                 dark_red(),
             );
-            self.text(x + 55.0, FRAME_T + 15.5, VALUE_SIZE, id, black());
+            self.text(x + 55.0, FRAME_T + 16.5, VALUE_SIZE, id, black());
         }
 
         // Item table header; the table has no vertical rules between columns.
@@ -652,35 +537,33 @@ impl Painter<'_, '_> {
         self.line(FRAME_L + 6.0, TOTAL_B, FRAME_L + 6.0, FRAME_B, 0.6);
         self.vertical(FRAME_L + 3.0, TOTAL_B + 1.0, FRAME_B - 1.0, "备注");
         if let Some(r) = d.remarks() {
-            let lines = self
-                .measure
-                .wrap(r, VALUE_SIZE, mm(FRAME_R - FRAME_L - 10.0));
-            for (i, l) in lines.iter().enumerate() {
-                self.text(
-                    FRAME_L + 8.0,
-                    TOTAL_B + 5.0 + i as f32 * 3.6,
-                    VALUE_SIZE,
-                    l,
-                    black(),
-                );
-            }
+            self.fitted(
+                (FRAME_L + 7.0, TOTAL_B + 0.5, FRAME_R, FRAME_B - 0.5),
+                r,
+                VALUE_SIZE,
+                Align::Left,
+            );
         }
-        self.text(FRAME_L + 4.0, 132.5, LABEL_SIZE, "开票人：", dark_red());
-        self.text(
-            FRAME_L + 16.0,
-            132.5,
-            VALUE_SIZE,
+        let drawer_y = (FRAME_B + PAGE_H) / 2.0 + 1.0;
+        self.text(FRAME_L + 4.0, drawer_y, LABEL_SIZE, "开票人：", dark_red());
+        self.fitted(
+            (FRAME_L + 15.0, FRAME_B + 1.0, 110.0, PAGE_H - 1.0),
             d.drawer().unwrap_or(""),
-            black(),
+            VALUE_SIZE,
+            Align::Left,
         );
     }
 
     fn item_row(&mut self, row: &Row, top: f32) {
         for (i, (_, left, right, align)) in COLUMNS.into_iter().enumerate() {
-            for (n, text) in row.cells[i].iter().enumerate() {
-                let baseline = top + 3.0 + n as f32 * ITEM_LINE;
-                self.aligned((left, right), baseline, ITEM_SIZE, text, align, black());
-            }
+            let (lines, size) = &row.cells[i];
+            self.lines_in(
+                (left, top, right, top + row.height),
+                lines,
+                *size,
+                align,
+                black(),
+            );
         }
     }
 
@@ -715,37 +598,31 @@ impl Painter<'_, '_> {
         }
         let t = d.totals();
         let (_, _, amount_right, _) = COLUMNS[5];
-        let (_, _, tax_right, _) = COLUMNS[7];
-        self.aligned(
-            (110.0, amount_right),
-            ITEMS_B + 4.2,
-            VALUE_SIZE,
+        let (_, tax_left, tax_right, _) = COLUMNS[7];
+        self.fitted(
+            (113.0, ITEMS_B, amount_right, SUM_B),
             &format!("¥{}", t.amount),
-            Align::Right,
-            black(),
-        );
-        self.aligned(
-            (162.0, tax_right),
-            ITEMS_B + 4.2,
             VALUE_SIZE,
+            Align::Right,
+        );
+        self.fitted(
+            (tax_left - 18.0, ITEMS_B, tax_right, SUM_B),
             &format!("¥{}", t.tax),
-            Align::Right,
-            black(),
-        );
-        self.text(
-            60.0,
-            SUM_B + 5.2,
             VALUE_SIZE,
+            Align::Right,
+        );
+        self.fitted(
+            (58.0, SUM_B, 148.0, TOTAL_B),
             &format!("⊗{}", d.total_in_words()),
-            black(),
+            VALUE_SIZE,
+            Align::Left,
         );
         self.text(150.0, SUM_B + 5.2, LABEL_SIZE, "（小写）", dark_red());
-        self.text(
-            163.0,
-            SUM_B + 5.2,
-            VALUE_SIZE,
+        self.fitted(
+            (161.0, SUM_B, FRAME_R, TOTAL_B),
             &format!("¥{}", t.total),
-            black(),
+            VALUE_SIZE,
+            Align::Left,
         );
     }
 }

@@ -7,7 +7,7 @@ use fapiao_render::{RenderError, qr_content, render_pdf, render_xml, signed_cont
 
 use crate::fixtures::{cases, device, draft_from_json, font, issue, sign};
 
-fn run(dir: &Path, program: &str, args: &[&str]) -> (bool, String) {
+pub(crate) fn run(dir: &Path, program: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(program)
         .args(args)
         .current_dir(dir)
@@ -416,41 +416,88 @@ fn the_xml_signature_verifies_with_openssl_over_the_documented_bytes() {
     )));
 }
 
-/// `docs/invoice-blue.png` and `docs/invoice-red.png` show readers what the layout looks like.
-/// `UPDATE_DOCS=1 cargo test -p fapiao-render docs_pictures` redraws them.
+/// The pictures of `docs/` (first pages at 110 dpi) and the invoice each shows.
+fn pictures() -> Vec<(&'static str, fapiao_model::Invoice)> {
+    let mut cases = cases();
+    let mut take = |name: &str| {
+        let at = cases.iter().position(|(n, _)| *n == name).unwrap();
+        cases.remove(at).1
+    };
+    vec![
+        ("invoice-blue", take("basic")),
+        ("invoice-special", take("special")),
+        ("invoice-red", take("red-full")),
+        ("invoice-long", take("sixty-lines")),
+        (
+            "invoice-edge",
+            issue(draft_from_json(&crate::layout::longest_order()), 990),
+        ),
+    ]
+}
+
+/// An RGB picture: width, height, pixels.
+fn decode(png_bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+    let mut reader = png::Decoder::new(png_bytes).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb, "pdftoppm writes RGB");
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+/// Golden images: each picture of `docs/` is the first page of its invoice as rendered now
+/// (pdftoppm, 110 dpi), pixel for pixel but for anti-aliasing — at most 0.05 % of the pixels
+/// may differ by more than a quarter of the range. A layout change, intended or not, fails
+/// here; `UPDATE_DOCS=1 cargo test -p fapiao-render golden` redraws the pictures after an
+/// intended one (look at them before committing).
 #[test]
-fn docs_pictures_exist_and_can_be_redrawn() {
+fn golden_images_of_the_docs_match_the_layout() {
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
-    if std::env::var_os("UPDATE_DOCS").is_some() {
-        let tmp = tempfile::tempdir().unwrap();
-        for (case, file) in [("special", "invoice-blue"), ("red-full", "invoice-red")] {
-            let (_, inv) = cases().into_iter().find(|(n, _)| *n == case).unwrap();
-            let xml = render_xml(&inv, Some(&sign(&inv)));
-            std::fs::write(
-                tmp.path().join("x.pdf"),
-                render_pdf(&inv, &xml, font()).unwrap(),
-            )
-            .unwrap();
-            let out = docs.join(file);
-            let (ok, msg) = run(
-                tmp.path(),
-                "pdftoppm",
-                &[
-                    "-r",
-                    "110",
-                    "-png",
-                    "-singlefile",
-                    "x.pdf",
-                    out.to_str().unwrap(),
-                ],
-            );
-            assert!(ok, "{msg}");
+    let update = std::env::var_os("UPDATE_DOCS").is_some();
+    let tmp = tempfile::tempdir().unwrap();
+    for (file, inv) in pictures() {
+        let xml = render_xml(&inv, Some(&sign(&inv)));
+        std::fs::write(
+            tmp.path().join("x.pdf"),
+            render_pdf(&inv, &xml, font()).unwrap(),
+        )
+        .unwrap();
+        let out = tmp.path().join(file);
+        let (ok, msg) = run(
+            tmp.path(),
+            "pdftoppm",
+            &[
+                "-r",
+                "110",
+                "-png",
+                "-singlefile",
+                "x.pdf",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(ok, "{msg}");
+        let now = std::fs::read(out.with_extension("png")).unwrap();
+        let golden = docs.join(format!("{file}.png"));
+        if update {
+            std::fs::write(&golden, &now).unwrap();
+            continue;
         }
-    }
-    for file in ["invoice-blue.png", "invoice-red.png"] {
-        let bytes = std::fs::read(docs.join(file))
-            .unwrap_or_else(|_| panic!("docs/{file} is missing: run with UPDATE_DOCS=1"));
-        assert!(bytes.starts_with(b"\x89PNG"), "{file}");
+        let was = std::fs::read(&golden).unwrap_or_else(|_| {
+            panic!("docs/{file}.png is missing: UPDATE_DOCS=1 cargo test -p fapiao-render golden")
+        });
+        let (a, b) = (decode(&was), decode(&now));
+        assert_eq!((a.0, a.1), (b.0, b.1), "docs/{file}.png: another page size");
+        let differing =
+            a.2.chunks_exact(3)
+                .zip(b.2.chunks_exact(3))
+                .filter(|(p, q)| p.iter().zip(q.iter()).any(|(x, y)| x.abs_diff(*y) > 64))
+                .count();
+        let allowed = a.2.len() / 3 / 2000;
+        assert!(
+            differing <= allowed,
+            "docs/{file}.png: {differing} pixels differ (at most {allowed}): the layout changed; \
+             if intended, UPDATE_DOCS=1 cargo test -p fapiao-render golden and look at the pictures"
+        );
     }
 }
 

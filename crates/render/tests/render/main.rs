@@ -7,3 +7,4 @@
 
 mod files;
 mod fixtures;
+mod layout;
