@@ -316,6 +316,9 @@ impl Agent {
             Ok(x) => x,
             Err(e) => return refuse(Code::RedInvalid, e.to_string()),
         };
+        if let Some(e) = fapiao_render::undrawable(&draft) {
+            return Ok(Handled::Refused(Refusal::invalid(&e)));
+        }
         let form = FormWire::from(&form);
         self.issue_draft(&o.order_id, &o.request_hash, draft, Some((form, day, seq)))
             .await

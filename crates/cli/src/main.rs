@@ -128,6 +128,9 @@ enum Command {
         /// Order id of the red (default: generated).
         #[arg(long)]
         order_id: Option<String>,
+        /// 开票人 of the red (default: the blue invoice's).
+        #[arg(long)]
+        drawer: Option<String>,
         #[command(flatten)]
         target: ErpTarget,
         /// Print the answer as JSON.
@@ -771,6 +774,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             lines,
             buyer_confirmation,
             order_id,
+            drawer,
             target,
             json,
         } => services::red(
@@ -778,8 +782,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             &number,
             &reason,
             &lines,
-            buyer_confirmation,
-            order_id,
+            services::RedOptions {
+                buyer_confirmation,
+                order_id,
+                drawer,
+            },
             target.enterprise,
             json,
         ),

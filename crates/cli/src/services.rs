@@ -453,18 +453,28 @@ pub(crate) fn agent_status(config: &Path, json_out: bool) -> anyhow::Result<Exit
     })
 }
 
+/// What `fapiao red` may say of the red beyond its scope.
+pub(crate) struct RedOptions {
+    pub(crate) buyer_confirmation: Option<String>,
+    pub(crate) order_id: Option<String>,
+    pub(crate) drawer: Option<String>,
+}
+
 /// `fapiao red NUMBER`.
-#[expect(clippy::too_many_arguments, reason = "the command's options")]
 pub(crate) fn red(
     data: &Path,
     number: &str,
     reason: &str,
     lines: &[String],
-    buyer_confirmation: Option<String>,
-    order_id: Option<String>,
+    options: RedOptions,
     enterprise: Option<String>,
     json_out: bool,
 ) -> anyhow::Result<ExitCode> {
+    let RedOptions {
+        buyer_confirmation,
+        order_id,
+        drawer,
+    } = options;
     init_logging(tracing::Level::WARN);
     let mut parts = Vec::new();
     for l in lines {
@@ -493,6 +503,9 @@ pub(crate) fn red(
     let mut body = json!({"order_id": order_id, "reason": reason, "scope": scope});
     if let Some(b) = buyer_confirmation {
         body["buyer_confirmation"] = json!(b);
+    }
+    if let Some(d) = drawer {
+        body["drawer"] = json!(d);
     }
     runtime()?.block_on(async {
         let erp = Erp::open(data)?;

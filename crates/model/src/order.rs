@@ -42,7 +42,7 @@ const ACCOUNT_MAX: usize = 50;
 const REMARKS_MAX: usize = 200;
 /// Lines a remark may have.
 const REMARKS_MAX_LINES: usize = 5;
-const DRAWER_MAX: usize = 30;
+pub(crate) const DRAWER_MAX: usize = 30;
 
 /// The enterprise's identifier of an order: 1–64 characters of `A-Z a-z 0-9 . _ : -`. Keys
 /// idempotency for as long as the order exists.

@@ -454,6 +454,9 @@ pub struct LineBalance {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RedError {
+    /// A 开票人 no invoice may print: too long, control or invisible characters.
+    #[error("drawer {0}")]
+    Drawer(String),
     /// A reason code outside 01–04.
     #[error(
         "unknown red reason `{code}`; use 01 开票有误, 02 销货退回, 03 服务中止 or 04 销售折让"
@@ -697,7 +700,8 @@ pub fn remaining(blue: &Invoice, prior_reds: &[Invoice]) -> Result<Vec<LineBalan
 }
 
 /// Plans the red invoice a usable form asks for: checks every rule and computes the negative
-/// lines. The result still needs a number (and a signature) to become an invoice.
+/// lines. The result still needs a number (and a signature) to become an invoice. Its 开票人 is
+/// `drawer`, or the blue invoice's when none is given.
 ///
 /// # Errors
 /// [`RedError`] naming the first rule the request breaks.
@@ -718,6 +722,9 @@ pub fn plan_red(
         return Err(RedError::FormNotUsable {
             status: form.status().code(),
         });
+    }
+    if let Some(d) = &drawer {
+        check_drawer(d)?;
     }
     let mut gs = history(blue, prior_reds)?;
     if gs.iter().all(|g| g.amount.is_zero() && g.tax.is_zero()) {
@@ -755,8 +762,29 @@ pub fn plan_red(
         buyer: blue_draft.buyer().clone(),
         lines,
         remarks: Some(remarks),
-        drawer,
+        drawer: drawer.or_else(|| blue_draft.drawer().map(str::to_owned)),
     }))
+}
+
+/// The rules an order's `drawer` follows, for a red's.
+fn check_drawer(d: &str) -> Result<(), RedError> {
+    let len = d.chars().count();
+    if len > crate::order::DRAWER_MAX {
+        return Err(RedError::Drawer(format!(
+            "is {len} characters long; at most {} allowed",
+            crate::order::DRAWER_MAX
+        )));
+    }
+    if let Some(c) = d
+        .chars()
+        .find(|c| c.is_control() || crate::order::not_printable(*c))
+    {
+        return Err(RedError::Drawer(format!(
+            "contains U+{:04X}, which no invoice carries",
+            u32::from(c)
+        )));
+    }
+    Ok(())
 }
 
 fn red_line(

@@ -741,6 +741,9 @@ impl Platform {
             o.drawer.clone(),
         )
         .map_err(red_err)?;
+        if let Some(e) = fapiao_render::undrawable(&draft) {
+            return Err(Step::Refused(Refusal::invalid(&e)));
+        }
         let total = draft.totals().total;
         let quota = self.check_quota(&mut run, &e, issued_at, total).await?;
         let signed = match self.number_and_sign(&mut run, &e, draft, issued_at).await {

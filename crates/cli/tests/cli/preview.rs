@@ -134,7 +134,7 @@ fn render_writes_a_pdf_and_xml_from_an_invoice_file() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF-"));
     let text = std::fs::read_to_string(&xml).unwrap();
-    assert!(text.contains("<EIid>26312000000000000102</EIid>"), "{text}");
+    assert!(text.contains("<EIid>26442000000000000102</EIid>"), "{text}");
     assert!(
         !text.contains("TaxBureauSignature"),
         "unsigned without --device"

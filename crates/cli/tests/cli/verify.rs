@@ -141,7 +141,7 @@ fn a_signed_xml_and_pdf_verify_offline_and_openssl_and_gmssl_agree() {
         let (code, out) = verify(d, file, &[]);
         assert_eq!(code, Some(0), "{file}: {out}");
         assert!(
-            out.contains("valid: 数电票 26312000000000000102") && out.contains("device:dev-1"),
+            out.contains("valid: 数电票 26442000000000000102") && out.contains("device:dev-1"),
             "{out}"
         );
     }
@@ -289,13 +289,13 @@ fn tax_s_receipt_is_checked_against_the_content() {
         // As the ERP API's invoice JSON carries it.
         serde_json::json!({"number": number, "receipt": signed}).to_string()
     };
-    std::fs::write(d.join("good.json"), receipt("26312000000000000102", &hash)).unwrap();
+    std::fs::write(d.join("good.json"), receipt("26442000000000000102", &hash)).unwrap();
     let (code, out) = verify(d, &xml_path, &["--receipt", "good.json"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("tax accepted exactly this content"), "{out}");
     std::fs::write(
         d.join("other.json"),
-        receipt("26312000000000000102", &"0".repeat(64)),
+        receipt("26442000000000000102", &"0".repeat(64)),
     )
     .unwrap();
     let (code, out) = verify(d, &xml_path, &["--receipt", "other.json"]);

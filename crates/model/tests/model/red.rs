@@ -69,6 +69,25 @@ fn by_quantity(line: u32, q: &str) -> PartialReversal {
     }
 }
 
+/// A red's 开票人 is the one the request names, else the blue invoice's (a red without one
+/// printed an empty 开票人).
+#[test]
+fn a_red_has_the_drawer_it_names_or_the_blue_ones() {
+    let blue = issue(draft("basic.json"), 1);
+    assert_eq!(blue.draft().drawer(), Some("李静"));
+    let red = plan_red(&blue, &[], &full(&blue), None, None).unwrap();
+    assert_eq!(red.drawer(), Some("李静"));
+    let red = plan_red(&blue, &[], &full(&blue), None, Some("王芳".into())).unwrap();
+    assert_eq!(red.drawer(), Some("王芳"));
+    // What an order's drawer may not be, a red's may not either.
+    for bad in ["王".repeat(31), "王\u{202E}芳".to_owned(), "王\n芳".to_owned()] {
+        assert!(matches!(
+            plan_red(&blue, &[], &full(&blue), None, Some(bad)),
+            Err(RedError::Drawer(_))
+        ));
+    }
+}
+
 #[test]
 fn a_full_red_negates_everything_and_carries_the_official_remark() {
     let blue = issue(draft("basic.json"), 1);

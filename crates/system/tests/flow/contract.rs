@@ -167,6 +167,18 @@ async fn errors_have_one_shape_and_the_invoice_shows_its_reds() {
         );
         assert_eq!(finding(&v), (path.into(), code.into()), "{body}: {v}");
     }
+    // A red's 开票人 follows an order's rules (and the layout's): nothing numbered.
+    for drawer in ["王😀", "王\u{202E}芳", &"王".repeat(31)] {
+        let r = post(
+            &erp,
+            &red_path,
+            &json!({"order_id": "RED-D", "reason": "01", "drawer": drawer}),
+        )
+        .await;
+        let v = json_of(&r);
+        assert_eq!(r.status, 422, "{drawer}: {v}");
+        assert!(v["message"].as_str().unwrap().contains("drawer"), "{v}");
+    }
     let r = post(
         &erp,
         &red_path,
@@ -176,6 +188,12 @@ async fn errors_have_one_shape_and_the_invoice_shows_its_reds() {
     .await;
     assert_eq!(r.status, 201, "{}", json_of(&r));
     let red = json_of(&r);
+    // Without a drawer of its own, a red has the blue's.
+    assert_eq!(
+        red["invoice"]["drawer"], blue["invoice"]["drawer"],
+        "{red}"
+    );
+    assert!(red["invoice"]["drawer"].is_string(), "{red}");
     let r = get(&erp, &format!("/v1/invoices/{number}")).await;
     let now = json_of(&r);
     assert_eq!(now["reds"][0]["number"], red["number"], "{now}");
