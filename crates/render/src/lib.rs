@@ -11,6 +11,8 @@
 use flate2 as _;
 
 mod layout;
+pub mod ofd;
+mod page;
 mod pdf;
 mod qr;
 mod text;
@@ -18,7 +20,9 @@ pub mod verify;
 mod xml;
 
 pub use layout::{Region, regions};
-pub use pdf::{check_draft_glyphs, line_cells, render_pdf};
+pub use ofd::{UnsignedOfd, render_ofd};
+pub use page::{check_draft_glyphs, line_cells};
+pub use pdf::render_pdf;
 pub use qr::{crc16_ccitt_false, qr_content};
 pub use text::PdfFont;
 pub use xml::{

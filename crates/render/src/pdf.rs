@@ -17,43 +17,92 @@ use krilla::surface::Surface;
 use krilla::{Document, SerializeSettings};
 use time::PrimitiveDateTime;
 
-use fapiao_model::{BuyerKind, Invoice, Line};
+use fapiao_model::Invoice;
 
 use crate::RenderError;
-use crate::layout::{
-    Align, CELL_PAD, COLUMNS, FLOOR_SIZE, FRAME_B, FRAME_L, FRAME_R, FRAME_T, HEADER_B, ITEM_SIZE,
-    ITEMS_B, LABEL_SIZE, MID, NUMBER_L, PAGE_H, PAGE_W, PARTIES_B, QR_SIDE, QR_X, QR_Y, SUM_B,
-    TITLE_R, TITLE_SIZE, TOTAL_B, VALUE_SIZE,
-};
-use crate::qr;
-use crate::text::{LEADING, Measure, PdfFont};
-
-const PT_PER_MM: f32 = 72.0 / 25.4;
-/// An item row's least height, and its padding above and below the text (mm).
-const ROW_MIN: f32 = 4.6;
-const ROW_PAD: f32 = 1.2;
+use crate::layout::{PAGE_H, PAGE_W};
+use crate::page::{Canvas, Color, PT_PER_MM, Plan, check_draft_glyphs};
+use crate::text::{Measure, PdfFont, Run};
 
 fn mm(v: f32) -> f32 {
     v * PT_PER_MM
 }
 
-fn dark_red() -> rgb::Color {
-    rgb::Color::new(0x80, 0, 0)
+/// A page of the PDF as a [`Canvas`].
+struct PdfCanvas<'a, 'b> {
+    s: &'a mut Surface<'b>,
+    font: &'a PdfFont,
 }
 
-fn black() -> rgb::Color {
-    rgb::Color::new(0, 0, 0)
-}
+impl Canvas for PdfCanvas<'_, '_> {
+    fn glyphs(&mut self, x: f32, baseline: f32, size: f32, run: &Run<'_>, color: Color) {
+        self.s.set_fill(Some(Fill {
+            paint: rgb::Color::new(color.0, color.1, color.2).into(),
+            opacity: NormalizedF32::ONE,
+            rule: FillRule::NonZero,
+        }));
+        self.s.draw_glyphs(
+            Point::from_xy(mm(x), mm(baseline)),
+            &run.glyphs,
+            self.font.faces[run.face].font.clone(),
+            run.text,
+            size,
+            false,
+        );
+    }
 
-/// One table row as laid out: each cell's lines and type size, and the row's height (mm).
-struct Row {
-    cells: [(Vec<String>, f32); 8],
-    height: f32,
-}
+    fn line(&mut self, (x1, y1): (f32, f32), (x2, y2): (f32, f32), width: f32) {
+        let mut pb = PathBuilder::new();
+        pb.move_to(mm(x1), mm(y1));
+        pb.line_to(mm(x2), mm(y2));
+        if let Some(path) = pb.finish() {
+            self.s.set_fill(None);
+            self.s.set_stroke(Some(Stroke {
+                paint: rgb::Color::new(0x80, 0, 0).into(),
+                width,
+                ..Stroke::default()
+            }));
+            self.s.draw_path(&path);
+            self.s.set_stroke(None);
+        }
+    }
 
-/// Line height at `size` points, in mm.
-fn line_mm(size: f32) -> f32 {
-    size * LEADING / PT_PER_MM
+    /// Drawn in module units: one stroke one module wide along each horizontal run of dark
+    /// modules, all in one path (half the bytes of a rectangle per run).
+    fn qr(&mut self, grid: &[bool], modules: usize, (x, y): (f32, f32), side: f32) {
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a symbol of at most 177 modules"
+        )]
+        let module = mm(side) / modules as f32;
+        let mut pb = PathBuilder::new();
+        for (row_y, row) in grid.chunks_exact(modules).enumerate() {
+            let mut at = 0;
+            for run in row.chunk_by(|a, b| a == b) {
+                if run[0] {
+                    #[expect(clippy::cast_precision_loss, reason = "module coordinates")]
+                    {
+                        pb.move_to(at as f32, row_y as f32 + 0.5);
+                        pb.line_to((at + run.len()) as f32, row_y as f32 + 0.5);
+                    }
+                }
+                at += run.len();
+            }
+        }
+        if let Some(path) = pb.finish() {
+            self.s.set_fill(None);
+            self.s.set_stroke(Some(Stroke {
+                paint: rgb::Color::new(0, 0, 0).into(),
+                width: 1.0,
+                ..Stroke::default()
+            }));
+            self.s
+                .push_transform(&Transform::from_row(module, 0.0, 0.0, module, mm(x), mm(y)));
+            self.s.draw_path(&path);
+            self.s.pop();
+            self.s.set_stroke(None);
+        }
+    }
 }
 
 /// Renders the PDF (PDF/A-3u) with `xml` attached as `dzfp_<number>.xml`.
@@ -62,15 +111,9 @@ fn line_mm(size: f32) -> f32 {
 /// [`RenderError::MissingGlyph`] when the font lacks a character of the invoice (nothing is
 /// dropped silently), [`RenderError::Pdf`] if the PDF cannot be written.
 pub fn render_pdf(invoice: &Invoice, xml: &str, font: &PdfFont) -> Result<Vec<u8>, RenderError> {
-    check_glyphs(invoice, font)?;
+    check_draft_glyphs(invoice.draft(), font)?;
     let measure = Measure::new(font);
-    let rows: Vec<Row> = invoice
-        .draft()
-        .lines()
-        .iter()
-        .map(|l| row(l, &measure))
-        .collect();
-    let pages = paginate(&rows);
+    let plan = Plan::new(invoice, &measure);
 
     let configuration = ConfigurationBuilder::new()
         .set_validator(Validator::A(Archival::A3_U))
@@ -111,26 +154,12 @@ pub fn render_pdf(invoice: &Invoice, xml: &str, font: &PdfFont) -> Result<Vec<u8
     })
     .ok_or_else(|| RenderError::Pdf("the XML attachment was refused".to_owned()))?;
 
-    let qr_content = qr::qr_content(invoice);
-    let page_count = pages.len();
-    for (page_index, page_rows) in pages.iter().enumerate() {
+    for index in 0..plan.page_count() {
         let settings =
             PageSettings::from_wh(mm(PAGE_W), mm(PAGE_H)).expect("the page size is positive");
         let mut page = doc.start_page_with(settings);
         let mut s = page.surface();
-        let mut p = Painter {
-            s: &mut s,
-            font,
-            measure: &measure,
-        };
-        p.page_frame(invoice, &qr_content, page_index, page_count);
-        let mut y = HEADER_B;
-        for &i in page_rows {
-            p.item_row(&rows[i], y);
-            y += rows[i].height;
-        }
-        let last = page_index + 1 == page_count;
-        p.totals(invoice, last);
+        plan.draw(&mut PdfCanvas { s: &mut s, font }, &measure, invoice, index);
         s.finish();
         page.finish();
     }
@@ -147,482 +176,4 @@ fn pdf_date(t: PrimitiveDateTime) -> DateTime {
         .second(t.second())
         .utc_offset_hour(8)
         .utc_offset_minute(0)
-}
-
-fn check_glyphs(invoice: &Invoice, font: &PdfFont) -> Result<(), RenderError> {
-    check_draft_glyphs(invoice.draft(), font)
-}
-
-/// Whether `font` draws every character an invoice of `d` prints; else the first it lacks and
-/// its field — for refusing an order before a number is used on it.
-///
-/// # Errors
-/// [`RenderError::MissingGlyph`].
-pub fn check_draft_glyphs(
-    d: &fapiao_model::InvoiceDraft,
-    font: &PdfFont,
-) -> Result<(), RenderError> {
-    let mut texts: Vec<(&str, String)> = vec![
-        ("seller.name", d.seller().name.clone()),
-        ("buyer.name", d.buyer().name.clone()),
-        // Line breaks of a remark are layout, not glyphs.
-        ("remarks", d.remarks().unwrap_or("").replace('\n', "")),
-        ("drawer", d.drawer().unwrap_or("").to_owned()),
-        ("total_in_words", d.total_in_words().to_owned()),
-    ];
-    for l in d.lines() {
-        texts.push(("items.name", l.printed_name()));
-        texts.push((
-            "items.specification",
-            l.specification().unwrap_or("").to_owned(),
-        ));
-        texts.push(("items.unit", l.unit().unwrap_or("").to_owned()));
-    }
-    for (field, text) in texts {
-        if let Some(c) = font.missing(&text) {
-            return Err(RenderError::MissingGlyph {
-                character: c,
-                field,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// The eight cells of an item row as the invoice prints them: 项目名称 (`*简称*name`), 规格型号,
-/// 单位, 数量, 单价, 金额, 税率/征收率, 税额 (empty strings for what a line does not have; `***`
-/// for the tax of a 免税 or 不征税 line).
-#[must_use]
-pub fn line_cells(l: &Line) -> [String; 8] {
-    let opt = |v: Option<String>| v.unwrap_or_default();
-    [
-        l.printed_name(),
-        opt(l.specification().map(str::to_owned)),
-        opt(l.unit().map(str::to_owned)),
-        opt(l.quantity().map(|q| q.to_string())),
-        opt(l.unit_price().map(|p| p.to_string())),
-        l.amount().to_string(),
-        l.tax_rate().to_string(),
-        // A line without VAT prints its tax as VAT invoices do: `***`.
-        match l.tax_rate() {
-            fapiao_model::TaxRate::Exempt | fapiao_model::TaxRate::NonTaxable => "***".to_owned(),
-            _ => l.tax().to_string(),
-        },
-    ]
-}
-
-fn row(l: &Line, m: &Measure<'_>) -> Row {
-    let texts = line_cells(l);
-    let cells: [(Vec<String>, f32); 8] = std::array::from_fn(|i| {
-        let (_, left, right, _) = COLUMNS[i];
-        let width = mm(right - left - CELL_PAD.0 - CELL_PAD.1);
-        if i < 3 {
-            // Names, specifications and units wrap; the row grows.
-            (m.wrap(&texts[i], ITEM_SIZE, width), ITEM_SIZE)
-        } else {
-            // Numbers shrink to stay on one line, and wrap only at the floor.
-            let f = m.fit(
-                &texts[i],
-                (width, ITEM_SIZE * LEADING),
-                (ITEM_SIZE, FLOOR_SIZE),
-            );
-            (f.lines, f.size)
-        }
-    });
-    #[expect(clippy::cast_precision_loss, reason = "a few lines")]
-    let height = cells
-        .iter()
-        .map(|(lines, size)| lines.len() as f32 * line_mm(*size))
-        .fold(0.0, f32::max)
-        + ROW_PAD;
-    Row {
-        cells,
-        height: height.max(ROW_MIN),
-    }
-}
-
-/// Row indices per page; every page has at least one row.
-fn paginate(rows: &[Row]) -> Vec<Vec<usize>> {
-    let capacity = ITEMS_B - HEADER_B;
-    let mut pages = vec![Vec::new()];
-    let mut used = 0.0;
-    for (i, r) in rows.iter().enumerate() {
-        let current = pages.last_mut().expect("starts with one page");
-        if !current.is_empty() && used + r.height > capacity {
-            pages.push(vec![i]);
-            used = r.height;
-        } else {
-            current.push(i);
-            used += r.height;
-        }
-    }
-    pages
-}
-
-struct Painter<'a, 'b> {
-    s: &'a mut Surface<'b>,
-    font: &'a PdfFont,
-    measure: &'a Measure<'a>,
-}
-
-impl Painter<'_, '_> {
-    fn color(&mut self, c: rgb::Color) {
-        self.s.set_fill(Some(Fill {
-            paint: c.into(),
-            opacity: NormalizedF32::ONE,
-            rule: FillRule::NonZero,
-        }));
-    }
-
-    fn text(&mut self, x_mm: f32, baseline_mm: f32, size: f32, text: &str, color: rgb::Color) {
-        if text.is_empty() {
-            return;
-        }
-        self.color(color);
-        let mut x = mm(x_mm);
-        for run in self.measure.runs(text) {
-            self.s.draw_glyphs(
-                Point::from_xy(x, mm(baseline_mm)),
-                &run.glyphs,
-                self.font.faces[run.face].font.clone(),
-                run.text,
-                size,
-                false,
-            );
-            x += run.width * size;
-        }
-    }
-
-    fn aligned(
-        &mut self,
-        (left, right): (f32, f32),
-        baseline: f32,
-        size: f32,
-        text: &str,
-        align: Align,
-        color: rgb::Color,
-    ) {
-        let w = self.measure.width(text, size) / PT_PER_MM;
-        let x = match align {
-            Align::Left => left + CELL_PAD.0,
-            Align::Center => (left + right - w) / 2.0,
-            Align::Right => right - CELL_PAD.1 - w,
-        };
-        self.text(x, baseline, size, text, color);
-    }
-
-    /// Sets `lines` at `size` in the box `left..right` × `top..bottom` (mm), centred
-    /// vertically, each line aligned by `align`.
-    fn lines_in(
-        &mut self,
-        (left, top, right, bottom): (f32, f32, f32, f32),
-        lines: &[String],
-        size: f32,
-        align: Align,
-        color: rgb::Color,
-    ) {
-        let lh = line_mm(size);
-        #[expect(clippy::cast_precision_loss, reason = "a few lines")]
-        let first = top + ((bottom - top) - lines.len() as f32 * lh).max(0.0) / 2.0;
-        for (i, l) in lines.iter().enumerate() {
-            #[expect(clippy::cast_precision_loss, reason = "a few lines")]
-            let baseline = first + (i as f32 + 0.78) * lh;
-            self.aligned((left, right), baseline, size, l, align, color);
-        }
-    }
-
-    /// Sets `text` in the box (mm, padding included): wrapped by the rules of Chinese
-    /// typesetting at `nominal` points, shrunk towards [`FLOOR_SIZE`] until it fits.
-    fn fitted(
-        &mut self,
-        (left, top, right, bottom): (f32, f32, f32, f32),
-        text: &str,
-        nominal: f32,
-        align: Align,
-    ) {
-        let width = mm(right - left - CELL_PAD.0 - CELL_PAD.1);
-        let f = self
-            .measure
-            .fit(text, (width, mm(bottom - top)), (nominal, FLOOR_SIZE));
-        self.lines_in((left, top, right, bottom), &f.lines, f.size, align, black());
-    }
-
-    fn line(&mut self, x1: f32, y1: f32, x2: f32, y2: f32, width: f32) {
-        let mut pb = PathBuilder::new();
-        pb.move_to(mm(x1), mm(y1));
-        pb.line_to(mm(x2), mm(y2));
-        if let Some(path) = pb.finish() {
-            self.s.set_fill(None);
-            self.s.set_stroke(Some(Stroke {
-                paint: dark_red().into(),
-                width,
-                ..Stroke::default()
-            }));
-            self.s.draw_path(&path);
-            self.s.set_stroke(None);
-        }
-    }
-
-    fn rect(&mut self, x1: f32, y1: f32, x2: f32, y2: f32) {
-        self.line(x1, y1, x2, y1, 0.8);
-        self.line(x2, y1, x2, y2, 0.8);
-        self.line(x2, y2, x1, y2, 0.8);
-        self.line(x1, y2, x1, y1, 0.8);
-    }
-
-    /// Characters stacked vertically, centred in a narrow cell.
-    fn vertical(&mut self, x_center: f32, top: f32, bottom: f32, text: &str) {
-        let chars: Vec<char> = text.chars().collect();
-        #[expect(clippy::cast_precision_loss, reason = "a few characters")]
-        let step = (bottom - top) / chars.len() as f32;
-        for (i, c) in chars.iter().enumerate() {
-            let s = c.to_string();
-            let w = self.measure.width(&s, LABEL_SIZE) / PT_PER_MM;
-            #[expect(clippy::cast_precision_loss, reason = "a few characters")]
-            let baseline = top + step * (i as f32 + 0.75);
-            self.text(x_center - w / 2.0, baseline, LABEL_SIZE, &s, dark_red());
-        }
-    }
-
-    /// The QR code, [`QR_SIDE`] mm square at ([`QR_X`], [`QR_Y`]), drawn in module units: one
-    /// stroke one module wide along each horizontal run of dark modules, all in one path
-    /// (half the bytes of a rectangle per run). Nothing is drawn within four modules of it.
-    fn qr(&mut self, content: &str) {
-        let (grid, width) = qr::symbol(content);
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "a symbol of at most 177 modules"
-        )]
-        let module = mm(QR_SIDE) / width as f32;
-        let mut pb = PathBuilder::new();
-        for (y, row) in grid.chunks_exact(width).enumerate() {
-            let mut x = 0;
-            for run in row.chunk_by(|a, b| a == b) {
-                if run[0] {
-                    #[expect(clippy::cast_precision_loss, reason = "module coordinates")]
-                    {
-                        pb.move_to(x as f32, y as f32 + 0.5);
-                        pb.line_to((x + run.len()) as f32, y as f32 + 0.5);
-                    }
-                }
-                x += run.len();
-            }
-        }
-        if let Some(path) = pb.finish() {
-            self.s.set_fill(None);
-            self.s.set_stroke(Some(Stroke {
-                paint: black().into(),
-                width: 1.0,
-                ..Stroke::default()
-            }));
-            self.s.push_transform(&Transform::from_row(
-                module,
-                0.0,
-                0.0,
-                module,
-                mm(QR_X),
-                mm(QR_Y),
-            ));
-            self.s.draw_path(&path);
-            self.s.pop();
-            self.s.set_stroke(None);
-        }
-    }
-
-    fn page_frame(&mut self, inv: &Invoice, qr_content: &str, page: usize, pages: usize) {
-        let d = inv.draft();
-        self.qr(qr_content);
-        // The title, centred on the page, with a double rule that ends before the number
-        // block.
-        let title = d.invoice_type().title();
-        let natural = self.measure.width(&title, TITLE_SIZE) / PT_PER_MM;
-        let room = 2.0 * (TITLE_R - 2.0 - PAGE_W / 2.0);
-        let size = if natural > room {
-            TITLE_SIZE * room / natural
-        } else {
-            TITLE_SIZE
-        };
-        let tw = self.measure.width(&title, size) / PT_PER_MM;
-        self.text((PAGE_W - tw) / 2.0, 13.5, size, &title, dark_red());
-        for y in [16.0, 16.9] {
-            self.line(
-                (PAGE_W - tw) / 2.0 - 2.0,
-                y,
-                (PAGE_W + tw) / 2.0 + 2.0,
-                y,
-                0.6,
-            );
-        }
-        // Number and date, top right.
-        let value_x = NUMBER_L + 15.0;
-        self.text(NUMBER_L, 10.0, LABEL_SIZE, "发票号码：", dark_red());
-        self.text(value_x, 10.0, VALUE_SIZE, inv.number().as_str(), black());
-        self.text(NUMBER_L, 16.0, LABEL_SIZE, "开票日期：", dark_red());
-        let date = inv.issued_at().date();
-        let date_text = format!(
-            "{}年{:02}月{:02}日",
-            date.year(),
-            u8::from(date.month()),
-            date.day()
-        );
-        self.text(value_x, 16.0, VALUE_SIZE, &date_text, black());
-        if pages > 1 {
-            self.text(
-                NUMBER_L,
-                21.5,
-                LABEL_SIZE,
-                &format!("第{}页/共{}页", page + 1, pages),
-                dark_red(),
-            );
-        }
-
-        // The frame and the party halves.
-        self.rect(FRAME_L, FRAME_T, FRAME_R, FRAME_B);
-        self.line(MID, FRAME_T, MID, PARTIES_B, 0.8);
-        self.line(FRAME_L, PARTIES_B, FRAME_R, PARTIES_B, 0.8);
-        for (x, label) in [(FRAME_L, "购买方信息"), (MID, "销售方信息")] {
-            self.line(x + 6.0, FRAME_T, x + 6.0, PARTIES_B, 0.6);
-            self.vertical(x + 3.0, FRAME_T + 1.0, PARTIES_B - 1.0, label);
-        }
-        let b = d.buyer();
-        let buyer_id = match (b.kind, &b.taxpayer_id, &b.id_number) {
-            (_, Some(t), _) => t.to_string(),
-            (BuyerKind::NaturalPerson, None, Some(i)) => i.expose().to_owned(),
-            _ => String::new(),
-        };
-        let s = d.seller();
-        for (x, right, name, id) in [
-            (FRAME_L, MID, b.name.as_str(), buyer_id.as_str()),
-            (MID, FRAME_R, s.name.as_str(), s.taxpayer_id.as_str()),
-        ] {
-            // 名称: up to three lines over the upper part of the half.
-            let (top, bottom) = (FRAME_T + 1.0, FRAME_T + 11.5);
-            self.text(
-                x + 8.0,
-                (top + bottom) / 2.0 + 1.0,
-                LABEL_SIZE,
-                "名称：",
-                dark_red(),
-            );
-            self.fitted(
-                (x + 16.0, top, right, bottom),
-                name,
-                VALUE_SIZE,
-                Align::Left,
-            );
-            self.text(
-                x + 8.0,
-                FRAME_T + 16.5,
-                LABEL_SIZE,
-                "统一社会信用代码/纳税人识别号：",
-                dark_red(),
-            );
-            self.text(x + 55.0, FRAME_T + 16.5, VALUE_SIZE, id, black());
-        }
-
-        // Item table header; the table has no vertical rules between columns.
-        for (header, left, right, _) in COLUMNS {
-            self.aligned(
-                (left, right),
-                PARTIES_B + 4.2,
-                LABEL_SIZE,
-                header,
-                Align::Center,
-                dark_red(),
-            );
-        }
-        self.line(FRAME_L, ITEMS_B, FRAME_R, ITEMS_B, 0.6);
-        self.line(FRAME_L, SUM_B, FRAME_R, SUM_B, 0.8);
-        self.line(FRAME_L, TOTAL_B, FRAME_R, TOTAL_B, 0.8);
-        self.line(FRAME_L + 6.0, TOTAL_B, FRAME_L + 6.0, FRAME_B, 0.6);
-        self.vertical(FRAME_L + 3.0, TOTAL_B + 1.0, FRAME_B - 1.0, "备注");
-        if let Some(r) = d.remarks() {
-            self.fitted(
-                (FRAME_L + 7.0, TOTAL_B + 0.5, FRAME_R, FRAME_B - 0.5),
-                r,
-                VALUE_SIZE,
-                Align::Left,
-            );
-        }
-        let drawer_y = (FRAME_B + PAGE_H) / 2.0 + 1.0;
-        self.text(FRAME_L + 4.0, drawer_y, LABEL_SIZE, "开票人：", dark_red());
-        self.fitted(
-            (FRAME_L + 15.0, FRAME_B + 1.0, 110.0, PAGE_H - 1.0),
-            d.drawer().unwrap_or(""),
-            VALUE_SIZE,
-            Align::Left,
-        );
-    }
-
-    fn item_row(&mut self, row: &Row, top: f32) {
-        for (i, (_, left, right, align)) in COLUMNS.into_iter().enumerate() {
-            let (lines, size) = &row.cells[i];
-            self.lines_in(
-                (left, top, right, top + row.height),
-                lines,
-                *size,
-                align,
-                black(),
-            );
-        }
-    }
-
-    fn totals(&mut self, inv: &Invoice, last: bool) {
-        let d = inv.draft();
-        self.aligned(
-            (FRAME_L, 56.0),
-            ITEMS_B + 4.2,
-            LABEL_SIZE,
-            "合 计",
-            Align::Center,
-            dark_red(),
-        );
-        self.aligned(
-            (FRAME_L, 56.0),
-            SUM_B + 5.2,
-            LABEL_SIZE,
-            "价税合计（大写）",
-            Align::Center,
-            dark_red(),
-        );
-        if !last {
-            self.aligned(
-                (56.0, FRAME_R),
-                ITEMS_B + 4.2,
-                LABEL_SIZE,
-                "（续下页）",
-                Align::Center,
-                dark_red(),
-            );
-            return;
-        }
-        let t = d.totals();
-        let (_, _, amount_right, _) = COLUMNS[5];
-        let (_, tax_left, tax_right, _) = COLUMNS[7];
-        self.fitted(
-            (113.0, ITEMS_B, amount_right, SUM_B),
-            &format!("¥{}", t.amount),
-            VALUE_SIZE,
-            Align::Right,
-        );
-        self.fitted(
-            (tax_left - 18.0, ITEMS_B, tax_right, SUM_B),
-            &format!("¥{}", t.tax),
-            VALUE_SIZE,
-            Align::Right,
-        );
-        self.fitted(
-            (58.0, SUM_B, 148.0, TOTAL_B),
-            &format!("⊗{}", d.total_in_words()),
-            VALUE_SIZE,
-            Align::Left,
-        );
-        self.text(150.0, SUM_B + 5.2, LABEL_SIZE, "（小写）", dark_red());
-        self.fitted(
-            (161.0, SUM_B, FRAME_R, TOTAL_B),
-            &format!("¥{}", t.total),
-            VALUE_SIZE,
-            Align::Left,
-        );
-    }
 }

@@ -90,8 +90,8 @@ pub struct PdfFont {
 #[derive(Clone)]
 pub(crate) struct Face {
     pub(crate) font: Font,
-    data: std::sync::Arc<Vec<u8>>,
-    index: u32,
+    pub(crate) data: std::sync::Arc<Vec<u8>>,
+    pub(crate) index: u32,
 }
 
 impl Face {

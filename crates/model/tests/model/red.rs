@@ -80,7 +80,11 @@ fn a_red_has_the_drawer_it_names_or_the_blue_ones() {
     let red = plan_red(&blue, &[], &full(&blue), None, Some("王芳".into())).unwrap();
     assert_eq!(red.drawer(), Some("王芳"));
     // What an order's drawer may not be, a red's may not either.
-    for bad in ["王".repeat(31), "王\u{202E}芳".to_owned(), "王\n芳".to_owned()] {
+    for bad in [
+        "王".repeat(31),
+        "王\u{202E}芳".to_owned(),
+        "王\n芳".to_owned(),
+    ] {
         assert!(matches!(
             plan_red(&blue, &[], &full(&blue), None, Some(bad)),
             Err(RedError::Drawer(_))

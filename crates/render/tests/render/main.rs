@@ -8,3 +8,4 @@
 mod files;
 mod fixtures;
 mod layout;
+mod ofd;

@@ -189,10 +189,7 @@ async fn errors_have_one_shape_and_the_invoice_shows_its_reds() {
     assert_eq!(r.status, 201, "{}", json_of(&r));
     let red = json_of(&r);
     // Without a drawer of its own, a red has the blue's.
-    assert_eq!(
-        red["invoice"]["drawer"], blue["invoice"]["drawer"],
-        "{red}"
-    );
+    assert_eq!(red["invoice"]["drawer"], blue["invoice"]["drawer"], "{red}");
     assert!(red["invoice"]["drawer"].is_string(), "{red}");
     let r = get(&erp, &format!("/v1/invoices/{number}")).await;
     let now = json_of(&r);
