@@ -45,13 +45,16 @@ fi
 for t in "${tools[@]}"; do command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }; done
 python3 -m pip install -q --root-user-action=ignore --disable-pip-version-check \
   'gmssl==3.2.2' 'cryptography>=42'
-# Schemathesis in a virtual environment of its own (its dependencies stay out of the tools').
+# Schemathesis, and ofdkit (an independent OFD reader), in a virtual environment of their own
+# (their dependencies stay out of the tools').
 ST_VENV=target/schemathesis-venv
-if [ ! -x "$ST_VENV/bin/schemathesis" ]; then
-  python3 -m venv "$ST_VENV"
+[ -x "$ST_VENV/bin/pip" ] || python3 -m venv "$ST_VENV"
+[ -x "$ST_VENV/bin/schemathesis" ] ||
   "$ST_VENV/bin/pip" install -q --disable-pip-version-check 'schemathesis==4.32.5'
-fi
+[ -x "$ST_VENV/bin/ofdkit" ] ||
+  "$ST_VENV/bin/pip" install -q --disable-pip-version-check 'ofdkit==0.2.0'
 export FAPIAO_SCHEMATHESIS="$PWD/$ST_VENV/bin/schemathesis"
+export FAPIAO_OFDKIT="$PWD/$ST_VENV/bin/ofdkit"
 
 step "PostgreSQL"
 PGBIN=/usr/lib/postgresql/15/bin
