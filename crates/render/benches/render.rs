@@ -4,7 +4,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fapiao_model::{Invoice, InvoiceNumber, Order, TaxCatalog};
-use fapiao_render::{bundled_font, render_pdf, render_xml};
+use fapiao_render::{bundled_font, render_ofd, render_pdf, render_xml};
 use time::macros::datetime;
 
 fn invoice(path: &str) -> Invoice {
@@ -31,12 +31,27 @@ fn bench(c: &mut Criterion) {
         let inv = invoice(&format!("{name}.json"));
         let xml = render_xml(&inv, None);
         let pdf = render_pdf(&inv, &xml, &font).expect("pdf");
-        eprintln!("{name}: XML {} bytes, PDF {} bytes", xml.len(), pdf.len());
+        // The OFD as a download is: rendered, and packed with a signature value (72 bytes of
+        // DER; signing itself is the device's and measured with the crypto bound).
+        let ofd = render_ofd(&inv, &xml, &font).expect("ofd").sign(&[0x30; 72]);
+        eprintln!(
+            "{name}: XML {} bytes, PDF {} bytes, OFD {} bytes",
+            xml.len(),
+            pdf.len(),
+            ofd.len()
+        );
         c.bench_function(&format!("xml/{name}"), |b| {
             b.iter(|| render_xml(black_box(&inv), None))
         });
         c.bench_function(&format!("pdf/{name}"), |b| {
             b.iter(|| render_pdf(black_box(&inv), &xml, &font).expect("pdf"))
+        });
+        c.bench_function(&format!("ofd/{name}"), |b| {
+            b.iter(|| {
+                render_ofd(black_box(&inv), &xml, &font)
+                    .expect("ofd")
+                    .sign(&[0x30; 72])
+            })
         });
     }
 }
