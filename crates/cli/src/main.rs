@@ -495,7 +495,10 @@ struct RenderArgs {
     /// Write the 数电票 XML here.
     #[arg(long)]
     xml: Option<PathBuf>,
-    /// Sign the XML as this issuing device: DEVICE.crt.pem and DEVICE.key.pem (SM2 signing
+    /// Write the OFD layout file here (signed by the issuing device: needs --device).
+    #[arg(long)]
+    ofd: Option<PathBuf>,
+    /// Sign the XML (and the OFD) as this issuing device: DEVICE.crt.pem and DEVICE.key.pem (SM2 signing
     /// certificate and key; the key's passphrase from --key-passphrase-file or
     /// $FAPIAO_KEY_PASSPHRASE).
     #[arg(long)]
@@ -695,6 +698,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 && text.len() == 20
                 && text.bytes().all(|b| b.is_ascii_digit())
             {
+                if args.ofd.is_some() {
+                    anyhow::bail!(
+                        "--ofd: an issued invoice's OFD is not served yet; render one from an \
+                         invoice file with --device"
+                    );
+                }
                 if args.pdf.is_none() && args.xml.is_none() {
                     anyhow::bail!("give --pdf and/or --xml");
                 }

@@ -1,4 +1,4 @@
-//! `fapiao render`: an invoice file → the 数电票 XML and the PDF layout file.
+//! `fapiao render`: an invoice file → the 数电票 XML and the PDF and OFD layout files.
 
 use std::fs;
 use std::path::PathBuf;
@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use fapiao_crypto::{Certificate, KeyAlgorithm, PrivateKey, Purpose};
 use fapiao_model::Invoice;
-use fapiao_render::{DeviceSignature, bundled_font, render_pdf, render_xml, signed_content};
+use fapiao_render::{
+    DeviceSignature, bundled_font, render_ofd, render_pdf, render_xml, signed_content,
+};
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 use zeroize::Zeroizing;
 
@@ -19,6 +21,7 @@ pub(crate) struct Plan {
     invoice: Invoice,
     pdf: Option<PathBuf>,
     xml: Option<PathBuf>,
+    ofd: Option<PathBuf>,
     device: Option<(PrivateKey, Certificate)>,
 }
 
@@ -27,8 +30,11 @@ impl Plan {
         args: RenderArgs,
         key_pass: &dyn Fn(Option<PathBuf>) -> Passphrase,
     ) -> anyhow::Result<Self> {
-        if args.pdf.is_none() && args.xml.is_none() {
-            bail!("give --pdf and/or --xml");
+        if args.pdf.is_none() && args.xml.is_none() && args.ofd.is_none() {
+            bail!("give --pdf, --xml and/or --ofd");
+        }
+        if args.ofd.is_some() && args.device.is_none() {
+            bail!("--ofd: an OFD is signed by the issuing device; give --device");
         }
         let text = fs::read_to_string(&args.invoice)
             .with_context(|| format!("reading {}", args.invoice.display()))?;
@@ -66,6 +72,7 @@ impl Plan {
             invoice,
             pdf: args.pdf,
             xml: args.xml,
+            ofd: args.ofd,
             device,
         })
     }
@@ -100,6 +107,18 @@ pub(crate) fn run(plan: &Plan, now: OffsetDateTime) -> anyhow::Result<ExitCode> 
             "wrote {} ({} bytes, PDF/A-3u with the XML attached)",
             path.display(),
             pdf.len()
+        );
+    }
+    if let (Some(path), Some((key, _))) = (&plan.ofd, &plan.device) {
+        let font = bundled_font()?;
+        let unsigned = render_ofd(&plan.invoice, &xml, &font)?;
+        let value = key.sign(unsigned.signed_bytes())?;
+        let ofd = unsigned.sign(&value);
+        fs::write(path, &ofd).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "wrote {} ({} bytes, OFD with the XML attached, signed by the device)",
+            path.display(),
+            ofd.len()
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -33,7 +33,9 @@ fn bench(c: &mut Criterion) {
         let pdf = render_pdf(&inv, &xml, &font).expect("pdf");
         // The OFD as a download is: rendered, and packed with a signature value (72 bytes of
         // DER; signing itself is the device's and measured with the crypto bound).
-        let ofd = render_ofd(&inv, &xml, &font).expect("ofd").sign(&[0x30; 72]);
+        let ofd = render_ofd(&inv, &xml, &font)
+            .expect("ofd")
+            .sign(&[0x30; 72]);
         eprintln!(
             "{name}: XML {} bytes, PDF {} bytes, OFD {} bytes",
             xml.len(),

@@ -63,6 +63,8 @@ fn signed_files(d: &Path) -> (String, String) {
         "dzfp.xml",
         "--pdf",
         "dzfp.pdf",
+        "--ofd",
+        "dzfp.ofd",
     ]);
     (
         d.join("dzfp.xml").to_str().unwrap().to_owned(),
@@ -133,11 +135,12 @@ fn openssl_verifies(d: &Path, signed: &[u8], signature_b64: &str, cert_b64: &str
 }
 
 #[test]
-fn a_signed_xml_and_pdf_verify_offline_and_openssl_and_gmssl_agree() {
+fn a_signed_xml_pdf_and_ofd_verify_offline_and_openssl_and_gmssl_agree() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     let (xml_path, pdf_path) = signed_files(d);
-    for file in [&xml_path, &pdf_path] {
+    let ofd_path = d.join("dzfp.ofd").to_str().unwrap().to_owned();
+    for file in [&xml_path, &pdf_path, &ofd_path] {
         let (code, out) = verify(d, file, &[]);
         assert_eq!(code, Some(0), "{file}: {out}");
         assert!(
@@ -145,6 +148,48 @@ fn a_signed_xml_and_pdf_verify_offline_and_openssl_and_gmssl_agree() {
             "{out}"
         );
     }
+    // An OFD whose signature value is another signature of the device (the XML's, over
+    // other bytes), and one with a part changed after signing: both invalid.
+    let ofd = std::fs::read(&ofd_path).unwrap();
+    let mut parts = fapiao_render::ofd::parts(&ofd).unwrap();
+    let xml_signature = {
+        let xml = std::fs::read_to_string(&xml_path).unwrap();
+        let b64 = between(&xml, "<SignatureValue>", "</SignatureValue>").to_owned();
+        Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write as _;
+                c.stdin.take().unwrap().write_all(b64.as_bytes())?;
+                c.wait_with_output()
+            })
+            .unwrap()
+            .stdout
+    };
+    let at = |parts: &[(String, Vec<u8>)], name: &str| {
+        parts.iter().position(|(n, _)| n == name).unwrap()
+    };
+    let mut swapped = parts.clone();
+    let k = at(&swapped, fapiao_render::ofd::SIGNED_VALUE);
+    swapped[k].1 = xml_signature;
+    std::fs::write(d.join("swapped.ofd"), fapiao_render::ofd::pack(&swapped)).unwrap();
+    let (code, out) = verify(d, d.join("swapped.ofd").to_str().unwrap(), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not the device's signature"), "{out}");
+    let k = at(&parts, "Doc_0/Pages/Page_0/Content.xml");
+    let text = String::from_utf8(parts[k].1.clone()).unwrap();
+    parts[k].1 = text
+        .replacen("26442000000000000102", "26442000000000000103", 1)
+        .into_bytes();
+    std::fs::write(d.join("changed.ofd"), fapiao_render::ofd::pack(&parts)).unwrap();
+    let (code, out) = verify(d, d.join("changed.ofd").to_str().unwrap(), &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("Content.xml: its SM3 digest does not match"),
+        "{out}"
+    );
     let xml = std::fs::read_to_string(&xml_path).unwrap();
     assert!(xml.contains(
         "<Reference URI=\"/EInvoice/Header|/EInvoice/EInvoiceData|/EInvoice/SellerAuthentication|/EInvoice/TaxSupervisionInfo|/EInvoice/TaxBureauSignature/SignatureTime\"/>"
