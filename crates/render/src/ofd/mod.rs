@@ -1,6 +1,6 @@
 //! The invoice as an OFD (GB/T 33190-2016), the other layout format of the 数电票: the same
-//! pages as the PDF ([`crate::page`]) on the 210 × 140 mm page, text objects in embedded font
-//! subsets, rules as path objects, the QR code as an image object, the invoice's 发票标引
+//! pages as the PDF (one layout, `page.rs`) on the 210 × 140 mm page, text objects in embedded
+//! font subsets, rules as path objects, the QR code as an image object, the invoice's 发票标引
 //! (`CustomTags`) pointing at the text objects of its fields, the fields again as `CustomData`
 //! in `OFD.xml`, the signed XML attached — and a signature (§18): `Signatures.xml` lists one
 //! `Signature.xml` whose `References` hold the SM3 digest of every other part, and whose exact
