@@ -37,12 +37,24 @@ pub const BUNDLED_FONT: &[u8] = include_bytes!("../fonts/wqy-microhei.ttf");
 /// lacks — CJK Extension A whole, 2,365 characters of Extension B and on (`fonts/README.md`).
 pub const BUNDLED_FALLBACK: &[u8] = include_bytes!("../fonts/noto-sans-cjk-sc-ext.otf");
 
-/// Loads the bundled font with its fallback face (about 10 ms; do it once per process).
+/// The bundled 楷体 of the title and labels (a subset of LXGW WenKai, OFL-1.1, renamed as the
+/// licence asks of a modified font; `fonts/README.md`).
+pub const BUNDLED_LABEL_FACE: &[u8] = include_bytes!("../fonts/kai-labels.ttf");
+
+/// The bundled monospaced face of the number and the taxpayer ids (0-9, A-Z of LXGW WenKai
+/// Mono, OFL-1.1, renamed).
+pub const BUNDLED_MONO_FACE: &[u8] = include_bytes!("../fonts/kai-mono-ids.ttf");
+
+/// Loads the bundled typefaces: values in WenQuanYi Micro Hei with its fallback face, labels
+/// in 楷体, the number and ids monospaced (about 10 ms; do it once per process).
 ///
 /// # Errors
 /// [`RenderError::Font`] (not for the bundled files).
 pub fn bundled_font() -> Result<PdfFont, RenderError> {
-    PdfFont::new(BUNDLED_FONT.to_vec(), 0)?.with_fallback(BUNDLED_FALLBACK.to_vec(), 0)
+    PdfFont::new(BUNDLED_FONT.to_vec(), 0)?
+        .with_fallback(BUNDLED_FALLBACK.to_vec(), 0)?
+        .with_label_face(BUNDLED_LABEL_FACE.to_vec(), 0)?
+        .with_mono_face(BUNDLED_MONO_FACE.to_vec(), 0)
 }
 
 /// The bundled typeface, loaded once.

@@ -11,7 +11,7 @@ use crate::layout::{
     TITLE_R, TITLE_SIZE, TOTAL_B, VALUE_SIZE,
 };
 use crate::qr;
-use crate::text::{LEADING, Measure, PdfFont, Run};
+use crate::text::{LEADING, Measure, PdfFont, Run, Style};
 
 pub(crate) const PT_PER_MM: f32 = 72.0 / 25.4;
 /// An item row's least height, and its padding above and below the text (mm).
@@ -214,13 +214,35 @@ fn mm(v: f32) -> f32 {
     v * PT_PER_MM
 }
 
+/// The typeface of text in `color`: the dark red text is the title and the labels (楷体 on
+/// the real invoice), the black text values.
+fn style_of(color: Color) -> Style {
+    if color == DARK_RED {
+        Style::Label
+    } else {
+        Style::Value
+    }
+}
+
 impl<C: Canvas> Painter<'_, '_, C> {
     fn text(&mut self, x_mm: f32, baseline_mm: f32, size: f32, text: &str, color: Color) {
+        self.styled(x_mm, baseline_mm, size, text, color, style_of(color));
+    }
+
+    fn styled(
+        &mut self,
+        x_mm: f32,
+        baseline_mm: f32,
+        size: f32,
+        text: &str,
+        color: Color,
+        style: Style,
+    ) {
         if text.is_empty() {
             return;
         }
         let mut x = x_mm;
-        for run in self.measure.runs(text) {
+        for run in self.measure.runs(text, style) {
             self.c.glyphs(x, baseline_mm, size, &run, color);
             x += run.width * size / PT_PER_MM;
         }
@@ -235,7 +257,7 @@ impl<C: Canvas> Painter<'_, '_, C> {
         align: Align,
         color: Color,
     ) {
-        let w = self.measure.width(text, size) / PT_PER_MM;
+        let w = self.measure.width(text, size, style_of(color)) / PT_PER_MM;
         let x = match align {
             Align::Left => left + CELL_PAD.0,
             Align::Center => (left + right - w) / 2.0,
@@ -298,7 +320,7 @@ impl<C: Canvas> Painter<'_, '_, C> {
         let step = (bottom - top) / chars.len() as f32;
         for (i, c) in chars.iter().enumerate() {
             let s = c.to_string();
-            let w = self.measure.width(&s, LABEL_SIZE) / PT_PER_MM;
+            let w = self.measure.width(&s, LABEL_SIZE, Style::Label) / PT_PER_MM;
             #[expect(clippy::cast_precision_loss, reason = "a few characters")]
             let baseline = top + step * (i as f32 + 0.75);
             self.text(x_center - w / 2.0, baseline, LABEL_SIZE, &s, DARK_RED);
@@ -318,14 +340,14 @@ impl<C: Canvas> Painter<'_, '_, C> {
         // The title, centred on the page, with a double rule that ends before the number
         // block.
         let title = d.invoice_type().title();
-        let natural = self.measure.width(&title, TITLE_SIZE) / PT_PER_MM;
+        let natural = self.measure.width(&title, TITLE_SIZE, Style::Label) / PT_PER_MM;
         let room = 2.0 * (TITLE_R - 2.0 - PAGE_W / 2.0);
         let size = if natural > room {
             TITLE_SIZE * room / natural
         } else {
             TITLE_SIZE
         };
-        let tw = self.measure.width(&title, size) / PT_PER_MM;
+        let tw = self.measure.width(&title, size, Style::Label) / PT_PER_MM;
         self.text((PAGE_W - tw) / 2.0, 13.5, size, &title, DARK_RED);
         for y in [16.0, 16.9] {
             self.line(
@@ -340,7 +362,14 @@ impl<C: Canvas> Painter<'_, '_, C> {
         let value_x = NUMBER_L + 15.0;
         self.text(NUMBER_L, 10.0, LABEL_SIZE, "发票号码：", DARK_RED);
         self.c.field(Some("InvoiceNo"));
-        self.text(value_x, 10.0, VALUE_SIZE, inv.number().as_str(), BLACK);
+        self.styled(
+            value_x,
+            10.0,
+            VALUE_SIZE,
+            inv.number().as_str(),
+            BLACK,
+            Style::Mono,
+        );
         self.c.field(None);
         self.text(NUMBER_L, 16.0, LABEL_SIZE, "开票日期：", DARK_RED);
         let date = inv.issued_at().date();
@@ -419,7 +448,7 @@ impl<C: Canvas> Painter<'_, '_, C> {
                 DARK_RED,
             );
             self.c.field(Some(tags.1));
-            self.text(x + 55.0, FRAME_T + 16.5, VALUE_SIZE, id, BLACK);
+            self.styled(x + 55.0, FRAME_T + 16.5, VALUE_SIZE, id, BLACK, Style::Mono);
             self.c.field(None);
         }
 
@@ -536,5 +565,72 @@ impl<C: Canvas> Painter<'_, '_, C> {
             VALUE_SIZE,
             Align::Left,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records which face each run of each colour was drawn with.
+    struct Recorder(Vec<(Color, usize, String)>);
+
+    impl Canvas for Recorder {
+        fn glyphs(&mut self, _: f32, _: f32, _: f32, run: &Run<'_>, color: Color) {
+            self.0.push((color, run.face, run.text.to_owned()));
+        }
+        fn line(&mut self, _: (f32, f32), _: (f32, f32), _: f32) {}
+        fn qr(&mut self, _: &[bool], _: usize, _: (f32, f32), _: f32) {}
+    }
+
+    /// Every label on every kind of page (both titles, a continued page, the last page) is
+    /// drawn by the label face itself — a label with a character the derived 楷体 subset
+    /// lacks (fonts/derive_faces.py) fails here — and the number and ids by the mono face.
+    #[test]
+    fn labels_are_in_the_label_face_and_ids_in_the_mono_face() {
+        let font = crate::bundled_font().unwrap();
+        let (label, mono) = (font.faces.len() - 2, font.faces.len() - 1);
+        let measure = Measure::new(&font);
+        for example in ["basic", "special"] {
+            let mut order: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(format!(
+                    "{}/../../examples/orders/{example}.json",
+                    env!("CARGO_MANIFEST_DIR")
+                ))
+                .unwrap(),
+            )
+            .unwrap();
+            let item = order["items"][0].clone();
+            order["items"] = serde_json::Value::Array(vec![item; 12]);
+            order.as_object_mut().unwrap().remove("totals");
+            let draft = fapiao_model::Order::from_json(&order.to_string())
+                .unwrap()
+                .validate(&fapiao_model::TaxCatalog::builtin())
+                .unwrap();
+            let inv = Invoice::issue(
+                draft,
+                fapiao_model::InvoiceNumber::parse("26312000000000000101").unwrap(),
+                time::macros::datetime!(2026-11-20 10:15:30),
+            )
+            .unwrap();
+            let plan = Plan::new(&inv, &measure);
+            assert!(plan.page_count() > 1);
+            for page in 0..plan.page_count() {
+                let mut r = Recorder(Vec::new());
+                plan.draw(&mut r, &measure, &inv, page);
+                for (color, face, text) in &r.0 {
+                    if *color == DARK_RED {
+                        assert_eq!(*face, label, "label `{text}`");
+                    }
+                }
+                let seller = inv.draft().seller().taxpayer_id.to_string();
+                for id in [inv.number().as_str(), seller.as_str()] {
+                    assert!(
+                        r.0.iter().any(|(_, f, t)| t == id && *f == mono),
+                        "{id} in the mono face"
+                    );
+                }
+            }
+        }
     }
 }

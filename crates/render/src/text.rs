@@ -81,10 +81,27 @@ fn split_chars(word: &str) -> impl Iterator<Item = &str> {
 
 /// The typefaces an invoice is drawn with, ready for measuring and drawing: a primary face and
 /// fallbacks for what it lacks (rare characters of CJK Extensions A and B), each character
-/// drawn by the first face that has it. Load once, render many.
+/// drawn by the first face that has it; and optionally a face for labels (the real invoice's
+/// 楷体) and a monospaced one for the number and the taxpayer ids, each falling back to the
+/// value faces for what it lacks. Load once, render many.
 #[derive(Clone)]
 pub struct PdfFont {
+    /// Every face: the value faces first (`..values`), then the label and mono faces.
     pub(crate) faces: Vec<Face>,
+    values: usize,
+    label: Option<usize>,
+    mono: Option<usize>,
+}
+
+/// Which typeface a text is set in ([`PdfFont`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Style {
+    /// Values: the primary face and its fallbacks.
+    Value,
+    /// The title and labels.
+    Label,
+    /// The number and the taxpayer ids.
+    Mono,
 }
 
 #[derive(Clone)]
@@ -115,22 +132,63 @@ impl PdfFont {
     pub fn new(data: Vec<u8>, index: u32) -> Result<Self, RenderError> {
         Ok(Self {
             faces: vec![Face::new(data, index)?],
+            values: 1,
+            label: None,
+            mono: None,
         })
     }
 
-    /// This font with `data` as a fallback face for characters the faces before it lack.
+    /// This font with `data` as a fallback face for characters the value faces before it
+    /// lack.
     ///
     /// # Errors
     /// [`RenderError::Font`] if the data is not a usable font.
     pub fn with_fallback(mut self, data: Vec<u8>, index: u32) -> Result<Self, RenderError> {
-        self.faces.push(Face::new(data, index)?);
+        self.faces.insert(self.values, Face::new(data, index)?);
+        self.values += 1;
+        for k in [&mut self.label, &mut self.mono].into_iter().flatten() {
+            *k += 1;
+        }
         Ok(self)
     }
 
-    /// The first character of `text` no face can draw, if any.
+    /// This font with `data` as the face of the title and labels.
+    ///
+    /// # Errors
+    /// [`RenderError::Font`] if the data is not a usable font.
+    pub fn with_label_face(mut self, data: Vec<u8>, index: u32) -> Result<Self, RenderError> {
+        self.faces.push(Face::new(data, index)?);
+        self.label = Some(self.faces.len() - 1);
+        Ok(self)
+    }
+
+    /// This font with `data` as the monospaced face of the number and the taxpayer ids.
+    ///
+    /// # Errors
+    /// [`RenderError::Font`] if the data is not a usable font.
+    pub fn with_mono_face(mut self, data: Vec<u8>, index: u32) -> Result<Self, RenderError> {
+        self.faces.push(Face::new(data, index)?);
+        self.mono = Some(self.faces.len() - 1);
+        Ok(self)
+    }
+
+    /// Whether the label face draws every character of `text` itself (no fallback).
+    #[must_use]
+    pub fn labels_cover(&self, text: &str) -> bool {
+        self.label.is_some_and(|k| {
+            let map = self.faces[k].face().charmap();
+            text.chars()
+                .all(|c| c.is_whitespace() || map.map(c).is_some())
+        })
+    }
+
+    /// The first character of `text` no value face can draw, if any.
     #[must_use]
     pub fn missing(&self, text: &str) -> Option<char> {
-        let maps: Vec<_> = self.faces.iter().map(|f| f.face().charmap()).collect();
+        let maps: Vec<_> = self.faces[..self.values]
+            .iter()
+            .map(|f| f.face().charmap())
+            .collect();
         text.chars()
             .find(|&c| !c.is_whitespace() && maps.iter().all(|m| m.map(c).is_none()))
     }
@@ -142,6 +200,9 @@ pub(crate) struct Measure<'a> {
         skrifa::charmap::Charmap<'a>,
         skrifa::metrics::GlyphMetrics<'a>,
     )>,
+    values: usize,
+    label: Option<usize>,
+    mono: Option<usize>,
 }
 
 /// A run of text drawn by one face: the face, the text, its glyphs (their ranges within the
@@ -167,14 +228,24 @@ impl<'a> Measure<'a> {
                     )
                 })
                 .collect(),
+            values: font.values,
+            label: font.label,
+            mono: font.mono,
         }
     }
 
-    /// The face, glyph and advance at size 1 that draw `c`: the first face that has it (an
-    /// unmapped character takes the primary face's `.notdef`, half an em; [`check_glyphs`] has
-    /// refused those already, whitespace aside).
-    fn glyph(&self, c: char) -> (usize, GlyphId, f32) {
-        for (k, (charmap, metrics)) in self.faces.iter().enumerate() {
+    /// The face, glyph and advance at size 1 that draw `c` in `style`: the style's own face
+    /// if it has it, else the first value face that has it (an unmapped character takes the
+    /// primary face's `.notdef`, half an em; `check_draft_glyphs` has refused those already,
+    /// whitespace aside).
+    fn glyph(&self, c: char, style: Style) -> (usize, GlyphId, f32) {
+        let own = match style {
+            Style::Value => None,
+            Style::Label => self.label,
+            Style::Mono => self.mono,
+        };
+        for k in own.into_iter().chain(0..self.values) {
+            let (charmap, metrics) = &self.faces[k];
             if let Some(g) = charmap.map(c) {
                 return (k, g, metrics.advance_width(g).unwrap_or(0.5));
             }
@@ -183,19 +254,19 @@ impl<'a> Measure<'a> {
     }
 
     /// Width at `size` points.
-    pub(crate) fn width(&self, text: &str, size: f32) -> f32 {
-        text.chars().map(|c| self.glyph(c).2).sum::<f32>() * size
+    pub(crate) fn width(&self, text: &str, size: f32, style: Style) -> f32 {
+        text.chars().map(|c| self.glyph(c, style).2).sum::<f32>() * size
     }
 
     /// The runs that draw `text`, one glyph per character, each mapped back to its character
     /// so text extraction recovers it. Invoice text needs no shaping (no ligatures, no marks;
     /// the bundled faces carry no layout tables at all), and the widths used for alignment
     /// are the same advances the glyphs are drawn with.
-    pub(crate) fn runs<'t>(&self, text: &'t str) -> Vec<Run<'t>> {
+    pub(crate) fn runs<'t>(&self, text: &'t str, style: Style) -> Vec<Run<'t>> {
         let mut runs: Vec<Run<'t>> = Vec::new();
         let mut start = 0;
         for (at, c) in text.char_indices() {
-            let (face, g, advance) = self.glyph(c);
+            let (face, g, advance) = self.glyph(c, style);
             let continues = runs.last().is_some_and(|r| r.face == face);
             if !continues {
                 start = at;
@@ -247,7 +318,7 @@ impl<'a> Measure<'a> {
             if token == " " && line.is_empty() {
                 continue;
             }
-            let w = self.width(token, size);
+            let w = self.width(token, size, Style::Value);
             if used + w <= width || line.is_empty() && w <= width {
                 line.push(token);
                 used += w;
@@ -262,7 +333,7 @@ impl<'a> Measure<'a> {
             if w > width {
                 // A word wider than a line: split where it must, filling this line first.
                 for c in split_chars(token) {
-                    let cw = self.width(c, size);
+                    let cw = self.width(c, size, Style::Value);
                     if used + cw > width && !line.is_empty() {
                         flush(&mut line, &mut lines);
                         used = 0.0;
@@ -287,7 +358,10 @@ impl<'a> Measure<'a> {
             }
             flush(&mut line, &mut lines);
             carried.reverse();
-            used = carried.iter().map(|t| self.width(t, size)).sum();
+            used = carried
+                .iter()
+                .map(|t| self.width(t, size, Style::Value))
+                .sum();
             line.extend(carried);
             line.push(token);
             used += w;
