@@ -490,16 +490,17 @@ impl<C: Canvas> Painter<'_, '_, C> {
         self.c.field(None);
     }
 
+    /// A row's cells, top-aligned as on the real invoice: a wrapped name's first line and the
+    /// row's numbers on one baseline.
     fn item_row(&mut self, row: &Row, top: f32) {
         for (i, (_, left, right, align)) in COLUMNS.into_iter().enumerate() {
             let (lines, size) = &row.cells[i];
-            self.lines_in(
-                (left, top, right, top + row.height),
-                lines,
-                *size,
-                align,
-                BLACK,
-            );
+            let lh = line_mm(*size);
+            for (n, l) in lines.iter().enumerate() {
+                #[expect(clippy::cast_precision_loss, reason = "a few lines")]
+                let baseline = top + ROW_PAD / 2.0 + (n as f32 + 0.78) * lh;
+                self.aligned((left, right), baseline, *size, l, align, BLACK);
+            }
         }
     }
 

@@ -319,7 +319,7 @@ impl<'a> Measure<'a> {
                 continue;
             }
             let w = self.width(token, size, Style::Value);
-            if used + w <= width || line.is_empty() && w <= width {
+            if used + w <= width {
                 line.push(token);
                 used += w;
                 continue;
