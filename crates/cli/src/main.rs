@@ -49,7 +49,7 @@ enum Command {
     Preview(PreviewArgs),
     /// Write an invoice's layout files: the 数电票 XML and the PDF (PDF/A-3 with the XML inside).
     Render(RenderArgs),
-    /// Check a downloaded invoice offline (XML, or the XML inside its PDF): the schema, the
+    /// Check a downloaded invoice offline (XML, or the XML inside its PDF or OFD): the schema, the
     /// issuing device's signature and certificate, and with --receipt tax's receipt. Exit
     /// status 0 valid, 1 invalid (the first reason printed), 2 unusable arguments.
     Verify(VerifyArgs),
@@ -305,7 +305,7 @@ enum AuditCommand {
 /// Arguments of `fapiao verify`.
 #[derive(Debug, Args)]
 struct VerifyArgs {
-    /// The invoice: its XML (dzfp_NUMBER.xml) or its PDF.
+    /// The invoice: its XML (dzfp_NUMBER.xml), its PDF or its OFD.
     file: PathBuf,
     /// A CA certificate (PEM) the device's certificate must chain to; repeat for several.
     /// Default: the CAs of the --data directory.

@@ -65,7 +65,6 @@ pub(crate) fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
                 "OFD: SignedValue.dat is not the device's signature of Signature.xml",
             ));
         }
-        println!("  OFD: every part covered by Signature.xml, signed by the same device");
     }
     println!(
         "valid: 数电票 {} of {} ({}), total {}",
@@ -74,7 +73,14 @@ pub(crate) fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
     println!(
         "  signed {} (UTC+8) by {signer}, whose certificate chains to the CA and was valid then",
         doc.signed_at
+            .format(time::macros::format_description!(
+                "[year]-[month]-[day] [hour]:[minute]:[second]"
+            ))
+            .unwrap_or_else(|_| doc.signed_at.to_string())
     );
+    if ofd.is_some() {
+        println!("  OFD: every part covered by its Signature.xml, which the same device signed");
+    }
     if let Some(path) = &args.receipt {
         match check_receipt(path, &doc, &trust) {
             Ok(line) => println!("  {line}"),
