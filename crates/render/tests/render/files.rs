@@ -7,6 +7,53 @@ use fapiao_render::{RenderError, qr_content, render_pdf, render_xml, signed_cont
 
 use crate::fixtures::{cases, device, draft_from_json, font, issue, sign};
 
+/// Whether `openssl pkeyutl` verifies `signature` (DER, SM2 with SM3, ID
+/// `1234567812345678`) over `message` with the test device's certificate; its output.
+pub(crate) fn openssl_verifies_as_device(
+    d: &Path,
+    message: &[u8],
+    signature: &[u8],
+) -> (bool, String) {
+    std::fs::write(d.join("message.bin"), message).unwrap();
+    std::fs::write(d.join("signature.der"), signature).unwrap();
+    let cert = fapiao_crypto::Certificate::from_der(&device().cert_der).unwrap();
+    std::fs::write(d.join("device.pem"), cert.to_pem().unwrap()).unwrap();
+    let (ok, out) = run(
+        d,
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            "device.pem",
+            "-pubkey",
+            "-noout",
+            "-out",
+            "device.pub",
+        ],
+    );
+    assert!(ok, "{out}");
+    run(
+        d,
+        "openssl",
+        &[
+            "pkeyutl",
+            "-verify",
+            "-rawin",
+            "-digest",
+            "sm3",
+            "-pubin",
+            "-inkey",
+            "device.pub",
+            "-pkeyopt",
+            "distid:1234567812345678",
+            "-in",
+            "message.bin",
+            "-sigfile",
+            "signature.der",
+        ],
+    )
+}
+
 pub(crate) fn run(dir: &Path, program: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(program)
         .args(args)
@@ -367,44 +414,7 @@ fn the_xml_signature_verifies_with_openssl_over_the_documented_bytes() {
         let end = xml.find(&close).unwrap() + close.len();
         assert!(content.contains(&xml[start..end]), "{node}");
     }
-    std::fs::write(d.join("content.bin"), &content).unwrap();
-    std::fs::write(d.join("sig.der"), &sig.value).unwrap();
-    let cert = fapiao_crypto::Certificate::from_der(&device().cert_der).unwrap();
-    std::fs::write(d.join("device.pem"), cert.to_pem().unwrap()).unwrap();
-    let (ok, out) = run(
-        d,
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            "device.pem",
-            "-pubkey",
-            "-noout",
-            "-out",
-            "device.pub",
-        ],
-    );
-    assert!(ok, "{out}");
-    let (ok, out) = run(
-        d,
-        "openssl",
-        &[
-            "pkeyutl",
-            "-verify",
-            "-rawin",
-            "-digest",
-            "sm3",
-            "-pubin",
-            "-inkey",
-            "device.pub",
-            "-pkeyopt",
-            "distid:1234567812345678",
-            "-in",
-            "content.bin",
-            "-sigfile",
-            "sig.der",
-        ],
-    );
+    let (ok, out) = openssl_verifies_as_device(d, content.as_bytes(), &sig.value);
     assert!(
         ok && out.contains("Signature Verified Successfully"),
         "{out}"

@@ -6,7 +6,7 @@
 use fapiao_render::ofd::{SIGNATURE_XML, SIGNED_VALUE, pack, parts, verify::read_signed};
 use fapiao_render::{render_ofd, render_xml, verify};
 
-use crate::files::run;
+use crate::files::{openssl_verifies_as_device, run};
 use crate::fixtures::{cases, device, draft_from_json, font, issue, sign};
 
 /// The signed OFD of `inv`, signed by the test device.
@@ -164,45 +164,7 @@ fn openssl_verifies_the_ofd_signature_over_the_documented_bytes() {
     let (ofd, _) = signed_ofd(&inv);
     let signed = read_signed(&ofd).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let d = tmp.path();
-    std::fs::write(d.join("Signature.xml"), &signed.signed_bytes).unwrap();
-    std::fs::write(d.join("SignedValue.dat"), &signed.signature).unwrap();
-    let cert = fapiao_crypto::Certificate::from_der(&device().cert_der).unwrap();
-    std::fs::write(d.join("device.pem"), cert.to_pem().unwrap()).unwrap();
-    let (ok, out) = run(
-        d,
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            "device.pem",
-            "-pubkey",
-            "-noout",
-            "-out",
-            "device.pub",
-        ],
-    );
-    assert!(ok, "{out}");
-    let (ok, out) = run(
-        d,
-        "openssl",
-        &[
-            "pkeyutl",
-            "-verify",
-            "-rawin",
-            "-digest",
-            "sm3",
-            "-pubin",
-            "-inkey",
-            "device.pub",
-            "-pkeyopt",
-            "distid:1234567812345678",
-            "-in",
-            "Signature.xml",
-            "-sigfile",
-            "SignedValue.dat",
-        ],
-    );
+    let (ok, out) = openssl_verifies_as_device(tmp.path(), &signed.signed_bytes, &signed.signature);
     assert!(
         ok && out.contains("Signature Verified Successfully"),
         "{out}"
