@@ -495,7 +495,8 @@ struct RenderArgs {
     /// Write the 数电票 XML here.
     #[arg(long)]
     xml: Option<PathBuf>,
-    /// Write the OFD layout file here (signed by the issuing device: needs --device).
+    /// Write the OFD layout file here, signed by the issuing device: --device for an invoice
+    /// file; for a number, the device the data directory hosts.
     #[arg(long)]
     ofd: Option<PathBuf>,
     /// Sign the XML (and the OFD) as this issuing device: DEVICE.crt.pem and DEVICE.key.pem (SM2 signing
@@ -698,16 +699,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 && text.len() == 20
                 && text.bytes().all(|b| b.is_ascii_digit())
             {
-                if args.ofd.is_some() {
-                    anyhow::bail!(
-                        "--ofd: an issued invoice's OFD is not served yet; render one from an \
-                         invoice file with --device"
-                    );
+                if args.pdf.is_none() && args.xml.is_none() && args.ofd.is_none() {
+                    anyhow::bail!("give --pdf, --xml and/or --ofd");
                 }
-                if args.pdf.is_none() && args.xml.is_none() {
-                    anyhow::bail!("give --pdf and/or --xml");
-                }
-                services::download(&args.data, &text, args.pdf.as_ref(), args.xml.as_ref())
+                services::download(
+                    &args.data,
+                    &text,
+                    args.pdf.as_ref(),
+                    args.xml.as_ref(),
+                    args.ofd.as_ref(),
+                )
             } else {
                 render::run(&render::Plan::from_args(args, &key_pass)?, now)
             }

@@ -531,28 +531,77 @@ pub(crate) fn red(
     })
 }
 
-/// `fapiao render NUMBER`: downloads an issued invoice's layout files.
+/// `fapiao render NUMBER`: downloads an issued invoice's layout files. The OFD is not served
+/// by the API yet: it is rendered here from the downloaded invoice and its signed XML, and
+/// signed by the issuing device the data directory hosts — refused if that device's
+/// certificate is not the one that signed the XML (a device rotated since, or one hosted
+/// elsewhere).
 pub(crate) fn download(
     data: &Path,
     number: &str,
     pdf: Option<&PathBuf>,
     xml: Option<&PathBuf>,
+    ofd: Option<&PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     init_logging(tracing::Level::WARN);
     runtime()?.block_on(async {
         let erp = Erp::open(data)?;
         let owner = erp.owner(number).await?.to_owned();
         let c = erp.client(&owner)?;
-        for (kind, path) in [("pdf", pdf), ("xml", xml)] {
-            let Some(path) = path else { continue };
-            let r = c
-                .send(Method::GET, &format!("/v1/invoices/{number}/{kind}"), b"")
-                .await?;
+        let get = async |path: &str| {
+            let r = c.send(Method::GET, path, b"").await?;
             if r.status != 200 {
                 return Err(api_error(&r));
             }
-            std::fs::write(path, &r.body).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("wrote {} ({} bytes)", path.display(), r.body.len());
+            Ok(r.body)
+        };
+        for (kind, path) in [("pdf", pdf), ("xml", xml)] {
+            let Some(path) = path else { continue };
+            let body = get(&format!("/v1/invoices/{number}/{kind}")).await?;
+            std::fs::write(path, &body).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {} ({} bytes)", path.display(), body.len());
+        }
+        if let Some(path) = ofd {
+            let view: Value =
+                serde_json::from_slice(&get(&format!("/v1/invoices/{number}")).await?)?;
+            let invoice = fapiao_model::Invoice::from_json(&view["invoice"].to_string())
+                .map_err(|e| anyhow::anyhow!("the invoice as the API gives it: {e}"))?;
+            let signed_xml =
+                String::from_utf8(get(&format!("/v1/invoices/{number}/xml")).await?.to_vec())?;
+            let signer = fapiao_render::verify::read_signed(&signed_xml)?.certificate;
+            let prefix = data
+                .join("devices")
+                .join(format!("{}.sign", invoice.draft().seller().taxpayer_id));
+            let read = |ext: &str| {
+                let p = PathBuf::from(format!("{}{ext}", prefix.display()));
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
+            };
+            let cert = Certificate::from_pem(&read(".crt.pem")?)?;
+            if cert.der() != signer.as_slice() {
+                bail!(
+                    "{number} was signed by another device than {}: the OFD must be signed by \
+                     the device that issued it",
+                    prefix.display()
+                );
+            }
+            let passphrase = zeroize::Zeroizing::new(
+                std::fs::read_to_string(Layout::at(data).passphrase_file())
+                    .context("reading the data directory's key passphrase")?,
+            );
+            let key = fapiao_crypto::PrivateKey::from_encrypted_pem(
+                &zeroize::Zeroizing::new(read(".key.pem")?),
+                passphrase.trim_end().as_bytes(),
+            )?;
+            let unsigned =
+                fapiao_render::render_ofd(&invoice, &signed_xml, &fapiao_render::bundled_font()?)?;
+            let value = key.sign(unsigned.signed_bytes())?;
+            let file = unsigned.sign(&value);
+            std::fs::write(path, &file).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "wrote {} ({} bytes, OFD signed by the issuing device)",
+                path.display(),
+                file.len()
+            );
         }
         Ok(ExitCode::SUCCESS)
     })

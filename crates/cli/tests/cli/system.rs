@@ -213,6 +213,25 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
     ]);
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(std::fs::read(&pdf).unwrap().starts_with(b"%PDF-"));
+    // The OFD of an issued invoice: rendered and signed by the device the data directory
+    // hosts, and it verifies as the XML and PDF do.
+    let ofd = tmp.path().join("i.ofd");
+    let r = fapiao(&[
+        "render",
+        &number,
+        "--ofd",
+        ofd.to_str().unwrap(),
+        "--data",
+        d,
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let v = fapiao(&["verify", ofd.to_str().unwrap(), "--data", d]);
+    assert!(
+        v.status.success() && stdout(&v).contains("OFD: every part covered"),
+        "{}{}",
+        stdout(&v),
+        stderr(&v)
+    );
 
     let bad = fapiao(&[
         "issue",
