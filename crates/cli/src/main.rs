@@ -499,6 +499,10 @@ struct RenderArgs {
     /// file; for a number, the device the data directory hosts.
     #[arg(long)]
     ofd: Option<PathBuf>,
+    /// For a number: write the PDF, OFD and XML together into this directory as the national
+    /// platform names them, `dzfp_<number>_<buyer>_<yyyyMMddHHmmss>.zip`.
+    #[arg(long, value_name = "DIR")]
+    zip: Option<PathBuf>,
     /// Sign the XML (and the OFD) as this issuing device: DEVICE.crt.pem and DEVICE.key.pem (SM2 signing
     /// certificate and key; the key's passphrase from --key-passphrase-file or
     /// $FAPIAO_KEY_PASSPHRASE).
@@ -699,17 +703,26 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 && text.len() == 20
                 && text.bytes().all(|b| b.is_ascii_digit())
             {
-                if args.pdf.is_none() && args.xml.is_none() && args.ofd.is_none() {
-                    anyhow::bail!("give --pdf, --xml and/or --ofd");
+                if [&args.pdf, &args.xml, &args.ofd, &args.zip]
+                    .iter()
+                    .all(|a| a.is_none())
+                {
+                    anyhow::bail!("give --pdf, --xml, --ofd and/or --zip");
                 }
                 services::download(
                     &args.data,
                     &text,
-                    args.pdf.as_ref(),
-                    args.xml.as_ref(),
-                    args.ofd.as_ref(),
+                    services::Downloads {
+                        pdf: args.pdf.as_ref(),
+                        xml: args.xml.as_ref(),
+                        ofd: args.ofd.as_ref(),
+                        zip: args.zip.as_ref(),
+                    },
                 )
             } else {
+                if args.zip.is_some() {
+                    anyhow::bail!("--zip: for the number of an issued invoice");
+                }
                 render::run(&render::Plan::from_args(args, &key_pass)?, now)
             }
         }

@@ -536,13 +536,15 @@ pub(crate) fn red(
 /// signed by the issuing device the data directory hosts — refused if that device's
 /// certificate is not the one that signed the XML (a device rotated since, or one hosted
 /// elsewhere).
-pub(crate) fn download(
-    data: &Path,
-    number: &str,
-    pdf: Option<&PathBuf>,
-    xml: Option<&PathBuf>,
-    ofd: Option<&PathBuf>,
-) -> anyhow::Result<ExitCode> {
+/// Where `fapiao render NUMBER` writes which file.
+pub(crate) struct Downloads<'a> {
+    pub(crate) pdf: Option<&'a PathBuf>,
+    pub(crate) xml: Option<&'a PathBuf>,
+    pub(crate) ofd: Option<&'a PathBuf>,
+    pub(crate) zip: Option<&'a PathBuf>,
+}
+
+pub(crate) fn download(data: &Path, number: &str, to: Downloads<'_>) -> anyhow::Result<ExitCode> {
     init_logging(tracing::Level::WARN);
     runtime()?.block_on(async {
         let erp = Erp::open(data)?;
@@ -555,13 +557,23 @@ pub(crate) fn download(
             }
             Ok(r.body)
         };
-        for (kind, path) in [("pdf", pdf), ("xml", xml)] {
-            let Some(path) = path else { continue };
+        let write = |path: &Path, body: &[u8], what: &str| -> anyhow::Result<()> {
+            std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {} ({} bytes{what})", path.display(), body.len());
+            Ok(())
+        };
+        let mut files: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
+        for (kind, path) in [("pdf", to.pdf), ("xml", to.xml)] {
+            if path.is_none() && to.zip.is_none() {
+                continue;
+            }
             let body = get(&format!("/v1/invoices/{number}/{kind}")).await?;
-            std::fs::write(path, &body).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!("wrote {} ({} bytes)", path.display(), body.len());
+            if let Some(path) = path {
+                write(path, &body, "")?;
+            }
+            files.insert(kind, body.to_vec());
         }
-        if let Some(path) = ofd {
+        if to.ofd.is_some() || to.zip.is_some() {
             let view: Value =
                 serde_json::from_slice(&get(&format!("/v1/invoices/{number}")).await?)?;
             let invoice = fapiao_model::Invoice::from_json(&view["invoice"].to_string())
@@ -596,12 +608,22 @@ pub(crate) fn download(
                 fapiao_render::render_ofd(&invoice, &signed_xml, &fapiao_render::bundled_font()?)?;
             let value = key.sign(unsigned.signed_bytes())?;
             let file = unsigned.sign(&value);
-            std::fs::write(path, &file).with_context(|| format!("writing {}", path.display()))?;
-            eprintln!(
-                "wrote {} ({} bytes, OFD signed by the issuing device)",
-                path.display(),
-                file.len()
-            );
+            if let Some(path) = to.ofd {
+                write(path, &file, ", OFD signed by the issuing device")?;
+            }
+            if let Some(dir) = to.zip {
+                let stem = fapiao_render::file_stem(&invoice);
+                files.insert("ofd", file);
+                let entries: Vec<(String, Vec<u8>)> = ["pdf", "ofd", "xml"]
+                    .into_iter()
+                    .filter_map(|k| Some((format!("{stem}.{k}"), files.remove(k)?)))
+                    .collect();
+                write(
+                    &dir.join(format!("{stem}.zip")),
+                    &fapiao_render::ofd::pack(&entries),
+                    ": PDF, OFD and XML",
+                )?;
+            }
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -100,3 +100,55 @@ pub enum RenderError {
     #[error("the PDF could not be written: {0}")]
     Pdf(String),
 }
+
+/// The name the national platform gives an invoice's files, without the extension:
+/// `dzfp_<number>_<buyer>_<yyyyMMddHHmmss>` (the issue time), for `.pdf`, `.ofd`, `.xml` and
+/// the `.zip` of the three. Characters no file system takes (`/ \ : * ? " < > |`, controls)
+/// become `_`.
+#[must_use]
+pub fn file_stem(invoice: &fapiao_model::Invoice) -> String {
+    let buyer: String = invoice
+        .draft()
+        .buyer()
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_control() || "/\\:*?\"<>|".contains(c) {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let t = invoice.issued_at();
+    format!(
+        "dzfp_{}_{buyer}_{}{:02}{:02}{:02}{:02}{:02}",
+        invoice.number(),
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn file_stems_are_the_platform_s_names_and_safe_on_any_file_system() {
+        let json = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/invoices/special.json"
+        ))
+        .unwrap();
+        let inv = fapiao_model::Invoice::from_json(&json).unwrap();
+        assert_eq!(
+            super::file_stem(&inv),
+            "dzfp_26442000000000000102_杭州青禾餐饮管理有限公司_20261120101530"
+        );
+        let odd = json.replace("杭州青禾餐饮管理有限公司", "A/B:C*D?E");
+        let inv = fapiao_model::Invoice::from_json(&odd).unwrap();
+        assert!(super::file_stem(&inv).contains("_A_B_C_D_E_"));
+    }
+}

@@ -232,6 +232,44 @@ fn up_then_issue_then_red_then_serve_each_role_alone() {
         stdout(&v),
         stderr(&v)
     );
+    // All three as the national platform names them, in one zip (read by Python's zipfile).
+    let r = fapiao(&[
+        "render",
+        &number,
+        "--zip",
+        tmp.path().to_str().unwrap(),
+        "--data",
+        d,
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let zip = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "zip"))
+        .unwrap();
+    let stem = zip.file_stem().unwrap().to_str().unwrap().to_owned();
+    assert!(
+        stem.starts_with(&format!("dzfp_{number}_北京华章商贸有限公司_"))
+            && stem.len() == format!("dzfp_{number}_北京华章商贸有限公司_").len() + 14,
+        "{stem}"
+    );
+    let listing = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; print('\\n'.join(z.namelist()))",
+            zip.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        listing.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(listing.stdout).unwrap().trim(),
+        format!("{stem}.pdf\n{stem}.ofd\n{stem}.xml")
+    );
 
     let bad = fapiao(&[
         "issue",
