@@ -5,7 +5,8 @@
 //! in `OFD.xml`, the signed XML attached — and a signature (§18): `Signatures.xml` lists one
 //! `Signature.xml` whose `References` hold the SM3 digest of every other part, and whose exact
 //! bytes the issuing device signs with SM2 (`SignedValue.dat`, DER `SEQUENCE {r, s}`, ID
-//! `1234567812345678`). Deterministic like the PDF: the same invoice gives the same bytes.
+//! `1234567812345678`). Deterministic like the PDF: the same invoice gives the same parts (only
+//! the signature value differs between signings, SM2 drawing a fresh nonce).
 //!
 //! Rendering is in two steps, since the signing key is not this crate's: [`render_ofd`] gives
 //! the parts and the bytes to sign ([`UnsignedOfd::signed_bytes`]); [`UnsignedOfd::sign`]
