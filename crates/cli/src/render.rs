@@ -1,7 +1,7 @@
 //! `fapiao render`: an invoice file → the 数电票 XML and the PDF and OFD layout files.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -42,31 +42,10 @@ impl Plan {
             .map_err(|e| anyhow::anyhow!("{}: {e}", args.invoice.display()))?;
         let device = match &args.device {
             None => None,
-            Some(prefix) => {
-                let crt = with_suffix(prefix, ".crt.pem");
-                let key = with_suffix(prefix, ".key.pem");
-                let cert = Certificate::from_pem(
-                    &fs::read_to_string(&crt)
-                        .with_context(|| format!("reading {}", crt.display()))?,
-                )?;
-                let pem = Zeroizing::new(
-                    fs::read_to_string(&key)
-                        .with_context(|| format!("reading {}", key.display()))?,
-                );
-                let pass = key_pass(args.key_passphrase_file.clone()).read()?;
-                let key = PrivateKey::from_encrypted_pem(&pem, &pass)
-                    .with_context(|| format!("opening {}", key.display()))?;
-                if key.algorithm() != KeyAlgorithm::Sm2
-                    || cert.public_key().ok() != Some(key.public_key())
-                    || !cert.allows(Purpose::Signing)
-                {
-                    bail!(
-                        "{} must be an SM2 signing certificate with its key",
-                        prefix.display()
-                    );
-                }
-                Some((key, cert))
-            }
+            Some(prefix) => Some(load_device(
+                prefix,
+                &key_pass(args.key_passphrase_file.clone()).read()?,
+            )?),
         };
         Ok(Self {
             invoice,
@@ -76,6 +55,34 @@ impl Plan {
             device,
         })
     }
+}
+
+/// The issuing device `prefix`: `prefix.crt.pem` and `prefix.key.pem` (the key opened with
+/// `passphrase`), which must be an SM2 signing certificate with its key.
+pub(crate) fn load_device(
+    prefix: &Path,
+    passphrase: &[u8],
+) -> anyhow::Result<(PrivateKey, Certificate)> {
+    let crt = with_suffix(prefix, ".crt.pem");
+    let key = with_suffix(prefix, ".key.pem");
+    let cert = Certificate::from_pem(
+        &fs::read_to_string(&crt).with_context(|| format!("reading {}", crt.display()))?,
+    )?;
+    let pem = Zeroizing::new(
+        fs::read_to_string(&key).with_context(|| format!("reading {}", key.display()))?,
+    );
+    let key = PrivateKey::from_encrypted_pem(&pem, passphrase)
+        .with_context(|| format!("opening {}", key.display()))?;
+    if key.algorithm() != KeyAlgorithm::Sm2
+        || cert.public_key().ok() != Some(key.public_key())
+        || !cert.allows(Purpose::Signing)
+    {
+        bail!(
+            "{} must be an SM2 signing certificate with its key",
+            prefix.display()
+        );
+    }
+    Ok((key, cert))
 }
 
 pub(crate) fn run(plan: &Plan, now: OffsetDateTime) -> anyhow::Result<ExitCode> {

@@ -562,9 +562,11 @@ pub(crate) fn download(data: &Path, number: &str, to: Downloads<'_>) -> anyhow::
             eprintln!("wrote {} ({} bytes{what})", path.display(), body.len());
             Ok(())
         };
+        // What the OFD is made of (the XML) and what the zip holds, downloaded once each.
+        let signing = to.ofd.is_some() || to.zip.is_some();
         let mut files: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
-        for (kind, path) in [("pdf", to.pdf), ("xml", to.xml)] {
-            if path.is_none() && to.zip.is_none() {
+        for (kind, path, needed) in [("pdf", to.pdf, to.zip.is_some()), ("xml", to.xml, signing)] {
+            if path.is_none() && !needed {
                 continue;
             }
             let body = get(&format!("/v1/invoices/{number}/{kind}")).await?;
@@ -573,22 +575,24 @@ pub(crate) fn download(data: &Path, number: &str, to: Downloads<'_>) -> anyhow::
             }
             files.insert(kind, body.to_vec());
         }
-        if to.ofd.is_some() || to.zip.is_some() {
+        if signing {
             let view: Value =
                 serde_json::from_slice(&get(&format!("/v1/invoices/{number}")).await?)?;
             let invoice = fapiao_model::Invoice::from_json(&view["invoice"].to_string())
                 .map_err(|e| anyhow::anyhow!("the invoice as the API gives it: {e}"))?;
-            let signed_xml =
-                String::from_utf8(get(&format!("/v1/invoices/{number}/xml")).await?.to_vec())?;
+            let signed_xml = String::from_utf8(files["xml"].clone())?;
             let signer = fapiao_render::verify::read_signed(&signed_xml)?.certificate;
             let prefix = data
                 .join("devices")
                 .join(format!("{}.sign", invoice.draft().seller().taxpayer_id));
-            let read = |ext: &str| {
-                let p = PathBuf::from(format!("{}{ext}", prefix.display()));
-                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
-            };
-            let cert = Certificate::from_pem(&read(".crt.pem")?)?;
+            let (key, cert) = crate::render::load_device(
+                &prefix,
+                &crate::pki::Passphrase {
+                    file: Some(Layout::at(data).passphrase_file()),
+                    env: crate::pki::KEY_PASSPHRASE_ENV,
+                }
+                .read()?,
+            )?;
             if cert.der() != signer.as_slice() {
                 bail!(
                     "{number} was signed by another device than {}: the OFD must be signed by \
@@ -596,14 +600,6 @@ pub(crate) fn download(data: &Path, number: &str, to: Downloads<'_>) -> anyhow::
                     prefix.display()
                 );
             }
-            let passphrase = zeroize::Zeroizing::new(
-                std::fs::read_to_string(Layout::at(data).passphrase_file())
-                    .context("reading the data directory's key passphrase")?,
-            );
-            let key = fapiao_crypto::PrivateKey::from_encrypted_pem(
-                &zeroize::Zeroizing::new(read(".key.pem")?),
-                passphrase.trim_end().as_bytes(),
-            )?;
             let unsigned =
                 fapiao_render::render_ofd(&invoice, &signed_xml, &fapiao_render::bundled_font()?)?;
             let value = key.sign(unsigned.signed_bytes())?;
