@@ -84,7 +84,6 @@ impl Plan {
             y += self.rows[i].height;
         }
         p.totals(invoice, index + 1 == self.pages.len());
-        p.c.field(None);
     }
 }
 
@@ -361,16 +360,10 @@ impl<C: Canvas> Painter<'_, '_, C> {
         // Number and date, top right.
         let value_x = NUMBER_L + 15.0;
         self.text(NUMBER_L, 10.0, LABEL_SIZE, "发票号码：", DARK_RED);
-        self.c.field(Some("InvoiceNo"));
-        self.styled(
-            value_x,
-            10.0,
-            VALUE_SIZE,
-            inv.number().as_str(),
-            BLACK,
-            Style::Mono,
-        );
-        self.c.field(None);
+        self.tagged("InvoiceNo", |p| {
+            let number = inv.number().as_str();
+            p.styled(value_x, 10.0, VALUE_SIZE, number, BLACK, Style::Mono);
+        });
         self.text(NUMBER_L, 16.0, LABEL_SIZE, "开票日期：", DARK_RED);
         let date = inv.issued_at().date();
         let date_text = format!(
@@ -379,9 +372,9 @@ impl<C: Canvas> Painter<'_, '_, C> {
             u8::from(date.month()),
             date.day()
         );
-        self.c.field(Some("IssueDate"));
-        self.text(value_x, 16.0, VALUE_SIZE, &date_text, BLACK);
-        self.c.field(None);
+        self.tagged("IssueDate", |p| {
+            p.text(value_x, 16.0, VALUE_SIZE, &date_text, BLACK);
+        });
         if pages > 1 {
             self.text(
                 NUMBER_L,
@@ -432,14 +425,14 @@ impl<C: Canvas> Painter<'_, '_, C> {
                 "名称：",
                 DARK_RED,
             );
-            self.c.field(Some(tags.0));
-            self.fitted(
-                (x + 16.0, top, right, bottom),
-                name,
-                VALUE_SIZE,
-                Align::Left,
-            );
-            self.c.field(None);
+            self.tagged(tags.0, |p| {
+                p.fitted(
+                    (x + 16.0, top, right, bottom),
+                    name,
+                    VALUE_SIZE,
+                    Align::Left,
+                );
+            });
             self.text(
                 x + 8.0,
                 FRAME_T + 16.5,
@@ -447,9 +440,9 @@ impl<C: Canvas> Painter<'_, '_, C> {
                 "统一社会信用代码/纳税人识别号：",
                 DARK_RED,
             );
-            self.c.field(Some(tags.1));
-            self.styled(x + 55.0, FRAME_T + 16.5, VALUE_SIZE, id, BLACK, Style::Mono);
-            self.c.field(None);
+            self.tagged(tags.1, |p| {
+                p.styled(x + 55.0, FRAME_T + 16.5, VALUE_SIZE, id, BLACK, Style::Mono);
+            });
         }
 
         // Item table header; the table has no vertical rules between columns.
@@ -469,24 +462,22 @@ impl<C: Canvas> Painter<'_, '_, C> {
         self.line(FRAME_L + 6.0, TOTAL_B, FRAME_L + 6.0, FRAME_B, 0.6);
         self.vertical(FRAME_L + 3.0, TOTAL_B + 1.0, FRAME_B - 1.0, "备注");
         if let Some(r) = d.remarks() {
-            self.c.field(Some("Note"));
-            self.fitted(
-                (FRAME_L + 7.0, TOTAL_B + 0.5, FRAME_R, FRAME_B - 0.5),
-                r,
-                VALUE_SIZE,
-                Align::Left,
-            );
-            self.c.field(None);
+            let region = (FRAME_L + 7.0, TOTAL_B + 0.5, FRAME_R, FRAME_B - 0.5);
+            self.tagged("Note", |p| p.fitted(region, r, VALUE_SIZE, Align::Left));
         }
         let drawer_y = (FRAME_B + PAGE_H) / 2.0 + 1.0;
         self.text(FRAME_L + 4.0, drawer_y, LABEL_SIZE, "开票人：", DARK_RED);
-        self.c.field(Some("InvoiceClerk"));
-        self.fitted(
-            (FRAME_L + 15.0, FRAME_B + 1.0, 110.0, PAGE_H - 1.0),
-            d.drawer().unwrap_or(""),
-            VALUE_SIZE,
-            Align::Left,
-        );
+        let region = (FRAME_L + 15.0, FRAME_B + 1.0, 110.0, PAGE_H - 1.0);
+        let drawer = d.drawer().unwrap_or("");
+        self.tagged("InvoiceClerk", |p| {
+            p.fitted(region, drawer, VALUE_SIZE, Align::Left);
+        });
+    }
+
+    /// Draws with `draw`, indexing the text it sets as field `name` (OFD's 发票标引).
+    fn tagged(&mut self, name: &'static str, draw: impl FnOnce(&mut Self)) {
+        self.c.field(Some(name));
+        draw(self);
         self.c.field(None);
     }
 
@@ -536,36 +527,37 @@ impl<C: Canvas> Painter<'_, '_, C> {
         let t = d.totals();
         let (_, _, amount_right, _) = COLUMNS[5];
         let (_, tax_left, tax_right, _) = COLUMNS[7];
-        self.c.field(Some("TaxExclusiveTotalAmount"));
-        self.fitted(
-            (113.0, ITEMS_B, amount_right, SUM_B),
-            &format!("¥{}", t.amount),
-            VALUE_SIZE,
-            Align::Right,
-        );
-        self.c.field(Some("TaxTotalAmount"));
-        self.fitted(
-            (tax_left - 18.0, ITEMS_B, tax_right, SUM_B),
-            &format!("¥{}", t.tax),
-            VALUE_SIZE,
-            Align::Right,
-        );
-        self.c.field(None);
+        for (field, region, amount) in [
+            (
+                "TaxExclusiveTotalAmount",
+                (113.0, ITEMS_B, amount_right, SUM_B),
+                t.amount,
+            ),
+            (
+                "TaxTotalAmount",
+                (tax_left - 18.0, ITEMS_B, tax_right, SUM_B),
+                t.tax,
+            ),
+        ] {
+            self.tagged(field, |p| {
+                p.fitted(region, &format!("¥{amount}"), VALUE_SIZE, Align::Right);
+            });
+        }
         self.fitted(
             (58.0, SUM_B, 148.0, TOTAL_B),
             &format!("⊗{}", d.total_in_words()),
             VALUE_SIZE,
             Align::Left,
         );
-        self.c.field(None);
         self.text(150.0, SUM_B + 5.2, LABEL_SIZE, "（小写）", DARK_RED);
-        self.c.field(Some("TaxInclusiveTotalAmount"));
-        self.fitted(
-            (161.0, SUM_B, FRAME_R, TOTAL_B),
-            &format!("¥{}", t.total),
-            VALUE_SIZE,
-            Align::Left,
-        );
+        self.tagged("TaxInclusiveTotalAmount", |p| {
+            p.fitted(
+                (161.0, SUM_B, FRAME_R, TOTAL_B),
+                &format!("¥{}", t.total),
+                VALUE_SIZE,
+                Align::Left,
+            );
+        });
     }
 }
 

@@ -27,34 +27,28 @@ pub(crate) fn write(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
             (0, data)
         };
         let offset = u32::try_from(out.len()).expect("an OFD under 4 GiB");
-        let sizes = |v: &mut Vec<u8>| {
+        let name_len = u16::try_from(name.len()).expect("a short name");
+        // What the local header and the central record both say, from "version needed"
+        // (2.0) and the flags (UTF-8 names, bit 11) to the name's length.
+        let common = |v: &mut Vec<u8>| {
+            for half in [20_u16, 0x0800, method, DOS_TIME, DOS_DATE] {
+                v.extend_from_slice(&half.to_le_bytes());
+            }
             v.extend_from_slice(&crc.to_le_bytes());
             v.extend_from_slice(&u32::try_from(body.len()).expect("small").to_le_bytes());
             v.extend_from_slice(&u32::try_from(data.len()).expect("small").to_le_bytes());
+            v.extend_from_slice(&name_len.to_le_bytes());
         };
-        let name_len = u16::try_from(name.len()).expect("a short name");
-        // Local header: version 2.0, UTF-8 names (bit 11).
+        // Local header; no extra field.
         out.extend_from_slice(&0x0403_4b50_u32.to_le_bytes());
-        out.extend_from_slice(&20_u16.to_le_bytes());
-        out.extend_from_slice(&0x0800_u16.to_le_bytes());
-        out.extend_from_slice(&method.to_le_bytes());
-        out.extend_from_slice(&DOS_TIME.to_le_bytes());
-        out.extend_from_slice(&DOS_DATE.to_le_bytes());
-        sizes(&mut out);
-        out.extend_from_slice(&name_len.to_le_bytes());
+        common(&mut out);
         out.extend_from_slice(&0_u16.to_le_bytes());
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(body);
-        // Central directory record.
+        // Central directory record: made by version 2.0; no extra, comment, disk or attributes.
         central.extend_from_slice(&0x0201_4b50_u32.to_le_bytes());
         central.extend_from_slice(&20_u16.to_le_bytes());
-        central.extend_from_slice(&20_u16.to_le_bytes());
-        central.extend_from_slice(&0x0800_u16.to_le_bytes());
-        central.extend_from_slice(&method.to_le_bytes());
-        central.extend_from_slice(&DOS_TIME.to_le_bytes());
-        central.extend_from_slice(&DOS_DATE.to_le_bytes());
-        sizes(&mut central);
-        central.extend_from_slice(&name_len.to_le_bytes());
+        common(&mut central);
         central.extend_from_slice(&[0; 12]);
         central.extend_from_slice(&offset.to_le_bytes());
         central.extend_from_slice(name.as_bytes());
