@@ -67,6 +67,10 @@ pub(crate) fn write(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
+/// The largest part a reader inflates: an invoice's parts are kilobytes (its fonts tens of
+/// them); a part declaring more is refused rather than inflated (a ZIP bomb).
+const MAX_PART: usize = 16 << 20;
+
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
 }
@@ -77,7 +81,7 @@ fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 
 /// The entries of a ZIP archive, by the central directory, in its order: each inflated and
 /// checked against its CRC-32. `None` for anything else (encrypted, ZIP64, multi-disk,
-/// names twice, a CRC that does not match).
+/// names twice, a CRC that does not match, a part over 16 MiB).
 pub(crate) fn read(zip: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
     let end = (0..=zip.len().checked_sub(22)?)
         .rev()
@@ -93,6 +97,9 @@ pub(crate) fn read(zip: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
         let crc = u32_at(zip, at + 16)?;
         let compressed = usize::try_from(u32_at(zip, at + 20)?).ok()?;
         let size = usize::try_from(u32_at(zip, at + 24)?).ok()?;
+        if size > MAX_PART {
+            return None;
+        }
         let name_len = usize::from(u16_at(zip, at + 28)?);
         let extra = usize::from(u16_at(zip, at + 30)?) + usize::from(u16_at(zip, at + 32)?);
         let local = usize::try_from(u32_at(zip, at + 42)?).ok()?;
@@ -147,5 +154,16 @@ mod tests {
         let at = zip.windows(6).position(|w| w == b"Doc_0/").unwrap() + 40;
         bad[at] ^= 1;
         assert_eq!(super::read(&bad), None);
+    }
+
+    /// A part larger than a reader inflates is refused (a ZIP bomb: 16 MiB of zeros deflate
+    /// to 16 KiB), one at the limit read.
+    #[test]
+    fn a_part_over_the_limit_is_refused() {
+        let at_limit = super::write(&[("big".to_owned(), vec![0; super::MAX_PART])]);
+        assert!(at_limit.len() < 100_000);
+        assert!(super::read(&at_limit).is_some());
+        let over = super::write(&[("big".to_owned(), vec![0; super::MAX_PART + 1])]);
+        assert_eq!(super::read(&over), None);
     }
 }
