@@ -51,6 +51,7 @@ pub const MIGRATIONS: &[Migration] = fapiao_store::migrations![
     8 "0008_replicas" "replicas: webhook deliveries claimed",
     9 "0009_reconcile" "how far reconciling with platform got",
     10 "0010_webhook_endpoints" "webhook endpoints, events, the attempts of deliveries; reds by blue",
+    11 "0011_ofd" "the issuing device's OFD signature of an invoice",
 ];
 
 /// Columns whose values are sealed (encryption at rest): the signed invoices (buyer phone,

@@ -25,7 +25,9 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use crate::Cloud;
-use crate::erp::{InvoiceView, XML_TYPE, attachment, internal, pdf_of, xml_of};
+use crate::erp::{
+    InvoiceView, OFD_TYPE, XML_TYPE, ZIP_TYPE, attachment, internal, ofd_of, pdf_of, xml_of, zip_of,
+};
 
 pub(crate) fn routes(cloud: Cloud) -> Router {
     Router::new()
@@ -33,6 +35,8 @@ pub(crate) fn routes(cloud: Cloud) -> Router {
         .route("/portal/invoice", get(show))
         .route("/portal/pdf", get(pdf))
         .route("/portal/xml", get(xml))
+        .route("/portal/ofd", get(ofd))
+        .route("/portal/zip", get(zip))
         .with_state(cloud)
 }
 
@@ -137,6 +141,8 @@ enum Miss {
     Refused,
     /// Something broke (500).
     Internal,
+    /// Its OFD cannot be signed here: an enterprise's own device issued it (409).
+    NoOfd,
     /// Too many failed guesses at this number: wait (429).
     TooMany(std::time::Duration),
     /// The files carry a natural person's data: the buyer's four characters are needed, or
@@ -266,6 +272,10 @@ fn missed(lookup: &Lookup, miss: &Miss) -> Response {
             "这张发票未通过税务受理，不是有效发票，不能下载。",
         ),
         Miss::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "查询失败，请稍后再试。"),
+        Miss::NoOfd => (
+            StatusCode::CONFLICT,
+            "这张发票由销售方自有的开票设备开具，本平台不能为其 OFD 版式文件签名：请下载 PDF 或 XML，或向销售方索取 OFD。",
+        ),
         Miss::TooMany(wait) => {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             let mut r = page(
@@ -329,7 +339,9 @@ async fn show(
         let q = lookup.query();
         format!(
             "<p><a class=\"button\" id=\"pdf\" href=\"/portal/pdf?{q}\">下载 PDF</a>\
-             <a class=\"button\" id=\"xml\" href=\"/portal/xml?{q}\">下载 XML</a></p>"
+             <a class=\"button\" id=\"ofd\" href=\"/portal/ofd?{q}\">下载 OFD</a>\
+             <a class=\"button\" id=\"xml\" href=\"/portal/xml?{q}\">下载 XML</a>\
+             <a class=\"button\" id=\"zip\" href=\"/portal/zip?{q}\">全部下载</a></p>"
         )
     } else {
         buyer_form(&lookup)
@@ -413,7 +425,9 @@ fn buyer_form(lookup: &Lookup) -> String {
          <label><span>购买方后四位</span><input id=\"buyer\" name=\"buyer\" maxlength=\"4\" \
          autocomplete=\"off\" required placeholder=\"证件号码或手机号码后四位\"></label>\n\
          <button id=\"pdf\" type=\"submit\">下载 PDF</button>\
-         <button id=\"xml\" type=\"submit\" formaction=\"/portal/xml\">下载 XML</button>\n</form>",
+         <button id=\"ofd\" type=\"submit\" formaction=\"/portal/ofd\">下载 OFD</button>\
+         <button id=\"xml\" type=\"submit\" formaction=\"/portal/xml\">下载 XML</button>\
+         <button id=\"zip\" type=\"submit\" formaction=\"/portal/zip\">全部下载</button>\n</form>",
         hidden = lookup.hidden()
     )
 }
@@ -423,6 +437,9 @@ fn buyer_form(lookup: &Lookup) -> String {
 enum Layout {
     Pdf,
     Xml,
+    Ofd,
+    /// The zip of the three.
+    Zip,
 }
 
 async fn pdf(state: State<Cloud>, headers: HeaderMap, lookup: Query<Lookup>) -> Response {
@@ -431,6 +448,14 @@ async fn pdf(state: State<Cloud>, headers: HeaderMap, lookup: Query<Lookup>) -> 
 
 async fn xml(state: State<Cloud>, headers: HeaderMap, lookup: Query<Lookup>) -> Response {
     download(state, headers, lookup, Layout::Xml).await
+}
+
+async fn ofd(state: State<Cloud>, headers: HeaderMap, lookup: Query<Lookup>) -> Response {
+    download(state, headers, lookup, Layout::Ofd).await
+}
+
+async fn zip(state: State<Cloud>, headers: HeaderMap, lookup: Query<Lookup>) -> Response {
+    download(state, headers, lookup, Layout::Zip).await
 }
 
 async fn download(
@@ -447,13 +472,22 @@ async fn download(
     let file = match layout {
         Layout::Pdf => pdf_of(&cloud, &v, &rid)
             .await
-            .map(|b| attachment("application/pdf", &v.number, "pdf", b)),
-        Layout::Xml => xml_of(&v, &rid).map(|x| attachment(XML_TYPE, &v.number, "xml", x)),
+            .map(|b| attachment("application/pdf", &v, "pdf", b)),
+        Layout::Xml => xml_of(&v, &rid).map(|x| attachment(XML_TYPE, &v, "xml", x)),
+        Layout::Ofd => ofd_of(&cloud, &v, &rid)
+            .await
+            .map(|b| attachment(OFD_TYPE, &v, "ofd", b)),
+        Layout::Zip => zip_of(&cloud, &v, &rid)
+            .await
+            .map(|b| attachment(ZIP_TYPE, &v, "zip", b)),
     };
     match file {
         Ok(r) => {
             tracing::info!(request_id = %rid, number = %v.number, "portal download");
             secured(r)
+        }
+        Err(e) if e.code == fapiao_protocol::Code::OfdUnavailable.as_str() => {
+            missed(&lookup, &Miss::NoOfd)
         }
         Err(_) => missed(&lookup, &Miss::Internal),
     }

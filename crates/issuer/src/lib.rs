@@ -160,6 +160,9 @@ pub enum IssueError {
     /// Signing failed.
     #[error("signing failed")]
     Signing,
+    /// Another certificate signed the invoice whose layout file is to be signed.
+    #[error("another device certificate signed the invoice")]
+    OtherDevice,
     /// The device certificate is not valid (chain, time, usage, revocation).
     #[error("the device certificate is not acceptable: {0}")]
     Certificate(PathError),
@@ -203,6 +206,33 @@ impl IssuingDevice {
     #[must_use]
     pub fn taxpayer_id(&self) -> Option<&str> {
         self.taxpayer_id.as_deref()
+    }
+
+    /// The device's signing certificate.
+    #[must_use]
+    pub fn certificate(&self) -> &Certificate {
+        &self.certificate
+    }
+
+    /// Signs the `Signature.xml` of the OFD layout file of `signed`, an invoice this device
+    /// signed (the same certificate): the DER SM2 signature `SignedValue.dat` holds. The
+    /// caller renders the OFD from the invoice itself — a device signs no bytes it was handed.
+    ///
+    /// # Errors
+    /// [`IssueError::OtherDevice`] when another certificate signed the invoice (another
+    /// enterprise's device, or this one before its key was replaced);
+    /// [`IssueError::Signing`].
+    pub fn sign_ofd(
+        &self,
+        signed: &SignedInvoice,
+        signature_xml: &[u8],
+    ) -> Result<Vec<u8>, IssueError> {
+        if signed.signature.certificate != self.certificate.der() {
+            return Err(IssueError::OtherDevice);
+        }
+        self.key
+            .sign(signature_xml)
+            .map_err(|_| IssueError::Signing)
     }
 
     /// Numbers a draft from `block`, dates it `issued_at` (China time) and signs it. A number

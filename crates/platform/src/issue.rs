@@ -24,7 +24,7 @@ use fapiao_model::{
 use fapiao_protocol::Code;
 use fapiao_protocol::client::now;
 use fapiao_protocol::wire::{
-    BatchAnswer, FormWire, InvoiceFetch, InvoiceList, IssueBatch, IssueOrder, OrderAnswer,
+    BatchAnswer, FormWire, InvoiceFetch, InvoiceList, IssueBatch, IssueOrder, OfdSign, OrderAnswer,
     RedOrder, Refusal, SignedReceipt, TaxStatus, WireInvoice, message_type,
 };
 use fapiao_service::{EnvelopeHandler, Incoming, Outgoing};
@@ -128,6 +128,18 @@ impl EnvelopeHandler for Platform {
                 return match incoming.body::<InvoiceFetch>() {
                     Ok(q) => match self.fetch_for_cloud(&cloud, &q).await {
                         Ok(Ok(found)) => Outgoing::json(message_type::INVOICES_FOUND, &found),
+                        Ok(Err(r)) => Outgoing::refusal(&r),
+                        Err(e) => Outgoing::refusal(&reconcile_failed(&rid, &e)),
+                    },
+                    Err(out) => out,
+                };
+            }
+            message_type::OFD_SIGN => {
+                return match incoming.body::<OfdSign>() {
+                    Ok(q) => match self.sign_ofd_for_cloud(&cloud, &q).await {
+                        Ok(Ok(signature)) => {
+                            Outgoing::json(message_type::OFD_SIGNATURE, &signature)
+                        }
                         Ok(Err(r)) => Outgoing::refusal(&r),
                         Err(e) => Outgoing::refusal(&reconcile_failed(&rid, &e)),
                     },
@@ -1078,6 +1090,6 @@ fn prepare_blue(
 
 /// The refusal a database failure answering a reconciling cloud gets (the failure is logged).
 fn reconcile_failed(rid: &str, e: &StoreError) -> Refusal {
-    tracing::error!(request_id = %rid, error = %e, "answering a reconciling cloud failed");
+    tracing::error!(request_id = %rid, error = %e, "answering a cloud's question failed");
     Refusal::new(Code::Internal, "internal error")
 }

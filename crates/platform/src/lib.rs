@@ -33,6 +33,7 @@ use zeroize::Zeroizing;
 pub mod agents;
 pub mod issue;
 mod issuing;
+mod layout;
 mod numbers;
 pub mod outbox;
 mod reconcile;

@@ -86,6 +86,11 @@ pub mod message_type {
     pub const INVOICES_FETCH: &str = "invoices.fetch";
     /// platform → cloud: the answer to [`INVOICES_FETCH`] ([`super::StatusNotices`]).
     pub const INVOICES_FOUND: &str = "invoices.found";
+    /// cloud → platform: the issuing device's signature of an invoice's OFD
+    /// ([`super::OfdSign`]).
+    pub const OFD_SIGN: &str = "ofd.sign";
+    /// platform → cloud: the answer to [`OFD_SIGN`] ([`super::OfdSignature`]).
+    pub const OFD_SIGNATURE: &str = "ofd.signature";
 }
 
 /// Why a payload could not be read.
@@ -595,6 +600,28 @@ pub struct InvoiceRefs {
 pub struct InvoiceFetch {
     /// At most [`StatusNotices::MAX`] numbers.
     pub numbers: Vec<String>,
+}
+
+/// cloud → platform: sign the OFD layout file of an invoice of one of the cloud's
+/// enterprises. Platform renders the OFD itself from the invoice it holds (it signs nothing it
+/// did not render) and signs its `Signature.xml` with the hosted device that signed the
+/// invoice; answered with [`OfdSignature`], or refused `not_found` (no such invoice of the
+/// cloud's) or `ofd_unavailable` (no hosted device holds the key that signed it: an agent
+/// issued it, or the device's key was replaced since).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfdSign {
+    /// The invoice's number.
+    pub number: String,
+}
+
+/// platform → cloud: the signature of an invoice's OFD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfdSignature {
+    /// The invoice's number.
+    pub number: String,
+    /// Base64 of the DER `SEQUENCE {r, s}`: SM2 with SM3 (ID `1234567812345678`) by the
+    /// invoice's issuing device over the OFD's `Signature.xml`, as `SignedValue.dat` holds it.
+    pub signature: String,
 }
 
 /// An invoice issued by an agent, as platform passes it on to cloud.

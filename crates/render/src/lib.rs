@@ -61,6 +61,13 @@ pub fn bundled_font() -> Result<PdfFont, RenderError> {
 static BUNDLED: std::sync::LazyLock<Option<PdfFont>> =
     std::sync::LazyLock::new(|| bundled_font().ok());
 
+/// The bundled typeface, loaded once for the process (`None` only if the bundled files were
+/// unusable, which the tests rule out).
+#[must_use]
+pub fn shared_font() -> Option<&'static PdfFont> {
+    BUNDLED.as_ref()
+}
+
 /// The first character of an invoice of `draft` the bundled typeface cannot draw, as a finding
 /// on its field (`unsupported_character`, naming it) — checked before a number is used, so
 /// that no invoice exists whose PDF cannot be made.

@@ -36,6 +36,7 @@ use crate::Cloud;
 mod batch;
 mod endpoints;
 mod error;
+mod files;
 mod invoices;
 mod issue;
 mod read;
@@ -46,6 +47,7 @@ mod view;
 pub(crate) use batch::*;
 pub use endpoints::MAX_ENDPOINTS;
 pub(crate) use error::*;
+pub(crate) use files::*;
 pub(crate) use invoices::*;
 pub(crate) use issue::*;
 pub(crate) use read::*;
@@ -67,6 +69,8 @@ pub(crate) fn routes(cloud: Cloud) -> Router {
         .route("/v1/invoices/{number}/red", post(red))
         .route("/v1/invoices/{number}/xml", get(xml))
         .route("/v1/invoices/{number}/pdf", get(pdf))
+        .route("/v1/invoices/{number}/ofd", get(ofd))
+        .route("/v1/invoices/{number}/zip", get(zip))
         .route("/v1/orders/{order_id}", get(crate::queue::order_status))
         .route(
             "/v1/webhook-endpoints",

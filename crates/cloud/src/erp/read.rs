@@ -73,24 +73,53 @@ pub(crate) async fn pdf_of(cloud: &Cloud, v: &InvoiceView, rid: &str) -> Result<
     .map_err(|e| internal(rid, &e))?
 }
 
-/// A layout file as a download: `dzfp_<number>.<extension>`.
+/// A layout file as a download, named as the national platform names it:
+/// `dzfp_<number>_<buyer>_<yyyyMMddHHmmss>.<extension>` (`filename*`, UTF-8), with
+/// `dzfp_<number>.<extension>` for clients that read only the ASCII `filename`.
 pub(crate) fn attachment(
     content_type: &'static str,
-    number: &str,
+    v: &InvoiceView,
     extension: &str,
     body: impl IntoResponse,
 ) -> Response {
+    let number = &v.number;
     (
         [
             (http::header::CONTENT_TYPE, content_type.to_owned()),
             (
                 http::header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"dzfp_{number}.{extension}\""),
+                format!(
+                    "attachment; filename=\"dzfp_{number}.{extension}\"; \
+                     filename*=UTF-8''{}.{extension}",
+                    percent_encoded(&file_stem(v))
+                ),
             ),
         ],
         body,
     )
         .into_response()
+}
+
+/// `dzfp_<number>_<buyer>_<yyyyMMddHHmmss>` ([`fapiao_render::file_stem`]).
+pub(crate) fn file_stem(v: &InvoiceView) -> String {
+    v.invoice.to_signed().map_or_else(
+        |_| format!("dzfp_{}", v.number),
+        |s| fapiao_render::file_stem(&s.invoice),
+    )
+}
+
+/// RFC 8187 `value-chars`: every byte but the unreserved ones as `%XX`.
+fn percent_encoded(s: &str) -> String {
+    use std::fmt::Write as _;
+    s.bytes()
+        .fold(String::with_capacity(s.len() * 3), |mut out, b| {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                out.push(char::from(b));
+            } else {
+                let _ = write!(out, "%{b:02X}");
+            }
+            out
+        })
 }
 
 /// The XML media type of layout downloads.
@@ -106,11 +135,12 @@ pub(crate) async fn xml(
     let rid = request_id(&headers);
     let result = async {
         let v = authed_invoice(&cloud, &method, &uri, &headers, &number, &rid).await?;
-        xml_of(&v, &rid)
+        let x = xml_of(&v, &rid)?;
+        Ok::<_, ApiError>((v, x))
     }
     .await;
     match result {
-        Ok(x) => attachment(XML_TYPE, &number, "xml", x),
+        Ok((v, x)) => attachment(XML_TYPE, &v, "xml", x),
         Err(e) => e.into_response(),
     }
 }
@@ -125,11 +155,12 @@ pub(crate) async fn pdf(
     let rid = request_id(&headers);
     let result = async {
         let v = authed_invoice(&cloud, &method, &uri, &headers, &number, &rid).await?;
-        pdf_of(&cloud, &v, &rid).await
+        let pdf = pdf_of(&cloud, &v, &rid).await?;
+        Ok::<_, ApiError>((v, pdf))
     }
     .await;
     match result {
-        Ok(bytes) => attachment("application/pdf", &number, "pdf", bytes),
+        Ok((v, bytes)) => attachment("application/pdf", &v, "pdf", bytes),
         Err(e) => e.into_response(),
     }
 }

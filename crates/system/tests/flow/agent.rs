@@ -213,6 +213,27 @@ async fn the_agent_issues_queued_orders_like_the_hosted_issuer() {
     assert_eq!(red["blue_number"], json!(blue));
     assert!(red["form"]["number"].as_str().unwrap().len() == 20, "{red}");
 
+    // Its OFD: the agent's device holds the key, platform none — refused as such; the zip
+    // holds the PDF and the XML.
+    let r = get(&erp, &format!("/v1/invoices/{blue}/ofd")).await;
+    assert_eq!(
+        (r.status, json_of(&r)["code"].clone()),
+        (409, json!("ofd_unavailable")),
+        "{}",
+        json_of(&r)
+    );
+    let zip = get(&erp, &format!("/v1/invoices/{blue}/zip")).await;
+    assert_eq!(zip.status, 200);
+    let names: Vec<String> = fapiao_render::ofd::parts(&zip.body)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        names.len() == 2 && names[0].ends_with(".pdf") && names[1].ends_with(".xml"),
+        "{names:?}"
+    );
+
     // A hosted invoice verifies the same way at cloud and tax.
     let hosted = json_of(&post(&env.erp(SH), "/v1/invoices", &order(SH, "SH-1", "10")).await);
     let hw: WireInvoice = serde_json::from_value(

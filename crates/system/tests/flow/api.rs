@@ -76,7 +76,7 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
             }
         }
     }
-    assert_eq!(operations, 17);
+    assert_eq!(operations, 19);
 
     // The official table, searched as an ERP picks its codes.
     let r = erp
@@ -185,7 +185,13 @@ async fn documented_routes_exist_and_downloads_are_real_layout_files() {
         xml.headers["content-disposition"]
             .to_str()
             .unwrap()
-            .contains(&format!("dzfp_{number}.xml"))
+            .contains(&format!("filename=\"dzfp_{number}.xml\"")),
+        "an ASCII name for clients that read no filename*"
+    );
+    assert!(
+        crate::ofd::download_name(&xml)
+            .starts_with(&format!("dzfp_{number}_北京华章商贸有限公司_")),
+        "the national platform's name"
     );
     std::fs::write(dir.path().join("i.xml"), &xml.body).unwrap();
     let xsd =

@@ -16,6 +16,7 @@ mod keys;
 mod limits;
 mod masking;
 mod notices;
+mod ofd;
 mod ops;
 mod outage;
 mod portal;

@@ -279,7 +279,16 @@ async fn a_browser_finds_an_invoice_and_downloads_its_pdf_and_xml() {
     let total = v["total"].as_str().unwrap().to_owned();
     let api_pdf = get(&erp, &format!("/v1/invoices/{number}/pdf")).await;
     let api_xml = get(&erp, &format!("/v1/invoices/{number}/xml")).await;
-    assert_eq!((api_pdf.status, api_xml.status), (200, 200));
+    let api_ofd = get(&erp, &format!("/v1/invoices/{number}/ofd")).await;
+    assert_eq!(
+        (api_pdf.status, api_xml.status, api_ofd.status),
+        (200, 200, 200)
+    );
+    // Files are named as the national platform names them.
+    let stem = crate::ofd::download_name(&api_xml)
+        .strip_suffix(".xml")
+        .unwrap()
+        .to_owned();
 
     let downloads = tempfile::tempdir().unwrap();
     let browser = Browser::start(downloads.path()).await;
@@ -311,12 +320,24 @@ async fn a_browser_finds_an_invoice_and_downloads_its_pdf_and_xml() {
 
     // The downloads are the ERP API's files, byte for byte.
     browser.click("#pdf").await;
-    let pdf = browser.downloaded(&format!("dzfp_{number}.pdf")).await;
+    let pdf = browser.downloaded(&format!("{stem}.pdf")).await;
     assert!(pdf.starts_with(b"%PDF-"));
     assert_eq!(pdf, api_pdf.body.to_vec(), "portal PDF = ERP API PDF");
     browser.click("#xml").await;
-    let xml = browser.downloaded(&format!("dzfp_{number}.xml")).await;
+    let xml = browser.downloaded(&format!("{stem}.xml")).await;
     assert_eq!(xml, api_xml.body.to_vec(), "portal XML = ERP API XML");
+    browser.click("#ofd").await;
+    let ofd = browser.downloaded(&format!("{stem}.ofd")).await;
+    assert_eq!(ofd, api_ofd.body.to_vec(), "portal OFD = ERP API OFD");
+    crate::ofd::assert_signed_ofd(&ofd, &xml);
+    browser.click("#zip").await;
+    let zip = browser.downloaded(&format!("{stem}.zip")).await;
+    let names: Vec<String> = fapiao_render::ofd::parts(&zip)
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["pdf", "ofd", "xml"].map(|k| format!("{stem}.{k}")));
     browser.quit().await;
 
     // What the browser cannot show: the status codes and the headers on every answer.
