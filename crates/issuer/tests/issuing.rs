@@ -231,3 +231,24 @@ fn only_sm2_device_signing_certificates_make_a_device() {
         IssueError::DeviceCertificate
     );
 }
+
+#[test]
+fn a_device_signs_the_layout_of_only_the_invoices_it_signed() {
+    let pki = Pki::new();
+    let device = pki.device(SELLER);
+    let signed = device.issue(draft(), &mut block(), ISSUED).unwrap();
+    let bytes = b"<ofd:Signature/>";
+    let value = device.sign_ofd(&signed, bytes).unwrap();
+    device
+        .certificate()
+        .public_key()
+        .unwrap()
+        .verify(bytes, &value)
+        .unwrap();
+    // The same enterprise's device with another key (a replaced one) signs nothing of it.
+    let replaced = pki.device(SELLER);
+    assert!(matches!(
+        replaced.sign_ofd(&signed, bytes),
+        Err(IssueError::OtherDevice)
+    ));
+}
