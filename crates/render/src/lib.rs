@@ -30,11 +30,16 @@ pub use xml::{
     signed_content, tax_bureau_code, tax_bureau_name, xml_rate,
 };
 
-/// The bundled CJK font (WenQuanYi Micro Hei, Apache-2.0; see `fonts/README.md`).
+/// The bundled 宋体 of the values: Noto Serif CJK SC (OFL-1.1) for every character of GBK
+/// (`fonts/README.md`).
+pub const BUNDLED_VALUE_FACE: &[u8] = include_bytes!("../fonts/noto-serif-cjk-sc-gbk.ttf");
+
+/// The first fallback of the values: WenQuanYi Micro Hei (Apache-2.0), a sans-serif with the
+/// GB 18030 Han set, for what the 宋体 lacks (`fonts/README.md`).
 pub const BUNDLED_FONT: &[u8] = include_bytes!("../fonts/wqy-microhei.ttf");
 
-/// The bundled fallback face: what Noto Sans CJK SC (OFL-1.1) draws and the bundled font
-/// lacks — CJK Extension A whole, 2,365 characters of Extension B and on (`fonts/README.md`).
+/// The last fallback: what Noto Sans CJK SC (OFL-1.1) draws and WenQuanYi Micro Hei lacks —
+/// CJK Extension A whole, 2,365 characters of Extension B and on (`fonts/README.md`).
 pub const BUNDLED_FALLBACK: &[u8] = include_bytes!("../fonts/noto-sans-cjk-sc-ext.otf");
 
 /// The bundled 楷体 of the title and labels (a subset of LXGW WenKai, OFL-1.1, renamed as the
@@ -45,13 +50,15 @@ pub const BUNDLED_LABEL_FACE: &[u8] = include_bytes!("../fonts/kai-labels.ttf");
 /// Mono, OFL-1.1, renamed).
 pub const BUNDLED_MONO_FACE: &[u8] = include_bytes!("../fonts/kai-mono-ids.ttf");
 
-/// Loads the bundled typefaces: values in WenQuanYi Micro Hei with its fallback face, labels
-/// in 楷体, the number and ids monospaced (about 10 ms; do it once per process).
+/// Loads the bundled typefaces: values in 宋体 (Noto Serif CJK SC) with the sans-serif faces
+/// as fallbacks for rarer characters, labels in 楷体, the number and ids monospaced (about
+/// 10 ms; do it once per process).
 ///
 /// # Errors
 /// [`RenderError::Font`] (not for the bundled files).
 pub fn bundled_font() -> Result<PdfFont, RenderError> {
-    PdfFont::new(BUNDLED_FONT.to_vec(), 0)?
+    PdfFont::new(BUNDLED_VALUE_FACE.to_vec(), 0)?
+        .with_fallback(BUNDLED_FONT.to_vec(), 0)?
         .with_fallback(BUNDLED_FALLBACK.to_vec(), 0)?
         .with_label_face(BUNDLED_LABEL_FACE.to_vec(), 0)?
         .with_mono_face(BUNDLED_MONO_FACE.to_vec(), 0)
