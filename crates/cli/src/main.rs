@@ -496,7 +496,8 @@ struct RenderArgs {
     #[arg(long)]
     xml: Option<PathBuf>,
     /// Write the OFD layout file here, signed by the issuing device: --device for an invoice
-    /// file; for a number, the device the data directory hosts.
+    /// file; for a number, the API's (signed at platform by the hosted device that issued it;
+    /// an invoice an enterprise's own device issued is signed where that device is).
     #[arg(long)]
     ofd: Option<PathBuf>,
     /// For a number: write the PDF, OFD and XML together into this directory as the national

@@ -59,10 +59,7 @@ impl Plan {
 
 /// The issuing device `prefix`: `prefix.crt.pem` and `prefix.key.pem` (the key opened with
 /// `passphrase`), which must be an SM2 signing certificate with its key.
-pub(crate) fn load_device(
-    prefix: &Path,
-    passphrase: &[u8],
-) -> anyhow::Result<(PrivateKey, Certificate)> {
+fn load_device(prefix: &Path, passphrase: &[u8]) -> anyhow::Result<(PrivateKey, Certificate)> {
     let crt = with_suffix(prefix, ".crt.pem");
     let key = with_suffix(prefix, ".key.pem");
     let cert = Certificate::from_pem(

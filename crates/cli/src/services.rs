@@ -531,12 +531,9 @@ pub(crate) fn red(
     })
 }
 
-/// `fapiao render NUMBER`: downloads an issued invoice's layout files. The OFD is not served
-/// by the API yet: it is rendered here from the downloaded invoice and its signed XML, and
-/// signed by the issuing device the data directory hosts — refused if that device's
-/// certificate is not the one that signed the XML (a device rotated since, or one hosted
-/// elsewhere).
-/// Where `fapiao render NUMBER` writes which file.
+/// Where `fapiao render NUMBER` writes which file: the ERP API's layout files, the OFD signed
+/// at platform by the device that issued the invoice, the zip named as the national platform
+/// names it.
 pub(crate) struct Downloads<'a> {
     pub(crate) pdf: Option<&'a PathBuf>,
     pub(crate) xml: Option<&'a PathBuf>,
@@ -562,64 +559,32 @@ pub(crate) fn download(data: &Path, number: &str, to: Downloads<'_>) -> anyhow::
             eprintln!("wrote {} ({} bytes{what})", path.display(), body.len());
             Ok(())
         };
-        // What the OFD is made of (the XML) and what the zip holds, downloaded once each.
-        let signing = to.ofd.is_some() || to.zip.is_some();
-        let mut files: BTreeMap<&str, Vec<u8>> = BTreeMap::new();
-        for (kind, path, needed) in [("pdf", to.pdf, to.zip.is_some()), ("xml", to.xml, signing)] {
-            if path.is_none() && !needed {
-                continue;
-            }
-            let body = get(&format!("/v1/invoices/{number}/{kind}")).await?;
+        for (kind, path, what) in [
+            ("pdf", to.pdf, ""),
+            ("xml", to.xml, ""),
+            ("ofd", to.ofd, ", OFD signed by the issuing device"),
+        ] {
             if let Some(path) = path {
-                write(path, &body, "")?;
+                let body = get(&format!("/v1/invoices/{number}/{kind}")).await?;
+                write(path, &body, what)?;
             }
-            files.insert(kind, body.to_vec());
         }
-        if signing {
+        if let Some(dir) = to.zip {
             let view: Value =
                 serde_json::from_slice(&get(&format!("/v1/invoices/{number}")).await?)?;
             let invoice = fapiao_model::Invoice::from_json(&view["invoice"].to_string())
                 .map_err(|e| anyhow::anyhow!("the invoice as the API gives it: {e}"))?;
-            let signed_xml = String::from_utf8(files["xml"].clone())?;
-            let signer = fapiao_render::verify::read_signed(&signed_xml)?.certificate;
-            let prefix = data
-                .join("devices")
-                .join(format!("{}.sign", invoice.draft().seller().taxpayer_id));
-            let (key, cert) = crate::render::load_device(
-                &prefix,
-                &crate::pki::Passphrase {
-                    file: Some(Layout::at(data).passphrase_file()),
-                    env: crate::pki::KEY_PASSPHRASE_ENV,
-                }
-                .read()?,
+            let body = get(&format!("/v1/invoices/{number}/zip")).await?;
+            let held = fapiao_render::ofd::parts(&body).map_or(0, |p| p.len());
+            write(
+                &dir.join(format!("{}.zip", fapiao_render::file_stem(&invoice))),
+                &body,
+                if held == 3 {
+                    ": PDF, OFD and XML"
+                } else {
+                    ": PDF and XML (its OFD is signed where the enterprise's own device is)"
+                },
             )?;
-            if cert.der() != signer.as_slice() {
-                bail!(
-                    "{number} was signed by another device than {}: the OFD must be signed by \
-                     the device that issued it",
-                    prefix.display()
-                );
-            }
-            let unsigned =
-                fapiao_render::render_ofd(&invoice, &signed_xml, &fapiao_render::bundled_font()?)?;
-            let value = key.sign(unsigned.signed_bytes())?;
-            let file = unsigned.sign(&value);
-            if let Some(path) = to.ofd {
-                write(path, &file, ", OFD signed by the issuing device")?;
-            }
-            if let Some(dir) = to.zip {
-                let stem = fapiao_render::file_stem(&invoice);
-                files.insert("ofd", file);
-                let entries: Vec<(String, Vec<u8>)> = ["pdf", "ofd", "xml"]
-                    .into_iter()
-                    .filter_map(|k| Some((format!("{stem}.{k}"), files.remove(k)?)))
-                    .collect();
-                write(
-                    &dir.join(format!("{stem}.zip")),
-                    &fapiao_render::ofd::pack(&entries),
-                    ": PDF, OFD and XML",
-                )?;
-            }
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -519,13 +519,19 @@ fn replicas_behind_nginx_issue_each_order_once_through_kills_and_a_tax_outage() 
             "phase {phase}: {ORDERS} orders answered twice at {:.0?}",
             started.elapsed()
         );
-        // Everything drains: every invoice accepted by tax as cloud holds it.
+        // Everything drains: every invoice accepted by tax as cloud holds it, and platform's
+        // outbox done — a killed platform replica's claims (a notice it delivered, say, but did
+        // not mark done) are taken over once their lease runs out, up to 15 s later.
         let cloud_db = rt.block_on(db(&data, "cloud"));
+        let platform_db = rt.block_on(db(&data, "platform"));
         let mut drained = false;
         for _ in 0..1200 {
             let left = rt.block_on(count(
                 &cloud_db,
                 "SELECT COUNT(*) FROM invoices WHERE tax_status <> 'accepted'",
+            )) + rt.block_on(count(
+                &platform_db,
+                "SELECT COUNT(*) FROM outbox WHERE state <> 'done'",
             ));
             if left == 0 {
                 drained = true;

@@ -112,7 +112,7 @@ codes! {
     OutcomeUnknown = "outcome_unknown", 503, true,
         "Cloud: the platform issued the invoice but cloud could not store it (its database failed). The invoice exists: send the same order (same order_id and body) again to get it; cloud also fetches it from the platform on its own.";
     OfdUnavailable = "ofd_unavailable", 409, false,
-        "The invoice's OFD cannot be signed by the device that issued it here: an enterprise's own device (an agent) issued it — the enterprise makes its OFD (`fapiao render <number> --ofd`) — or the hosted device's key was replaced since. Its PDF and XML are available.";
+        "The invoice's OFD cannot be signed by the device that issued it here: an enterprise's own device (an agent) issued it — the enterprise signs its OFD where that device is (`fapiao render <invoice.json> --device … --ofd`) — or the hosted device's key was replaced since. Its PDF and XML are available.";
     UploadNumberNotGranted = "upload_number_not_granted", 422, false,
         "Tax: the invoice number lies in no range granted to the uploader.";
     UploadSignatureInvalid = "upload_signature_invalid", 422, false,
