@@ -167,6 +167,13 @@ const ROUND_MOST: usize = 4096;
 /// …or after this long.
 const ROUND_LONGEST: Duration = Duration::from_secs(2);
 
+/// How long a round waits before it looks at what is due: the uploads and notices of the
+/// orders issued meanwhile join the same exchanges. Below full batches every exchange costs
+/// two seals and two opens (~2.3 ms of CPU) for the few entries it carries; at half the
+/// closed-loop rate that made an invoice cost almost twice the CPU it costs at full speed
+/// (`docs/performance.md`). Only tax's acceptance waits for it, never an ERP's answer.
+pub const LINGER: Duration = Duration::from_millis(50);
+
 /// Most bytes of invoice records in one upload batch (the envelope limit is 4 MiB).
 const UPLOAD_BATCH_BYTES: usize = 1024 * 1024;
 
@@ -274,7 +281,8 @@ impl Platform {
     /// for the entries that fell due meanwhile (so a busy outbox sends bigger batches). A
     /// round ends when nothing is due and nothing is in flight, or after a few thousand
     /// entries or two seconds (then it stops taking more and finishes what it has, so a
-    /// shutdown never waits long). Returns how many entries it handled.
+    /// shutdown never waits long). It begins [`LINGER`] after it is called. Returns how many
+    /// entries it handled.
     ///
     /// # Errors
     /// [`StoreError`].
@@ -291,6 +299,7 @@ impl Platform {
             tokio::task::JoinSet::new();
         let mut handled = 0;
         let mut taking = true;
+        tokio::time::sleep(LINGER).await;
         self.revive().await?;
         loop {
             if taking && running.len() < OUTBOX_PARALLEL {
