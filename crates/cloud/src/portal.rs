@@ -25,9 +25,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use crate::Cloud;
-use crate::erp::{
-    InvoiceView, OFD_TYPE, XML_TYPE, ZIP_TYPE, attachment, internal, ofd_of, pdf_of, xml_of, zip_of,
-};
+use crate::erp::{InvoiceView, Layout, internal};
 
 pub(crate) fn routes(cloud: Cloud) -> Router {
     Router::new()
@@ -432,16 +430,6 @@ fn buyer_form(lookup: &Lookup) -> String {
     )
 }
 
-/// Which layout file a download is.
-#[derive(Clone, Copy)]
-enum Layout {
-    Pdf,
-    Xml,
-    Ofd,
-    /// The zip of the three.
-    Zip,
-}
-
 async fn pdf(state: State<Cloud>, headers: HeaderMap, lookup: Query<Lookup>) -> Response {
     download(state, headers, lookup, Layout::Pdf).await
 }
@@ -469,19 +457,7 @@ async fn download(
         Ok(v) => v,
         Err(m) => return missed(&lookup, &m),
     };
-    let file = match layout {
-        Layout::Pdf => pdf_of(&cloud, &v, &rid)
-            .await
-            .map(|b| attachment("application/pdf", &v, "pdf", b)),
-        Layout::Xml => xml_of(&v, &rid).map(|x| attachment(XML_TYPE, &v, "xml", x)),
-        Layout::Ofd => ofd_of(&cloud, &v, &rid)
-            .await
-            .map(|b| attachment(OFD_TYPE, &v, "ofd", b)),
-        Layout::Zip => zip_of(&cloud, &v, &rid)
-            .await
-            .map(|b| attachment(ZIP_TYPE, &v, "zip", b)),
-    };
-    match file {
+    match layout.download(&cloud, &v, &rid).await {
         Ok(r) => {
             tracing::info!(request_id = %rid, number = %v.number, "portal download");
             secured(r)

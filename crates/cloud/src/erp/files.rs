@@ -1,4 +1,5 @@
-//! The invoice's OFD, and the zip of its three layout files.
+//! The layout files as downloads ([`Layout`]): the PDF and XML, the OFD, and the zip of the
+//! three — one way for the ERP API and the portal.
 //!
 //! The OFD carries the SM2 signature of the device that issued the invoice. The hosted
 //! devices' keys are at platform, so the first download of an invoice's OFD asks platform for
@@ -14,7 +15,7 @@ use fapiao_protocol::wire::{OfdSign, OfdSignature, b64, unb64};
 use fapiao_render::ofd::UnsignedOfd;
 
 /// The media type of OFD files (GB/T 33190).
-pub(crate) const OFD_TYPE: &str = "application/ofd";
+const OFD_TYPE: &str = "application/ofd";
 
 /// The invoice's signed OFD layout file.
 pub(crate) async fn ofd_of(cloud: &Cloud, v: &InvoiceView, rid: &str) -> Result<Vec<u8>, ApiError> {
@@ -124,47 +125,68 @@ pub(crate) async fn zip_of(cloud: &Cloud, v: &InvoiceView, rid: &str) -> Result<
     Ok(fapiao_render::ofd::pack(&files))
 }
 
-/// `GET /v1/invoices/{number}/ofd`.
-pub(crate) async fn ofd(
-    State(cloud): State<Cloud>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(number): Path<String>,
-) -> Response {
-    let rid = request_id(&headers);
-    let result = async {
-        let v = authed_invoice(&cloud, &method, &uri, &headers, &number, &rid).await?;
-        let ofd = ofd_of(&cloud, &v, &rid).await?;
-        Ok::<_, ApiError>((v, ofd))
-    }
-    .await;
-    match result {
-        Ok((v, ofd)) => attachment(OFD_TYPE, &v, "ofd", ofd),
-        Err(e) => e.into_response(),
+/// A layout file of an invoice, as the ERP API and the portal serve it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Layout {
+    Pdf,
+    Xml,
+    Ofd,
+    /// The zip of the three ([`zip_of`]).
+    Zip,
+}
+
+impl Layout {
+    /// The file as a download of `v`, named as the national platform names it
+    /// ([`attachment`]).
+    pub(crate) async fn download(
+        self,
+        cloud: &Cloud,
+        v: &InvoiceView,
+        rid: &str,
+    ) -> Result<Response, ApiError> {
+        let (content_type, extension, body) = match self {
+            Self::Pdf => ("application/pdf", "pdf", pdf_of(cloud, v, rid).await?),
+            Self::Xml => (XML_TYPE, "xml", xml_of(v, rid)?.into_bytes()),
+            Self::Ofd => (OFD_TYPE, "ofd", ofd_of(cloud, v, rid).await?),
+            Self::Zip => (ZIP_TYPE, "zip", zip_of(cloud, v, rid).await?),
+        };
+        Ok(attachment(content_type, v, extension, body))
     }
 }
 
-/// `GET /v1/invoices/{number}/zip`.
-pub(crate) async fn zip(
-    State(cloud): State<Cloud>,
+/// `GET /v1/invoices/{number}/{pdf,xml,ofd,zip}`: the enterprise's own invoice's file.
+async fn layout_file(
+    cloud: Cloud,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    Path(number): Path<String>,
+    number: String,
+    layout: Layout,
 ) -> Response {
     let rid = request_id(&headers);
     let result = async {
         let v = authed_invoice(&cloud, &method, &uri, &headers, &number, &rid).await?;
-        let zip = zip_of(&cloud, &v, &rid).await?;
-        Ok::<_, ApiError>((v, zip))
+        layout.download(&cloud, &v, &rid).await
     }
     .await;
-    match result {
-        Ok((v, zip)) => attachment(ZIP_TYPE, &v, "zip", zip),
-        Err(e) => e.into_response(),
-    }
+    result.unwrap_or_else(IntoResponse::into_response)
 }
+
+macro_rules! layout_handlers {
+    ($($name:ident $layout:ident),*) => {$(
+        pub(crate) async fn $name(
+            State(cloud): State<Cloud>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            Path(number): Path<String>,
+        ) -> Response {
+            layout_file(cloud, method, uri, headers, number, Layout::$layout).await
+        }
+    )*};
+}
+
+layout_handlers!(pdf Pdf, xml Xml, ofd Ofd, zip Zip);
 
 /// The media type of the zip of the layout files.
-pub(crate) const ZIP_TYPE: &str = "application/zip";
+const ZIP_TYPE: &str = "application/zip";

@@ -125,46 +125,6 @@ fn percent_encoded(s: &str) -> String {
 /// The XML media type of layout downloads.
 pub(crate) const XML_TYPE: &str = "application/xml; charset=utf-8";
 
-pub(crate) async fn xml(
-    State(cloud): State<Cloud>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(number): Path<String>,
-) -> Response {
-    let rid = request_id(&headers);
-    let result = async {
-        let v = authed_invoice(&cloud, &method, &uri, &headers, &number, &rid).await?;
-        let x = xml_of(&v, &rid)?;
-        Ok::<_, ApiError>((v, x))
-    }
-    .await;
-    match result {
-        Ok((v, x)) => attachment(XML_TYPE, &v, "xml", x),
-        Err(e) => e.into_response(),
-    }
-}
-
-pub(crate) async fn pdf(
-    State(cloud): State<Cloud>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(number): Path<String>,
-) -> Response {
-    let rid = request_id(&headers);
-    let result = async {
-        let v = authed_invoice(&cloud, &method, &uri, &headers, &number, &rid).await?;
-        let pdf = pdf_of(&cloud, &v, &rid).await?;
-        Ok::<_, ApiError>((v, pdf))
-    }
-    .await;
-    match result {
-        Ok((v, bytes)) => attachment("application/pdf", &v, "pdf", bytes),
-        Err(e) => e.into_response(),
-    }
-}
-
 /// Listing filters.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
