@@ -13,7 +13,7 @@
 //! - Enterprise-hosted tenants' orders wait in a queue for their agent, which leases them
 //!   (`orders.pull`) and acknowledges them once handled (`orders.ack`); see `queue.rs`.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -182,7 +182,6 @@ struct Inner {
     material: Material,
     envelopes: Arc<Envelopes>,
     platform: EnvelopeClient,
-    font: OnceLock<Result<PdfFont, String>>,
     options: Options,
     per_enterprise: fapiao_service::RateLimiter,
     /// The ERP nonces this process has seen (the persistent guard is the database's).
@@ -267,7 +266,6 @@ impl Cloud {
                 envelopes: Arc::new(envelopes),
                 material,
                 platform,
-                font: OnceLock::new(),
                 per_enterprise: fapiao_service::RateLimiter::new(
                     options.enterprise_rate,
                     options.enterprise_burst,
@@ -372,12 +370,9 @@ impl Cloud {
         Ok((n == 1).then_some(creds))
     }
 
-    pub(crate) fn font(&self) -> Result<&PdfFont, String> {
-        self.inner
-            .font
-            .get_or_init(|| fapiao_render::bundled_font().map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(Clone::clone)
+    /// The bundled typefaces, loaded once for the process (the roles of `up` share them).
+    pub(crate) fn font(&self) -> Result<&'static PdfFont, String> {
+        fapiao_render::shared_font().ok_or_else(|| "the bundled font is unusable".to_owned())
     }
 
     async fn status_notice(
